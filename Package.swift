@@ -1,0 +1,65 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Asterism: the node trust plane for confidential Kubernetes.
+/// keyd's closure (KeydProtocol, KeydCore, KeydPlatform, C shims) must not reach NIO, gRPC or
+/// full Foundation; `scripts/check-keyd-imports` enforces it in `make test`.
+let package = Package(
+    name: "Asterism",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "keyd", targets: ["keyd"]),
+        .executable(name: "keydctl", targets: ["keydctl"]),
+        .executable(name: "keyd-bench", targets: ["KeydBench"]),
+        .library(name: "KeydClient", targets: ["KeydClient"]),
+        // For the nested fuzz package Tests/KeydFuzz, which can depend only on products.
+        .library(name: "KeydProtocol", targets: ["KeydProtocol"]),
+        .library(name: "KeydCore", targets: ["KeydCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+    ],
+    targets: [
+        // keyd's wire format: frames, requests, limits, status codes. Standard library only.
+        .target(name: "KeydProtocol", exclude: ["PROTOCOL.md"]),
+        // keyd's decisions: permission table, session state machine, key custody, audit chain.
+        .target(
+            name: "KeydCore",
+            dependencies: ["KeydProtocol", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // System libraries and the macro/GNU-only shims Swift cannot import directly.
+        .systemLibrary(name: "CTSS2", pkgConfig: "tss2-esys tss2-tctildr tss2-mu tss2-rc"),
+        .systemLibrary(name: "CCryptsetup", pkgConfig: "libcryptsetup"),
+        .systemLibrary(name: "CCap", pkgConfig: "libcap"),
+        .target(name: "CKeydShims"),
+        // Thin Swift over syscalls and the C libraries; no policy.
+        .target(name: "KeydPlatform", dependencies: ["KeydProtocol", "CKeydShims", "CCap"]),
+        // The privileged daemon: a poll loop wiring KeydCore to KeydPlatform.
+        .executableTarget(name: "keyd", dependencies: ["KeydProtocol", "KeydCore", "KeydPlatform"]),
+        // Client of keyd's sockets, for trustd and keydctl.
+        .target(name: "KeydClient", dependencies: ["KeydProtocol"]),
+        // keydctl's commands as a library, so golden --help tests can render them in process.
+        .target(
+            name: "KeydctlCLI",
+            dependencies: [
+                "KeydClient", "KeydProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "keydctl", dependencies: ["KeydctlCLI"]),
+        // `make bench`: keyd round trips beside a bare Unix-socket echo, RSS and binary size.
+        .executableTarget(name: "KeydBench", dependencies: ["KeydClient", "KeydProtocol"]),
+
+        .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
+        .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol"]),
+        .testTarget(name: "KeydPlatformTests", dependencies: ["KeydPlatform", "CKeydShims", "CCap", "CTSS2", "CCryptsetup"]),
+        .testTarget(
+            name: "KeydctlTests", dependencies: ["KeydctlCLI", "KeydClient", "KeydProtocol"], resources: [.copy("Golden")]
+        ),
+        .testTarget(
+            name: "KeydIntegrationTests",
+            dependencies: ["KeydClient", "KeydProtocol", "KeydPlatform"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,1 @@
+// keyd-bench entry point.

@@ -1,0 +1,195 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import KeydProtocol
+
+/// A blocking connection to one of keyd's sockets, numbered in pairs from `hello`.
+///
+/// One caller at a time: calls are serialized by the caller (trustd runs them on a thread pool).
+public final class KeydConnection {
+    /// What keyd answered to `hello`.
+    public private(set) var hello: HelloAnswer
+    private var fd: Int32
+    private var nextSequence: UInt32 = 0
+    private var decoder = FrameDecoder(.answers)
+
+    /// Connects to `path`, negotiates the version and learns the peer class keyd assigned.
+    public init(path: String, timeoutMilliseconds: Int = 10_000) throws(KeydClientError) {
+        fd = try Self.connect(path: path, timeoutMilliseconds: timeoutMilliseconds)
+        hello = HelloAnswer(version: 0, peerClass: .stranger, phase: .awaitingKEK)
+        do {
+            let answer = try roundTrip(.hello(minVersion: Limits.supportedVersions.lowerBound, maxVersion: Limits.supportedVersions.upperBound))
+            hello = try decode(answer, .hello, HelloAnswer.read)
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    /// Closes the socket; later calls fail.
+    public func close() {
+        if fd >= 0 {
+            _ = Glibc.close(fd)
+            fd = -1
+        }
+        decoder.wipeAll()
+    }
+
+    private static func connect(path: String, timeoutMilliseconds: Int) throws(KeydClientError) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard !pathBytes.isEmpty, pathBytes.count < capacity else {
+            throw .invalidArgument("socket path is empty or longer than \(capacity - 1) bytes: \(path)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: pathBytes)
+            raw[pathBytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .unreachable(path: path, errno: errno) }
+        var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if result != 0 {
+            let saved = errno
+            _ = Glibc.close(fd)
+            throw .unreachable(path: path, errno: saved)
+        }
+        return fd
+    }
+
+    /// Sends one request and returns keyd's answer, whatever its status.
+    public func roundTrip(_ request: Request) throws(KeydClientError) -> AnswerFrame {
+        let frame = RequestFrame(sequence: nextSequence, request: request).encodeFrame()
+        return try exchange(frame, kind: request.kind)
+    }
+
+    /// Sends one request and returns the payload of an `ok` answer; any other status throws.
+    public func call(_ request: Request) throws(KeydClientError) -> AnswerFrame {
+        let answer = try roundTrip(request)
+        guard answer.status == .ok else { throw .refused(answer.status, request: request.kind) }
+        return answer
+    }
+
+    private func exchange(_ frame: [UInt8], kind: RequestKind) throws(KeydClientError) -> AnswerFrame {
+        let sequence = nextSequence
+        nextSequence &+= 1
+        try send(frame)
+        let answer = try receive()
+        if answer.isConnectionError { throw .refused(answer.status, request: kind) }
+        guard answer.kind == kind.rawValue, answer.sequence == sequence else {
+            throw .violation("answer for kind 0x\(String(answer.kind, radix: 16)) sequence \(answer.sequence), expected \(kind) sequence \(sequence)")
+        }
+        if answer.status.closesConnection { close() }
+        return answer
+    }
+
+    /// Sends raw bytes; for tests of keyd's handling of malformed input.
+    public func sendRaw(_ bytes: [UInt8]) throws(KeydClientError) { try send(bytes) }
+
+    /// Reads one answer frame; for tests that sent raw bytes.
+    public func receiveAnswer() throws(KeydClientError) -> AnswerFrame { try receive() }
+
+    private func send(_ bytes: [UInt8]) throws(KeydClientError) {
+        guard fd >= 0 else { throw .closed() }
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes.withUnsafeBytes { raw in
+                Glibc.send(fd, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EPIPE || errno == ECONNRESET { throw .closed() }
+                throw .io("send", errno: errno)
+            }
+            sent += n
+        }
+    }
+
+    private func receive() throws(KeydClientError) -> AnswerFrame {
+        guard fd >= 0 else { throw .closed() }
+        var buffer = [UInt8](repeating: 0, count: 16_384)
+        while true {
+            if let body = decoder.nextFrame() {
+                do throws(ProtocolError) {
+                    return try AnswerFrame.decode(body: body)
+                } catch {
+                    throw .violation(error.description)
+                }
+            }
+            let want = min(buffer.count, max(decoder.bytesWanted, 1))
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, want, 0) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == ECONNRESET { throw .closed() }
+                throw .io("recv", errno: errno)
+            }
+            if n == 0 { throw .closed() }
+            let appended: Result<Void, ProtocolError> = buffer.withUnsafeBytes { raw in
+                do throws(ProtocolError) {
+                    try decoder.append(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
+                    return .success(())
+                } catch {
+                    return .failure(error)
+                }
+            }
+            if case .failure(let error) = appended { throw .violation(error.description) }
+        }
+    }
+
+    private func decode<T>(
+        _ answer: AnswerFrame, _ kind: RequestKind, _ read: (inout WireReader) throws(ProtocolError) -> T
+    ) throws(KeydClientError) -> T {
+        guard answer.status == .ok else { throw .refused(answer.status, request: kind) }
+        do throws(ProtocolError) {
+            return try answer.decodePayload(kind, read)
+        } catch {
+            throw .violation(error.description)
+        }
+    }
+
+    /// `status`: keyd's phase, counters and audit head.
+    public func status() throws(KeydClientError) -> StatusAnswer {
+        try decode(try roundTrip(.status), .status, StatusAnswer.read)
+    }
+
+    /// `kek.import`: hands keyd the master secret and salt.
+    ///
+    /// - Important: the frame buffer holding the secrets is wiped after sending.
+    public func importKEK(masterSecret: UnsafeRawBufferPointer, salt: UnsafeRawBufferPointer) throws(KeydClientError) {
+        guard Limits.masterSecretLength.contains(masterSecret.count) else {
+            throw .invalidArgument("master secret is \(masterSecret.count) bytes; keyd needs \(Limits.masterSecretLength.lowerBound)...\(Limits.masterSecretLength.upperBound)")
+        }
+        guard Limits.saltLength.contains(salt.count) else {
+            throw .invalidArgument("salt is \(salt.count) bytes; keyd needs \(Limits.saltLength.lowerBound)...\(Limits.saltLength.upperBound)")
+        }
+        var frame = RequestFrame.encodeKEKImport(sequence: nextSequence, masterSecret: masterSecret, salt: salt)
+        defer { frame.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        let answer = try exchange(frame, kind: .kekImport)
+        guard answer.status == .ok else { throw .refused(answer.status, request: .kekImport) }
+    }
+
+    /// `kek.lock`: zeroes the KEK inside keyd.
+    public func lockKEK() throws(KeydClientError) { _ = try call(.kekLock) }
+
+    /// `audit.read`: up to `maxRecords` records from `firstRecord`.
+    public func readAudit(firstRecord: UInt64, maxRecords: UInt16) throws(KeydClientError) -> AuditReadAnswer {
+        try decode(try roundTrip(.auditRead(firstRecord: firstRecord, maxRecords: maxRecords)), .auditRead, AuditReadAnswer.read)
+    }
+
+    /// `audit.verify`: keyd re-reads its log and checks the chain against its head.
+    public func verifyAudit() throws(KeydClientError) -> AuditVerifyAnswer {
+        try decode(try roundTrip(.auditVerify), .auditVerify, AuditVerifyAnswer.read)
+    }
+}

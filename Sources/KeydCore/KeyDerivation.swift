@@ -1,0 +1,93 @@
+import Crypto
+
+/// HKDF-SHA-256 (RFC 5869, extract then expand) and the `info` strings Constellation derives with.
+public enum KeyDerivation {
+    /// The longest HKDF-SHA-256 output: 255 blocks of 32 bytes.
+    public static let maxByteCount = 255 * 32
+
+    /// `info` for the measurement secret.
+    public static let measurementSecretInfo = "key-measurementSecret"
+
+    /// `info` for the cluster ID (derived from the measurement secret and salt).
+    public static let clusterIDInfo = "key-clusterID"
+
+    /// `info` for a state disk's key: "key-" + its lowercase UUID.
+    /// - Throws: ``CoreError/Code/invalidDiskUUID`` unless `uuid` is lowercase 8-4-4-4-12 hex;
+    ///   uppercase is refused rather than folded, so two spellings never name one disk's key.
+    public static func diskKeyInfo(uuid: String) throws(CoreError) -> String {
+        guard isLowercaseUUID(uuid) else {
+            throw .invalidDiskUUID(uuid)
+        }
+        return "key-" + uuid
+    }
+
+    /// HKDF-SHA-256 of `secret` with `salt` and `info`, `byteCount` (1…8160) bytes long.
+    ///
+    /// Any lengths are accepted here (RFC 5869's vectors use 22-byte secrets);
+    /// ``KeyEncryptionKey`` enforces keyd's own lengths.
+    public static func hkdfSHA256(
+        secret: UnsafeRawBufferPointer,
+        salt: UnsafeRawBufferPointer,
+        info: some Collection<UInt8>,
+        byteCount: Int
+    ) -> SecretBytes {
+        SecretBytes(
+            storage: hkdfSHA256(inputKeyMaterial: SymmetricKey(data: secret), salt: salt, info: info, byteCount: byteCount)
+        )
+    }
+
+    /// HKDF-SHA-256 over key material already in swift-crypto storage.
+    static func hkdfSHA256(
+        inputKeyMaterial: SymmetricKey,
+        salt: UnsafeRawBufferPointer,
+        info: some Collection<UInt8>,
+        byteCount: Int
+    ) -> SymmetricKey {
+        // Our bug if out of range: callers pass fixed sizes. HKDF's counter is one byte.
+        precondition((1...maxByteCount).contains(byteCount), "HKDF output \(byteCount) bytes outside 1…\(maxByteCount)")
+        return HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: inputKeyMaterial,
+            salt: salt,
+            info: Array(info),
+            outputByteCount: byteCount
+        )
+    }
+
+    /// True for exactly 36 characters: 8-4-4-4-12 groups of `0-9a-f` joined by `-`.
+    static func isLowercaseUUID(_ uuid: String) -> Bool {
+        let bytes = Array(uuid.utf8)
+        guard bytes.count == 36 else { return false }
+        for (index, byte) in bytes.enumerated() {
+            switch index {
+            case 8, 13, 18, 23:
+                guard byte == UInt8(ascii: "-") else { return false }
+            default:
+                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+                    || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+                else { return false }
+            }
+        }
+        return true
+    }
+}
+
+extension KeyEncryptionKey {
+    /// Derives `byteCount` (1…8160) bytes: HKDF-SHA-256(master secret, salt, `info`).
+    /// - Important: The result is a data key; keep it in ``SecretBytes`` and never export it.
+    public borrowing func deriveKey(info: some Collection<UInt8>, byteCount: Int) -> SecretBytes {
+        let derived = salt.storage.withUnsafeBytes { saltBytes in
+            KeyDerivation.hkdfSHA256(
+                inputKeyMaterial: masterSecret.storage,
+                salt: saltBytes,
+                info: info,
+                byteCount: byteCount
+            )
+        }
+        return SecretBytes(storage: derived)
+    }
+
+    /// Derives `byteCount` bytes with the UTF-8 of `info`, e.g. ``KeyDerivation/diskKeyInfo(uuid:)``.
+    public borrowing func deriveKey(info: String, byteCount: Int) -> SecretBytes {
+        deriveKey(info: info.utf8, byteCount: byteCount)
+    }
+}

@@ -1,0 +1,188 @@
+/// keyd's configuration, read from a small `key = value` file.
+///
+/// One setting per line; blank lines and lines starting with `#` are ignored; whitespace around
+/// keys and values is trimmed; lists are comma-separated (an empty value is an empty list).
+/// Comments take a whole line: `#` after a value is part of the value.
+///
+/// ```
+/// # /etc/keyd/keyd.conf
+/// trustd-uids = 990
+/// admin-uids = 0
+/// max-connections = 1024
+/// frame-timeout-ms = 5000
+/// trustd-socket-mode = 0660
+/// ```
+public struct KeydConfiguration: Equatable, Sendable {
+    /// Users whose connections on the trustd socket are the trustd peer.
+    public var trustdUIDs: [UInt32] = []
+    /// Groups whose connections on the trustd socket are the trustd peer.
+    public var trustdGIDs: [UInt32] = []
+    /// Users whose connections on the admin socket are the admin peer.
+    public var adminUIDs: [UInt32] = [0]
+    /// Groups whose connections on the admin socket are the admin peer.
+    public var adminGIDs: [UInt32] = []
+    /// Connections open at once; more are answered `busy` (1…65536).
+    public var maxConnections: Int = 1024
+    /// Time allowed to complete a frame once its first byte arrived (100…600000 ms).
+    public var frameTimeoutMilliseconds: Int = 5000
+    /// Permission bits of the trustd socket when keyd binds it itself (≤ 0o777).
+    public var trustdSocketMode: UInt32 = 0o660
+    /// Permission bits of the admin socket when keyd binds it itself (≤ 0o777).
+    public var adminSocketMode: UInt32 = 0o600
+
+    /// The defaults.
+    public init() {}
+
+    /// The largest configuration text accepted, in bytes.
+    public static let maxTextLength = 65_536
+    /// Accepted ``maxConnections``.
+    public static let maxConnectionsRange: ClosedRange<Int> = 1...65_536
+    /// Accepted ``frameTimeoutMilliseconds``.
+    public static let frameTimeoutRange: ClosedRange<Int> = 100...600_000
+    /// Accepted uids and gids: every `u32` but 4294967295, which is `(uid_t)-1`, "no user".
+    public static let idRange: ClosedRange<UInt32> = 0...(UInt32.max - 1)
+    /// Accepted socket modes.
+    public static let socketModeRange: ClosedRange<UInt32> = 0...0o777
+
+    /// The keys a file may set, in the order they are documented.
+    public static let keys = [
+        "trustd-uids", "trustd-gids", "admin-uids", "admin-gids",
+        "max-connections", "frame-timeout-ms", "trustd-socket-mode", "admin-socket-mode",
+    ]
+
+    /// Parses a configuration file; unset keys keep their defaults.
+    /// - Throws: ``CoreError`` naming the line, the key and the limit: the text is over 64 KiB,
+    ///   a line has no `=`, a key is unknown or repeated, a value is not a number or out of range.
+    public static func parse(_ text: String) throws(CoreError) -> KeydConfiguration {
+        let byteCount = text.utf8.count
+        guard byteCount <= maxTextLength else {
+            throw .configurationTooLarge(byteCount: byteCount, limit: maxTextLength)
+        }
+        var configuration = KeydConfiguration()
+        var firstSeen: [String: Int] = [:]
+        var lineNumber = 0
+        // "\r\n" is one Character, so split on both spellings of a line end.
+        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+            lineNumber += 1
+            let line = trimmed(rawLine)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            guard let equals = line.firstIndex(of: "=") else {
+                throw .configurationMissingEquals(lineNumber: lineNumber)
+            }
+            let key = String(trimmed(line[..<equals]))
+            let value = String(trimmed(line[line.index(after: equals)...]))
+            guard keys.contains(key) else {
+                throw .configurationUnknownKey(lineNumber: lineNumber, key: key, known: keys)
+            }
+            if let first = firstSeen[key] {
+                throw .configurationDuplicateKey(lineNumber: lineNumber, key: key, firstLineNumber: first)
+            }
+            firstSeen[key] = lineNumber
+            let field = Field(key: key, value: value, lineNumber: lineNumber)
+            switch key {
+            case "trustd-uids": configuration.trustdUIDs = try field.idList()
+            case "trustd-gids": configuration.trustdGIDs = try field.idList()
+            case "admin-uids": configuration.adminUIDs = try field.idList()
+            case "admin-gids": configuration.adminGIDs = try field.idList()
+            case "max-connections": configuration.maxConnections = try field.integer(in: maxConnectionsRange)
+            case "frame-timeout-ms": configuration.frameTimeoutMilliseconds = try field.integer(in: frameTimeoutRange)
+            case "trustd-socket-mode": configuration.trustdSocketMode = try field.mode()
+            case "admin-socket-mode": configuration.adminSocketMode = try field.mode()
+            default: preconditionFailure("key '\(key)' listed in keys but not parsed")
+            }
+        }
+        return configuration
+    }
+
+    /// One `key = value` line being converted.
+    private struct Field {
+        var key: String
+        var value: String
+        var lineNumber: Int
+
+        /// A comma-separated list of decimal uids or gids; empty text is an empty list.
+        func idList() throws(CoreError) -> [UInt32] {
+            if value.isEmpty { return [] }
+            var ids: [UInt32] = []
+            for item in value.split(separator: ",", omittingEmptySubsequences: false) {
+                let text = trimmed(item)
+                guard let number = decimal(text) else {
+                    throw .configurationBadNumber(
+                        lineNumber: lineNumber,
+                        key: key,
+                        value: String(text),
+                        expected: "a comma-separated list of decimal ids"
+                    )
+                }
+                guard number <= UInt64(KeydConfiguration.idRange.upperBound) else {
+                    throw .configurationOutOfRange(
+                        lineNumber: lineNumber,
+                        key: key,
+                        value: String(text),
+                        limit: "\(KeydConfiguration.idRange.lowerBound)…\(KeydConfiguration.idRange.upperBound)"
+                    )
+                }
+                ids.append(UInt32(number))
+            }
+            return ids
+        }
+
+        /// A decimal integer inside `range`.
+        func integer(in range: ClosedRange<Int>) throws(CoreError) -> Int {
+            guard let number = decimal(Substring(value)) else {
+                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "a decimal number")
+            }
+            guard number <= UInt64(range.upperBound), range.contains(Int(number)) else {
+                throw .configurationOutOfRange(
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    limit: "\(range.lowerBound)…\(range.upperBound)"
+                )
+            }
+            return Int(number)
+        }
+
+        /// Octal permission bits such as `0660` or `660`, at most 0777.
+        func mode() throws(CoreError) -> UInt32 {
+            let digits = value.utf8
+            guard !digits.isEmpty, digits.count <= 12,
+                digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "7")).contains($0) })
+            else {
+                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "an octal mode such as 0660")
+            }
+            var mode: UInt64 = 0
+            for digit in digits { mode = mode * 8 + UInt64(digit - UInt8(ascii: "0")) }
+            guard mode <= UInt64(KeydConfiguration.socketModeRange.upperBound) else {
+                throw .configurationOutOfRange(lineNumber: lineNumber, key: key, value: value, limit: "0000…0777")
+            }
+            return UInt32(mode)
+        }
+    }
+}
+
+/// `text` without leading and trailing spaces, tabs and carriage returns.
+private func trimmed(_ text: Substring) -> Substring {
+    let isBlank: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" }
+    guard let first = text.firstIndex(where: { !isBlank($0) }),
+        let last = text.lastIndex(where: { !isBlank($0) })
+    else { return text[text.endIndex...] }
+    return text[first...last]
+}
+
+/// A run of decimal digits as a number, saturating at `UInt64.max` (so it reads as out of
+/// range rather than malformed); nil for anything else.
+private func decimal(_ text: Substring) -> UInt64? {
+    let digits = text.utf8
+    guard !digits.isEmpty, digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else {
+        return nil
+    }
+    var number: UInt64 = 0
+    for digit in digits {
+        let (times10, overflowA) = number.multipliedReportingOverflow(by: 10)
+        let (sum, overflowB) = times10.addingReportingOverflow(UInt64(digit - UInt8(ascii: "0")))
+        if overflowA || overflowB { return .max }
+        number = sum
+    }
+    return number
+}

@@ -1,0 +1,188 @@
+import KeydProtocol
+
+/// What an audit record of a session decision says; keyd adds time, peer and chain.
+public struct SessionAudit: Sendable, Hashable {
+    /// Event name, e.g. `protocol.violation` or a request name.
+    public let event: String
+    /// Whether the request was granted.
+    public let granted: Bool
+    /// The status answered.
+    public let status: StatusCode
+    /// Non-secret context, in order.
+    public let detail: [Pair]
+
+    /// One detail entry.
+    public struct Pair: Sendable, Hashable {
+        public let key: String
+        public let value: String
+        public init(_ key: String, _ value: String) {
+            self.key = key
+            self.value = value
+        }
+    }
+
+    /// Creates an audit note.
+    public init(event: String, granted: Bool, status: StatusCode, detail: [Pair]) {
+        self.event = event
+        self.granted = granted
+        self.status = status
+        self.detail = detail
+    }
+}
+
+/// What keyd must do with one received frame.
+public enum SessionVerdict: Sendable, Hashable {
+    /// Perform the request and answer it with the same kind and sequence.
+    case dispatch(RequestFrame)
+    /// Send these answer bytes; close the connection afterwards when `close` is set.
+    case reply(bytes: [UInt8], close: Bool, audit: SessionAudit?)
+}
+
+/// The state machine of one keyd connection: hello first, sequences in pairs, the permission
+/// table on every request, and closing on any violation.
+///
+/// Pure: it sees frame bodies and returns verdicts; the keyd event loop carries them out.
+/// Impossible transitions (feeding a closed session) are preconditions.
+public struct SessionStateMachine: Sendable {
+    private enum State: Sendable, Hashable {
+        case awaitingHello
+        case established(version: UInt16)
+        case closed
+    }
+
+    private var state: State = .awaitingHello
+    private var expectedSequence: UInt32 = 0
+    private var usedThisConnection: Set<RequestKind> = []
+    /// Who is on the other end.
+    public let peer: PeerClass
+    /// Request kinds this keyd performs; others get `unsupported`.
+    public let served: Set<RequestKind>
+
+    /// Starts a session for a peer classified from its credentials.
+    public init(peer: PeerClass, served: Set<RequestKind>) {
+        self.peer = peer
+        self.served = served
+    }
+
+    /// Whether the connection must be (or was) closed; no more frames may be fed.
+    public var isClosed: Bool { state == .closed }
+
+    /// The negotiated version, once hello succeeded.
+    public var version: UInt16? {
+        if case .established(let version) = state { return version }
+        return nil
+    }
+
+    /// Decides one complete request body.
+    public mutating func receive(
+        body: UnsafeRawBufferPointer, phase: Phase, usedThisBoot: Set<RequestKind>
+    ) -> SessionVerdict {
+        precondition(state != .closed, "frame fed to a closed session")
+        let frame: RequestFrame
+        do {
+            frame = try RequestFrame.decode(body: body)
+        } catch {
+            return violation(error, header: RequestFrame.peekHeader(body: body))
+        }
+        let kind = frame.request.kind
+
+        guard frame.sequence == expectedSequence else {
+            return close(
+                kind, frame.sequence, .sequenceError,
+                detail: [.init("request", kind.description), .init("sequence", "\(frame.sequence)"), .init("expected", "\(expectedSequence)")])
+        }
+        expectedSequence &+= 1
+
+        if case .awaitingHello = state, kind != .hello {
+            return close(kind, frame.sequence, .helloRequired, detail: [.init("request", kind.description)])
+        }
+
+        let verdict = PermissionTable.evaluate(
+            kind, peer: peer, phase: phase,
+            usedThisConnection: usedThisConnection.contains(kind),
+            usedThisBoot: usedThisBoot.contains(kind))
+        switch verdict {
+        case .allowed:
+            break
+        case .denied, .alreadyUsed:
+            return close(kind, frame.sequence, verdict.status, detail: [.init("request", kind.description), .init("phase", phase.description)])
+        case .wrongPhase:
+            let audit = SessionAudit(
+                event: kind.description, granted: false, status: .wrongPhase,
+                detail: [.init("phase", phase.description)])
+            return .reply(
+                bytes: AnswerFrame.encodeStatus(answering: kind, sequence: frame.sequence, status: .wrongPhase),
+                close: false, audit: audit)
+        }
+        usedThisConnection.insert(kind)
+
+        if case .hello(let minVersion, let maxVersion) = frame.request {
+            return negotiate(frame.sequence, minVersion...maxVersion, phase: phase)
+        }
+        guard served.contains(kind) else {
+            return .reply(
+                bytes: AnswerFrame.encodeStatus(answering: kind, sequence: frame.sequence, status: .unsupported),
+                close: false, audit: nil)
+        }
+        return .dispatch(frame)
+    }
+
+    /// Decides a length prefix that was out of range (no body was read).
+    public mutating func frameLengthViolation(_ error: ProtocolError) -> SessionVerdict {
+        precondition(state != .closed, "violation fed to a closed session")
+        return violation(error, header: nil)
+    }
+
+    /// Decides a frame that was not completed in time.
+    public mutating func timedOut() -> SessionVerdict {
+        precondition(state != .closed, "timeout fed to a closed session")
+        state = .closed
+        return .reply(
+            bytes: AnswerFrame.encodeConnectionError(.timeout), close: true,
+            audit: SessionAudit(event: "protocol.violation", granted: false, status: .timeout, detail: [.init("reason", "frame not completed in time")]))
+    }
+
+    /// Decides that keyd refuses the connection for lack of room.
+    public mutating func refuseBusy() -> SessionVerdict {
+        precondition(state != .closed, "busy fed to a closed session")
+        state = .closed
+        return .reply(bytes: AnswerFrame.encodeConnectionError(.busy), close: true, audit: nil)
+    }
+
+    private mutating func negotiate(_ sequence: UInt32, _ offered: ClosedRange<UInt16>, phase: Phase) -> SessionVerdict {
+        guard let version = offered.clamped(to: Limits.supportedVersions).last, offered.overlaps(Limits.supportedVersions) else {
+            return close(
+                .hello, sequence, .versionUnsupported,
+                detail: [.init("offered", "\(offered.lowerBound)...\(offered.upperBound)")])
+        }
+        state = .established(version: version)
+        let answer = HelloAnswer(version: version, peerClass: peer, phase: phase)
+        return .reply(bytes: AnswerFrame.encode(answering: .hello, sequence: sequence, status: .ok, answer.write), close: false, audit: nil)
+    }
+
+    private mutating func close(
+        _ kind: RequestKind, _ sequence: UInt32, _ status: StatusCode, detail: [SessionAudit.Pair]
+    ) -> SessionVerdict {
+        state = .closed
+        let event = status == .denied || status == .alreadyUsed ? kind.description : "protocol.violation"
+        var fullDetail = detail
+        if event == "protocol.violation" { fullDetail.insert(.init("reason", status.description), at: 0) }
+        return .reply(
+            bytes: AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: status), close: true,
+            audit: SessionAudit(event: event, granted: false, status: status, detail: fullDetail))
+    }
+
+    private mutating func violation(_ error: ProtocolError, header: (kind: UInt16, sequence: UInt32)?) -> SessionVerdict {
+        state = .closed
+        let audit = SessionAudit(
+            event: "protocol.violation", granted: false, status: error.status,
+            detail: [.init("reason", error.status.description), .init("error", error.detail)])
+        // Answer the request by kind and sequence when both are known and the kind exists.
+        if let header, let kind = RequestKind(rawValue: header.kind), error.status != .frameLength {
+            return .reply(
+                bytes: AnswerFrame.encodeStatus(answering: kind, sequence: header.sequence, status: error.status),
+                close: true, audit: audit)
+        }
+        return .reply(bytes: AnswerFrame.encodeConnectionError(error.status), close: true, audit: audit)
+    }
+}

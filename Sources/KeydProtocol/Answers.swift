@@ -1,0 +1,285 @@
+/// One decoded answer frame body: the request kind it answers, sequence, status and raw payload.
+public struct AnswerFrame: Hashable, Sendable {
+    /// Raw kind with the answer bit cleared (`0x7FFF` for a connection error answer).
+    public var kind: UInt16
+    /// Sequence of the request answered.
+    public var sequence: UInt32
+    /// Outcome.
+    public var status: StatusCode
+    /// Payload bytes, present only when `status` is `ok`.
+    public var payload: [UInt8]
+
+    /// Creates a frame.
+    public init(kind: UInt16, sequence: UInt32, status: StatusCode, payload: [UInt8] = []) {
+        self.kind = kind
+        self.sequence = sequence
+        self.status = status
+        self.payload = payload
+    }
+
+    /// Whether this is the connection error answer (no request identified).
+    public var isConnectionError: Bool {
+        kind == Limits.connectionErrorKind & ~Limits.answerBit && sequence == Limits.connectionErrorSequence
+    }
+
+    /// Decodes an answer body (the bytes after the length prefix).
+    public static func decode(body: UnsafeRawBufferPointer) throws(ProtocolError) -> AnswerFrame {
+        guard body.count >= Limits.minAnswerBody, body.count <= Limits.maxFrameLength else {
+            throw .frameLength(body.count, minimum: Limits.minAnswerBody, maximum: Limits.maxFrameLength)
+        }
+        var r = WireReader(body)
+        let rawKind = try r.u16("kind")
+        guard rawKind & Limits.answerBit != 0 else {
+            throw .badValue(field: "kind", "answer kind 0x\(String(rawKind, radix: 16)) lacks the answer bit")
+        }
+        let sequence = try r.u32("sequence")
+        let rawStatus = try r.u16("status")
+        guard let status = StatusCode(rawValue: rawStatus) else {
+            throw .badEnum(field: "status", value: Int(rawStatus))
+        }
+        let payload = try r.fixed(r.remaining, "payload")
+        guard status == .ok || payload.isEmpty else {
+            throw .trailingBytes(payload.count, after: "status \(status)")
+        }
+        return AnswerFrame(kind: rawKind & ~Limits.answerBit, sequence: sequence, status: status, payload: payload)
+    }
+
+    /// Decodes an answer body held in an array.
+    public static func decode(body: [UInt8]) throws(ProtocolError) -> AnswerFrame {
+        let result: Result<AnswerFrame, ProtocolError> = body.withUnsafeBytes { raw in
+            do throws(ProtocolError) { return .success(try decode(body: raw)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    /// Encodes an answer with a typed payload writer.
+    public static func encode(
+        answering kind: RequestKind, sequence: UInt32, status: StatusCode, _ fields: (inout WireWriter) -> Void = { _ in }
+    ) -> [UInt8] {
+        Frame.build(kind: kind.rawValue | Limits.answerBit, sequence: sequence, status: status) { w in
+            if status == .ok { fields(&w) }
+        }
+    }
+
+    /// Encodes a status-only answer for a request.
+    public static func encodeStatus(answering kind: RequestKind, sequence: UInt32, status: StatusCode) -> [UInt8] {
+        encode(answering: kind, sequence: sequence, status: status)
+    }
+
+    /// Encodes the connection error answer, sent when no request can be identified.
+    public static func encodeConnectionError(_ status: StatusCode) -> [UInt8] {
+        Frame.build(kind: Limits.connectionErrorKind, sequence: Limits.connectionErrorSequence, status: status) { _ in }
+    }
+
+    /// Decodes the payload with `decode`, requiring status `ok` and no trailing bytes.
+    public func decodePayload<T>(
+        _ kind: RequestKind, _ decode: (inout WireReader) throws(ProtocolError) -> T
+    ) throws(ProtocolError) -> T {
+        let result: Result<T, ProtocolError> = payload.withUnsafeBytes { raw in
+            var reader = WireReader(raw)
+            do throws(ProtocolError) {
+                let value = try decode(&reader)
+                try reader.finish("\(kind) answer")
+                return .success(value)
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+}
+
+/// Answer of `hello`.
+public struct HelloAnswer: Hashable, Sendable {
+    /// Negotiated protocol version.
+    public var version: UInt16
+    /// How keyd classified this connection.
+    public var peerClass: PeerClass
+    /// keyd's phase.
+    public var phase: Phase
+
+    /// Creates an answer.
+    public init(version: UInt16, peerClass: PeerClass, phase: Phase) {
+        self.version = version
+        self.peerClass = peerClass
+        self.phase = phase
+    }
+
+    /// Writes the payload.
+    public func write(_ w: inout WireWriter) {
+        w.u16(version)
+        w.u8(peerClass.rawValue)
+        w.u8(phase.rawValue)
+    }
+
+    /// Reads the payload.
+    public static func read(_ r: inout WireReader) throws(ProtocolError) -> HelloAnswer {
+        let version = try r.u16("version")
+        let peerClass = try r.enumeration(PeerClass.self, "peerClass")
+        // PROTOCOL.md lists 1 trustd and 2 admin only: a stranger never gets a hello answer.
+        guard peerClass != .stranger else { throw .badEnum(field: "peerClass", value: Int(peerClass.rawValue)) }
+        return HelloAnswer(version: version, peerClass: peerClass, phase: try r.enumeration(Phase.self, "phase"))
+    }
+}
+
+/// Answer of `status`.
+public struct StatusAnswer: Hashable, Sendable {
+    public var protocolVersion: UInt16
+    public var phase: Phase
+    public var peerClass: PeerClass
+    public var uptimeSeconds: UInt64
+    public var requestsServed: UInt64
+    public var connections: UInt32
+    public var auditRecords: UInt64
+    /// SHA-256 of the last audit record (zeros for an empty log).
+    public var auditHead: [UInt8]
+    /// Whether the audit chain verified when keyd started.
+    public var auditIntact: Bool
+    public var keydVersion: String
+
+    /// Creates an answer.
+    public init(
+        protocolVersion: UInt16, phase: Phase, peerClass: PeerClass, uptimeSeconds: UInt64,
+        requestsServed: UInt64, connections: UInt32, auditRecords: UInt64, auditHead: [UInt8],
+        auditIntact: Bool, keydVersion: String
+    ) {
+        self.protocolVersion = protocolVersion
+        self.phase = phase
+        self.peerClass = peerClass
+        self.uptimeSeconds = uptimeSeconds
+        self.requestsServed = requestsServed
+        self.connections = connections
+        self.auditRecords = auditRecords
+        self.auditHead = auditHead
+        self.auditIntact = auditIntact
+        self.keydVersion = keydVersion
+    }
+
+    /// Writes the payload.
+    public func write(_ w: inout WireWriter) {
+        w.u16(protocolVersion)
+        w.u8(phase.rawValue)
+        w.u8(peerClass.rawValue)
+        w.u64(uptimeSeconds)
+        w.u64(requestsServed)
+        w.u32(connections)
+        w.u64(auditRecords)
+        w.fixed(auditHead, count: 32)
+        w.bool(auditIntact)
+        w.text(keydVersion, max: 32)
+    }
+
+    /// Reads the payload.
+    public static func read(_ r: inout WireReader) throws(ProtocolError) -> StatusAnswer {
+        StatusAnswer(
+            protocolVersion: try r.u16("protocolVersion"),
+            phase: try r.enumeration(Phase.self, "phase"),
+            peerClass: try r.enumeration(PeerClass.self, "peerClass"),
+            uptimeSeconds: try r.u64("uptimeSeconds"),
+            requestsServed: try r.u64("requestsServed"),
+            connections: try r.u32("connections"),
+            auditRecords: try r.u64("auditRecords"),
+            auditHead: try r.fixed(32, "auditHead"),
+            auditIntact: try r.bool("auditIntact"),
+            keydVersion: try r.text(max: 32, "keydVersion"))
+    }
+}
+
+/// Answer of `audit.read`.
+public struct AuditReadAnswer: Hashable, Sendable {
+    /// Records in the whole log.
+    public var totalRecords: UInt64
+    /// JSON lines, without newlines.
+    public var records: [String]
+
+    /// Creates an answer.
+    public init(totalRecords: UInt64, records: [String]) {
+        self.totalRecords = totalRecords
+        self.records = records
+    }
+
+    /// Bytes a record adds to the payload.
+    public static func encodedSize(ofRecord utf8Count: Int) -> Int { 2 + utf8Count }
+
+    /// Payload bytes before the first record (total and count), plus the answer header and prefix.
+    public static let overhead = 8 + 2 + Limits.minAnswerBody + Limits.lengthPrefixSize
+
+    /// Writes the payload.
+    public func write(_ w: inout WireWriter) {
+        w.u64(totalRecords)
+        w.u16(UInt16(records.count))
+        for record in records { w.text(record, max: Limits.maxAuditRecord) }
+    }
+
+    /// Reads the payload.
+    public static func read(_ r: inout WireReader) throws(ProtocolError) -> AuditReadAnswer {
+        let total = try r.u64("totalRecords")
+        let count = Int(try r.u16("count"))
+        guard count <= Int(Limits.maxAuditRecordsPerRead) else {
+            throw .fieldLength(field: "count", length: count, bounds: 0...Int(Limits.maxAuditRecordsPerRead))
+        }
+        var records: [String] = []
+        for _ in 0..<count { records.append(try r.text(max: Limits.maxAuditRecord, "record")) }
+        return AuditReadAnswer(totalRecords: total, records: records)
+    }
+}
+
+/// What `audit.verify` found wrong, if anything.
+public enum AuditProblemCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    case none = 0
+    case edited = 1
+    case reorderedOrMissing = 2
+    case truncated = 3
+    case unparsable = 4
+    case unreadable = 5
+
+    public var description: String {
+        switch self {
+        case .none: "none"
+        case .edited: "edited"
+        case .reorderedOrMissing: "reorderedOrMissing"
+        case .truncated: "truncated"
+        case .unparsable: "unparsable"
+        case .unreadable: "unreadable"
+        }
+    }
+}
+
+/// Answer of `audit.verify`.
+public struct AuditVerifyAnswer: Hashable, Sendable {
+    public var intact: Bool
+    public var records: UInt64
+    /// Index of the first bad record; equals `records` when intact.
+    public var firstBadRecord: UInt64
+    public var problem: AuditProblemCode
+    /// SHA-256 of the last good record.
+    public var headHash: [UInt8]
+
+    /// Creates an answer.
+    public init(intact: Bool, records: UInt64, firstBadRecord: UInt64, problem: AuditProblemCode, headHash: [UInt8]) {
+        self.intact = intact
+        self.records = records
+        self.firstBadRecord = firstBadRecord
+        self.problem = problem
+        self.headHash = headHash
+    }
+
+    /// Writes the payload.
+    public func write(_ w: inout WireWriter) {
+        w.bool(intact)
+        w.u64(records)
+        w.u64(firstBadRecord)
+        w.u8(problem.rawValue)
+        w.fixed(headHash, count: 32)
+    }
+
+    /// Reads the payload.
+    public static func read(_ r: inout WireReader) throws(ProtocolError) -> AuditVerifyAnswer {
+        AuditVerifyAnswer(
+            intact: try r.bool("intact"),
+            records: try r.u64("records"),
+            firstBadRecord: try r.u64("firstBadRecord"),
+            problem: try r.enumeration(AuditProblemCode.self, "problem"),
+            headHash: try r.fixed(32, "headHash"))
+    }
+}

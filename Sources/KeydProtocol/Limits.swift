@@ -1,0 +1,35 @@
+/// Hard limits of keyd's wire format, version 1 (PROTOCOL.md, "Limits").
+public enum Limits {
+    /// Largest frame body in bytes; checked on the length prefix before anything is allocated.
+    public static let maxFrameLength = 65_536
+    /// Smallest request body: kind (2) and sequence (4).
+    public static let minRequestBody = 6
+    /// Smallest answer body: kind (2), sequence (4) and status (2).
+    public static let minAnswerBody = 8
+    /// Byte count of the length prefix.
+    public static let lengthPrefixSize = 4
+    /// Protocol versions this implementation speaks.
+    public static let supportedVersions: ClosedRange<UInt16> = 1...1
+    /// Longest audit record line.
+    public static let maxAuditRecord = 8192
+    /// Most audit records one `audit.read` may ask for.
+    public static let maxAuditRecordsPerRead: UInt16 = 512
+    /// Longest evidence document.
+    public static let maxEvidence = 49_152
+    /// Longest sealed envelope.
+    public static let maxEnvelope = 4096
+    /// Longest device path.
+    public static let maxDevicePath = 4096
+    /// Longest device-mapper name.
+    public static let maxMappingName = 64
+    /// Master secret length bounds.
+    public static let masterSecretLength: ClosedRange<Int> = 16...64
+    /// Salt length bounds.
+    public static let saltLength: ClosedRange<Int> = 32...64
+    /// Kind of the connection error answer, sent when keyd cannot tell which request it answers.
+    public static let connectionErrorKind: UInt16 = 0xFFFF
+    /// Sequence of the connection error answer.
+    public static let connectionErrorSequence: UInt32 = 0xFFFF_FFFF
+    /// Bit set in the kind of every answer.
+    public static let answerBit: UInt16 = 0x8000
+}

@@ -1,0 +1,243 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KeydCore
+import KeydPlatform
+import KeydProtocol
+
+/// Who sent a request: the class decided at accept time and the raw credentials, for audit only.
+struct ConnectionIdentity {
+    /// Class from `PeerClassifier`; the only thing permission decisions look at.
+    let peerClass: PeerClass
+    /// `SO_PEERCRED` as read once at accept.
+    let credentials: PeerCredentials
+
+    /// The audit log's view of this peer.
+    var auditPeer: AuditPeer {
+        let auditClass: AuditPeerClass =
+            switch peerClass {
+            case .trustd: .trustd
+            case .admin: .admin
+            case .stranger: .stranger
+            }
+        return AuditPeer(peerClass: auditClass, uid: credentials.uid, gid: credentials.gid, pid: credentials.pid)
+    }
+}
+
+/// keyd's state and the requests it performs: phase, KEK custody, audit log, counters.
+///
+/// Single-threaded: only the event loop calls it.
+final class KeydService {
+    /// keyd's release version, reported by `status`.
+    static let version = "0.1.0"
+    /// Request kinds this build performs; the rest of the table answers `unsupported`.
+    static let served: Set<RequestKind> = [.hello, .status, .kekImport, .kekLock, .auditRead, .auditVerify]
+    /// Largest audit log `audit.read`/`audit.verify` will load.
+    static let auditReadLimit = 64 << 20
+
+    private(set) var phase: Phase = .awaitingKEK
+    private(set) var usedThisBoot: Set<RequestKind> = []
+    private var kek: KeyEncryptionKey?
+    private var chain: AuditChain
+    private let auditFile: AppendOnlyFile
+    private let auditPath: String
+    private let auditIntactAtStart: Bool
+    private let startNanoseconds = MonotonicClock.nowNanoseconds()
+    private let keydIdentity = AuditPeer(
+        peerClass: .keyd, uid: UInt32(geteuid()), gid: UInt32(getegid()), pid: getpid())
+    /// Requests dispatched so far.
+    private(set) var requestsServed: UInt64 = 0
+    /// Open connections, kept current by the event loop.
+    var connectionCount = 0
+
+    /// Opens (or creates) the audit log in `stateDirectory` and resumes its chain.
+    init(stateDirectory: String) throws(KeydError) {
+        auditPath = stateDirectory + "/audit.log"
+        do {
+            _ = try makeDirectory(path: stateDirectory, mode: 0o700)
+            let existing: [UInt8]
+            if access(auditPath, F_OK) == 0 {
+                existing = try readWholeFile(path: auditPath, limit: Self.auditReadLimit)
+            } else {
+                existing = []
+            }
+            let (chain, verification) = AuditChain.resume(from: existing)
+            self.chain = chain
+            auditIntactAtStart = verification.intact
+            if !verification.intact {
+                Log.error(
+                    "Audit log chain is broken", ["audit.path": auditPath, "audit.first_bad": "\(verification.firstBadRecord)",
+                    "audit.problem": "\(verification.problem)"])
+            }
+            if verification.completeByteCount != existing.count {
+                // A torn last line (crash mid-write) is cut so the next record starts on its own line.
+                guard truncate(auditPath, off_t(verification.completeByteCount)) == 0 else {
+                    throw KeydError.startup("cannot cut torn audit record in \(auditPath): errno \(errno)")
+                }
+                Log.warning("Audit log ended in a torn record; cut it", ["audit.path": auditPath])
+            }
+            auditFile = try AppendOnlyFile.open(path: auditPath, mode: 0o600)
+        } catch let error as KeydError {
+            throw error
+        } catch {
+            throw .startup("audit log in \(stateDirectory): \(error)")
+        }
+    }
+
+    /// Appends one record and fsyncs it; false when it could not be made durable.
+    @discardableResult
+    func audit(
+        _ event: String, granted: Bool, status: StatusCode, peer: AuditPeer,
+        detail: [(key: String, value: String)] = []
+    ) -> Bool {
+        let (line, next) = chain.appending(
+            event: event, decision: granted ? .granted : .refused, status: status.description, peer: peer,
+            detail: detail, time: WallClock.nowSeconds())
+        do {
+            try auditFile.append(line)
+            try auditFile.sync()
+            chain = next
+            return true
+        } catch {
+            Log.error("Audit record not written", ["audit.event": event, "error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Writes a session decision (violation, denial, wrong phase) to the audit log.
+    func audit(_ note: SessionAudit, identity: ConnectionIdentity) {
+        audit(
+            note.event, granted: note.granted, status: note.status, peer: identity.auditPeer,
+            detail: note.detail.map { (key: $0.key, value: $0.value) })
+    }
+
+    /// Records keyd's own start or stop.
+    func auditLifecycle(_ event: String, detail: [(key: String, value: String)]) {
+        audit(event, granted: true, status: .ok, peer: keydIdentity, detail: detail)
+    }
+
+    /// Marks a per-boot request as spent.
+    func markUsedThisBoot(_ kind: RequestKind) { usedThisBoot.insert(kind) }
+
+    /// Performs one dispatched request and returns the answer frame.
+    ///
+    /// `body` is the frame body the request was decoded from; secret fields are copied from it
+    /// straight into key storage (the event loop wipes it afterwards).
+    func perform(_ frame: RequestFrame, body: UnsafeRawBufferPointer, identity: ConnectionIdentity) -> [UInt8] {
+        requestsServed &+= 1
+        let kind = frame.request.kind
+        let sequence = frame.sequence
+        switch frame.request {
+        case .status:
+            let answer = StatusAnswer(
+                protocolVersion: Limits.supportedVersions.upperBound, phase: phase, peerClass: identity.peerClass,
+                uptimeSeconds: (MonotonicClock.nowNanoseconds() - startNanoseconds) / 1_000_000_000,
+                requestsServed: requestsServed, connections: UInt32(clamping: connectionCount),
+                auditRecords: chain.nextSequence, auditHead: chain.headHash, auditIntact: auditIntactAtStart,
+                keydVersion: Self.version)
+            return AnswerFrame.encode(answering: kind, sequence: sequence, status: .ok, answer.write)
+        case .kekImport(let fields):
+            return importKEK(fields, body: body, identity: identity, sequence: sequence)
+        case .kekLock:
+            return lockKEK(identity: identity, sequence: sequence)
+        case .auditRead(let first, let maxRecords):
+            return readAudit(first: first, maxRecords: maxRecords, sequence: sequence)
+        case .auditVerify:
+            return verifyAudit(sequence: sequence)
+        default:
+            // The session machine only dispatches kinds in `served`.
+            preconditionFailure("dispatched a request keyd does not serve: \(kind)")
+        }
+    }
+
+    private func importKEK(
+        _ fields: KEKImportFields, body: UnsafeRawBufferPointer, identity: ConnectionIdentity, sequence: UInt32
+    ) -> [UInt8] {
+        func slice(_ field: SecretField) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(rebasing: body[field.offset..<(field.offset + field.count)])
+        }
+        let lengths: [(key: String, value: String)] = [
+            ("masterSecret.length", "\(fields.masterSecret.count)"), ("salt.length", "\(fields.salt.count)"),
+        ]
+        let imported: KeyEncryptionKey
+        do {
+            imported = try KeyEncryptionKey(
+                masterSecret: SecretBytes(copying: slice(fields.masterSecret)), salt: SecretBytes(copying: slice(fields.salt)))
+        } catch {
+            audit("kek.import", granted: false, status: .invalidArgument, peer: identity.auditPeer,
+                  detail: lengths + [("reason", error.description)])
+            return AnswerFrame.encodeStatus(answering: .kekImport, sequence: sequence, status: .invalidArgument)
+        }
+        // The record is durable before the KEK is kept: no audit, no key.
+        guard audit("kek.import", granted: true, status: .ok, peer: identity.auditPeer, detail: lengths) else {
+            return AnswerFrame.encodeStatus(answering: .kekImport, sequence: sequence, status: .auditFailure)
+        }
+        kek = consume imported
+        phase = .holdingKEK
+        Log.notice("KEK imported", ["peer.uid": "\(identity.credentials.uid)", "peer.pid": "\(identity.credentials.pid)"])
+        return AnswerFrame.encodeStatus(answering: .kekImport, sequence: sequence, status: .ok)
+    }
+
+    private func lockKEK(identity: ConnectionIdentity, sequence: UInt32) -> [UInt8] {
+        // Zeroing a key is always allowed, even when the record cannot be written.
+        kek = nil
+        phase = .locked
+        Log.notice("KEK locked", ["peer.uid": "\(identity.credentials.uid)", "peer.pid": "\(identity.credentials.pid)"])
+        let recorded = audit("kek.lock", granted: true, status: .ok, peer: identity.auditPeer)
+        return AnswerFrame.encodeStatus(answering: .kekLock, sequence: sequence, status: recorded ? .ok : .auditFailure)
+    }
+
+    /// Reads the log file; nil (and a log line) when it cannot be read.
+    private func loadAuditLog() -> [UInt8]? {
+        do {
+            return try readWholeFile(path: auditPath, limit: Self.auditReadLimit)
+        } catch {
+            Log.error("Audit log unreadable", ["audit.path": auditPath, "error": "\(error)"])
+            return nil
+        }
+    }
+
+    private func readAudit(first: UInt64, maxRecords: UInt16, sequence: UInt32) -> [UInt8] {
+        guard let log = loadAuditLog() else {
+            return AnswerFrame.encodeStatus(answering: .auditRead, sequence: sequence, status: .internal)
+        }
+        var records: [String] = []
+        var budget = Limits.maxFrameLength + Limits.lengthPrefixSize - AuditReadAnswer.overhead
+        var index: UInt64 = 0
+        var total: UInt64 = 0
+        for line in log.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast() {
+            defer { index += 1 }
+            total += 1
+            guard index >= first, records.count < Int(maxRecords) else { continue }
+            var text = String(decoding: line, as: UTF8.self)
+            let valid = line.count <= Limits.maxAuditRecord && !line.contains(where: { $0 < 0x20 || $0 == 0x7F })
+                && String(validating: line, as: UTF8.self) != nil
+            if !valid { text = "{\"seq\":\(index),\"invalid\":\"record is not printable text of at most \(Limits.maxAuditRecord) bytes\"}" }
+            let size = AuditReadAnswer.encodedSize(ofRecord: text.utf8.count)
+            if size > budget { budget = 0; continue }
+            budget -= size
+            records.append(text)
+        }
+        let answer = AuditReadAnswer(totalRecords: total, records: records)
+        return AnswerFrame.encode(answering: .auditRead, sequence: sequence, status: .ok, answer.write)
+    }
+
+    private func verifyAudit(sequence: UInt32) -> [UInt8] {
+        let verification: AuditVerification
+        if let log = loadAuditLog() {
+            verification = AuditVerifier.verify(log, expectedHead: (records: chain.nextSequence, hash: chain.headHash))
+        } else {
+            verification = .unreadable("audit log could not be read")
+        }
+        let answer = AuditVerifyAnswer(
+            intact: verification.intact, records: verification.records, firstBadRecord: verification.firstBadRecord,
+            problem: AuditProblemCode(rawValue: verification.problem.rawValue) ?? .unparsable,
+            headHash: verification.headHash.count == 32 ? verification.headHash : [UInt8](repeating: 0, count: 32))
+        return AnswerFrame.encode(answering: .auditVerify, sequence: sequence, status: .ok, answer.write)
+    }
+
+    /// Zeroes the KEK at shutdown.
+    func shutdown() {
+        kek = nil
+    }
+}

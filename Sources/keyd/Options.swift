@@ -1,0 +1,78 @@
+/// keyd's command line: `keyd --state-dir DIR [--socket PATH --admin-socket PATH] [--config FILE]`.
+struct Options: Equatable {
+    /// Directory holding the audit log (and later the sealed KEK and header backups).
+    var stateDirectory: String
+    /// trustd socket path when keyd binds it itself.
+    var socketPath: String?
+    /// Admin socket path when keyd binds it itself.
+    var adminSocketPath: String?
+    /// Optional configuration file.
+    var configPath: String?
+
+    static let usage = """
+        Usage: keyd --state-dir DIR [--socket PATH --admin-socket PATH] [--config FILE]
+               keyd --version | --help
+
+        keyd is Asterism's privileged key daemon. Under systemd it takes its two sockets
+        from socket activation (names "keyd" and "admin"); run by hand it binds --socket
+        (for trustd) and --admin-socket (for keydctl) itself.
+
+        Options:
+          --state-dir DIR       keyd's private state (audit log); created 0700 if missing
+          --socket PATH         trustd socket to bind when not socket-activated
+          --admin-socket PATH   admin socket to bind when not socket-activated
+          --config FILE         configuration (key = value lines; see README)
+        """
+
+    /// What the command line asked for.
+    enum Parsed: Equatable {
+        case run(Options)
+        case help
+        case version
+    }
+
+    /// Parses arguments (without the program name); errors name the offending argument.
+    static func parse(_ arguments: [String]) throws(KeydError) -> Parsed {
+        var state: String?
+        var socket: String?
+        var admin: String?
+        var config: String?
+        var index = 0
+        func value(_ flag: String) throws(KeydError) -> String {
+            index += 1
+            guard index < arguments.count, !arguments[index].isEmpty else { throw .usage("\(flag) needs a value") }
+            return arguments[index]
+        }
+        while index < arguments.count {
+            let argument = arguments[index]
+            switch argument {
+            case "--help", "-h": return .help
+            case "--version": return .version
+            case "--state-dir": state = try value(argument)
+            case "--socket": socket = try value(argument)
+            case "--admin-socket": admin = try value(argument)
+            case "--config": config = try value(argument)
+            default: throw .usage("unknown argument '\(argument)'")
+            }
+            index += 1
+        }
+        guard let state else { throw .usage("--state-dir is required") }
+        guard (socket == nil) == (admin == nil) else { throw .usage("--socket and --admin-socket go together") }
+        for path in [state, socket, admin, config].compactMap({ $0 }) where !path.hasPrefix("/") {
+            throw .usage("path '\(path)' must be absolute")
+        }
+        return .run(Options(stateDirectory: state, socketPath: socket, adminSocketPath: admin, configPath: config))
+    }
+}
+
+/// keyd's one error type for start-up failures; the loop itself never throws to the top.
+struct KeydError: Error, CustomStringConvertible {
+    let description: String
+    /// Exit status when this error ends keyd.
+    let exitCode: Int32
+
+    /// A command-line mistake (exit 64).
+    static func usage(_ message: String) -> KeydError { KeydError(description: message, exitCode: 64) }
+    /// A start-up failure (exit 1).
+    static func startup(_ message: String) -> KeydError { KeydError(description: message, exitCode: 1) }
+}

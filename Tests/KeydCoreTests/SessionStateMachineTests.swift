@@ -1,0 +1,146 @@
+import KeydProtocol
+import Testing
+
+@testable import KeydCore
+
+/// Drives the session state machine with encoded frames and checks verdicts and answers.
+@Suite struct SessionStateMachineTests {
+    static let served: Set<RequestKind> = [.hello, .status, .kekImport, .kekLock, .auditRead, .auditVerify]
+
+    /// Strips the length prefix of an encoded frame.
+    static func body(_ frame: [UInt8]) -> [UInt8] { Array(frame.dropFirst(4)) }
+
+    static func feed(
+        _ session: inout SessionStateMachine, _ request: Request, sequence: UInt32,
+        phase: Phase = .awaitingKEK, usedThisBoot: Set<RequestKind> = []
+    ) -> SessionVerdict {
+        let bytes = body(RequestFrame(sequence: sequence, request: request).encodeFrame())
+        return bytes.withUnsafeBytes { session.receive(body: $0, phase: phase, usedThisBoot: usedThisBoot) }
+    }
+
+    static func feedRaw(_ session: inout SessionStateMachine, _ body: [UInt8]) -> SessionVerdict {
+        body.withUnsafeBytes { session.receive(body: $0, phase: .awaitingKEK, usedThisBoot: []) }
+    }
+
+    /// Decodes the answer bytes of a reply verdict.
+    static func answer(_ verdict: SessionVerdict) -> (AnswerFrame, Bool, SessionAudit?)? {
+        guard case .reply(let bytes, let close, let audit) = verdict else { return nil }
+        guard let frame = try? AnswerFrame.decode(body: Array(bytes.dropFirst(4))) else { return nil }
+        return (frame, close, audit)
+    }
+
+    static let hello = Request.hello(minVersion: 1, maxVersion: 1)
+
+    @Test func helloNegotiatesAndAnswersPeerAndPhase() throws {
+        var session = SessionStateMachine(peer: .admin, served: Self.served)
+        let (frame, close, audit) = try #require(Self.answer(Self.feed(&session, Self.hello, sequence: 0, phase: .holdingKEK)))
+        #expect(frame.status == .ok && !close && audit == nil)
+        let hello = try frame.decodePayload(.hello, HelloAnswer.read)
+        #expect(hello == HelloAnswer(version: 1, peerClass: .admin, phase: .holdingKEK))
+        #expect(session.version == 1)
+    }
+
+    @Test func servedRequestIsDispatchedWithItsSequence() {
+        var session = SessionStateMachine(peer: .admin, served: Self.served)
+        _ = Self.feed(&session, Self.hello, sequence: 0)
+        #expect(Self.feed(&session, .status, sequence: 1) == .dispatch(RequestFrame(sequence: 1, request: .status)))
+        #expect(Self.feed(&session, .auditVerify, sequence: 2) == .dispatch(RequestFrame(sequence: 2, request: .auditVerify)))
+    }
+
+    @Test func unservedRequestIsUnsupportedAndKeepsTheConnection() throws {
+        var session = SessionStateMachine(peer: .admin, served: Self.served)
+        _ = Self.feed(&session, Self.hello, sequence: 0)
+        let (frame, close, _) = try #require(Self.answer(Self.feed(&session, .tpmStatus, sequence: 1)))
+        #expect(frame.status == .unsupported && frame.kind == RequestKind.tpmStatus.rawValue && frame.sequence == 1)
+        #expect(!close && !session.isClosed)
+        #expect(Self.feed(&session, .status, sequence: 2) == .dispatch(RequestFrame(sequence: 2, request: .status)))
+    }
+
+    /// Cases that must close the connection with the given status and an audit record.
+    struct Closing: Sendable, CustomTestStringConvertible {
+        let name: String
+        let peer: PeerClass
+        let frames: [[UInt8]]
+        let status: StatusCode
+        var testDescription: String { name }
+    }
+
+    static func frame(_ request: Request, _ sequence: UInt32) -> [UInt8] {
+        body(RequestFrame(sequence: sequence, request: request).encodeFrame())
+    }
+
+    static let closing: [Closing] = [
+        Closing(name: "first request is not hello", peer: .admin, frames: [frame(.status, 0)], status: .helloRequired),
+        Closing(name: "second hello", peer: .admin, frames: [frame(hello, 0), frame(hello, 1)], status: .alreadyUsed),
+        Closing(name: "sequence skips", peer: .admin, frames: [frame(hello, 0), frame(.status, 2)], status: .sequenceError),
+        Closing(name: "sequence starts at 1", peer: .admin, frames: [frame(hello, 1)], status: .sequenceError),
+        Closing(name: "stranger hello", peer: .stranger, frames: [frame(hello, 0)], status: .denied),
+        Closing(name: "trustd asks for admin request", peer: .trustd, frames: [frame(hello, 0), frame(.kekLock, 1)], status: .denied),
+        Closing(name: "admin asks for trustd request", peer: .admin, frames: [frame(hello, 0), frame(.bootKeyGet, 1)], status: .denied),
+        Closing(name: "no common version", peer: .admin, frames: [frame(.hello(minVersion: 2, maxVersion: 9), 0)], status: .versionUnsupported),
+        Closing(name: "unknown kind", peer: .admin, frames: [frame(hello, 0), [0x7F, 0x00, 0, 0, 0, 1]], status: .unknownRequest),
+        Closing(name: "trailing byte", peer: .admin, frames: [frame(hello, 0), frame(.status, 1) + [0]], status: .malformed),
+        Closing(name: "truncated hello", peer: .admin, frames: [[0, 1, 0, 0, 0, 0, 0]], status: .malformed),
+    ]
+
+    @Test(arguments: closing)
+    func violationsCloseWithStatusAndAudit(_ testCase: Closing) throws {
+        var session = SessionStateMachine(peer: testCase.peer, served: Self.served)
+        var last: SessionVerdict?
+        for frame in testCase.frames { last = Self.feedRaw(&session, frame) }
+        let verdict = try #require(last)
+        let (answer, close, audit) = try #require(Self.answer(verdict))
+        #expect(answer.status == testCase.status)
+        #expect(close)
+        #expect(session.isClosed)
+        #expect(audit?.status == testCase.status)
+        #expect(audit?.granted == false)
+    }
+
+    @Test func wrongPhaseKeepsTheConnectionAndIsAudited() throws {
+        var session = SessionStateMachine(peer: .admin, served: Self.served)
+        _ = Self.feed(&session, Self.hello, sequence: 0)
+        let (answer, close, audit) = try #require(Self.answer(Self.feed(&session, .kekLock, sequence: 1, phase: .awaitingKEK)))
+        #expect(answer.status == .wrongPhase && !close && !session.isClosed)
+        #expect(audit?.event == "kek.lock")
+        #expect(Self.feed(&session, .kekLock, sequence: 2, phase: .holdingKEK) == .dispatch(RequestFrame(sequence: 2, request: .kekLock)))
+    }
+
+    @Test func perBootRequestRefusedOnceUsed() throws {
+        var session = SessionStateMachine(peer: .trustd, served: [.initAccept])
+        _ = Self.feed(&session, Self.hello, sequence: 0)
+        let (answer, close, _) = try #require(
+            Self.answer(Self.feed(&session, .initAccept(envelope: [1, 2]), sequence: 1, usedThisBoot: [.initAccept])))
+        #expect(answer.status == .alreadyUsed && close)
+    }
+
+    @Test func frameLengthViolationAnswersConnectionError() throws {
+        var session = SessionStateMachine(peer: .admin, served: Self.served)
+        let error = ProtocolError.frameLength(1 << 30, minimum: 6, maximum: Limits.maxFrameLength)
+        let (answer, close, audit) = try #require(Self.answer(session.frameLengthViolation(error)))
+        #expect(answer.isConnectionError && answer.status == .frameLength && close)
+        #expect(audit?.detail.contains(.init("error", "frame length 1073741824 exceeds limit 65536")) == true)
+    }
+
+    @Test func timeoutAnswersConnectionError() throws {
+        var session = SessionStateMachine(peer: .trustd, served: Self.served)
+        let (answer, close, _) = try #require(Self.answer(session.timedOut()))
+        #expect(answer.isConnectionError && answer.status == .timeout && close && session.isClosed)
+    }
+
+    @Test func kekImportDispatchCarriesPositionsNotBytes() {
+        var session = SessionStateMachine(peer: .admin, served: Self.served)
+        _ = Self.feed(&session, Self.hello, sequence: 0)
+        let master = [UInt8](repeating: 0xAA, count: 32)
+        let salt = [UInt8](repeating: 0xBB, count: 32)
+        let frame = master.withUnsafeBytes { m in salt.withUnsafeBytes { s in RequestFrame.encodeKEKImport(sequence: 1, masterSecret: m, salt: s) } }
+        let verdict = Self.feedRaw(&session, Self.body(frame))
+        guard case .dispatch(let decoded) = verdict, case .kekImport(let fields) = decoded.request else {
+            Issue.record("expected kek.import dispatch, got \(verdict)")
+            return
+        }
+        let body = Self.body(frame)
+        #expect(Array(body[fields.masterSecret.offset..<(fields.masterSecret.offset + fields.masterSecret.count)]) == master)
+        #expect(Array(body[fields.salt.offset..<(fields.salt.offset + fields.salt.count)]) == salt)
+    }
+}

@@ -1,0 +1,218 @@
+import Foundation
+import KeydClient
+import KeydProtocol
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the built executables live: beside the test bundle, or `KEYD_BIN_DIR`.
+enum BuiltProducts {
+    static var directory: String {
+        if let overridden = ProcessInfo.processInfo.environment["KEYD_BIN_DIR"] { return overridden }
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var directory = executable.deletingLastPathComponent()
+        // The XCTest bundle on Linux is a file; under `swift test` its directory holds the products.
+        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("keyd").path),
+            directory.path != "/"
+        {
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory.path
+    }
+
+    static var keyd: String { directory + "/keyd" }
+    static var keydctl: String { directory + "/keydctl" }
+}
+
+/// Runs a command to completion and captures its output.
+struct CommandResult {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+}
+
+@discardableResult
+func runCommand(_ path: String, _ arguments: [String], stdin: Data? = nil) throws -> CommandResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    let input = Pipe()
+    process.standardInput = input
+    try process.run()
+    if let stdin { input.fileHandleForWriting.write(stdin) }
+    try input.fileHandleForWriting.close()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return CommandResult(
+        status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// A real keyd process on sockets in a fresh temporary directory, stopped when the test ends.
+final class KeydHarness {
+    let directory: String
+    let stateDirectory: String
+    let socketPath: String
+    let adminSocketPath: String
+    let logPath: String
+    let process: Process
+    private var stopped = false
+
+    /// Starts keyd with `configuration` lines (admin is mapped to the current euid unless given).
+    init(configuration: [String] = [], launcher: [String]? = nil) throws {
+        var template = Array("/tmp/keyd-it-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw POSIXError(.EIO) }
+        directory = String(cString: made)
+        chmod(directory, 0o755)
+        stateDirectory = directory + "/state"
+        socketPath = directory + "/keyd.sock"
+        adminSocketPath = directory + "/admin.sock"
+        logPath = directory + "/keyd.log"
+        var lines = configuration
+        if !lines.contains(where: { $0.hasPrefix("admin-uids") }) { lines.append("admin-uids = \(geteuid())") }
+        try lines.joined(separator: "\n").appending("\n").write(toFile: directory + "/keyd.conf", atomically: true, encoding: .utf8)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process = Process()
+        let keydArguments = [
+            "--state-dir", stateDirectory, "--socket", socketPath, "--admin-socket", adminSocketPath,
+            "--config", directory + "/keyd.conf",
+        ]
+        if let launcher {
+            process.executableURL = URL(fileURLWithPath: launcher[0])
+            process.arguments = Array(launcher.dropFirst()) + [BuiltProducts.keyd] + keydArguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: BuiltProducts.keyd)
+            process.arguments = keydArguments
+        }
+        let log = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        try waitForSocket(adminSocketPath)
+    }
+
+    deinit { stop() }
+
+    /// Waits until `path` accepts connections (5 s at most).
+    func waitForSocket(_ path: String) throws {
+        for _ in 0..<500 {
+            if let connection = try? KeydConnection(path: path, timeoutMilliseconds: 1000) {
+                connection.close()
+                return
+            }
+            guard process.isRunning else { break }
+            usleep(10_000)
+        }
+        throw HarnessError("keyd did not come up; log:\n\(log)")
+    }
+
+    /// keyd's combined stdout and stderr so far.
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// The audit log lines.
+    var auditLines: [String] {
+        ((try? String(contentsOfFile: stateDirectory + "/audit.log", encoding: .utf8)) ?? "")
+            .split(separator: "\n").map(String.init)
+    }
+
+    /// A connected, hello-negotiated admin client.
+    func admin() throws -> KeydConnection { try KeydConnection(path: adminSocketPath) }
+
+    /// Runs keydctl against this keyd's admin socket.
+    @discardableResult
+    func keydctl(_ arguments: [String], stdin: Data? = nil, asUser uid: UInt32? = nil) throws -> CommandResult {
+        let full = ["--socket", adminSocketPath]
+        if let uid {
+            return try runCommand(
+                "/usr/bin/setpriv",
+                ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", BuiltProducts.keydctl] + arguments + full, stdin: stdin)
+        }
+        return try runCommand(BuiltProducts.keydctl, arguments + full, stdin: stdin)
+    }
+
+    /// Sends SIGTERM and waits; returns keyd's exit status.
+    @discardableResult
+    func stop() -> Int32 {
+        guard !stopped else { return process.terminationStatus }
+        stopped = true
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+        return process.terminationStatus
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A raw client socket for hostile tests: sends arbitrary bytes, reads whatever comes back.
+final class RawClient {
+    let fd: Int32
+
+    init(path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: Array(path.utf8) + [0])
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard result == 0 else {
+            close(fd)
+            throw HarnessError("connect \(path): errno \(errno)")
+        }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// Reads until EOF (or timeout) and returns everything received.
+    func readToEnd() -> [UInt8] {
+        var all: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return all }
+            all += buffer[0..<n]
+        }
+    }
+
+    /// Decodes every answer frame in `bytes`.
+    static func answers(in bytes: [UInt8]) -> [AnswerFrame] {
+        var decoder = FrameDecoder(.answers)
+        try? decoder.append(bytes)
+        var frames: [AnswerFrame] = []
+        while let body = decoder.nextFrame() {
+            if let frame = try? AnswerFrame.decode(body: body) { frames.append(frame) }
+        }
+        return frames
+    }
+
+    static func hello(sequence: UInt32 = 0) -> [UInt8] {
+        RequestFrame(sequence: sequence, request: .hello(minVersion: 1, maxVersion: 1)).encodeFrame()
+    }
+}
+
+/// Test traits for what a test needs.
+extension Trait where Self == ConditionTrait {
+    /// Needs root: switching uid, reading capabilities of a root process.
+    static var needsRoot: Self { .enabled(if: geteuid() == 0, "needs root: other uids and capabilities") }
+}

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import KeydctlCLI
+import Testing
+
+/// `--help` of every command, rendered in process at 100 columns, against Golden/<name>.txt.
+///
+/// Regenerate after an intended change: `UPDATE_GOLDEN=1 swift test --filter KeydctlTests.HelpGoldenTests`.
+struct HelpGoldenTests {
+    static let commands: [(name: String, command: any ParsableCommand.Type)] = [
+        ("keydctl", Keydctl.self),
+        ("status", Status.self),
+        ("audit", Audit.self),
+        ("audit-show", AuditShow.self),
+        ("audit-verify", AuditVerify.self),
+        ("kek", Kek.self),
+        ("kek-import", KekImport.self),
+        ("kek-lock", KekLock.self),
+    ]
+
+    /// Tests/KeydctlTests/Golden in the source tree, for UPDATE_GOLDEN=1.
+    static let sourceGolden = URL(filePath: #filePath).deletingLastPathComponent().appending(path: "Golden")
+
+    @Test(arguments: commands.map(\.name))
+    func helpMatchesGolden(name: String) throws {
+        let command = try #require(Self.commands.first { $0.name == name }).command
+        let help = Keydctl.helpMessage(for: command, columns: 100) + "\n"
+        if ProcessInfo.processInfo.environment["UPDATE_GOLDEN"] == "1" {
+            let file = Self.sourceGolden.appending(path: "\(name).txt")
+            try help.write(to: file, atomically: true, encoding: .utf8)
+            #expect(try String(contentsOf: file, encoding: .utf8) == help)
+            return
+        }
+        let url = try #require(
+            Bundle.module.url(forResource: name, withExtension: "txt", subdirectory: "Golden"),
+            "missing Golden/\(name).txt; run with UPDATE_GOLDEN=1"
+        )
+        #expect(help == (try String(contentsOf: url, encoding: .utf8)))
+    }
+
+    @Test func rootHelpDocumentsEveryExitStatus() {
+        let help = Keydctl.helpMessage(for: Keydctl.self, columns: 100)
+        for status in ["0   success", "1   keyd refused", "2   keyd unreachable", "3   unreadable or invalid secret file", "64  usage error"] {
+            #expect(help.contains(status), "root help lacks exit status line \(status)")
+        }
+    }
+}
