@@ -14,10 +14,11 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 FUZZ_DIR := Tests/KeydFuzz
 FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession
 FUZZ_SECONDS ?= 60
-# SwiftPM's own --sanitize (as swift-protobuf's FuzzTesting): with Swift 6.3,
-# `-Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library` fails to link an
-# executable target (undefined symbol '<Target>_main').
+# Swift 6.3 on Linux needs both sanitizer spellings and --product (Tests/KeydFuzz/README.md):
+# --sanitize stops SwiftPM renaming main, -Xswiftc keeps coverage on rebuilds, --product keeps
+# -parse-as-library away from the root package's executables.
 FUZZ_FLAGS := -c debug --sanitize=fuzzer --sanitize=address \
+	-Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library \
 	$(if $(SCRATCH),--scratch-path $(abspath $(SCRATCH))/fuzz)
 # libFuzzer writes new inputs to the first corpus dir (ignored by git) and crashes to artifacts;
 # Swift's own backtracer is off there (under libFuzzer+ASan it hangs after a crash).
@@ -55,7 +56,7 @@ bench: deps ## Release keyd (static stdlib) against keyd-bench
 	"$$bin/keyd-bench" --keyd "$$bin/keyd"
 
 fuzz: deps ## Run each libFuzzer target of Tests/KeydFuzz for FUZZ_SECONDS
-	cd $(FUZZ_DIR) && $(SWIFT) build $(FUZZ_FLAGS)
+	for t in $(FUZZ_TARGETS); do (cd $(FUZZ_DIR) && $(SWIFT) build $(FUZZ_FLAGS) --product $$t); done
 	bin=$$(cd $(FUZZ_DIR) && $(SWIFT) build $(FUZZ_FLAGS) --show-bin-path); \
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p "$(FUZZ_DIR)/Corpus/$$t" "$(FUZZ_WORK)/corpus/$$t" "$(FUZZ_WORK)/artifacts/$$t"; \

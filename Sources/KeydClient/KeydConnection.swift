@@ -14,6 +14,8 @@ public final class KeydConnection {
     private var fd: Int32
     private var nextSequence: UInt32 = 0
     private var decoder = FrameDecoder(.answers)
+    /// Reused for every read; answers never carry secrets.
+    private var receiveBuffer = [UInt8](repeating: 0, count: 4096)
 
     /// Connects to `path`, negotiates the version and learns the peer class keyd assigned.
     public init(path: String, timeoutMilliseconds: Int = 10_000) throws(KeydClientError) {
@@ -119,7 +121,6 @@ public final class KeydConnection {
 
     private func receive() throws(KeydClientError) -> AnswerFrame {
         guard fd >= 0 else { throw .closed() }
-        var buffer = [UInt8](repeating: 0, count: 16_384)
         while true {
             if let body = decoder.nextFrame() {
                 do throws(ProtocolError) {
@@ -128,15 +129,14 @@ public final class KeydConnection {
                     throw .violation(error.description)
                 }
             }
-            let want = min(buffer.count, max(decoder.bytesWanted, 1))
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, want, 0) }
+            let n = receiveBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == ECONNRESET { throw .closed() }
                 throw .io("recv", errno: errno)
             }
             if n == 0 { throw .closed() }
-            let appended: Result<Void, ProtocolError> = buffer.withUnsafeBytes { raw in
+            let appended: Result<Void, ProtocolError> = receiveBuffer.withUnsafeBytes { raw in
                 do throws(ProtocolError) {
                     try decoder.append(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
                     return .success(())

@@ -1,4 +1,5 @@
 import Crypto
+import KeydProtocol
 
 // keyd's audit log: one JSON object per line, each line carrying the SHA-256 of the line before it.
 //
@@ -208,20 +209,7 @@ public struct AuditChain: Sendable, Hashable {
 }
 
 /// What is wrong with an audit log; raw values are the `problem` field of `audit.verify`.
-public enum AuditProblem: UInt8, Sendable, Hashable, CaseIterable {
-    /// The log is intact.
-    case none = 0
-    /// A record's bytes changed: the next record's `prev` (or the expected head) no longer matches.
-    case edited = 1
-    /// A record's `seq` is not its position: lines were swapped, removed or inserted.
-    case reorderedOrMissing = 2
-    /// The log ends before the expected head.
-    case truncated = 3
-    /// A line is not an audit record (including a last line without its newline: a torn write).
-    case unparsable = 4
-    /// The log could not be read at all.
-    case unreadable = 5
-}
+public typealias AuditProblem = AuditProblemCode
 
 /// The result of checking an audit log.
 public struct AuditVerification: Sendable, Hashable {

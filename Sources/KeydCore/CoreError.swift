@@ -184,7 +184,7 @@ extension CoreError {
     ) -> CoreError {
         CoreError(
             code: .configurationOutOfRange,
-            reason: "configuration line \(lineNumber): '\(key)' value \(value) is outside \(limit)",
+            reason: "configuration line \(lineNumber): '\(key)' value \(value.count > 24 ? value.prefix(24) + "…" : value) is outside \(limit)",
             file: file,
             line: line
         )

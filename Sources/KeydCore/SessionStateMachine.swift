@@ -93,6 +93,11 @@ public struct SessionStateMachine: Sendable {
         }
         expectedSequence &+= 1
 
+        // A stranger is denied whatever it sends first, hello or not.
+        if peer == .stranger {
+            return close(kind, frame.sequence, .denied, detail: [.init("request", kind.description), .init("phase", phase.description)])
+        }
+
         if case .awaitingHello = state, kind != .hello {
             return close(kind, frame.sequence, .helloRequired, detail: [.init("request", kind.description)])
         }

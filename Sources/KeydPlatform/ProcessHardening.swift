@@ -60,3 +60,24 @@ public enum ProcessHardening {
         return target
     }
 }
+
+extension ProcessHardening {
+    /// Closes every inherited descriptor above stderr except `keeping` (socket-activated fds).
+    ///
+    /// Run once at start, before keyd opens anything itself, so no stray pipe or file from the
+    /// parent stays open in the privileged process.
+    public static func closeInheritedDescriptors(keeping: Set<Int32>) throws {
+        guard let directory = opendir("/proc/self/fd") else {
+            throw SystemError.errno(Glibc.errno, call: "opendir", context: "/proc/self/fd")
+        }
+        var found: [Int32] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if let fd = Int32(name), fd > 2, fd != dirfd(directory), !keeping.contains(fd) { found.append(fd) }
+        }
+        closedir(directory)
+        for fd in found { _ = Glibc.close(fd) }
+    }
+}

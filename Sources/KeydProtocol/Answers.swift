@@ -38,10 +38,22 @@ public struct AnswerFrame: Hashable, Sendable {
             throw .badEnum(field: "status", value: Int(rawStatus))
         }
         let payload = try r.fixed(r.remaining, "payload")
-        guard status == .ok || payload.isEmpty else {
-            throw .trailingBytes(payload.count, after: "status \(status)")
+        let frame = AnswerFrame(kind: rawKind & ~Limits.answerBit, sequence: sequence, status: status, payload: payload)
+        if frame.isConnectionError {
+            // PROTOCOL.md: the connection error answer has an empty payload and is followed by the close.
+            guard payload.isEmpty else { throw .trailingBytes(payload.count, after: "connection error answer") }
+            guard status.closesConnection else {
+                throw .badValue(field: "status", "connection error answer with \(status), which keeps the connection")
+            }
+        } else {
+            guard RequestKind(rawValue: frame.kind) != nil else {
+                throw .badValue(field: "kind", "answer kind 0x\(String(rawKind, radix: 16)) answers no request kind")
+            }
+            guard status == .ok || payload.isEmpty else {
+                throw .trailingBytes(payload.count, after: "status \(status)")
+            }
         }
-        return AnswerFrame(kind: rawKind & ~Limits.answerBit, sequence: sequence, status: status, payload: payload)
+        return frame
     }
 
     /// Decodes an answer body held in an array.
@@ -225,12 +237,18 @@ public struct AuditReadAnswer: Hashable, Sendable {
 }
 
 /// What `audit.verify` found wrong, if anything.
-public enum AuditProblemCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+public enum AuditProblemCode: UInt8, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// The log is intact.
     case none = 0
+    /// A record's bytes changed: the next record's `prev` (or the expected head) no longer matches.
     case edited = 1
+    /// A record's `seq` is not its position: lines were swapped, removed or inserted.
     case reorderedOrMissing = 2
+    /// The log ends before the expected head.
     case truncated = 3
+    /// A line is not an audit record (including a last line without its newline: a torn write).
     case unparsable = 4
+    /// The log could not be read at all.
     case unreadable = 5
 
     public var description: String {

@@ -129,6 +129,12 @@ public struct KEKImportFields: Hashable, Sendable {
     public var masterSecret: SecretField
     /// The salt (32…64 bytes).
     public var salt: SecretField
+
+    /// Creates the positions.
+    public init(masterSecret: SecretField, salt: SecretField) {
+        self.masterSecret = masterSecret
+        self.salt = salt
+    }
 }
 
 /// A decoded request payload.

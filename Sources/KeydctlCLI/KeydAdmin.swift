@@ -31,31 +31,37 @@ public enum AdminActions {
     ) throws(KeydClientError) {
         var next = from
         var remaining = limit ?? UInt64.max
-        var shown: UInt64 = 0
+        var firstPage = true
         var seqWidth = 3
+        var pendingJSON: String?
         if json { write("[") }
         while remaining > 0 {
             let ask = UInt16(min(remaining, UInt64(Limits.maxAuditRecordsPerRead)))
             let page = try keyd.readAudit(firstRecord: next, maxRecords: ask)
-            if shown == 0 && !json {
+            if firstPage && !json {
                 seqWidth = max(3, String(page.totalRecords.saturatingDecrement).count)
                 write(Report.auditHeader(seqWidth: seqWidth))
             }
+            firstPage = false
             // keyd never sends more than asked; trusting a longer page would overrun --limit.
             for record in page.records.prefix(Int(ask)) {
                 if json {
-                    write((shown == 0 ? "" : ",") + record)
+                    // One record behind, so that every line but the last ends in a comma.
+                    if let previous = pendingJSON { write(previous + ",") }
+                    pendingJSON = record
                 } else {
                     write(Report.auditRow(record, index: next, seqWidth: seqWidth))
                 }
-                shown += 1
                 next += 1
                 remaining -= 1
             }
             // An empty page is the end; so is reaching the total keyd reported.
             if page.records.isEmpty || next >= page.totalRecords { break }
         }
-        if json { write("]") }
+        if json {
+            if let last = pendingJSON { write(last) }
+            write("]")
+        }
     }
 
     /// `audit verify`: prints the report, then throws when the log is not intact.

@@ -31,7 +31,12 @@ final class EventLoop {
     private var connections: [Int32: Connection] = [:]
     private var pollSet: [pollfd] = []
     /// One read buffer for all connections; wiped after every read (it may hold secrets).
-    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16_384, alignment: 16)
+    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: EventLoop.scratchSize, alignment: 16)
+    /// Bytes read per call.
+    static let scratchSize = 16_384
+    /// Frames one read can complete at most (every frame is at least 10 bytes), so a peer that
+    /// pipelines never overflows the decoder's queue: frames are processed after every read.
+    static let maxQueuedFrames = scratchSize / (Limits.lengthPrefixSize + Limits.minRequestBody) + 1
     private var running = true
 
     init(
@@ -142,7 +147,7 @@ final class EventLoop {
             var connection = Connection(
                 fd: fd, identity: identity,
                 session: SessionStateMachine(peer: peerClass, served: KeydService.served),
-                decoder: FrameDecoder(.requests, maxQueuedFrames: 1, wipe: SecureMemory.wipe))
+                decoder: FrameDecoder(.requests, maxQueuedFrames: Self.maxQueuedFrames, wipe: SecureMemory.wipe))
             if connections.count >= maxConnections {
                 if case .reply(let bytes, _, _) = connection.session.refuseBusy() {
                     _ = try? fd.write(bytes)
@@ -177,11 +182,11 @@ final class EventLoop {
         if done { closeConnection(raw) }
     }
 
-    /// Reads exactly what the decoder wants, so a frame never spills into the next one.
+    /// Reads what the socket holds (up to the scratch size), decodes every frame in it, and
+    /// returns to poll after a short read, when the socket is most likely drained.
     private func readFrames(_ connection: inout Connection) {
         while !connection.closeAfterFlush && connection.outbox.isEmpty {
-            let wanted = min(connection.decoder.bytesWanted, scratch.count)
-            let target = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<wanted])
+            let target = scratch
             let result: FileDescriptor.ReadResult
             do {
                 result = try connection.fd.read(into: target)
@@ -210,7 +215,12 @@ final class EventLoop {
                     try connection.decoder.append(received)
                 } catch {
                     SecureMemory.wipe(UnsafeMutableRawBufferPointer(rebasing: scratch[0..<count]))
-                    apply(connection.session.frameLengthViolation(error), to: &connection, body: nil)
+                    // Frames completed before the bad length prefix are answered first, so the
+                    // outcome does not depend on how the bytes were split across reads.
+                    processReadyFrames(&connection)
+                    if !connection.session.isClosed {
+                        apply(connection.session.frameLengthViolation(error), to: &connection, body: nil)
+                    }
                     return
                 }
                 SecureMemory.wipe(UnsafeMutableRawBufferPointer(rebasing: scratch[0..<count]))
@@ -221,6 +231,7 @@ final class EventLoop {
                     connection.outbox.removeAll()
                     return
                 }
+                if count < target.count { return }
             }
         }
     }

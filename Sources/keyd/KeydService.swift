@@ -223,15 +223,21 @@ final class KeydService {
     }
 
     private func verifyAudit(sequence: UInt32) -> [UInt8] {
-        let verification: AuditVerification
+        var verification: AuditVerification
         if let log = loadAuditLog() {
             verification = AuditVerifier.verify(log, expectedHead: (records: chain.nextSequence, hash: chain.headHash))
         } else {
             verification = .unreadable("audit log could not be read")
         }
+        if verification.intact && verification.records > chain.nextSequence {
+            // Lines keyd never wrote were appended after its head.
+            verification.intact = false
+            verification.problem = .edited
+            verification.firstBadRecord = chain.nextSequence
+        }
         let answer = AuditVerifyAnswer(
             intact: verification.intact, records: verification.records, firstBadRecord: verification.firstBadRecord,
-            problem: AuditProblemCode(rawValue: verification.problem.rawValue) ?? .unparsable,
+            problem: verification.problem,
             headHash: verification.headHash.count == 32 ? verification.headHash : [UInt8](repeating: 0, count: 32))
         return AnswerFrame.encode(answering: .auditVerify, sequence: sequence, status: .ok, answer.write)
     }

@@ -78,6 +78,13 @@ func loadConfiguration(_ path: String?) throws(KeydError) -> KeydConfiguration {
 }
 
 func run(_ options: Options) throws(KeydError) {
+    do {
+        let environment = SocketActivation.processEnvironment()
+        let activated = (try? SocketActivation.parse(environment: environment, currentPID: getpid())) ?? [:]
+        try ProcessHardening.closeInheritedDescriptors(keeping: Set(activated.values))
+    } catch {
+        throw .startup("closing inherited descriptors: \(error)")
+    }
     let configuration = try loadConfiguration(options.configPath)
     do {
         _ = try ProcessHardening.raiseOpenFileLimit(to: UInt64(configuration.maxConnections + 64))

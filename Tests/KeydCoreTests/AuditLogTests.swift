@@ -109,7 +109,7 @@ import Testing
             detail: [(input, input)]
         )
         let line = Self.text(record.line(previousHash: AuditChain.genesisHash))
-        #expect(line.contains(#""event":\#(expected),"status":\#(expected),"#))
+        #expect(line.contains(#""event":\#(expected),"decision":"granted","status":\#(expected),"#))
         #expect(line.contains(#""detail":{\#(expected):\#(expected)}"#))
     }
 

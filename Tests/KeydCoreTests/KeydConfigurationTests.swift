@@ -163,6 +163,11 @@ import Testing
             message: "configuration line 1: 'max-connections' value 99999999999999999999999 is outside 1…65536"
         ),
         Refusal(
+            text: "max-connections = " + String(repeating: "9", count: 5000),
+            error: .configurationOutOfRange(lineNumber: 0, key: "", value: "", limit: ""),
+            message: "configuration line 1: 'max-connections' value 999999999999999999999999… is outside 1…65536"
+        ),
+        Refusal(
             text: "frame-timeout-ms = 99",
             error: .configurationOutOfRange(lineNumber: 0, key: "", value: "", limit: ""),
             message: "configuration line 1: 'frame-timeout-ms' value 99 is outside 100…600000"

@@ -75,6 +75,7 @@ import Testing
         Closing(name: "sequence skips", peer: .admin, frames: [frame(hello, 0), frame(.status, 2)], status: .sequenceError),
         Closing(name: "sequence starts at 1", peer: .admin, frames: [frame(hello, 1)], status: .sequenceError),
         Closing(name: "stranger hello", peer: .stranger, frames: [frame(hello, 0)], status: .denied),
+        Closing(name: "stranger skips hello", peer: .stranger, frames: [frame(.status, 0)], status: .denied),
         Closing(name: "trustd asks for admin request", peer: .trustd, frames: [frame(hello, 0), frame(.kekLock, 1)], status: .denied),
         Closing(name: "admin asks for trustd request", peer: .admin, frames: [frame(hello, 0), frame(.bootKeyGet, 1)], status: .denied),
         Closing(name: "no common version", peer: .admin, frames: [frame(.hello(minVersion: 2, maxVersion: 9), 0)], status: .versionUnsupported),

@@ -190,7 +190,7 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
 
     @Test(.needsRoot) func capabilitiesAreReducedAndSealed() throws {
         let keyd = try KeydHarness()
-        let status = try String(contentsOfFile: "/proc/\(keyd.process.processIdentifier)/status", encoding: .utf8)
+        let status = try String(contentsOfFile: "/proc/\(keyd.pid)/status", encoding: .utf8)
         func field(_ name: String) -> String? {
             status.split(separator: "\n").first { $0.hasPrefix(name + ":") }.map {
                 $0.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces)

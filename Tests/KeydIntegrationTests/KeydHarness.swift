@@ -35,24 +35,7 @@ struct CommandResult {
 
 @discardableResult
 func runCommand(_ path: String, _ arguments: [String], stdin: Data? = nil) throws -> CommandResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    let input = Pipe()
-    process.standardInput = input
-    try process.run()
-    if let stdin { input.fileHandleForWriting.write(stdin) }
-    try input.fileHandleForWriting.close()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return CommandResult(
-        status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-        stderr: String(decoding: errData, as: UTF8.self))
+    try Spawn.run(path, arguments, stdin: stdin)
 }
 
 /// A real keyd process on sockets in a fresh temporary directory, stopped when the test ends.
@@ -62,7 +45,9 @@ final class KeydHarness {
     let socketPath: String
     let adminSocketPath: String
     let logPath: String
-    let process: Process
+    /// keyd's pid.
+    let pid: pid_t
+    private var exitStatus: Int32 = -1
     private var stopped = false
 
     /// Starts keyd with `configuration` lines (admin is mapped to the current euid unless given).
@@ -78,23 +63,17 @@ final class KeydHarness {
         var lines = configuration
         if !lines.contains(where: { $0.hasPrefix("admin-uids") }) { lines.append("admin-uids = \(geteuid())") }
         try lines.joined(separator: "\n").appending("\n").write(toFile: directory + "/keyd.conf", atomically: true, encoding: .utf8)
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process = Process()
+        let logFD = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        defer { close(logFD) }
         let keydArguments = [
             "--state-dir", stateDirectory, "--socket", socketPath, "--admin-socket", adminSocketPath,
             "--config", directory + "/keyd.conf",
         ]
         if let launcher {
-            process.executableURL = URL(fileURLWithPath: launcher[0])
-            process.arguments = Array(launcher.dropFirst()) + [BuiltProducts.keyd] + keydArguments
+            pid = try Spawn.start(launcher[0], Array(launcher.dropFirst()) + [BuiltProducts.keyd] + keydArguments, stdoutFD: logFD, stderrFD: logFD)
         } else {
-            process.executableURL = URL(fileURLWithPath: BuiltProducts.keyd)
-            process.arguments = keydArguments
+            pid = try Spawn.start(BuiltProducts.keyd, keydArguments, stdoutFD: logFD, stderrFD: logFD)
         }
-        let log = FileHandle(forWritingAtPath: logPath)
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
         try waitForSocket(adminSocketPath)
     }
 
@@ -107,7 +86,7 @@ final class KeydHarness {
                 connection.close()
                 return
             }
-            guard process.isRunning else { break }
+            guard Spawn.isRunning(pid) else { break }
             usleep(10_000)
         }
         throw HarnessError("keyd did not come up; log:\n\(log)")
@@ -140,14 +119,12 @@ final class KeydHarness {
     /// Sends SIGTERM and waits; returns keyd's exit status.
     @discardableResult
     func stop() -> Int32 {
-        guard !stopped else { return process.terminationStatus }
+        guard !stopped else { return exitStatus }
         stopped = true
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            process.waitUntilExit()
-        }
+        kill(pid, SIGTERM)
+        exitStatus = Spawn.wait(pid)
         try? FileManager.default.removeItem(atPath: directory)
-        return process.terminationStatus
+        return exitStatus
     }
 }
 

@@ -239,7 +239,7 @@ struct LengthPrefixTests {
         #expect(decoder.bytesWanted == 0, "no body length was accepted")
         #expect(decoder.readyCount == 0)
         decoder.wipeAll()
-        #expect(recorder.calls.allSatisfy(\.bytes.isEmpty), "no body byte was buffered")
+        #expect(recorder.calls.allSatisfy { $0.bytes.isEmpty }, "no body byte was buffered")
     }
 
     @Test("bytes after a bad prefix in the same read are not buffered", arguments: badPrefixes)
@@ -251,7 +251,7 @@ struct LengthPrefixTests {
         }
         #expect(decoder.readyCount == 0)
         decoder.wipeAll()
-        #expect(recorder.calls.allSatisfy(\.bytes.isEmpty))
+        #expect(recorder.calls.allSatisfy { $0.bytes.isEmpty })
     }
 
     @Test("in-range prefixes are accepted and ask for exactly the body", arguments: goodPrefixes)

@@ -179,6 +179,13 @@ let answerRejections: [RejectCase] = [
     reject("65537-byte answer", answerBody(kind: 0x8002, status: 0, payload: pattern(65_529)), frameLength, .frameLength),
     reject("kind 0x0001 without the answer bit", answerBody(kind: 0x0001, status: 0), badValue),
     reject("kind 0x7fff without the answer bit", answerBody(kind: 0x7FFF, sequence: .max, status: 2), badValue),
+    reject("answer kind 0x8099 answers no request", answerBody(kind: 0x8099, status: 0), badValue),
+    reject("answer kind 0xffff with a request sequence", answerBody(kind: 0xFFFF, sequence: 0, status: 2), badValue),
+    reject("connection error answer with a payload", answerBody(kind: 0xFFFF, sequence: .max, status: 8, payload: [0]), trailing),
+    reject("connection error answer ok with a payload (fuzz finding 2)",
+           answerBody(kind: 0xFFFF, sequence: .max, status: 0, payload: [0x00, 0x0e, 0xfb, 0x03, 0x01, 0x00, 0x01]), trailing),
+    reject("connection error answer ok", answerBody(kind: 0xFFFF, sequence: .max, status: 0), badValue),
+    reject("connection error answer wrongPhase", answerBody(kind: 0xFFFF, sequence: .max, status: 5), badValue),
 ] + [UInt16(18), 31, 37, 47, 56, 0x8000, 0xFFFF].map { status in
     reject("unknown status \(status)", answerBody(kind: 0x8002, status: status), badEnum)
 } + [StatusCode.unsupported, .denied, .wrongPhase, .internal, .diskNotInitialized].map { status in

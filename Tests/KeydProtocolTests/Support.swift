@@ -64,8 +64,8 @@ struct SeededGenerator: RandomNumberGenerator {
     }
 }
 
-/// The whole text of a file, read with Glibc (the protocol tests need no Foundation).
-func readTextFile(_ path: String) -> String? {
+/// The bytes of a file, read with Glibc (the protocol tests need no Foundation).
+func readFile(_ path: String) -> [UInt8]? {
     guard let file = fopen(path, "rb") else { return nil }
     defer { fclose(file) }
     var bytes: [UInt8] = []
@@ -75,16 +75,19 @@ func readTextFile(_ path: String) -> String? {
         if n == 0 { break }
         bytes.append(contentsOf: chunk.prefix(n))
     }
-    return String(decoding: bytes, as: UTF8.self)
+    return bytes
+}
+
+/// The root of the source tree, from this file's path (Tests/KeydProtocolTests/Support.swift).
+func sourceRoot(filePath: String = #filePath) -> String {
+    var parts = filePath.split(separator: "/", omittingEmptySubsequences: false)
+    parts.removeLast(3)
+    return parts.joined(separator: "/")
 }
 
 /// PROTOCOL.md, found from this file's path in the source tree.
-func protocolDocument(filePath: String = #filePath) -> String? {
-    // Tests/KeydProtocolTests/Support.swift -> Sources/KeydProtocol/PROTOCOL.md
-    var parts = filePath.split(separator: "/", omittingEmptySubsequences: false)
-    guard parts.count >= 3 else { return nil }
-    parts.removeLast(3)
-    return readTextFile(parts.joined(separator: "/") + "/Sources/KeydProtocol/PROTOCOL.md")
+func protocolDocument() -> String? {
+    readFile(sourceRoot() + "/Sources/KeydProtocol/PROTOCOL.md").map { String(decoding: $0, as: UTF8.self) }
 }
 
 /// The rows of the markdown table whose header row is exactly `header`, as trimmed cells.

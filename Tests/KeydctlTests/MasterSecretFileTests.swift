@@ -95,7 +95,7 @@ struct MasterSecretFileTests {
         SecretCase(name: "only whitespace", text: " \n ", error: .notAnObject(offset: 0)),
         SecretCase(name: "trailing garbage", text: file(key: 32, salt: 32) + "\n\(key32)", error: .trailingBytes(0, offset: 0)),
         SecretCase(name: "two objects", text: file(key: 32, salt: 32) + file(key: 32, salt: 32), error: .trailingBytes(0, offset: 0)),
-        SecretCase(name: "missing comma", text: #"{"key":"\#(key32)" "salt":"\#(salt32)"}"#, error: .unexpectedByte(offset: 0, expected: ""), mentions: ["offset 53"]),
+        SecretCase(name: "missing comma", text: #"{"key":"\#(key32)" "salt":"\#(salt32)"}"#, error: .unexpectedByte(offset: 0, expected: ""), mentions: ["offset 54"]),
         SecretCase(name: "missing colon", text: #"{"key" "\#(key32)","salt":"\#(salt32)"}"#, error: .unexpectedByte(offset: 0, expected: ""), mentions: ["offset 7"]),
         SecretCase(name: "unclosed object", text: #"{"key":"\#(key32)","salt":"\#(salt32)""#, error: .unexpectedByte(offset: 0, expected: ""), mentions: ["offset 107"]),
         SecretCase(name: "unterminated string", text: #"{"key":"\#(key32)"#, error: .unterminatedString(offset: 0)),
