@@ -385,7 +385,7 @@ public struct RequestFrame: Hashable, Sendable {
 public enum Frame {
     /// Builds `length | kind | sequence | fields…`, patching the length at the end.
     public static func build(
-        kind: UInt16, sequence: UInt32, status: StatusCode? = nil, capacity: Int = 64,
+        kind: UInt16, sequence: UInt32, status: StatusCode? = nil, capacity: Int = 128,
         _ fields: (inout WireWriter) -> Void
     ) -> [UInt8] {
         var w = WireWriter(capacity: capacity)
@@ -394,14 +394,10 @@ public enum Frame {
         w.u32(sequence)
         if let status { w.u16(status.rawValue) }
         fields(&w)
-        var bytes = w.bytes
-        let length = bytes.count - Limits.lengthPrefixSize
+        let length = w.bytes.count - Limits.lengthPrefixSize
         precondition(length <= Limits.maxFrameLength, "frame body \(length) exceeds limit \(Limits.maxFrameLength)")
-        bytes[0] = UInt8(truncatingIfNeeded: length >> 24)
-        bytes[1] = UInt8(truncatingIfNeeded: length >> 16)
-        bytes[2] = UInt8(truncatingIfNeeded: length >> 8)
-        bytes[3] = UInt8(truncatingIfNeeded: length)
-        return bytes
+        w.patchU32(UInt32(length), at: 0)
+        return w.bytes
     }
 
     /// Reads a length prefix and checks it against `bounds` before anything is allocated.

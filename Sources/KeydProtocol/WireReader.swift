@@ -152,6 +152,14 @@ public struct WireWriter: Sendable {
         for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
     }
 
+    /// Overwrites four bytes at `offset` with a big-endian 32-bit integer (the length prefix).
+    public mutating func patchU32(_ value: UInt32, at offset: Int) {
+        bytes[offset] = UInt8(truncatingIfNeeded: value >> 24)
+        bytes[offset + 1] = UInt8(truncatingIfNeeded: value >> 16)
+        bytes[offset + 2] = UInt8(truncatingIfNeeded: value >> 8)
+        bytes[offset + 3] = UInt8(truncatingIfNeeded: value)
+    }
+
     /// Appends a boolean byte.
     public mutating func bool(_ value: Bool) { bytes.append(value ? 1 : 0) }
 

@@ -6,7 +6,9 @@ import KeydPlatform
 import KeydProtocol
 
 /// One accepted connection: its fixed identity, session state machine, decoder and outbox.
-struct Connection {
+///
+/// A class, so the loop mutates it in place instead of copying its buffers out of the table.
+final class Connection {
     let fd: FileDescriptor
     let identity: ConnectionIdentity
     var session: SessionStateMachine
@@ -17,6 +19,13 @@ struct Connection {
     var closeAfterFlush = false
     /// When the current partial frame started (monotonic ns), for the frame timeout.
     var partialSince: UInt64?
+
+    init(fd: FileDescriptor, identity: ConnectionIdentity, session: SessionStateMachine, decoder: FrameDecoder) {
+        self.fd = fd
+        self.identity = identity
+        self.session = session
+        self.decoder = decoder
+    }
 }
 
 /// The single-threaded poll loop: accepts, reads frames, asks the session for a verdict,
@@ -144,7 +153,7 @@ final class EventLoop {
             // SO_PEERCRED is read once, here, and mapped to a class; nothing else looks at uids.
             let peerClass = classifier.classify(listener: entry.role, uid: credentials.uid, gid: credentials.gid)
             let identity = ConnectionIdentity(peerClass: peerClass, credentials: credentials)
-            var connection = Connection(
+            let connection = Connection(
                 fd: fd, identity: identity,
                 session: SessionStateMachine(peer: peerClass, served: KeydService.served),
                 decoder: FrameDecoder(.requests, maxQueuedFrames: Self.maxQueuedFrames, wipe: SecureMemory.wipe))
@@ -162,29 +171,26 @@ final class EventLoop {
     }
 
     private func handleConnection(_ raw: Int32, revents: Int16) {
-        guard var connection = connections[raw] else { return }
+        guard let connection = connections[raw] else { return }
         if revents & (Poller.error | Poller.invalid) != 0 {
             closeConnection(raw)
             return
         }
         if revents & Poller.writable != 0 || !connection.outbox.isEmpty {
-            guard flush(&connection) else {
-                connections[raw] = connection
+            guard flush(connection) else {
                 closeConnection(raw)
                 return
             }
         }
         if revents & (Poller.readable | Poller.hangup) != 0, connection.outbox.isEmpty, !connection.closeAfterFlush {
-            readFrames(&connection)
+            readFrames(connection)
         }
-        let done = connection.closeAfterFlush && connection.outbox.isEmpty
-        connections[raw] = connection
-        if done { closeConnection(raw) }
+        if connection.closeAfterFlush && connection.outbox.isEmpty { closeConnection(raw) }
     }
 
     /// Reads what the socket holds (up to the scratch size), decodes every frame in it, and
     /// returns to poll after a short read, when the socket is most likely drained.
-    private func readFrames(_ connection: inout Connection) {
+    private func readFrames(_ connection: Connection) {
         while !connection.closeAfterFlush && connection.outbox.isEmpty {
             let target = scratch
             let result: FileDescriptor.ReadResult
@@ -217,16 +223,16 @@ final class EventLoop {
                     SecureMemory.wipe(UnsafeMutableRawBufferPointer(rebasing: scratch[0..<count]))
                     // Frames completed before the bad length prefix are answered first, so the
                     // outcome does not depend on how the bytes were split across reads.
-                    processReadyFrames(&connection)
+                    processReadyFrames(connection)
                     if !connection.session.isClosed {
-                        apply(connection.session.frameLengthViolation(error), to: &connection, body: nil)
+                        apply(connection.session.frameLengthViolation(error), to: connection, body: nil)
                     }
                     return
                 }
                 SecureMemory.wipe(UnsafeMutableRawBufferPointer(rebasing: scratch[0..<count]))
-                processReadyFrames(&connection)
+                processReadyFrames(connection)
                 // Answers were queued: write them now rather than waiting for another poll round.
-                if !connection.outbox.isEmpty && !flush(&connection) {
+                if !connection.outbox.isEmpty && !flush(connection) {
                     connection.closeAfterFlush = true
                     connection.outbox.removeAll()
                     return
@@ -236,7 +242,7 @@ final class EventLoop {
         }
     }
 
-    private func processReadyFrames(_ connection: inout Connection) {
+    private func processReadyFrames(_ connection: Connection) {
         if !connection.decoder.hasPartialFrame { connection.partialSince = nil }
         while connection.decoder.readyCount > 0, !connection.session.isClosed {
             let phase = service.phase
@@ -245,13 +251,13 @@ final class EventLoop {
             guard var frame = connection.decoder.nextFrame() else { break }
             frame.withUnsafeBytes { body in
                 let verdict = connection.session.receive(body: body, phase: phase, usedThisBoot: used)
-                apply(verdict, to: &connection, body: body)
+                apply(verdict, to: connection, body: body)
             }
             SecureMemory.wipe(&frame)
         }
     }
 
-    private func apply(_ verdict: SessionVerdict, to connection: inout Connection, body: UnsafeRawBufferPointer?) {
+    private func apply(_ verdict: SessionVerdict, to connection: Connection, body: UnsafeRawBufferPointer?) {
         switch verdict {
         case .dispatch(let frame):
             guard let body else { preconditionFailure("dispatch without a frame body") }
@@ -278,7 +284,7 @@ final class EventLoop {
     }
 
     /// Writes as much of the outbox as the socket takes; false when the peer is gone.
-    private func flush(_ connection: inout Connection) -> Bool {
+    private func flush(_ connection: Connection) -> Bool {
         while !connection.outbox.isEmpty {
             let result: FileDescriptor.WriteResult
             do {
@@ -296,20 +302,19 @@ final class EventLoop {
 
     private func expireSlowFrames() {
         let now = MonotonicClock.nowNanoseconds()
-        for (raw, var connection) in connections {
+        for (raw, connection) in connections {
             guard let since = connection.partialSince, now >= since + frameTimeoutNanoseconds,
                 !connection.session.isClosed
             else { continue }
-            apply(connection.session.timedOut(), to: &connection, body: nil)
+            apply(connection.session.timedOut(), to: connection, body: nil)
             connection.partialSince = nil
-            _ = flush(&connection)
-            connections[raw] = connection
+            _ = flush(connection)
             closeConnection(raw)
         }
     }
 
     private func closeConnection(_ raw: Int32) {
-        guard var connection = connections.removeValue(forKey: raw) else { return }
+        guard let connection = connections.removeValue(forKey: raw) else { return }
         connection.decoder.wipeAll()
         try? connection.fd.close()
         service.connectionCount = connections.count

@@ -134,7 +134,8 @@ func answer(in bytes: [UInt8]) -> AnswerFrame {
 /// One connection under test, with the model of what it may do.
 struct Harness {
     var session: SessionStateMachine
-    var decoder = FrameDecoder(.requests, maxQueuedFrames: 1)
+    /// keyd's bound: 16 KiB reads of frames of at least 10 bytes.
+    var decoder = FrameDecoder(.requests, maxQueuedFrames: 16_384 / 10 + 1)
     let peer: PeerClass
     let served: Set<RequestKind>
     var phase: Phase
@@ -161,15 +162,19 @@ struct Harness {
 
     /// Appends bytes as one read and hands each finished frame to the session, as keyd does.
     mutating func send(_ bytes: [UInt8]) {
+        var failure: ProtocolError?
         do {
             try decoder.append(bytes)
         } catch {
-            let verdict = session.frameLengthViolation(error)
-            checkConnectionError(verdict, status: error.status)
-            return
+            failure = error
         }
+        // Frames completed before a bad length prefix are answered first, as keyd does.
         while !session.isClosed, let body = decoder.nextFrame() {
             receive(body)
+        }
+        if let failure, !session.isClosed {
+            let verdict = session.frameLengthViolation(failure)
+            checkConnectionError(verdict, status: failure.status)
         }
     }
 
@@ -266,7 +271,7 @@ struct Harness {
                     finding("alreadyUsed for unused \(kind)")
                 }
             case .helloRequired:
-                guard !helloDone, kind != .hello else { finding("helloRequired after hello") }
+                guard !helloDone, kind != .hello, peer != .stranger else { finding("helloRequired after hello or to a stranger") }
             case .sequenceError:
                 guard decoded.sequence != expected else { finding("sequenceError for in-order \(decoded.sequence)") }
             case .versionUnsupported:
