@@ -34,7 +34,7 @@ let package = Package(
         .systemLibrary(name: "CCap", pkgConfig: "libcap"),
         .target(name: "CKeydShims"),
         // Thin Swift over syscalls and the C libraries; no policy.
-        .target(name: "KeydPlatform", dependencies: ["KeydProtocol", "CKeydShims", "CCap"]),
+        .target(name: "KeydPlatform", dependencies: ["KeydProtocol", "CKeydShims", "CCap", "CCryptsetup"]),
         // The privileged daemon: a poll loop wiring KeydCore to KeydPlatform.
         .executableTarget(name: "keyd", dependencies: ["KeydProtocol", "KeydCore", "KeydPlatform"]),
         // Client of keyd's sockets, for trustd and keydctl.
@@ -52,7 +52,7 @@ let package = Package(
 
         .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
         .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol"]),
-        .testTarget(name: "KeydPlatformTests", dependencies: ["KeydPlatform", "CKeydShims", "CCap", "CTSS2", "CCryptsetup"]),
+        .testTarget(name: "KeydPlatformTests", dependencies: ["KeydPlatform", "KeydCore", "CKeydShims", "CCap", "CTSS2", "CCryptsetup"]),
         .testTarget(
             name: "KeydctlTests", dependencies: ["KeydctlCLI", "KeydClient", "KeydProtocol"], resources: [.copy("Golden")]
         ),

@@ -13,6 +13,7 @@ public struct SystemError: Error, Hashable, CustomStringConvertible, Sendable {
         case invalidEnvironment
         case notListeningUnixSocket
         case verificationFailed
+        case luks2HeaderUnreadable
     }
 
     private let code: Code
@@ -78,6 +79,34 @@ public struct SystemError: Error, Hashable, CustomStringConvertible, Sendable {
     /// A read-back after a privilege change did not show the intended state.
     public static func verificationFailed(call: String, _ detail: String) -> SystemError {
         SystemError(.verificationFailed, call: call, context: "", detail: detail)
+    }
+}
+
+// MARK: - libcryptsetup
+
+extension SystemError {
+    /// A libcryptsetup call returned the negative errno `code`; the detail says what that means
+    /// for a LUKS2 device. Compares equal to ``errno(_:call:context:)`` with `-code`.
+    ///
+    /// - Note: `EPERM` from a keyslot operation means no keyslot opens with the key. A damaged
+    ///   keyslot area cannot be told apart from a wrong key, and the message says so.
+    public static func cryptsetup(_ code: Int32, call: String, context: String = "") -> SystemError {
+        let value = code < 0 ? -code : code
+        let meaning: String
+        switch value {
+        case EPERM: meaning = "no keyslot opens with this key (wrong key, or a damaged keyslot area: they look the same)"
+        case EINVAL: meaning = "invalid argument, or not a LUKS2 device"
+        case ENOENT: meaning = "no such device, keyslot or token"
+        case EBUSY: meaning = "device busy (mapped, mounted or locked)"
+        case ENOTBLK: meaning = "not a block device or regular file"
+        default: meaning = errorString(value)
+        }
+        return SystemError(.errno(value), call: call, context: context, detail: "\(meaning) (errno \(value))")
+    }
+
+    /// A device shows a LUKS magic, but no header of it loads as LUKS2 (both headers damaged, or LUKS1).
+    public static func luks2HeaderUnreadable(path: String, _ detail: String) -> SystemError {
+        SystemError(.luks2HeaderUnreadable, call: "crypt_load", context: path, detail: detail)
     }
 }
 
