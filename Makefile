@@ -49,11 +49,13 @@ demo: deps ## Start keyd in a temp dir and drive it with keydctl
 	$(SWIFT) build $(SWIFT_FLAGS) --product keydctl
 	scripts/demo
 
-bench: deps ## Release keyd (static stdlib) against keyd-bench
+bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unlock check (root)
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd-bench
+	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product statedisk-bench
 	bin=$$($(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --show-bin-path); \
-	"$$bin/keyd-bench" --keyd "$$bin/keyd"
+	"$$bin/keyd-bench" --keyd "$$bin/keyd"; \
+	if [[ $$(id -u) == 0 ]]; then "$$bin/statedisk-bench"; else echo "statedisk-bench skipped: needs root"; fi
 
 fuzz: deps ## Run each libFuzzer target of Tests/KeydFuzz for FUZZ_SECONDS
 	for t in $(FUZZ_TARGETS); do (cd $(FUZZ_DIR) && $(SWIFT) build $(FUZZ_FLAGS) --product $$t); done

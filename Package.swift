@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "keyd", targets: ["keyd"]),
         .executable(name: "keydctl", targets: ["keydctl"]),
         .executable(name: "keyd-bench", targets: ["KeydBench"]),
+        .executable(name: "statedisk-bench", targets: ["StateDiskBench"]),
         .library(name: "KeydClient", targets: ["KeydClient"]),
         // For the nested fuzz package Tests/KeydFuzz, which can depend only on products.
         .library(name: "KeydProtocol", targets: ["KeydProtocol"]),
@@ -49,6 +50,8 @@ let package = Package(
         .executableTarget(name: "keydctl", dependencies: ["KeydctlCLI"]),
         // `make bench`: keyd round trips beside a bare Unix-socket echo, RSS and binary size.
         .executableTarget(name: "KeydBench", dependencies: ["KeydClient", "KeydProtocol"]),
+        // `make bench`: the state disk's unlock check, Asterism's profile beside Constellation's.
+        .executableTarget(name: "StateDiskBench", dependencies: ["KeydCore", "KeydPlatform"]),
 
         .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
         .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol"]),
@@ -58,7 +61,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KeydIntegrationTests",
-            dependencies: ["KeydClient", "KeydProtocol", "KeydPlatform"]
+            dependencies: ["KeydClient", "KeydProtocol", "KeydPlatform", .product(name: "Crypto", package: "swift-crypto")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -270,7 +270,7 @@ final class EventLoop {
                 service.audit(audit, identity: connection.identity)
                 if close {
                     Log.warning(
-                        "Peer broke the protocol; connection closed",
+                        "Peer refused or broke the protocol; connection closed",
                         ["peer.class": "\(connection.identity.peerClass)", "peer.uid": "\(connection.identity.credentials.uid)",
                          "peer.pid": "\(connection.identity.credentials.pid)", "status": "\(audit.status)"])
                 }
