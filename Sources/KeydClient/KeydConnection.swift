@@ -192,4 +192,21 @@ public final class KeydConnection {
     public func verifyAudit() throws(KeydClientError) -> AuditVerifyAnswer {
         try decode(try roundTrip(.auditVerify), .auditVerify, AuditVerifyAnswer.read)
     }
+
+    /// `disk.inspect`: the JSON report keyd makes of `device`.
+    public func inspectDisk(device: String) throws(KeydClientError) -> DiskInspectAnswer {
+        try decode(try roundTrip(.diskInspect(device: device)), .diskInspect, DiskInspectAnswer.read)
+    }
+
+    /// `disk.format`: first-boot format of `device`; keyd keeps the passphrase in memory.
+    public func formatDisk(device: String) throws(KeydClientError) { _ = try call(.diskFormat(device: device)) }
+
+    /// `disk.bind`: re-keys `device` from its first-boot passphrase to the KEK-derived key.
+    public func bindDisk(device: String) throws(KeydClientError) { _ = try call(.diskBind(device: device)) }
+
+    /// `disk.open`: verifies the derived key and activates `mappingName` where a device mapper exists.
+    public func openDisk(device: String, mappingName: String) throws(KeydClientError) -> DiskOpenAnswer {
+        try decode(
+            try roundTrip(.diskOpen(device: device, mappingName: mappingName)), .diskOpen, DiskOpenAnswer.read)
+    }
 }

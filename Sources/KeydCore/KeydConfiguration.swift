@@ -11,6 +11,7 @@
 /// max-connections = 1024
 /// frame-timeout-ms = 5000
 /// trustd-socket-mode = 0660
+/// disk-allow-initialize = false
 /// ```
 public struct KeydConfiguration: Equatable, Sendable {
     /// Users whose connections on the trustd socket are the trustd peer.
@@ -29,6 +30,8 @@ public struct KeydConfiguration: Equatable, Sendable {
     public var trustdSocketMode: UInt32 = 0o660
     /// Permission bits of the admin socket when keyd binds it itself (≤ 0o777).
     public var adminSocketMode: UInt32 = 0o600
+    /// Whether `disk.format` may initialize a device that holds no LUKS2 header (`true`/`false`).
+    public var diskAllowInitialize: Bool = false
 
     /// The defaults.
     public init() {}
@@ -48,6 +51,7 @@ public struct KeydConfiguration: Equatable, Sendable {
     public static let keys = [
         "trustd-uids", "trustd-gids", "admin-uids", "admin-gids",
         "max-connections", "frame-timeout-ms", "trustd-socket-mode", "admin-socket-mode",
+        "disk-allow-initialize",
     ]
 
     /// Parses a configuration file; unset keys keep their defaults.
@@ -88,6 +92,7 @@ public struct KeydConfiguration: Equatable, Sendable {
             case "frame-timeout-ms": configuration.frameTimeoutMilliseconds = try field.integer(in: frameTimeoutRange)
             case "trustd-socket-mode": configuration.trustdSocketMode = try field.mode()
             case "admin-socket-mode": configuration.adminSocketMode = try field.mode()
+            case "disk-allow-initialize": configuration.diskAllowInitialize = try field.boolean()
             default: preconditionFailure("key '\(key)' listed in keys but not parsed")
             }
         }
@@ -141,6 +146,16 @@ public struct KeydConfiguration: Equatable, Sendable {
                 )
             }
             return Int(number)
+        }
+
+        /// Exactly `true` or `false`.
+        func boolean() throws(CoreError) -> Bool {
+            switch value {
+            case "true": return true
+            case "false": return false
+            default:
+                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "true or false")
+            }
         }
 
         /// Octal permission bits such as `0660` or `660`, at most 0777.

@@ -301,3 +301,39 @@ public struct AuditVerifyAnswer: Hashable, Sendable {
             headHash: try r.fixed(32, "headHash"))
     }
 }
+
+/// Answer of `disk.inspect`: a small JSON document describing the device (no secret).
+public struct DiskInspectAnswer: Hashable, Sendable {
+    /// Longest report, in bytes.
+    public static let maxReport = 8192
+    /// The JSON report as UTF-8.
+    public var report: [UInt8]
+
+    /// Creates an answer.
+    public init(report: [UInt8]) { self.report = report }
+
+    /// Writes the payload.
+    public func write(_ w: inout WireWriter) { w.bytes(report, max: Self.maxReport) }
+
+    /// Reads the payload.
+    public static func read(_ r: inout WireReader) throws(ProtocolError) -> DiskInspectAnswer {
+        DiskInspectAnswer(report: try r.bytes(max: maxReport, "report"))
+    }
+}
+
+/// Answer of `disk.open`: whether a mapping was activated (false: key verified, no device mapper).
+public struct DiskOpenAnswer: Hashable, Sendable {
+    /// True when `/dev/mapper/<name>` was activated.
+    public var activated: Bool
+
+    /// Creates an answer.
+    public init(activated: Bool) { self.activated = activated }
+
+    /// Writes the payload.
+    public func write(_ w: inout WireWriter) { w.bool(activated) }
+
+    /// Reads the payload.
+    public static func read(_ r: inout WireReader) throws(ProtocolError) -> DiskOpenAnswer {
+        DiskOpenAnswer(activated: try r.bool("activated"))
+    }
+}

@@ -7,7 +7,7 @@ import KeydProtocol
 public struct Keydctl: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "keydctl",
-        abstract: "Administer the local keyd over its admin socket: status, audit log, KEK.",
+        abstract: "Administer the local keyd over its admin socket: status, audit log, KEK, state disk.",
         discussion: """
             keydctl speaks keyd's admin protocol on a Unix socket that only root (or the \
             configured admin users) may open. Secrets are never taken from the command line: \
@@ -23,7 +23,7 @@ public struct Keydctl: ParsableCommand {
 
             Errors go to standard error as one line: `keydctl: <message>`.
             """,
-        subcommands: [Status.self, Audit.self, Kek.self]
+        subcommands: [Status.self, Audit.self, Kek.self, Disk.self]
     )
 
     @OptionGroup var socket: SocketOptions

@@ -31,7 +31,9 @@ final class KeydService {
     /// keyd's release version, reported by `status`.
     static let version = "0.1.0"
     /// Request kinds this build performs; the rest of the table answers `unsupported`.
-    static let served: Set<RequestKind> = [.hello, .status, .kekImport, .kekLock, .auditRead, .auditVerify]
+    static let served: Set<RequestKind> = [
+        .hello, .status, .kekImport, .kekLock, .auditRead, .auditVerify, .diskInspect, .diskFormat, .diskBind, .diskOpen,
+    ]
     /// Largest audit log `audit.read`/`audit.verify` will load.
     static let auditReadLimit = 64 << 20
 
@@ -42,6 +44,8 @@ final class KeydService {
     private let auditFile: AppendOnlyFile
     private let auditPath: String
     private let auditIntactAtStart: Bool
+    /// The LUKS2 state-disk operations and the first-boot passphrases they keep in memory.
+    private let stateDisk: StateDisk
     private let startNanoseconds = MonotonicClock.nowNanoseconds()
     private let keydIdentity = AuditPeer(
         peerClass: .keyd, uid: UInt32(geteuid()), gid: UInt32(getegid()), pid: getpid())
@@ -50,9 +54,11 @@ final class KeydService {
     /// Open connections, kept current by the event loop.
     var connectionCount = 0
 
-    /// Opens (or creates) the audit log in `stateDirectory` and resumes its chain.
-    init(stateDirectory: String) throws(KeydError) {
+    /// Opens (or creates) the audit log in `stateDirectory` and resumes its chain; `diskAllowInitialize`
+    /// lets `disk.format` initialize a device without a LUKS2 header.
+    init(stateDirectory: String, diskAllowInitialize: Bool = false) throws(KeydError) {
         auditPath = stateDirectory + "/audit.log"
+        stateDisk = StateDisk(stateDirectory: stateDirectory, allowInitialize: diskAllowInitialize)
         do {
             _ = try makeDirectory(path: stateDirectory, mode: 0o700)
             let existing: [UInt8]
@@ -144,6 +150,28 @@ final class KeydService {
             return readAudit(first: first, maxRecords: maxRecords, sequence: sequence)
         case .auditVerify:
             return verifyAudit(sequence: sequence)
+        case .diskInspect(let device):
+            let outcome = stateDisk.inspect(device: device)
+            return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence) { w in
+                DiskInspectAnswer(report: Array((outcome.report ?? "").utf8)).write(&w)
+            }
+        case .diskFormat(let device):
+            let outcome = stateDisk.format(device: device)
+            return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
+        case .diskBind(let device):
+            let outcome = withDiskKey(device: device) { header, profile, key in
+                stateDisk.bind(device: device, header: header, profile: profile, newKey: key)
+            }
+            return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
+        case .diskOpen(let device, let mappingName):
+            let outcome = withDiskKey(device: device) { header, profile, key in
+                stateDisk.open(device: device, mappingName: mappingName, header: header, profile: profile, key: key)
+            }
+            var detail: [(key: String, value: String)] = [("mappingName", mappingName)]
+            if outcome.status == .ok { detail.append(("activated", "\(outcome.activated)")) }
+            return answerDisk(kind, device: device, outcome, detail: detail, identity: identity, sequence: sequence) { w in
+                DiskOpenAnswer(activated: outcome.activated).write(&w)
+            }
         default:
             // The session machine only dispatches kinds in `served`.
             preconditionFailure("dispatched a request keyd does not serve: \(kind)")
@@ -242,8 +270,55 @@ final class KeydService {
         return AnswerFrame.encode(answering: .auditVerify, sequence: sequence, status: .ok, answer.write)
     }
 
-    /// Zeroes the KEK at shutdown.
+    /// Checks the header of `device`, derives its key from the KEK and lends both to `body`.
+    private func withDiskKey(
+        device: String,
+        _ body: (LUKS2Header, DiskProfile, borrowing SecretBytes) -> DiskOutcome
+    ) -> DiskOutcome {
+        let checked: (header: LUKS2Header, profile: DiskProfile)
+        switch stateDisk.checkedHeader(device: device) {
+        case .success(let value): checked = value
+        case .failure(let error): return error.outcome
+        }
+        let info: String
+        do {
+            info = try KeyDerivation.diskKeyInfo(uuid: checked.header.uuid)
+        } catch {
+            return .refused(.diskHeaderRejected, error.description, uuid: checked.header.uuid)
+        }
+        // The session machine dispatches bind and open in holdingKEK only; this guards the invariant.
+        guard let key = kek?.deriveKey(info: info, byteCount: StateDisk.keyByteCount) else {
+            return .refused(.kekAbsent, "keyd holds no KEK", uuid: checked.header.uuid)
+        }
+        return body(checked.header, checked.profile, key)
+    }
+
+    /// Audits a disk outcome (device, uuid, status, reason; never a key) and encodes the answer;
+    /// `payload` writes the answer of an `ok` outcome.
+    private func answerDisk(
+        _ kind: RequestKind, device: String, _ outcome: DiskOutcome, detail extra: [(key: String, value: String)] = [],
+        identity: ConnectionIdentity, sequence: UInt32, payload: ((inout WireWriter) -> Void)? = nil
+    ) -> [UInt8] {
+        var detail: [(key: String, value: String)] = [("device", device)]
+        if let uuid = outcome.uuid { detail.append(("uuid", uuid)) }
+        detail += extra
+        if let reason = outcome.reason { detail.append(("reason", reason)) }
+        let recorded = audit(kind.description, granted: outcome.status == .ok, status: outcome.status, peer: identity.auditPeer, detail: detail)
+        if outcome.status != .ok {
+            Log.warning("State-disk request refused", ["request": kind.description, "disk.device": device, "status": outcome.status.description])
+        }
+        guard recorded || outcome.status != .ok else {
+            return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: .auditFailure)
+        }
+        if outcome.status == .ok, let payload {
+            return AnswerFrame.encode(answering: kind, sequence: sequence, status: .ok, payload)
+        }
+        return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: outcome.status)
+    }
+
+    /// Zeroes the KEK and the first-boot passphrases at shutdown.
     func shutdown() {
         kek = nil
+        stateDisk.forgetKeys()
     }
 }

@@ -98,7 +98,8 @@ func run(_ options: Options) throws(KeydError) {
         throw .startup("signalfd: \(error)")
     }
     let (listeners, activated) = try openListeners(options, configuration)
-    let service = try KeydService(stateDirectory: options.stateDirectory)
+    let service = try KeydService(
+        stateDirectory: options.stateDirectory, diskAllowInitialize: configuration.diskAllowInitialize)
     let hardening = try harden()
 
     let classifier = PeerClassifier(

@@ -15,6 +15,7 @@ import Testing
         #expect(configuration.frameTimeoutMilliseconds == 5000)
         #expect(configuration.trustdSocketMode == 0o660)
         #expect(configuration.adminSocketMode == 0o600)
+        #expect(configuration.diskAllowInitialize == false)
     }
 
     @Test func fullFile() throws {
@@ -30,6 +31,7 @@ import Testing
             frame-timeout-ms = 100
             trustd-socket-mode = 0666
             admin-socket-mode = 600
+            disk-allow-initialize = true
             """
         var expected = KeydConfiguration()
         expected.trustdUIDs = [990, 991]
@@ -40,6 +42,7 @@ import Testing
         expected.frameTimeoutMilliseconds = 100
         expected.trustdSocketMode = 0o666
         expected.adminSocketMode = 0o600
+        expected.diskAllowInitialize = true
         #expect(try KeydConfiguration.parse(text) == expected)
     }
 
@@ -58,6 +61,8 @@ import Testing
         ("admin-socket-mode = 0777", { var c = KeydConfiguration(); c.adminSocketMode = 0o777; return c }()),
         ("trustd-uids = 4294967294", { var c = KeydConfiguration(); c.trustdUIDs = [4_294_967_294]; return c }()),
         ("admin-uids =", { var c = KeydConfiguration(); c.adminUIDs = []; return c }()),
+        ("disk-allow-initialize = false", KeydConfiguration()),
+        ("disk-allow-initialize=true", { var c = KeydConfiguration(); c.diskAllowInitialize = true; return c }()),
     ]
 
     @Test(arguments: limits)
@@ -83,19 +88,22 @@ import Testing
             text: "# comment\n\nmax-conections = 10",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 3: unknown key 'max-conections'; known keys: trustd-uids, trustd-gids, "
-                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode"
+                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
+                + "disk-allow-initialize"
         ),
         Refusal(
             text: "Admin-UIDs = 0",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 1: unknown key 'Admin-UIDs'; known keys: trustd-uids, trustd-gids, "
-                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode"
+                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
+                + "disk-allow-initialize"
         ),
         Refusal(
             text: "= 5",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 1: unknown key ''; known keys: trustd-uids, trustd-gids, "
-                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode"
+                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
+                + "disk-allow-initialize"
         ),
         Refusal(
             text: "admin-uids = 0\nmax-connections = 5\nadmin-uids = 1",
@@ -206,7 +214,18 @@ import Testing
             text: "bad\u{1B}[2Jkey = 1\n",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: #"configuration line 1: unknown key 'bad\u{1b}[2Jkey'; known keys: trustd-uids, trustd-gids, "#
-                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode"
+                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
+                + "disk-allow-initialize"
+        ),
+        Refusal(
+            text: "disk-allow-initialize = yes",
+            error: .configurationBadNumber(lineNumber: 0, key: "", value: "", expected: ""),
+            message: "configuration line 1: 'disk-allow-initialize' value 'yes' is not true or false"
+        ),
+        Refusal(
+            text: "disk-allow-initialize = TRUE",
+            error: .configurationBadNumber(lineNumber: 0, key: "", value: "", expected: ""),
+            message: "configuration line 1: 'disk-allow-initialize' value 'TRUE' is not true or false"
         ),
     ]
 

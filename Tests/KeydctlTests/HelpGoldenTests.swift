@@ -16,6 +16,11 @@ struct HelpGoldenTests {
         ("kek", Kek.self),
         ("kek-import", KekImport.self),
         ("kek-lock", KekLock.self),
+        ("disk", Disk.self),
+        ("disk-inspect", DiskInspect.self),
+        ("disk-format", DiskFormat.self),
+        ("disk-bind", DiskBind.self),
+        ("disk-open", DiskOpen.self),
     ]
 
     /// Tests/KeydctlTests/Golden in the source tree, for UPDATE_GOLDEN=1.

@@ -1,0 +1,375 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KeydCore
+import KeydPlatform
+import KeydProtocol
+
+/// The result of one state-disk operation: the status to answer and what the audit record says.
+struct DiskOutcome: Sendable {
+    /// The answer status.
+    var status: StatusCode
+    /// The disk's lowercase UUID, when known.
+    var uuid: String?
+    /// Why the operation was refused or failed (no key material); nil on success.
+    var reason: String?
+    /// The inspect report (JSON), for `disk.inspect`.
+    var report: String?
+    /// Whether `disk.open` activated a mapping.
+    var activated = false
+
+    /// A refusal or failure with `status` and `reason`.
+    static func refused(_ status: StatusCode, _ reason: String, uuid: String? = nil) -> DiskOutcome {
+        DiskOutcome(status: status, uuid: uuid, reason: reason)
+    }
+}
+
+/// A first-boot passphrase kept in memory only, between `disk.format` and `disk.bind`.
+final class FirstBootKey {
+    /// The random 32-byte passphrase.
+    let secret: SecretBytes
+
+    /// Takes custody of `secret`.
+    init(_ secret: consuming SecretBytes) { self.secret = secret }
+}
+
+/// keyd's state-disk operations on LUKS2 through libcryptsetup: inspect, first-boot format, bind
+/// (re-key to the KEK-derived key in ``StateDiskRekey``'s order) and open.
+///
+/// Single-threaded, like ``KeydService``, which audits every outcome.
+final class StateDisk {
+    /// Length of the first-boot passphrase and of the derived disk key.
+    static let keyByteCount = 32
+    /// Label written by `disk.format`.
+    static let label = "asterism-state"
+    /// The control node whose presence means the kernel's device mapper is usable.
+    static let deviceMapperControl = "/dev/mapper/control"
+
+    /// Whether a device without a LUKS2 header may be formatted.
+    let allowInitialize: Bool
+    /// Where header backups go: `<state-dir>/headers`.
+    let headersDirectory: String
+    /// First-boot passphrases by disk UUID; memory only.
+    private var firstBootKeys: [String: FirstBootKey] = [:]
+
+    /// Makes the service; `stateDirectory` already exists.
+    init(stateDirectory: String, allowInitialize: Bool) {
+        self.allowInitialize = allowInitialize
+        headersDirectory = stateDirectory + "/headers"
+        // libcryptsetup's messages carry no key material; route them to keyd's log, never stderr directly.
+        LUKS2Log.setSink { level, message in
+            switch level {
+            case .error: Log.warning("libcryptsetup", ["message": message])
+            case .normal, .verbose: Log.info("libcryptsetup", ["message": message])
+            case .debug: break
+            }
+        }
+    }
+
+    /// Drops every first-boot passphrase (at shutdown).
+    func forgetKeys() { firstBootKeys.removeAll() }
+
+    // MARK: Operations
+
+    /// `disk.inspect`: the header's facts and profile check, as a JSON report.
+    func inspect(device: String) -> DiskOutcome {
+        let header: LUKS2Header?
+        do {
+            header = try LUKS2Volume.inspect(path: device)
+        } catch {
+            return Self.outcome(of: error)
+        }
+        guard let header else {
+            return DiskOutcome(status: .ok, report: #"{"luks2":false}"#)
+        }
+        let (facts, profile) = Self.check(header)
+        guard let facts, case .success(let checked) = profile else {
+            let reason = Self.rejection(profile)
+            return .refused(.diskHeaderRejected, "header rejected: \(reason)", uuid: header.uuid)
+        }
+        let initialized = facts.stateDiskToken?.initialized ?? false
+        let slots = header.keyslots.map { String($0.index) }.joined(separator: ",")
+        let report = "{\"luks2\":true,\"uuid\":\(Self.jsonString(header.uuid)),\"label\":\(Self.jsonString(header.label)),"
+            + "\"profile\":\(Self.jsonString(checked.name)),\"initialized\":\(initialized),\"keyslots\":[\(slots)],"
+            + "\"firstBootKeyHeld\":\(firstBootKeys[header.uuid] != nil),\"headerCheck\":\"ok\"}"
+        return DiskOutcome(status: .ok, uuid: header.uuid, report: report)
+    }
+
+    /// `disk.format`: first-boot format with Asterism's profile and a fresh random passphrase kept in memory.
+    func format(device: String) -> DiskOutcome {
+        do {
+            if let header = try LUKS2Volume.inspect(path: device) {
+                return .refused(.invalidArgument, "device already holds a LUKS2 header; keyd never reformats", uuid: header.uuid)
+            }
+        } catch {
+            return Self.outcome(of: error)
+        }
+        guard allowInitialize else {
+            return .refused(.diskNotLUKS2, "device holds no LUKS2 header and disk-allow-initialize is false")
+        }
+        let passphrase = SecretBytes(randomByteCount: Self.keyByteCount)
+        let profile = DiskProfile.asterism
+        let parameters = LUKS2FormatParameters(
+            cipher: profile.cipher, cipherMode: profile.cipherMode, volumeKeyBytes: profile.volumeKeyBytes,
+            sectorSize: UInt32(profile.sectorSize), label: Self.label, kdf: Self.kdf(profile),
+            tokenJSON: StateDiskToken(kind: profile.tokenKind, initialized: false).json)
+        let uuid: String
+        do {
+            uuid = try passphrase.withUnsafeBytes { bytes in
+                try LUKS2Volume.format(path: device, parameters: parameters, passphrase: bytes)
+            }
+        } catch {
+            return Self.outcome(of: error)
+        }
+        firstBootKeys[uuid] = FirstBootKey(passphrase)
+        return DiskOutcome(status: .ok, uuid: uuid)
+    }
+
+    /// The UUID and profile of a LUKS2 device that passes the header check, or the refusal.
+    func checkedHeader(device: String) -> Result<(header: LUKS2Header, profile: DiskProfile), DiskOutcomeError> {
+        let header: LUKS2Header?
+        do {
+            header = try LUKS2Volume.inspect(path: device)
+        } catch {
+            return .failure(DiskOutcomeError(Self.outcome(of: error)))
+        }
+        guard let header else {
+            return .failure(DiskOutcomeError(.refused(.diskNotLUKS2, "device holds no LUKS2 header")))
+        }
+        let (facts, profile) = Self.check(header)
+        guard facts != nil, case .success(let checked) = profile else {
+            let reason = Self.rejection(profile)
+            return .failure(DiskOutcomeError(.refused(.diskHeaderRejected, "header rejected: \(reason)", uuid: header.uuid)))
+        }
+        return .success((header, checked))
+    }
+
+    /// `disk.bind`: re-keys from the in-memory first-boot passphrase to `newKey` in
+    /// ``StateDiskRekey``'s order, backing up the header first and restoring it if a step fails.
+    func bind(device: String, header: LUKS2Header, profile: DiskProfile, newKey: borrowing SecretBytes) -> DiskOutcome {
+        let kdf = Self.kdf(profile)
+        do {
+            let volume = try LUKS2Volume(path: device, kdf: kdf)
+            return rekey(volume, device: device, uuid: header.uuid, profile: profile, kdf: kdf, newKey: newKey)
+        } catch {
+            return Self.outcome(of: error, uuid: header.uuid)
+        }
+    }
+
+    /// The re-key loop: observe, let ``StateDiskRekey`` decide, perform one step, repeat.
+    private func rekey(
+        _ volume: borrowing LUKS2Volume, device: String, uuid: String, profile: DiskProfile, kdf: LUKS2KDF,
+        newKey: borrowing SecretBytes
+    ) -> DiskOutcome {
+        let oldKey = firstBootKeys[uuid]
+        var backup: String?
+        var steps: [String] = []
+        // Each round observes the disk and performs the step the order asks for; 6 rounds cover 4 steps.
+        for _ in 0..<6 {
+            let observation: StateDiskRekey.Observation
+            do {
+                let tokenInitialized = try Self.stateToken(volume)?.token.initialized ?? false
+                let old = try oldKey.map { key in
+                    try key.secret.withUnsafeBytes { bytes in try volume.verify(key: bytes) }
+                } ?? nil
+                let new = try newKey.withUnsafeBytes { bytes in try volume.verify(key: bytes) }
+                observation = StateDiskRekey.Observation(oldKeyslot: old, newKeyslot: new, tokenInitialized: tokenInitialized)
+            } catch {
+                return restoring(device: device, backup: backup, outcome: Self.outcome(of: error, uuid: uuid))
+            }
+            let step: StateDiskRekey.Step
+            switch StateDiskRekey.resume(observed: observation) {
+            case .neitherKeyOpens:
+                let reason = oldKey == nil
+                    ? "no first-boot passphrase held for this disk (formatted by another keyd run?) and the derived key opens no keyslot"
+                    : "neither the first-boot passphrase nor the derived key opens a keyslot (wrong key or damaged keyslot area: indistinguishable)"
+                return restoring(device: device, backup: backup, outcome: .refused(.diskWrongKey, reason, uuid: uuid))
+            case .keysShareKeyslot(let slot):
+                return restoring(
+                    device: device, backup: backup,
+                    outcome: .refused(.internal, "first-boot passphrase and derived key both open keyslot \(slot)", uuid: uuid))
+            case .perform(let next):
+                step = next
+            }
+            if step == .done {
+                firstBootKeys[uuid] = nil
+                let done = steps.isEmpty ? "already bound" : "steps " + steps.joined(separator: ",")
+                return DiskOutcome(status: .ok, uuid: uuid, reason: done)
+            }
+            if backup == nil {
+                switch backupHeader(volume, uuid: uuid) {
+                case .success(let path): backup = path
+                case .failure(let error): return Self.outcome(of: error, uuid: uuid)
+                }
+            }
+            do {
+                switch step {
+                case .addNewKeyslot:
+                    guard let oldKey else { preconditionFailure("resume asked to add a keyslot without the old key") }
+                    _ = try oldKey.secret.withUnsafeBytes { old in
+                        try newKey.withUnsafeBytes { new in
+                            try volume.addKeyslot(existing: old, new: new, kdf: kdf)
+                        }
+                    }
+                case .verifyNewKeyslot, .done:
+                    break  // The next observation verifies.
+                case .markTokenInitialized:
+                    let existing = try Self.stateToken(volume)
+                    try volume.setToken(
+                        json: StateDiskToken(kind: profile.tokenKind, initialized: true).json, id: existing?.id)
+                case .removeOldKeyslot:
+                    guard let slot = observation.oldKeyslot else { preconditionFailure("no old keyslot to remove") }
+                    try volume.destroyKeyslot(slot)
+                }
+            } catch {
+                return restoring(device: device, backup: backup, outcome: Self.outcome(of: error, uuid: uuid), step: step)
+            }
+            steps.append(step.description)
+        }
+        return restoring(device: device, backup: backup, outcome: .refused(.internal, "re-key did not converge", uuid: uuid))
+    }
+
+    /// `disk.open`: verifies `key` against the keyslots, then activates `mappingName` when the
+    /// kernel's device mapper is present; without it answers ok with `activated` false.
+    func open(device: String, mappingName: String, header: LUKS2Header, profile: DiskProfile, key: borrowing SecretBytes) -> DiskOutcome {
+        let uuid = header.uuid
+        do {
+            let volume = try LUKS2Volume(path: device, kdf: Self.kdf(profile))
+            let slot = try key.withUnsafeBytes { bytes in try volume.verify(key: bytes) }
+            guard slot != nil else {
+                return .refused(
+                    .diskWrongKey, "the derived key opens no keyslot (wrong key or damaged keyslot area: indistinguishable)",
+                    uuid: uuid)
+            }
+            guard Self.deviceMapperAvailable() else {
+                return DiskOutcome(status: .ok, uuid: uuid, reason: "key verified; no device mapper here, activation unavailable")
+            }
+            _ = try key.withUnsafeBytes { bytes in try volume.activate(name: mappingName, key: bytes) }
+            return DiskOutcome(status: .ok, uuid: uuid, activated: true)
+        } catch {
+            return Self.outcome(of: error, uuid: uuid)
+        }
+    }
+
+    // MARK: Helpers
+
+    /// True when the device-mapper control node opens (it may exist while the kernel lacks the driver).
+    static func deviceMapperAvailable() -> Bool {
+        let fd = Glibc.open(deviceMapperControl, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        close(fd)
+        return true
+    }
+
+    /// Copies the header to `<headers>/<uuid>.img` (through a temporary file and a rename).
+    private func backupHeader(_ volume: borrowing LUKS2Volume, uuid: String) -> Result<String, SystemError> {
+        do {
+            _ = try makeDirectory(path: headersDirectory, mode: 0o700)
+            let path = headersDirectory + "/" + uuid + ".img"
+            let temporary = path + ".tmp"
+            unlink(temporary)
+            try volume.backupHeader(to: temporary)
+            guard rename(temporary, path) == 0 else { throw SystemError.errno(errno, call: "rename", context: path) }
+            return .success(path)
+        } catch let error as SystemError {
+            return .failure(error)
+        } catch {
+            return .failure(SystemError.errno(EIO, call: "backupHeader", context: "\(error)"))
+        }
+    }
+
+    /// Restores the backup (when one was made) and returns `outcome` with the restore noted.
+    private func restoring(device: String, backup: String?, outcome: DiskOutcome, step: StateDiskRekey.Step? = nil) -> DiskOutcome {
+        var result = outcome
+        let at = step.map { " at step \($0)" } ?? ""
+        guard let backup else { return result }
+        do {
+            try LUKS2Volume.restoreHeader(path: device, from: backup)
+            result.reason = (result.reason ?? "failed") + at + "; header restored from \(backup)"
+        } catch {
+            Log.error("State-disk header restore failed", ["disk.device": device, "error": "\(error)"])
+            result.reason = (result.reason ?? "failed") + at + "; header restore from \(backup) failed: \(error)"
+        }
+        return result
+    }
+
+    /// The state-disk token of `volume` and its id, or nil.
+    private static func stateToken(_ volume: borrowing LUKS2Volume) throws(SystemError) -> (id: Int, token: StateDiskToken)? {
+        for token in try volume.tokens() {
+            if let parsed = try? StateDiskToken(parsing: token.json) { return (token.id, parsed) }
+        }
+        return nil
+    }
+
+    /// KeydCore facts of `header` and the profile check.
+    private static func check(_ header: LUKS2Header) -> (LUKS2HeaderFacts?, Result<DiskProfile, HeaderRejection>?) {
+        do {
+            let facts = try LUKS2HeaderFacts(
+                cipher: header.cipher, cipherMode: header.cipherMode, volumeKeyBytes: header.volumeKeyBytes,
+                sectorSize: header.sectorSize, tokenJSONs: header.tokens.map(\.json), uuid: header.uuid,
+                label: header.label, metadataJSON: header.metadataJSON)
+            return (facts, DiskProfile.check(facts))
+        } catch {
+            return (nil, nil)
+        }
+    }
+
+    /// Why a header was rejected: the profile check's finding, or unparsable metadata.
+    private static func rejection(_ profile: Result<DiskProfile, HeaderRejection>?) -> String {
+        if case .failure(let rejection)? = profile { return rejection.description }
+        return "LUKS2 metadata does not parse"
+    }
+
+    /// The handle KDF for `profile`.
+    static func kdf(_ profile: DiskProfile) -> LUKS2KDF {
+        switch profile.kdf {
+        case .pbkdf2(let hash, let iterations): .pbkdf2(hash: hash, iterations: iterations)
+        case .argon2id(let time, let memory, let threads): .argon2id(timeMilliseconds: time, memoryKiB: memory, threads: threads)
+        }
+    }
+
+    /// Maps a libcryptsetup or system failure to a disk status.
+    static func outcome(of failure: any Error, uuid: String? = nil) -> DiskOutcome {
+        guard let error = failure as? SystemError else { return .refused(.internal, "\(failure)", uuid: uuid) }
+        let status: StatusCode
+        if error == SystemError.luks2HeaderUnreadable(path: "", "") {
+            status = .diskHeadersDestroyed
+        } else {
+            switch error.errno {
+            case ENOENT, ENODEV, ENXIO: status = .diskMissing
+            case EBUSY: status = .diskBusy
+            case EPERM: status = .diskWrongKey
+            default: status = .internal
+            }
+        }
+        return .refused(status, error.description, uuid: uuid)
+    }
+
+    /// `text` as a JSON string literal.
+    static func jsonString(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// A disk refusal carried through a `Result`.
+struct DiskOutcomeError: Error {
+    /// The outcome to answer and audit.
+    let outcome: DiskOutcome
+
+    init(_ outcome: DiskOutcome) { self.outcome = outcome }
+}
