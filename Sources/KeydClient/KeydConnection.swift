@@ -204,6 +204,12 @@ public final class KeydConnection {
     /// `disk.bind`: re-keys `device` from its first-boot passphrase to the KEK-derived key.
     public func bindDisk(device: String) throws(KeydClientError) { _ = try call(.diskBind(device: device)) }
 
+    /// `disk.close`: removes the mapping `mappingName`.
+    public func closeDisk(mappingName: String) throws(KeydClientError) { _ = try call(.diskClose(mappingName: mappingName)) }
+
+    /// `disk.reset`: marks `device` for re-initialization; the next `disk.format` starts it afresh.
+    public func resetDisk(device: String) throws(KeydClientError) { _ = try call(.diskReset(device: device)) }
+
     /// `disk.open`: verifies the derived key and activates `mappingName` where a device mapper exists.
     public func openDisk(device: String, mappingName: String) throws(KeydClientError) -> DiskOpenAnswer {
         try decode(

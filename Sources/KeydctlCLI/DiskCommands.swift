@@ -5,13 +5,13 @@ import KeydProtocol
 /// `keydctl disk`.
 public struct Disk: ParsableCommand {
     public static let configuration = CommandConfiguration(
-        abstract: "Inspect, format, bind and open the node's LUKS2 state disk through keyd.",
+        abstract: "Inspect, format, bind, open, close and reset the node's LUKS2 state disk through keyd.",
         discussion: """
             keyd performs every disk operation and audits it; keydctl only asks. No key is \
             shown or accepted here: the first-boot passphrase stays in keyd's memory and the \
             bound key is derived from the imported KEK.
             """,
-        subcommands: [DiskInspect.self, DiskFormat.self, DiskBind.self, DiskOpen.self]
+        subcommands: [DiskInspect.self, DiskFormat.self, DiskBind.self, DiskOpen.self, DiskClose.self, DiskReset.self]
     )
 
     @OptionGroup var socket: SocketOptions
@@ -124,6 +124,52 @@ public struct DiskOpen: ParsableCommand {
                 answer.activated
                     ? "disk opened: /dev/mapper/\(name)"
                     : "disk key verified: activation unavailable here (no device mapper)")
+        }
+    }
+}
+
+/// `keydctl disk close`.
+public struct DiskClose: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "close",
+        abstract: "Remove the mapping /dev/mapper/<name>.",
+        discussion: "Without a kernel device mapper nothing can be mapped: keyd answers diskActivationUnavailable (exit status 1)."
+    )
+
+    @OptionGroup var socket: SocketOptions
+    @Option(help: ArgumentHelp("Mapping name (A-Z a-z 0-9 . _ -).", valueName: "name"))
+    var name: String = "state"
+
+    public init() {}
+
+    public func run() throws {
+        try reporting {
+            try socket.connect().closeDisk(mappingName: name)
+            printLine("disk closed: /dev/mapper/\(name) removed")
+        }
+    }
+}
+
+/// `keydctl disk reset`.
+public struct DiskReset: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "reset",
+        abstract: "Mark the state disk for re-initialization; the next disk format starts it afresh.",
+        discussion: """
+            keyd backs up the header, then sets the state-disk token to not initialized. Data on \
+            the disk stays readable with its current key until disk format replaces the header.
+            """
+    )
+
+    @OptionGroup var socket: SocketOptions
+    @OptionGroup var device: DeviceOptions
+
+    public init() {}
+
+    public func run() throws {
+        try reporting {
+            try socket.connect().resetDisk(device: device.device)
+            printLine("disk marked for reset: \(device.device) (the next disk format re-initializes it)")
         }
     }
 }

@@ -33,6 +33,7 @@ final class KeydService {
     /// Request kinds this build performs; the rest of the table answers `unsupported`.
     static let served: Set<RequestKind> = [
         .hello, .status, .kekImport, .kekLock, .auditRead, .auditVerify, .diskInspect, .diskFormat, .diskBind, .diskOpen,
+        .diskClose, .diskReset,
     ]
     /// Largest audit log `audit.read`/`audit.verify` will load.
     static let auditReadLimit = 64 << 20
@@ -162,6 +163,12 @@ final class KeydService {
             let outcome = withDiskKey(device: device) { header, profile, key in
                 stateDisk.bind(device: device, header: header, profile: profile, newKey: key)
             }
+            return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
+        case .diskClose(let mappingName):
+            let outcome = stateDisk.closeMapping(mappingName)
+            return answerDisk(kind, device: "/dev/mapper/" + mappingName, outcome, identity: identity, sequence: sequence)
+        case .diskReset(let device):
+            let outcome = stateDisk.markForReset(device: device)
             return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
         case .diskOpen(let device, let mappingName):
             let outcome = withDiskKey(device: device) { header, profile, key in

@@ -51,6 +51,10 @@ final class StateDisk {
     let headersDirectory: String
     /// First-boot passphrases by disk UUID; memory only.
     private var firstBootKeys: [String: FirstBootKey] = [:]
+    #if DEBUG
+    /// The test-only fault armed from the environment at start (debug builds only; `fail` fires once).
+    private var fault = FaultInjection.fromEnvironment()
+    #endif
 
     /// Makes the service; `stateDirectory` already exists.
     init(stateDirectory: String, allowInitialize: Bool) {
@@ -99,7 +103,15 @@ final class StateDisk {
     func format(device: String) -> DiskOutcome {
         do {
             if let header = try LUKS2Volume.inspect(path: device) {
-                return .refused(.invalidArgument, "device already holds a LUKS2 header; keyd never reformats", uuid: header.uuid)
+                // Only a state disk that was never bound, or was marked by disk.reset, is formatted
+                // again, and only when keyd no longer holds its first-boot passphrase.
+                guard case .success(let checked) = checkedHeader(device: device), firstBootKeys[header.uuid] == nil,
+                    Self.markedUninitialized(checked.header)
+                else {
+                    return .refused(
+                        .invalidArgument, "device holds a LUKS2 header that is bound, foreign or formatted this boot; not reformatted",
+                        uuid: header.uuid)
+                }
             }
         } catch {
             return Self.outcome(of: error)
@@ -123,6 +135,14 @@ final class StateDisk {
         }
         firstBootKeys[uuid] = FirstBootKey(passphrase)
         return DiskOutcome(status: .ok, uuid: uuid)
+    }
+
+    /// Whether the header carries a state-disk token that says not initialized.
+    static func markedUninitialized(_ header: LUKS2Header) -> Bool {
+        header.tokens.contains { token in
+            guard let parsed = try? StateDiskToken(parsing: token.json) else { return false }
+            return !parsed.initialized
+        }
     }
 
     /// The UUID and profile of a LUKS2 device that passes the header check, or the refusal.
@@ -203,6 +223,11 @@ final class StateDisk {
                 }
             }
             do {
+                #if DEBUG
+                // ``StateDiskRekey/resume(observed:)`` never asks for verifyNewKeyslot: the observation verifies.
+                // So its fault fires once an observation has seen the new key open a keyslot.
+                if observation.newKeyslot != nil { try injectFault(after: .verifyNewKeyslot) }
+                #endif
                 switch step {
                 case .addNewKeyslot:
                     guard let oldKey else { preconditionFailure("resume asked to add a keyslot without the old key") }
@@ -221,6 +246,9 @@ final class StateDisk {
                     guard let slot = observation.oldKeyslot else { preconditionFailure("no old keyslot to remove") }
                     try volume.destroyKeyslot(slot)
                 }
+                #if DEBUG
+                try injectFault(after: step)
+                #endif
             } catch {
                 return restoring(device: device, backup: backup, outcome: Self.outcome(of: error, uuid: uuid), step: step)
             }
@@ -252,6 +280,23 @@ final class StateDisk {
     }
 
     // MARK: Helpers
+
+    #if DEBUG
+    /// Fires the armed test fault after `step`: SIGKILL, or one injected failure (debug builds only).
+    private func injectFault(after step: StateDiskRekey.Step) throws(KeydError) {
+        guard let fault, fault.step == step else { return }
+        switch fault.action {
+        case .kill:
+            Log.warning("Fault injection: SIGKILL", ["rekey.step": step.description])
+            kill(getpid(), SIGKILL)
+            while true { pause() }
+        case .fail:
+            self.fault = nil
+            Log.warning("Fault injection: failing step", ["rekey.step": step.description])
+            throw .injectedFault(after: step)
+        }
+    }
+    #endif
 
     /// True when the device-mapper control node opens (it may exist while the kernel lacks the driver).
     static func deviceMapperAvailable() -> Bool {

@@ -50,11 +50,17 @@ final class KeydHarness {
     private var exitStatus: Int32 = -1
     private var stopped = false
 
-    /// Starts keyd with `configuration` lines (admin is mapped to the current euid unless given).
-    init(configuration: [String] = [], launcher: [String]? = nil) throws {
-        var template = Array("/tmp/keyd-it-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw POSIXError(.EIO) }
-        directory = String(cString: made)
+    /// Starts keyd with `configuration` lines (admin is mapped to the current euid unless given),
+    /// with `environment` added to the test's own; in `reusing` (a directory a stopped keyd used, its
+    /// state kept) when given, else in a fresh temporary directory.
+    init(configuration: [String] = [], launcher: [String]? = nil, environment: [String: String] = [:], reusing: String? = nil) throws {
+        if let reusing {
+            directory = reusing
+        } else {
+            var template = Array("/tmp/keyd-it-XXXXXX".utf8CString)
+            guard let made = mkdtemp(&template) else { throw POSIXError(.EIO) }
+            directory = String(cString: made)
+        }
         chmod(directory, 0o755)
         stateDirectory = directory + "/state"
         socketPath = directory + "/keyd.sock"
@@ -63,16 +69,20 @@ final class KeydHarness {
         var lines = configuration
         if !lines.contains(where: { $0.hasPrefix("admin-uids") }) { lines.append("admin-uids = \(geteuid())") }
         try lines.joined(separator: "\n").appending("\n").write(toFile: directory + "/keyd.conf", atomically: true, encoding: .utf8)
-        let logFD = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        // Appended, so a keyd restarted in the same directory keeps its predecessor's log.
+        let logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         defer { close(logFD) }
         let keydArguments = [
             "--state-dir", stateDirectory, "--socket", socketPath, "--admin-socket", adminSocketPath,
             "--config", directory + "/keyd.conf",
         ]
+        let env = ProcessInfo.processInfo.environment.merging(environment) { _, added in added }
         if let launcher {
-            pid = try Spawn.start(launcher[0], Array(launcher.dropFirst()) + [BuiltProducts.keyd] + keydArguments, stdoutFD: logFD, stderrFD: logFD)
+            pid = try Spawn.start(
+                launcher[0], Array(launcher.dropFirst()) + [BuiltProducts.keyd] + keydArguments, stdoutFD: logFD, stderrFD: logFD,
+                environment: env)
         } else {
-            pid = try Spawn.start(BuiltProducts.keyd, keydArguments, stdoutFD: logFD, stderrFD: logFD)
+            pid = try Spawn.start(BuiltProducts.keyd, keydArguments, stdoutFD: logFD, stderrFD: logFD, environment: env)
         }
         try waitForSocket(adminSocketPath)
     }
@@ -114,6 +124,16 @@ final class KeydHarness {
                 ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", BuiltProducts.keydctl] + arguments + full, stdin: stdin)
         }
         return try runCommand(BuiltProducts.keydctl, arguments + full, stdin: stdin)
+    }
+
+    /// Waits for keyd to exit on its own (it was killed, say) and keeps the directory for a successor;
+    /// returns keyd's exit status (128 + signal when killed).
+    @discardableResult
+    func waitForExit() -> Int32 {
+        guard !stopped else { return exitStatus }
+        stopped = true
+        exitStatus = Spawn.wait(pid)
+        return exitStatus
     }
 
     /// Sends SIGTERM and waits; returns keyd's exit status.

@@ -21,6 +21,8 @@ struct HelpGoldenTests {
         ("disk-format", DiskFormat.self),
         ("disk-bind", DiskBind.self),
         ("disk-open", DiskOpen.self),
+        ("disk-close", DiskClose.self),
+        ("disk-reset", DiskReset.self),
     ]
 
     /// Tests/KeydctlTests/Golden in the source tree, for UPDATE_GOLDEN=1.

@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `keydctl disk close` and `disk reset` against the real keyd on a sparse image file.
+@Suite(.serialized, .needsRoot) struct KeydStateDiskResetTests {
+    @Test func resetMarksABoundDiskAndFormatReinitializesIt() throws {
+        let keyd = try KeydHarness(configuration: ["disk-allow-initialize = true"])
+        let image = try KeydStateDiskTests.makeImage(in: keyd.directory)
+        let secret = KnownSecret()
+        #expect(try keyd.keydctl(["disk", "format", "--device", image]).status == 0)
+        #expect(try keyd.keydctl(["kek", "import", "--file", "-"], stdin: secret.json).status == 0)
+        #expect(try keyd.keydctl(["disk", "bind", "--device", image]).status == 0)
+        let bound = try KeydStateDiskTests.inspect(keyd, image)
+        let uuid = try #require(bound["uuid"] as? String)
+        #expect(bound["initialized"] as? Bool == true)
+
+        // A bound disk is never formatted, even by an admin.
+        #expect(try keyd.keydctl(["disk", "format", "--device", image]).status == 1)
+
+        let reset = try keyd.keydctl(["disk", "reset", "--device", image])
+        #expect(reset.status == 0, "\(reset.stderr)")
+        let marked = try KeydStateDiskTests.inspect(keyd, image)
+        #expect(marked["initialized"] as? Bool == false)
+        #expect(marked["uuid"] as? String == uuid, "reset only marks; the header stays")
+        #expect(FileManager.default.fileExists(atPath: keyd.stateDirectory + "/headers/\(uuid).before-reset.img"))
+
+        // The marked disk still opens with its key until it is formatted again.
+        let keyFile = keyd.directory + "/disk.key"
+        try Data(secret.diskKey(uuid: uuid)).write(to: URL(fileURLWithPath: keyFile))
+        let stillOpens = try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image])
+        #expect(stillOpens.status == 0, "\(stillOpens.stderr)")
+
+        // Format re-initializes it: a new UUID, and the old key no longer opens it.
+        let formatted = try keyd.keydctl(["disk", "format", "--device", image])
+        #expect(formatted.status == 0, "\(formatted.stderr)")
+        let fresh = try KeydStateDiskTests.inspect(keyd, image)
+        #expect(fresh["uuid"] as? String != uuid)
+        #expect(fresh["initialized"] as? Bool == false)
+        let oldKey = try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image])
+        #expect(oldKey.status != 0)
+        #expect(keyd.auditLines.contains { $0.contains("\"event\":\"disk.reset\"") && $0.contains(uuid) })
+    }
+
+    @Test func resetRefusesWhatIsNotAStateDisk() throws {
+        let keyd = try KeydHarness()
+        let image = try KeydStateDiskTests.makeImage(in: keyd.directory)
+        let result = try keyd.keydctl(["disk", "reset", "--device", image])
+        #expect(result.status == 1 && result.stderr.contains("diskNotLUKS2"), "\(result.stderr)")
+        let missing = try keyd.keydctl(["disk", "reset", "--device", keyd.directory + "/absent.img"])
+        #expect(missing.status == 1 && missing.stderr.contains("diskMissing"), "\(missing.stderr)")
+    }
+
+    @Test func closeWithoutDeviceMapperSaysSo() throws {
+        let keyd = try KeydHarness()
+        let result = try keyd.keydctl(["disk", "close", "--name", "state"])
+        if access("/dev/mapper/control", R_OK | W_OK) == 0, open("/dev/mapper/control", O_RDWR) >= 0 {
+            // A device mapper exists: closing a mapping that is not there is refused.
+            #expect(result.status == 1, "\(result.stderr)")
+        } else {
+            #expect(result.status == 1 && result.stderr.contains("diskActivationUnavailable"), "\(result.stderr)")
+        }
+        #expect(keyd.auditLines.contains { $0.contains("\"event\":\"disk.close\"") })
+    }
+}
