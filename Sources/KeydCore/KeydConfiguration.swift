@@ -12,6 +12,7 @@
 /// frame-timeout-ms = 5000
 /// trustd-socket-mode = 0660
 /// disk-allow-initialize = false
+/// disk-profile = asterism
 /// ```
 public struct KeydConfiguration: Equatable, Sendable {
     /// Users whose connections on the trustd socket are the trustd peer.
@@ -32,6 +33,8 @@ public struct KeydConfiguration: Equatable, Sendable {
     public var adminSocketMode: UInt32 = 0o600
     /// Whether `disk.format` may initialize a device that holds no LUKS2 header (`true`/`false`).
     public var diskAllowInitialize: Bool = false
+    /// The profile `disk.format` writes: `asterism` (PBKDF2, fast unlock) or `constellation` (argon2id).
+    public var diskProfile: DiskProfile = .asterism
 
     /// The defaults.
     public init() {}
@@ -51,7 +54,7 @@ public struct KeydConfiguration: Equatable, Sendable {
     public static let keys = [
         "trustd-uids", "trustd-gids", "admin-uids", "admin-gids",
         "max-connections", "frame-timeout-ms", "trustd-socket-mode", "admin-socket-mode",
-        "disk-allow-initialize",
+        "disk-allow-initialize", "disk-profile",
     ]
 
     /// Parses a configuration file; unset keys keep their defaults.
@@ -93,6 +96,7 @@ public struct KeydConfiguration: Equatable, Sendable {
             case "trustd-socket-mode": configuration.trustdSocketMode = try field.mode()
             case "admin-socket-mode": configuration.adminSocketMode = try field.mode()
             case "disk-allow-initialize": configuration.diskAllowInitialize = try field.boolean()
+            case "disk-profile": configuration.diskProfile = try field.profile()
             default: preconditionFailure("key '\(key)' listed in keys but not parsed")
             }
         }
@@ -156,6 +160,14 @@ public struct KeydConfiguration: Equatable, Sendable {
             default:
                 throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "true or false")
             }
+        }
+
+        /// A state-disk profile name.
+        func profile() throws(CoreError) -> DiskProfile {
+            guard let profile = DiskProfile.named(value) else {
+                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "asterism or constellation")
+            }
+            return profile
         }
 
         /// Octal permission bits such as `0660` or `660`, at most 0777.

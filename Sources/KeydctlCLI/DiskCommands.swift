@@ -16,6 +16,9 @@ public struct Disk: ParsableCommand {
 
     @OptionGroup var socket: SocketOptions
 
+    /// Disk operations wait this long for keyd: Constellation's argon2id keyslots take seconds each.
+    static let timeoutMilliseconds = 120_000
+
     public init() {}
 }
 
@@ -75,7 +78,7 @@ public struct DiskFormat: ParsableCommand {
 
     public func run() throws {
         try reporting {
-            try socket.connect().formatDisk(device: device.device)
+            try socket.connect(timeoutMilliseconds: Disk.timeoutMilliseconds).formatDisk(device: device.device)
             printLine("disk formatted: \(device.device) (first-boot passphrase held in keyd's memory)")
         }
     }
@@ -96,7 +99,7 @@ public struct DiskBind: ParsableCommand {
 
     public func run() throws {
         try reporting {
-            try socket.connect().bindDisk(device: device.device)
+            try socket.connect(timeoutMilliseconds: Disk.timeoutMilliseconds).bindDisk(device: device.device)
             printLine("disk bound: \(device.device) opens with the KEK-derived key")
         }
     }
@@ -119,7 +122,7 @@ public struct DiskOpen: ParsableCommand {
 
     public func run() throws {
         try reporting {
-            let answer = try socket.connect().openDisk(device: device.device, mappingName: name)
+            let answer = try socket.connect(timeoutMilliseconds: Disk.timeoutMilliseconds).openDisk(device: device.device, mappingName: name)
             printLine(
                 answer.activated
                     ? "disk opened: /dev/mapper/\(name)"

@@ -65,8 +65,8 @@ public struct SocketOptions: ParsableArguments {
     }
 
     /// Connects and says hello.
-    func connect() throws(KeydClientError) -> KeydConnection {
-        try KeydConnection(path: path())
+    func connect(timeoutMilliseconds: Int = 10_000) throws(KeydClientError) -> KeydConnection {
+        try KeydConnection(path: path(), timeoutMilliseconds: timeoutMilliseconds)
     }
 }
 

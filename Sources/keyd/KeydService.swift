@@ -57,9 +57,9 @@ final class KeydService {
 
     /// Opens (or creates) the audit log in `stateDirectory` and resumes its chain; `diskAllowInitialize`
     /// lets `disk.format` initialize a device without a LUKS2 header.
-    init(stateDirectory: String, diskAllowInitialize: Bool = false) throws(KeydError) {
+    init(stateDirectory: String, diskAllowInitialize: Bool = false, diskProfile: DiskProfile = .asterism) throws(KeydError) {
         auditPath = stateDirectory + "/audit.log"
-        stateDisk = StateDisk(stateDirectory: stateDirectory, allowInitialize: diskAllowInitialize)
+        stateDisk = StateDisk(stateDirectory: stateDirectory, allowInitialize: diskAllowInitialize, formatProfile: diskProfile)
         do {
             _ = try makeDirectory(path: stateDirectory, mode: 0o700)
             let existing: [UInt8]

@@ -47,6 +47,8 @@ final class StateDisk {
 
     /// Whether a device without a LUKS2 header may be formatted.
     let allowInitialize: Bool
+    /// The profile `disk.format` writes (configuration `disk-profile`).
+    let formatProfile: DiskProfile
     /// Where header backups go: `<state-dir>/headers`.
     let headersDirectory: String
     /// First-boot passphrases by disk UUID; memory only.
@@ -57,8 +59,9 @@ final class StateDisk {
     #endif
 
     /// Makes the service; `stateDirectory` already exists.
-    init(stateDirectory: String, allowInitialize: Bool) {
+    init(stateDirectory: String, allowInitialize: Bool, formatProfile: DiskProfile = .asterism) {
         self.allowInitialize = allowInitialize
+        self.formatProfile = formatProfile
         headersDirectory = stateDirectory + "/headers"
         // libcryptsetup's messages carry no key material; route them to keyd's log, never stderr directly.
         LUKS2Log.setSink { level, message in
@@ -120,7 +123,7 @@ final class StateDisk {
             return .refused(.diskNotLUKS2, "device holds no LUKS2 header and disk-allow-initialize is false")
         }
         let passphrase = SecretBytes(randomByteCount: Self.keyByteCount)
-        let profile = DiskProfile.asterism
+        let profile = formatProfile
         let parameters = LUKS2FormatParameters(
             cipher: profile.cipher, cipherMode: profile.cipherMode, volumeKeyBytes: profile.volumeKeyBytes,
             sectorSize: UInt32(profile.sectorSize), label: Self.label, kdf: Self.kdf(profile),

@@ -99,7 +99,8 @@ func run(_ options: Options) throws(KeydError) {
     }
     let (listeners, activated) = try openListeners(options, configuration)
     let service = try KeydService(
-        stateDirectory: options.stateDirectory, diskAllowInitialize: configuration.diskAllowInitialize)
+        stateDirectory: options.stateDirectory, diskAllowInitialize: configuration.diskAllowInitialize,
+        diskProfile: configuration.diskProfile)
     let hardening = try harden()
 
     let classifier = PeerClassifier(

@@ -63,6 +63,8 @@ import Testing
         ("admin-uids =", { var c = KeydConfiguration(); c.adminUIDs = []; return c }()),
         ("disk-allow-initialize = false", KeydConfiguration()),
         ("disk-allow-initialize=true", { var c = KeydConfiguration(); c.diskAllowInitialize = true; return c }()),
+        ("disk-profile = asterism", KeydConfiguration()),
+        ("disk-profile = constellation", { var c = KeydConfiguration(); c.diskProfile = .constellation; return c }()),
     ]
 
     @Test(arguments: limits)
@@ -89,21 +91,21 @@ import Testing
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 3: unknown key 'max-conections'; known keys: trustd-uids, trustd-gids, "
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize"
+                + "disk-allow-initialize, disk-profile"
         ),
         Refusal(
             text: "Admin-UIDs = 0",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 1: unknown key 'Admin-UIDs'; known keys: trustd-uids, trustd-gids, "
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize"
+                + "disk-allow-initialize, disk-profile"
         ),
         Refusal(
             text: "= 5",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 1: unknown key ''; known keys: trustd-uids, trustd-gids, "
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize"
+                + "disk-allow-initialize, disk-profile"
         ),
         Refusal(
             text: "admin-uids = 0\nmax-connections = 5\nadmin-uids = 1",
@@ -215,7 +217,7 @@ import Testing
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: #"configuration line 1: unknown key 'bad\u{1b}[2Jkey'; known keys: trustd-uids, trustd-gids, "#
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize"
+                + "disk-allow-initialize, disk-profile"
         ),
         Refusal(
             text: "disk-allow-initialize = yes",
@@ -226,6 +228,11 @@ import Testing
             text: "disk-allow-initialize = TRUE",
             error: .configurationBadNumber(lineNumber: 0, key: "", value: "", expected: ""),
             message: "configuration line 1: 'disk-allow-initialize' value 'TRUE' is not true or false"
+        ),
+        Refusal(
+            text: "disk-profile = luks1",
+            error: .configurationBadNumber(lineNumber: 0, key: "", value: "", expected: ""),
+            message: "configuration line 1: 'disk-profile' value 'luks1' is not asterism or constellation"
         ),
     ]
 

@@ -66,3 +66,27 @@ import Glibc
         #expect(keyd.auditLines.contains { $0.contains("\"event\":\"disk.close\"") })
     }
 }
+
+/// `disk-profile = constellation`: keyd formats with Constellation's argon2id keyslot and binds it.
+@Suite(.serialized, .needsRoot) struct KeydConstellationProfileTests {
+    @Test func constellationProfileFormatsAndBinds() throws {
+        let keyd = try KeydHarness(configuration: ["disk-allow-initialize = true", "disk-profile = constellation"])
+        let image = try KeydStateDiskTests.makeImage(in: keyd.directory)
+        let formatted = try keyd.keydctl(["disk", "format", "--device", image])
+        #expect(formatted.status == 0, "\(formatted.stderr)")
+        let report = try KeydStateDiskTests.inspect(keyd, image)
+        #expect(report["profile"] as? String == "constellation")
+        let dump = try runCommand("/usr/sbin/cryptsetup", ["luksDump", image])
+        #expect(dump.stdout.contains("argon2id"))
+        #expect(dump.stdout.contains("constellation-state-disk"))
+
+        let secret = KnownSecret()
+        #expect(try keyd.keydctl(["kek", "import", "--file", "-"], stdin: secret.json).status == 0)
+        let bound = try keyd.keydctl(["disk", "bind", "--device", image])
+        #expect(bound.status == 0, "\(bound.stderr)")
+        let uuid = try #require(report["uuid"] as? String)
+        let keyFile = keyd.directory + "/disk.key"
+        try Data(secret.diskKey(uuid: uuid)).write(to: URL(fileURLWithPath: keyFile))
+        #expect(try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image]).status == 0)
+    }
+}

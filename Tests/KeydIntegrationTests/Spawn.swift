@@ -86,7 +86,7 @@ enum Spawn {
         var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0), pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
         var buffer = [UInt8](repeating: 0, count: 4096)
         while fds.contains(where: { $0.fd >= 0 }) {
-            guard poll(&fds, nfds_t(fds.count), 30_000) > 0 else { break }
+            guard poll(&fds, nfds_t(fds.count), 180_000) > 0 else { break }
             for index in fds.indices where fds[index].fd >= 0 && fds[index].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(fds[index].fd, $0.baseAddress, $0.count) }
                 if n <= 0 {
