@@ -309,11 +309,11 @@ final class StateDisk {
         return true
     }
 
-    /// Copies the header to `<headers>/<uuid>.img` (through a temporary file and a rename).
-    private func backupHeader(_ volume: borrowing LUKS2Volume, uuid: String) -> Result<String, SystemError> {
+    /// Copies the header to `<headers>/<uuid><suffix>` (through a temporary file and a rename).
+    func backupHeader(_ volume: borrowing LUKS2Volume, uuid: String, suffix: String = ".img") -> Result<String, SystemError> {
         do {
             _ = try makeDirectory(path: headersDirectory, mode: 0o700)
-            let path = headersDirectory + "/" + uuid + ".img"
+            let path = headersDirectory + "/" + uuid + suffix
             let temporary = path + ".tmp"
             unlink(temporary)
             try volume.backupHeader(to: temporary)

@@ -31,12 +31,7 @@ extension StateDisk {
         let uuid = checked.header.uuid
         do {
             let volume = try LUKS2Volume(path: device, kdf: Self.kdf(checked.profile))
-            _ = try makeDirectory(path: headersDirectory, mode: 0o700)
-            let backup = headersDirectory + "/" + uuid + ".before-reset.img"
-            let temporary = backup + ".tmp"
-            unlink(temporary)
-            try volume.backupHeader(to: temporary)
-            guard rename(temporary, backup) == 0 else { throw SystemError.errno(errno, call: "rename", context: backup) }
+            let backup = try backupHeader(volume, uuid: uuid, suffix: ".before-reset.img").get()
             let marked = StateDiskToken(kind: checked.profile.tokenKind, initialized: false).json
             let existing = try volume.tokens().first { (try? StateDiskToken(parsing: $0.json)) != nil }
             _ = try volume.setToken(json: marked, id: existing?.id)
