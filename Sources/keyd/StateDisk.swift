@@ -87,6 +87,7 @@ final class StateDisk {
             return Self.outcome(of: error)
         }
         guard let header else {
+            if let destroyed = headersDestroyed(device: device) { return destroyed }
             return DiskOutcome(status: .ok, report: #"{"luks2":false}"#)
         }
         let (facts, profile) = Self.check(header)
@@ -104,23 +105,28 @@ final class StateDisk {
 
     /// `disk.format`: first-boot format with Asterism's profile and a fresh random passphrase kept in memory.
     func format(device: String) -> DiskOutcome {
+        let header: LUKS2Header?
         do {
-            if let header = try LUKS2Volume.inspect(path: device) {
-                // Only a state disk that was never bound, or was marked by disk.reset, is formatted
-                // again, and only when keyd no longer holds its first-boot passphrase.
-                guard case .success(let checked) = checkedHeader(device: device), firstBootKeys[header.uuid] == nil,
-                    Self.markedUninitialized(checked.header)
-                else {
-                    return .refused(
-                        .invalidArgument, "device holds a LUKS2 header that is bound, foreign or formatted this boot; not reformatted",
-                        uuid: header.uuid)
-                }
-            }
+            header = try LUKS2Volume.inspect(path: device)
         } catch {
             return Self.outcome(of: error)
         }
-        guard allowInitialize else {
-            return .refused(.diskNotLUKS2, "device holds no LUKS2 header and disk-allow-initialize is false")
+        if let header {
+            // Only a state disk that was never bound, or was marked by disk.reset, is formatted
+            // again, and only when keyd no longer holds its first-boot passphrase.
+            guard case .success(let checked) = checkedHeader(device: device), firstBootKeys[header.uuid] == nil,
+                Self.markedUninitialized(checked.header)
+            else {
+                return .refused(
+                    .invalidArgument, "device holds a LUKS2 header that is bound, foreign or formatted this boot; not reformatted",
+                    uuid: header.uuid)
+            }
+        } else {
+            // Never initialize a device whose state disk keyd formatted and whose headers are now gone.
+            if let destroyed = headersDestroyed(device: device) { return destroyed }
+            guard allowInitialize else {
+                return .refused(.diskNotLUKS2, "device holds no LUKS2 header and disk-allow-initialize is false")
+            }
         }
         let passphrase = SecretBytes(randomByteCount: Self.keyByteCount)
         let profile = formatProfile
@@ -137,7 +143,46 @@ final class StateDisk {
             return Self.outcome(of: error)
         }
         firstBootKeys[uuid] = FirstBootKey(passphrase)
+        recordDevice(device, uuid: uuid)
         return DiskOutcome(status: .ok, uuid: uuid)
+    }
+
+    /// Remembers which device holds the state disk `uuid` (`<headers>/<uuid>.device`), so that a
+    /// device whose both headers were destroyed is told apart from a blank one.
+    func recordDevice(_ device: String, uuid: String) {
+        // A re-initialized device replaces the record of the state disk it held before.
+        for _ in 0..<64 {
+            guard let previous = headersDestroyed(device: device)?.uuid,
+                unlink(headersDirectory + "/" + previous + ".device") == 0
+            else { break }
+        }
+        do {
+            _ = try makeDirectory(path: headersDirectory, mode: 0o700)
+            try writeFileAtomically(path: headersDirectory + "/" + uuid + ".device", bytes: Array(device.utf8), mode: 0o600)
+        } catch {
+            Log.warning("State-disk device record not written", ["disk.device": device, "disk.uuid": uuid, "error": "\(error)"])
+        }
+    }
+
+    /// `diskHeadersDestroyed` when `device` has no LUKS2 header but keyd formatted a state disk on it.
+    func headersDestroyed(device: String) -> DiskOutcome? {
+        guard let directory = opendir(headersDirectory) else { return nil }
+        defer { closedir(directory) }
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            guard name.hasSuffix(".device"),
+                let recorded = try? readWholeFile(path: headersDirectory + "/" + name, limit: Limits.maxDevicePath),
+                String(decoding: recorded, as: UTF8.self) == device
+            else { continue }
+            let uuid = String(name.dropLast(".device".count))
+            return .refused(
+                .diskHeadersDestroyed,
+                "both LUKS2 headers are unreadable on a device that held state disk \(uuid); header backups are in \(headersDirectory)",
+                uuid: uuid)
+        }
+        return nil
     }
 
     /// Whether the header carries a state-disk token that says not initialized.
@@ -157,6 +202,7 @@ final class StateDisk {
             return .failure(DiskOutcomeError(Self.outcome(of: error)))
         }
         guard let header else {
+            if let destroyed = headersDestroyed(device: device) { return .failure(DiskOutcomeError(destroyed)) }
             return .failure(DiskOutcomeError(.refused(.diskNotLUKS2, "device holds no LUKS2 header")))
         }
         let (facts, profile) = Self.check(header)

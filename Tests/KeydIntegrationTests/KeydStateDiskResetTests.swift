@@ -90,3 +90,37 @@ import Glibc
         #expect(try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image]).status == 0)
     }
 }
+
+/// Both LUKS2 headers destroyed on a device keyd formatted: its own status, audited, nothing changed.
+@Suite(.serialized, .needsRoot) struct KeydHeadersDestroyedTests {
+    @Test func destroyedHeadersAreReportedAndNeverReformatted() throws {
+        let keyd = try KeydHarness(configuration: ["disk-allow-initialize = true"])
+        let image = try KeydStateDiskTests.makeImage(in: keyd.directory)
+        #expect(try keyd.keydctl(["disk", "format", "--device", image]).status == 0)
+        let uuid = try #require(try KeydStateDiskTests.inspect(keyd, image)["uuid"] as? String)
+
+        // Zero the primary (0…16 KiB) and secondary (16…32 KiB) header areas.
+        let fd = open(image, O_WRONLY | O_CLOEXEC)
+        #expect(fd >= 0)
+        let zeros = [UInt8](repeating: 0, count: 32 << 10)
+        #expect(zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } == zeros.count)
+        fsync(fd)
+        close(fd)
+        let before = try Data(contentsOf: URL(fileURLWithPath: image))
+
+        let inspected = try keyd.keydctl(["disk", "inspect", "--device", image])
+        #expect(inspected.status == 1 && inspected.stderr.contains("diskHeadersDestroyed"), "\(inspected.stderr)")
+        let formatted = try keyd.keydctl(["disk", "format", "--device", image])
+        #expect(formatted.status == 1 && formatted.stderr.contains("diskHeadersDestroyed"), "\(formatted.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: image)) == before, "nothing was written to the device")
+        #expect(keyd.auditLines.contains { $0.contains("\"event\":\"disk.format\"") && $0.contains("diskHeadersDestroyed") && $0.contains(uuid) })
+
+        // A blank device keyd never formatted is still just "not LUKS2".
+        let blank = keyd.directory + "/blank.img"
+        let blankFD = open(blank, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        ftruncate(blankFD, 32 << 20)
+        close(blankFD)
+        let report = try KeydStateDiskTests.inspect(keyd, blank)
+        #expect(report["luks2"] as? Bool == false)
+    }
+}

@@ -139,6 +139,7 @@ struct KnownSecret {
         #expect(try keyd.keydctl(["kek", "import", "--file", "-"], stdin: KnownSecret().json).status == 0)
         // A file where the backup directory belongs: the backup fails before the first header change.
         let headers = keyd.stateDirectory + "/headers"
+        try? FileManager.default.removeItem(atPath: headers)  // format recorded the device there
         #expect(FileManager.default.createFile(atPath: headers, contents: Data("x".utf8)))
         let failed = try keyd.keydctl(["disk", "bind", "--device", image])
         #expect(failed.status == 1 && failed.stderr.contains("internal"), "\(failed.stderr)")
