@@ -471,8 +471,15 @@ public enum AuditVerifier {
     }
 }
 
-/// JSON string encoding for audit lines.
-enum AuditJSON {
+/// JSON string encoding for audit lines and keyd's other JSON reports.
+public enum AuditJSON {
+    /// `text` as a quoted JSON string literal, escaped as in audit lines.
+    public static func quoted(_ text: String) -> String {
+        var out: [UInt8] = []
+        appendString(text, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// Appends `text` as a quoted JSON string. `"` and `\` are escaped, and so are C0 controls, DEL,
     /// C1 controls and U+2028/U+2029 (as `\u00XX`), so a line holds no raw control character and
     /// prints safely on a terminal; other non-ASCII text is passed through as UTF-8.

@@ -97,8 +97,8 @@ final class StateDisk {
         }
         let initialized = facts.stateDiskToken?.initialized ?? false
         let slots = header.keyslots.map { String($0.index) }.joined(separator: ",")
-        let report = "{\"luks2\":true,\"uuid\":\(Self.jsonString(header.uuid)),\"label\":\(Self.jsonString(header.label)),"
-            + "\"profile\":\(Self.jsonString(checked.name)),\"initialized\":\(initialized),\"keyslots\":[\(slots)],"
+        let report = "{\"luks2\":true,\"uuid\":\(AuditJSON.quoted(header.uuid)),\"label\":\(AuditJSON.quoted(header.label)),"
+            + "\"profile\":\(AuditJSON.quoted(checked.name)),\"initialized\":\(initialized),\"keyslots\":[\(slots)],"
             + "\"firstBootKeyHeld\":\(firstBootKeys[header.uuid] != nil),\"headerCheck\":\"ok\"}"
         return DiskOutcome(status: .ok, uuid: header.uuid, report: report)
     }
@@ -439,25 +439,6 @@ final class StateDisk {
         return .refused(status, error.description, uuid: uuid)
     }
 
-    /// `text` as a JSON string literal.
-    static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
-    }
 }
 
 /// A disk refusal carried through a `Result`.

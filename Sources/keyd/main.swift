@@ -8,15 +8,25 @@ import KeydProtocol
 /// Capabilities keyd keeps: device-mapper activation (CAP_SYS_ADMIN) and locking memory (CAP_IPC_LOCK).
 let keptCapabilities: Set<Capability> = [.sysAdmin, .ipcLock]
 
+/// The descriptors systemd passed by name, or nil when keyd was not socket-activated.
+func socketActivation() throws(KeydError) -> [String: Int32]? {
+    let environment = SocketActivation.processEnvironment()
+    guard environment["LISTEN_FDS"] != nil else { return nil }
+    do {
+        let named = try SocketActivation.parse(environment: environment, currentPID: getpid())
+        SocketActivation.unsetEnvironment()
+        return named
+    } catch {
+        throw .startup("socket activation: \(error)")
+    }
+}
+
 /// Sockets from systemd (names "keyd" and "admin") or bound by keyd when run by hand.
-func openListeners(_ options: Options, _ configuration: KeydConfiguration) throws(KeydError) -> (
+func openListeners(_ options: Options, _ configuration: KeydConfiguration, activation: [String: Int32]?) throws(KeydError) -> (
     listeners: [(listener: UnixListener, role: ListenerRole)], activated: Bool
 ) {
-    let environment = SocketActivation.processEnvironment()
-    if environment["LISTEN_FDS"] != nil {
+    if let named = activation {
         do {
-            let named = try SocketActivation.parse(environment: environment, currentPID: getpid())
-            SocketActivation.unsetEnvironment()
             var listeners: [(listener: UnixListener, role: ListenerRole)] = []
             for role in ListenerRole.allCases {
                 guard let fd = named[role.rawValue] else {
@@ -78,10 +88,9 @@ func loadConfiguration(_ path: String?) throws(KeydError) -> KeydConfiguration {
 }
 
 func run(_ options: Options) throws(KeydError) {
+    let activation = try socketActivation()
     do {
-        let environment = SocketActivation.processEnvironment()
-        let activated = (try? SocketActivation.parse(environment: environment, currentPID: getpid())) ?? [:]
-        try ProcessHardening.closeInheritedDescriptors(keeping: Set(activated.values))
+        try ProcessHardening.closeInheritedDescriptors(keeping: Set(activation.map { Array($0.values) } ?? []))
     } catch {
         throw .startup("closing inherited descriptors: \(error)")
     }
@@ -97,7 +106,7 @@ func run(_ options: Options) throws(KeydError) {
     } catch {
         throw .startup("signalfd: \(error)")
     }
-    let (listeners, activated) = try openListeners(options, configuration)
+    let (listeners, activated) = try openListeners(options, configuration, activation: activation)
     let service = try KeydService(
         stateDirectory: options.stateDirectory, diskAllowInitialize: configuration.diskAllowInitialize,
         diskProfile: configuration.diskProfile)
