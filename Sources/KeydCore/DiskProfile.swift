@@ -161,6 +161,9 @@ public struct LUKS2HeaderFacts: Hashable, Sendable {
     public var uuid: String
     /// The header label; empty when none.
     public var label: String
+    /// The KDF salt (base64, as in the metadata) of each active keyslot by index: it names a keyslot
+    /// for as long as the keyslot exists, since a new keyslot gets a new random salt.
+    public var keyslotSalts: [Int: String] = [:]
 
     /// Makes facts from values already read.
     public init(
@@ -188,6 +191,7 @@ public struct LUKS2HeaderFacts: Hashable, Sendable {
         guard case .object(let root) = try MiniJSON.parse(metadataJSON, limit: MiniJSON.metadataLimit) else {
             throw CoreError.invalidLUKS2Metadata("top level is not an object")
         }
+        var salts: [Int: String] = [:]
         func types(of section: String, nested: String? = nil) throws(CoreError) -> [String] {
             guard case .object(let entries)? = MiniJSON.member(section, of: root) else {
                 throw CoreError.invalidLUKS2Metadata("'\(section)' is missing or not an object")
@@ -203,6 +207,7 @@ public struct LUKS2HeaderFacts: Hashable, Sendable {
                         throw CoreError.invalidLUKS2Metadata("'\(section)' entry \(index) has no '\(nested)' object")
                     }
                     holder = inner
+                    if section == "keyslots", case .string(let salt)? = MiniJSON.member("salt", of: inner) { salts[index] = salt }
                 }
                 guard case .string(let type)? = MiniJSON.member("type", of: holder) else {
                     throw CoreError.invalidLUKS2Metadata("'\(section)' entry \(index) has no type")
@@ -216,6 +221,7 @@ public struct LUKS2HeaderFacts: Hashable, Sendable {
             keyslotKDFs: try types(of: "keyslots", nested: "kdf"), digestTypes: try types(of: "digests"),
             segmentTypes: try types(of: "segments"), tokenJSONs: tokenJSONs, uuid: uuid, label: label
         )
+        keyslotSalts = salts
     }
 
     /// The first token that parses as a state-disk token, or nil.

@@ -91,3 +91,60 @@ public enum StateDiskRekey {
         }
     }
 }
+
+/// keyd's record of the keyslot that `disk.format` made for the first-boot passphrase
+/// (`<state-dir>/headers/<uuid>.first-boot-keyslot`): index and KDF salt, never key material.
+///
+/// The passphrase lives in memory only, so a keyd that restarts in the middle of a re-key cannot
+/// try it; the record lets the successor recognize that keyslot (same index, same salt) and remove
+/// it once the derived key opens another one. Any other keyslot is left alone.
+public struct FirstBootKeyslot: Hashable, Sendable {
+    /// The longest record accepted.
+    public static let maximumLength = 256
+
+    /// The keyslot index.
+    public var index: Int
+    /// The keyslot's KDF salt, base64 as in the LUKS2 metadata.
+    public var salt: String
+
+    /// Makes a record.
+    public init(index: Int, salt: String) {
+        self.index = index
+        self.salt = salt
+    }
+
+    /// The record file's text: `keyslot <index> salt <base64>` and a newline.
+    public var text: String { "keyslot \(index) salt \(salt)\n" }
+
+    /// Parses a record file strictly.
+    public init(parsing text: String) throws(CoreError) {
+        guard text.utf8.count <= Self.maximumLength, text.hasSuffix("\n") else {
+            throw CoreError.invalidFirstBootRecord("longer than \(Self.maximumLength) bytes or no final newline")
+        }
+        let words = text.dropLast().split(separator: " ", omittingEmptySubsequences: false)
+        guard words.count == 4, words[0] == "keyslot", words[2] == "salt", let index = Int(words[1]), (0..<32).contains(index),
+            !words[3].isEmpty, words[3].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+/=".contains($0)) })
+        else {
+            throw CoreError.invalidFirstBootRecord("expected 'keyslot <0-31> salt <base64>'")
+        }
+        self.init(index: index, salt: String(words[3]))
+    }
+
+    /// The keyslot this record names in `facts`, or nil when that keyslot is gone or was replaced
+    /// (another salt): only then may the re-key treat it as the first-boot keyslot.
+    public func keyslot(in facts: LUKS2HeaderFacts) -> Int? {
+        facts.keyslotSalts[index] == salt ? index : nil
+    }
+}
+
+extension CoreError.Code {
+    /// A first-boot keyslot record is malformed.
+    public static let invalidFirstBootRecord = CoreError.Code("invalidFirstBootRecord")
+}
+
+extension CoreError {
+    /// A first-boot keyslot record is malformed.
+    static func invalidFirstBootRecord(_ reason: String, file: String = #fileID, line: UInt = #line) -> CoreError {
+        CoreError(code: .invalidFirstBootRecord, reason: "first-boot keyslot record: \(reason)", file: file, line: line)
+    }
+}

@@ -152,27 +152,31 @@ final class KeydService {
         case .auditVerify:
             return verifyAudit(sequence: sequence)
         case .diskInspect(let device):
-            let outcome = stateDisk.inspect(device: device)
+            let outcome = stateDisk.whileLocked(device: device, exclusive: false) { stateDisk.inspect(device: device) }
             return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence) { w in
                 DiskInspectAnswer(report: Array((outcome.report ?? "").utf8)).write(&w)
             }
         case .diskFormat(let device):
-            let outcome = stateDisk.format(device: device)
+            let outcome = stateDisk.whileLocked(device: device) { stateDisk.format(device: device) }
             return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
         case .diskBind(let device):
-            let outcome = withDiskKey(device: device) { header, profile, key in
-                stateDisk.bind(device: device, header: header, profile: profile, newKey: key)
+            let outcome = stateDisk.whileLocked(device: device) {
+                withDiskKey(device: device) { header, profile, key in
+                    stateDisk.bind(device: device, header: header, profile: profile, newKey: key)
+                }
             }
             return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
         case .diskClose(let mappingName):
             let outcome = stateDisk.closeMapping(mappingName)
             return answerDisk(kind, device: "/dev/mapper/" + mappingName, outcome, identity: identity, sequence: sequence)
         case .diskReset(let device):
-            let outcome = stateDisk.markForReset(device: device)
+            let outcome = stateDisk.whileLocked(device: device) { stateDisk.markForReset(device: device) }
             return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
         case .diskOpen(let device, let mappingName):
-            let outcome = withDiskKey(device: device) { header, profile, key in
-                stateDisk.open(device: device, mappingName: mappingName, header: header, profile: profile, key: key)
+            let outcome = stateDisk.whileLocked(device: device) {
+                withDiskKey(device: device) { header, profile, key in
+                    stateDisk.open(device: device, mappingName: mappingName, header: header, profile: profile, key: key)
+                }
             }
             var detail: [(key: String, value: String)] = [("mappingName", mappingName)]
             if outcome.status == .ok { detail.append(("activated", "\(outcome.activated)")) }

@@ -144,7 +144,35 @@ final class StateDisk {
         }
         firstBootKeys[uuid] = FirstBootKey(passphrase)
         recordDevice(device, uuid: uuid)
+        recordFirstBootKeyslot(device: device, uuid: uuid)
         return DiskOutcome(status: .ok, uuid: uuid)
+    }
+
+    /// The path of the first-boot keyslot record of `uuid`.
+    private func firstBootRecordPath(_ uuid: String) -> String { headersDirectory + "/" + uuid + ".first-boot-keyslot" }
+
+    /// Records the single keyslot a fresh format made (``FirstBootKeyslot``), so that a successor
+    /// keyd can remove it after a crash in the middle of a re-key.
+    private func recordFirstBootKeyslot(device: String, uuid: String) {
+        do {
+            guard let header = try LUKS2Volume.inspect(path: device), header.keyslots.count == 1,
+                let facts = Self.check(header).0, let slot = header.keyslots.first?.index,
+                let salt = facts.keyslotSalts[slot]
+            else { throw SystemError.verificationFailed(call: "recordFirstBootKeyslot", "a fresh format has not exactly one keyslot with a salt") }
+            let record = FirstBootKeyslot(index: slot, salt: salt)
+            try writeFileAtomically(path: firstBootRecordPath(uuid), bytes: Array(record.text.utf8), mode: 0o600)
+        } catch {
+            Log.warning("First-boot keyslot record not written", ["disk.device": device, "disk.uuid": uuid, "error": "\(error)"])
+        }
+    }
+
+    /// The first-boot keyslot that the record of `uuid` names and that still exists on `device`, or nil.
+    private func recordedFirstBootKeyslot(device: String, uuid: String) -> Int? {
+        guard let bytes = try? readWholeFile(path: firstBootRecordPath(uuid), limit: FirstBootKeyslot.maximumLength),
+            let record = try? FirstBootKeyslot(parsing: String(decoding: bytes, as: UTF8.self)),
+            let header = try? LUKS2Volume.inspect(path: device), let facts = Self.check(header).0
+        else { return nil }
+        return record.keyslot(in: facts)
     }
 
     /// Remembers which device holds the state disk `uuid` (`<headers>/<uuid>.device`), so that a
@@ -155,6 +183,7 @@ final class StateDisk {
             guard let previous = headersDestroyed(device: device)?.uuid,
                 unlink(headersDirectory + "/" + previous + ".device") == 0
             else { break }
+            unlink(firstBootRecordPath(previous))
         }
         do {
             _ = try makeDirectory(path: headersDirectory, mode: 0o700)
@@ -242,7 +271,11 @@ final class StateDisk {
                     try key.secret.withUnsafeBytes { bytes in try volume.verify(key: bytes) }
                 } ?? nil
                 let new = try newKey.withUnsafeBytes { bytes in try volume.verify(key: bytes) }
-                observation = StateDiskRekey.Observation(oldKeyslot: old, newKeyslot: new, tokenInitialized: tokenInitialized)
+                // Without the passphrase (keyd restarted mid re-key), the recorded first-boot keyslot stands
+                // for the old key, but only once the new key opens a keyslot of its own.
+                let recorded = oldKey == nil && new != nil ? recordedFirstBootKeyslot(device: device, uuid: uuid) : nil
+                observation = StateDiskRekey.Observation(
+                    oldKeyslot: old ?? (recorded == new ? nil : recorded), newKeyslot: new, tokenInitialized: tokenInitialized)
             } catch {
                 return restoring(device: device, backup: backup, outcome: Self.outcome(of: error, uuid: uuid))
             }
@@ -262,6 +295,7 @@ final class StateDisk {
             }
             if step == .done {
                 firstBootKeys[uuid] = nil
+                unlink(firstBootRecordPath(uuid))
                 let done = steps.isEmpty ? "already bound" : "steps " + steps.joined(separator: ",")
                 return DiskOutcome(status: .ok, uuid: uuid, reason: done)
             }
@@ -329,6 +363,26 @@ final class StateDisk {
     }
 
     // MARK: Helpers
+
+    /// Runs `body` under the exclusive lock on `device` (``DeviceLock``): a device that another
+    /// process has locked is `diskBusy` and stays untouched. A block device stays locked while `body`
+    /// runs; an image file is only probed, because libcryptsetup locks image files itself (and would
+    /// otherwise wait for the other process, stalling keyd). `exclusive` false takes a shared lock (reading).
+    func whileLocked(device: String, exclusive: Bool = true, _ body: () -> DiskOutcome) -> DiskOutcome {
+        let lock: DeviceLock
+        do {
+            lock = try DeviceLock(path: device, exclusive: exclusive)
+        } catch {
+            return Self.outcome(of: error)
+        }
+        guard lock.isBlockDevice else {
+            lock.release()
+            return body()
+        }
+        let outcome = body()
+        lock.release()
+        return outcome
+    }
 
     #if DEBUG
     /// Fires the armed test fault after `step`: SIGKILL, or one injected failure (debug builds only).

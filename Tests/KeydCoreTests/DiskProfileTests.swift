@@ -69,7 +69,7 @@ struct DiskProfileTests {
     @Test("facts read from LUKS2 metadata JSON")
     func metadata() throws {
         let json = """
-            {"keyslots":{"1":{"type":"luks2","kdf":{"type":"argon2id","time":4}},"0":{"type":"luks2","kdf":{"type":"pbkdf2","iterations":1000}}},
+            {"keyslots":{"1":{"type":"luks2","kdf":{"type":"argon2id","time":4,"salt":"c2FsdDE="}},"0":{"type":"luks2","kdf":{"type":"pbkdf2","iterations":1000,"salt":"c2FsdDA="}}},
              "tokens":{},"segments":{"0":{"type":"crypt","offset":"16777216","sector_size":4096}},
              "digests":{"0":{"type":"pbkdf2","keyslots":["0","1"]}},"config":{"json_size":"12288"}}
             """
@@ -81,6 +81,7 @@ struct DiskProfileTests {
         #expect(read.digestTypes == ["pbkdf2"])
         #expect(read.segmentTypes == ["crypt"])
         #expect(read.uuid == "abc")
+        #expect(read.keyslotSalts == [0: "c2FsdDA=", 1: "c2FsdDE="])
         #expect(throws: CoreError.self) {
             try LUKS2HeaderFacts(
                 cipher: "aes", cipherMode: "xts-plain64", volumeKeyBytes: 64, sectorSize: 4096, tokenJSONs: [],
@@ -220,5 +221,34 @@ struct StateDiskRekeyTests {
     ])
     func decisions(observed: StateDiskRekey.Observation, decision: StateDiskRekey.Decision) {
         #expect(StateDiskRekey.resume(observed: observed) == decision)
+    }
+}
+
+@Suite("FirstBootKeyslot")
+struct FirstBootKeyslotTests {
+    @Test("round trip and recognition only by index and salt together")
+    func roundTrip() throws {
+        let record = FirstBootKeyslot(index: 0, salt: "q83vEjRWeJA+/w==")
+        #expect(record.text == "keyslot 0 salt q83vEjRWeJA+/w==\n")
+        #expect(try FirstBootKeyslot(parsing: record.text) == record)
+        var facts = LUKS2HeaderFacts(
+            cipher: "aes", cipherMode: "xts-plain64", volumeKeyBytes: 64, sectorSize: 4096, keyslotKDFs: ["pbkdf2", "pbkdf2"],
+            digestTypes: ["pbkdf2"], segmentTypes: ["crypt"], tokenJSONs: [], uuid: "u", label: "")
+        facts.keyslotSalts = [0: "q83vEjRWeJA+/w==", 1: "other"]
+        #expect(record.keyslot(in: facts) == 0)
+        facts.keyslotSalts = [0: "replaced", 1: "q83vEjRWeJA+/w=="]
+        #expect(record.keyslot(in: facts) == nil, "a keyslot 0 with another salt is not the first-boot keyslot")
+        facts.keyslotSalts = [1: "other"]
+        #expect(record.keyslot(in: facts) == nil, "a removed keyslot is not named")
+    }
+
+    @Test("malformed records are refused", arguments: [
+        "", "keyslot 0 salt abc", "keyslot 0 salt \n", "keyslot 32 salt abc\n", "keyslot -1 salt abc\n",
+        "slot 0 salt abc\n", "keyslot 0 salt abc extra\n", "keyslot 0 salt a b\n", "keyslot 0 salt a\"b\n",
+        "keyslot 0 salt " + String(repeating: "a", count: 300) + "\n",
+    ])
+    func malformed(text: String) {
+        let error = #expect(throws: CoreError.self) { try FirstBootKeyslot(parsing: text) }
+        #expect(error?.code == .invalidFirstBootRecord)
     }
 }

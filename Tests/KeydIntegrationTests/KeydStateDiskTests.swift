@@ -65,6 +65,9 @@ struct KnownSecret {
         #expect(fresh["headerCheck"] as? String == "ok")
         let uuid = try #require(fresh["uuid"] as? String)
         #expect(uuid == uuid.lowercased() && uuid.count == 36)
+        let firstBootRecord = keyd.stateDirectory + "/headers/\(uuid).first-boot-keyslot"
+        let record = try String(contentsOfFile: firstBootRecord, encoding: .utf8)
+        #expect(record.hasPrefix("keyslot 0 salt ") && record.count < 100, "\(record)")
 
         // A LUKS2 device is never formatted again.
         let again = try keyd.keydctl(["disk", "format", "--device", image])
@@ -86,6 +89,7 @@ struct KnownSecret {
         let slots = try #require(after["keyslots"] as? [Int])
         #expect(slots.count == 1)
         #expect(FileManager.default.fileExists(atPath: keyd.stateDirectory + "/headers/\(uuid).img"), "header backup")
+        #expect(!FileManager.default.fileExists(atPath: firstBootRecord), "the first-boot keyslot record outlived the bind")
 
         // cryptsetup itself opens the disk with the key the test derives.
         let keyFile = keyd.directory + "/disk.key"
@@ -113,6 +117,34 @@ struct KnownSecret {
         let keyBase64 = Data(secret.diskKey(uuid: uuid)).base64EncodedString()
         #expect(!records.joined().contains(keyHex) && !records.joined().contains(keyBase64))
         #expect(try keyd.keydctl(["audit", "verify"]).status == 0)
+    }
+
+    @Test func aDeviceLockedByAnotherProcessIsBusyAndUntouched() throws {
+        let keyd = try KeydHarness(configuration: ["disk-allow-initialize = true"])
+        let image = try Self.makeImage(in: keyd.directory)
+        #expect(try keyd.keydctl(["disk", "format", "--device", image]).status == 0)
+        #expect(try keyd.keydctl(["kek", "import", "--file", "-"], stdin: KnownSecret().json).status == 0)
+        let before = try Data(contentsOf: URL(fileURLWithPath: image))
+
+        // Another process owns the device the way udev and systemd agree on: flock(LOCK_EX).
+        let holder = open(image, O_RDONLY | O_CLOEXEC)
+        try #require(holder >= 0 && flock(holder, LOCK_EX) == 0)
+        // Inspect is refused too: libcryptsetup would wait for the holder's lock and stall keyd.
+        for command in [["bind"], ["open", "--name", "asterism-busy"], ["reset"], ["format"], ["inspect"]] {
+            let busy = try keyd.keydctl(["disk"] + command + ["--device", image])
+            #expect(busy.status == 1 && busy.stderr.contains("diskBusy"), "\(command): \(busy.stderr)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: image)) == before, "a busy device was changed")
+        #expect(keyd.auditLines.filter { $0.contains("\"diskBusy\"") }.count == 5, "\(keyd.auditLines)")
+        #expect(try keyd.keydctl(["status"]).status == 0, "keyd stalled")
+
+        // A shared holder (a reader) lets inspect through but not a change.
+        try #require(flock(holder, LOCK_SH) == 0)
+        #expect(try Self.inspect(keyd, image)["initialized"] as? Bool == false)
+        #expect(try keyd.keydctl(["disk", "bind", "--device", image]).stderr.contains("diskBusy"))
+        close(holder)
+        let bound = try keyd.keydctl(["disk", "bind", "--device", image])
+        #expect(bound.status == 0, "bind after the holder let go failed: \(bound.stderr)")
     }
 
     @Test func openWithAnotherKEKIsAWrongKey() throws {

@@ -123,3 +123,24 @@ struct FilesTests {
         }
     }
 }
+
+@Suite("DeviceLock")
+struct DeviceLockTests {
+    @Test("a held lock makes a second one EBUSY at once; releasing frees it; a missing path is ENOENT")
+    func exclusive() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/disk.img"
+            try writeFileAtomically(path: path, bytes: [1, 2, 3], mode: 0o600)
+            let held = try DeviceLock(path: path)
+            let isBlockDevice = held.isBlockDevice
+            #expect(!isBlockDevice)
+            // flock locks belong to the open file description, so a second open in this process conflicts.
+            #expect(throws: SystemError.errno(EBUSY, call: "")) { _ = try DeviceLock(path: path) }
+            held.release()
+            let again = try DeviceLock(path: path)
+            again.release()
+            #expect(throws: SystemError.errno(ENOENT, call: "")) { _ = try DeviceLock(path: directory + "/missing") }
+            #expect(try readWholeFile(path: path, limit: 10) == [1, 2, 3])
+        }
+    }
+}
