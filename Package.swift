@@ -12,14 +12,18 @@ let package = Package(
         .executable(name: "keydctl", targets: ["keydctl"]),
         .executable(name: "keyd-bench", targets: ["KeydBench"]),
         .executable(name: "statedisk-bench", targets: ["StateDiskBench"]),
+        .executable(name: "asterism", targets: ["asterism"]),
         .library(name: "KeydClient", targets: ["KeydClient"]),
         // For the nested fuzz package Tests/KeydFuzz, which can depend only on products.
         .library(name: "KeydProtocol", targets: ["KeydProtocol"]),
         .library(name: "KeydCore", targets: ["KeydCore"]),
+        .library(name: "Attestation", targets: ["Attestation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.0"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.0"),
     ],
     targets: [
         // keyd's wire format: frames, requests, limits, status codes. Standard library only.
@@ -52,6 +56,22 @@ let package = Package(
         .executableTarget(name: "KeydBench", dependencies: ["KeydClient", "KeydProtocol"]),
         // `make bench`: the state disk's unlock check, Asterism's profile beside Constellation's.
         .executableTarget(name: "StateDiskBench", dependencies: ["KeydCore", "KeydPlatform"]),
+        // Evidence formats and pure validators (TPM quotes, event logs, measurements, SEV-SNP). No I/O.
+        .target(
+            name: "Attestation",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
+        // The operator CLI's commands as a library, so tests can run them in process.
+        .target(
+            name: "AsterismCLI",
+            dependencies: ["Attestation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(name: "asterism", dependencies: ["AsterismCLI"]),
 
         .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
         .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol"]),
@@ -61,7 +81,13 @@ let package = Package(
         ),
         .testTarget(
             name: "KeydIntegrationTests",
-            dependencies: ["KeydClient", "KeydProtocol", "KeydPlatform", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "KeydClient", "KeydProtocol", "KeydPlatform", "Attestation", .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .testTarget(
+            name: "AttestationTests",
+            dependencies: ["Attestation", "AsterismCLI", .product(name: "Crypto", package: "swift-crypto")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,238 @@
+import ArgumentParser
+import Attestation
+import Foundation
+
+/// The operator CLI: `asterism attestation verify snp|tpm|constellation`.
+public struct Asterism: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "asterism",
+        abstract: "Asterism operator tool: verify node evidence offline.",
+        subcommands: [AttestationCommand.self]
+    )
+
+    public init() {}
+
+    /// What a run printed and its exit status: 0 valid, 1 refused, 2 usage or parse error.
+    public struct Outcome: Sendable, Equatable {
+        public let status: Int32
+        public let stdout: String
+        public let stderr: String
+    }
+
+    /// Parses and runs `arguments` (without the program name) in process.
+    public static func execute(_ arguments: [String]) -> Outcome {
+        let command: ParsableCommand
+        do {
+            command = try parseAsRoot(arguments)
+        } catch {
+            let message = fullMessage(for: error)
+            if exitCode(for: error) == .success { return Outcome(status: 0, stdout: message + "\n", stderr: "") }
+            return Outcome(status: 2, stdout: "", stderr: message + "\n")
+        }
+        guard let verifier = command as? ReportingCommand else {
+            return Outcome(status: 0, stdout: helpMessage(for: type(of: command)) + "\n", stderr: "")
+        }
+        do {
+            let (report, json) = try verifier.makeReport()
+            return Outcome(status: report.isValid ? 0 : 1, stdout: json ? ReportRendering.json(report) : ReportRendering.text(report), stderr: "")
+        } catch {
+            return Outcome(status: 2, stdout: "", stderr: "asterism: \(ReportRendering.describe(error))\n")
+        }
+    }
+
+    /// Runs the process's arguments, prints, and exits with the outcome's status.
+    public static func runAsMain() -> Never {
+        let outcome = execute(Array(CommandLine.arguments.dropFirst()))
+        FileHandle.standardOutput.write(Data(outcome.stdout.utf8))
+        FileHandle.standardError.write(Data(outcome.stderr.utf8))
+        Foundation.exit(outcome.status)
+    }
+}
+
+/// A command whose work is to produce an attestation report.
+protocol ReportingCommand {
+    /// The report and whether to print it as JSON.
+    func makeReport() throws -> (AttestationReport, Bool)
+}
+
+struct AttestationCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attestation", abstract: "Attestation evidence tools.", subcommands: [VerifyCommand.self]
+    )
+}
+
+struct VerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Validate evidence files; exit 0 when valid, 1 when refused, 2 on a usage or parse error.",
+        subcommands: [VerifySNP.self, VerifyTPM.self, VerifyConstellation.self]
+    )
+}
+
+/// Shared output option.
+struct OutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print the structured result as JSON.")
+    var json = false
+}
+
+struct VerifySNP: ParsableCommand, ReportingCommand {
+    static let configuration = CommandConfiguration(commandName: "snp", abstract: "Verify an AMD SEV-SNP attestation report and its AMD chain.")
+
+    @Option(name: .long, help: "Raw 1184-byte attestation report.") var report: String
+    @Option(name: .long, help: "VCEK (or VLEK) certificate, DER or PEM.") var vcek: String
+    @Option(name: .customLong("ask-ark"), help: "PEM bundle: ASK then ARK, as AMD KDS serves it.") var askArk: String
+    @Option(name: .long, help: "Validation time, RFC 3339 (default: now).") var at: String?
+    @Flag(name: .customLong("allow-debug"), help: "Accept guests whose policy allows debugging.") var allowDebug = false
+    @Option(name: .customLong("report-data"), help: "Expected report_data, hex of 64 bytes.") var reportData: String?
+    @Option(name: .long, help: "Allowed VMPL (repeatable).") var vmpl: [UInt32] = []
+    @Option(name: .long, help: "Allowed launch measurement, hex of 48 bytes (repeatable).") var measurement: [String] = []
+    @Option(name: .customLong("id-key-digest"), help: "Allowed ID-key digest, hex of 48 bytes (repeatable).") var idKeyDigest: [String] = []
+    @OptionGroup var output: OutputOptions
+
+    func makeReport() throws -> (AttestationReport, Bool) {
+        let time = try at.map(CLIInput.time) ?? Date()
+        var policy = SNPPolicy(allowDebug: allowDebug)
+        if let reportData { policy.expectedReportData = try CLIInput.hex(reportData, "--report-data", count: 64) }
+        if !vmpl.isEmpty { policy.allowedVMPLs = Set(vmpl) }
+        if !measurement.isEmpty { policy.allowedMeasurements = Set(try measurement.map { try CLIInput.hex($0, "--measurement", count: 48) }) }
+        if !idKeyDigest.isEmpty { policy.allowedIDKeyDigests = Set(try idKeyDigest.map { try CLIInput.hex($0, "--id-key-digest", count: 48) }) }
+        let result = try SNPValidator.validate(report: try CLIInput.file(report), vcek: try CLIInput.file(vcek),
+                                               askArk: String(decoding: try CLIInput.file(askArk), as: UTF8.self), policy: policy, at: time)
+        return (result, output.json)
+    }
+}
+
+struct VerifyTPM: ParsableCommand, ReportingCommand {
+    static let configuration = CommandConfiguration(commandName: "tpm", abstract: "Verify a TPM 2.0 quote.")
+
+    @Option(name: .long, help: "Raw TPMS_ATTEST (tpm2_quote -m).") var attest: String
+    @Option(name: .long, help: "Raw TPMT_SIGNATURE (tpm2_quote -s).") var signature: String
+    @Option(name: .customLong("ak-public"), help: "The AK: raw TPMT_PUBLIC or TPM2B_PUBLIC.") var akPublic: String
+    @Option(name: .long, help: "PCR values as JSON {\"sha256\": {\"<index>\": \"<hex>\"}}.") var pcrs: String
+    @Option(name: .customLong("event-log"), help: "Raw TCG event log to replay against the quoted PCRs.") var eventLog: String?
+    @Option(name: .long, help: "Expected qualifying data (tpm2_quote -q), hex; without it freshness is not checked.") var nonce: String?
+    @Flag(name: .customLong("allow-sha1"), help: "Accept a quote over the SHA-1 bank.") var allowSHA1 = false
+    @Option(name: .customLong("ak-digest"), help: "Trusted AK: hex SHA-256 of its DER SubjectPublicKeyInfo (repeatable).") var akDigest: [String] = []
+    @Flag(name: .customLong("insecure-trust-document-ak"), help: "Trust the AK given, unauthenticated (development only).")
+    var insecureTrustDocumentAK = false
+    @Option(name: .long, help: "Expected PCR values, Constellation's measurements JSON.") var measurements: String?
+    @OptionGroup var output: OutputOptions
+
+    func makeReport() throws -> (AttestationReport, Bool) {
+        let trust = AKTrust(allowedKeyDigests: Set(try akDigest.map { try CLIInput.hex($0, "--ak-digest", count: 32) }),
+                            insecureTrustDocumentAK: insecureTrustDocumentAK)
+        var policy = TPMQuotePolicy(akTrust: trust, expectedQualifyingData: try nonce.map { try CLIInput.hex($0, "--nonce", count: nil) },
+                                    allowSHA1: allowSHA1)
+        if let measurements { policy.measurements = try Measurements(json: try CLIInput.file(measurements)) }
+        let evidence = TPMQuoteEvidence(
+            akPublic: try TPMTPublic(anyEncoding: try CLIInput.file(akPublic)), attest: try TPMSAttest(bytes: try CLIInput.file(attest)),
+            signature: try TPMTSignature(bytes: try CLIInput.file(signature)), pcrValues: try CLIInput.pcrs(try CLIInput.file(pcrs)),
+            eventLog: try eventLog.map(CLIInput.file)
+        )
+        return (TPMQuoteValidator.validate(evidence, policy: policy, context: ValidationContext(time: Date())), output.json)
+    }
+}
+
+struct VerifyConstellation: ParsableCommand, ReportingCommand {
+    static let configuration = CommandConfiguration(commandName: "constellation", abstract: "Verify a Constellation qemu-vtpm attestation document.")
+
+    @Option(name: .long, help: "The JSON attestation document.") var document: String
+    @Option(name: .long, help: "The verifier's nonce, hex.") var nonce: String
+    @Option(name: .long, help: "Expected PCR values, Constellation's measurements JSON.") var measurements: String
+    @Option(name: .customLong("user-data"), help: "Expected user data, hex (default: not checked).") var userData: String?
+    @Flag(name: .customLong("insecure-trust-document-ak"), help: "Trust the AK inside the document, as Constellation's qemu-vtpm validator does (development only).")
+    var insecureTrustDocumentAK = false
+    @OptionGroup var output: OutputOptions
+
+    func makeReport() throws -> (AttestationReport, Bool) {
+        let policy = TPMQuotePolicy(akTrust: AKTrust(insecureTrustDocumentAK: insecureTrustDocumentAK),
+                                    measurements: try Measurements(json: try CLIInput.file(measurements)))
+        let report = try TPMEvidenceValidator.validate(
+            constellation: try CLIInput.file(document), nonce: try CLIInput.hex(nonce, "--nonce", count: nil),
+            userData: try userData.map { try CLIInput.hex($0, "--user-data", count: nil) }, policy: policy, at: Date()
+        )
+        return (report, output.json)
+    }
+}
+
+/// Reading the CLI's inputs; every failure is a usage or parse error (exit 2).
+enum CLIInput {
+    struct InputError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func file(_ path: String) throws -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw InputError(description: "cannot read \(path)") }
+        return Array(data)
+    }
+
+    static func hex(_ text: String, _ option: String, count: Int?) throws -> [UInt8] {
+        guard let value = bytes(fromHex: text), count == nil || value.count == count else {
+            throw InputError(description: "\(option) must be hex" + (count.map { " of \($0) bytes" } ?? ""))
+        }
+        return value
+    }
+
+    static func time(_ text: String) throws -> Date {
+        guard let date = try? Date(text, strategy: .iso8601) else { throw InputError(description: "--at \(text) is not an RFC 3339 time") }
+        return date
+    }
+
+    /// `{"sha1"|"sha256": {"<index>": "<hex>"}}`.
+    static func pcrs(_ json: [UInt8]) throws -> [TPMAlgorithm: [Int: [UInt8]]] {
+        let object: [String: [String: String]]
+        do {
+            object = try JSONDecoder().decode([String: [String: String]].self, from: Data(json))
+        } catch {
+            throw InputError(description: "--pcrs is not {\"sha256\": {\"<index>\": \"<hex>\"}} JSON")
+        }
+        var banks: [TPMAlgorithm: [Int: [UInt8]]] = [:]
+        for (name, values) in object {
+            let bank: TPMAlgorithm
+            switch name {
+            case "sha1": bank = .sha1
+            case "sha256": bank = .sha256
+            default: throw InputError(description: "--pcrs bank \"\(name)\" is not sha1 or sha256")
+            }
+            for (key, hex) in values {
+                guard let index = Int(key), (0...23).contains(index), let value = bytes(fromHex: hex) else {
+                    throw InputError(description: "--pcrs entry \"\(key)\" of \(name) is not an index 0…23 with a hex value")
+                }
+                banks[bank, default: [:]][index] = value
+            }
+        }
+        return banks
+    }
+}
+
+/// Human and JSON forms of a report.
+enum ReportRendering {
+    static func text(_ report: AttestationReport) -> String {
+        var lines = ["\(report.evidence): \(report.isValid ? "VALID" : "REFUSED")"]
+        for result in report.results {
+            let tag = switch result.outcome {
+            case .passed: "pass"
+            case .failed: "FAIL"
+            case .warned: "warn"
+            case .notChecked: "skip"
+            }
+            lines.append("  \(tag)  \(result.policy): \(result.message)")
+            if result.outcome != .passed {
+                for value in result.values { lines.append("          \(value.name): \(value.value)") }
+            }
+        }
+        for note in report.notes { lines.append("  NOTE  \(note)") }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func json(_ report: AttestationReport) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(report)) ?? Data("{}".utf8), as: UTF8.self) + "\n"
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? AttestationError { return error.message }
+        return "\(error)"
+    }
+}

@@ -1,0 +1,288 @@
+import Crypto
+import FoundationEssentials
+
+/// keyd's native TPM evidence document (evidence variant 1, `Sources/KeydProtocol/PROTOCOL.md`).
+public struct NativeTPMEvidenceDocument: Hashable, Sendable {
+    public static let magic: [UInt8] = Array("AEVD".utf8)
+    public static let formatVersion: UInt16 = 1
+    /// The label hashed in front of nonce and user data to make the quote's qualifying data.
+    public static let qualifyingLabel: [UInt8] = Array("asterism-tpm-evidence-v1".utf8)
+    /// Limit of the akPublic, attest and signature fields.
+    public static let maxStructure = 1024
+    /// Limit of the eventLog field.
+    public static let maxEventLog = 196_608
+
+    /// The AK's TPMT_PUBLIC, marshaled.
+    public let akPublic: [UInt8]
+    /// TPMS_ATTEST exactly as signed.
+    public let attest: [UInt8]
+    /// TPMT_SIGNATURE, marshaled.
+    public let signature: [UInt8]
+    /// The PCR bank (SHA-256 only in version 1).
+    public let pcrBank: TPMAlgorithm
+    /// PCR values by index (exactly the quoted selection).
+    public let pcrs: [Int: [UInt8]]
+    /// The user data digest the quote is bound to.
+    public let userDataDigest: [UInt8]
+    /// The firmware event log, empty when the node has none.
+    public let eventLog: [UInt8]
+
+    public init(akPublic: [UInt8], attest: [UInt8], signature: [UInt8], pcrBank: TPMAlgorithm = .sha256,
+                pcrs: [Int: [UInt8]], userDataDigest: [UInt8], eventLog: [UInt8] = []) {
+        self.akPublic = akPublic
+        self.attest = attest
+        self.signature = signature
+        self.pcrBank = pcrBank
+        self.pcrs = pcrs
+        self.userDataDigest = userDataDigest
+        self.eventLog = eventLog
+    }
+
+    /// Parses a document, read to its exact end.
+    public init(bytes input: some Collection<UInt8>) throws(AttestationError) {
+        let all = Array(input)
+        var reader = ByteReader(all[...], what: "native evidence")
+        let magic = try reader.read(4, "magic")
+        guard magic.elementsEqual(Self.magic) else {
+            throw .invalidValue("native evidence.magic", "0x\(hexString(magic)) is not \"AEVD\"")
+        }
+        let version = try reader.u16("formatVersion")
+        guard version == Self.formatVersion else { throw .unsupported("native evidence formatVersion", String(version)) }
+        akPublic = try reader.tpm2b("akPublic", limit: Self.maxStructure)
+        attest = try reader.tpm2b("attest", limit: Self.maxStructure)
+        signature = try reader.tpm2b("signature", limit: Self.maxStructure)
+        pcrBank = TPMAlgorithm(rawValue: try reader.u16("pcrBank"))
+        guard pcrBank == .sha256 else { throw .unsupported("native evidence pcrBank", pcrBank.description) }
+        let count = Int(try reader.u8("pcrCount"))
+        guard count <= 24 else { throw .lengthExceeded("native evidence.pcrCount", length: count, limit: 24) }
+        var pcrs: [Int: [UInt8]] = [:]
+        var previous = -1
+        for _ in 0..<count {
+            let index = Int(try reader.u8("pcrs.index"))
+            guard index > previous, index < 24 else {
+                throw .invalidValue("native evidence.pcrs", "index \(index) after \(previous): not strictly ascending within 0…23")
+            }
+            previous = index
+            pcrs[index] = Array(try reader.read(32, "pcrs[\(index)].value"))
+        }
+        self.pcrs = pcrs
+        userDataDigest = Array(try reader.read(32, "userDataDigest"))
+        let logSize = Int(try reader.u32("eventLog.size"))
+        guard logSize <= Self.maxEventLog else { throw .lengthExceeded("native evidence.eventLog", length: logSize, limit: Self.maxEventLog) }
+        eventLog = Array(try reader.read(logSize, "eventLog"))
+        try reader.finish()
+    }
+
+    /// The document's bytes.
+    public func serialized() -> [UInt8] {
+        var out = Self.magic
+        func u16(_ value: Int) { out += [UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)] }
+        u16(Int(Self.formatVersion))
+        for field in [akPublic, attest, signature] {
+            u16(field.count)
+            out += field
+        }
+        u16(Int(pcrBank.rawValue))
+        out.append(UInt8(pcrs.count))
+        for index in pcrs.keys.sorted() {
+            out.append(UInt8(index))
+            out += pcrs[index]!
+        }
+        out += userDataDigest
+        let size = UInt32(eventLog.count)
+        out += [UInt8(size >> 24), UInt8(size >> 16 & 0xFF), UInt8(size >> 8 & 0xFF), UInt8(size & 0xFF)]
+        out += eventLog
+        return out
+    }
+
+    /// The quote's qualifying data: SHA-256(label || nonce || userDataDigest).
+    public static func qualifyingData(nonce: [UInt8], userDataDigest: [UInt8]) -> [UInt8] {
+        Array(SHA256.hash(data: qualifyingLabel + nonce + userDataDigest))
+    }
+
+    /// The quote evidence the document carries.
+    public func quoteEvidence() throws(AttestationError) -> TPMQuoteEvidence {
+        TPMQuoteEvidence(
+            akPublic: try TPMTPublic(bytes: akPublic), attest: try TPMSAttest(bytes: attest),
+            signature: try TPMTSignature(bytes: signature), pcrValues: [pcrBank: pcrs], eventLog: eventLog
+        )
+    }
+}
+
+/// Constellation's qemu-vtpm attestation document (JSON, see CONSTELLATION-WIRE.md).
+public struct ConstellationVTPMDocument: Hashable, Sendable {
+    /// One quote of go-tpm-tools' `attest.Attestation`.
+    public struct Quote: Hashable, Sendable {
+        public let quote: [UInt8]
+        public let rawSignature: [UInt8]
+        /// The bank as a go-tpm-tools hash number (11 for SHA-256, 4 for SHA-1).
+        public let hash: Int
+        public let pcrs: [Int: [UInt8]]
+
+        public init(quote: [UInt8], rawSignature: [UInt8], hash: Int, pcrs: [Int: [UInt8]]) {
+            self.quote = quote
+            self.rawSignature = rawSignature
+            self.hash = hash
+            self.pcrs = pcrs
+        }
+    }
+
+    /// Largest document accepted.
+    public static let maxBytes = 1 << 20
+
+    public let akPublic: [UInt8]
+    public let quotes: [Quote]
+    public let eventLog: [UInt8]
+    public let instanceInfo: [UInt8]
+    public let userData: [UInt8]
+
+    public init(akPublic: [UInt8], quotes: [Quote], eventLog: [UInt8] = [], instanceInfo: [UInt8] = [], userData: [UInt8]) {
+        self.akPublic = akPublic
+        self.quotes = quotes
+        self.eventLog = eventLog
+        self.instanceInfo = instanceInfo
+        self.userData = userData
+    }
+
+    private struct JSONDocument: Codable {
+        struct Attestation: Codable {
+            struct QuoteJSON: Codable {
+                struct PCRs: Codable {
+                    let hash: Int
+                    let pcrs: [String: Data]
+                }
+                let quote: Data
+                let raw_sig: Data
+                let pcrs: PCRs
+            }
+            let ak_pub: Data
+            let quotes: [QuoteJSON]
+            let event_log: Data?
+        }
+        let Attestation: Attestation
+        let InstanceInfo: Data?
+        let UserData: Data?
+    }
+
+    /// Parses the JSON document.
+    public init(json input: some Collection<UInt8>) throws(AttestationError) {
+        guard input.count <= Self.maxBytes else { throw .lengthExceeded("qemu-vtpm document", length: input.count, limit: Self.maxBytes) }
+        let document: JSONDocument
+        do {
+            document = try JSONDecoder().decode(JSONDocument.self, from: Data(input))
+        } catch {
+            throw .invalidJSON("qemu-vtpm document", "\(error)")
+        }
+        var quotes: [Quote] = []
+        for quote in document.Attestation.quotes {
+            var pcrs: [Int: [UInt8]] = [:]
+            for (key, value) in quote.pcrs.pcrs {
+                guard let index = Int(key), (0...23).contains(index), String(index) == key else {
+                    throw .invalidValue("qemu-vtpm document pcrs", "key \"\(key)\" is not a PCR index 0…23")
+                }
+                pcrs[index] = Array(value)
+            }
+            quotes.append(Quote(quote: Array(quote.quote), rawSignature: Array(quote.raw_sig), hash: quote.pcrs.hash, pcrs: pcrs))
+        }
+        akPublic = Array(document.Attestation.ak_pub)
+        self.quotes = quotes
+        eventLog = Array(document.Attestation.event_log ?? Data())
+        instanceInfo = Array(document.InstanceInfo ?? Data())
+        userData = Array(document.UserData ?? Data())
+    }
+
+    /// The document as JSON, in the shape Go's encoding/json gives it.
+    public func jsonBytes() -> [UInt8] {
+        let document = JSONDocument(
+            Attestation: .init(
+                ak_pub: Data(akPublic),
+                quotes: quotes.map { quote in
+                    .init(quote: Data(quote.quote), raw_sig: Data(quote.rawSignature),
+                          pcrs: .init(hash: quote.hash, pcrs: Dictionary(uniqueKeysWithValues: quote.pcrs.map { (String($0.key), Data($0.value)) })))
+                },
+                event_log: Data(eventLog)
+            ),
+            InstanceInfo: instanceInfo.isEmpty ? nil : Data(instanceInfo),
+            UserData: Data(userData)
+        )
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return Array((try? encoder.encode(document)) ?? Data())
+    }
+
+    /// `extraData = SHA-256(userData || nonce)`, then qualifying data `SHA-256(instanceInfo || extraData)`.
+    public static func qualifyingData(userData: [UInt8], nonce: [UInt8], instanceInfo: [UInt8] = []) -> [UInt8] {
+        let extraData = Array(SHA256.hash(data: userData + nonce))
+        return Array(SHA256.hash(data: instanceInfo + extraData))
+    }
+
+    /// go-tpm-tools' hash number for a bank.
+    static func bank(ofGoHash hash: Int) -> TPMAlgorithm? {
+        switch hash {
+        case 4: .sha1
+        case 11: .sha256
+        case 12: .sha384
+        default: nil
+        }
+    }
+}
+
+/// Validates evidence documents: parses, binds nonce and user data, then runs the quote policies.
+public enum TPMEvidenceValidator {
+    /// Validates keyd's native document against the nonce the verifier issued and the user data
+    /// digest it expects; a nil nonce leaves freshness unchecked and the report says so.
+    /// - Throws: ``AttestationError`` when the document does not parse.
+    public static func validate(
+        native document: [UInt8], nonce: [UInt8]?, userDataDigest: [UInt8], policy: TPMQuotePolicy, at time: Date
+    ) throws(AttestationError) -> AttestationReport {
+        let parsed = try NativeTPMEvidenceDocument(bytes: document)
+        let evidence = try parsed.quoteEvidence()
+        var quotePolicy = policy
+        quotePolicy.expectedQualifyingData = nonce.map {
+            NativeTPMEvidenceDocument.qualifyingData(nonce: $0, userDataDigest: parsed.userDataDigest)
+        }
+        var report = AttestationReport(evidence: "native-tpm-document", results: [userDataResult(expected: userDataDigest, actual: parsed.userDataDigest)])
+        report.merge(TPMQuoteValidator.validate(evidence, policy: quotePolicy, context: ValidationContext(time: time)))
+        return report
+    }
+
+    /// Validates Constellation's qemu-vtpm document; `userData` is what the document must be bound
+    /// to (for aTLS, SHA-256 of the certificate's DER SubjectPublicKeyInfo).
+    /// - Throws: ``AttestationError`` when the document does not parse.
+    public static func validate(
+        constellation document: [UInt8], nonce: [UInt8]?, userData: [UInt8]?, policy: TPMQuotePolicy, at time: Date
+    ) throws(AttestationError) -> AttestationReport {
+        let parsed = try ConstellationVTPMDocument(json: document)
+        var report = AttestationReport(evidence: "constellation-qemu-vtpm")
+        if let userData {
+            report.append(userDataResult(expected: userData, actual: parsed.userData))
+        } else {
+            report.append(.notChecked("binding.user-data", "no user data given", [("actual", hexString(parsed.userData))]))
+        }
+        let wanted: [TPMAlgorithm] = policy.allowSHA1 ? [.sha256, .sha1] : [.sha256]
+        guard let quote = wanted.lazy.compactMap({ bank in parsed.quotes.first { ConstellationVTPMDocument.bank(ofGoHash: $0.hash) == bank } }).first,
+              let bank = ConstellationVTPMDocument.bank(ofGoHash: quote.hash)
+        else {
+            report.append(.failed("tpm.quote.pcr-bank", "the document has no quote over an allowed bank",
+                                  [("banks", parsed.quotes.map { String($0.hash) }.joined(separator: ","))]))
+            return report
+        }
+        let evidence = TPMQuoteEvidence(
+            akPublic: try TPMTPublic(anyEncoding: parsed.akPublic), attest: try TPMSAttest(bytes: quote.quote),
+            signature: try TPMTSignature(bytes: quote.rawSignature), pcrValues: [bank: quote.pcrs], eventLog: parsed.eventLog
+        )
+        var quotePolicy = policy
+        quotePolicy.expectedQualifyingData = nonce.map {
+            ConstellationVTPMDocument.qualifyingData(userData: parsed.userData, nonce: $0, instanceInfo: parsed.instanceInfo)
+        }
+        report.merge(TPMQuoteValidator.validate(evidence, policy: quotePolicy, context: ValidationContext(time: time)))
+        return report
+    }
+
+    private static func userDataResult(expected: [UInt8], actual: [UInt8]) -> PolicyResult {
+        let values = [("expected", hexString(expected)), ("actual", hexString(actual))]
+        return expected == actual
+            ? .passed("binding.user-data", "the evidence carries the expected user data", values)
+            : .failed("binding.user-data", "the evidence's user data is not the expected one", values)
+    }
+}

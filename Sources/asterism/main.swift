@@ -1,0 +1,3 @@
+import AsterismCLI
+
+Asterism.runAsMain()

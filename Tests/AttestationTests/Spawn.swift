@@ -1,0 +1,130 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Child processes through posix_spawn and waitpid on their own pid (copied from KeydIntegrationTests).
+///
+/// Foundation's `Process` learns of exits through SIGCHLD handling that Swift Testing's
+/// exit-test support interferes with (a finished child stays a zombie and the test hangs), so
+/// the integration tests spawn and reap their children themselves.
+enum Spawn {
+    /// Starts `path` with `arguments`; stdin from `/dev/null` unless `stdinFD` is given,
+    /// stdout and stderr to the given descriptors. Every other descriptor is closed in the child.
+    static func start(_ path: String, _ arguments: [String], stdinFD: Int32? = nil, stdoutFD: Int32, stderrFD: Int32,
+                      environment: [String: String]? = nil) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if let stdinFD {
+            posix_spawn_file_actions_adddup2(&actions, stdinFD, 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
+        posix_spawn_file_actions_adddup2(&actions, stdoutFD, 1)
+        posix_spawn_file_actions_adddup2(&actions, stderrFD, 2)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { env.forEach { free($0) } }
+        // Test threads block signals; without a reset the child inherits that mask and ignores SIGTERM.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, path, &actions, &attributes, argv, env)
+        guard result == 0 else { throw HarnessError("posix_spawn \(path): errno \(result)") }
+        return pid
+    }
+
+    /// Waits for `pid` and returns its exit status (128 + signal when killed).
+    static func wait(_ pid: pid_t) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            if errno != EINTR { return -1 }
+        }
+        if status & 0x7F == 0 { return (status >> 8) & 0xFF }
+        return 128 + (status & 0x7F)
+    }
+
+    /// Whether `pid` has not exited yet (without reaping it).
+    static func isRunning(_ pid: pid_t) -> Bool {
+        var info = siginfo_t()
+        return waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info._sifields._sigchld.si_pid == 0
+    }
+
+    /// Runs a command to completion, feeding `stdin` and capturing both outputs.
+    static func run(_ path: String, _ arguments: [String], stdin: Data? = nil, environment: [String: String]? = nil) throws -> CommandResult {
+        var inPipe: [Int32] = [0, 0]
+        var outPipe: [Int32] = [0, 0]
+        var errPipe: [Int32] = [0, 0]
+        for index in 0..<3 {
+            var pair: [Int32] = [0, 0]
+            guard pipe(&pair) == 0 else { throw HarnessError("pipe: errno \(errno)") }
+            _ = fcntl(pair[0], F_SETFD, FD_CLOEXEC)
+            _ = fcntl(pair[1], F_SETFD, FD_CLOEXEC)
+            switch index {
+            case 0: inPipe = pair
+            case 1: outPipe = pair
+            default: errPipe = pair
+            }
+        }
+        let pid = try Spawn.start(path, arguments, stdinFD: inPipe[0], stdoutFD: outPipe[1], stderrFD: errPipe[1], environment: environment)
+        close(inPipe[0])
+        close(outPipe[1])
+        close(errPipe[1])
+        if let stdin {
+            stdin.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count {
+                    let n = write(inPipe[1], raw.baseAddress! + offset, raw.count - offset)
+                    if n <= 0 { break }
+                    offset += n
+                }
+            }
+        }
+        close(inPipe[1])
+        var out: [UInt8] = []
+        var err: [UInt8] = []
+        var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0), pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while fds.contains(where: { $0.fd >= 0 }) {
+            guard poll(&fds, nfds_t(fds.count), 180_000) > 0 else { break }
+            for index in fds.indices where fds[index].fd >= 0 && fds[index].revents != 0 {
+                let n = buffer.withUnsafeMutableBytes { read(fds[index].fd, $0.baseAddress, $0.count) }
+                if n <= 0 {
+                    close(fds[index].fd)
+                    fds[index].fd = -1
+                } else if index == 0 {
+                    out += buffer[0..<n]
+                } else {
+                    err += buffer[0..<n]
+                }
+            }
+        }
+        for entry in fds where entry.fd >= 0 { close(entry.fd) }
+        let status = wait(pid)
+        return CommandResult(status: status, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+    }
+}
+
+/// Output of a finished command.
+struct CommandResult {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+}
+
+/// A test set-up failure with its reason.
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
