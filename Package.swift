@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "keyd-bench", targets: ["KeydBench"]),
         .executable(name: "statedisk-bench", targets: ["StateDiskBench"]),
         .executable(name: "asterism", targets: ["asterism"]),
+        .executable(name: "attestation-bench", targets: ["AttestationBench"]),
         .library(name: "KeydClient", targets: ["KeydClient"]),
         // For the nested fuzz package Tests/KeydFuzz, which can depend only on products.
         .library(name: "KeydProtocol", targets: ["KeydProtocol"]),
@@ -72,6 +73,10 @@ let package = Package(
             dependencies: ["Attestation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(name: "asterism", dependencies: ["AsterismCLI"]),
+        // `make bench`: quote, SEV-SNP report and event-log validations per second.
+        .executableTarget(
+            name: "AttestationBench", dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")]
+        ),
 
         .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
         .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol"]),

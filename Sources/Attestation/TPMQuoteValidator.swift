@@ -13,6 +13,8 @@ public struct TPMQuoteEvidence: Sendable {
     public let pcrValues: [TPMAlgorithm: [Int: [UInt8]]]
     /// The raw TCG event log, nil or empty when the attester sent none.
     public let eventLog: [UInt8]?
+    /// The AK made usable once for every policy that needs it.
+    let verificationKey: Result<TPMVerificationKey, AttestationError>
 
     public init(akPublic: TPMTPublic, attest: TPMSAttest, signature: TPMTSignature,
                 pcrValues: [TPMAlgorithm: [Int: [UInt8]]], eventLog: [UInt8]? = nil) {
@@ -21,6 +23,7 @@ public struct TPMQuoteEvidence: Sendable {
         self.signature = signature
         self.pcrValues = pcrValues
         self.eventLog = eventLog
+        self.verificationKey = Result { () throws(AttestationError) in try TPMVerificationKey(akPublic.key) }
     }
 }
 
@@ -167,10 +170,9 @@ struct AKTrustPolicy: EvidencePolicy {
 
     func evaluate(_ evidence: TPMQuoteEvidence, context: ValidationContext) -> [PolicyResult] {
         let digest: [UInt8]
-        do {
-            digest = try TPMVerificationKey(evidence.akPublic.key).digest
-        } catch {
-            return [.failed(Self.name, "the AK public key is unusable", [("error", error.message)])]
+        switch evidence.verificationKey {
+        case .success(let key): digest = key.digest
+        case .failure(let error): return [.failed(Self.name, "the AK public key is unusable", [("error", error.message)])]
         }
         let hex = hexString(digest)
         if trust.allowedKeyDigests.contains(digest) {
@@ -200,7 +202,7 @@ struct QuoteSignaturePolicy: EvidencePolicy {
         guard signature.hash != .sha1 || allowSHA1 else {
             return [.failed(Self.name, "SHA-1 signatures are not allowed by the policy", values)]
         }
-        guard let key = try? TPMVerificationKey(evidence.akPublic.key) else {
+        guard case .success(let key) = evidence.verificationKey else {
             return [.failed(Self.name, "the AK public key is unusable", values)]
         }
         guard key.isValid(signature, over: evidence.attest.bytes) else {

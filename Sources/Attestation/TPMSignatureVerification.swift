@@ -3,7 +3,7 @@ import _CryptoExtras
 import FoundationEssentials
 
 /// A TPM public key made usable for verification, with its DER SubjectPublicKeyInfo.
-struct TPMVerificationKey {
+struct TPMVerificationKey: Sendable {
     enum Backing {
         case p256(P256.Signing.PublicKey)
         case p384(P384.Signing.PublicKey)
@@ -25,10 +25,12 @@ struct TPMVerificationKey {
                     let key = try P256.Signing.PublicKey(x963Representation: point)
                     backing = .p256(key)
                     subjectPublicKeyInfo = Array(key.derRepresentation)
+                    digest = Array(SHA256.hash(data: subjectPublicKeyInfo))
                 case .nistP384:
                     let key = try P384.Signing.PublicKey(x963Representation: point)
                     backing = .p384(key)
                     subjectPublicKeyInfo = Array(key.derRepresentation)
+                    digest = Array(SHA256.hash(data: subjectPublicKeyInfo))
                 }
             } catch {
                 throw .invalidKey("TPMT_PUBLIC.unique.ecc", "not a point on \(curve)")
@@ -40,6 +42,7 @@ struct TPMVerificationKey {
                 let key = try _RSA.Signing.PublicKey(n: modulus, e: e)
                 backing = .rsa(key)
                 subjectPublicKeyInfo = Array(key.derRepresentation)
+                digest = Array(SHA256.hash(data: subjectPublicKeyInfo))
             } catch {
                 throw .invalidKey("TPMT_PUBLIC.unique.rsa", "RSA key of \(modulus.count * 8) bits refused (\(error))")
             }
@@ -47,7 +50,7 @@ struct TPMVerificationKey {
     }
 
     /// SHA-256 of the DER SubjectPublicKeyInfo.
-    var digest: [UInt8] { Array(SHA256.hash(data: subjectPublicKeyInfo)) }
+    let digest: [UInt8]
 
     /// Whether `signature` is a valid signature over `message` by this key.
     func isValid(_ signature: TPMTSignature, over message: [UInt8]) -> Bool {
