@@ -136,7 +136,7 @@ struct SwtpmQuotes: Sendable {
     }
 
     /// A TCP port P with P+1 also free on 127.0.0.1.
-    private static func freePortPair() throws -> Int {
+    static func freePortPair() throws -> Int {
         for _ in 0..<200 {
             let port = Int.random(in: 20_000...60_000)
             if isFree(port) && isFree(port + 1) { return port }
