@@ -92,7 +92,10 @@ let package = Package(
         ),
         .testTarget(
             name: "AttestationTests",
-            dependencies: ["Attestation", "AsterismCLI", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "Attestation", "AsterismCLI", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

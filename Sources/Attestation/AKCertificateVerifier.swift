@@ -19,8 +19,8 @@ public enum AKCertificateVerifier {
         } catch {
             return .failure(PolicyFailureResult(.failed(policyName, "the AK public key is unusable", [("error", error.message)])))
         }
-        let certified = Array(akCertificate.publicKey.subjectPublicKeyInfoBytes)
-        guard certified == key.subjectPublicKeyInfo else {
+        // Compare keys, not encodings: the same key may be serialized in more than one way.
+        guard let evidenceKey = try? Certificate.PublicKey(derEncoded: key.subjectPublicKeyInfo), evidenceKey == akCertificate.publicKey else {
             return .failure(PolicyFailureResult(.failed(policyName, "the certificate does not certify the evidence's AK",
                                                         [("subject", subject), ("akDigest", hexString(key.digest))])))
         }

@@ -114,7 +114,8 @@ public enum TPMQuoteValidator {
     /// Runs every policy of `policy` on `evidence`.
     public static func validate(_ evidence: TPMQuoteEvidence, policy: TPMQuotePolicy, context: ValidationContext) -> AttestationReport {
         var report = AttestationReport(evidence: "tpm-quote", results: policy.policySet.evaluate(evidence, context: context))
-        if report.result(of: AKTrustPolicy.name)?.message.hasPrefix("insecureTrustDocumentAK") == true {
+        let trust = report.result(of: AKTrustPolicy.name)
+        if trust?.outcome == .passed, trust?.values.contains(PolicyResult.Value(name: "mode", value: "insecureTrustDocumentAK")) == true {
             report.note(AKTrust.insecureNote)
         }
         return report
