@@ -40,7 +40,7 @@ let package = Package(
         .systemLibrary(name: "CCap", pkgConfig: "libcap"),
         .target(name: "CKeydShims"),
         // Thin Swift over syscalls and the C libraries; no policy.
-        .target(name: "KeydPlatform", dependencies: ["KeydProtocol", "CKeydShims", "CCap", "CCryptsetup"]),
+        .target(name: "KeydPlatform", dependencies: ["KeydProtocol", "CKeydShims", "CCap", "CCryptsetup", "CTSS2"]),
         // The privileged daemon: a poll loop wiring KeydCore to KeydPlatform.
         .executableTarget(name: "keyd", dependencies: ["KeydProtocol", "KeydCore", "KeydPlatform"]),
         // Client of keyd's sockets, for trustd and keydctl.

@@ -118,4 +118,46 @@ static inline ESYS_TR asterism_esys_tr_rh_endorsement(void) { return ESYS_TR_RH_
 static inline ESYS_TR asterism_esys_tr_rh_null(void) { return ESYS_TR_RH_NULL; }
 static inline ESYS_TR asterism_esys_tr_pcr(uint32_t index) { return (ESYS_TR)(ESYS_TR_PCR0 + index); }
 
+/* ---- Object, session and startup constants (cast macros) ---- */
+
+static inline TPM2_SU asterism_tpm2_su_clear(void) { return TPM2_SU_CLEAR; }
+static inline TPM2_SE asterism_tpm2_se_hmac(void) { return TPM2_SE_HMAC; }
+static inline TPM2_SE asterism_tpm2_se_policy(void) { return TPM2_SE_POLICY; }
+static inline TPM2_SE asterism_tpm2_se_trial(void) { return TPM2_SE_TRIAL; }
+static inline TPM2_ALG_ID asterism_tpm2_alg_keyedhash(void) { return TPM2_ALG_KEYEDHASH; }
+static inline TPM2_CAP asterism_tpm2_cap_handles(void) { return TPM2_CAP_HANDLES; }
+static inline uint32_t asterism_tpm2_transient_first(void) { return TPM2_TRANSIENT_FIRST; }
+static inline uint32_t asterism_tpm2_loaded_session_first(void) { return TPM2_LOADED_SESSION_FIRST; }
+static inline uint32_t asterism_tpm2_persistent_first(void) { return TPM2_PERSISTENT_FIRST; }
+static inline ESYS_TR asterism_esys_tr_rh_platform(void) { return ESYS_TR_RH_PLATFORM; }
+
+/** Attributes of a restricted signing key (the attestation key): fixedTPM, fixedParent,
+ *  sensitiveDataOrigin, userWithAuth, noDA, restricted, sign. */
+static inline TPMA_OBJECT asterism_tpma_attestation_key(void) {
+    return TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
+           TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT;
+}
+
+/** Attributes of a restricted decryption key (the storage primary): fixedTPM, fixedParent,
+ *  sensitiveDataOrigin, userWithAuth, noDA, restricted, decrypt. */
+static inline TPMA_OBJECT asterism_tpma_storage_key(void) {
+    return TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
+           TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
+}
+
+/** Attributes of a sealed data object usable only through its policy: fixedTPM, fixedParent, noDA
+ *  (no userWithAuth, so the empty auth value alone does not unseal it). */
+static inline TPMA_OBJECT asterism_tpma_sealed_data(void) {
+    return TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_NODA;
+}
+
+/** Session attributes: continueSession, decrypt (first command parameter encrypted), encrypt
+ *  (first response parameter encrypted), and the mask of all three. */
+static inline TPMA_SESSION asterism_tpma_session_continue(void) { return TPMA_SESSION_CONTINUESESSION; }
+static inline TPMA_SESSION asterism_tpma_session_decrypt(void) { return TPMA_SESSION_DECRYPT; }
+static inline TPMA_SESSION asterism_tpma_session_encrypt(void) { return TPMA_SESSION_ENCRYPT; }
+static inline TPMA_SESSION asterism_tpma_session_all(void) {
+    return TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT;
+}
+
 #endif

@@ -210,6 +210,20 @@ public final class KeydConnection {
     /// `disk.reset`: marks `device` for re-initialization; the next `disk.format` starts it afresh.
     public func resetDisk(device: String) throws(KeydClientError) { _ = try call(.diskReset(device: device)) }
 
+    /// `tpm.status`: keyd's JSON report on its TPM (admin).
+    public func tpmStatus() throws(KeydClientError) -> TPMStatusAnswer {
+        try decode(try roundTrip(.tpmStatus), .tpmStatus, TPMStatusAnswer.read)
+    }
+
+    /// `tpm.evidence` (admin) or `evidence.issue` (trustd): a quote document bound to `nonce` and `userDataDigest`.
+    public func evidence(
+        _ variant: EvidenceVariant, nonce: [UInt8], userDataDigest: [UInt8], asAdmin: Bool = true
+    ) throws(KeydClientError) -> EvidenceAnswer {
+        let request = EvidenceRequest(variant: variant, nonce: nonce, userDataDigest: userDataDigest)
+        let kind: RequestKind = asAdmin ? .tpmEvidence : .evidenceIssue
+        return try decode(try roundTrip(asAdmin ? .tpmEvidence(request) : .evidenceIssue(request)), kind, EvidenceAnswer.read)
+    }
+
     /// `disk.open`: verifies the derived key and activates `mappingName` where a device mapper exists.
     public func openDisk(device: String, mappingName: String) throws(KeydClientError) -> DiskOpenAnswer {
         try decode(

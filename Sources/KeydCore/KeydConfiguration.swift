@@ -13,6 +13,11 @@
 /// trustd-socket-mode = 0660
 /// disk-allow-initialize = false
 /// disk-profile = asterism
+/// tpm-tcti = device:/dev/tpmrm0
+/// tpm-ak-algorithm = ecc-p256
+/// tpm-ak-handle = 0x81010a57
+/// tpm-pcrs = 0-23
+/// tpm-event-log = /sys/kernel/security/tpm0/binary_bios_measurements
 /// ```
 public struct KeydConfiguration: Equatable, Sendable {
     /// Users whose connections on the trustd socket are the trustd peer.
@@ -35,6 +40,16 @@ public struct KeydConfiguration: Equatable, Sendable {
     public var diskAllowInitialize: Bool = false
     /// The profile `disk.format` writes: `asterism` (PBKDF2, fast unlock) or `constellation` (argon2id).
     public var diskProfile: DiskProfile = .asterism
+    /// The TCTI that reaches the TPM, always named (`device:…`, `swtpm:…`): never the loader's auto-probe.
+    public var tpmTCTI: String = "device:/dev/tpmrm0"
+    /// The attestation key's algorithm: `ecc-p256` or `rsa-2048`.
+    public var tpmAKAlgorithm: String = "ecc-p256"
+    /// The owner persistent handle of the attestation key (0x81000000…0x817fffff).
+    public var tpmAKHandle: UInt32 = 0x8101_0A57
+    /// The SHA-256 PCRs that quotes cover and the sealed KEK's policy binds, ascending.
+    public var tpmPCRs: [Int] = Array(0..<24)
+    /// The firmware event log added to evidence when the file exists.
+    public var tpmEventLog: String = "/sys/kernel/security/tpm0/binary_bios_measurements"
 
     /// The defaults.
     public init() {}
@@ -54,7 +69,7 @@ public struct KeydConfiguration: Equatable, Sendable {
     public static let keys = [
         "trustd-uids", "trustd-gids", "admin-uids", "admin-gids",
         "max-connections", "frame-timeout-ms", "trustd-socket-mode", "admin-socket-mode",
-        "disk-allow-initialize", "disk-profile",
+        "disk-allow-initialize", "disk-profile", "tpm-tcti", "tpm-ak-algorithm", "tpm-ak-handle", "tpm-pcrs", "tpm-event-log",
     ]
 
     /// Parses a configuration file; unset keys keep their defaults.
@@ -97,6 +112,11 @@ public struct KeydConfiguration: Equatable, Sendable {
             case "admin-socket-mode": configuration.adminSocketMode = try field.mode()
             case "disk-allow-initialize": configuration.diskAllowInitialize = try field.boolean()
             case "disk-profile": configuration.diskProfile = try field.profile()
+            case "tpm-tcti": configuration.tpmTCTI = try field.tcti()
+            case "tpm-ak-algorithm": configuration.tpmAKAlgorithm = try field.oneOf(["ecc-p256", "rsa-2048"])
+            case "tpm-ak-handle": configuration.tpmAKHandle = try field.persistentHandle()
+            case "tpm-pcrs": configuration.tpmPCRs = try field.pcrList()
+            case "tpm-event-log": configuration.tpmEventLog = try field.absolutePath()
             default: preconditionFailure("key '\(key)' listed in keys but not parsed")
             }
         }
@@ -168,6 +188,64 @@ public struct KeydConfiguration: Equatable, Sendable {
                 throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "asterism or constellation")
             }
             return profile
+        }
+
+        /// A TCTI `name:configuration` (name from letters, digits and `-`), at most 512 bytes.
+        func tcti() throws(CoreError) -> String {
+            guard let colon = value.firstIndex(of: ":"), colon != value.startIndex, value.utf8.count <= 512,
+                value[..<colon].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") })
+            else {
+                throw .configurationBadNumber(
+                    lineNumber: lineNumber, key: key, value: value, expected: "a named TCTI such as device:/dev/tpmrm0")
+            }
+            return value
+        }
+
+        /// One of `choices`, exactly.
+        func oneOf(_ choices: [String]) throws(CoreError) -> String {
+            guard choices.contains(value) else {
+                throw .configurationBadNumber(
+                    lineNumber: lineNumber, key: key, value: value, expected: choices.joined(separator: " or "))
+            }
+            return value
+        }
+
+        /// A hexadecimal owner persistent handle `0x81000000`…`0x817fffff`.
+        func persistentHandle() throws(CoreError) -> UInt32 {
+            guard value.hasPrefix("0x"), value.count == 10, let handle = UInt32(value.dropFirst(2), radix: 16) else {
+                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "a handle such as 0x81010a57")
+            }
+            guard (0x8100_0000...0x817F_FFFF).contains(handle) else {
+                throw .configurationOutOfRange(lineNumber: lineNumber, key: key, value: value, limit: "0x81000000…0x817fffff")
+            }
+            return handle
+        }
+
+        /// PCR indices and ranges (`0-7,14,15`), each 0…23; not empty.
+        func pcrList() throws(CoreError) -> [Int] {
+            var indices = Set<Int>()
+            for item in value.split(separator: ",", omittingEmptySubsequences: false) {
+                let text = trimmed(item)
+                let bounds = text.split(separator: "-", omittingEmptySubsequences: false)
+                guard (1...2).contains(bounds.count), let low = decimal(bounds[0]), let high = decimal(bounds[bounds.count - 1]),
+                    low <= high
+                else {
+                    throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "PCR indices and ranges such as 0-7,14")
+                }
+                guard high <= 23 else {
+                    throw .configurationOutOfRange(lineNumber: lineNumber, key: key, value: String(text), limit: "0…23")
+                }
+                indices.formUnion(Int(low)...Int(high))
+            }
+            return indices.sorted()
+        }
+
+        /// An absolute path without NUL, at most 4096 bytes.
+        func absolutePath() throws(CoreError) -> String {
+            guard value.hasPrefix("/"), value.utf8.count <= 4096 else {
+                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "an absolute path")
+            }
+            return value
         }
 
         /// Octal permission bits such as `0660` or `660`, at most 0777.

@@ -14,6 +14,7 @@ public struct SystemError: Error, Hashable, CustomStringConvertible, Sendable {
         case notListeningUnixSocket
         case verificationFailed
         case luks2HeaderUnreadable
+        case tpm(UInt32)
     }
 
     private let code: Code
@@ -29,6 +30,12 @@ public struct SystemError: Error, Hashable, CustomStringConvertible, Sendable {
         self.call = call
         self.context = context
         self.detail = detail
+    }
+
+    /// The TSS2 response code of a failed TPM call, or nil when the failure did not come from the TPM stack.
+    public var tpmResponseCode: UInt32? {
+        if case .tpm(let value) = code { return value }
+        return nil
     }
 
     /// The errno of a failed system call, or 0 when the failure did not come from one.
@@ -114,4 +121,19 @@ extension SystemError {
 internal func errorString(_ value: Int32) -> String {
     guard let message = strerror(value) else { return "Unknown error \(value)" }
     return String(cString: message)
+}
+
+// MARK: - libtss2
+
+extension SystemError {
+    /// A libtss2 call returned `rc`; the detail is libtss2's own decoding (layer and meaning).
+    /// Compares equal to another TPM error with the same response code.
+    public static func tpm(_ rc: UInt32, call: String, context: String = "") -> SystemError {
+        SystemError(.tpm(rc), call: call, context: context, detail: "\(TPMResponse.describe(rc)) (TPM rc 0x\(String(rc, radix: 16)))")
+    }
+
+    /// A TPM answer that libtss2 accepted but keyd cannot use (wrong size, unexpected key).
+    public static func tpmUnexpected(call: String, _ detail: String) -> SystemError {
+        SystemError(.verificationFailed, call: call, context: "", detail: detail)
+    }
 }

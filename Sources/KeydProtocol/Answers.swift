@@ -24,8 +24,8 @@ public struct AnswerFrame: Hashable, Sendable {
 
     /// Decodes an answer body (the bytes after the length prefix).
     public static func decode(body: UnsafeRawBufferPointer) throws(ProtocolError) -> AnswerFrame {
-        guard body.count >= Limits.minAnswerBody, body.count <= Limits.maxFrameLength else {
-            throw .frameLength(body.count, minimum: Limits.minAnswerBody, maximum: Limits.maxFrameLength)
+        guard body.count >= Limits.minAnswerBody, body.count <= Limits.maxAnswerFrameLength else {
+            throw .frameLength(body.count, minimum: Limits.minAnswerBody, maximum: Limits.maxAnswerFrameLength)
         }
         var r = WireReader(body)
         let rawKind = try r.u16("kind")
@@ -66,9 +66,10 @@ public struct AnswerFrame: Hashable, Sendable {
 
     /// Encodes an answer with a typed payload writer.
     public static func encode(
-        answering kind: RequestKind, sequence: UInt32, status: StatusCode, _ fields: (inout WireWriter) -> Void = { _ in }
+        answering kind: RequestKind, sequence: UInt32, status: StatusCode, capacity: Int = 128,
+        _ fields: (inout WireWriter) -> Void = { _ in }
     ) -> [UInt8] {
-        Frame.build(kind: kind.rawValue | Limits.answerBit, sequence: sequence, status: status) { w in
+        Frame.build(kind: kind.rawValue | Limits.answerBit, sequence: sequence, status: status, capacity: capacity) { w in
             if status == .ok { fields(&w) }
         }
     }
@@ -148,13 +149,19 @@ public struct StatusAnswer: Hashable, Sendable {
     /// Whether the audit chain verified when keyd started.
     public var auditIntact: Bool
     public var keydVersion: String
+    /// Whether keyd opened its TPM and attestation key at start.
+    public var tpmAvailable: Bool
+    /// What became of the KEK at rest.
+    public var sealedKEK: SealedKEKStatus
 
     /// Creates an answer.
     public init(
         protocolVersion: UInt16, phase: Phase, peerClass: PeerClass, uptimeSeconds: UInt64,
         requestsServed: UInt64, connections: UInt32, auditRecords: UInt64, auditHead: [UInt8],
-        auditIntact: Bool, keydVersion: String
+        auditIntact: Bool, keydVersion: String, tpmAvailable: Bool = false, sealedKEK: SealedKEKStatus = .none
     ) {
+        self.tpmAvailable = tpmAvailable
+        self.sealedKEK = sealedKEK
         self.protocolVersion = protocolVersion
         self.phase = phase
         self.peerClass = peerClass
@@ -179,6 +186,8 @@ public struct StatusAnswer: Hashable, Sendable {
         w.fixed(auditHead, count: 32)
         w.bool(auditIntact)
         w.text(keydVersion, max: 32)
+        w.bool(tpmAvailable)
+        w.u8(sealedKEK.rawValue)
     }
 
     /// Reads the payload.
@@ -193,7 +202,9 @@ public struct StatusAnswer: Hashable, Sendable {
             auditRecords: try r.u64("auditRecords"),
             auditHead: try r.fixed(32, "auditHead"),
             auditIntact: try r.bool("auditIntact"),
-            keydVersion: try r.text(max: 32, "keydVersion"))
+            keydVersion: try r.text(max: 32, "keydVersion"),
+            tpmAvailable: try r.bool("tpmAvailable"),
+            sealedKEK: try r.enumeration(SealedKEKStatus.self, "sealedKEK"))
     }
 }
 
@@ -335,5 +346,63 @@ public struct DiskOpenAnswer: Hashable, Sendable {
     /// Reads the payload.
     public static func read(_ r: inout WireReader) throws(ProtocolError) -> DiskOpenAnswer {
         DiskOpenAnswer(activated: try r.bool("activated"))
+    }
+}
+
+/// Answer of `evidence.issue` and `tpm.evidence`: the evidence document.
+public struct EvidenceAnswer: Hashable, Sendable {
+    /// The document: native binary (variant 1) or Constellation's JSON text (variant 2).
+    public var document: [UInt8]
+
+    /// Creates an answer.
+    public init(document: [UInt8]) { self.document = document }
+
+    /// Writes the payload.
+    public func write(_ w: inout WireWriter) { w.blob32(document, max: Limits.maxEvidenceDocument) }
+
+    /// Reads the payload.
+    public static func read(_ r: inout WireReader) throws(ProtocolError) -> EvidenceAnswer {
+        EvidenceAnswer(document: try r.blob32(max: Limits.maxEvidenceDocument, "document"))
+    }
+}
+
+/// Answer of `tpm.status`: one JSON object (PROTOCOL.md, "tpm.status").
+public struct TPMStatusAnswer: Hashable, Sendable {
+    /// The report.
+    public var report: [UInt8]
+
+    /// Creates an answer.
+    public init(report: [UInt8]) { self.report = report }
+
+    /// Writes the payload.
+    public func write(_ w: inout WireWriter) { w.bytes(report, max: Limits.maxTPMReport) }
+
+    /// Reads the payload.
+    public static func read(_ r: inout WireReader) throws(ProtocolError) -> TPMStatusAnswer {
+        TPMStatusAnswer(report: try r.bytes(max: Limits.maxTPMReport, "report"))
+    }
+}
+
+/// The KEK at rest, as `status` reports it.
+public enum SealedKEKStatus: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    /// No KEK was imported or sealed.
+    case none = 0
+    /// The imported KEK is sealed to this TPM in the state directory.
+    case sealed = 1
+    /// keyd unsealed the KEK at start.
+    case unsealed = 2
+    /// A sealed KEK exists but did not unseal (PCRs changed, blob damaged, another TPM): keyd has no KEK.
+    case unsealFailed = 3
+    /// The KEK was imported but could not be sealed (no TPM, or the TPM failed): memory only.
+    case notSealed = 4
+
+    public var description: String {
+        switch self {
+        case .none: "none"
+        case .sealed: "sealed"
+        case .unsealed: "unsealed"
+        case .unsealFailed: "unseal-failed"
+        case .notSealed: "not-sealed"
+        }
     }
 }

@@ -15,7 +15,7 @@ public struct FrameDecoder {
         var bounds: ClosedRange<Int> {
             switch self {
             case .requests: Limits.minRequestBody...Limits.maxFrameLength
-            case .answers: Limits.minAnswerBody...Limits.maxFrameLength
+            case .answers: Limits.minAnswerBody...Limits.maxAnswerFrameLength
             }
         }
     }

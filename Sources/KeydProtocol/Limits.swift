@@ -1,7 +1,9 @@
 /// Hard limits of keyd's wire format, version 1 (PROTOCOL.md, "Limits").
 public enum Limits {
-    /// Largest frame body in bytes; checked on the length prefix before anything is allocated.
+    /// Largest request frame body in bytes; checked on the length prefix before anything is allocated.
     public static let maxFrameLength = 65_536
+    /// Largest answer frame body in bytes (evidence documents carry firmware event logs).
+    public static let maxAnswerFrameLength = 262_144
     /// Smallest request body: kind (2) and sequence (4).
     public static let minRequestBody = 6
     /// Smallest answer body: kind (2), sequence (4) and status (2).
@@ -14,8 +16,14 @@ public enum Limits {
     public static let maxAuditRecord = 8192
     /// Most audit records one `audit.read` may ask for.
     public static let maxAuditRecordsPerRead: UInt16 = 512
-    /// Longest evidence document.
+    /// Longest evidence document inside a request (`key.release`).
     public static let maxEvidence = 49_152
+    /// Longest evidence document keyd answers with (`evidence.issue`, `tpm.evidence`).
+    public static let maxEvidenceDocument = 253_952
+    /// Longest firmware event log inside a native evidence document.
+    public static let maxEventLog = 196_608
+    /// Longest `tpm.status` report.
+    public static let maxTPMReport = 16_384
     /// Longest sealed envelope.
     public static let maxEnvelope = 4096
     /// Longest device path.

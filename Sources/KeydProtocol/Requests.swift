@@ -395,7 +395,8 @@ public enum Frame {
         if let status { w.u16(status.rawValue) }
         fields(&w)
         let length = w.bytes.count - Limits.lengthPrefixSize
-        precondition(length <= Limits.maxFrameLength, "frame body \(length) exceeds limit \(Limits.maxFrameLength)")
+        let limit = status == nil ? Limits.maxFrameLength : Limits.maxAnswerFrameLength
+        precondition(length <= limit, "frame body \(length) exceeds limit \(limit)")
         w.patchU32(UInt32(length), at: 0)
         return w.bytes
     }

@@ -23,6 +23,7 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
     case challengeUnknown = 34
     case challengeExpired = 35
     case policyRejected = 36
+    case tpmUnavailable = 37
     case diskMissing = 48
     case diskNotLUKS2 = 49
     case diskHeaderRejected = 50
@@ -69,6 +70,7 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .challengeUnknown: "challengeUnknown"
         case .challengeExpired: "challengeExpired"
         case .policyRejected: "policyRejected"
+        case .tpmUnavailable: "tpmUnavailable"
         case .diskMissing: "diskMissing"
         case .diskNotLUKS2: "diskNotLUKS2"
         case .diskHeaderRejected: "diskHeaderRejected"
@@ -106,6 +108,7 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .challengeUnknown: "no such challenge, or it was already used"
         case .challengeExpired: "the challenge expired"
         case .policyRejected: "the policy was refused"
+        case .tpmUnavailable: "keyd has no TPM (none configured, or it could not be opened at start)"
         case .diskMissing: "no such device"
         case .diskNotLUKS2: "the device holds no LUKS2 header"
         case .diskHeaderRejected: "the LUKS2 header fits no known profile"

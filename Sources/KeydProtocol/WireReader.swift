@@ -85,6 +85,13 @@ public struct WireReader {
         Array(try lengthPrefixed(0...max, field))
     }
 
+    /// A `blob32<max>` field: a `u32` length ≤ max, then the bytes.
+    public mutating func blob32(max: Int, _ field: String) throws(ProtocolError) -> [UInt8] {
+        let length = Int(try u32(field + ".length"))
+        guard length <= max else { throw .fieldLength(field: field, length: length, bounds: 0...max) }
+        return Array(try take(length, field: field))
+    }
+
     /// A `text<max>` field: UTF-8 without NUL or C0 control characters.
     public mutating func text(max: Int, _ field: String, allowEmpty: Bool = true) throws(ProtocolError) -> String {
         let raw = try lengthPrefixed((allowEmpty ? 0 : 1)...max, field)
@@ -173,6 +180,13 @@ public struct WireWriter: Sendable {
     public mutating func bytes(_ value: some Collection<UInt8>, max: Int) {
         precondition(value.count <= max && value.count <= Int(UInt16.max), "field longer than its bound")
         u16(UInt16(value.count))
+        bytes.append(contentsOf: value)
+    }
+
+    /// Appends a `blob32<max>` field.
+    public mutating func blob32(_ value: some Collection<UInt8>, max: Int) {
+        precondition(value.count <= max && value.count <= Int(UInt32.max), "field longer than its bound")
+        u32(UInt32(value.count))
         bytes.append(contentsOf: value)
     }
 

@@ -31,6 +31,8 @@ public struct KeydctlError: Error, Hashable, CustomStringConvertible, Sendable {
         case base64Padding(String)
         case secretLength(String, Int)
         case auditNotIntact
+        case badDocument
+        case cannotWrite
     }
 
     private let code: Code
@@ -44,7 +46,21 @@ public struct KeydctlError: Error, Hashable, CustomStringConvertible, Sendable {
 
     /// The exit status this failure ends keydctl with (see ``Keydctl`` for the table).
     public var exitCode: Int32 {
-        code == .auditNotIntact ? ExitStatus.refused : ExitStatus.badInput
+        switch code {
+        case .auditNotIntact: ExitStatus.refused
+        case .badDocument: ExitStatus.unreachable
+        default: ExitStatus.badInput
+        }
+    }
+
+    /// keyd answered with a document keydctl cannot take apart.
+    public static func badDocument(_ detail: String) -> KeydctlError {
+        KeydctlError(.badDocument, "keyd's evidence document is malformed: \(detail)")
+    }
+
+    /// An output file could not be written.
+    public static func cannotWrite(path: String, _ detail: String) -> KeydctlError {
+        KeydctlError(.cannotWrite, "cannot write \(path): \(detail)")
     }
 
     /// The secret file could not be opened.

@@ -27,6 +27,8 @@ public enum Report {
         return aligned([
             ("phase", answer.phase.description),
             ("kek", kek),
+            ("kek at rest", sealedKEK(answer.sealedKEK)),
+            ("tpm", answer.tpmAvailable ? "available (keydctl tpm status)" : "UNAVAILABLE (keydctl tpm status says why)"),
             ("peer class", answer.peerClass.description),
             ("uptime", "\(duration(answer.uptimeSeconds)) (\(answer.uptimeSeconds) s)"),
             ("requests served", String(answer.requestsServed)),
@@ -39,11 +41,24 @@ public enum Report {
         ])
     }
 
+    /// What the KEK-at-rest state means for an operator.
+    static func sealedKEK(_ status: SealedKEKStatus) -> String {
+        switch status {
+        case .none: "none"
+        case .sealed: "sealed to this TPM"
+        case .unsealed: "unsealed from this TPM at start"
+        case .unsealFailed: "UNSEAL FAILED at start (PCRs changed or file damaged; import the KEK again)"
+        case .notSealed: "NOT SEALED (memory only; lost when keyd stops)"
+        }
+    }
+
     /// `keydctl status --json`.
     public static func statusJSON(_ answer: StatusAnswer) -> String {
         var object = JSONObject()
         object.string("phase", answer.phase.description)
         object.string("kek", kekState(answer.phase))
+        object.string("sealedKEK", answer.sealedKEK.description)
+        object.bool("tpmAvailable", answer.tpmAvailable)
         object.string("peerClass", answer.peerClass.description)
         object.number("uptimeSeconds", answer.uptimeSeconds)
         object.number("requestsServed", answer.requestsServed)

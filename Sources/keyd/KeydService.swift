@@ -33,22 +33,24 @@ final class KeydService {
     /// Request kinds this build performs; the rest of the table answers `unsupported`.
     static let served: Set<RequestKind> = [
         .hello, .status, .kekImport, .kekLock, .auditRead, .auditVerify, .diskInspect, .diskFormat, .diskBind, .diskOpen,
-        .diskClose, .diskReset,
+        .diskClose, .diskReset, .evidenceIssue, .tpmStatus, .tpmEvidence,
     ]
     /// Largest audit log `audit.read`/`audit.verify` will load.
     static let auditReadLimit = 64 << 20
 
-    private(set) var phase: Phase = .awaitingKEK
+    var phase: Phase = .awaitingKEK
     private(set) var usedThisBoot: Set<RequestKind> = []
-    private var kek: KeyEncryptionKey?
+    var kek: KeyEncryptionKey?
     private var chain: AuditChain
     private let auditFile: AppendOnlyFile
     private let auditPath: String
     private let auditIntactAtStart: Bool
     /// The LUKS2 state-disk operations and the first-boot passphrases they keep in memory.
     private let stateDisk: StateDisk
+    /// The TPM (attached after start-up; a keyd without one answers TPM requests `tpmUnavailable`).
+    var tpm: TPMService?
     private let startNanoseconds = MonotonicClock.nowNanoseconds()
-    private let keydIdentity = AuditPeer(
+    let keydIdentity = AuditPeer(
         peerClass: .keyd, uid: UInt32(geteuid()), gid: UInt32(getegid()), pid: getpid())
     /// Requests dispatched so far.
     private(set) var requestsServed: UInt64 = 0
@@ -141,10 +143,15 @@ final class KeydService {
                 uptimeSeconds: (MonotonicClock.nowNanoseconds() - startNanoseconds) / 1_000_000_000,
                 requestsServed: requestsServed, connections: UInt32(clamping: connectionCount),
                 auditRecords: chain.nextSequence, auditHead: chain.headHash, auditIntact: auditIntactAtStart,
-                keydVersion: Self.version)
+                keydVersion: Self.version, tpmAvailable: tpm?.available ?? false, sealedKEK: tpm?.sealedState ?? .none)
             return AnswerFrame.encode(answering: kind, sequence: sequence, status: .ok, answer.write)
         case .kekImport(let fields):
             return importKEK(fields, body: body, identity: identity, sequence: sequence)
+        case .evidenceIssue(let request), .tpmEvidence(let request):
+            return issueEvidence(kind, request, identity: identity, sequence: sequence)
+        case .tpmStatus:
+            let report = tpm?.statusReport() ?? "{\"available\":false}"
+            return AnswerFrame.encode(answering: kind, sequence: sequence, status: .ok, TPMStatusAnswer(report: Array(report.utf8)).write)
         case .kekLock:
             return lockKEK(identity: identity, sequence: sequence)
         case .auditRead(let first, let maxRecords):
@@ -214,6 +221,7 @@ final class KeydService {
         kek = consume imported
         phase = .holdingKEK
         Log.notice("KEK imported", ["peer.uid": "\(identity.credentials.uid)", "peer.pid": "\(identity.credentials.pid)"])
+        sealImportedKEK(identity: identity)
         return AnswerFrame.encodeStatus(answering: .kekImport, sequence: sequence, status: .ok)
     }
 
@@ -332,4 +340,74 @@ final class KeydService {
         kek = nil
         stateDisk.forgetKeys()
     }
+}
+
+// MARK: - TPM
+
+extension KeydService {
+    /// Attaches the TPM after start-up: records what was found and unseals a stored KEK, which
+    /// puts keyd in `holdingKEK`; a KEK that does not unseal leaves keyd in `awaitingKEK`, said in
+    /// the log and the audit record.
+    func attach(_ tpm: TPMService) {
+        self.tpm = tpm
+        if tpm.available {
+            Log.info("TPM ready", ["tpm.tcti": tpm.tcti, "tpm.ak": tpm.keySummary.map { "\($0.key)=\($0.value)" }.joined(separator: " ")])
+            auditLifecycle("tpm.open", detail: tpm.keySummary)
+        } else {
+            Log.warning("No TPM: evidence and sealing unavailable", ["tpm.tcti": tpm.tcti, "error": tpm.unavailableReason ?? ""])
+            audit("tpm.open", granted: false, status: .tpmUnavailable, peer: keydIdentity,
+                  detail: [("tpm.tcti", tpm.tcti), ("reason", tpm.unavailableReason ?? "")])
+        }
+        let reason = tpm.unsealAtStart { unsealed in
+            kek = consume unsealed
+            phase = .holdingKEK
+        }
+        if tpm.sealedState == .unsealed {
+            let microseconds = Int((tpm.unsealMilliseconds ?? 0) * 1000)
+            Log.notice("KEK unsealed from the TPM", ["duration.us": "\(microseconds)"])
+            auditLifecycle("kek.unseal", detail: [("durationMicroseconds", "\(microseconds)")])
+        } else if let reason {
+            Log.error("Sealed KEK did not unseal; starting without a KEK", ["reason": reason])
+            audit("kek.unseal", granted: false, status: .tpmFailure, peer: keydIdentity, detail: [("reason", reason)])
+        }
+    }
+
+    /// Seals the KEK just imported; a KEK that cannot be sealed stays in memory only, and the audit
+    /// record and `status` say so.
+    func sealImportedKEK(identity: ConnectionIdentity) {
+        guard let tpm, let outcome = kek?.sealed(by: tpm) else { return }
+        switch outcome {
+        case .success:
+            audit("kek.seal", granted: true, status: .ok, peer: identity.auditPeer, detail: [("pcrs", tpm.selection.indices.map(String.init).joined(separator: ","))])
+        case .failure(let refusal):
+            Log.warning("KEK not sealed; held in memory only", ["reason": refusal.reason])
+            audit("kek.seal", granted: false, status: refusal.status, peer: identity.auditPeer, detail: [("reason", refusal.reason)])
+        }
+    }
+
+    /// `evidence.issue` (trustd) and `tpm.evidence` (admin): a quote document. Refusals are audited;
+    /// trustd's routine evidence requests are counted in `tpm.status`, not audited one by one.
+    func issueEvidence(_ kind: RequestKind, _ request: EvidenceRequest, identity: ConnectionIdentity, sequence: UInt32) -> [UInt8] {
+        guard let tpm else {
+            return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: .tpmUnavailable)
+        }
+        switch tpm.evidence(request) {
+        case .success(let document):
+            if kind == .tpmEvidence {
+                audit(kind.description, granted: true, status: .ok, peer: identity.auditPeer,
+                      detail: [("variant", "\(request.variant.rawValue)"), ("bytes", "\(document.count)")])
+            }
+            return AnswerFrame.encode(
+                answering: kind, sequence: sequence, status: .ok, capacity: document.count + 32, EvidenceAnswer(document: document).write)
+        case .failure(let refusal):
+            Log.warning("Evidence refused", ["request": kind.description, "status": refusal.status.description, "reason": refusal.reason])
+            audit(kind.description, granted: false, status: refusal.status, peer: identity.auditPeer, detail: [("reason", refusal.reason)])
+            return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: refusal.status)
+        }
+    }
+}
+
+extension KeyEncryptionKey {
+    /// Seals this KEK with `tpm` (borrowed, so a held KEK can be sealed in place).
+    borrowing func sealed(by tpm: TPMService) -> Result<SealedKEKStatus, TPMRefusal> { tpm.seal(self) }
 }

@@ -1,4 +1,4 @@
-/// keyd's command line: `keyd --state-dir DIR [--socket PATH --admin-socket PATH] [--config FILE]`.
+/// keyd's command line: `keyd --state-dir DIR [--socket PATH --admin-socket PATH] [--config FILE] [--tcti TCTI]`.
 struct Options: Equatable {
     /// Directory holding the audit log (and later the sealed KEK and header backups).
     var stateDirectory: String
@@ -8,9 +8,11 @@ struct Options: Equatable {
     var adminSocketPath: String?
     /// Optional configuration file.
     var configPath: String?
+    /// TCTI overriding the configuration's `tpm-tcti`.
+    var tcti: String? = nil
 
     static let usage = """
-        Usage: keyd --state-dir DIR [--socket PATH --admin-socket PATH] [--config FILE]
+        Usage: keyd --state-dir DIR [--socket PATH --admin-socket PATH] [--config FILE] [--tcti TCTI]
                keyd --version | --help
 
         keyd is Asterism's privileged key daemon. Under systemd it takes its two sockets
@@ -22,6 +24,8 @@ struct Options: Equatable {
           --socket PATH         trustd socket to bind when not socket-activated
           --admin-socket PATH   admin socket to bind when not socket-activated
           --config FILE         configuration (key = value lines; see README)
+          --tcti TCTI           the TPM's TCTI, overriding tpm-tcti (device:/dev/tpmrm0,
+                                swtpm:host=127.0.0.1,port=2321); never auto-probed
         """
 
     /// What the command line asked for.
@@ -37,6 +41,7 @@ struct Options: Equatable {
         var socket: String?
         var admin: String?
         var config: String?
+        var tcti: String?
         var index = 0
         func value(_ flag: String) throws(KeydError) -> String {
             index += 1
@@ -52,6 +57,12 @@ struct Options: Equatable {
             case "--socket": socket = try value(argument)
             case "--admin-socket": admin = try value(argument)
             case "--config": config = try value(argument)
+            case "--tcti":
+                let named = try value(argument)
+                guard let colon = named.firstIndex(of: ":"), colon != named.startIndex else {
+                    throw .usage("--tcti needs a named TCTI such as device:/dev/tpmrm0, got '\(named)'")
+                }
+                tcti = named
             default: throw .usage("unknown argument '\(argument)'")
             }
             index += 1
@@ -61,7 +72,7 @@ struct Options: Equatable {
         for path in [state, socket, admin, config].compactMap({ $0 }) where !path.hasPrefix("/") {
             throw .usage("path '\(path)' must be absolute")
         }
-        return .run(Options(stateDirectory: state, socketPath: socket, adminSocketPath: admin, configPath: config))
+        return .run(Options(stateDirectory: state, socketPath: socket, adminSocketPath: admin, configPath: config, tcti: tcti))
     }
 }
 

@@ -110,7 +110,9 @@ func run(_ options: Options) throws(KeydError) {
     let service = try KeydService(
         stateDirectory: options.stateDirectory, diskAllowInitialize: configuration.diskAllowInitialize,
         diskProfile: configuration.diskProfile)
+    let tpm = TPMService(configuration: configuration, tcti: options.tcti ?? configuration.tpmTCTI, stateDirectory: options.stateDirectory)
     let hardening = try harden()
+    service.attach(tpm)
 
     let classifier = PeerClassifier(
         trustdUIDs: configuration.trustdUIDs, trustdGIDs: configuration.trustdGIDs,

@@ -91,21 +91,21 @@ import Testing
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 3: unknown key 'max-conections'; known keys: trustd-uids, trustd-gids, "
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile"
+                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
         ),
         Refusal(
             text: "Admin-UIDs = 0",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 1: unknown key 'Admin-UIDs'; known keys: trustd-uids, trustd-gids, "
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile"
+                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
         ),
         Refusal(
             text: "= 5",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 1: unknown key ''; known keys: trustd-uids, trustd-gids, "
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile"
+                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
         ),
         Refusal(
             text: "admin-uids = 0\nmax-connections = 5\nadmin-uids = 1",
@@ -217,7 +217,7 @@ import Testing
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: #"configuration line 1: unknown key 'bad\u{1b}[2Jkey'; known keys: trustd-uids, trustd-gids, "#
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile"
+                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
         ),
         Refusal(
             text: "disk-allow-initialize = yes",

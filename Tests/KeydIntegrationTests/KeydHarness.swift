@@ -136,6 +136,14 @@ final class KeydHarness {
         return exitStatus
     }
 
+    /// Sends `signal`, waits, and keeps the directory for a successor; returns keyd's exit status.
+    @discardableResult
+    func waitForExit(afterSignal signal: Int32) -> Int32 {
+        guard !stopped else { return exitStatus }
+        kill(pid, signal)
+        return waitForExit()
+    }
+
     /// Sends SIGTERM and waits; returns keyd's exit status.
     @discardableResult
     func stop() -> Int32 {

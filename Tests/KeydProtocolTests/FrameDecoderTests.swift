@@ -199,7 +199,7 @@ struct PrefixCase: Sendable, CustomTestStringConvertible {
     let direction: FrameDecoder.Direction
 
     var bounds: ClosedRange<Int> {
-        direction == .requests ? Limits.minRequestBody...Limits.maxFrameLength : Limits.minAnswerBody...Limits.maxFrameLength
+        direction == .requests ? Limits.minRequestBody...Limits.maxFrameLength : Limits.minAnswerBody...Limits.maxAnswerFrameLength
     }
 
     var testDescription: String { "\(direction == .requests ? "request" : "answer") length \(length)" }
@@ -207,7 +207,7 @@ struct PrefixCase: Sendable, CustomTestStringConvertible {
 
 let badPrefixes: [PrefixCase] =
     [0, 5, 65_537, 0x4000_0000, 0xFFFF_FFFF].map { PrefixCase(length: $0, direction: .requests) }
-    + [0, 6, 7, 65_537, 0xFFFF_FFFF].map { PrefixCase(length: $0, direction: .answers) }
+    + [0, 6, 7, 262_145, 0xFFFF_FFFF].map { PrefixCase(length: $0, direction: .answers) }
 
 let goodPrefixes: [PrefixCase] =
     [6, 7, 8, 65_536].map { PrefixCase(length: $0, direction: .requests) }

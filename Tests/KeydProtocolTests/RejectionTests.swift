@@ -176,7 +176,7 @@ let requestRejections: [RejectCase] =
 let answerRejections: [RejectCase] = [
     reject("empty answer", [], frameLength, .frameLength),
     reject("7-byte answer", [0x80, 1, 0, 0, 0, 0, 0], frameLength, .frameLength),
-    reject("65537-byte answer", answerBody(kind: 0x8002, status: 0, payload: pattern(65_529)), frameLength, .frameLength),
+    reject("262145-byte answer", answerBody(kind: 0x8002, status: 0, payload: pattern(262_137)), frameLength, .frameLength),
     reject("kind 0x0001 without the answer bit", answerBody(kind: 0x0001, status: 0), badValue),
     reject("kind 0x7fff without the answer bit", answerBody(kind: 0x7FFF, sequence: .max, status: 2), badValue),
     reject("answer kind 0x8099 answers no request", answerBody(kind: 0x8099, status: 0), badValue),
@@ -186,7 +186,7 @@ let answerRejections: [RejectCase] = [
            answerBody(kind: 0xFFFF, sequence: .max, status: 0, payload: [0x00, 0x0e, 0xfb, 0x03, 0x01, 0x00, 0x01]), trailing),
     reject("connection error answer ok", answerBody(kind: 0xFFFF, sequence: .max, status: 0), badValue),
     reject("connection error answer wrongPhase", answerBody(kind: 0xFFFF, sequence: .max, status: 5), badValue),
-] + [UInt16(18), 31, 37, 47, 56, 0x8000, 0xFFFF].map { status in
+] + [UInt16(18), 31, 38, 47, 56, 0x8000, 0xFFFF].map { status in
     reject("unknown status \(status)", answerBody(kind: 0x8002, status: status), badEnum)
 } + [StatusCode.unsupported, .denied, .wrongPhase, .internal, .diskNotInitialized].map { status in
     reject("\(status) answer with a payload", answerBody(kind: 0x8002, status: status.rawValue, payload: [0]), trailing)

@@ -120,7 +120,7 @@ struct ActionTests {
         let out = Output()
         try AdminActions.status(keyd, json: false, write: out.write)
         let lines = out.text.split(separator: "\n").map(String.init)
-        #expect(lines.count == 11)
+        #expect(lines.count == 13)
         // Every value starts in the same column.
         let columns = Set(lines.map { line in
             let colon = line.firstIndex(of: ":")!
@@ -141,7 +141,7 @@ struct ActionTests {
         let object = try #require(try JSONSerialization.jsonObject(with: Data(out.text.utf8)) as? [String: Any])
         #expect(Set(object.keys) == [
             "phase", "kek", "peerClass", "uptimeSeconds", "requestsServed", "connections", "auditRecords",
-            "auditHead", "auditIntactAtStart", "keydVersion", "protocolVersion",
+            "auditHead", "auditIntactAtStart", "keydVersion", "protocolVersion", "sealedKEK", "tpmAvailable",
         ])
         #expect(object["kek"] as? String == "locked")
         #expect(object["phase"] as? String == "locked")

@@ -23,6 +23,9 @@ struct HelpGoldenTests {
         ("disk-open", DiskOpen.self),
         ("disk-close", DiskClose.self),
         ("disk-reset", DiskReset.self),
+        ("tpm", TPM.self),
+        ("tpm-status", TPMStatus.self),
+        ("tpm-evidence", TPMEvidence.self),
     ]
 
     /// Tests/KeydctlTests/Golden in the source tree, for UPDATE_GOLDEN=1.

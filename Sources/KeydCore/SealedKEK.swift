@@ -1,0 +1,154 @@
+import Crypto
+import KeydProtocol
+
+/// The KEK at rest (`<state-dir>/kek.sealed`): the master secret and salt encrypted with AES-256-GCM
+/// under a random 32-byte wrapping key, and that wrapping key sealed to the TPM under a PolicyPCR
+/// policy. The KEK never reaches disk in the clear; without the same TPM and PCR values the file is noise.
+///
+/// ```
+/// magic "AKEK" | version u16 = 1 | pcrCount u8 | pcrs u8… (ascending, < 24)
+/// sealedPublic bytes<1024> | sealedPrivate bytes<1024> | nonce fixed[12] | ciphertext bytes<256>
+/// ```
+/// The ciphertext (GCM text ‖ 16-byte tag) covers `masterLength u8 ‖ master ‖ salt`; the bytes
+/// before the nonce are its additional data, so a file cannot pair one sealed object with another's text.
+public struct SealedKEKFile: Hashable, Sendable {
+    /// ASCII `AKEK`.
+    static let magic: [UInt8] = [0x41, 0x4B, 0x45, 0x4B]
+    /// The only version.
+    static let version: UInt16 = 1
+    /// Length of the TPM wrapping key.
+    public static let wrappingKeyByteCount = 32
+    /// The largest file accepted.
+    public static let maximumLength = 4096
+
+    /// The PCRs the TPM policy binds.
+    public var pcrs: [Int]
+    /// The sealed object's TPM2B_PUBLIC.
+    public var sealedPublic: [UInt8]
+    /// The sealed object's TPM2B_PRIVATE.
+    public var sealedPrivate: [UInt8]
+    /// The GCM nonce.
+    var nonce: [UInt8]
+    /// The GCM ciphertext and tag.
+    var ciphertext: [UInt8]
+
+    /// The bytes of the file.
+    public var encoded: [UInt8] {
+        var w = header
+        w.fixed(nonce, count: 12)
+        w.bytes(ciphertext, max: 256)
+        return w.bytes
+    }
+
+    /// Everything before the nonce: the GCM additional data.
+    private var header: WireWriter {
+        var w = WireWriter(capacity: 1024)
+        w.fixed(Self.magic, count: 4)
+        w.u16(Self.version)
+        w.u8(UInt8(pcrs.count))
+        for index in pcrs { w.u8(UInt8(index)) }
+        w.bytes(sealedPublic, max: 1024)
+        w.bytes(sealedPrivate, max: 1024)
+        return w
+    }
+
+    /// Parses a file strictly (magic, version, ascending PCRs, bounds, no trailing bytes).
+    public init(decoding bytes: [UInt8]) throws(CoreError) {
+        guard bytes.count <= Self.maximumLength else { throw .invalidSealedKEK("file of \(bytes.count) bytes exceeds \(Self.maximumLength)") }
+        let result: Result<SealedKEKFile, ProtocolError> = bytes.withUnsafeBytes { raw in
+            do throws(ProtocolError) {
+                var r = WireReader(raw)
+                guard try r.fixed(4, "magic") == Self.magic else { throw .badValue(field: "magic", "not AKEK") }
+                let version = try r.u16("version")
+                guard version == Self.version else { throw .badValue(field: "version", "\(version) is not 1") }
+                let count = Int(try r.u8("pcrCount"))
+                var pcrs: [Int] = []
+                for _ in 0..<count {
+                    let index = Int(try r.u8("pcr"))
+                    guard index < 24, pcrs.last.map({ $0 < index }) ?? true else { throw .badValue(field: "pcr", "\(index) not ascending below 24") }
+                    pcrs.append(index)
+                }
+                let file = SealedKEKFile(
+                    pcrs: pcrs, sealedPublic: try r.bytes(max: 1024, "sealedPublic"), sealedPrivate: try r.bytes(max: 1024, "sealedPrivate"),
+                    nonce: try r.fixed(12, "nonce"), ciphertext: try r.bytes(max: 256, "ciphertext"))
+                try r.finish("sealed KEK file")
+                return .success(file)
+            } catch {
+                return .failure(error)
+            }
+        }
+        switch result {
+        case .success(let file): self = file
+        case .failure(let error): throw .invalidSealedKEK(error.description)
+        }
+    }
+
+    private init(pcrs: [Int], sealedPublic: [UInt8], sealedPrivate: [UInt8], nonce: [UInt8], ciphertext: [UInt8]) {
+        self.pcrs = pcrs
+        self.sealedPublic = sealedPublic
+        self.sealedPrivate = sealedPrivate
+        self.nonce = nonce
+        self.ciphertext = ciphertext
+    }
+
+    /// Encrypts `kek` under `wrappingKey` (which the caller has sealed to the TPM as `sealedPublic`/`sealedPrivate`).
+    public init(
+        sealing kek: borrowing KeyEncryptionKey, wrappingKey: borrowing SecretBytes, pcrs: [Int], sealedPublic: [UInt8],
+        sealedPrivate: [UInt8]
+    ) throws(CoreError) {
+        precondition(wrappingKey.count == Self.wrappingKeyByteCount, "wrapping key of \(wrappingKey.count) bytes")
+        self.init(pcrs: pcrs, sealedPublic: sealedPublic, sealedPrivate: sealedPrivate, nonce: [], ciphertext: [])
+        let additionalData = header.bytes
+        let nonce = AES.GCM.Nonce()
+        let box: AES.GCM.SealedBox
+        do {
+            box = try Self.withPlaintext(kek) { plaintext in
+                try AES.GCM.seal(plaintext, using: wrappingKey.storage, nonce: nonce, authenticating: additionalData)
+            }
+        } catch {
+            throw .invalidSealedKEK("AES-GCM seal failed")
+        }
+        self.nonce = Array(nonce)
+        ciphertext = Array(box.ciphertext) + Array(box.tag)
+    }
+
+    /// Decrypts the KEK with the wrapping key the TPM unsealed; a wrong key or an edited file fails.
+    public func open(wrappingKey: borrowing SecretBytes) throws(CoreError) -> KeyEncryptionKey {
+        guard ciphertext.count > 16, let nonce = try? AES.GCM.Nonce(data: self.nonce),
+            let box = try? AES.GCM.SealedBox(nonce: nonce, ciphertext: ciphertext.dropLast(16), tag: ciphertext.suffix(16))
+        else { throw .invalidSealedKEK("ciphertext of \(ciphertext.count) bytes") }
+        guard var plaintext = try? AES.GCM.open(box, using: wrappingKey.storage, authenticating: header.bytes) else {
+            throw .invalidSealedKEK("authentication failed (another TPM key, or the file was edited)")
+        }
+        defer { plaintext.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        guard let masterLength = plaintext.first.map(Int.init), plaintext.count > 1 + masterLength else {
+            throw .invalidSealedKEK("plaintext layout")
+        }
+        let master = SecretBytes(copying: plaintext[1..<(1 + masterLength)])
+        let salt = SecretBytes(copying: plaintext[(1 + masterLength)...])
+        return try KeyEncryptionKey(masterSecret: master, salt: salt)
+    }
+
+    /// Lends `masterLength ‖ master ‖ salt` to `body` in a buffer wiped afterwards.
+    private static func withPlaintext<R>(_ kek: borrowing KeyEncryptionKey, _ body: ([UInt8]) throws -> R) rethrows -> R {
+        var plaintext: [UInt8] = []
+        plaintext.reserveCapacity(1 + kek.masterSecret.count + kek.salt.count)
+        plaintext.append(UInt8(kek.masterSecret.count))
+        kek.masterSecret.withUnsafeBytes { plaintext.append(contentsOf: $0) }
+        kek.salt.withUnsafeBytes { plaintext.append(contentsOf: $0) }
+        defer { plaintext.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        return try body(plaintext)
+    }
+}
+
+extension CoreError.Code {
+    /// A sealed KEK file is malformed or does not open.
+    public static let invalidSealedKEK = CoreError.Code("invalidSealedKEK")
+}
+
+extension CoreError {
+    /// A sealed KEK file is malformed or does not open; never names key material.
+    static func invalidSealedKEK(_ reason: String, file: String = #fileID, line: UInt = #line) -> CoreError {
+        CoreError(code: .invalidSealedKEK, reason: "sealed KEK: \(reason)", file: file, line: line)
+    }
+}

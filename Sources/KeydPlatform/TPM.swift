@@ -1,0 +1,552 @@
+import CKeydShims
+import CTSS2
+import Glibc
+
+/// libtss2's decoding of response codes, and the classes keyd acts on.
+public enum TPMResponse {
+    /// libtss2's text for `rc` (layer and meaning), for logs and errors.
+    static func describe(_ rc: UInt32) -> String {
+        guard let text = Tss2_RC_Decode(rc) else { return "unknown response code" }
+        return String(cString: text)
+    }
+
+    /// Whether `rc` says a policy did not hold (PolicyPCR over changed PCRs, or a failed policy check).
+    public static func isPolicyFailure(_ rc: UInt32) -> Bool {
+        let error = asterism_tpm2_rc_error(rc)
+        return error == asterism_tpm2_rc_policy_fail() || error == asterism_tpm2_rc_pcr_changed()
+    }
+}
+
+/// The attestation key's algorithm.
+public enum TPMKeyAlgorithm: String, Sendable, CaseIterable {
+    /// ECC NIST P-256 with ECDSA-SHA-256 (the default).
+    case eccP256 = "ecc-p256"
+    /// RSA 2048 with RSASSA-PKCS1-v1_5-SHA-256.
+    case rsa2048 = "rsa-2048"
+}
+
+/// A selection of PCRs in the SHA-256 bank.
+public struct PCRSelection: Hashable, Sendable {
+    /// The number of PCRs of a PC Client TPM.
+    public static let count = 24
+    /// Every PCR (the default selection).
+    public static let all = PCRSelection(unchecked: Array(0..<count))
+
+    /// The selected indices, ascending, unique, each below 24.
+    public let indices: [Int]
+
+    /// Makes a selection; nil when an index is out of range.
+    public init?(_ indices: some Sequence<Int>) {
+        let sorted = Set(indices).sorted()
+        guard sorted.allSatisfy({ (0..<Self.count).contains($0) }) else { return nil }
+        self.indices = sorted
+    }
+
+    private init(unchecked indices: [Int]) { self.indices = indices }
+
+    /// The selection as libtss2's structure (one SHA-256 bank, 3-byte bitmap).
+    var tpml: TPML_PCR_SELECTION {
+        var selection = TPML_PCR_SELECTION()
+        selection.count = 1
+        selection.pcrSelections.0.hash = asterism_tpm2_alg_sha256()
+        selection.pcrSelections.0.sizeofSelect = 3
+        withUnsafeMutableBytes(of: &selection.pcrSelections.0.pcrSelect) { bitmap in
+            for index in indices { bitmap[index / 8] |= UInt8(1 << (index % 8)) }
+        }
+        return selection
+    }
+}
+
+/// The attestation key as keyd loaded it: handle, public area and name.
+public struct TPMAttestationKey: Sendable {
+    /// The persistent TPM handle (0x81…).
+    public let persistentHandle: UInt32
+    /// The algorithm.
+    public let algorithm: TPMKeyAlgorithm
+    /// The TPMT_PUBLIC, TPM-marshaled.
+    public let publicArea: [UInt8]
+    /// The TPM name (nameAlg ‖ digest of the public area).
+    public let name: [UInt8]
+    /// ECC: the uncompressed point `04 ‖ X ‖ Y`; RSA: the modulus.
+    public let publicKey: [UInt8]
+    /// RSA: the public exponent (65537 when the TPM field is 0); ECC: 0.
+    public let rsaExponent: UInt32
+    /// Whether this start created the key (false: it was already persistent).
+    public let created: Bool
+    /// The ESAPI object of the persistent key.
+    let object: ESYS_TR
+}
+
+/// A sealed data object: TPM2B_PUBLIC and TPM2B_PRIVATE, TPM-marshaled with their size fields.
+public struct TPMSealedObject: Hashable, Sendable {
+    /// The marshaled TPM2B_PUBLIC.
+    public var publicBlob: [UInt8]
+    /// The marshaled TPM2B_PRIVATE (encrypted by the TPM under the storage key).
+    public var privateBlob: [UInt8]
+
+    /// Wraps blobs read from storage.
+    public init(publicBlob: [UInt8], privateBlob: [UInt8]) {
+        self.publicBlob = publicBlob
+        self.privateBlob = privateBlob
+    }
+}
+
+/// One ESAPI context on one TCTI: the only way keyd talks to the TPM.
+///
+/// Every transient object and session that a method creates is flushed before it returns, on
+/// failures too (a software TPM holds only three transient objects). Not thread-safe: keyd calls
+/// it from its one event-loop thread.
+public final class TPMDevice {
+    /// The TCTI configuration string (`device:/dev/tpmrm0`, `swtpm:host=…,port=…`).
+    public let tctiConfiguration: String
+    private let tcti: OpaquePointer
+    private let context: OpaquePointer
+
+    /// Opens the TCTI named by `configuration` and starts the TPM if it is not started yet.
+    /// `configuration` must name its TCTI (`name:conf`): the loader's auto-probe is never used.
+    public init(tcti configuration: String) throws {
+        guard let colon = configuration.firstIndex(of: ":"), colon != configuration.startIndex,
+            configuration.utf8.count <= 512, !configuration.utf8.contains(0)
+        else {
+            throw SystemError.invalidEnvironment(variable: "tcti", "expected 'name:configuration' such as device:/dev/tpmrm0, got '\(configuration)'")
+        }
+        // libtss2's own logging goes to stderr; keyd reports TPM failures through its errors instead.
+        setenv("TSS2_LOG", "all+none", 1)
+        var tctiContext: OpaquePointer?
+        try Self.check(Tss2_TctiLdr_Initialize(configuration, &tctiContext), "Tss2_TctiLdr_Initialize", configuration)
+        guard let loadedTCTI = tctiContext else { throw SystemError.tpmUnexpected(call: "Tss2_TctiLdr_Initialize", "no context") }
+        var esys: OpaquePointer?
+        let initialized = Esys_Initialize(&esys, loadedTCTI, nil)
+        guard initialized == asterism_tss2_rc_success(), let started = esys else {
+            Tss2_TctiLdr_Finalize(&tctiContext)
+            throw SystemError.tpm(initialized, call: "Esys_Initialize", context: configuration)
+        }
+        let startup = Esys_Startup(started, asterism_tpm2_su_clear())
+        if startup != asterism_tss2_rc_success() && asterism_tpm2_rc_error(startup) != asterism_tpm2_rc_initialize() {
+            Esys_Finalize(&esys)
+            Tss2_TctiLdr_Finalize(&tctiContext)
+            throw SystemError.tpm(startup, call: "Esys_Startup", context: configuration)
+        }
+        tcti = loadedTCTI
+        context = started
+        tctiConfiguration = configuration
+    }
+
+    deinit {
+        var esys: OpaquePointer? = context
+        Esys_Finalize(&esys)
+        var tctiContext: OpaquePointer? = tcti
+        Tss2_TctiLdr_Finalize(&tctiContext)
+    }
+
+    // MARK: Attestation key
+
+    /// Loads the attestation key at `persistentHandle`, or creates it under the storage primary and
+    /// makes it persistent there. A key of another kind at that handle is refused, never replaced.
+    public func attestationKey(persistentHandle: UInt32, algorithm: TPMKeyAlgorithm) throws -> TPMAttestationKey {
+        guard persistentHandle >= 0x8100_0000, persistentHandle <= 0x817F_FFFF else {
+            throw SystemError.invalidEnvironment(
+                variable: "tpm-ak-handle", "0x\(String(persistentHandle, radix: 16)) is not an owner persistent handle (0x81000000…0x817fffff)")
+        }
+        var object = asterism_esys_tr_none()
+        var created = false
+        let found = Esys_TR_FromTPMPublic(context, persistentHandle, none, none, none, &object)
+        if found != asterism_tss2_rc_success() {
+            object = try createPersistentAttestationKey(at: persistentHandle, algorithm: algorithm)
+            created = true
+        }
+        let (publicArea, name) = try readPublic(object)
+        let template = Self.attestationKeyTemplate(algorithm).publicArea
+        guard publicArea.type == template.type, publicArea.objectAttributes == template.objectAttributes,
+            publicArea.nameAlg == template.nameAlg
+        else {
+            var closing = object
+            _ = Esys_TR_Close(context, &closing)
+            throw SystemError.tpmUnexpected(
+                call: "attestationKey",
+                "persistent handle 0x\(String(persistentHandle, radix: 16)) holds a key that is not a \(algorithm.rawValue) restricted signing key; not replaced")
+        }
+        var copy = publicArea
+        let key: [UInt8]
+        var exponent: UInt32 = 0
+        switch algorithm {
+        case .eccP256:
+            let x = Self.bytes(of: &copy.unique.ecc.x.buffer, count: Int(copy.unique.ecc.x.size))
+            let y = Self.bytes(of: &copy.unique.ecc.y.buffer, count: Int(copy.unique.ecc.y.size))
+            guard x.count == 32, y.count == 32 else { throw SystemError.tpmUnexpected(call: "attestationKey", "ECC point of \(x.count)+\(y.count) bytes") }
+            key = [0x04] + x + y
+        case .rsa2048:
+            key = Self.bytes(of: &copy.unique.rsa.buffer, count: Int(copy.unique.rsa.size))
+            exponent = copy.parameters.rsaDetail.exponent == 0 ? 65537 : copy.parameters.rsaDetail.exponent
+        }
+        return TPMAttestationKey(
+            persistentHandle: persistentHandle, algorithm: algorithm, publicArea: try Self.marshal(publicArea), name: name,
+            publicKey: key, rsaExponent: exponent, created: created, object: object)
+    }
+
+    /// Creates the key under a transient storage primary, loads it and evicts it to `handle`.
+    private func createPersistentAttestationKey(at handle: UInt32, algorithm: TPMKeyAlgorithm) throws -> ESYS_TR {
+        let primary = try createStoragePrimary()
+        defer { flush(primary) }
+        var sensitive = TPM2B_SENSITIVE_CREATE()
+        var template = Self.attestationKeyTemplate(algorithm)
+        var outside = TPM2B_DATA()
+        var creationPCR = TPML_PCR_SELECTION()
+        var privatePart: UnsafeMutablePointer<TPM2B_PRIVATE>?
+        var publicPart: UnsafeMutablePointer<TPM2B_PUBLIC>?
+        try Self.check(
+            Esys_Create(
+                context, primary, password, none, none, &sensitive, &template, &outside, &creationPCR, &privatePart,
+                &publicPart, nil, nil, nil),
+            "Esys_Create", "attestation key")
+        defer {
+            Esys_Free(privatePart)
+            Esys_Free(publicPart)
+        }
+        var transient = asterism_esys_tr_none()
+        try Self.check(Esys_Load(context, primary, password, none, none, privatePart, publicPart, &transient), "Esys_Load", "attestation key")
+        defer { flush(transient) }
+        var persistent = asterism_esys_tr_none()
+        try Self.check(
+            Esys_EvictControl(context, asterism_esys_tr_rh_owner(), transient, password, none, none, handle, &persistent),
+            "Esys_EvictControl", "0x" + String(handle, radix: 16))
+        return persistent
+    }
+
+    // MARK: Quotes and PCRs
+
+    /// A quote by `key` over `selection` with `qualifyingData` (at most 64 bytes): the TPMS_ATTEST
+    /// bytes as signed and the marshaled TPMT_SIGNATURE.
+    public func quote(
+        key: TPMAttestationKey, qualifyingData: [UInt8], selection: PCRSelection
+    ) throws -> (attest: [UInt8], signature: [UInt8]) {
+        var data = TPM2B_DATA()
+        try Self.fill(&data.size, &data.buffer, with: qualifyingData, call: "Esys_Quote")
+        var scheme = TPMT_SIG_SCHEME()
+        scheme.scheme = asterism_tpm2_alg_null()
+        var pcrs = selection.tpml
+        var quoted: UnsafeMutablePointer<TPM2B_ATTEST>?
+        var signature: UnsafeMutablePointer<TPMT_SIGNATURE>?
+        try Self.check(
+            Esys_Quote(context, key.object, password, none, none, &data, &scheme, &pcrs, &quoted, &signature), "Esys_Quote")
+        defer {
+            Esys_Free(quoted)
+            Esys_Free(signature)
+        }
+        guard let quoted, let signature else { throw SystemError.tpmUnexpected(call: "Esys_Quote", "no output") }
+        let attest = Self.bytes(of: &quoted.pointee.attestationData, count: Int(quoted.pointee.size))
+        var buffer = [UInt8](repeating: 0, count: MemoryLayout<TPMT_SIGNATURE>.size)
+        var offset = 0
+        try Self.check(Tss2_MU_TPMT_SIGNATURE_Marshal(signature, &buffer, buffer.count, &offset), "Tss2_MU_TPMT_SIGNATURE_Marshal")
+        return (attest, Array(buffer[..<offset]))
+    }
+
+    /// The SHA-256 values of the PCRs in `selection`, by index (several PCR_Read calls: at most 8 per call).
+    public func readPCRs(_ selection: PCRSelection) throws -> [Int: [UInt8]] {
+        var values: [Int: [UInt8]] = [:]
+        var remaining = selection.indices
+        while !remaining.isEmpty {
+            guard let request = PCRSelection(remaining) else { preconditionFailure("subset of a valid selection") }
+            var wanted = request.tpml
+            var readSelection: UnsafeMutablePointer<TPML_PCR_SELECTION>?
+            var digests: UnsafeMutablePointer<TPML_DIGEST>?
+            try Self.check(Esys_PCR_Read(context, none, none, none, &wanted, nil, &readSelection, &digests), "Esys_PCR_Read")
+            defer {
+                Esys_Free(readSelection)
+                Esys_Free(digests)
+            }
+            guard let readSelection, let digests, readSelection.pointee.count >= 1 else {
+                throw SystemError.tpmUnexpected(call: "Esys_PCR_Read", "no output")
+            }
+            var bitmap = readSelection.pointee.pcrSelections.0.pcrSelect
+            let read = withUnsafeBytes(of: &bitmap) { bits in
+                (0..<PCRSelection.count).filter { bits[$0 / 8] & UInt8(1 << ($0 % 8)) != 0 }
+            }
+            guard !read.isEmpty, read.count == Int(digests.pointee.count) else {
+                throw SystemError.tpmUnexpected(call: "Esys_PCR_Read", "\(read.count) PCRs selected but \(digests.pointee.count) digests")
+            }
+            try withUnsafeMutableBytes(of: &digests.pointee.digests) { raw in
+                let list = raw.bindMemory(to: TPM2B_DIGEST.self)
+                for (position, index) in read.enumerated() {
+                    var digest = list[position]
+                    let value = Self.bytes(of: &digest.buffer, count: Int(digest.size))
+                    guard value.count == 32 else { throw SystemError.tpmUnexpected(call: "Esys_PCR_Read", "PCR \(index) has \(value.count) bytes") }
+                    values[index] = value
+                }
+            }
+            remaining.removeAll { read.contains($0) }
+        }
+        return values
+    }
+
+    /// One TPM2_PCR_Event of `data` (1…1024 bytes) into PCR `index`: every bank is extended with
+    /// the digest of `data`.
+    public func pcrEvent(index: Int, data: [UInt8]) throws {
+        precondition((0..<PCRSelection.count).contains(index), "PCR index \(index)")
+        var event = TPM2B_EVENT()
+        try Self.fill(&event.size, &event.buffer, with: data, call: "Esys_PCR_Event")
+        var digests: UnsafeMutablePointer<TPML_DIGEST_VALUES>?
+        try Self.check(
+            Esys_PCR_Event(context, asterism_esys_tr_pcr(UInt32(index)), password, none, none, &event, &digests),
+            "Esys_PCR_Event", "PCR \(index)")
+        Esys_Free(digests)
+    }
+
+    /// The number of transient objects and of loaded sessions the TPM holds now.
+    public func loadedHandleCounts() throws -> (transientObjects: Int, sessions: Int) {
+        (try handleCount(from: asterism_tpm2_transient_first()), try handleCount(from: asterism_tpm2_loaded_session_first()))
+    }
+
+    private func handleCount(from first: UInt32) throws -> Int {
+        var more: TPMI_YES_NO = 0
+        var data: UnsafeMutablePointer<TPMS_CAPABILITY_DATA>?
+        try Self.check(
+            Esys_GetCapability(context, none, none, none, asterism_tpm2_cap_handles(), first, 64, &more, &data), "Esys_GetCapability")
+        defer { Esys_Free(data) }
+        guard let data else { return 0 }
+        var handles = data.pointee.data.handles
+        return withUnsafeBytes(of: &handles.handle) { raw in
+            raw.bindMemory(to: TPM2_HANDLE.self).prefix(Int(handles.count)).filter { $0 >> 24 == first >> 24 }.count
+        }
+    }
+
+    // MARK: Sealing
+
+    /// Seals `secret` (1…128 bytes) under the storage primary with a policy over `selection`'s
+    /// current PCR values. The secret travels in a salted session with parameter encryption.
+    public func seal(_ secret: UnsafeRawBufferPointer, selection: PCRSelection) throws -> TPMSealedObject {
+        let primary = try createStoragePrimary()
+        defer { flush(primary) }
+        let policy = try policyDigest(selection)
+        var template = TPM2B_PUBLIC()
+        template.publicArea.type = asterism_tpm2_alg_keyedhash()
+        template.publicArea.nameAlg = asterism_tpm2_alg_sha256()
+        template.publicArea.objectAttributes = asterism_tpma_sealed_data()
+        template.publicArea.parameters.keyedHashDetail.scheme.scheme = asterism_tpm2_alg_null()
+        try Self.fill(&template.publicArea.authPolicy.size, &template.publicArea.authPolicy.buffer, with: policy, call: "seal")
+        var sensitive = TPM2B_SENSITIVE_CREATE()
+        defer { withUnsafeMutableBytes(of: &sensitive) { keyd_wipe($0.baseAddress, $0.count) } }
+        guard secret.count >= 1, secret.count <= MemoryLayout.size(ofValue: sensitive.sensitive.data.buffer) else {
+            throw SystemError.tpmUnexpected(call: "seal", "secret of \(secret.count) bytes (1…128)")
+        }
+        sensitive.sensitive.data.size = UInt16(secret.count)
+        withUnsafeMutableBytes(of: &sensitive.sensitive.data.buffer) { $0.copyMemory(from: secret) }
+        let session = try startSession(saltedBy: primary, type: asterism_tpm2_se_hmac())
+        defer { flush(session) }
+        try Self.check(
+            Esys_TRSess_SetAttributes(
+                context, session, asterism_tpma_session_continue() | asterism_tpma_session_decrypt(), asterism_tpma_session_all()),
+            "Esys_TRSess_SetAttributes")
+        var outside = TPM2B_DATA()
+        var creationPCR = TPML_PCR_SELECTION()
+        var privatePart: UnsafeMutablePointer<TPM2B_PRIVATE>?
+        var publicPart: UnsafeMutablePointer<TPM2B_PUBLIC>?
+        try Self.check(
+            Esys_Create(
+                context, primary, session, none, none, &sensitive, &template, &outside, &creationPCR, &privatePart, &publicPart,
+                nil, nil, nil),
+            "Esys_Create", "sealed object")
+        defer {
+            Esys_Free(privatePart)
+            Esys_Free(publicPart)
+        }
+        guard let privatePart, let publicPart else { throw SystemError.tpmUnexpected(call: "Esys_Create", "no output") }
+        var publicBuffer = [UInt8](repeating: 0, count: MemoryLayout<TPM2B_PUBLIC>.size)
+        var privateBuffer = [UInt8](repeating: 0, count: MemoryLayout<TPM2B_PRIVATE>.size)
+        var publicLength = 0
+        var privateLength = 0
+        try Self.check(Tss2_MU_TPM2B_PUBLIC_Marshal(publicPart, &publicBuffer, publicBuffer.count, &publicLength), "Tss2_MU_TPM2B_PUBLIC_Marshal")
+        try Self.check(
+            Tss2_MU_TPM2B_PRIVATE_Marshal(privatePart, &privateBuffer, privateBuffer.count, &privateLength), "Tss2_MU_TPM2B_PRIVATE_Marshal")
+        return TPMSealedObject(publicBlob: Array(publicBuffer[..<publicLength]), privateBlob: Array(privateBuffer[..<privateLength]))
+    }
+
+    /// Unseals `object` through a salted policy session with response encryption and lends the
+    /// secret to `body`; the TPM's copy of it is wiped before this returns. A PCR change or a
+    /// damaged blob throws (``TPMResponse/isPolicyFailure(_:)`` tells the first).
+    public func unseal<R>(_ object: TPMSealedObject, selection: PCRSelection, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        var publicPart = TPM2B_PUBLIC()
+        var privatePart = TPM2B_PRIVATE()
+        try Self.unmarshalWhole(object.publicBlob, "TPM2B_PUBLIC") { bytes, count, offset in
+            Tss2_MU_TPM2B_PUBLIC_Unmarshal(bytes, count, offset, &publicPart)
+        }
+        try Self.unmarshalWhole(object.privateBlob, "TPM2B_PRIVATE") { bytes, count, offset in
+            Tss2_MU_TPM2B_PRIVATE_Unmarshal(bytes, count, offset, &privatePart)
+        }
+        let primary = try createStoragePrimary()
+        defer { flush(primary) }
+        var loaded = asterism_esys_tr_none()
+        try Self.check(Esys_Load(context, primary, password, none, none, &privatePart, &publicPart, &loaded), "Esys_Load", "sealed object")
+        defer { flush(loaded) }
+        let session = try startSession(saltedBy: primary, type: asterism_tpm2_se_policy())
+        defer { flush(session) }
+        var empty = TPM2B_DIGEST()
+        var pcrs = selection.tpml
+        try Self.check(Esys_PolicyPCR(context, session, none, none, none, &empty, &pcrs), "Esys_PolicyPCR")
+        try Self.check(
+            Esys_TRSess_SetAttributes(
+                context, session, asterism_tpma_session_continue() | asterism_tpma_session_encrypt(), asterism_tpma_session_all()),
+            "Esys_TRSess_SetAttributes")
+        var data: UnsafeMutablePointer<TPM2B_SENSITIVE_DATA>?
+        try Self.check(Esys_Unseal(context, loaded, session, none, none, &data), "Esys_Unseal")
+        guard let data else { throw SystemError.tpmUnexpected(call: "Esys_Unseal", "no output") }
+        defer {
+            keyd_wipe(data, MemoryLayout<TPM2B_SENSITIVE_DATA>.size)
+            Esys_Free(data)
+        }
+        return try withUnsafeBytes(of: &data.pointee.buffer) { raw in
+            try body(UnsafeRawBufferPointer(rebasing: raw.prefix(Int(min(data.pointee.size, UInt16(raw.count))))))
+        }
+    }
+
+    /// The policy digest of PolicyPCR over `selection`'s current values (a trial session).
+    private func policyDigest(_ selection: PCRSelection) throws -> [UInt8] {
+        var symmetric = TPMT_SYM_DEF()
+        symmetric.algorithm = asterism_tpm2_alg_null()
+        var session = asterism_esys_tr_none()
+        try Self.check(
+            Esys_StartAuthSession(
+                context, none, none, none, none, none, nil, asterism_tpm2_se_trial(), &symmetric, asterism_tpm2_alg_sha256(), &session),
+            "Esys_StartAuthSession", "trial")
+        defer { flush(session) }
+        var empty = TPM2B_DIGEST()
+        var pcrs = selection.tpml
+        try Self.check(Esys_PolicyPCR(context, session, none, none, none, &empty, &pcrs), "Esys_PolicyPCR", "trial")
+        var digest: UnsafeMutablePointer<TPM2B_DIGEST>?
+        try Self.check(Esys_PolicyGetDigest(context, session, none, none, none, &digest), "Esys_PolicyGetDigest")
+        defer { Esys_Free(digest) }
+        guard let digest else { throw SystemError.tpmUnexpected(call: "Esys_PolicyGetDigest", "no output") }
+        return Self.bytes(of: &digest.pointee.buffer, count: Int(digest.pointee.size))
+    }
+
+    /// A session salted with `primary` (its secret is encrypted to that key) using AES-128-CFB for
+    /// parameter encryption.
+    private func startSession(saltedBy primary: ESYS_TR, type: TPM2_SE) throws -> ESYS_TR {
+        var symmetric = TPMT_SYM_DEF()
+        symmetric.algorithm = asterism_tpm2_alg_aes()
+        symmetric.keyBits.aes = 128
+        symmetric.mode.aes = asterism_tpm2_alg_cfb()
+        var session = asterism_esys_tr_none()
+        try Self.check(
+            Esys_StartAuthSession(context, primary, none, none, none, none, nil, type, &symmetric, asterism_tpm2_alg_sha256(), &session),
+            "Esys_StartAuthSession", "salted")
+        return session
+    }
+
+    // MARK: Primary key and helpers
+
+    /// The owner-hierarchy ECC P-256 storage primary (the standard SRK template: the same key every
+    /// time for the same TPM seed). The caller flushes it.
+    private func createStoragePrimary() throws -> ESYS_TR {
+        var template = TPM2B_PUBLIC()
+        template.publicArea.type = asterism_tpm2_alg_ecc()
+        template.publicArea.nameAlg = asterism_tpm2_alg_sha256()
+        template.publicArea.objectAttributes = asterism_tpma_storage_key()
+        template.publicArea.parameters.eccDetail.symmetric.algorithm = asterism_tpm2_alg_aes()
+        template.publicArea.parameters.eccDetail.symmetric.keyBits.aes = 128
+        template.publicArea.parameters.eccDetail.symmetric.mode.aes = asterism_tpm2_alg_cfb()
+        template.publicArea.parameters.eccDetail.scheme.scheme = asterism_tpm2_alg_null()
+        template.publicArea.parameters.eccDetail.curveID = asterism_tpm2_ecc_nist_p256()
+        template.publicArea.parameters.eccDetail.kdf.scheme = asterism_tpm2_alg_null()
+        var sensitive = TPM2B_SENSITIVE_CREATE()
+        var outside = TPM2B_DATA()
+        var creationPCR = TPML_PCR_SELECTION()
+        var handle = asterism_esys_tr_none()
+        try Self.check(
+            Esys_CreatePrimary(
+                context, asterism_esys_tr_rh_owner(), password, none, none, &sensitive, &template, &outside, &creationPCR, &handle,
+                nil, nil, nil, nil),
+            "Esys_CreatePrimary", "storage primary")
+        return handle
+    }
+
+    /// The restricted signing template of the attestation key.
+    private static func attestationKeyTemplate(_ algorithm: TPMKeyAlgorithm) -> TPM2B_PUBLIC {
+        var template = TPM2B_PUBLIC()
+        template.publicArea.nameAlg = asterism_tpm2_alg_sha256()
+        template.publicArea.objectAttributes = asterism_tpma_attestation_key()
+        switch algorithm {
+        case .eccP256:
+            template.publicArea.type = asterism_tpm2_alg_ecc()
+            template.publicArea.parameters.eccDetail.symmetric.algorithm = asterism_tpm2_alg_null()
+            template.publicArea.parameters.eccDetail.scheme.scheme = asterism_tpm2_alg_ecdsa()
+            template.publicArea.parameters.eccDetail.scheme.details.ecdsa.hashAlg = asterism_tpm2_alg_sha256()
+            template.publicArea.parameters.eccDetail.curveID = asterism_tpm2_ecc_nist_p256()
+            template.publicArea.parameters.eccDetail.kdf.scheme = asterism_tpm2_alg_null()
+        case .rsa2048:
+            template.publicArea.type = asterism_tpm2_alg_rsa()
+            template.publicArea.parameters.rsaDetail.symmetric.algorithm = asterism_tpm2_alg_null()
+            template.publicArea.parameters.rsaDetail.scheme.scheme = asterism_tpm2_alg_rsassa()
+            template.publicArea.parameters.rsaDetail.scheme.details.rsassa.hashAlg = asterism_tpm2_alg_sha256()
+            template.publicArea.parameters.rsaDetail.keyBits = 2048
+            template.publicArea.parameters.rsaDetail.exponent = 0
+        }
+        return template
+    }
+
+    /// The public area and name of a loaded object.
+    private func readPublic(_ object: ESYS_TR) throws -> (TPMT_PUBLIC, [UInt8]) {
+        var publicPart: UnsafeMutablePointer<TPM2B_PUBLIC>?
+        var name: UnsafeMutablePointer<TPM2B_NAME>?
+        try Self.check(Esys_ReadPublic(context, object, none, none, none, &publicPart, &name, nil), "Esys_ReadPublic")
+        defer {
+            Esys_Free(publicPart)
+            Esys_Free(name)
+        }
+        guard let publicPart, let name else { throw SystemError.tpmUnexpected(call: "Esys_ReadPublic", "no output") }
+        return (publicPart.pointee.publicArea, Self.bytes(of: &name.pointee.name, count: Int(name.pointee.size)))
+    }
+
+    /// Flushes a transient object or session; a failure is ignored (the handle may already be gone).
+    private func flush(_ handle: ESYS_TR) {
+        guard handle != asterism_esys_tr_none() else { return }
+        _ = Esys_FlushContext(context, handle)
+    }
+
+    private var none: ESYS_TR { asterism_esys_tr_none() }
+    private var password: ESYS_TR { asterism_esys_tr_password() }
+
+    /// Throws the TPM error for a failed `rc`.
+    private static func check(_ rc: TSS2_RC, _ call: String, _ context: String = "") throws {
+        guard rc != asterism_tss2_rc_success() else { return }
+        throw SystemError.tpm(rc, call: call, context: context)
+    }
+
+    /// The first `count` bytes of a C byte array (bounded by its size).
+    private static func bytes<T>(of buffer: inout T, count: Int) -> [UInt8] {
+        withUnsafeBytes(of: &buffer) { Array($0.prefix(max(0, min(count, $0.count)))) }
+    }
+
+    /// Copies `bytes` into a TPM2B's size and buffer, refusing more than the buffer holds.
+    private static func fill<T>(_ size: inout UInt16, _ buffer: inout T, with bytes: [UInt8], call: String) throws {
+        guard bytes.count <= MemoryLayout<T>.size else {
+            throw SystemError.tpmUnexpected(call: call, "\(bytes.count) bytes exceed the TPM buffer of \(MemoryLayout<T>.size)")
+        }
+        size = UInt16(bytes.count)
+        withUnsafeMutableBytes(of: &buffer) { raw in raw.copyBytes(from: bytes) }
+    }
+
+    /// Marshals a TPMT_PUBLIC.
+    private static func marshal(_ area: TPMT_PUBLIC) throws -> [UInt8] {
+        var copy = area
+        var buffer = [UInt8](repeating: 0, count: MemoryLayout<TPMT_PUBLIC>.size)
+        var offset = 0
+        try check(Tss2_MU_TPMT_PUBLIC_Marshal(&copy, &buffer, buffer.count, &offset), "Tss2_MU_TPMT_PUBLIC_Marshal")
+        return Array(buffer[..<offset])
+    }
+
+    /// Unmarshals `bytes` with `body` and requires that it consumed every byte.
+    private static func unmarshalWhole(
+        _ bytes: [UInt8], _ what: String, _ body: (UnsafePointer<UInt8>, Int, UnsafeMutablePointer<Int>) -> TSS2_RC
+    ) throws {
+        var offset = 0
+        let rc = bytes.withUnsafeBufferPointer { buffer -> TSS2_RC in
+            guard let base = buffer.baseAddress else { return TSS2_RC(asterism_tss2_layer_mu()) << 16 | 1 }
+            return body(base, buffer.count, &offset)
+        }
+        try check(rc, "Tss2_MU_\(what)_Unmarshal")
+        guard offset == bytes.count else {
+            throw SystemError.tpmUnexpected(call: "Tss2_MU_\(what)_Unmarshal", "\(bytes.count - offset) trailing bytes")
+        }
+    }
+}

@@ -1,0 +1,238 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KeydCore
+import KeydPlatform
+import KeydProtocol
+
+/// A TPM request keyd refused: the status to answer and the reason for the log and audit record.
+struct TPMRefusal: Error {
+    /// The answer status (`tpmUnavailable`, `tpmFailure`, `internal`).
+    let status: StatusCode
+    /// What happened; never key material.
+    let reason: String
+}
+
+/// keyd's TPM: the one ESAPI context (on keyd's one thread), the attestation key, the firmware
+/// event log and the sealed KEK file. keyd starts without it when the TPM cannot be opened, and
+/// says so in `tpm.status`, the audit log and every TPM answer (`tpmUnavailable`).
+final class TPMService {
+    /// The PCR that marks a node with its cluster ID (CONSTELLATION-WIRE.md).
+    static let clusterIDPCR = 15
+    /// The file that holds the sealed KEK.
+    static let sealedKEKName = "kek.sealed"
+
+    /// The configured TCTI.
+    let tcti: String
+    /// The PCRs quotes cover and the sealed KEK's policy binds.
+    let selection: PCRSelection
+    /// The firmware event log read at start (empty when the file does not exist).
+    let eventLog: [UInt8]
+    /// Where the event log came from, or nil when none was found.
+    let eventLogPath: String?
+    private let device: TPMDevice?
+    private let key: TPMAttestationKey?
+    /// Why keyd has no TPM, or nil.
+    let unavailableReason: String?
+    private let sealedPath: String
+    /// The KEK at rest.
+    private(set) var sealedState: SealedKEKStatus = .none
+    /// Time the start-up unseal took, in milliseconds.
+    private(set) var unsealMilliseconds: Double?
+    /// Evidence documents issued since start.
+    private(set) var evidenceIssued: UInt64 = 0
+
+    /// Opens the TPM and loads or creates the attestation key; records the reason instead of failing.
+    init(configuration: KeydConfiguration, tcti: String, stateDirectory: String) {
+        self.tcti = tcti
+        selection = PCRSelection(configuration.tpmPCRs) ?? .all
+        sealedPath = stateDirectory + "/" + Self.sealedKEKName
+        if access(configuration.tpmEventLog, R_OK) == 0,
+            let log = try? readWholeFile(path: configuration.tpmEventLog, limit: Limits.maxEventLog)
+        {
+            eventLog = log
+            eventLogPath = configuration.tpmEventLog
+        } else {
+            eventLog = []
+            eventLogPath = nil
+        }
+        let algorithm = TPMKeyAlgorithm(rawValue: configuration.tpmAKAlgorithm) ?? .eccP256
+        do {
+            let opened = try TPMDevice(tcti: tcti)
+            key = try opened.attestationKey(persistentHandle: configuration.tpmAKHandle, algorithm: algorithm)
+            device = opened
+            unavailableReason = nil
+        } catch {
+            device = nil
+            key = nil
+            unavailableReason = "\(error)"
+        }
+        if access(sealedPath, F_OK) == 0 { sealedState = .sealed }
+    }
+
+    /// Whether keyd has a working TPM and attestation key.
+    var available: Bool { device != nil }
+
+    /// The attestation key's facts for the start-up log and audit record.
+    var keySummary: [(key: String, value: String)] {
+        guard let key else { return [("tpm.available", "false")] }
+        return [
+            ("tpm.tcti", tcti), ("tpm.ak.algorithm", key.algorithm.rawValue), ("tpm.ak.handle", "0x" + String(key.persistentHandle, radix: 16)),
+            ("tpm.ak.name", hex(key.name)), ("tpm.ak.created", "\(key.created)"),
+        ]
+    }
+
+    // MARK: Evidence
+
+    /// A quote over the configured PCRs bound to `request`'s nonce and user-data digest, as the
+    /// requested document. The qualifying data is computed here; callers never choose quote bytes.
+    func evidence(_ request: EvidenceRequest) -> Result<[UInt8], TPMRefusal> {
+        guard let device, let key else { return .failure(TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM")) }
+        let qualifyingData: [UInt8]
+        switch request.variant {
+        case .native: qualifyingData = EvidenceBinding.nativeQualifyingData(nonce: request.nonce, userDataDigest: request.userDataDigest)
+        case .constellationQEMUVTPM:
+            qualifyingData = EvidenceBinding.constellationQualifyingData(nonce: request.nonce, userData: request.userDataDigest)
+        }
+        do {
+            // PCRs read on both sides of the quote: a change in between would make the values disagree
+            // with the quote's digest, so try again (an extend is rare; three tries are plenty).
+            for _ in 0..<3 {
+                let before = try device.readPCRs(selection)
+                let quote = try device.quote(key: key, qualifyingData: qualifyingData, selection: selection)
+                let after = try device.readPCRs(selection)
+                guard before == after else { continue }
+                evidenceIssued &+= 1
+                let pcrs = selection.indices.map { (index: $0, value: after[$0] ?? []) }
+                let document: [UInt8]
+                switch request.variant {
+                case .native:
+                    document = NativeEvidenceDocument(
+                        akPublic: key.publicArea, attest: quote.attest, signature: quote.signature,
+                        pcrs: pcrs.map { (UInt8($0.index), $0.value) }, userDataDigest: request.userDataDigest, eventLog: eventLog
+                    ).encoded
+                case .constellationQEMUVTPM:
+                    document = ConstellationVTPMDocument.encode(
+                        akPublic: key.publicArea, attest: quote.attest, signature: quote.signature, pcrs: pcrs, eventLog: eventLog,
+                        userData: request.userDataDigest)
+                }
+                guard document.count <= Limits.maxEvidenceDocument else {
+                    return .failure(TPMRefusal(status: .internal, reason: "document of \(document.count) bytes exceeds \(Limits.maxEvidenceDocument)"))
+                }
+                return .success(document)
+            }
+            return .failure(TPMRefusal(status: .tpmFailure, reason: "PCRs kept changing during the quote"))
+        } catch {
+            return .failure(TPMRefusal(status: .tpmFailure, reason: "\(error)"))
+        }
+    }
+
+    /// Marks the node with its cluster ID: one TPM2_PCR_Event of the 32-byte ID into PCR 15, so that
+    /// PCR 15 = SHA-256(0^32 ‖ SHA-256(clusterID)) on a fresh boot. Only the init, join and rejoin
+    /// flows call this; no request extends a PCR with caller-chosen bytes.
+    func markClusterID(_ clusterID: [UInt8]) -> Result<Void, TPMRefusal> {
+        precondition(clusterID.count == 32, "cluster ID of \(clusterID.count) bytes")
+        guard let device else { return .failure(TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM")) }
+        do {
+            try device.pcrEvent(index: Self.clusterIDPCR, data: clusterID)
+            return .success(())
+        } catch {
+            return .failure(TPMRefusal(status: .tpmFailure, reason: "\(error)"))
+        }
+    }
+
+    // MARK: Sealed KEK
+
+    /// Seals `kek` to this TPM and writes it atomically to the state directory; the new state.
+    func seal(_ kek: borrowing KeyEncryptionKey) -> Result<SealedKEKStatus, TPMRefusal> {
+        guard let device else {
+            sealedState = .notSealed
+            return .failure(TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM"))
+        }
+        let wrappingKey = SecretBytes(randomByteCount: SealedKEKFile.wrappingKeyByteCount)
+        do {
+            let sealed = try wrappingKey.withUnsafeBytes { try device.seal($0, selection: selection) }
+            let file = try SealedKEKFile(
+                sealing: kek, wrappingKey: wrappingKey, pcrs: selection.indices, sealedPublic: sealed.publicBlob,
+                sealedPrivate: sealed.privateBlob)
+            try writeFileAtomically(path: sealedPath, bytes: file.encoded, mode: 0o600)
+            sealedState = .sealed
+            return .success(.sealed)
+        } catch {
+            sealedState = .notSealed
+            return .failure(TPMRefusal(status: .tpmFailure, reason: "\(error)"))
+        }
+    }
+
+    /// Unseals the KEK stored at start and hands it to `keep`; returns why it did not unseal, or nil
+    /// (unsealed, or nothing stored: ``sealedState`` tells which).
+    func unsealAtStart(_ keep: (consuming KeyEncryptionKey) -> Void) -> String? {
+        guard access(sealedPath, F_OK) == 0 else { return nil }
+        guard let device else {
+            sealedState = .unsealFailed
+            return "no TPM: \(unavailableReason ?? "")"
+        }
+        let started = MonotonicClock.nowNanoseconds()
+        do {
+            let file = try SealedKEKFile(decoding: try readWholeFile(path: sealedPath, limit: SealedKEKFile.maximumLength))
+            guard let pcrs = PCRSelection(file.pcrs) else { throw TPMRefusal(status: .internal, reason: "PCR list") }
+            try device.unseal(TPMSealedObject(publicBlob: file.sealedPublic, privateBlob: file.sealedPrivate), selection: pcrs) { bytes in
+                let wrappingKey = SecretBytes(copying: bytes)
+                keep(try file.open(wrappingKey: wrappingKey))
+            }
+            unsealMilliseconds = Double(MonotonicClock.nowNanoseconds() - started) / 1e6
+            sealedState = .unsealed
+            return nil
+        } catch let error as SystemError {
+            sealedState = .unsealFailed
+            if let code = error.tpmResponseCode, TPMResponse.isPolicyFailure(code) {
+                return "the PCR policy does not hold (PCR values changed since sealing): \(error)"
+            }
+            return "\(error)"
+        } catch {
+            sealedState = .unsealFailed
+            return "\(error)"
+        }
+    }
+
+    // MARK: Status
+
+    /// The `tpm.status` report: one JSON object (PROTOCOL.md).
+    func statusReport() -> String {
+        var members = ["\"tcti\":\(AuditJSON.quoted(tcti))", "\"available\":\(available)"]
+        if let unavailableReason { members.append("\"unavailableReason\":\(AuditJSON.quoted(unavailableReason))") }
+        if let device, let key {
+            let spki: [UInt8] =
+                switch key.algorithm {
+                case .eccP256: SubjectPublicKeyInfo.der(p256Point: key.publicKey)
+                case .rsa2048: SubjectPublicKeyInfo.der(rsaModulus: key.publicKey, exponent: key.rsaExponent)
+                }
+            members.append(
+                "\"attestationKey\":{\"algorithm\":\"\(key.algorithm.rawValue)\",\"handle\":\"0x\(String(key.persistentHandle, radix: 16))\","
+                    + "\"name\":\"\(hex(key.name))\",\"publicKeyPEM\":\(AuditJSON.quoted(SubjectPublicKeyInfo.pem(spki)))}")
+            if let values = try? device.readPCRs(selection) {
+                let pcrs = selection.indices.map { "\"\($0)\":\"\(hex(values[$0] ?? []))\"" }.joined(separator: ",")
+                members.append("\"pcrs\":{\"sha256\":{\(pcrs)}}")
+            }
+            if let counts = try? device.loadedHandleCounts() {
+                members.append("\"transientObjects\":\(counts.transientObjects),\"loadedSessions\":\(counts.sessions)")
+            }
+        }
+        members.append("\"sealedKEK\":\"\(sealedState.description)\"")
+        if let unsealMilliseconds { members.append("\"unsealMicroseconds\":\(Int(unsealMilliseconds * 1000))") }
+        members.append("\"eventLog\":\(eventLogPath.map { "{\"path\":\(AuditJSON.quoted($0)),\"bytes\":\(eventLog.count)}" } ?? "null")")
+        members.append("\"evidenceIssued\":\(evidenceIssued)")
+        return "{" + members.joined(separator: ",") + "}"
+    }
+}
+
+/// Lowercase hexadecimal.
+func hex(_ bytes: some Sequence<UInt8>) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var text: [UInt8] = []
+    for byte in bytes {
+        text.append(digits[Int(byte >> 4)])
+        text.append(digits[Int(byte & 0x0F)])
+    }
+    return String(decoding: text, as: UTF8.self)
+}

@@ -1,0 +1,111 @@
+import Crypto
+import Foundation
+import KeydPlatform
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// KeydPlatform's ESAPI wrapper against a real software TPM (swtpm), checked with tpm2-tools.
+@Suite(.serialized, .needsSwtpm) struct TPMDeviceTests {
+    static let akHandle: UInt32 = 0x8101_0A57
+
+    @Test("the AK is created once, persistent, and the same after the TPM restarts", arguments: TPMKeyAlgorithm.allCases)
+    func attestationKeyIsStable(algorithm: TPMKeyAlgorithm) throws {
+        let tpm = try SoftwareTPM()
+        let first: TPMAttestationKey
+        do {
+            let device = try TPMDevice(tcti: tpm.tcti)
+            first = try device.attestationKey(persistentHandle: Self.akHandle, algorithm: algorithm)
+            #expect(first.created)
+            #expect(first.name.count == 34 && first.name.prefix(2) == [0x00, 0x0B], "SHA-256 name")
+            #expect(try device.loadedHandleCounts() == (0, 0))
+        }
+        tpm.stop()
+        try tpm.start()
+        let device = try TPMDevice(tcti: tpm.tcti)
+        let again = try device.attestationKey(persistentHandle: Self.akHandle, algorithm: algorithm)
+        #expect(!again.created)
+        #expect(again.name == first.name && again.publicKey == first.publicKey)
+        // A key of the other algorithm at the same handle is refused, never replaced.
+        let other = TPMKeyAlgorithm.allCases.first { $0 != algorithm }!
+        #expect(throws: SystemError.self) { try device.attestationKey(persistentHandle: Self.akHandle, algorithm: other) }
+        #expect(throws: SystemError.self) { try device.attestationKey(persistentHandle: 0x8000_0001, algorithm: algorithm) }
+    }
+
+    @Test("a quote over all 24 PCRs verifies with tpm2_checkquote; another nonce does not")
+    func quoteVerifiesWithTPM2Tools() throws {
+        let tpm = try SoftwareTPM()
+        let directory = tpm.stateDirectory
+        let nonce = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        do {
+            let device = try TPMDevice(tcti: tpm.tcti)
+            let key = try device.attestationKey(persistentHandle: Self.akHandle, algorithm: .eccP256)
+            try device.pcrEvent(index: 16, data: Array("marker".utf8))
+            let pcrs = try device.readPCRs(.all)
+            #expect(pcrs.count == 24 && pcrs.values.allSatisfy { $0.count == 32 })
+            #expect(pcrs[16] != [UInt8](repeating: 0, count: 32))
+            let (attest, signature) = try device.quote(key: key, qualifyingData: nonce, selection: .all)
+            #expect(attest.prefix(4) == [0xFF, 0x54, 0x43, 0x47], "TPM_GENERATED_VALUE")
+            #expect(attest.count > 100 && signature.count > 60)
+            #expect(try device.loadedHandleCounts() == (0, 0))
+            try Data(attest).write(to: URL(fileURLWithPath: directory + "/attest.bin"))
+            try Data(signature).write(to: URL(fileURLWithPath: directory + "/signature.bin"))
+            let pem = try P256.Signing.PublicKey(x963Representation: key.publicKey).pemRepresentation
+            try pem.write(toFile: directory + "/ak.pem", atomically: true, encoding: .utf8)
+        }
+        tpm.stop()
+        // Signature and qualifying data; the PCR digest is checked with keydctl's pcrs.bin in KeydTPMTests.
+        let arguments = ["-u", directory + "/ak.pem", "-m", directory + "/attest.bin", "-s", directory + "/signature.bin", "-g", "sha256"]
+        let checked = try tpm.tool("tpm2_checkquote", arguments + ["-q", hex(nonce)])
+        #expect(checked.status == 0, "tpm2_checkquote: \(checked.stderr)")
+        let wrong = try tpm.tool("tpm2_checkquote", arguments + ["-q", hex(nonce.reversed())])
+        #expect(wrong.status != 0, "a quote verified against another nonce")
+    }
+
+    @Test("seal and unseal round trip; unsealing fails after a selected PCR changes; no handle leaks")
+    func sealUnseal() throws {
+        let tpm = try SoftwareTPM()
+        let device = try TPMDevice(tcti: tpm.tcti)
+        let selection = PCRSelection([0, 7, 16])!
+        let secret: [UInt8] = (0..<32).map { UInt8($0) ^ 0xA5 }
+        let sealed = try secret.withUnsafeBytes { try device.seal($0, selection: selection) }
+        #expect(!sealed.privateBlob.isEmpty && !sealed.publicBlob.isEmpty)
+        #expect(sealed.privateBlob.firstRange(of: secret) == nil && sealed.publicBlob.firstRange(of: secret) == nil)
+        let opened = try device.unseal(sealed, selection: selection) { Array($0) }
+        #expect(opened == secret)
+
+        // A damaged private blob is refused by the TPM (integrity), not unsealed.
+        var damaged = sealed
+        damaged.privateBlob[damaged.privateBlob.count - 3] ^= 0x01
+        #expect(throws: SystemError.self) { try device.unseal(damaged, selection: selection) { Array($0) } }
+        var truncated = sealed
+        truncated.publicBlob.removeLast()
+        #expect(throws: SystemError.self) { try device.unseal(truncated, selection: selection) { Array($0) } }
+
+        try device.pcrEvent(index: 16, data: [1, 2, 3])
+        do {
+            _ = try device.unseal(sealed, selection: selection) { Array($0) }
+            Issue.record("unsealed after PCR 16 changed")
+        } catch let error as SystemError {
+            let code = try #require(error.tpmResponseCode, "\(error)")
+            #expect(TPMResponse.isPolicyFailure(code), "\(error)")
+        }
+        // A PCR outside the selection does not matter.
+        let resealed = try secret.withUnsafeBytes { try device.seal($0, selection: selection) }
+        try device.pcrEvent(index: 23, data: [9])
+        #expect(try device.unseal(resealed, selection: selection) { Array($0) } == secret)
+        #expect(try device.loadedHandleCounts() == (0, 0))
+    }
+
+    @Test("an unknown or unnamed TCTI is refused; a TCTI with nothing behind it fails clearly")
+    func badTCTI() {
+        #expect(throws: SystemError.self) { try TPMDevice(tcti: "") }
+        #expect(throws: SystemError.self) { try TPMDevice(tcti: "/dev/tpmrm0") }
+        #expect(throws: SystemError.self) { try TPMDevice(tcti: "swtpm:host=127.0.0.1,port=1") }
+    }
+}
+
+/// Lowercase hex.
+func hex(_ bytes: some Sequence<UInt8>) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
