@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "keydctl", targets: ["keydctl"]),
         .executable(name: "keyd-bench", targets: ["KeydBench"]),
         .executable(name: "statedisk-bench", targets: ["StateDiskBench"]),
+        .executable(name: "tpm-bench", targets: ["TPMBench"]),
         .executable(name: "asterism", targets: ["asterism"]),
         .executable(name: "attestation-bench", targets: ["AttestationBench"]),
         .library(name: "KeydClient", targets: ["KeydClient"]),
@@ -57,6 +58,8 @@ let package = Package(
         .executableTarget(name: "KeydBench", dependencies: ["KeydClient", "KeydProtocol"]),
         // `make bench`: the state disk's unlock check, Asterism's profile beside Constellation's.
         .executableTarget(name: "StateDiskBench", dependencies: ["KeydCore", "KeydPlatform"]),
+        // `make bench`: evidence latency through keyd beside tpm2_quote on one swtpm; KEK unseal at start.
+        .executableTarget(name: "TPMBench", dependencies: ["KeydClient", "KeydProtocol"]),
         // Evidence formats and pure validators (TPM quotes, event logs, measurements, SEV-SNP). No I/O.
         .target(
             name: "Attestation",

@@ -229,6 +229,9 @@ final class KeydService {
         // Zeroing a key is always allowed, even when the record cannot be written.
         kek = nil
         phase = .locked
+        if let tpm, !tpm.forgetSealedKEK() {
+            Log.error("Sealed KEK not removed on lock", ["errno": "\(errno)"])
+        }
         Log.notice("KEK locked", ["peer.uid": "\(identity.credentials.uid)", "peer.pid": "\(identity.credentials.pid)"])
         let recorded = audit("kek.lock", granted: true, status: .ok, peer: identity.auditPeer)
         return AnswerFrame.encodeStatus(answering: .kekLock, sequence: sequence, status: recorded ? .ok : .auditFailure)

@@ -195,6 +195,13 @@ final class TPMService {
         }
     }
 
+    /// Removes the KEK at rest (`kek.lock`): a restart must not bring a locked KEK back.
+    func forgetSealedKEK() -> Bool {
+        let removed = unlink(sealedPath) == 0 || errno == ENOENT
+        if removed { sealedState = .none }
+        return removed
+    }
+
     // MARK: Status
 
     /// The `tpm.status` report: one JSON object (PROTOCOL.md).

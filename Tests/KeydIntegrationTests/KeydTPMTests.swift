@@ -1,3 +1,4 @@
+import Attestation
 import Crypto
 import Foundation
 import KeydClient
@@ -62,6 +63,20 @@ import Glibc
         let qualifying = try String(contentsOfFile: parts + "/qualifying-data.hex", encoding: .utf8)
         #expect(qualifying == hex(Array(expected.finalize())) + "\n")
         #expect(keyd.auditLines.contains { $0.contains("\"tpm.evidence\"") })
+
+        // The Swift verifier (Attestation) with the AK pinned by its SPKI digest.
+        let pem = try #require(ak["publicKeyPEM"] as? String)
+        let base64 = pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
+        let akDigest = Array(SHA256.hash(data: try #require(Data(base64Encoded: base64))))
+        let pinned = TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [akDigest]), eventLogCheck: .skip)
+        let valid = try TPMEvidenceValidator.validate(native: bytes, nonce: nonce, userDataDigest: digest, policy: pinned, at: Date())
+        #expect(valid.isValid, "\(valid.failures)")
+        let stale = try TPMEvidenceValidator.validate(native: bytes, nonce: Self.random32(), userDataDigest: digest, policy: pinned, at: Date())
+        #expect(!stale.isValid, "a quote validated against another nonce")
+        let otherData = try TPMEvidenceValidator.validate(native: bytes, nonce: nonce, userDataDigest: Self.random32(), policy: pinned, at: Date())
+        #expect(!otherData.isValid, "a quote validated against other user data")
+        let untrusted = TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [Self.random32()]), eventLogCheck: .skip)
+        #expect(!(try TPMEvidenceValidator.validate(native: bytes, nonce: nonce, userDataDigest: digest, policy: untrusted, at: Date())).isValid)
 
         // tpm2_checkquote, an independent verifier (offline: OpenSSL over the files).
         let arguments = [
@@ -158,6 +173,10 @@ import Glibc
         // The operator imports the KEK again; it is sealed to the new PCR values.
         #expect(try refused.keydctl(["kek", "import", "--file", "-"], stdin: secret.json).status == 0)
         #expect(try Self.tpmStatus(refused)["sealedKEK"] as? String == "sealed")
+        // kek lock removes the KEK at rest too: a restart must not undo a lock.
+        #expect(try refused.keydctl(["kek", "lock"]).status == 0)
+        let lockedState = try Self.tpmStatus(refused)["sealedKEK"] as? String
+        #expect(access(sealedPath, F_OK) != 0 && lockedState == "none")
         #expect(try refused.keydctl(["audit", "verify"]).status == 0)
     }
 
@@ -189,5 +208,8 @@ import Glibc
         #expect(try keyd.keydctl(["kek", "import", "--file", "-"], stdin: KnownSecret().json).status == 0)
         #expect(try keyd.keydctl(["status", "--json"]).stdout.contains("\"sealedKEK\":\"not-sealed\""))
         #expect(access(keyd.stateDirectory + "/kek.sealed", F_OK) != 0)
+        // libtss2's own error logging is silenced; keyd's log line says what failed.
+        #expect(!keyd.log.contains("ERROR:tcti") && !keyd.log.contains("WARNING:"), "\(keyd.log)")
+        #expect(keyd.log.contains("No TPM"))
     }
 }
