@@ -12,7 +12,7 @@ SWIFT_FLAGS := $(if $(SCRATCH),--scratch-path $(SCRATCH))
 RELEASE_FLAGS := -c release --static-swift-stdlib
 
 FUZZ_DIR := Tests/KeydFuzz
-FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession
+FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession FuzzTPMAttest FuzzTPMPublic FuzzTPMSignature FuzzEventLog FuzzSNPReport FuzzEvidenceDocuments
 FUZZ_SECONDS ?= 60
 # Swift 6.3 on Linux needs both sanitizer spellings and --product (Tests/KeydFuzz/README.md):
 # --sanitize stops SwiftPM renaming main, -Xswiftc keeps coverage on rebuilds, --product keeps
@@ -49,12 +49,14 @@ demo: deps ## Start keyd in a temp dir and drive it with keydctl
 	$(SWIFT) build $(SWIFT_FLAGS) --product keydctl
 	scripts/demo
 
-bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unlock check (root)
+bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unlock check (root); attestation validations/s
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product statedisk-bench
+	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product attestation-bench
 	bin=$$($(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --show-bin-path); \
 	"$$bin/keyd-bench" --keyd "$$bin/keyd"; \
+	if [[ -d ../shared/testdata ]]; then "$$bin/attestation-bench"; else echo "attestation-bench skipped: no ../shared/testdata"; fi; \
 	if [[ $$(id -u) == 0 ]]; then "$$bin/statedisk-bench"; else echo "statedisk-bench skipped: needs root"; fi
 
 fuzz: deps ## Run each libFuzzer target of Tests/KeydFuzz for FUZZ_SECONDS

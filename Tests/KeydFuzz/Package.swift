@@ -23,6 +23,13 @@ let package = Package(
                 .product(name: "KeydCore", package: "Asterism"),
             ]
         ),
+        // Attestation's parsers of untrusted evidence (one target per parser).
+        .executableTarget(name: "FuzzTPMAttest", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // TPMS_ATTEST
+        .executableTarget(name: "FuzzTPMPublic", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // TPMT_PUBLIC / TPM2B_PUBLIC and key import
+        .executableTarget(name: "FuzzTPMSignature", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // TPMT_SIGNATURE and its verification
+        .executableTarget(name: "FuzzEventLog", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // TCG event log parse and replay
+        .executableTarget(name: "FuzzSNPReport", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // SEV-SNP report and AMD certificates
+        .executableTarget(name: "FuzzEvidenceDocuments", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // native and Constellation evidence documents
     ],
     swiftLanguageModes: [.v6]
 )
