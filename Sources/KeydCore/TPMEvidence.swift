@@ -15,6 +15,13 @@ public enum EvidenceBinding {
         return Array(hash.finalize())
     }
 
+    /// A quote's PCR digest: SHA-256 over the PCR values concatenated in selection order.
+    public static func pcrDigest(_ values: [[UInt8]]) -> [UInt8] {
+        var hash = SHA256()
+        for value in values { hash.update(data: value) }
+        return Array(hash.finalize())
+    }
+
     /// Variant 2 (Constellation qemu-vtpm): `SHA-256(instanceInfo || SHA-256(userData || nonce))` with empty instance info.
     public static func constellationQualifyingData(nonce: [UInt8], userData: [UInt8]) -> [UInt8] {
         let extraData = Array(SHA256.hash(data: userData + nonce))

@@ -95,13 +95,14 @@ final class TPMService {
             qualifyingData = EvidenceBinding.constellationQualifyingData(nonce: request.nonce, userData: request.userDataDigest)
         }
         do {
-            // PCRs read on both sides of the quote: a change in between would make the values disagree
-            // with the quote's digest, so try again (an extend is rare; three tries are plenty).
+            // The values are read after the quote and must hash to the quote's own PCR digest; an extend
+            // in between makes them disagree, so quote again (an extend is rare; three tries are plenty).
             for _ in 0..<3 {
-                let before = try device.readPCRs(selection)
                 let quote = try device.quote(key: key, qualifyingData: qualifyingData, selection: selection)
                 let after = try device.readPCRs(selection)
-                guard before == after else { continue }
+                guard Self.quotedPCRDigest(quote.attest) == EvidenceBinding.pcrDigest(selection.indices.map { after[$0] ?? [] }) else {
+                    continue
+                }
                 evidenceIssued &+= 1
                 let pcrs = selection.indices.map { (index: $0, value: after[$0] ?? []) }
                 let document: [UInt8]
@@ -125,6 +126,12 @@ final class TPMService {
         } catch {
             return .failure(TPMRefusal(status: .tpmFailure, reason: "\(error)"))
         }
+    }
+
+    /// The pcrDigest of a quote's TPMS_ATTEST: its last field, a TPM2B of 32 bytes for SHA-256.
+    static func quotedPCRDigest(_ attest: [UInt8]) -> [UInt8]? {
+        guard attest.count >= 34, attest[attest.count - 34] == 0, attest[attest.count - 33] == 32 else { return nil }
+        return Array(attest.suffix(32))
     }
 
     /// Marks the node with its cluster ID: one TPM2_PCR_Event of the 32-byte ID into PCR 15, so that

@@ -94,6 +94,22 @@ import Glibc
                 "an edited PCR value verified")
     }
 
+    @Test func rsaAttestationKeyQuotesValidate() throws {
+        let tpm = try SoftwareTPM()
+        let keyd = try Self.keyd(tpm, ["tpm-ak-algorithm = rsa-2048", "tpm-ak-handle = 0x81010a58"])
+        let ak = try #require(try Self.tpmStatus(keyd)["attestationKey"] as? [String: Any])
+        #expect(ak["algorithm"] as? String == "rsa-2048" && ak["handle"] as? String == "0x81010a58")
+        let pem = try #require(ak["publicKeyPEM"] as? String)
+        let der = try #require(Data(base64Encoded: pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()))
+        #expect(der.count == 294, "an RSA 2048 SubjectPublicKeyInfo is 294 bytes")
+        let nonce = Self.random32()
+        let digest = Self.random32()
+        let document = try KeydConnection(path: keyd.socketPath).evidence(.native, nonce: nonce, userDataDigest: digest, asAdmin: false).document
+        let policy = TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [Array(SHA256.hash(data: der))]), eventLogCheck: .skip)
+        let report = try TPMEvidenceValidator.validate(native: document, nonce: nonce, userDataDigest: digest, policy: policy, at: Date())
+        #expect(report.isValid, "\(report.failures)")
+    }
+
     @Test func constellationDocumentCarriesTheGoTPMToolsFieldsAndBinding() throws {
         let tpm = try SoftwareTPM()
         let keyd = try Self.keyd(tpm)

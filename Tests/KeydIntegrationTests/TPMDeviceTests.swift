@@ -99,6 +99,17 @@ import Glibc
         #expect(try device.loadedHandleCounts() == (0, 0))
     }
 
+    @Test("one PCR_Event of the cluster ID gives Constellation's PCR 15: SHA-256(0^32 || SHA-256(clusterID))")
+    func clusterIDMarking() throws {
+        let tpm = try SoftwareTPM()
+        let device = try TPMDevice(tcti: tpm.tcti)
+        let clusterID = (0..<32).map { UInt8($0 * 3) }
+        #expect(try device.readPCRs(PCRSelection([15])!)[15] == [UInt8](repeating: 0, count: 32))
+        try device.pcrEvent(index: 15, data: clusterID)
+        let expected = Array(SHA256.hash(data: [UInt8](repeating: 0, count: 32) + Array(SHA256.hash(data: clusterID))))
+        #expect(try device.readPCRs(PCRSelection([15])!)[15] == expected)
+    }
+
     @Test("an unknown or unnamed TCTI is refused; a TCTI with nothing behind it fails clearly")
     func badTCTI() {
         #expect(throws: SystemError.self) { try TPMDevice(tcti: "") }
