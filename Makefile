@@ -53,9 +53,11 @@ bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unloc
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product statedisk-bench
+	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product tpm-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product attestation-bench
 	bin=$$($(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --show-bin-path); \
 	"$$bin/keyd-bench" --keyd "$$bin/keyd"; \
+	"$$bin/tpm-bench" --keyd "$$bin/keyd"; \
 	if [[ -d ../shared/testdata ]]; then "$$bin/attestation-bench"; else echo "attestation-bench skipped: no ../shared/testdata"; fi; \
 	if [[ $$(id -u) == 0 ]]; then "$$bin/statedisk-bench"; else echo "statedisk-bench skipped: needs root"; fi
 

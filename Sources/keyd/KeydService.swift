@@ -348,19 +348,21 @@ final class KeydService {
 // MARK: - TPM
 
 extension KeydService {
-    /// Attaches the TPM after start-up: records what was found and unseals a stored KEK, which
-    /// puts keyd in `holdingKEK`; a KEK that does not unseal leaves keyd in `awaitingKEK`, said in
-    /// the log and the audit record.
-    func attach(_ tpm: TPMService) {
+    /// Attaches the TPM after start-up and returns what was found, for the `keyd.start` record.
+    func attach(_ tpm: TPMService) -> [(key: String, value: String)] {
         self.tpm = tpm
         if tpm.available {
             Log.info("TPM ready", ["tpm.tcti": tpm.tcti, "tpm.ak": tpm.keySummary.map { "\($0.key)=\($0.value)" }.joined(separator: " ")])
-            auditLifecycle("tpm.open", detail: tpm.keySummary)
-        } else {
-            Log.warning("No TPM: evidence and sealing unavailable", ["tpm.tcti": tpm.tcti, "error": tpm.unavailableReason ?? ""])
-            audit("tpm.open", granted: false, status: .tpmUnavailable, peer: keydIdentity,
-                  detail: [("tpm.tcti", tpm.tcti), ("reason", tpm.unavailableReason ?? "")])
+            return tpm.keySummary
         }
+        Log.warning("No TPM: evidence and sealing unavailable", ["tpm.tcti": tpm.tcti, "error": tpm.unavailableReason ?? ""])
+        return [("tpm.available", "false"), ("tpm.tcti", tpm.tcti), ("tpm.reason", tpm.unavailableReason ?? "")]
+    }
+
+    /// Unseals a stored KEK, which puts keyd in `holdingKEK`; a KEK that does not unseal leaves keyd
+    /// in `awaitingKEK`, said in the log and the audit record.
+    func unsealStoredKEK() {
+        guard let tpm else { return }
         let reason = tpm.unsealAtStart { unsealed in
             kek = consume unsealed
             phase = .holdingKEK

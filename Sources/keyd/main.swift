@@ -112,7 +112,7 @@ func run(_ options: Options) throws(KeydError) {
         diskProfile: configuration.diskProfile)
     let tpm = TPMService(configuration: configuration, tcti: options.tcti ?? configuration.tpmTCTI, stateDirectory: options.stateDirectory)
     let hardening = try harden()
-    service.attach(tpm)
+    let tpmFacts = service.attach(tpm)
 
     let classifier = PeerClassifier(
         trustdUIDs: configuration.trustdUIDs, trustdGIDs: configuration.trustdGIDs,
@@ -120,7 +120,8 @@ func run(_ options: Options) throws(KeydError) {
     let loop = EventLoop(
         listeners: listeners, signals: signals, service: service, classifier: classifier,
         maxConnections: configuration.maxConnections, frameTimeoutMilliseconds: configuration.frameTimeoutMilliseconds)
-    service.auditLifecycle("keyd.start", detail: [("version", KeydService.version), ("socketActivated", "\(activated)")])
+    service.auditLifecycle("keyd.start", detail: [("version", KeydService.version), ("socketActivated", "\(activated)")] + tpmFacts)
+    service.unsealStoredKEK()
     Log.notice(
         "keyd ready", ["version": KeydService.version, "socket.activated": "\(activated)", "hardening": hardening,
                        "state.dir": options.stateDirectory])

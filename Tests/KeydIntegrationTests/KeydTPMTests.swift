@@ -142,7 +142,7 @@ import Glibc
         let first = try Self.keyd(tpm)
         let firstName = try #require((try Self.tpmStatus(first)["attestationKey"] as? [String: Any])?["name"] as? String)
         let before = try #require(((try Self.tpmStatus(first)["pcrs"] as? [String: Any])?["sha256"] as? [String: String])?["16"])
-        #expect(first.auditLines.contains { $0.contains("\"tpm.open\"") && $0.contains("\"tpm.ak.created\":\"true\"") })
+        #expect(first.auditLines.contains { $0.contains("\"keyd.start\"") && $0.contains("\"tpm.ak.created\":\"true\"") })
         first.stop()
         // While keyd is stopped, something extends PCR 16 (swtpm serves one client at a time).
         let extended = try tpm.tool("tpm2_pcrextend", ["16:sha256=" + String(repeating: "ab", count: 32)])
