@@ -45,7 +45,7 @@ struct EvidenceDocumentTests {
         #expect(report.failures.map(\.policy) == failing, "\(name)")
     }
 
-    @Test("a native document with a firmware event log that does not match the quote names the PCRs")
+    @Test("a native document with a firmware event log that does not match the quote names the PCRs", .needsTestData)
     func nativeEventLogMismatch() throws {
         let quote = try SwtpmQuotes.get().ecc
         let log = try TestData.bytes("tpm-eventlogs/crypto_agile_eventlog")
