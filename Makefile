@@ -44,7 +44,7 @@ check-imports: build ## Prove the import-rule check bites, then check keyd's clo
 test: deps build check-imports ## Build, check keyd's imports, run every test (CI runs this)
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
 
-demo: deps ## Start keyd in a temp dir and drive it with keydctl
+demo: deps ## Start swtpm and keyd in a temp dir and drive them with keydctl (TPM quote, KEK, state-disk image)
 	$(SWIFT) build $(SWIFT_FLAGS) --product keyd
 	$(SWIFT) build $(SWIFT_FLAGS) --product keydctl
 	scripts/demo
