@@ -81,6 +81,8 @@ let package = Package(
             name: "AttestationBench", dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")]
         ),
 
+        // Test harness shared by the integration and attestation tests: posix_spawn children, swtpm.
+        .target(name: "AsterismTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
         .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol"]),
         .testTarget(name: "KeydPlatformTests", dependencies: ["KeydPlatform", "KeydCore", "CKeydShims", "CCap", "CTSS2", "CCryptsetup"]),
@@ -90,13 +92,14 @@ let package = Package(
         .testTarget(
             name: "KeydIntegrationTests",
             dependencies: [
-                "KeydClient", "KeydProtocol", "KeydPlatform", "Attestation", .product(name: "Crypto", package: "swift-crypto"),
+                "KeydClient", "KeydProtocol", "KeydPlatform", "Attestation", "AsterismTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .testTarget(
             name: "AttestationTests",
             dependencies: [
-                "Attestation", "AsterismCLI", .product(name: "Crypto", package: "swift-crypto"),
+                "Attestation", "AsterismCLI", "AsterismTestSupport", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
             ]
         ),

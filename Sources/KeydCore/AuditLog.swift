@@ -529,8 +529,8 @@ public enum AuditJSON {
 
 private let hexDigits = Array("0123456789abcdef".utf8)
 
-/// Lowercase hexadecimal of `bytes`, for hashes (never for secrets).
-func lowercaseHex(_ bytes: some Sequence<UInt8>) -> String {
+/// Lowercase hexadecimal of `bytes`, for hashes, names and PCR values (never for secrets).
+public func lowercaseHex(_ bytes: some Sequence<UInt8>) -> String {
     var out: [UInt8] = []
     for byte in bytes {
         out.append(hexDigits[Int(byte >> 4)])

@@ -352,7 +352,7 @@ extension KeydService {
     func attach(_ tpm: TPMService) -> [(key: String, value: String)] {
         self.tpm = tpm
         if tpm.available {
-            Log.info("TPM ready", ["tpm.tcti": tpm.tcti, "tpm.ak": tpm.keySummary.map { "\($0.key)=\($0.value)" }.joined(separator: " ")])
+            Log.info("TPM ready", ["tpm": tpm.keySummary.map { "\($0.key)=\($0.value)" }.joined(separator: " ")])
             return tpm.keySummary
         }
         Log.warning("No TPM: evidence and sealing unavailable", ["tpm.tcti": tpm.tcti, "error": tpm.unavailableReason ?? ""])

@@ -78,7 +78,7 @@ final class TPMService {
         guard let key else { return [("tpm.available", "false")] }
         return [
             ("tpm.tcti", tcti), ("tpm.ak.algorithm", key.algorithm.rawValue), ("tpm.ak.handle", "0x" + String(key.persistentHandle, radix: 16)),
-            ("tpm.ak.name", hex(key.name)), ("tpm.ak.created", "\(key.created)"),
+            ("tpm.ak.name", lowercaseHex(key.name)), ("tpm.ak.created", "\(key.created)"),
         ]
     }
 
@@ -99,12 +99,10 @@ final class TPMService {
             // in between makes them disagree, so quote again (an extend is rare; three tries are plenty).
             for _ in 0..<3 {
                 let quote = try device.quote(key: key, qualifyingData: qualifyingData, selection: selection)
-                let after = try device.readPCRs(selection)
-                guard Self.quotedPCRDigest(quote.attest) == EvidenceBinding.pcrDigest(selection.indices.map { after[$0] ?? [] }) else {
-                    continue
-                }
+                let values = try device.readPCRs(selection)
+                let pcrs = selection.indices.map { (index: $0, value: values[$0] ?? []) }
+                guard Self.quotedPCRDigest(quote.attest) == EvidenceBinding.pcrDigest(pcrs.map(\.value)) else { continue }
                 evidenceIssued &+= 1
-                let pcrs = selection.indices.map { (index: $0, value: after[$0] ?? []) }
                 let document: [UInt8]
                 switch request.variant {
                 case .native:
@@ -223,9 +221,9 @@ final class TPMService {
                 }
             members.append(
                 "\"attestationKey\":{\"algorithm\":\"\(key.algorithm.rawValue)\",\"handle\":\"0x\(String(key.persistentHandle, radix: 16))\","
-                    + "\"name\":\"\(hex(key.name))\",\"publicKeyPEM\":\(AuditJSON.quoted(SubjectPublicKeyInfo.pem(spki)))}")
+                    + "\"name\":\"\(lowercaseHex(key.name))\",\"publicKeyPEM\":\(AuditJSON.quoted(SubjectPublicKeyInfo.pem(spki)))}")
             if let values = try? device.readPCRs(selection) {
-                let pcrs = selection.indices.map { "\"\($0)\":\"\(hex(values[$0] ?? []))\"" }.joined(separator: ",")
+                let pcrs = selection.indices.map { "\"\($0)\":\"\(lowercaseHex(values[$0] ?? []))\"" }.joined(separator: ",")
                 members.append("\"pcrs\":{\"sha256\":{\(pcrs)}}")
             }
             if let counts = try? device.loadedHandleCounts() {
@@ -238,15 +236,4 @@ final class TPMService {
         members.append("\"evidenceIssued\":\(evidenceIssued)")
         return "{" + members.joined(separator: ",") + "}"
     }
-}
-
-/// Lowercase hexadecimal.
-func hex(_ bytes: some Sequence<UInt8>) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var text: [UInt8] = []
-    for byte in bytes {
-        text.append(digits[Int(byte >> 4)])
-        text.append(digits[Int(byte & 0x0F)])
-    }
-    return String(decoding: text, as: UTF8.self)
 }

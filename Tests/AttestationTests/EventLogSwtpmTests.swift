@@ -12,32 +12,8 @@ struct EventLogSwtpmTests {
     @Test("replay matches the TPM's own extends", arguments: logs)
     func replayMatchesTPM(name: String) throws {
         let log = try TCGEventLog(bytes: try TestData.bytes("tpm-eventlogs/" + name))
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("attest-replay-\(getpid())-\(name)").path
-        try FileManager.default.createDirectory(atPath: directory + "/state", withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let port = try SwtpmQuotes.freePortPair()
-        let logFD = open(directory + "/swtpm.log", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        defer { close(logFD) }
-        let swtpm = try Spawn.start("/usr/bin/swtpm", [
-            "socket", "--tpm2", "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1", "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1",
-            "--tpmstate", "dir=\(directory)/state", "--flags", "not-need-init,startup-clear",
-        ], stdoutFD: logFD, stderrFD: logFD)
-        defer {
-            kill(swtpm, SIGTERM)
-            _ = Spawn.wait(swtpm)
-        }
-        var environment = ProcessInfo.processInfo.environment
-        environment["TPM2TOOLS_TCTI"] = "swtpm:host=127.0.0.1,port=\(port)"
-        func tool(_ name: String, _ arguments: [String]) throws -> String {
-            var last = CommandResult(status: -1, stdout: "", stderr: "")
-            for _ in 0..<50 {
-                last = try Spawn.run("/usr/bin/" + name, arguments, environment: environment)
-                if last.status == 0 { return last.stdout }
-                if !last.stderr.contains("onnect") { break }
-                usleep(100_000)
-            }
-            throw HarnessError("\(name) exited \(last.status): \(last.stderr)")
-        }
+        let tpm = try SoftwareTPM()
+        func tool(_ name: String, _ arguments: [String]) throws -> String { try tpm.run(name, arguments) }
         // The TPM starts at locality 0; a log from locality 3 starts PCR 0 elsewhere, so leave PCR 0 out then.
         let banks = [(TPMAlgorithm.sha1, "sha1"), (.sha256, "sha256")].filter { log.algorithms[$0.0] != nil }
         let measured = log.events.filter { $0.type != TCGEventLog.noAction && !(log.startupLocality != 0 && $0.pcr == 0) }

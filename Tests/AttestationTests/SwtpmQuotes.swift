@@ -54,31 +54,10 @@ struct SwtpmQuotes: Sendable {
     private static func make() throws -> SwtpmQuotes {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("attest-swtpm-\(getpid())").path
         try? FileManager.default.removeItem(atPath: directory)
-        try FileManager.default.createDirectory(atPath: directory + "/state", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let port = try freePortPair()
-        let log = open(directory + "/swtpm.log", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        defer { close(log) }
-        let swtpm = try Spawn.start("/usr/bin/swtpm", [
-            "socket", "--tpm2", "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1", "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1",
-            "--tpmstate", "dir=\(directory)/state", "--flags", "not-need-init,startup-clear",
-        ], stdoutFD: log, stderrFD: log)
-        defer {
-            kill(swtpm, SIGTERM)
-            _ = Spawn.wait(swtpm)
-        }
-        var environment = ProcessInfo.processInfo.environment
-        environment["TPM2TOOLS_TCTI"] = "swtpm:host=127.0.0.1,port=\(port)"
-        func tool(_ name: String, _ arguments: [String]) throws {
-            var last = CommandResult(status: -1, stdout: "", stderr: "")
-            for _ in 0..<50 {  // swtpm may still be starting
-                last = try Spawn.run("/usr/bin/" + name, arguments, environment: environment)
-                if last.status == 0 { return }
-                if !last.stderr.contains("onnect") { break }
-                usleep(100_000)
-            }
-            throw HarnessError("\(name) \(arguments.joined(separator: " ")) exited \(last.status): \(last.stderr)")
-        }
+        let tpm = try SoftwareTPM()
+        func tool(_ name: String, _ arguments: [String]) throws { try tpm.run(name, arguments) }
         func flush() throws {
             try tool("tpm2_flushcontext", ["-t"])
             try tool("tpm2_flushcontext", ["-s"])
@@ -133,28 +112,6 @@ struct SwtpmQuotes: Sendable {
     private static func read(_ path: String) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: path) else { throw HarnessError("cannot read \(path)") }
         return Array(data)
-    }
-
-    /// A TCP port P with P+1 also free on 127.0.0.1.
-    static func freePortPair() throws -> Int {
-        for _ in 0..<200 {
-            let port = Int.random(in: 20_000...60_000)
-            if isFree(port) && isFree(port + 1) { return port }
-        }
-        throw HarnessError("no free port pair")
-    }
-
-    private static func isFree(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
     }
 }
 

@@ -1,3 +1,5 @@
+// The shared harness (Spawn, SoftwareTPM, HarnessError) is visible to every file of this target.
+@_exported import AsterismTestSupport
 import Foundation
 import Testing
 

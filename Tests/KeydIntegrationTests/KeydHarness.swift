@@ -1,3 +1,5 @@
+// The shared harness (Spawn, runCommand, SoftwareTPM) is visible to every file of this target.
+@_exported import AsterismTestSupport
 import Foundation
 import KeydClient
 import KeydProtocol
@@ -24,18 +26,6 @@ enum BuiltProducts {
 
     static var keyd: String { directory + "/keyd" }
     static var keydctl: String { directory + "/keydctl" }
-}
-
-/// Runs a command to completion and captures its output.
-struct CommandResult {
-    let status: Int32
-    let stdout: String
-    let stderr: String
-}
-
-@discardableResult
-func runCommand(_ path: String, _ arguments: [String], stdin: Data? = nil) throws -> CommandResult {
-    try Spawn.run(path, arguments, stdin: stdin)
 }
 
 /// A real keyd process on sockets in a fresh temporary directory, stopped when the test ends.
@@ -154,11 +144,6 @@ final class KeydHarness {
         try? FileManager.default.removeItem(atPath: directory)
         return exitStatus
     }
-}
-
-struct HarnessError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }
 
 /// A raw client socket for hostile tests: sends arbitrary bytes, reads whatever comes back.

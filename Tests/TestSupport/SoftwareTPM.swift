@@ -1,32 +1,24 @@
 import Foundation
-import Testing
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-extension Trait where Self == ConditionTrait {
-    /// The test starts its own software TPM (`swtpm`, installed by scripts/install-deps).
-    static var needsSwtpm: Self {
-        .enabled(if: access("/usr/bin/swtpm", X_OK) == 0, "needs swtpm (scripts/install-deps installs it)")
-    }
-}
 
 /// A `swtpm` started for one test on a free loopback port pair, its state in a temporary directory
 /// that survives `stop()` so the same TPM can be started again (a "reboot" keeps persistent keys).
 ///
 /// swtpm serves one TCP client at a time: while keyd holds its connection, tpm2-tools must wait,
 /// so tests stop keyd before they use the tools on the same TPM.
-final class SoftwareTPM {
+public final class SoftwareTPM {
     /// The state directory (`--tpmstate dir=`).
-    let stateDirectory: String
+    public let stateDirectory: String
     /// The server port; the control port is the next one.
-    private(set) var port: UInt16 = 0
+    public private(set) var port: UInt16 = 0
     private var pid: pid_t = 0
     private var logFD: Int32 = -1
 
     /// Makes a fresh TPM and starts it.
-    init() throws {
+    public init() throws {
         var template = Array("/tmp/swtpm-it-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw HarnessError("mkdtemp: errno \(errno)") }
         stateDirectory = String(cString: made)
@@ -39,10 +31,10 @@ final class SoftwareTPM {
     }
 
     /// The TCTI string for keyd (`--tcti`) and tpm2-tools (`TPM2TOOLS_TCTI`).
-    var tcti: String { "swtpm:host=127.0.0.1,port=\(port)" }
+    public var tcti: String { "swtpm:host=127.0.0.1,port=\(port)" }
 
     /// Starts swtpm (again) on a free port pair, with the TPM powered on and started up.
-    func start() throws {
+    public func start() throws {
         precondition(pid == 0, "swtpm already running")
         logFD = open(stateDirectory + "/swtpm.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         defer { close(logFD) }
@@ -73,7 +65,7 @@ final class SoftwareTPM {
 
     /// Stops swtpm (its state stays for a later `start()`). swtpm finishes serving a connected
     /// client before it honours SIGTERM, so after 3 s it gets SIGKILL.
-    func stop() {
+    public func stop() {
         guard pid != 0 else { return }
         kill(pid, SIGTERM)
         for _ in 0..<300 where Spawn.isRunning(pid) { usleep(10_000) }
@@ -83,8 +75,20 @@ final class SoftwareTPM {
     }
 
     /// Runs a tpm2-tools command against this TPM.
-    func tool(_ name: String, _ arguments: [String]) throws -> CommandResult {
-        try runCommand("/usr/bin/env", ["TPM2TOOLS_TCTI=\(tcti)", "/usr/bin/" + name] + arguments)
+    public func tool(_ name: String, _ arguments: [String]) throws -> CommandResult {
+        var environment = ProcessInfo.processInfo.environment
+        environment["TPM2TOOLS_TCTI"] = tcti
+        return try Spawn.run("/usr/bin/" + name, arguments, environment: environment)
+    }
+
+    /// Runs a tpm2-tools command that must succeed; its standard output.
+    @discardableResult
+    public func run(_ name: String, _ arguments: [String]) throws -> String {
+        let result = try tool(name, arguments)
+        guard result.status == 0 else {
+            throw HarnessError("\(name) \(arguments.joined(separator: " ")) exited \(result.status): \(result.stderr)")
+        }
+        return result.stdout
     }
 
     /// Whether a TCP connection to 127.0.0.1:`port` succeeds.

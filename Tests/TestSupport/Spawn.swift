@@ -4,15 +4,15 @@ import Foundation
 import Glibc
 #endif
 
-/// Child processes through posix_spawn and waitpid on their own pid (copied from KeydIntegrationTests).
+/// Child processes through posix_spawn and waitpid on their own pid, for every test target.
 ///
 /// Foundation's `Process` learns of exits through SIGCHLD handling that Swift Testing's
 /// exit-test support interferes with (a finished child stays a zombie and the test hangs), so
 /// the integration tests spawn and reap their children themselves.
-enum Spawn {
+public enum Spawn {
     /// Starts `path` with `arguments`; stdin from `/dev/null` unless `stdinFD` is given,
     /// stdout and stderr to the given descriptors. Every other descriptor is closed in the child.
-    static func start(_ path: String, _ arguments: [String], stdinFD: Int32? = nil, stdoutFD: Int32, stderrFD: Int32,
+    public static func start(_ path: String, _ arguments: [String], stdinFD: Int32? = nil, stdoutFD: Int32, stderrFD: Int32,
                       environment: [String: String]? = nil) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -28,16 +28,18 @@ enum Spawn {
         defer { argv.forEach { free($0) } }
         let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { env.forEach { free($0) } }
-        // Test threads block signals; without a reset the child inherits that mask and ignores SIGTERM.
+        // Swift Testing's threads block signals, and a spawned child inherits the mask: swtpm would then
+        // ignore SIGTERM. Start every child with an empty mask and default dispositions.
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGTERM, SIGINT, SIGPIPE, SIGCHLD] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
         let result = posix_spawn(&pid, path, &actions, &attributes, argv, env)
@@ -46,7 +48,7 @@ enum Spawn {
     }
 
     /// Waits for `pid` and returns its exit status (128 + signal when killed).
-    static func wait(_ pid: pid_t) -> Int32 {
+    public static func wait(_ pid: pid_t) -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {
             if errno != EINTR { return -1 }
@@ -56,13 +58,15 @@ enum Spawn {
     }
 
     /// Whether `pid` has not exited yet (without reaping it).
-    static func isRunning(_ pid: pid_t) -> Bool {
+    public static func isRunning(_ pid: pid_t) -> Bool {
         var info = siginfo_t()
         return waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info._sifields._sigchld.si_pid == 0
     }
 
     /// Runs a command to completion, feeding `stdin` and capturing both outputs.
-    static func run(_ path: String, _ arguments: [String], stdin: Data? = nil, environment: [String: String]? = nil) throws -> CommandResult {
+    public static func run(
+        _ path: String, _ arguments: [String], stdin: Data? = nil, environment: [String: String]? = nil
+    ) throws -> CommandResult {
         var inPipe: [Int32] = [0, 0]
         var outPipe: [Int32] = [0, 0]
         var errPipe: [Int32] = [0, 0]
@@ -117,14 +121,30 @@ enum Spawn {
 }
 
 /// Output of a finished command.
-struct CommandResult {
-    let status: Int32
-    let stdout: String
-    let stderr: String
+public struct CommandResult: Sendable {
+    /// Exit status (128 + signal when killed).
+    public let status: Int32
+    /// Standard output, decoded as UTF-8.
+    public let stdout: String
+    /// Standard error, decoded as UTF-8.
+    public let stderr: String
+
+    /// Makes a result.
+    public init(status: Int32, stdout: String, stderr: String) {
+        self.status = status
+        self.stdout = stdout
+        self.stderr = stderr
+    }
+}
+
+/// Runs a command to completion and captures its output.
+@discardableResult
+public func runCommand(_ path: String, _ arguments: [String], stdin: Data? = nil) throws -> CommandResult {
+    try Spawn.run(path, arguments, stdin: stdin)
 }
 
 /// A test set-up failure with its reason.
-struct HarnessError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct HarnessError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
