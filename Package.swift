@@ -26,6 +26,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.0"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.0"),
     ],
     targets: [
         // keyd's wire format: frames, requests, limits, status codes. Standard library only.
@@ -76,6 +82,34 @@ let package = Package(
             dependencies: ["Attestation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(name: "asterism", dependencies: ["AsterismCLI"]),
+        // Attested TLS, pure part: attested certificates, variants, nonce codec and their verifier.
+        .target(
+            name: "ATLS",
+            dependencies: [
+                "Attestation", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
+        // aTLS over NIOSSL (per-ClientHello certificates, verification callback) and the gRPC transports built on it.
+        .target(
+            name: "ATLSTransport",
+            dependencies: [
+                "ATLS", "Attestation", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // Generated protobuf and gRPC code (scripts/generate-protos); Constellation's schemas plus Asterism's fields.
+        .target(
+            name: "AsterismProto",
+            dependencies: [
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"), .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ],
+            exclude: ["Protos"]
+        ),
         // `make bench`: quote, SEV-SNP report and event-log validations per second.
         .executableTarget(
             name: "AttestationBench", dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")]

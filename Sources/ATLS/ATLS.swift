@@ -1,0 +1,1 @@
+/// Attested TLS: certificates that carry attestation evidence bound to their key.

@@ -1,0 +1,1 @@
+/// aTLS over NIOSSL and the gRPC transports that use it.

@@ -1,0 +1,1 @@
+// Placeholder until the first generated file lands (scripts/generate-protos).
