@@ -1,1 +1,0 @@
-// Placeholder until the first generated file lands (scripts/generate-protos).
