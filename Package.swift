@@ -118,6 +118,14 @@ let package = Package(
         // Test harness shared by the integration and attestation tests: posix_spawn children, swtpm.
         .target(name: "AsterismTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
+        .testTarget(
+            name: "AsterismProtoTests",
+            dependencies: [
+                "AsterismProto", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+            ]
+        ),
         .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol"]),
         .testTarget(name: "KeydPlatformTests", dependencies: ["KeydPlatform", "KeydCore", "CKeydShims", "CCap", "CTSS2", "CCryptsetup"]),
         .testTarget(

@@ -1,1 +1,0 @@
-/// Attested TLS: certificates that carry attestation evidence bound to their key.

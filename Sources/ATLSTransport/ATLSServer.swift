@@ -1,0 +1,158 @@
+import ATLS
+import Attestation
+import Crypto
+import FoundationEssentials
+import NIOCore
+import NIOPosix
+import NIOSSL
+import SwiftASN1
+import X509
+
+/// The attesting server side of aTLS. For every connection it makes a TLS context of its own (so no
+/// session or ticket of another connection can resume, and a mutual server's nonce travels in that
+/// context's CA list), reads the client's nonce from the SNI, and has the evidence and certificate made
+/// on a thread pool, never on the event loop.
+public final class ATLSServer: Sendable {
+    /// What the server does.
+    public struct Configuration: Sendable {
+        /// Makes this server's attested certificates.
+        public var issuer: AttestedCertificateIssuer
+        /// Verifies client certificates; set for mutual aTLS, nil for one-way.
+        public var clientVerifier: ATLSVerifier?
+        /// TLS versions and ALPN.
+        public var tls: ATLSTLSSettings
+
+        public init(issuer: AttestedCertificateIssuer, clientVerifier: ATLSVerifier? = nil, tls: ATLSTLSSettings = ATLSTLSSettings()) {
+            self.issuer = issuer
+            self.clientVerifier = clientVerifier
+            self.tls = tls
+        }
+    }
+
+    /// The configuration.
+    public let configuration: Configuration
+    /// Where evidence, certificates and client verification run.
+    public let threadPool: NIOThreadPool
+    /// Where verified client identities are kept for request handlers (mutual aTLS).
+    public let peers: ATLSPeerRegistry
+    /// The clock for validity checks.
+    let now: @Sendable () -> Date
+
+    public init(
+        configuration: Configuration, threadPool: NIOThreadPool, peers: ATLSPeerRegistry = ATLSPeerRegistry(),
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.configuration = configuration
+        self.threadPool = threadPool
+        self.peers = peers
+        self.now = now
+    }
+
+    /// Adds the aTLS server handler in front of `channel`'s pipeline; call it from the channel
+    /// initializer, on the channel's event loop.
+    @discardableResult
+    public func addHandler(to channel: any Channel) throws -> ATLSConnection {
+        let (handler, connection) = try makeHandler(eventLoop: channel.eventLoop)
+        try channel.pipeline.syncOperations.addHandler(handler, position: .first)
+        if configuration.clientVerifier != nil {
+            let address = ATLSPeerRegistry.key(for: channel.remoteAddress)
+            let peers = self.peers
+            peers.insert(address, connection: connection)
+            channel.closeFuture.whenComplete { _ in peers.remove(address, connection: connection) }
+        }
+        return connection
+    }
+
+    /// A NIOSSL server handler for one connection, and that connection's state.
+    public func makeHandler(eventLoop: any EventLoop) throws -> (NIOSSLServerHandler, ATLSConnection) {
+        let mutual = configuration.clientVerifier
+        let serverNonce = mutual == nil ? nil : ATLSNonce.random()
+        let connection = ATLSConnection(sentNonce: serverNonce)
+        var tls = configuration.tls.baseConfiguration()
+        if let serverNonce {
+            tls.certificateVerification = .noHostnameVerification
+            tls.trustRoots = .certificates([try NonceName.certificate(serverNonce)])
+            tls.sendCANameList = true
+        }
+        let issuer = configuration.issuer
+        let pool = threadPool
+        let now = self.now
+        tls.sslContextCallback = { values, promise in
+            let nonce: ATLSNonce
+            do {
+                guard let name = values.serverHostname else { throw ATLSError.invalidNonce("the client sent no SNI") }
+                nonce = try ATLSNonce(base64: name)
+            } catch {
+                connection.recordFailure(error as? ATLSError ?? .invalidNonce("\(error)"))
+                promise.fail(error)
+                return
+            }
+            pool.runIfActive(eventLoop: promise.futureResult.eventLoop) {
+                do {
+                    return try NIOSSLContextConfigurationOverride(issuer.issue(nonce: nonce, serverNonce: serverNonce, now: now()))
+                } catch let error as ATLSError {
+                    connection.recordFailure(error)
+                    throw error
+                } catch {
+                    connection.recordFailure(.issuingFailed("\(error)"))
+                    throw error
+                }
+            }.cascade(to: promise)
+        }
+        let context = try NIOSSLContext(configuration: tls)
+        guard let verifier = mutual, let serverNonce else {
+            return (NIOSSLServerHandler(context: context), connection)
+        }
+        let handler = NIOSSLServerHandler(context: context) { certificates, promise in
+            ATLSVerification.run(
+                verifier: verifier, certificates: certificates, nonce: serverNonce, connection: connection, pool: pool, now: now, promise: promise
+            )
+        }
+        return (handler, connection)
+    }
+}
+
+/// Runs a peer-certificate verification on the thread pool and completes NIOSSL's promise.
+enum ATLSVerification {
+    static func run(
+        verifier: ATLSVerifier, certificates: [NIOSSLCertificate], nonce: ATLSNonce, connection: ATLSConnection,
+        pool: NIOThreadPool, now: @escaping @Sendable () -> Date, promise: EventLoopPromise<NIOSSLVerificationResult>
+    ) {
+        guard let leaf = certificates.first, let der = try? leaf.toDERBytes() else {
+            connection.recordFailure(.noPeerCertificate)
+            promise.succeed(.failed)
+            return
+        }
+        pool.runIfActive(eventLoop: promise.futureResult.eventLoop) { () -> NIOSSLVerificationResult in
+            do throws(ATLSError) {
+                let identity = try verifier.verify(certificateDER: der, nonce: nonce, at: now())
+                connection.recordPeer(identity)
+                return .certificateVerified
+            } catch {
+                connection.recordFailure(error)
+                return .failed
+            }
+        }.cascade(to: promise)
+    }
+}
+
+/// The throwaway certificate whose subject, `CN=<base64 nonce>`, becomes the one name in a mutual
+/// server's CertificateRequest certificate_authorities list, which is where Go clients read the nonce.
+enum NonceName {
+    /// Signs the name certificates; it certifies nothing and is never trusted for anything.
+    private static let key = P256.Signing.PrivateKey(compactRepresentable: false)
+
+    static func certificate(_ nonce: ATLSNonce) throws -> NIOSSLCertificate {
+        let name = try DistinguishedName { CommonName(nonce.base64) }
+        let now = Date()
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),
+            notValidBefore: now - AttestedCertificate.validityMargin, notValidAfter: now + AttestedCertificate.validityMargin,
+            issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256, extensions: Certificate.Extensions(),
+            issuerPrivateKey: Certificate.PrivateKey(key)
+        )
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        return try NIOSSLCertificate(bytes: serializer.serializedBytes, format: .der)
+    }
+}

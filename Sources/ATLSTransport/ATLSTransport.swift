@@ -1,1 +1,0 @@
-/// aTLS over NIOSSL and the gRPC transports that use it.
