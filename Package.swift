@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "tpm-bench", targets: ["TPMBench"]),
         .executable(name: "asterism", targets: ["asterism"]),
         .executable(name: "attestation-bench", targets: ["AttestationBench"]),
+        .executable(name: "atls-bench", targets: ["ATLSBench"]),
         .library(name: "KeydClient", targets: ["KeydClient"]),
         // For the nested fuzz package Tests/KeydFuzz, which can depend only on products.
         .library(name: "KeydProtocol", targets: ["KeydProtocol"]),
@@ -101,6 +102,15 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // `make bench`: handshakes/s and server CPU per handshake, plain TLS beside aTLS variants.
+        .executableTarget(
+            name: "ATLSBench",
+            dependencies: [
+                "ATLS", "ATLSTransport", "Attestation", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
+            ]
+        ),
         // Generated protobuf and gRPC code (scripts/generate-protos); Constellation's schemas plus Asterism's fields.
         .target(
             name: "AsterismProto",
@@ -118,6 +128,17 @@ let package = Package(
         // Test harness shared by the integration and attestation tests: posix_spawn children, swtpm.
         .target(name: "AsterismTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
+        .testTarget(
+            name: "ATLSTests",
+            dependencies: [
+                "ATLS", "ATLSTransport", "Attestation", "AsterismProto", "AsterismCLI", "AsterismTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
         .testTarget(
             name: "AsterismProtoTests",
             dependencies: [

@@ -1,0 +1,2 @@
+// atls-bench: placeholder until the benchmark lands.
+print("atls-bench: not yet implemented")
