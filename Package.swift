@@ -80,7 +80,11 @@ let package = Package(
         // The operator CLI's commands as a library, so tests can run them in process.
         .target(
             name: "AsterismCLI",
-            dependencies: ["Attestation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "Attestation", "ATLS", "ATLSTransport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOTLS", package: "swift-nio"),
+            ]
         ),
         .executableTarget(name: "asterism", dependencies: ["AsterismCLI"]),
         // Attested TLS, pure part: attested certificates, variants, nonce codec and their verifier.
@@ -108,7 +112,8 @@ let package = Package(
             dependencies: [
                 "ATLS", "ATLSTransport", "Attestation", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
+                .product(name: "NIOTLS", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
             ]
         ),
         // Generated protobuf and gRPC code (scripts/generate-protos); Constellation's schemas plus Asterism's fields.
@@ -133,11 +138,13 @@ let package = Package(
             dependencies: [
                 "ATLS", "ATLSTransport", "Attestation", "AsterismProto", "AsterismCLI", "AsterismTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
-            ]
+            ],
+            exclude: ["atls_crosscheck.py"]
         ),
         .testTarget(
             name: "AsterismProtoTests",

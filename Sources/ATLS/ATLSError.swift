@@ -20,8 +20,9 @@ public enum ATLSError: Error, Sendable, CustomStringConvertible, Equatable {
     case expired(notAfter: Date, now: Date)
     /// No extension's OID has a configured validator; lists the extension OIDs present.
     case noAttestation(extensionOIDs: [String])
-    /// The validator refused the evidence; the message names the failed policies.
-    case evidenceRefused(variant: String, reason: String)
+    /// The validator refused the evidence; the reason names the failed policies, the report (when the
+    /// document parsed) holds every policy's result.
+    case evidenceRefused(variant: String, reason: String, report: AttestationReport?)
     /// The evidence is valid but bound to another key than the certificate's.
     case userDataMismatch(expected: [UInt8], actual: [UInt8])
     /// Mutual aTLS: the server's certificate carries no nonce for the client to attest to.
@@ -40,7 +41,7 @@ public enum ATLSError: Error, Sendable, CustomStringConvertible, Equatable {
         case .expired(let notAfter, let now): "the peer's certificate expired at \(notAfter) (now \(now))"
         case .noAttestation(let oids):
             "the peer's certificate has no extension for a configured validator (extensions: \(oids.isEmpty ? "none" : oids.joined(separator: ", ")))"
-        case .evidenceRefused(let variant, let reason): "the peer's \(variant) evidence was refused: \(reason)"
+        case .evidenceRefused(let variant, let reason, _): "the peer's \(variant) evidence was refused: \(reason)"
         case .userDataMismatch(let expected, let actual):
             "the evidence is bound to key hash \(hexString(actual)), not the certificate's key hash \(hexString(expected))"
         case .serverNonceMissing: "the server's certificate carries no nonce for the client's attestation"

@@ -80,7 +80,8 @@ public struct ATLSVerifier: Sendable {
         do {
             evidence = try chosen.validator.validate(document: chosen.document, nonce: nonce.bytes, at: time)
         } catch {
-            throw .evidenceRefused(variant: chosen.validator.variant.name, reason: error.description)
+            let report: AttestationReport? = if case .refused(_, let report) = error { report } else { nil }
+            throw .evidenceRefused(variant: chosen.validator.variant.name, reason: error.description, report: report)
         }
         let keyHash = AttestedCertificate.userData(for: key)
         guard evidence.userData == keyHash else { throw .userDataMismatch(expected: keyHash, actual: evidence.userData) }

@@ -12,7 +12,7 @@ public typealias ATLSServerTransport = HTTP2ServerTransport.Custom<ATLSListenerF
 extension ATLSServer {
     /// A gRPC server transport listening on `host`:`port` (port 0 picks a free one; read it from
     /// `listeningAddress`). Handlers of a mutual server find the client's identity with
-    /// `peers.identity(forPeer: context.peer)`.
+    /// `peers.identity(forPeer: context.remotePeer)`.
     public func grpcTransport(
         host: String, port: Int, config: ATLSServerTransport.Config = .defaults,
         eventLoopGroup: MultiThreadedEventLoopGroup = .singletonMultiThreadedEventLoopGroup

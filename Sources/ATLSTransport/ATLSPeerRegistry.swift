@@ -4,7 +4,7 @@ import Synchronization
 
 /// The attested identities of a mutual aTLS server's open connections, keyed by the peer address in
 /// gRPC's spelling (`ipv4:127.0.0.1:4711`, `ipv6:[::1]:4711`), so request handlers can ask for the
-/// identity behind `ServerContext.peer`.
+/// identity behind `ServerContext.remotePeer`.
 public final class ATLSPeerRegistry: Sendable {
     private let connections = Mutex<[String: ATLSConnection]>([:])
 

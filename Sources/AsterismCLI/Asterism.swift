@@ -2,12 +2,12 @@ import ArgumentParser
 import Attestation
 import Foundation
 
-/// The operator CLI: `asterism attestation verify snp|tpm|constellation`.
+/// The operator CLI: `asterism attestation verify snp|tpm|constellation`, `asterism atls probe`.
 public struct Asterism: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "asterism",
-        abstract: "Asterism operator tool: verify node evidence offline.",
-        subcommands: [AttestationCommand.self]
+        abstract: "Asterism operator tool: verify node evidence offline and probe attested TLS endpoints.",
+        subcommands: [AttestationCommand.self, ATLSCommand.self]
     )
 
     public init() {}
@@ -29,6 +29,7 @@ public struct Asterism: ParsableCommand {
             if exitCode(for: error) == .success { return Outcome(status: 0, stdout: message + "\n", stderr: "") }
             return Outcome(status: 2, stdout: "", stderr: message + "\n")
         }
+        if let networked = command as? OutcomeCommand { return networked.outcome() }
         guard let verifier = command as? ReportingCommand else {
             return Outcome(status: 0, stdout: helpMessage(for: type(of: command)) + "\n", stderr: "")
         }

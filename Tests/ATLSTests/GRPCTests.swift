@@ -1,0 +1,135 @@
+import ATLS
+import ATLSTransport
+import AsterismProto
+import Attestation
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Synchronization
+import Testing
+
+/// Answers GetAttestation with the request's nonce and, on a mutual server, the caller's attested key
+/// hash as read from the peer registry (so the test sees what a handler sees).
+struct IdentityEchoService: Verify_API.SimpleServiceProtocol {
+    let peers: ATLSPeerRegistry
+
+    func getAttestation(request: Verify_GetAttestationRequest, context: ServerContext) async throws -> Verify_GetAttestationResponse {
+        var response = Verify_GetAttestationResponse()
+        response.attestation = request.nonce
+        if let identity = peers.identity(forPeer: context.remotePeer) {
+            response.bootPublicKey = Data(identity.keyHash)
+        }
+        return response
+    }
+}
+
+@Suite("gRPC over aTLS")
+struct GRPCTests {
+    func run(mutual: Bool, _ body: @Sendable (ATLSServer, Int) async throws -> Void) async throws {
+        let atls = ATLSServer(
+            configuration: .init(
+                issuer: AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached),
+                clientVerifier: mutual ? TestEvidence.verifier : nil
+            ),
+            threadPool: Loopback.pool
+        )
+        let transport = atls.grpcTransport(host: "127.0.0.1", port: 0)
+        try await withGRPCServer(transport: transport, services: [IdentityEchoService(peers: atls.peers)]) { _ in
+            let address = try #require(await transport.listeningAddress?.ipv4)
+            try await body(atls, address.port)
+        }
+    }
+
+    func client(mutual: Bool) -> ATLSClient {
+        ATLSClient(
+            configuration: .init(
+                verifier: TestEvidence.verifier,
+                issuer: mutual ? AttestedCertificateIssuer(evidence: TestEvidence.constellation, keyMode: .cached) : nil
+            ),
+            threadPool: Loopback.pool
+        )
+    }
+
+    @Test("a unary RPC over one-way aTLS")
+    func unaryOneWay() async throws {
+        try await run(mutual: false) { _, port in
+            let client = client(mutual: false)
+            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) { grpc in
+                let verify = Verify_API.Client(wrapping: grpc)
+                var request = Verify_GetAttestationRequest()
+                request.nonce = Data([1, 2, 3])
+                let response = try await verify.getAttestation(request)
+                #expect(response.attestation == Data([1, 2, 3]))
+                #expect(response.bootPublicKey.isEmpty)
+            }
+        }
+    }
+
+    @Test("a unary RPC over mutual aTLS; the handler reads the client's attested identity")
+    func unaryMutual() async throws {
+        let observed = ObservedConnections()
+        try await run(mutual: true) { server, port in
+            let issuer = AttestedCertificateIssuer(evidence: TestEvidence.constellation, keyMode: .cached)
+            let client = ATLSClient(
+                configuration: .init(verifier: TestEvidence.verifier, issuer: issuer), threadPool: Loopback.pool,
+                onConnection: { observed.append($0) }
+            )
+            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) { grpc in
+                let verify = Verify_API.Client(wrapping: grpc)
+                for round in 0..<3 {
+                    var request = Verify_GetAttestationRequest()
+                    request.nonce = Data([UInt8(round)])
+                    let response = try await verify.getAttestation(request)
+                    #expect(response.attestation == Data([UInt8(round)]))
+                    let serverSaw = Array(response.bootPublicKey)
+                    #expect(serverSaw.count == 32)
+                    #expect(observed.all.contains { $0.peer != nil })
+                    #expect(try issuer.issue(nonce: .random()).keyHash == serverSaw)
+                }
+            }
+            #expect(observed.all.count >= 1)
+        }
+    }
+
+    @Test("the aTLS server transport refuses a plaintext gRPC client")
+    func plaintextRefused() async throws {
+        try await run(mutual: false) { _, port in
+            let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+            try await withGRPCClient(transport: transport) { grpc in
+                let verify = Verify_API.Client(wrapping: grpc)
+                var options = CallOptions.defaults
+                options.timeout = .seconds(5)
+                await #expect(throws: RPCError.self) {
+                    _ = try await verify.getAttestation(Verify_GetAttestationRequest(), options: options)
+                }
+            }
+        }
+    }
+
+    @Test("a client that does not trust the server's AK gets no RPC through")
+    func untrustedServer() async throws {
+        try await run(mutual: false) { _, port in
+            let other = SoftwareTPMEvidenceIssuer(format: .native)
+            let client = ATLSClient(
+                configuration: .init(verifier: ATLSVerifier(validators: [
+                    NativeTPMDocumentValidator(policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [other.akDigest]))),
+                ])),
+                threadPool: Loopback.pool
+            )
+            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) { grpc in
+                var options = CallOptions.defaults
+                options.timeout = .seconds(5)
+                await #expect(throws: RPCError.self) {
+                    _ = try await Verify_API.Client(wrapping: grpc).getAttestation(Verify_GetAttestationRequest(), options: options)
+                }
+            }
+        }
+    }
+}
+
+/// Connections a client made, collected from its `onConnection` hook.
+final class ObservedConnections: Sendable {
+    private let connections = Mutex<[ATLSConnection]>([])
+    func append(_ connection: ATLSConnection) { connections.withLock { $0.append(connection) } }
+    var all: [ATLSConnection] { connections.withLock { $0 } }
+}
