@@ -99,7 +99,7 @@ let package = Package(
         .target(
             name: "ATLSTransport",
             dependencies: [
-                "ATLS", "Attestation", .product(name: "NIOCore", package: "swift-nio"),
+                "ATLS", "Attestation", "KeydClient", "KeydProtocol", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
@@ -162,8 +162,11 @@ let package = Package(
         .testTarget(
             name: "KeydIntegrationTests",
             dependencies: [
-                "KeydClient", "KeydProtocol", "KeydPlatform", "Attestation", "AsterismTestSupport",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "KeydClient", "KeydProtocol", "KeydPlatform", "Attestation", "AsterismTestSupport", "ATLS", "ATLSTransport",
+                "AsterismCLI",
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
             ]
         ),
         .testTarget(
