@@ -91,6 +91,46 @@ struct GRPCTests {
         }
     }
 
+    @Test("a reconnect after the server restarts is a new handshake with a new nonce")
+    func reconnectGetsFreshNonce() async throws {
+        let observed = ObservedConnections()
+        let client = ATLSClient(configuration: .init(verifier: TestEvidence.verifier), threadPool: Loopback.pool, onConnection: { observed.append($0) })
+        // A port to reuse: bind once to learn a free one.
+        let probe = try await Loopback.serve(ATLSServer(configuration: .init(issuer: AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached)), threadPool: Loopback.pool))
+        let port = probe.port
+        await probe.close()
+        func serveOnce(_ body: () async throws -> Void) async throws {
+            let atls = ATLSServer(configuration: .init(issuer: AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached)), threadPool: Loopback.pool)
+            let transport = atls.grpcTransport(host: "127.0.0.1", port: port)
+            try await withGRPCServer(transport: transport, services: [IdentityEchoService(peers: atls.peers)]) { _ in
+                _ = await transport.listeningAddress
+                try await body()
+            }
+        }
+        var options = CallOptions.defaults
+        options.waitForReady = true
+        options.timeout = .seconds(20)
+        try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) { grpc in
+            let verify = Verify_API.Client(wrapping: grpc)
+            // The client learns of the restart when its connection drops; it may take a backoff round.
+            func call() async throws {
+                for attempt in 1... {
+                    do {
+                        _ = try await verify.getAttestation(Verify_GetAttestationRequest(), options: options)
+                        return
+                    } catch let error as RPCError where error.code == .unavailable && attempt < 50 {
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
+                }
+            }
+            try await serveOnce { try await call() }
+            try await serveOnce { try await call() }
+        }
+        let verified = observed.all.filter { $0.peer != nil }
+        #expect(verified.count >= 2)
+        #expect(Set(verified.compactMap(\.sentNonce)).count == verified.count, "a nonce was reused")
+    }
+
     @Test("the aTLS server transport refuses a plaintext gRPC client")
     func plaintextRefused() async throws {
         try await run(mutual: false) { _, port in

@@ -4,6 +4,7 @@ import Attestation
 import Foundation
 import NIOCore
 import NIOSSL
+import AsterismTestSupport
 import Testing
 
 /// Real handshakes over loopback between ATLSServer and ATLSClient, over TLS 1.3 and with TLS 1.2 forced.
@@ -158,5 +159,30 @@ struct HandshakeTests {
             return
         }
         #expect(reason.contains("qualifying"))
+    }
+}
+
+/// The mutual server's nonce as Go clients read it: the one CertificateRequest CA name, `CN=<base64>`,
+/// as OpenSSL's s_client prints it (an implementation that is not BoringSSL reading the wire).
+@Suite("mutual aTLS CA name read by openssl s_client")
+struct CANameTests {
+    @Test("the CertificateRequest carries exactly CN=<the server's nonce>", arguments: ["-tls1_3", "-tls1_2"])
+    func caName(version: String) async throws {
+        let atls = ATLSServer(
+            configuration: .init(issuer: AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached), clientVerifier: TestEvidence.verifier),
+            threadPool: Loopback.pool
+        )
+        let server = try await Loopback.serve(atls)
+        defer { Task { await server.close() } }
+        let sni = ATLSNonce.random().base64
+        let result = try runCommand("/usr/bin/env", [
+            "openssl", "s_client", "-connect", "127.0.0.1:\(server.port)", "-servername", sni, version, "-ign_eof",
+        ], stdin: Data())
+        let output = result.stdout + result.stderr
+        let nonce = try #require(server.lastConnection?.sentNonce)
+        let lines = output.split(separator: "\n").map(String.init)
+        let header = try #require(lines.firstIndex { $0.hasPrefix("Acceptable client certificate CA names") }, "\(output)")
+        #expect(lines[header + 1] == "CN = \(nonce.base64)")
+        #expect(!lines[header + 2].hasPrefix("CN ="), "more than one CA name")
     }
 }

@@ -95,8 +95,11 @@ def main():
     assert certificate.issuer == certificate.subject, "not self-issued"
     certificate.public_key().verify(certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(certificate.signature_hash_algorithm))
     now = datetime.datetime.now(datetime.timezone.utc)
-    assert certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc, "not valid now"
-    span = certificate.not_valid_after_utc - certificate.not_valid_before_utc
+    # cryptography >= 42 has the *_utc properties; Debian 12's 38 has naive UTC datetimes.
+    not_before = getattr(certificate, "not_valid_before_utc", None) or certificate.not_valid_before.replace(tzinfo=datetime.timezone.utc)
+    not_after = getattr(certificate, "not_valid_after_utc", None) or certificate.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    assert not_before <= now <= not_after, "not valid now"
+    span = not_after - not_before
     assert span == datetime.timedelta(hours=4), f"validity span {span}"
     assert isinstance(certificate.public_key().curve, ec.SECP256R1), "key is not P-256"
     spki = certificate.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
