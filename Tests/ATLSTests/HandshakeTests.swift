@@ -122,7 +122,7 @@ struct HandshakeTests {
         #expect(detail.contains("tpm unavailable"))
     }
 
-    @Test("mutual aTLS: both sides prove their evidence; the server registers the client's identity", arguments: versions)
+    @Test("mutual aTLS: both sides prove their evidence; the server keeps the client's identity while connected", arguments: versions)
     func mutual(version: TLSVersion) async throws {
         let atls = server(mutual: true)
         let server = try await Loopback.serve(atls)
@@ -132,7 +132,9 @@ struct HandshakeTests {
         #expect(outcome.connection?.peer?.serverNonce == server.lastConnection?.sentNonce)
         let clientIdentity = try #require(server.lastConnection?.peer)
         #expect(clientIdentity.variant == .qemuVTPM)
-        #expect(atls.peers.count >= 1)
+        // The registry forgets a connection once it closes (the gRPC test reads it while open).
+        for _ in 0..<100 where atls.peers.count > 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(atls.peers.count == 0)
     }
 
     @Test("mutual aTLS refuses a client without a certificate", arguments: versions)
@@ -182,7 +184,8 @@ struct CANameTests {
         let nonce = try #require(server.lastConnection?.sentNonce)
         let lines = output.split(separator: "\n").map(String.init)
         let header = try #require(lines.firstIndex { $0.hasPrefix("Acceptable client certificate CA names") }, "\(output)")
-        #expect(lines[header + 1] == "CN = \(nonce.base64)")
+        // s_client quotes values with characters such as '/' or '+'.
+        #expect(lines[header + 1] == "CN = \(nonce.base64)" || lines[header + 1] == "CN = \"\(nonce.base64)\"", "\(lines[header + 1])")
         #expect(!lines[header + 2].hasPrefix("CN ="), "more than one CA name")
     }
 }
