@@ -101,7 +101,7 @@ let package = Package(
             dependencies: [
                 "ATLS", "Attestation", "KeydClient", "KeydProtocol", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "NIOTLS", package: "swift-nio"), .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto"),
             ]

@@ -29,6 +29,8 @@ public enum ATLSError: Error, Sendable, CustomStringConvertible, Equatable {
     case serverNonceMissing
     /// This side could not make its own attested certificate (issuer or encoding failure).
     case issuingFailed(String)
+    /// The handshake did not complete in time; the connection was closed.
+    case handshakeTimeout(seconds: Double)
 
     public var description: String {
         switch self {
@@ -46,6 +48,7 @@ public enum ATLSError: Error, Sendable, CustomStringConvertible, Equatable {
             "the evidence is bound to key hash \(hexString(actual)), not the certificate's key hash \(hexString(expected))"
         case .serverNonceMissing: "the server's certificate carries no nonce for the client's attestation"
         case .issuingFailed(let detail): "could not make the attested certificate: \(detail)"
+        case .handshakeTimeout(let seconds): "the handshake did not complete within \(seconds) s"
         }
     }
 }

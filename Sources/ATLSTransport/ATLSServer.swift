@@ -5,6 +5,7 @@ import FoundationEssentials
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import SwiftASN1
 import X509
 
@@ -21,11 +22,17 @@ public final class ATLSServer: Sendable {
         public var clientVerifier: ATLSVerifier?
         /// TLS versions and ALPN.
         public var tls: ATLSTLSSettings
+        /// A connection whose handshake (evidence included) has not completed by then is closed.
+        public var handshakeTimeout: TimeAmount
 
-        public init(issuer: AttestedCertificateIssuer, clientVerifier: ATLSVerifier? = nil, tls: ATLSTLSSettings = ATLSTLSSettings()) {
+        public init(
+            issuer: AttestedCertificateIssuer, clientVerifier: ATLSVerifier? = nil, tls: ATLSTLSSettings = ATLSTLSSettings(),
+            handshakeTimeout: TimeAmount = .seconds(10)
+        ) {
             self.issuer = issuer
             self.clientVerifier = clientVerifier
             self.tls = tls
+            self.handshakeTimeout = handshakeTimeout
         }
     }
 
@@ -54,6 +61,7 @@ public final class ATLSServer: Sendable {
     public func addHandler(to channel: any Channel) throws -> ATLSConnection {
         let (handler, connection) = try makeHandler(eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(handler, position: .first)
+        try channel.pipeline.syncOperations.addHandler(HandshakeDeadline(timeout: configuration.handshakeTimeout, connection: connection), position: .after(handler))
         if configuration.clientVerifier != nil {
             let address = ATLSPeerRegistry.key(for: channel.remoteAddress)
             let peers = self.peers
@@ -109,6 +117,41 @@ public final class ATLSServer: Sendable {
             )
         }
         return (handler, connection)
+    }
+}
+
+/// Closes the connection when the TLS handshake has not completed in time, so a peer that sends
+/// nothing, or an issuer that hangs, cannot hold a connection forever.
+final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private let timeout: TimeAmount
+    private let connection: ATLSConnection
+    private var deadline: Scheduled<Void>?
+
+    init(timeout: TimeAmount, connection: ATLSConnection) {
+        self.timeout = timeout
+        self.connection = connection
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let connection = self.connection
+        let timeout = self.timeout
+        deadline = context.eventLoop.scheduleTask(in: timeout) {
+            connection.recordFailure(.handshakeTimeout(seconds: Double(timeout.nanoseconds) / 1e9))
+            loopBound.value.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { deadline?.cancel() }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            deadline?.cancel()
+            deadline = nil
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 }
 

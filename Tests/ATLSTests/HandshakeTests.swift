@@ -122,6 +122,29 @@ struct HandshakeTests {
         #expect(detail.contains("tpm unavailable"))
     }
 
+    @Test("a peer that sends nothing, or an issuer that hangs, is cut off at the handshake deadline")
+    func handshakeDeadline() async throws {
+        for (name, evidence) in [("silent peer", TestEvidence.native as any EvidenceIssuer), ("hanging issuer", SlowIssuer(delay: 3))] {
+            let atls = ATLSServer(
+                configuration: .init(issuer: AttestedCertificateIssuer(evidence: evidence, keyMode: .cached), handshakeTimeout: .milliseconds(300)),
+                threadPool: Loopback.pool
+            )
+            let server = try await Loopback.serve(atls)
+            let started = ContinuousClock.now
+            let outcome = name == "silent peer"
+                ? try await Loopback.connect(port: server.port) { _ in }  // TCP only: no ClientHello
+                : try await Loopback.connect(port: server.port, client(.tlsv13))
+            let waited = ContinuousClock.now - started
+            await server.close()
+            #expect(!outcome.echoed, "\(name)")
+            #expect(waited < .seconds(2.5), "\(name): closed after \(waited)")
+            guard case .handshakeTimeout? = server.lastConnection?.failure else {
+                Issue.record("\(name): \(String(describing: server.lastConnection?.failure))")
+                continue
+            }
+        }
+    }
+
     @Test("mutual aTLS: both sides prove their evidence; the server keeps the client's identity while connected", arguments: versions)
     func mutual(version: TLSVersion) async throws {
         let atls = server(mutual: true)

@@ -189,6 +189,16 @@ final class StaleNonceIssuer: EvidenceIssuer {
     }
 }
 
+/// Takes `delay` seconds per document, as a TPM under load or a stuck keyd would.
+struct SlowIssuer: EvidenceIssuer {
+    let delay: Double
+    var variant: AttestationVariant { .asterismTPM }
+    func issue(userData: [UInt8], nonce: [UInt8]) throws -> [UInt8] {
+        Thread.sleep(forTimeInterval: delay)
+        return try TestEvidence.native.issue(userData: userData, nonce: nonce)
+    }
+}
+
 /// Fails every time, as an unreachable TPM would.
 struct FailingIssuer: EvidenceIssuer {
     struct TPMDown: Error, CustomStringConvertible { var description: String { "tpm unavailable (internal detail)" } }
