@@ -12,7 +12,7 @@ SWIFT_FLAGS := $(if $(SCRATCH),--scratch-path $(SCRATCH))
 RELEASE_FLAGS := -c release --static-swift-stdlib
 
 FUZZ_DIR := Tests/KeydFuzz
-FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession FuzzTPMAttest FuzzTPMPublic FuzzTPMSignature FuzzEventLog FuzzSNPReport FuzzEvidenceDocuments
+FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession FuzzTPMAttest FuzzTPMPublic FuzzTPMSignature FuzzEventLog FuzzSNPReport FuzzEvidenceDocuments FuzzATLSCertificate
 FUZZ_SECONDS ?= 60
 # Swift 6.3 on Linux needs both sanitizer spellings and --product (Tests/KeydFuzz/README.md):
 # --sanitize stops SwiftPM renaming main, -Xswiftc keeps coverage on rebuilds, --product keeps

@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "KeydProtocol", targets: ["KeydProtocol"]),
         .library(name: "KeydCore", targets: ["KeydCore"]),
         .library(name: "Attestation", targets: ["Attestation"]),
+        .library(name: "ATLS", targets: ["ATLS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),

@@ -9,16 +9,10 @@ public struct NativeTPMDocumentValidator: EvidenceValidator {
     public init(policy: TPMQuotePolicy) { self.policy = policy }
 
     public func validate(document: [UInt8], nonce: [UInt8], at time: Date) throws(EvidenceRejection) -> ValidatedEvidence {
-        let userData: [UInt8]
-        let report: AttestationReport
-        do {
-            userData = try NativeTPMEvidenceDocument(bytes: document).userDataDigest
-            report = try TPMEvidenceValidator.validate(native: document, nonce: nonce, userDataDigest: userData, policy: policy, at: time)
-        } catch {
-            throw .malformed(variant, error)
+        try TPMDocumentValidation.run(variant) { () throws(AttestationError) in
+            let userData = try NativeTPMEvidenceDocument(bytes: document).userDataDigest
+            return (userData, try TPMEvidenceValidator.validate(native: document, nonce: nonce, userDataDigest: userData, policy: policy, at: time))
         }
-        guard report.isValid else { throw .refused(variant, report) }
-        return ValidatedEvidence(variant: variant, userData: userData, report: report, isInsecure: report.notes.contains(AKTrust.insecureNote))
     }
 }
 
@@ -32,11 +26,21 @@ public struct ConstellationVTPMValidator: EvidenceValidator {
     public init(policy: TPMQuotePolicy) { self.policy = policy }
 
     public func validate(document: [UInt8], nonce: [UInt8], at time: Date) throws(EvidenceRejection) -> ValidatedEvidence {
-        let userData: [UInt8]
-        let report: AttestationReport
+        try TPMDocumentValidation.run(variant) { () throws(AttestationError) in
+            let userData = try ConstellationVTPMDocument(json: document).userData
+            return (userData, try TPMEvidenceValidator.validate(constellation: document, nonce: nonce, userData: userData, policy: policy, at: time))
+        }
+    }
+}
+
+/// The part both TPM document validators share: a parse error is `malformed`, a failed policy `refused`.
+enum TPMDocumentValidation {
+    static func run(
+        _ variant: AttestationVariant, _ body: () throws(AttestationError) -> ([UInt8], AttestationReport)
+    ) throws(EvidenceRejection) -> ValidatedEvidence {
+        let (userData, report): ([UInt8], AttestationReport)
         do {
-            userData = try ConstellationVTPMDocument(json: document).userData
-            report = try TPMEvidenceValidator.validate(constellation: document, nonce: nonce, userData: userData, policy: policy, at: time)
+            (userData, report) = try body()
         } catch {
             throw .malformed(variant, error)
         }

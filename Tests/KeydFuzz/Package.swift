@@ -30,6 +30,11 @@ let package = Package(
         .executableTarget(name: "FuzzEventLog", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // TCG event log parse and replay
         .executableTarget(name: "FuzzSNPReport", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // SEV-SNP report and AMD certificates
         .executableTarget(name: "FuzzEvidenceDocuments", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // native and Constellation evidence documents
+        // A peer's attested certificate through the aTLS verifier, and the SNI nonce parser.
+        .executableTarget(
+            name: "FuzzATLSCertificate",
+            dependencies: [.product(name: "ATLS", package: "Asterism"), .product(name: "Attestation", package: "Asterism")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
