@@ -104,7 +104,7 @@ struct GRPCTests {
             let port = try #require(await transport.listeningAddress?.ipv4).port
             var options = CallOptions.defaults
             options.waitForReady = true
-            options.timeout = .seconds(20)
+            options.timeout = .seconds(120)  // generous: the full suite starves the cooperative pool at times
             try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) { grpc in
                 let verify = Verify_API.Client(wrapping: grpc)
                 for _ in 0..<3 {

@@ -130,14 +130,14 @@ struct HandshakeTests {
                 threadPool: Loopback.pool
             )
             let server = try await Loopback.serve(atls)
-            let started = ContinuousClock.now
+            // Without the deadline the silent connection would stay open and this would hang; the hanging
+            // issuer would finish after 3 s and the handshake succeed. (No wall-clock bound here: the
+            // whole suite shares two cores and blocking tests delay every await.)
             let outcome = name == "silent peer"
                 ? try await Loopback.connect(port: server.port) { _ in }  // TCP only: no ClientHello
                 : try await Loopback.connect(port: server.port, client(.tlsv13))
-            let waited = ContinuousClock.now - started
             await server.close()
             #expect(!outcome.echoed, "\(name)")
-            #expect(waited < .seconds(2.5), "\(name): closed after \(waited)")
             guard case .handshakeTimeout? = server.lastConnection?.failure else {
                 Issue.record("\(name): \(String(describing: server.lastConnection?.failure))")
                 continue
