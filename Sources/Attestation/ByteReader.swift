@@ -1,72 +1,100 @@
 /// A bounds-checked cursor over untrusted bytes; every read either succeeds or throws, never traps.
 struct ByteReader {
-    private(set) var bytes: ArraySlice<UInt8>
+    /// All the bytes; `position` moves through them (no slice is made until one is returned).
+    private let base: ArraySlice<UInt8>
+    private var position: Int
     /// The structure being read, for error messages.
     let what: String
-    private let start: Int
 
     init(_ bytes: ArraySlice<UInt8>, what: String) {
-        self.bytes = bytes
+        self.base = bytes
+        self.position = bytes.startIndex
         self.what = what
-        self.start = bytes.startIndex
     }
 
-    /// Bytes not yet read.
-    var remaining: Int { bytes.count }
+    /// The bytes not yet read.
+    var bytes: ArraySlice<UInt8> { base[position...] }
+    /// Number of bytes not yet read.
+    var remaining: Int { base.endIndex - position }
     /// Offset of the next byte from the start of the structure.
-    var offset: Int { bytes.startIndex - start }
+    var offset: Int { position - base.startIndex }
+
+    // Field names are autoclosures: interpolated names ("pcrs[\(index)]") cost nothing unless a read fails.
 
     /// Reads `count` bytes.
-    mutating func read(_ count: Int, _ field: String) throws(AttestationError) -> ArraySlice<UInt8> {
-        guard count >= 0, count <= bytes.count else {
-            throw .truncated("\(what).\(field)", needed: count, available: bytes.count)
+    mutating func read(_ count: Int, _ field: @autoclosure () -> String) throws(AttestationError) -> ArraySlice<UInt8> {
+        guard count >= 0, count <= remaining else {
+            throw .truncated("\(what).\(field())", needed: count, available: remaining)
         }
-        let slice = bytes.prefix(count)
-        bytes = bytes.dropFirst(count)
+        let slice = base[position..<position + count]
+        position += count
         return slice
     }
 
+    /// Moves past `count` bytes without making a slice of them.
+    mutating func skip(_ count: Int, _ field: @autoclosure () -> String) throws(AttestationError) {
+        guard count >= 0, count <= remaining else {
+            throw .truncated("\(what).\(field())", needed: count, available: remaining)
+        }
+        position += count
+    }
+
     /// Reads a big-endian unsigned integer of `T`'s width.
-    mutating func readBE<T: FixedWidthInteger & UnsignedInteger>(_: T.Type, _ field: String) throws(AttestationError) -> T {
-        let raw = try read(MemoryLayout<T>.size, field)
-        return raw.reduce(T(0)) { $0 << 8 | T($1) }
+    mutating func readBE<T: FixedWidthInteger & UnsignedInteger>(_: T.Type, _ field: @autoclosure () -> String) throws(AttestationError) -> T {
+        let size = MemoryLayout<T>.size
+        guard size <= remaining else { throw .truncated("\(what).\(field())", needed: size, available: remaining) }
+        var value: T = 0
+        for index in position..<position + size { value = value << 8 | T(base[index]) }
+        position += size
+        return value
     }
 
     /// Reads a little-endian unsigned integer of `T`'s width.
-    mutating func readLE<T: FixedWidthInteger & UnsignedInteger>(_: T.Type, _ field: String) throws(AttestationError) -> T {
-        let raw = try read(MemoryLayout<T>.size, field)
-        return raw.reversed().reduce(T(0)) { $0 << 8 | T($1) }
+    mutating func readLE<T: FixedWidthInteger & UnsignedInteger>(_: T.Type, _ field: @autoclosure () -> String) throws(AttestationError) -> T {
+        let size = MemoryLayout<T>.size
+        guard size <= remaining else { throw .truncated("\(what).\(field())", needed: size, available: remaining) }
+        var value: T = 0
+        for index in (position..<position + size).reversed() { value = value << 8 | T(base[index]) }
+        position += size
+        return value
     }
 
-    mutating func u8(_ field: String) throws(AttestationError) -> UInt8 { try readBE(UInt8.self, field) }
-    mutating func u16(_ field: String) throws(AttestationError) -> UInt16 { try readBE(UInt16.self, field) }
-    mutating func u32(_ field: String) throws(AttestationError) -> UInt32 { try readBE(UInt32.self, field) }
-    mutating func u64(_ field: String) throws(AttestationError) -> UInt64 { try readBE(UInt64.self, field) }
+    mutating func u8(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt8 { try readBE(UInt8.self, field()) }
+    mutating func u16(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt16 { try readBE(UInt16.self, field()) }
+    mutating func u32(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt32 { try readBE(UInt32.self, field()) }
+    mutating func u64(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt64 { try readBE(UInt64.self, field()) }
 
     /// Reads a TPM2B: a big-endian `u16` size at most `limit`, then that many bytes.
-    mutating func tpm2b(_ field: String, limit: Int) throws(AttestationError) -> [UInt8] {
-        let size = Int(try u16("\(field).size"))
-        guard size <= limit else { throw .lengthExceeded("\(what).\(field)", length: size, limit: limit) }
-        return Array(try read(size, field))
+    mutating func tpm2b(_ field: @autoclosure () -> String, limit: Int) throws(AttestationError) -> [UInt8] {
+        Array(try tpm2bSlice(field(), limit: limit))
+    }
+
+    /// Reads a TPM2B without copying its bytes.
+    mutating func tpm2bSlice(_ field: @autoclosure () -> String, limit: Int) throws(AttestationError) -> ArraySlice<UInt8> {
+        let size = Int(try u16("\(field()).size"))
+        guard size <= limit else { throw .lengthExceeded("\(what).\(field())", length: size, limit: limit) }
+        return try read(size, field())
     }
 
     /// Throws unless every byte was read.
     func finish() throws(AttestationError) {
-        guard bytes.isEmpty else { throw .trailingBytes(what, count: bytes.count) }
+        guard remaining == 0 else { throw .trailingBytes(what, count: remaining) }
     }
 }
 
 /// Lowercase hexadecimal of `bytes`.
 @inlinable
 public func hexString<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
-    let digits: [UInt8] = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for byte in bytes {
-        out.append(digits[Int(byte >> 4)])
-        out.append(digits[Int(byte & 0x0F)])
+    @inline(__always) func digit(_ nibble: UInt8) -> UInt8 { nibble < 10 ? nibble &+ 0x30 : nibble &+ 0x57 }
+    return String(unsafeUninitializedCapacity: bytes.count * 2) { buffer in
+        var index = 0
+        for byte in bytes {
+            buffer[index] = digit(byte >> 4)
+            buffer[index + 1] = digit(byte & 0x0F)
+            index += 2
+        }
+        return index
     }
-    return String(decoding: out, as: UTF8.self)
 }
 
 /// Bytes of a hexadecimal string (either case, optional `0x`), or nil when it is not even-length hex.

@@ -40,7 +40,32 @@ public struct NativeTPMEvidenceDocument: Hashable, Sendable {
 
     /// Parses a document, read to its exact end.
     public init(bytes input: some Collection<UInt8>) throws(AttestationError) {
-        let all = Array(input)
+        let fields = try Self.read(Array(input))
+        akPublic = Array(fields.akPublic)
+        attest = Array(fields.attest)
+        signature = Array(fields.signature)
+        pcrBank = fields.pcrBank
+        pcrs = ReportedPCRs.flat(bank: fields.pcrBank, mask: fields.pcrMask, size: 32, values: fields.pcrValues).banks[fields.pcrBank] ?? [:]
+        userDataDigest = Array(fields.userDataDigest)
+        eventLog = Array(fields.eventLog)
+    }
+
+    /// A document's fields as read: slices of its bytes, the PCR values in one flat array.
+    struct Fields {
+        let akPublic: ArraySlice<UInt8>
+        let attest: ArraySlice<UInt8>
+        let signature: ArraySlice<UInt8>
+        let pcrBank: TPMAlgorithm
+        /// Bit i set when PCR i is present.
+        let pcrMask: UInt32
+        /// The 32-byte values of the PCRs in `pcrMask`, ascending, concatenated.
+        let pcrValues: [UInt8]
+        let userDataDigest: ArraySlice<UInt8>
+        let eventLog: ArraySlice<UInt8>
+    }
+
+    /// Reads a document to its exact end, copying nothing but the PCR values.
+    static func read(_ all: [UInt8]) throws(AttestationError) -> Fields {
         var reader = ByteReader(all[...], what: "native evidence")
         let magic = try reader.read(4, "magic")
         guard magic.elementsEqual(Self.magic) else {
@@ -48,14 +73,16 @@ public struct NativeTPMEvidenceDocument: Hashable, Sendable {
         }
         let version = try reader.u16("formatVersion")
         guard version == Self.formatVersion else { throw .unsupported("native evidence formatVersion", String(version)) }
-        akPublic = try reader.tpm2b("akPublic", limit: Self.maxStructure)
-        attest = try reader.tpm2b("attest", limit: Self.maxStructure)
-        signature = try reader.tpm2b("signature", limit: Self.maxStructure)
-        pcrBank = TPMAlgorithm(rawValue: try reader.u16("pcrBank"))
+        let akPublic = try reader.tpm2bSlice("akPublic", limit: Self.maxStructure)
+        let attest = try reader.tpm2bSlice("attest", limit: Self.maxStructure)
+        let signature = try reader.tpm2bSlice("signature", limit: Self.maxStructure)
+        let pcrBank = TPMAlgorithm(rawValue: try reader.u16("pcrBank"))
         guard pcrBank == .sha256 else { throw .unsupported("native evidence pcrBank", pcrBank.description) }
         let count = Int(try reader.u8("pcrCount"))
         guard count <= 24 else { throw .lengthExceeded("native evidence.pcrCount", length: count, limit: 24) }
-        var pcrs: [Int: [UInt8]] = [:]
+        // count entries of (index, 32-byte value), back to back; read in order so errors come in document order.
+        let entriesStart = reader.offset
+        var mask: UInt32 = 0
         var previous = -1
         for _ in 0..<count {
             let index = Int(try reader.u8("pcrs.index"))
@@ -63,14 +90,26 @@ public struct NativeTPMEvidenceDocument: Hashable, Sendable {
                 throw .invalidValue("native evidence.pcrs", "index \(index) after \(previous): not strictly ascending within 0…23")
             }
             previous = index
-            pcrs[index] = Array(try reader.read(32, "pcrs[\(index)].value"))
+            mask |= 1 << UInt32(index)
+            try reader.skip(32, "pcrs[\(index)].value")
         }
-        self.pcrs = pcrs
-        userDataDigest = Array(try reader.read(32, "userDataDigest"))
+        let entries = all[entriesStart..<(entriesStart + count * 33)]
+        let values = [UInt8](unsafeUninitializedCapacity: count * 32) { buffer, initialized in
+            entries.withUnsafeBufferPointer { source in
+                for entry in 0..<count {
+                    let value = UnsafeBufferPointer(rebasing: source[(entry * 33 + 1)..<(entry * 33 + 33)])
+                    _ = UnsafeMutableBufferPointer(rebasing: buffer[(entry * 32)..<(entry * 32 + 32)]).initialize(from: value)
+                }
+            }
+            initialized = count * 32
+        }
+        let userDataDigest = try reader.read(32, "userDataDigest")
         let logSize = Int(try reader.u32("eventLog.size"))
         guard logSize <= Self.maxEventLog else { throw .lengthExceeded("native evidence.eventLog", length: logSize, limit: Self.maxEventLog) }
-        eventLog = Array(try reader.read(logSize, "eventLog"))
+        let eventLog = try reader.read(logSize, "eventLog")
         try reader.finish()
+        return Fields(akPublic: akPublic, attest: attest, signature: signature, pcrBank: pcrBank, pcrMask: mask, pcrValues: values,
+                      userDataDigest: userDataDigest, eventLog: eventLog)
     }
 
     /// The document's bytes.
@@ -96,8 +135,12 @@ public struct NativeTPMEvidenceDocument: Hashable, Sendable {
     }
 
     /// The quote's qualifying data: SHA-256(label || nonce || userDataDigest).
-    public static func qualifyingData(nonce: [UInt8], userDataDigest: [UInt8]) -> [UInt8] {
-        Array(SHA256.hash(data: qualifyingLabel + nonce + userDataDigest))
+    public static func qualifyingData(nonce: [UInt8], userDataDigest: some DataProtocol) -> [UInt8] {
+        var hasher = SHA256()
+        hasher.update(data: qualifyingLabel)
+        hasher.update(data: nonce)
+        hasher.update(data: userDataDigest)
+        return hasher.finalize().withUnsafeBytes { Array($0) }
     }
 
     /// The quote evidence the document carries.
@@ -235,15 +278,30 @@ public enum TPMEvidenceValidator {
     public static func validate(
         native document: [UInt8], nonce: [UInt8]?, userDataDigest: [UInt8], policy: TPMQuotePolicy, at time: Date
     ) throws(AttestationError) -> AttestationReport {
-        let parsed = try NativeTPMEvidenceDocument(bytes: document)
-        let evidence = try parsed.quoteEvidence()
-        var quotePolicy = policy
-        quotePolicy.expectedQualifyingData = nonce.map {
-            NativeTPMEvidenceDocument.qualifyingData(nonce: $0, userDataDigest: parsed.userDataDigest)
+        let fields = try NativeTPMEvidenceDocument.read(document)
+        // An AK the policy already prepared is reused when the document carries exactly its bytes; any other is parsed.
+        let akPublic: TPMTPublic
+        let key: Result<TPMVerificationKey, AttestationError>
+        if let prepared = policy.akTrust.preparedKey(marshaled: fields.akPublic) {
+            akPublic = prepared.akPublic
+            key = .success(prepared.verificationKey)
+        } else {
+            let parsed = try TPMTPublic(bytes: fields.akPublic)
+            akPublic = parsed
+            key = Result { () throws(AttestationError) in try TPMVerificationKey(parsed.key) }
         }
-        var report = AttestationReport(evidence: "native-tpm-document", results: [userDataResult(expected: userDataDigest, actual: parsed.userDataDigest)])
-        report.merge(TPMQuoteValidator.validate(evidence, policy: quotePolicy, context: ValidationContext(time: time)))
-        return report
+        let evidence = TPMQuoteEvidence(
+            akPublic: akPublic, attest: try TPMSAttest(bytes: fields.attest), signature: try TPMTSignature(bytes: fields.signature),
+            reportedPCRs: .flat(bank: fields.pcrBank, mask: fields.pcrMask, size: 32, values: fields.pcrValues),
+            eventLog: Array(fields.eventLog), verificationKey: key
+        )
+        let userData = Array(fields.userDataDigest)
+        let qualifying = nonce.map { NativeTPMEvidenceDocument.qualifyingData(nonce: $0, userDataDigest: userData) }
+        var results: [PolicyResult] = []
+        results.reserveCapacity(11)
+        results.append(userDataResult(expected: userDataDigest, actual: userData))
+        policy.evaluate(evidence, expectedQualifyingData: qualifying, context: ValidationContext(time: time), into: &results)
+        return TPMQuoteValidator.report("native-tpm-document", results)
     }
 
     /// Validates Constellation's qemu-vtpm document; `userData` is what the document must be bound
@@ -257,7 +315,7 @@ public enum TPMEvidenceValidator {
         if let userData {
             report.append(userDataResult(expected: userData, actual: parsed.userData))
         } else {
-            report.append(.notChecked("binding.user-data", "no user data given", [("actual", hexString(parsed.userData))]))
+            report.append(.notChecked("binding.user-data", "no user data given", [.hex("actual", parsed.userData)]))
         }
         let wanted: [TPMAlgorithm] = policy.allowSHA1 ? [.sha256, .sha1] : [.sha256]
         guard let quote = wanted.lazy.compactMap({ bank in parsed.quotes.first { ConstellationVTPMDocument.bank(ofGoHash: $0.hash) == bank } }).first,
@@ -280,7 +338,7 @@ public enum TPMEvidenceValidator {
     }
 
     private static func userDataResult(expected: [UInt8], actual: [UInt8]) -> PolicyResult {
-        let values = [("expected", hexString(expected)), ("actual", hexString(actual))]
+        let values = [PolicyResult.Value.hex("expected", expected), .hex("actual", actual)]
         return expected == actual
             ? .passed("binding.user-data", "the evidence carries the expected user data", values)
             : .failed("binding.user-data", "the evidence's user data is not the expected one", values)

@@ -15,13 +15,76 @@ public struct PolicyResult: Hashable, Sendable, Codable {
     }
 
     /// A named value involved in the decision (expected, actual, index...).
+    ///
+    /// Byte strings and numbers are kept as they are and rendered as text only when read, so a
+    /// validation that nobody prints does not pay for hex strings.
     public struct Value: Hashable, Sendable, Codable {
         public let name: String
-        public let value: String
+        private let storage: Storage
+
+        private enum Storage: Sendable {
+            case text(String)
+            /// Rendered as lowercase hex.
+            case bytes([UInt8])
+            /// Rendered as `0x` and lowercase hex.
+            case hexNumber(UInt64)
+            /// Rendered by its description.
+            case described(any CustomStringConvertible & Sendable)
+        }
+
+        /// The value as text.
+        public var value: String {
+            switch storage {
+            case .text(let text): text
+            case .bytes(let bytes): hexString(bytes)
+            case .hexNumber(let number): "0x" + String(number, radix: 16)
+            case .described(let value): value.description
+            }
+        }
 
         public init(name: String, value: String) {
             self.name = name
-            self.value = value
+            self.storage = .text(value)
+        }
+
+        private init(name: String, storage: Storage) {
+            self.name = name
+            self.storage = storage
+        }
+
+        /// A value shown as lowercase hex of `bytes`.
+        static func hex(_ name: String, _ bytes: [UInt8]) -> Self { Self(name: name, storage: .bytes(bytes)) }
+        /// A number shown as `0x` and lowercase hex.
+        static func hex(_ name: String, _ number: UInt64) -> Self { Self(name: name, storage: .hexNumber(number)) }
+        /// A value shown as `text`.
+        static func text(_ name: String, _ text: String) -> Self { Self(name: name, storage: .text(text)) }
+        /// A value shown as `value.description`, rendered when read.
+        static func described(_ name: String, _ value: some CustomStringConvertible & Sendable) -> Self {
+            Self(name: name, storage: .described(value))
+        }
+
+        public static func == (lhs: Self, rhs: Self) -> Bool {
+            guard lhs.name == rhs.name else { return false }
+            if case .bytes(let left) = lhs.storage, case .bytes(let right) = rhs.storage { return left == right }
+            return lhs.value == rhs.value
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(name)
+            hasher.combine(value)
+        }
+
+        enum CodingKeys: String, CodingKey { case name, value }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(name: try container.decode(String.self, forKey: .name), value: try container.decode(String.self, forKey: .value))
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(name, forKey: .name)
+            try container.encode(value, forKey: .value)
         }
     }
 
@@ -35,10 +98,14 @@ public struct PolicyResult: Hashable, Sendable, Codable {
     public let values: [Value]
 
     public init(policy: String, outcome: Outcome, message: String, values: [(String, String)] = []) {
+        self.init(policy: policy, outcome: outcome, message: message, values: values.map { Value(name: $0.0, value: $0.1) })
+    }
+
+    public init(policy: String, outcome: Outcome, message: String, values: [Value]) {
         self.policy = policy
         self.outcome = outcome
         self.message = message
-        self.values = values.map { Value(name: $0.0, value: $0.1) }
+        self.values = values
     }
 
     static func passed(_ policy: String, _ message: String, _ values: [(String, String)] = []) -> Self {
@@ -54,6 +121,22 @@ public struct PolicyResult: Hashable, Sendable, Codable {
     }
 
     static func notChecked(_ policy: String, _ message: String, _ values: [(String, String)] = []) -> Self {
+        Self(policy: policy, outcome: .notChecked, message: message, values: values)
+    }
+
+    static func passed(_ policy: String, _ message: String, _ values: [Value]) -> Self {
+        Self(policy: policy, outcome: .passed, message: message, values: values)
+    }
+
+    static func failed(_ policy: String, _ message: String, _ values: [Value]) -> Self {
+        Self(policy: policy, outcome: .failed, message: message, values: values)
+    }
+
+    static func warned(_ policy: String, _ message: String, _ values: [Value]) -> Self {
+        Self(policy: policy, outcome: .warned, message: message, values: values)
+    }
+
+    static func notChecked(_ policy: String, _ message: String, _ values: [Value]) -> Self {
         Self(policy: policy, outcome: .notChecked, message: message, values: values)
     }
 }
@@ -135,5 +218,20 @@ public struct PolicySet<Evidence>: Sendable {
     /// Runs every policy against `evidence`.
     public func evaluate(_ evidence: Evidence, context: ValidationContext) -> [PolicyResult] {
         policies.flatMap { $0.evaluate(evidence, context: context) }
+    }
+}
+
+/// A policy that appends its results to the caller's array, so a validator running many policies
+/// builds one array instead of one per policy.
+protocol AppendingEvidencePolicy: EvidencePolicy {
+    /// Evaluates `evidence`, appending one or more results that name this policy.
+    func evaluate(_ evidence: Evidence, context: ValidationContext, into results: inout [PolicyResult])
+}
+
+extension AppendingEvidencePolicy {
+    func evaluate(_ evidence: Evidence, context: ValidationContext) -> [PolicyResult] {
+        var results: [PolicyResult] = []
+        evaluate(evidence, context: context, into: &results)
+        return results
     }
 }

@@ -2,9 +2,10 @@ import Crypto
 import _CryptoExtras
 import FoundationEssentials
 
-/// A TPM public key made usable for verification, with its DER SubjectPublicKeyInfo.
-struct TPMVerificationKey: Sendable {
-    enum Backing {
+/// A TPM public key made usable for verification, with its DER SubjectPublicKeyInfo. A class, so the
+/// evidence and policies that share it copy one reference.
+final class TPMVerificationKey: Sendable {
+    enum Backing: Sendable {
         case p256(P256.Signing.PublicKey)
         case p384(P384.Signing.PublicKey)
         case rsa(_RSA.Signing.PublicKey)
@@ -57,14 +58,26 @@ struct TPMVerificationKey: Sendable {
         switch (backing, signature) {
         case (.p256(let key), .ecdsa(let hash, let r, let s)):
             guard r.count <= 32, s.count <= 32,
-                  let sig = try? P256.Signing.ECDSASignature(rawRepresentation: leftPad(r, to: 32) + leftPad(s, to: 32))
+                  let sig = try? P256.Signing.ECDSASignature(rawRepresentation: Self.concatenate(r, s, size: 32))
             else { return false }
-            return Self.verify(hash: hash, message: message) { key.isValidSignature(sig, for: $0) }
+            switch hash {
+            case .sha256: return key.isValidSignature(sig, for: SHA256.hash(data: message))
+            case .sha384: return key.isValidSignature(sig, for: SHA384.hash(data: message))
+            case .sha512: return key.isValidSignature(sig, for: SHA512.hash(data: message))
+            case .sha1: return key.isValidSignature(sig, for: Insecure.SHA1.hash(data: message))
+            default: return false
+            }
         case (.p384(let key), .ecdsa(let hash, let r, let s)):
             guard r.count <= 48, s.count <= 48,
-                  let sig = try? P384.Signing.ECDSASignature(rawRepresentation: leftPad(r, to: 48) + leftPad(s, to: 48))
+                  let sig = try? P384.Signing.ECDSASignature(rawRepresentation: Self.concatenate(r, s, size: 48))
             else { return false }
-            return Self.verify(hash: hash, message: message) { key.isValidSignature(sig, for: $0) }
+            switch hash {
+            case .sha256: return key.isValidSignature(sig, for: SHA256.hash(data: message))
+            case .sha384: return key.isValidSignature(sig, for: SHA384.hash(data: message))
+            case .sha512: return key.isValidSignature(sig, for: SHA512.hash(data: message))
+            case .sha1: return key.isValidSignature(sig, for: Insecure.SHA1.hash(data: message))
+            default: return false
+            }
         case (.rsa(let key), .rsassa(let hash, let bytes)):
             let sig = _RSA.Signing.RSASignature(rawRepresentation: bytes)
             return Self.verify(hash: hash, message: message) { key.isValidSignature(sig, for: $0, padding: .insecurePKCS1v1_5) }
@@ -74,6 +87,14 @@ struct TPMVerificationKey: Sendable {
         default:
             return false
         }
+    }
+
+    /// r || s, each left-padded to `size` bytes (both at most `size` long), in one allocation.
+    private static func concatenate(_ r: [UInt8], _ s: [UInt8], size: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 2 * size)
+        out.replaceSubrange((size - r.count)..<size, with: r)
+        out.replaceSubrange((2 * size - s.count)..<(2 * size), with: s)
+        return out
     }
 
     /// Hashes `message` with `hash` and hands the digest to `check`; false for an unsupported hash.
@@ -86,6 +107,67 @@ struct TPMVerificationKey: Sendable {
         default: false
         }
     }
+}
+
+/// An attestation key parsed and made usable once, to validate many quotes without parsing the key,
+/// re-encoding its SubjectPublicKeyInfo or hashing it again. An immutable value; equal when the
+/// marshaled TPMT_PUBLIC is equal.
+public struct PreparedAK: Hashable, Sendable {
+    /// Everything behind one reference: copies of a prepared AK cost one retain.
+    private final class Storage: Sendable {
+        let akPublic: TPMTPublic
+        let verificationKey: TPMVerificationKey
+
+        init(_ akPublic: TPMTPublic) throws(AttestationError) {
+            self.akPublic = akPublic
+            self.verificationKey = try TPMVerificationKey(akPublic.key)
+        }
+    }
+
+    private let storage: Storage
+
+    /// The parsed TPMT_PUBLIC (its `bytes` are the marshaled form quotes are matched against).
+    public var akPublic: TPMTPublic { storage.akPublic }
+    /// SHA-256 of the key's DER SubjectPublicKeyInfo: its allow-list digest.
+    public var keyDigest: [UInt8] { storage.verificationKey.digest }
+    /// The key made usable for verification.
+    var verificationKey: TPMVerificationKey { storage.verificationKey }
+
+    /// Prepares `akPublic`.
+    /// - Throws: ``AttestationError`` when the key is not a usable ECC or RSA key.
+    public init(_ akPublic: TPMTPublic) throws(AttestationError) {
+        storage = try Storage(akPublic)
+    }
+
+    /// Whether this key's marshaled TPMT_PUBLIC is exactly `bytes`.
+    func isMarshaled(as bytes: ArraySlice<UInt8>) -> Bool {
+        storage.akPublic.bytes.withUnsafeBytes { mine in bytes.withUnsafeBytes { theirs in equalBytes(mine, theirs) } }
+    }
+
+    /// Prepares a marshaled TPMT_PUBLIC or TPM2B_PUBLIC.
+    public init(bytes: some Collection<UInt8>) throws(AttestationError) {
+        try self.init(TPMTPublic(anyEncoding: bytes))
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.akPublic == rhs.akPublic }
+    public func hash(into hasher: inout Hasher) { hasher.combine(akPublic.bytes) }
+}
+
+/// Whether two byte buffers hold the same bytes, compared a word at a time (not constant time: public data only).
+func equalBytes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+    guard a.count == b.count else { return false }
+    var offset = 0
+    while offset + 8 <= a.count {
+        guard a.loadUnaligned(fromByteOffset: offset, as: UInt64.self) == b.loadUnaligned(fromByteOffset: offset, as: UInt64.self) else {
+            return false
+        }
+        offset += 8
+    }
+    while offset < a.count {
+        guard a[offset] == b[offset] else { return false }
+        offset += 1
+    }
+    return true
 }
 
 /// `bytes` with leading zeros added up to `size` (unchanged when already that long or longer).

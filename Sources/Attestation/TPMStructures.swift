@@ -52,10 +52,10 @@ public struct TPMAlgorithm: RawRepresentable, Hashable, Sendable, CustomStringCo
     /// Hashes `data` with this algorithm; nil when it is not a supported hash.
     func hash<D: DataProtocol>(_ data: D) -> [UInt8]? {
         switch self {
-        case .sha1: Array(Insecure.SHA1.hash(data: data))
-        case .sha256: Array(SHA256.hash(data: data))
-        case .sha384: Array(SHA384.hash(data: data))
-        case .sha512: Array(SHA512.hash(data: data))
+        case .sha1: Insecure.SHA1.hash(data: data).withUnsafeBytes { Array($0) }
+        case .sha256: SHA256.hash(data: data).withUnsafeBytes { Array($0) }
+        case .sha384: SHA384.hash(data: data).withUnsafeBytes { Array($0) }
+        case .sha512: SHA512.hash(data: data).withUnsafeBytes { Array($0) }
         default: nil
         }
     }
@@ -89,6 +89,9 @@ public struct TPMPCRSelection: Hashable, Sendable {
     public let hash: TPMAlgorithm
     /// Selected PCR indices, ascending.
     public let indices: [Int]
+
+    /// The selection as a bit mask (bit i for PCR i; indices are below 32).
+    var mask: UInt32 { indices.reduce(0) { $0 | 1 << UInt32($1) } }
 }
 
 /// TPMS_CLOCK_INFO.
@@ -162,6 +165,7 @@ public struct TPMSAttest: Hashable, Sendable {
             }
             let mask = try reader.read(size, "pcrSelections[\(bank)].pcrSelect")
             var indices: [Int] = []
+            indices.reserveCapacity(mask.reduce(0) { $0 + $1.nonzeroBitCount })
             for (byteIndex, byte) in mask.enumerated() {
                 for bit in 0..<8 where byte & (1 << bit) != 0 { indices.append(byteIndex * 8 + bit) }
             }
