@@ -23,6 +23,31 @@ public struct VerifiedSNPChain: Sendable {
     public let vcek: AMDCertificate
     /// The checks made on the chain, all passed.
     public let results: [PolicyResult]
+    /// The endorsement key prepared for Attestation's own ECDSA P-384 verification of reports.
+    let verifier: P384Verifier
+    /// The TCB components the VCEK certifies (its 1.3.6.1.4.1.3704.1.3.x extensions), in ``SNPTCB/components`` order.
+    let certifiedTCB: CertifiedTCB
+    /// The VCEK's hwID extension.
+    let hardwareID: [UInt8]?
+}
+
+/// The TCB components a VCEK certifies, read from its extensions once.
+struct CertifiedTCB: Sendable, CustomStringConvertible {
+    /// Component names and values (nil when the extension is absent), in ``SNPTCB/components`` order.
+    let components: [(name: String, value: Int?)]
+
+    init(_ vcek: AMDCertificate, product: SNPProduct) {
+        let oids: [String: UInt] = ["bootloader": 1, "tee": 2, "snp": 3, "microcode": 8, "fmc": 9]
+        components = SNPTCB(raw: 0, product: product).components.map { ($0.0, vcek.amdInteger(3, oids[$0.0]!)) }
+    }
+
+    /// The components that differ from `reported`'s.
+    func mismatches(_ reported: SNPTCB) -> [String] {
+        zip(components, reported.components).compactMap { certified, reported in certified.value == Int(reported.1) ? nil : certified.name }
+    }
+
+    /// As `bootloader=2 tee=0 …`; an absent extension shows as 255.
+    var description: String { components.map { "\($0.name)=\(UInt8(truncatingIfNeeded: $0.value ?? -1))" }.joined(separator: " ") }
 }
 
 /// What an SEV-SNP report must satisfy.
@@ -82,17 +107,20 @@ public enum SNPValidator {
                 return fail("snp.chain.\(name)-validity", "the \(name.uppercased()) is not valid at the validation time", validity)
             }
         }
-        guard let key = P384.Signing.PublicKey(vcek.publicKey) else {
+        guard let key = P384.Signing.PublicKey(vcek.publicKey), let verifier = try? P384Verifier(key) else {
             return fail("snp.chain.vcek-key", "the VCEK's key is not ECDSA P-384", [("subject", vcek.subject.description)])
         }
-        return .success(VerifiedSNPChain(product: product, endorsementKey: key, vcek: vcek, results: results))
+        return .success(VerifiedSNPChain(product: product, endorsementKey: key, vcek: vcek, results: results, verifier: verifier,
+                                         certifiedTCB: CertifiedTCB(vcek, product: product), hardwareID: vcek.hardwareID))
     }
 
     /// Validates a report with an already verified chain (the cached path).
     public static func validate(report: SNPReport, chain: VerifiedSNPChain, policy: SNPPolicy, context: ValidationContext) -> AttestationReport {
-        var out = AttestationReport(evidence: "sev-snp", results: chain.results)
-        out.append(contentsOf: SNPPolicySet(policy: policy, chain: chain).evaluate(report))
-        return out
+        var results: [PolicyResult] = []
+        results.reserveCapacity(chain.results.count + 10)
+        results.append(contentsOf: chain.results)
+        SNPPolicySet(policy: policy, chain: chain).evaluate(report, into: &results)
+        return AttestationReport(evidence: "sev-snp", results: results)
     }
 
     /// Parses the certificates, verifies the chain, then validates the report.
@@ -116,13 +144,14 @@ struct SNPPolicySet {
     let policy: SNPPolicy
     let chain: VerifiedSNPChain
 
-    func evaluate(_ report: SNPReport) -> [PolicyResult] {
-        var results: [PolicyResult] = []
+    func evaluate(_ report: SNPReport, into results: inout [PolicyResult]) {
         let product = chain.product
         // Signature first: nothing else in the report means anything without it.
-        let signatureValues = [("algorithm", String(report.signatureAlgorithm)), ("signingKey", report.signingKey == 1 ? "VLEK" : "VCEK")]
-        if report.signatureAlgorithm == 1, let signature = try? P384.Signing.ECDSASignature(rawRepresentation: report.signatureRS),
-           chain.endorsementKey.isValidSignature(signature, for: SHA384.hash(data: report.signedBytes)) {
+        let signatureValues: [PolicyResult.Value] = [.described("algorithm", report.signatureAlgorithm),
+                                                      .text("signingKey", report.signingKey == 1 ? "VLEK" : "VCEK")]
+        let digest = SHA384.hash(data: report.signedBytes)
+        if report.signatureAlgorithm == 1,
+           digest.withUnsafeBytes({ chain.verifier.isValidSignature(rawRepresentation: report.signatureRS, digest: $0) }) {
             results.append(.passed("snp.signature", "the report is signed by the VCEK", signatureValues))
         } else {
             results.append(.failed("snp.signature", "the report's ECDSA P-384 signature does not verify with the VCEK", signatureValues))
@@ -133,37 +162,34 @@ struct SNPPolicySet {
         }
         // The VCEK is issued for one TCB: its extensions must equal the reported TCB.
         let reported = report.reportedTCB(product)
-        var certified: [(String, UInt8)] = []
-        let oids: [String: UInt] = ["bootloader": 1, "tee": 2, "snp": 3, "microcode": 8, "fmc": 9]
-        var tcbMismatch: [String] = []
-        for (name, value) in reported.components {
-            let certifiedValue = chain.vcek.amdInteger(3, oids[name]!)
-            certified.append((name, UInt8(truncatingIfNeeded: certifiedValue ?? -1)))
-            if certifiedValue != Int(value) { tcbMismatch.append(name) }
-        }
-        let tcbValues = [("reported", reported.description), ("vcek", certified.map { "\($0.0)=\($0.1)" }.joined(separator: " "))]
+        let tcbMismatch = chain.certifiedTCB.mismatches(reported)
+        let tcbValues: [PolicyResult.Value] = [.described("reported", reported), .described("vcek", chain.certifiedTCB)]
         results.append(tcbMismatch.isEmpty
             ? .passed("snp.tcb.certificate", "the VCEK certifies the reported TCB", tcbValues)
             : .failed("snp.tcb.certificate", "the VCEK was issued for another TCB (\(tcbMismatch.joined(separator: ",")))", tcbValues))
         if report.chipIDMasked {
             results.append(.notChecked("snp.chip-id", "the report masks its chip ID"))
-        } else if let hwid = chain.vcek.hardwareID {
-            let values = [("report", hexString(report.chipID)), ("vcek", hexString(hwid))]
+        } else if let hwid = chain.hardwareID {
+            let values = [PolicyResult.Value.hex("report", report.chipID), .hex("vcek", hwid)]
             results.append(hwid == report.chipID
                 ? .passed("snp.chip-id", "the VCEK belongs to the reporting chip", values)
                 : .failed("snp.chip-id", "the VCEK belongs to another chip", values))
         }
         if let minimum = policy.minimumTCB {
-            let values = [("reported", reported.description), ("minimum", SNPTCB(raw: minimum.raw, product: product).description)]
-            results.append(reported.meets(SNPTCB(raw: minimum.raw, product: product))
+            // The minimum is its components: re-encode them for this product (Turin lays the bytes out differently).
+            let floor = minimum.product == product ? minimum
+                : SNPTCB(bootloader: minimum.bootloader, tee: minimum.tee, snp: minimum.snp, microcode: minimum.microcode,
+                         fmc: minimum.fmc, product: product)
+            let values: [PolicyResult.Value] = [.described("reported", reported), .described("minimum", floor)]
+            results.append(reported.meets(floor)
                 ? .passed("snp.tcb.minimum", "the reported TCB meets the minimum", values)
                 : .failed("snp.tcb.minimum", "the reported TCB is below the minimum", values))
         }
-        let policyHex = "0x" + String(report.policy, radix: 16)
+        let policyHex = PolicyResult.Value.hex("policy", report.policy)
         if report.debugAllowed && !policy.allowDebug {
-            results.append(.failed("snp.debug", "the guest policy allows debugging", [("policy", policyHex)]))
+            results.append(.failed("snp.debug", "the guest policy allows debugging", [policyHex]))
         } else {
-            results.append(.passed("snp.debug", report.debugAllowed ? "debugging allowed by the policy" : "debugging is off", [("policy", policyHex)]))
+            results.append(.passed("snp.debug", report.debugAllowed ? "debugging allowed by the policy" : "debugging is off", [policyHex]))
         }
         if let vmpls = policy.allowedVMPLs {
             let values = [("vmpl", String(report.vmpl)), ("allowed", vmpls.sorted().map(String.init).joined(separator: ","))]
@@ -172,26 +198,25 @@ struct SNPPolicySet {
                 : .failed("snp.vmpl", "the report comes from a VMPL that is not allowed", values))
         }
         if let expected = policy.expectedReportData {
-            let values = [("expected", hexString(expected)), ("actual", hexString(report.reportData))]
+            let values = [PolicyResult.Value.hex("expected", expected), .hex("actual", report.reportData)]
             results.append(expected == report.reportData
                 ? .passed("snp.report-data", "report_data carries the expected binding", values)
                 : .failed("snp.report-data", "report_data is not the expected binding", values))
         } else {
             results.append(.notChecked("snp.report-data", "no report_data expected: freshness and binding not checked",
-                                       [("actual", hexString(report.reportData))]))
+                                       [.hex("actual", report.reportData)]))
         }
         if let measurements = policy.allowedMeasurements {
-            let values = [("measurement", hexString(report.measurement))]
+            let values = [PolicyResult.Value.hex("measurement", report.measurement)]
             results.append(measurements.contains(report.measurement)
                 ? .passed("snp.measurement", "the launch measurement is allowed", values)
                 : .failed("snp.measurement", "the launch measurement is not allowed", values))
         }
         if let digests = policy.allowedIDKeyDigests {
-            let values = [("idKeyDigest", hexString(report.idKeyDigest))]
+            let values = [PolicyResult.Value.hex("idKeyDigest", report.idKeyDigest)]
             results.append(digests.contains(report.idKeyDigest)
                 ? .passed("snp.id-key", "the ID key is allowed", values)
                 : .failed("snp.id-key", "the ID key is not allowed", values))
         }
-        return results
     }
 }

@@ -112,6 +112,9 @@ struct SNPTests {
         ("debug forbidden by default", SNPPolicy(), "snp.debug"),
         ("minimum TCB met", SNPPolicy(minimumTCB: SNPTCB(bootloader: 2, tee: 0, snp: 5, microcode: 0x44, product: .milan), allowDebug: true), nil),
         ("minimum TCB above", SNPPolicy(minimumTCB: SNPTCB(bootloader: 2, tee: 0, snp: 6, microcode: 0x44, product: .milan), allowDebug: true), "snp.tcb.minimum"),
+        // A minimum is its components, whatever product's layout it was made in.
+        ("minimum TCB in Turin's layout met", SNPPolicy(minimumTCB: SNPTCB(bootloader: 2, tee: 0, snp: 5, microcode: 0x44, product: .turin), allowDebug: true), nil),
+        ("minimum TCB in Turin's layout above", SNPPolicy(minimumTCB: SNPTCB(bootloader: 2, tee: 1, snp: 5, microcode: 0x44, product: .turin), allowDebug: true), "snp.tcb.minimum"),
         ("VMPL 0 allowed", SNPPolicy(allowDebug: true, allowedVMPLs: [0]), nil),
         ("VMPL 1-3 only", SNPPolicy(allowDebug: true, allowedVMPLs: [1, 2, 3]), "snp.vmpl"),
         ("report data bound", SNPPolicy(allowDebug: true, expectedReportData: [1, 2, 3, 4, 5] + [UInt8](repeating: 0, count: 59)), nil),
