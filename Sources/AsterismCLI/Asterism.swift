@@ -88,11 +88,15 @@ struct VerifySNP: ParsableCommand, ReportingCommand {
     @Option(name: .long, help: "Allowed VMPL (repeatable).") var vmpl: [UInt32] = []
     @Option(name: .long, help: "Allowed launch measurement, hex of 48 bytes (repeatable).") var measurement: [String] = []
     @Option(name: .customLong("id-key-digest"), help: "Allowed ID-key digest, hex of 48 bytes (repeatable).") var idKeyDigest: [String] = []
+    @Option(name: .customLong("min-tcb"),
+            help: "Minimum reported TCB: bootloader=N,tee=N,snp=N,microcode=N[,fmc=N] (components left out are 0).")
+    var minTCB: String?
     @OptionGroup var output: OutputOptions
 
     func makeReport() throws -> (AttestationReport, Bool) {
         let time = try at.map(CLIInput.time) ?? Date()
         var policy = SNPPolicy(allowDebug: allowDebug)
+        if let minTCB { policy.minimumTCB = try CLIInput.tcb(minTCB) }
         if let reportData { policy.expectedReportData = try CLIInput.hex(reportData, "--report-data", count: 64) }
         if !vmpl.isEmpty { policy.allowedVMPLs = Set(vmpl) }
         if !measurement.isEmpty { policy.allowedMeasurements = Set(try measurement.map { try CLIInput.hex($0, "--measurement", count: 48) }) }
@@ -172,6 +176,24 @@ enum CLIInput {
             throw InputError(description: "\(option) must be hex" + (count.map { " of \($0) bytes" } ?? ""))
         }
         return value
+    }
+
+    /// `bootloader=N,tee=N,snp=N,microcode=N[,fmc=N]`, each N a decimal 0…255; omitted components are 0.
+    /// Made with Turin's layout, which holds all five; the validator compares components for the VCEK's product.
+    static func tcb(_ text: String) throws -> SNPTCB {
+        let names = ["bootloader", "tee", "snp", "microcode", "fmc"]
+        var values: [String: UInt8] = [:]
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let pair = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard pair.count == 2, names.contains(String(pair[0])), let value = UInt8(pair[1]) else {
+                throw InputError(description: "--min-tcb \"\(part)\" is not NAME=N with NAME one of \(names.joined(separator: ", ")) and N in 0…255")
+            }
+            guard values.updateValue(value, forKey: String(pair[0])) == nil else {
+                throw InputError(description: "--min-tcb names \(pair[0]) twice")
+            }
+        }
+        return SNPTCB(bootloader: values["bootloader"] ?? 0, tee: values["tee"] ?? 0, snp: values["snp"] ?? 0,
+                      microcode: values["microcode"] ?? 0, fmc: values["fmc"] ?? 0, product: .turin)
     }
 
     static func time(_ text: String) throws -> Date {

@@ -29,7 +29,35 @@ struct CLITests {
         #expect(object?["valid"] as? Bool == (status == 0))
     }
 
+    /// The real Milan report's TCB is bootloader=2 tee=0 snp=5 microcode=68.
+    @Test("snp --min-tcb: met, above, and every component checked", .needsTestData, arguments: [
+        ("bootloader=2,tee=0,snp=5,microcode=68", Int32(0)),
+        ("snp=5", Int32(0)),
+        ("bootloader=2,tee=0,snp=5,microcode=68,fmc=0", Int32(0)),
+        ("bootloader=3", Int32(1)),
+        ("tee=1", Int32(1)),
+        ("snp=6", Int32(1)),
+        ("microcode=69", Int32(1)),
+        ("bootloader=2,tee=0,snp=6,microcode=68", Int32(1)),
+    ])
+    func snpMinimumTCB(minimum: String, status: Int32) throws {
+        let outcome = Asterism.execute(Self.snpArguments(["--allow-debug", "--min-tcb", minimum, "--json"]))
+        #expect(outcome.status == status, "\(outcome.stdout)\(outcome.stderr)")
+        let report = try JSONDecoder().decode(AttestationReport.self, from: Data(outcome.stdout.utf8))
+        let result = try #require(report.result(of: "snp.tcb.minimum"))
+        #expect(result.outcome == (status == 0 ? .passed : .failed))
+        #expect(result.values.first { $0.name == "reported" }?.value == "bootloader=2 tee=0 snp=5 microcode=68")
+        if minimum == "snp=6" {
+            #expect(result.values.first { $0.name == "minimum" }?.value == "bootloader=0 tee=0 snp=6 microcode=0")
+        }
+    }
+
     @Test("usage and parse errors exit 2", .needsTestData, arguments: [
+        snpArguments(["--min-tcb", "snp=x"]),
+        snpArguments(["--min-tcb", "snp=256"]),
+        snpArguments(["--min-tcb", "vmpl=1"]),
+        snpArguments(["--min-tcb", "snp=5,snp=6"]),
+        snpArguments(["--min-tcb", ""]),
         ["attestation", "verify", "snp"],
         ["attestation", "verify", "tpm", "--attest", "/nonexistent"],
         ["attestation", "verify", "bogus"],
