@@ -59,14 +59,43 @@ struct ByteReader {
         return value
     }
 
-    mutating func u8(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt8 { try readBE(UInt8.self, field()) }
-    mutating func u16(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt16 { try readBE(UInt16.self, field()) }
-    mutating func u32(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt32 { try readBE(UInt32.self, field()) }
-    mutating func u64(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt64 { try readBE(UInt64.self, field()) }
+    mutating func u8(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt8 {
+        guard remaining >= 1 else { throw .truncated("\(what).\(field())", needed: 1, available: remaining) }
+        defer { position += 1 }
+        return base[position]
+    }
+
+    mutating func u16(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt16 {
+        guard remaining >= 2 else { throw .truncated("\(what).\(field())", needed: 2, available: remaining) }
+        defer { position += 2 }
+        return UInt16(base[position]) << 8 | UInt16(base[position + 1])
+    }
+
+    mutating func u32(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt32 {
+        guard remaining >= 4 else { throw .truncated("\(what).\(field())", needed: 4, available: remaining) }
+        defer { position += 4 }
+        return UInt32(base[position]) << 24 | UInt32(base[position + 1]) << 16 | UInt32(base[position + 2]) << 8 | UInt32(base[position + 3])
+    }
+
+    mutating func u64(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt64 {
+        guard remaining >= 8 else { throw .truncated("\(what).\(field())", needed: 8, available: remaining) }
+        var value: UInt64 = 0
+        for index in position..<position + 8 { value = value << 8 | UInt64(base[index]) }
+        position += 8
+        return value
+    }
 
     /// Reads a TPM2B: a big-endian `u16` size at most `limit`, then that many bytes.
     mutating func tpm2b(_ field: @autoclosure () -> String, limit: Int) throws(AttestationError) -> [UInt8] {
         Array(try tpm2bSlice(field(), limit: limit))
+    }
+
+    /// Reads a TPM2B and returns where its bytes are (indices of the slice the reader was made with).
+    mutating func tpm2bRange(_ field: @autoclosure () -> String, limit: Int) throws(AttestationError) -> Range<Int> {
+        let size = Int(try u16("\(field()).size"))
+        guard size <= limit else { throw .lengthExceeded("\(what).\(field())", length: size, limit: limit) }
+        try skip(size, field())
+        return (position - size)..<position
     }
 
     /// Reads a TPM2B without copying its bytes.

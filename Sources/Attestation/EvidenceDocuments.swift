@@ -291,7 +291,7 @@ public enum TPMEvidenceValidator {
             key = Result { () throws(AttestationError) in try TPMVerificationKey(parsed.key) }
         }
         let evidence = TPMQuoteEvidence(
-            akPublic: akPublic, attest: try TPMSAttest(bytes: fields.attest), signature: try TPMTSignature(bytes: fields.signature),
+            akPublic: akPublic, attest: try TPMSAttest(bytes: fields.attest), signature: try TPMTSignature(slice: fields.signature),
             reportedPCRs: .flat(bank: fields.pcrBank, mask: fields.pcrMask, size: 32, values: fields.pcrValues),
             eventLog: Array(fields.eventLog), verificationKey: key
         )
@@ -339,7 +339,7 @@ public enum TPMEvidenceValidator {
 
     private static func userDataResult(expected: [UInt8], actual: [UInt8]) -> PolicyResult {
         let values = [PolicyResult.Value.hex("expected", expected), .hex("actual", actual)]
-        return expected == actual
+        return equalBytes(expected, actual)
             ? .passed("binding.user-data", "the evidence carries the expected user data", values)
             : .failed("binding.user-data", "the evidence's user data is not the expected one", values)
     }

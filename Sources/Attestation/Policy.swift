@@ -25,7 +25,7 @@ public struct PolicyResult: Hashable, Sendable, Codable {
         private enum Storage: Sendable {
             case text(String)
             /// Rendered as lowercase hex.
-            case bytes([UInt8])
+            case bytes(ArraySlice<UInt8>)
             /// Rendered as `0x` and lowercase hex.
             case hexNumber(UInt64)
             /// Rendered by its description.
@@ -53,7 +53,9 @@ public struct PolicyResult: Hashable, Sendable, Codable {
         }
 
         /// A value shown as lowercase hex of `bytes`.
-        static func hex(_ name: String, _ bytes: [UInt8]) -> Self { Self(name: name, storage: .bytes(bytes)) }
+        static func hex(_ name: String, _ bytes: [UInt8]) -> Self { Self(name: name, storage: .bytes(bytes[...])) }
+        /// A value shown as lowercase hex of `bytes`.
+        static func hex(_ name: String, _ bytes: ArraySlice<UInt8>) -> Self { Self(name: name, storage: .bytes(bytes)) }
         /// A number shown as `0x` and lowercase hex.
         static func hex(_ name: String, _ number: UInt64) -> Self { Self(name: name, storage: .hexNumber(number)) }
         /// A value shown as `text`.

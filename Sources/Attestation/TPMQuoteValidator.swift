@@ -206,7 +206,7 @@ public enum TPMQuoteValidator {
               digest.outcome == .passed,
               let reported = evidence.pcrValues[bank.hash]
         else { return nil }
-        return (bank.hash, reported.filter { bank.indices.contains($0.key) })
+        return (bank.hash, reported.filter { (0..<32).contains($0.key) && bank.mask & (1 << UInt32($0.key)) != 0 })
     }
 }
 
@@ -305,12 +305,12 @@ struct QualifyingDataPolicy: AppendingEvidencePolicy {
     let expected: [UInt8]?
 
     func evaluate(_ evidence: TPMQuoteEvidence, context: ValidationContext, into results: inout [PolicyResult]) {
-        let actual = PolicyResult.Value.hex("actual", evidence.attest.extraData)
+        let actual = PolicyResult.Value.hex("actual", evidence.attest.extraDataSlice)
         guard let expected else {
             return results.append(.notChecked(Self.name, "no nonce given: freshness was not checked", [actual]))
         }
         let values = [PolicyResult.Value.hex("expected", expected), actual]
-        guard expected == evidence.attest.extraData else {
+        guard equalBytes(expected[...], evidence.attest.extraDataSlice) else {
             return results.append(.failed(Self.name, "the quote's qualifying data does not match the nonce binding", values))
         }
         return results.append(.passed(Self.name, "the quote is bound to the nonce", values))
@@ -383,8 +383,8 @@ struct PCRDigestPolicy: AppendingEvidencePolicy {
         guard let digest = evidence.signature.hash.hash(concatenated) else {
             return .failed(name, "the signature's hash is not supported", [("hash", evidence.signature.hash.description)])
         }
-        let values = [PolicyResult.Value.hex("quoted", evidence.attest.pcrDigest), .hex("computed", digest)]
-        guard digest == evidence.attest.pcrDigest else {
+        let values = [PolicyResult.Value.hex("quoted", evidence.attest.pcrDigestSlice), .hex("computed", digest)]
+        guard equalBytes(digest[...], evidence.attest.pcrDigestSlice) else {
             return .failed(name, "the reported PCR values do not match the quote's PCR digest", values)
         }
         return .passed(name, "the reported PCR values are the quoted ones", values)

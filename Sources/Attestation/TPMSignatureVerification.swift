@@ -170,6 +170,16 @@ func equalBytes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Boo
     return true
 }
 
+/// Whether two byte arrays are equal, compared a word at a time (not constant time: public data only).
+func equalBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    a.withUnsafeBytes { a in b.withUnsafeBytes { b in equalBytes(a, b) } }
+}
+
+/// Whether two byte slices are equal, compared a word at a time (not constant time: public data only).
+func equalBytes(_ a: ArraySlice<UInt8>, _ b: ArraySlice<UInt8>) -> Bool {
+    a.withUnsafeBytes { a in b.withUnsafeBytes { b in equalBytes(a, b) } }
+}
+
 /// `bytes` with leading zeros added up to `size` (unchanged when already that long or longer).
 func leftPad(_ bytes: [UInt8], to size: Int) -> [UInt8] {
     bytes.count >= size ? bytes : [UInt8](repeating: 0, count: size - bytes.count) + bytes

@@ -87,11 +87,16 @@ enum TPMLimits {
 public struct TPMPCRSelection: Hashable, Sendable {
     /// The bank's hash algorithm.
     public let hash: TPMAlgorithm
-    /// Selected PCR indices, ascending.
-    public let indices: [Int]
+    /// The selection as a bit mask (bit i for PCR i; a selection is at most 4 bytes, so indices are below 32).
+    let mask: UInt32
 
-    /// The selection as a bit mask (bit i for PCR i; indices are below 32).
-    var mask: UInt32 { indices.reduce(0) { $0 | 1 << UInt32($1) } }
+    /// Selected PCR indices, ascending.
+    public var indices: [Int] {
+        var indices: [Int] = []
+        indices.reserveCapacity(mask.nonzeroBitCount)
+        for index in 0..<32 where mask & (1 << UInt32(index)) != 0 { indices.append(index) }
+        return indices
+    }
 }
 
 /// TPMS_CLOCK_INFO.
@@ -113,16 +118,25 @@ public struct TPMSAttest: Hashable, Sendable {
     public let bytes: [UInt8]
     public let magic: UInt32
     public let type: UInt16
-    /// Name of the signing key (nameAlg || digest of its TPMT_PUBLIC).
-    public let qualifiedSigner: [UInt8]
-    /// The caller's qualifying data.
-    public let extraData: [UInt8]
     public let clockInfo: TPMClockInfo
     public let firmwareVersion: UInt64
     /// The quoted PCR selection (TPMS_QUOTE_INFO.pcrSelect).
     public let pcrSelection: [TPMPCRSelection]
+    // The variable-length fields are ranges of `bytes`: parsing copies nothing but `bytes` itself.
+    private let qualifiedSignerRange: Range<Int>
+    private let extraDataRange: Range<Int>
+    private let pcrDigestRange: Range<Int>
+
+    /// Name of the signing key (nameAlg || digest of its TPMT_PUBLIC).
+    public var qualifiedSigner: [UInt8] { Array(bytes[qualifiedSignerRange]) }
+    /// The caller's qualifying data.
+    public var extraData: [UInt8] { Array(bytes[extraDataRange]) }
     /// The TPM's digest of the selected PCR values (TPMS_QUOTE_INFO.pcrDigest).
-    public let pcrDigest: [UInt8]
+    public var pcrDigest: [UInt8] { Array(bytes[pcrDigestRange]) }
+    /// ``extraData`` without a copy.
+    var extraDataSlice: ArraySlice<UInt8> { bytes[extraDataRange] }
+    /// ``pcrDigest`` without a copy.
+    var pcrDigestSlice: ArraySlice<UInt8> { bytes[pcrDigestRange] }
 
     /// Parses a TPMS_ATTEST (the contents of a TPM2B_ATTEST), read to its exact end.
     public init(bytes input: some Collection<UInt8>) throws(AttestationError) {
@@ -137,8 +151,8 @@ public struct TPMSAttest: Hashable, Sendable {
         guard type == Self.quoteType else {
             throw .unsupported("TPMS_ATTEST type", "0x" + String(type, radix: 16) + " (only TPM_ST_ATTEST_QUOTE 0x8018)")
         }
-        qualifiedSigner = try reader.tpm2b("qualifiedSigner", limit: TPMLimits.name)
-        extraData = try reader.tpm2b("extraData", limit: TPMLimits.data)
+        qualifiedSignerRange = try reader.tpm2bRange("qualifiedSigner", limit: TPMLimits.name)
+        extraDataRange = try reader.tpm2bRange("extraData", limit: TPMLimits.data)
         let clock = try reader.u64("clockInfo.clock")
         let resetCount = try reader.u32("clockInfo.resetCount")
         let restartCount = try reader.u32("clockInfo.restartCount")
@@ -147,7 +161,7 @@ public struct TPMSAttest: Hashable, Sendable {
         clockInfo = TPMClockInfo(clock: clock, resetCount: resetCount, restartCount: restartCount, safe: safe == 1)
         firmwareVersion = try reader.u64("firmwareVersion")
         pcrSelection = try Self.readSelection(&reader)
-        pcrDigest = try reader.tpm2b("quote.pcrDigest", limit: TPMLimits.digest)
+        pcrDigestRange = try reader.tpm2bRange("quote.pcrDigest", limit: TPMLimits.digest)
         try reader.finish()
     }
 
@@ -163,13 +177,10 @@ public struct TPMSAttest: Hashable, Sendable {
             guard size <= TPMLimits.pcrSelectBytes else {
                 throw .lengthExceeded("\(reader.what).pcrSelections[\(bank)].sizeofSelect", length: size, limit: TPMLimits.pcrSelectBytes)
             }
-            let mask = try reader.read(size, "pcrSelections[\(bank)].pcrSelect")
-            var indices: [Int] = []
-            indices.reserveCapacity(mask.reduce(0) { $0 + $1.nonzeroBitCount })
-            for (byteIndex, byte) in mask.enumerated() {
-                for bit in 0..<8 where byte & (1 << bit) != 0 { indices.append(byteIndex * 8 + bit) }
-            }
-            banks.append(TPMPCRSelection(hash: hash, indices: indices))
+            let select = try reader.read(size, "pcrSelections[\(bank)].pcrSelect")
+            var mask: UInt32 = 0
+            for (byteIndex, byte) in select.enumerated() { mask |= UInt32(byte) << UInt32(8 * byteIndex) }
+            banks.append(TPMPCRSelection(hash: hash, mask: mask))
         }
         return banks
     }
@@ -201,8 +212,12 @@ public enum TPMTSignature: Hashable, Sendable {
 
     /// Parses a marshaled TPMT_SIGNATURE, read to its exact end.
     public init(bytes input: some Collection<UInt8>) throws(AttestationError) {
-        let all = Array(input)
-        var reader = ByteReader(all[...], what: "TPMT_SIGNATURE")
+        try self.init(slice: Array(input)[...])
+    }
+
+    /// Parses a marshaled TPMT_SIGNATURE held in a slice, without copying it first.
+    init(slice: ArraySlice<UInt8>) throws(AttestationError) {
+        var reader = ByteReader(slice, what: "TPMT_SIGNATURE")
         let algorithm = TPMAlgorithm(rawValue: try reader.u16("sigAlg"))
         switch algorithm {
         case .ecdsa:
