@@ -6,7 +6,8 @@ import Crypto
 // time. Field and scalar elements are six 64-bit limbs in Montgomery form (R = 2^384); points are
 // Jacobian (X/Z², Y/Z³, Z = 0 is the point at infinity); u1·G + u2·Q is one interleaved wNAF pass
 // over precomputed affine odd multiples of G (width 7, built once per process) and of Q (width 6,
-// built once per key), so the 384 doublings are shared by both scalars.
+// built once per key), so the 384 doublings are shared by both scalars. s⁻¹ mod n comes from the
+// binary extended Euclidean algorithm; x(R) is compared with r without inverting Z.
 
 /// An ECDSA P-384 public key prepared for fast signature verification. Build it once per key
 /// (it precomputes multiples of the key) and reuse it; it is an immutable value.
@@ -71,7 +72,7 @@ public struct P384Verifier: Sendable, Hashable {
         else { return false }
         if !(e < P384Curve.n) { e = e.subtracting(P384Curve.n).difference }
         let order = P384Curve.order
-        let w = order.inverse(order.toMontgomery(s))  // s⁻¹·R
+        let w = order.toMontgomery(order.inverseVariableTime(s))  // s⁻¹·R
         let u1 = order.multiply(e, w)  // e·s⁻¹ (the R cancels)
         let u2 = order.multiply(r, w)  // r·s⁻¹
         let sum = P384Curve.linearCombination(u1, P384Curve.generatorTable, u2, table)
@@ -137,6 +138,14 @@ struct U384: Hashable, Sendable, Comparable {
     }
 
     var isZero: Bool { (w0 | w1 | w2 | w3 | w4 | w5) == 0 }
+    var isOne: Bool { w0 == 1 && (w1 | w2 | w3 | w4 | w5) == 0 }
+
+    /// (carry·2^384 + self) >> 1.
+    @inline(__always)
+    func halved(carry: UInt64) -> U384 {
+        U384(w0: w0 >> 1 | w1 << 63, w1: w1 >> 1 | w2 << 63, w2: w2 >> 1 | w3 << 63,
+             w3: w3 >> 1 | w4 << 63, w4: w4 >> 1 | w5 << 63, w5: w5 >> 1 | carry << 63)
+    }
 
     static func < (a: U384, b: U384) -> Bool {
         if a.w5 != b.w5 { return a.w5 < b.w5 }
@@ -253,31 +262,40 @@ struct Montgomery384: Sendable {
         (s4, s5) = multiplyAdd(s5, q, modulus.w5, c)
     }
 
-    /// a·b·R⁻¹ mod modulus (operand scanning, then Montgomery reduction).
+    /// a·b·R⁻¹ mod modulus (CIOS: each row of the product is followed by one word of reduction).
     @inline(__always)
     func multiply(_ a: U384, _ b: U384) -> U384 {
-        var t0: UInt64 = 0, t1: UInt64 = 0, t2: UInt64 = 0, t3: UInt64 = 0, t4: UInt64 = 0, t5: UInt64 = 0
-        var t6 = Self.addRow(a, b.w0, &t0, &t1, &t2, &t3, &t4, &t5)
-        var t7 = Self.addRow(a, b.w1, &t1, &t2, &t3, &t4, &t5, &t6)
-        var t8 = Self.addRow(a, b.w2, &t2, &t3, &t4, &t5, &t6, &t7)
-        var t9 = Self.addRow(a, b.w3, &t3, &t4, &t5, &t6, &t7, &t8)
-        var t10 = Self.addRow(a, b.w4, &t4, &t5, &t6, &t7, &t8, &t9)
-        let t11 = Self.addRow(a, b.w5, &t5, &t6, &t7, &t8, &t9, &t10)
-        return reduce(t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11)
+        var t0: UInt64 = 0, t1: UInt64 = 0, t2: UInt64 = 0, t3: UInt64 = 0, t4: UInt64 = 0, t5: UInt64 = 0, t6: UInt64 = 0
+        multiplyStep(a, b.w0, &t0, &t1, &t2, &t3, &t4, &t5, &t6)
+        multiplyStep(a, b.w1, &t0, &t1, &t2, &t3, &t4, &t5, &t6)
+        multiplyStep(a, b.w2, &t0, &t1, &t2, &t3, &t4, &t5, &t6)
+        multiplyStep(a, b.w3, &t0, &t1, &t2, &t3, &t4, &t5, &t6)
+        multiplyStep(a, b.w4, &t0, &t1, &t2, &t3, &t4, &t5, &t6)
+        multiplyStep(a, b.w5, &t0, &t1, &t2, &t3, &t4, &t5, &t6)
+        return subtractOnce(U384(w0: t0, w1: t1, w2: t2, w3: t3, w4: t4, w5: t5), carry: t6)
     }
 
-    /// r0…r5 += a·b; returns the word carried out.
+    /// t ← (t + a·b + q·modulus) / 2^64 with q making the low word zero; t (t6 its top bit) stays below 2·modulus.
     @inline(__always)
-    private static func addRow(_ a: U384, _ b: UInt64, _ r0: inout UInt64, _ r1: inout UInt64, _ r2: inout UInt64,
-                               _ r3: inout UInt64, _ r4: inout UInt64, _ r5: inout UInt64) -> UInt64 {
+    private func multiplyStep(_ a: U384, _ b: UInt64, _ t0: inout UInt64, _ t1: inout UInt64, _ t2: inout UInt64,
+                              _ t3: inout UInt64, _ t4: inout UInt64, _ t5: inout UInt64, _ t6: inout UInt64) {
         var c: UInt64
-        (r0, c) = multiplyAdd(r0, a.w0, b, 0)
-        (r1, c) = multiplyAdd(r1, a.w1, b, c)
-        (r2, c) = multiplyAdd(r2, a.w2, b, c)
-        (r3, c) = multiplyAdd(r3, a.w3, b, c)
-        (r4, c) = multiplyAdd(r4, a.w4, b, c)
-        (r5, c) = multiplyAdd(r5, a.w5, b, c)
-        return c
+        (t0, c) = multiplyAdd(t0, a.w0, b, 0)
+        (t1, c) = multiplyAdd(t1, a.w1, b, c)
+        (t2, c) = multiplyAdd(t2, a.w2, b, c)
+        (t3, c) = multiplyAdd(t3, a.w3, b, c)
+        (t4, c) = multiplyAdd(t4, a.w4, b, c)
+        (t5, c) = multiplyAdd(t5, a.w5, b, c)
+        let (sum6, top) = addCarry(t6, c, 0)
+        let q = t0 &* k
+        (_, c) = multiplyAdd(t0, q, modulus.w0, 0)
+        (t0, c) = multiplyAdd(t1, q, modulus.w1, c)
+        (t1, c) = multiplyAdd(t2, q, modulus.w2, c)
+        (t2, c) = multiplyAdd(t3, q, modulus.w3, c)
+        (t3, c) = multiplyAdd(t4, q, modulus.w4, c)
+        (t4, c) = multiplyAdd(t5, q, modulus.w5, c)
+        (t5, c) = addCarry(sum6, c, 0)
+        t6 = top &+ c
     }
 
     /// a²·R⁻¹ mod modulus: the 15 cross products once, doubled, plus the 6 squares.
@@ -354,6 +372,39 @@ struct Montgomery384: Sendable {
 
     /// R mod modulus: one in Montgomery form.
     var one: U384 { fromMontgomery(rSquared) }
+
+    /// x⁻¹ for 0 < x < modulus (the modulus is an odd prime), in normal form, by the binary extended
+    /// Euclidean algorithm: x1·x ≡ u and x2·x ≡ v (mod modulus) throughout. Variable time.
+    func inverseVariableTime(_ x: U384) -> U384 {
+        var u = x, v = modulus
+        var x1 = U384(w0: 1, w1: 0, w2: 0, w3: 0, w4: 0, w5: 0), x2 = U384.zero
+        while !u.isOne && !v.isOne {
+            while u.w0 & 1 == 0 {
+                u = u.halved(carry: 0)
+                x1 = halve(x1)
+            }
+            while v.w0 & 1 == 0 {
+                v = v.halved(carry: 0)
+                x2 = halve(x2)
+            }
+            if u < v {
+                v = v.subtracting(u).difference
+                x2 = subtract(x2, x1)
+            } else {
+                u = u.subtracting(v).difference
+                x1 = subtract(x1, x2)
+            }
+        }
+        return u.isOne ? x1 : x2
+    }
+
+    /// x/2 mod modulus: x >> 1 when x is even, else (x + modulus) >> 1.
+    @inline(__always)
+    private func halve(_ x: U384) -> U384 {
+        guard x.w0 & 1 == 1 else { return x.halved(carry: 0) }
+        let (sum, carry) = x.adding(modulus)
+        return sum.halved(carry: carry)
+    }
 
     /// The Montgomery reduction of the 768-bit t0…t11 (t < modulus·R): t·R⁻¹ mod modulus.
     @inline(__always)
@@ -486,8 +537,7 @@ enum P384Curve {
                     carry |= overflow
                 }
             }
-            k = U384(w0: k.w0 >> 1 | k.w1 << 63, w1: k.w1 >> 1 | k.w2 << 63, w2: k.w2 >> 1 | k.w3 << 63,
-                     w3: k.w3 >> 1 | k.w4 << 63, w4: k.w4 >> 1 | k.w5 << 63, w5: k.w5 >> 1 | carry << 63)
+            k = k.halved(carry: carry)
             carry = 0
             index += 1
         }

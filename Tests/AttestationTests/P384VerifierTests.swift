@@ -265,6 +265,15 @@ struct P384VerifierTests {
             guard !a.isZero else { continue }
             #expect(arithmetic.multiply(arithmetic.inverse(a), a) == arithmetic.one)
         }
+        // The binary inversion agrees with Fermat's, on edge values and on 1, 2 and modulus − 1.
+        var values = (0..<100).map { _ in Self.edgeValue(&generator, below: modulus) }
+        values += [U384(w0: 1, w1: 0, w2: 0, w3: 0, w4: 0, w5: 0), U384(w0: 2, w1: 0, w2: 0, w3: 0, w4: 0, w5: 0),
+                   modulus.subtracting(U384(w0: 1, w1: 0, w2: 0, w3: 0, w4: 0, w5: 0)).difference]
+        for value in values where !value.isZero {
+            let inverse = arithmetic.inverseVariableTime(value)
+            #expect(inverse < modulus)
+            #expect(arithmetic.toMontgomery(inverse) == arithmetic.inverse(arithmetic.toMontgomery(value)))
+        }
     }
 
     @Test("wNAF digits are odd, bounded, sparse and add up to the scalar", arguments: [5, 6, 7])
