@@ -6,7 +6,8 @@ import Crypto
 // time. Field and scalar elements are six 64-bit limbs in Montgomery form (R = 2^384); points are
 // Jacobian (X/Z², Y/Z³, Z = 0 is the point at infinity); u1·G + u2·Q is one interleaved wNAF pass
 // over precomputed affine odd multiples of G (width 7, built once per process) and of Q (width 6,
-// built once per key), so the 384 doublings are shared by both scalars. s⁻¹ mod n comes from the
+// built once per key). Each scalar is split into four 96-bit parts against tables of P, 2^96·P,
+// 2^192·P and 2^288·P, so one pass of 96 doublings serves all eight parts. s⁻¹ mod n comes from the
 // binary extended Euclidean algorithm; x(R) is compared with r without inverting Z.
 
 /// An ECDSA P-384 public key prepared for fast signature verification. Build it once per key
@@ -17,8 +18,8 @@ public struct P384Verifier: Sendable, Hashable {
     public let x: [UInt8]
     /// The key's affine y coordinate, big-endian, 48 bytes.
     public let y: [UInt8]
-    /// Odd multiples Q, 3Q, …, 31Q in affine Montgomery form.
-    let table: [P384AffinePoint]
+    /// Odd multiples of Q, 2^96·Q, 2^192·Q and 2^288·Q (up to 31 times each), affine, Montgomery form.
+    let table: P384SplitTable
 
     /// The key from `0x04 || X || Y` (97 bytes). Compressed points are not accepted.
     /// - Throws: ``AttestationError`` when the bytes are not an uncompressed point on P-384.
@@ -41,8 +42,8 @@ public struct P384Verifier: Sendable, Hashable {
         guard point.isOnCurve else { throw .invalidKey("P-384 public key", "the point is not on the curve") }
         self.x = x.bigEndianBytes
         self.y = y.bigEndianBytes
-        // A point on P-384 other than infinity has prime order n, so none of its small multiples is infinity.
-        guard let table = P384Curve.oddMultiples(of: point, count: 16) else {
+        // A point on P-384 other than infinity has prime order n, so none of the multiples in the table is infinity.
+        guard let table = P384SplitTable(point, count: 16) else {
             throw .invalidKey("P-384 public key", "the point has small order")
         }
         self.table = table
@@ -139,6 +140,20 @@ struct U384: Hashable, Sendable, Comparable {
 
     var isZero: Bool { (w0 | w1 | w2 | w3 | w4 | w5) == 0 }
     var isOne: Bool { w0 == 1 && (w1 | w2 | w3 | w4 | w5) == 0 }
+
+    /// Bits 96·index ..< 96·(index + 1) of self, as an integer.
+    func part96(_ index: Int) -> U384 {
+        let offset = 96 * index
+        let word = offset / 64
+        func limb(_ i: Int) -> UInt64 { i < 6 ? self[i] : 0 }
+        let low: UInt64, high: UInt64
+        if offset % 64 == 0 {
+            (low, high) = (limb(word), limb(word + 1))
+        } else {
+            (low, high) = (limb(word) >> 32 | limb(word + 1) << 32, limb(word + 1) >> 32 | limb(word + 2) << 32)
+        }
+        return U384(w0: low, w1: high & 0xFFFF_FFFF, w2: 0, w3: 0, w4: 0, w5: 0)
+    }
 
     /// (carry·2^384 + self) >> 1.
     @inline(__always)
@@ -476,8 +491,8 @@ enum P384Curve {
                     w3: 0xC6C3_5219_68F4_FFD9, w4: 0xDD80_0226_3969_A840, w5: 0x2B78_ABC2_5A15_C5E9))
     }
 
-    /// G, 3G, …, 63G (width-7 wNAF digits), made on first use.
-    static let generatorTable: [P384AffinePoint] = oddMultiples(of: generator, count: 32)!
+    /// The split table of G (width-7 wNAF digits: G, 3G, …, 63G for each part), made on first use.
+    static let generatorTable: P384SplitTable = P384SplitTable(generator, count: 32)!
 
     /// point, 3·point, …, (2·count − 1)·point in affine form; nil if one of them is infinity.
     static func oddMultiples(of point: P384AffinePoint, count: Int) -> [P384AffinePoint]? {
@@ -487,33 +502,35 @@ enum P384Curve {
         return P384JacobianPoint.affine(jacobian)
     }
 
-    /// u1·G + u2·Q, with `generatorMultiples` and `keyMultiples` the odd multiples of G and Q.
-    static func linearCombination(_ u1: U384, _ generatorMultiples: [P384AffinePoint],
-                                  _ u2: U384, _ keyMultiples: [P384AffinePoint]) -> P384JacobianPoint {
-        let digits1 = nonAdjacentForm(u1, width: widthOf(generatorMultiples))
-        let digits2 = nonAdjacentForm(u2, width: widthOf(keyMultiples))
+    /// u1·G + u2·Q, with `generatorTable` and `keyTable` the split tables of G and Q.
+    static func linearCombination(_ u1: U384, _ generatorTable: P384SplitTable,
+                                  _ u2: U384, _ keyTable: P384SplitTable) -> P384JacobianPoint {
+        // Eight 96-bit scalars, each with the table of its base.
+        var digits: [[Int8]] = []
+        var tables: [[P384AffinePoint]] = []
+        digits.reserveCapacity(2 * P384SplitTable.parts)
+        tables.reserveCapacity(2 * P384SplitTable.parts)
+        for (scalar, table) in [(u1, generatorTable), (u2, keyTable)] {
+            for part in 0..<P384SplitTable.parts {
+                digits.append(nonAdjacentForm(scalar.part96(part), width: table.width))
+                tables.append(table.multiples[part])
+            }
+        }
         var sum = P384JacobianPoint.infinity
-        guard let top = (0..<digits1.count).last(where: { digits1[$0] != 0 || digits2[$0] != 0 }) else { return sum }
+        guard let top = (0..<digits[0].count).last(where: { index in digits.contains { $0[index] != 0 } }) else { return sum }
         for index in stride(from: top, through: 0, by: -1) {
             sum = sum.doubled()
-            let d1 = Int(digits1[index])
-            if d1 > 0 {
-                sum = sum.adding(generatorMultiples[d1 >> 1])
-            } else if d1 < 0 {
-                sum = sum.adding(generatorMultiples[-d1 >> 1].negated)
-            }
-            let d2 = Int(digits2[index])
-            if d2 > 0 {
-                sum = sum.adding(keyMultiples[d2 >> 1])
-            } else if d2 < 0 {
-                sum = sum.adding(keyMultiples[-d2 >> 1].negated)
+            for term in 0..<digits.count {
+                let digit = Int(digits[term][index])
+                if digit > 0 {
+                    sum = sum.adding(tables[term][digit >> 1])
+                } else if digit < 0 {
+                    sum = sum.adding(tables[term][-digit >> 1].negated)
+                }
             }
         }
         return sum
     }
-
-    /// The wNAF width of a table of odd multiples of 2^(width − 2) entries.
-    private static func widthOf(_ table: [P384AffinePoint]) -> Int { table.count.trailingZeroBitCount + 2 }
 
     /// The width-`width` non-adjacent form of k: 386 digits, least significant first, each zero or odd
     /// with |digit| < 2^(width − 1), nonzero digits at least `width` apart.
@@ -542,6 +559,35 @@ enum P384Curve {
             index += 1
         }
         return digits
+    }
+}
+
+/// Odd multiples of a point P and of 2^96·P, 2^192·P and 2^288·P, so that u·P is the sum of four
+/// 96-bit scalars times these bases, computed with 96 doublings.
+struct P384SplitTable: Sendable, Hashable {
+    /// Parts a scalar is split into, of 96 bits each.
+    static let parts = 4
+    /// multiples[i][j] = (2j + 1)·2^(96·i)·P.
+    let multiples: [[P384AffinePoint]]
+    /// The wNAF width the tables serve: 2 + log2(count).
+    let width: Int
+
+    /// The tables of `point` with `count` (a power of two) odd multiples each; nil if a multiple is infinity.
+    init?(_ point: P384AffinePoint, count: Int) {
+        var multiples: [[P384AffinePoint]] = []
+        var base = point
+        for part in 0..<Self.parts {
+            if part > 0 {
+                var shifted = P384JacobianPoint(base)
+                for _ in 0..<96 { shifted = shifted.doubled() }
+                guard let next = P384JacobianPoint.affine([shifted])?.first else { return nil }
+                base = next
+            }
+            guard let table = P384Curve.oddMultiples(of: base, count: count) else { return nil }
+            multiples.append(table)
+        }
+        self.multiples = multiples
+        self.width = count.trailingZeroBitCount + 2
     }
 }
 

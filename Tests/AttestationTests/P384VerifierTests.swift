@@ -308,15 +308,47 @@ struct P384VerifierTests {
         let two = U384(w0: 2, w1: 0, w2: 0, w3: 0, w4: 0, w5: 0)
         let nMinusOne = P384Curve.n.subtracting(one).difference
         func affine(_ point: P384JacobianPoint) -> P384AffinePoint? { P384JacobianPoint.affine([point])?.first }
+        let generator = g.multiples[0][0]
         // 1·G + 1·G = 2·G (the doubling branch of the mixed addition).
         #expect(affine(P384Curve.linearCombination(one, g, one, g)) == affine(P384Curve.linearCombination(two, g, .zero, g)))
         // (n − 1)·G + 1·G = infinity, and (n − 1)·G = −G.
         #expect(P384Curve.linearCombination(nMinusOne, g, one, g).isInfinity)
-        #expect(affine(P384Curve.linearCombination(nMinusOne, g, .zero, g)) == g[0].negated)
+        #expect(affine(P384Curve.linearCombination(nMinusOne, g, .zero, g)) == generator.negated)
         #expect(P384Curve.linearCombination(.zero, g, .zero, g).isInfinity)
-        for index in 0..<g.count { #expect(g[index].isOnCurve) }
-        // The table holds G, 3G, 5G, …: 3G = 2G + G.
-        #expect(affine(P384JacobianPoint(g[0]).doubled().adding(g[0])) == g[1])
-        #expect(affine(P384JacobianPoint(g[1]).adding(P384JacobianPoint(g[0]))) == affine(P384JacobianPoint(g[0]).doubled().doubled()))
+        for table in g.multiples { for point in table { #expect(point.isOnCurve) } }
+        // Each table holds B, 3B, 5B, …: 3B = 2B + B; and each base is 2^96 times the one before.
+        for table in g.multiples {
+            #expect(affine(P384JacobianPoint(table[0]).doubled().adding(table[0])) == table[1])
+            #expect(affine(P384JacobianPoint(table[1]).adding(P384JacobianPoint(table[0]))) == affine(P384JacobianPoint(table[0]).doubled().doubled()))
+        }
+        for part in 1..<P384SplitTable.parts {
+            var shifted = P384JacobianPoint(g.multiples[part - 1][0])
+            for _ in 0..<96 { shifted = shifted.doubled() }
+            #expect(affine(shifted) == g.multiples[part][0])
+        }
+    }
+
+    @Test("split scalars: the four 96-bit parts add up to the scalar, and k·G + (n − k)·G is infinity for k in every part")
+    func splitScalars() throws {
+        var generator = SeededGenerator(state: 96)
+        let g = P384Curve.generatorTable
+        func affine(_ point: P384JacobianPoint) -> P384AffinePoint? { P384JacobianPoint.affine([point])?.first }
+        var scalars = [P384Curve.n.subtracting(U384(w0: 1, w1: 0, w2: 0, w3: 0, w4: 0, w5: 0)).difference]
+        for _ in 0..<12 { scalars.append(Self.edgeValue(&generator, below: P384Curve.n)) }
+        for scalar in scalars {
+            // Σ part_i · 2^(96·i) == scalar, shifting by 96 bits as 64 + 32 single-bit doublings' worth of adds.
+            var rebuilt = U384.zero
+            for part in stride(from: P384SplitTable.parts - 1, through: 0, by: -1) {
+                for _ in 0..<96 { rebuilt = rebuilt.adding(rebuilt).sum }
+                rebuilt = rebuilt.adding(scalar.part96(part)).sum
+            }
+            #expect(rebuilt == scalar)
+            guard !scalar.isZero else { continue }
+            let negated = P384Curve.n.subtracting(scalar).difference
+            #expect(P384Curve.linearCombination(scalar, g, negated, g).isInfinity)
+            // k·G through the generator's tables equals k·G through a key table built from G itself.
+            let asKey = try #require(P384SplitTable(g.multiples[0][0], count: 16))
+            #expect(affine(P384Curve.linearCombination(scalar, g, .zero, g)) == affine(P384Curve.linearCombination(.zero, g, scalar, asKey)))
+        }
     }
 }
