@@ -1,6 +1,8 @@
 // attestation-bench: validations per second on one core for the three hot paths of issue 5.
-//   attestation-bench [--testdata DIR] [--seconds S] [--only tpm|snp|event-log]...
-// DIR defaults to ../shared/testdata (relative to the working directory).
+//   attestation-bench [--testdata DIR] [--seconds S] [--only tpm|snp|event-log]... [--check-p384 N]
+// DIR defaults to ../shared/testdata (relative to the working directory). --check-p384 N first checks
+// P384Verifier against swift-crypto on N random keys, messages and signatures and their tampered variants,
+// in the optimized build (the unit test runs a few hundred in a debug build), and exits 1 on any disagreement.
 //
 // Each validator is measured beside the bare signature verification it is built on, in alternating
 // batches of 50, so that both see the same machine load and the difference is the validator's own cost.
@@ -11,14 +13,16 @@ import Foundation
 var testdata = "../shared/testdata"
 var seconds = 2.0
 var only: Set<String> = []
+var p384Checks = 0
 var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     switch argument {
     case "--testdata": testdata = arguments.popFirst() ?? testdata
     case "--seconds": seconds = Double(arguments.popFirst() ?? "") ?? seconds
     case "--only": only.insert(arguments.popFirst() ?? "")
+    case "--check-p384": p384Checks = Int(arguments.popFirst() ?? "") ?? 0
     default:
-        FileHandle.standardError.write(Data("usage: attestation-bench [--testdata DIR] [--seconds S] [--only tpm|snp|event-log]...\n".utf8))
+        FileHandle.standardError.write(Data("usage: attestation-bench [--testdata DIR] [--seconds S] [--only tpm|snp|event-log]... [--check-p384 N]\n".utf8))
         exit(2)
     }
 }
@@ -67,6 +71,47 @@ func line(_ text: String, _ arguments: any CVarArg...) { print(String(format: te
 
 func be16(_ value: Int) -> [UInt8] { [UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)] }
 func tpm2b(_ bytes: [UInt8]) -> [UInt8] { be16(bytes.count) + bytes }
+
+// 0. P384Verifier against swift-crypto: every valid signature accepted by both, every tampered one refused by both.
+if p384Checks > 0 {
+    var agreed = 0
+    var disagreements: [String] = []
+    var keys: [(P384.Signing.PrivateKey, P384Verifier)] = []
+    for _ in 0..<64 {
+        let key = P384.Signing.PrivateKey()
+        keys.append((key, try P384Verifier(key.publicKey)))
+    }
+    for round in 0..<p384Checks {
+        let (key, verifier) = keys[round % keys.count]
+        let message = (0..<Int.random(in: 0...256)).map { _ in UInt8.random(in: 0...255) }
+        let signature = try key.signature(for: message)
+        let raw = Array(signature.rawRepresentation)
+        let digest = Array(SHA384.hash(data: message))
+        var tampered = raw
+        tampered[Int.random(in: 0..<96)] ^= 1 << UInt8.random(in: 0...7)
+        let tamperedSignature = try? P384.Signing.ECDSASignature(rawRepresentation: tampered)
+        let other = message + [UInt8.random(in: 0...255)]
+        let (otherKey, otherVerifier) = keys[(round + 1) % keys.count]
+        let cases: [(String, Bool, Bool)] = [
+            ("valid", key.publicKey.isValidSignature(signature, for: message), verifier.isValidSignature(rawRepresentation: raw, digest: digest)),
+            ("tampered signature", tamperedSignature.map { key.publicKey.isValidSignature($0, for: message) } ?? false,
+             verifier.isValidSignature(rawRepresentation: tampered, digest: digest)),
+            ("other message", key.publicKey.isValidSignature(signature, for: other),
+             verifier.isValidSignature(rawRepresentation: raw, digest: Array(SHA384.hash(data: other)))),
+            ("other key", otherKey.publicKey.isValidSignature(signature, for: message), otherVerifier.isValidSignature(rawRepresentation: raw, digest: digest)),
+        ]
+        for (name, theirs, ours) in cases {
+            if theirs == ours && ours == (name == "valid") {
+                agreed += 1
+            } else {
+                disagreements.append("round \(round) \(name): swift-crypto \(theirs), P384Verifier \(ours)")
+            }
+        }
+    }
+    print("p384-check  \(p384Checks) random triples, \(agreed) verifications agreed with swift-crypto (valid accepted, tampered refused), \(disagreements.count) disagreed")
+    for line in disagreements.prefix(10) { print("            " + line) }
+    if !disagreements.isEmpty { exit(1) }
+}
 
 // 1. A native evidence document with an ECDSA P-256 AK quote over 24 SHA-256 PCRs, made in process
 //    with the layout a TPM produces (the verifier's work is the same as for a real quote).
