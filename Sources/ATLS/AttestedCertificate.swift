@@ -1,8 +1,6 @@
 import Attestation
 import Crypto
 import FoundationEssentials
-import SwiftASN1
-import X509
 
 /// Constellation's attested certificate: self-signed, ECDSA P-256, CN `Constellation`, random 128-bit
 /// serial, valid from two hours before to two hours after issuing, no key usage, EKU or SANs, and the
@@ -28,31 +26,42 @@ public enum AttestedCertificate {
     public static func make(
         key: P256.Signing.PrivateKey, variant: AttestationVariant, document: [UInt8], serverNonce: ATLSNonce? = nil, now: Date
     ) throws(ATLSError) -> [UInt8] {
+        try make(key: key, subjectPublicKeyInfo: Array(key.publicKey.derRepresentation), variant: variant, document: document,
+                 serverNonce: serverNonce, now: now)
+    }
+
+    /// ``make(key:variant:document:serverNonce:now:)`` with the key's DER SubjectPublicKeyInfo already at hand.
+    static func make(
+        key: P256.Signing.PrivateKey, subjectPublicKeyInfo: [UInt8], variant: AttestationVariant, document: [UInt8],
+        serverNonce: ATLSNonce?, now: Date
+    ) throws(ATLSError) -> [UInt8] {
         guard document.count <= maxDocumentBytes else {
             throw .issuingFailed("evidence document of \(document.count) bytes exceeds \(maxDocumentBytes)")
         }
+        var extensions = [AttestedCertificateDER.Extension(oid: variant.oid, value: document)]
+        if let serverNonce { extensions.append(AttestedCertificateDER.Extension(oid: serverNonceOID, value: serverNonce.bytes)) }
+        let tbs = try AttestedCertificateDER.tbsCertificate(
+            serial: randomSerial(), notBefore: now - validityMargin, notAfter: now + validityMargin,
+            subjectPublicKeyInfo: subjectPublicKeyInfo, extensions: extensions
+        )
+        let signature: P256.Signing.ECDSASignature
         do {
-            var extensions = Certificate.Extensions()
-            try extensions.append(Certificate.Extension(oid: ASN1ObjectIdentifier(elements: variant.oid), critical: false, value: document[...]))
-            if let serverNonce {
-                try extensions.append(
-                    Certificate.Extension(oid: ASN1ObjectIdentifier(elements: serverNonceOID), critical: false, value: serverNonce.bytes[...])
-                )
-            }
-            let name = try DistinguishedName { CommonName(commonName) }
-            let certificate = try Certificate(
-                version: .v3, serialNumber: Certificate.SerialNumber(bytes: randomSerial()),
-                publicKey: Certificate.PublicKey(key.publicKey),
-                notValidBefore: now - validityMargin, notValidAfter: now + validityMargin,
-                issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions,
-                issuerPrivateKey: Certificate.PrivateKey(key)
-            )
-            var serializer = DER.Serializer()
-            try serializer.serialize(certificate)
-            return serializer.serializedBytes
+            signature = try key.signature(for: tbs)
         } catch {
-            throw .issuingFailed("certificate encoding: \(error)")
+            throw .issuingFailed("signing the certificate: \(error)")
         }
+        return AttestedCertificateDER.certificate(tbs: tbs, signature: Array(signature.derRepresentation))
+    }
+
+    /// A new P-256 certificate key from 32 random bytes (retried in the ~2^-32 case that they are not
+    /// below the group order). `P256.Signing.PrivateKey()` also runs BoringSSL's FIPS pairwise test,
+    /// a signature and its verification, which costs several times the key itself on every fresh-key
+    /// handshake; the scalar comes from the same system CSPRNG either way.
+    static func newKey() -> P256.Signing.PrivateKey {
+        for _ in 0..<16 {
+            if let key = try? P256.Signing.PrivateKey(rawRepresentation: SymmetricKey(size: .bits256)) { return key }
+        }
+        return P256.Signing.PrivateKey(compactRepresentable: false)
     }
 
     /// 128 random bits, as a positive DER INTEGER's content (a leading zero when the top bit is set).
@@ -92,17 +101,20 @@ public struct AttestedCertificateIssuer: Sendable {
     /// The key mode.
     public let keyMode: KeyMode
     private let cachedKey: P256.Signing.PrivateKey?
+    private let cachedKeySPKI: [UInt8]
     private let cachedKeyHash: [UInt8]
 
     public init(evidence: any EvidenceIssuer, keyMode: KeyMode) {
         self.evidence = evidence
         self.keyMode = keyMode
         if keyMode == .cached {
-            let key = P256.Signing.PrivateKey(compactRepresentable: false)
+            let key = AttestedCertificate.newKey()
             cachedKey = key
-            cachedKeyHash = AttestedCertificate.userData(for: key.publicKey)
+            cachedKeySPKI = Array(key.publicKey.derRepresentation)
+            cachedKeyHash = Array(SHA256.hash(data: cachedKeySPKI))
         } else {
             cachedKey = nil
+            cachedKeySPKI = []
             cachedKeyHash = []
         }
     }
@@ -113,13 +125,16 @@ public struct AttestedCertificateIssuer: Sendable {
     /// A certificate whose evidence binds its key to `nonce`. Blocks while the evidence is made.
     public func issue(nonce: ATLSNonce, serverNonce: ATLSNonce? = nil, now: Date = Date()) throws(ATLSError) -> AttestedCredential {
         let key: P256.Signing.PrivateKey
+        let spki: [UInt8]
         let keyHash: [UInt8]
         if let cachedKey {
             key = cachedKey
+            spki = cachedKeySPKI
             keyHash = cachedKeyHash
         } else {
-            key = P256.Signing.PrivateKey(compactRepresentable: false)
-            keyHash = AttestedCertificate.userData(for: key.publicKey)
+            key = AttestedCertificate.newKey()
+            spki = Array(key.publicKey.derRepresentation)
+            keyHash = Array(SHA256.hash(data: spki))
         }
         let document: [UInt8]
         do {
@@ -127,7 +142,9 @@ public struct AttestedCertificateIssuer: Sendable {
         } catch {
             throw .issuingFailed("\(evidence.variant.name) evidence: \(error)")
         }
-        let der = try AttestedCertificate.make(key: key, variant: evidence.variant, document: document, serverNonce: serverNonce, now: now)
+        let der = try AttestedCertificate.make(
+            key: key, subjectPublicKeyInfo: spki, variant: evidence.variant, document: document, serverNonce: serverNonce, now: now
+        )
         return AttestedCredential(certificateDER: der, privateKey: key, keyHash: keyHash)
     }
 }
