@@ -49,16 +49,18 @@ demo: deps ## Start swtpm and keyd in a temp dir and drive them with keydctl (TP
 	$(SWIFT) build $(SWIFT_FLAGS) --product keydctl
 	scripts/demo
 
-bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unlock check (root); attestation validations/s
+bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unlock check (root); attestation validations/s; aTLS handshakes/s beside plain TLS
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product statedisk-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product tpm-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product attestation-bench
+	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product atls-bench
 	bin=$$($(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --show-bin-path); \
 	"$$bin/keyd-bench" --keyd "$$bin/keyd"; \
 	"$$bin/tpm-bench" --keyd "$$bin/keyd"; \
 	if [[ -d ../shared/testdata ]]; then "$$bin/attestation-bench"; else echo "attestation-bench skipped: no ../shared/testdata"; fi; \
+	"$$bin/atls-bench"; \
 	if [[ $$(id -u) == 0 ]]; then "$$bin/statedisk-bench"; else echo "statedisk-bench skipped: needs root"; fi
 
 fuzz: deps ## Run each libFuzzer target of Tests/KeydFuzz for FUZZ_SECONDS
