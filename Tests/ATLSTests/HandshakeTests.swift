@@ -5,6 +5,7 @@ import Foundation
 import NIOCore
 import NIOSSL
 import AsterismTestSupport
+import Synchronization
 import Testing
 
 /// Real handshakes over loopback between ATLSServer and ATLSClient, over TLS 1.3 and with TLS 1.2 forced.
@@ -48,6 +49,8 @@ struct HandshakeTests {
         #expect(peer.variant == .asterismTPM)
         #expect(peer.evidence.report.isValid)
         #expect(server.lastConnection?.failure == nil)
+        // Handlers behind the aTLS handlers see the handshake complete (the deadline handler passes it on).
+        #expect(server.completed.withLock { $0 } == 1)
     }
 
     @Test("each connection sends a fresh nonce", arguments: versions)

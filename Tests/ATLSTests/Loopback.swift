@@ -26,6 +26,8 @@ enum Loopback {
     final class Server: Sendable {
         let channel: any Channel
         let connections = Mutex<[ATLSConnection]>([])
+        /// Handshakes completed as seen by the handler behind the aTLS handlers.
+        let completed = Mutex(0)
         init(channel: any Channel) { self.channel = channel }
         var port: Int { channel.localAddress!.port! }
         func close() async { try? await channel.close() }
@@ -41,7 +43,8 @@ enum Loopback {
                 channel.eventLoop.makeCompletedFuture {
                     let connection = try atls.addHandler(to: channel)
                     box.withLock { _ = $0?.connections.withLock { $0.append(connection) } }
-                    try channel.pipeline.syncOperations.addHandler(Echo())
+                    let server = box.withLock { $0 }
+                    try channel.pipeline.syncOperations.addHandler(Echo { server?.completed.withLock { $0 += 1 } })
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -111,6 +114,12 @@ enum Loopback {
     private final class Echo: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
         typealias OutboundOut = ByteBuffer
+        let onHandshake: @Sendable () -> Void
+        init(onHandshake: @escaping @Sendable () -> Void = {}) { self.onHandshake = onHandshake }
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if case TLSUserEvent.handshakeCompleted = event { onHandshake() }
+            context.fireUserInboundEventTriggered(event)
+        }
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             context.writeAndFlush(data, promise: nil)
         }
