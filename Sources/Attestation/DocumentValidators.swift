@@ -10,8 +10,7 @@ public struct NativeTPMDocumentValidator: EvidenceValidator {
 
     public func validate(document: [UInt8], nonce: [UInt8], at time: Date) throws(EvidenceRejection) -> ValidatedEvidence {
         try TPMDocumentValidation.run(variant) { () throws(AttestationError) in
-            let userData = try NativeTPMEvidenceDocument(bytes: document).userDataDigest
-            return (userData, try TPMEvidenceValidator.validate(native: document, nonce: nonce, userDataDigest: userData, policy: policy, at: time))
+            try TPMEvidenceValidator.validateNative(document, nonce: nonce, userDataDigest: nil, policy: policy, at: time)
         }
     }
 }
@@ -27,8 +26,7 @@ public struct ConstellationVTPMValidator: EvidenceValidator {
 
     public func validate(document: [UInt8], nonce: [UInt8], at time: Date) throws(EvidenceRejection) -> ValidatedEvidence {
         try TPMDocumentValidation.run(variant) { () throws(AttestationError) in
-            let userData = try ConstellationVTPMDocument(json: document).userData
-            return (userData, try TPMEvidenceValidator.validate(constellation: document, nonce: nonce, userData: userData, policy: policy, at: time))
+            try TPMEvidenceValidator.validateConstellation(document, nonce: nonce, userData: nil, policy: policy, at: time)
         }
     }
 }

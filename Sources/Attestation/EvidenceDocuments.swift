@@ -278,6 +278,14 @@ public enum TPMEvidenceValidator {
     public static func validate(
         native document: [UInt8], nonce: [UInt8]?, userDataDigest: [UInt8], policy: TPMQuotePolicy, at time: Date
     ) throws(AttestationError) -> AttestationReport {
+        try validateNative(document, nonce: nonce, userDataDigest: userDataDigest, policy: policy, at: time).report
+    }
+
+    /// ``validate(native:nonce:userDataDigest:policy:at:)`` that also returns the document's user data;
+    /// a nil `userDataDigest` leaves the comparison to the caller (aTLS compares with the key hash).
+    static func validateNative(
+        _ document: [UInt8], nonce: [UInt8]?, userDataDigest: [UInt8]?, policy: TPMQuotePolicy, at time: Date
+    ) throws(AttestationError) -> (userData: [UInt8], report: AttestationReport) {
         let fields = try NativeTPMEvidenceDocument.read(document)
         // An AK the policy already prepared is reused when the document carries exactly its bytes; any other is parsed.
         let akPublic: TPMTPublic
@@ -301,7 +309,7 @@ public enum TPMEvidenceValidator {
         results.reserveCapacity(11)
         results.append(userDataResult(expected: userDataDigest, actual: userData))
         policy.evaluate(evidence, expectedQualifyingData: qualifying, context: ValidationContext(time: time), into: &results)
-        return TPMQuoteValidator.report("native-tpm-document", results)
+        return (userData, TPMQuoteValidator.report("native-tpm-document", results))
     }
 
     /// Validates Constellation's qemu-vtpm document; `userData` is what the document must be bound
@@ -310,20 +318,23 @@ public enum TPMEvidenceValidator {
     public static func validate(
         constellation document: [UInt8], nonce: [UInt8]?, userData: [UInt8]?, policy: TPMQuotePolicy, at time: Date
     ) throws(AttestationError) -> AttestationReport {
+        try validateConstellation(document, nonce: nonce, userData: userData, policy: policy, at: time).report
+    }
+
+    /// ``validate(constellation:nonce:userData:policy:at:)`` that also returns the document's user data.
+    static func validateConstellation(
+        _ document: [UInt8], nonce: [UInt8]?, userData: [UInt8]?, policy: TPMQuotePolicy, at time: Date
+    ) throws(AttestationError) -> (userData: [UInt8], report: AttestationReport) {
         let parsed = try ConstellationVTPMDocument(json: document)
         var report = AttestationReport(evidence: "constellation-qemu-vtpm")
-        if let userData {
-            report.append(userDataResult(expected: userData, actual: parsed.userData))
-        } else {
-            report.append(.notChecked("binding.user-data", "no user data given", [.hex("actual", parsed.userData)]))
-        }
+        report.append(userDataResult(expected: userData, actual: parsed.userData))
         let wanted: [TPMAlgorithm] = policy.allowSHA1 ? [.sha256, .sha1] : [.sha256]
         guard let quote = wanted.lazy.compactMap({ bank in parsed.quotes.first { ConstellationVTPMDocument.bank(ofGoHash: $0.hash) == bank } }).first,
               let bank = ConstellationVTPMDocument.bank(ofGoHash: quote.hash)
         else {
             report.append(.failed("tpm.quote.pcr-bank", "the document has no quote over an allowed bank",
                                   [("banks", parsed.quotes.map { String($0.hash) }.joined(separator: ","))]))
-            return report
+            return (parsed.userData, report)
         }
         let evidence = TPMQuoteEvidence(
             akPublic: try TPMTPublic(anyEncoding: parsed.akPublic), attest: try TPMSAttest(bytes: quote.quote),
@@ -334,10 +345,14 @@ public enum TPMEvidenceValidator {
             ConstellationVTPMDocument.qualifyingData(userData: parsed.userData, nonce: $0, instanceInfo: parsed.instanceInfo)
         }
         report.merge(TPMQuoteValidator.validate(evidence, policy: quotePolicy, context: ValidationContext(time: time)))
-        return report
+        return (parsed.userData, report)
     }
 
-    private static func userDataResult(expected: [UInt8], actual: [UInt8]) -> PolicyResult {
+    /// Compares the document's user data with the expected; nil leaves it to the caller, and says so.
+    private static func userDataResult(expected: [UInt8]?, actual: [UInt8]) -> PolicyResult {
+        guard let expected else {
+            return .notChecked("binding.user-data", "no user data given to compare with here", [.hex("actual", actual)])
+        }
         let values = [PolicyResult.Value.hex("expected", expected), .hex("actual", actual)]
         return equalBytes(expected, actual)
             ? .passed("binding.user-data", "the evidence carries the expected user data", values)
