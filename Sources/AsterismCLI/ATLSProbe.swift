@@ -7,6 +7,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import Synchronization
 
 struct ATLSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "atls", abstract: "Attested TLS tools.", subcommands: [ATLSProbe.self])
@@ -84,7 +85,7 @@ struct ATLSProbe: ParsableCommand, OutcomeCommand {
         }
         let client = ATLSClient(configuration: .init(verifier: try verifier(), tls: settings), threadPool: pool)
         let handshake = group.next().makePromise(of: HandshakeWatcher.Result.self)
-        let connection = NIOLockedConnection()
+        let connection = ProbeConnectionBox()
         let connecting = ClientBootstrap(group: group)
             .connectTimeout(.seconds(Int64(timeout)))
             .channelInitializer { channel in
@@ -117,11 +118,10 @@ struct ProbeTimeout: Error, CustomStringConvertible {
 }
 
 /// Holds the probe's one connection state across threads.
-final class NIOLockedConnection: @unchecked Sendable {
-    private let lock = NSLock()
-    private var connection: ATLSConnection?
-    func set(_ value: ATLSConnection) { lock.withLock { connection = value } }
-    func get() -> ATLSConnection? { lock.withLock { connection } }
+final class ProbeConnectionBox: Sendable {
+    private let connection = Mutex<ATLSConnection?>(nil)
+    func set(_ value: ATLSConnection) { connection.withLock { $0 = value } }
+    func get() -> ATLSConnection? { connection.withLock { $0 } }
 }
 
 /// Completes with the TLS version and ALPN protocol when the handshake completes, or with the error.
