@@ -290,7 +290,8 @@ public enum TPMEvidenceValidator {
         // An AK the policy already prepared is reused when the document carries exactly its bytes; any other is parsed.
         let akPublic: TPMTPublic
         let key: Result<TPMVerificationKey, AttestationError>
-        if let prepared = policy.akTrust.preparedKey(marshaled: fields.akPublic) {
+        let prepared = policy.akTrust.preparedKey(marshaled: fields.akPublic)
+        if let prepared {
             akPublic = prepared.akPublic
             key = .success(prepared.verificationKey)
         } else {
@@ -309,6 +310,11 @@ public enum TPMEvidenceValidator {
         results.reserveCapacity(11)
         results.append(userDataResult(expected: userDataDigest, actual: userData))
         policy.evaluate(evidence, expectedQualifyingData: qualifying, context: ValidationContext(time: time), into: &results)
+        // An AK allow-listed by digest is kept prepared once a quote of its verified.
+        if prepared == nil, case .success(let verificationKey) = key,
+           results.contains(where: { $0.policy == QuoteSignaturePolicy.name && $0.outcome == .passed }) {
+            policy.akTrust.remember(akPublic, digest: verificationKey.digest)
+        }
         return (userData, TPMQuoteValidator.report("native-tpm-document", results))
     }
 

@@ -1,5 +1,6 @@
 import Crypto
 import FoundationEssentials
+import Synchronization
 
 /// One TPM quote with what the attester reported beside it.
 public struct TPMQuoteEvidence: Sendable {
@@ -76,7 +77,8 @@ public struct CertifiedAK: Hashable, Sendable {
     }
 }
 
-/// How the AK of a quote is trusted. At least one of the three must accept the AK.
+/// How the AK of a quote is trusted. At least one of the three must accept the AK. Equal when the
+/// trusted keys and the mode are equal (the remembered keys are a cache, not part of the value).
 public struct AKTrust: Hashable, Sendable {
     /// SHA-256 digests of DER SubjectPublicKeyInfo of AKs known to belong to trusted TPMs.
     public var allowedKeyDigests: Set<[UInt8]>
@@ -89,6 +91,9 @@ public struct AKTrust: Hashable, Sendable {
     /// - Important: Development only; anyone can make such evidence. Every report it produced says so.
     public var insecureTrustDocumentAK: Bool
 
+    /// AKs allow-listed by digest whose quotes verified, kept prepared; shared by copies of this value.
+    private let remembered = RememberedAKs()
+
     public init(allowedKeyDigests: Set<[UInt8]> = [], allowedKeys: [PreparedAK] = [], certifiedKeys: [CertifiedAK] = [],
                 insecureTrustDocumentAK: Bool = false) {
         self.allowedKeyDigests = allowedKeyDigests
@@ -97,16 +102,58 @@ public struct AKTrust: Hashable, Sendable {
         self.insecureTrustDocumentAK = insecureTrustDocumentAK
     }
 
-    /// The prepared key whose marshaled TPMT_PUBLIC is exactly `bytes`, if any (allow-listed or certified).
-    /// Finding one grants nothing by itself: ``AKTrustPolicy`` still decides on the key's digest.
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.allowedKeyDigests == rhs.allowedKeyDigests && lhs.allowedKeys == rhs.allowedKeys && lhs.certifiedKeys == rhs.certifiedKeys
+            && lhs.insecureTrustDocumentAK == rhs.insecureTrustDocumentAK
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(allowedKeyDigests)
+        hasher.combine(allowedKeys)
+        hasher.combine(certifiedKeys)
+        hasher.combine(insecureTrustDocumentAK)
+    }
+
+    /// The prepared key whose marshaled TPMT_PUBLIC is exactly `bytes`, if any (allow-listed, certified,
+    /// or remembered). Finding one grants nothing by itself: ``AKTrustPolicy`` still decides on the key's digest.
     func preparedKey(marshaled bytes: ArraySlice<UInt8>) -> PreparedAK? {
         if let key = allowedKeys.first(where: { $0.isMarshaled(as: bytes) }) { return key }
-        return certifiedKeys.lazy.compactMap(\.key).first { $0.isMarshaled(as: bytes) }
+        if let key = certifiedKeys.lazy.compactMap(\.key).first(where: { $0.isMarshaled(as: bytes) }) { return key }
+        return remembered.key(marshaled: bytes)
+    }
+
+    /// Keeps `akPublic` prepared for the next quotes it signs, when its digest is allow-listed and a
+    /// quote it signed just verified (so nobody without the TPM can make this server prepare keys).
+    func remember(_ akPublic: TPMTPublic, digest: [UInt8]) {
+        guard allowedKeyDigests.contains(digest), remembered.key(marshaled: akPublic.bytes[...]) == nil,
+              let prepared = try? PreparedAK(akPublic)
+        else { return }
+        remembered.insert(prepared, limit: allowedKeyDigests.count)
     }
 
     /// The note every report carries when the insecure mode accepted the AK.
     public static let insecureNote =
         "insecureTrustDocumentAK: the attestation key was taken from the evidence itself and is not authenticated; development only"
+}
+
+/// AKs allow-listed by digest, prepared after a quote of theirs verified: at most one per allow-listed
+/// digest (a key marshaled another way replaces it), so the set stays as small as the allow-list.
+final class RememberedAKs: Sendable {
+    private let keys = Mutex<[PreparedAK]>([])
+
+    /// The remembered key whose marshaled TPMT_PUBLIC is exactly `bytes`.
+    func key(marshaled bytes: ArraySlice<UInt8>) -> PreparedAK? {
+        keys.withLock { $0.first { $0.isMarshaled(as: bytes) } }
+    }
+
+    /// Remembers `key` in place of any with its digest, dropping the oldest beyond `limit`.
+    func insert(_ key: PreparedAK, limit: Int) {
+        keys.withLock { keys in
+            keys.removeAll { $0.keyDigest == key.keyDigest }
+            keys.append(key)
+            if keys.count > limit { keys.removeFirst(keys.count - limit) }
+        }
+    }
 }
 
 /// What to do with the event log when one is present.
