@@ -4,11 +4,14 @@ import FoundationEssentials
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// The verifying client side of aTLS. Every connection (reconnects included) gets a fresh nonce in
-/// its SNI and a TLS context of its own with empty trust roots; the server's certificate is checked
-/// by a custom verification callback on a thread pool. In mutual aTLS the client's own attested
-/// certificate is made when the server asks for it, bound to the nonce in the server's certificate.
+/// its SNI; the server's certificate is checked by a custom verification callback, per connection, on
+/// a thread pool. Contexts have empty trust roots. One-way clients share one context: BoringSSL keeps
+/// no client sessions unless asked and NIOSSL never asks, so nothing can resume. In mutual aTLS the
+/// client's own attested certificate is made when the server asks for it, bound to the nonce in the
+/// server's certificate, which takes a context per connection.
 public final class ATLSClient: Sendable {
     /// What the client does.
     public struct Configuration: Sendable {
@@ -33,6 +36,10 @@ public final class ATLSClient: Sendable {
     /// Called with every connection's state once its handler exists (for callers that want the peer).
     let onConnection: (@Sendable (ATLSConnection) -> Void)?
     let now: @Sendable () -> Date
+    /// The client certificate key in NIOSSL's form, parsed once while the issuer keeps its key.
+    private let keyCache = NIOSSLKeyCache()
+    /// The context every one-way connection shares, made on first use.
+    private let sharedContext = Mutex<NIOSSLContext?>(nil)
 
     public init(
         configuration: Configuration, threadPool: NIOThreadPool, now: @escaping @Sendable () -> Date = { Date() },
@@ -57,30 +64,9 @@ public final class ATLSClient: Sendable {
     public func makeHandler() throws -> (NIOSSLClientHandler, ATLSConnection) {
         let nonce = ATLSNonce.random()
         let connection = ATLSConnection(sentNonce: nonce)
-        var tls = configuration.tls.baseConfiguration()
-        tls.certificateVerification = .noHostnameVerification  // `.none` would skip the callback
+        let context = try self.context(for: connection)
         let pool = threadPool
         let now = self.now
-        if let issuer = configuration.issuer {
-            // BoringSSL asks for the client certificate after the server's certificate verified, so
-            // the server's nonce is known by then.
-            tls.sslContextCallback = { _, promise in
-                guard let serverNonce = connection.serverNonce else {
-                    connection.recordFailure(.serverNonceMissing)
-                    promise.fail(ATLSError.serverNonceMissing)
-                    return
-                }
-                pool.runIfActive(eventLoop: promise.futureResult.eventLoop) {
-                    do {
-                        return try NIOSSLContextConfigurationOverride(issuer.issue(nonce: serverNonce, now: now()))
-                    } catch let error as ATLSError {
-                        connection.recordFailure(error)
-                        throw error
-                    }
-                }.cascade(to: promise)
-            }
-        }
-        let context = try NIOSSLContext(configuration: tls)
         let verifier = configuration.verifier
         let handler = try NIOSSLClientHandler(context: context, serverHostname: nonce.base64) { certificates, promise in
             ATLSVerification.run(
@@ -89,5 +75,40 @@ public final class ATLSClient: Sendable {
         }
         onConnection?(connection)
         return (handler, connection)
+    }
+
+    /// The shared one-way context, or for mutual aTLS a context whose certificate callback serves `connection`.
+    private func context(for connection: ATLSConnection) throws -> NIOSSLContext {
+        var tls = configuration.tls.baseConfiguration()
+        tls.certificateVerification = .noHostnameVerification  // `.none` would skip the callback
+        guard let issuer = configuration.issuer else {
+            return try sharedContext.withLock { shared in
+                if let shared { return shared }
+                let context = try NIOSSLContext(configuration: tls)
+                shared = context
+                return context
+            }
+        }
+        let pool = threadPool
+        let now = self.now
+        let keys = keyCache
+        // BoringSSL asks for the client certificate after the server's certificate verified, so the
+        // server's nonce is known by then.
+        tls.sslContextCallback = { _, promise in
+            guard let serverNonce = connection.serverNonce else {
+                connection.recordFailure(.serverNonceMissing)
+                promise.fail(ATLSError.serverNonceMissing)
+                return
+            }
+            pool.runIfActive(eventLoop: promise.futureResult.eventLoop) {
+                do {
+                    return try NIOSSLContextConfigurationOverride(issuer.issue(nonce: serverNonce, now: now()), keys: keys)
+                } catch let error as ATLSError {
+                    connection.recordFailure(error)
+                    throw error
+                }
+            }.cascade(to: promise)
+        }
+        return try NIOSSLContext(configuration: tls)
     }
 }

@@ -39,10 +39,27 @@ public final class ATLSConnection: Sendable {
 
 /// Converts an attested credential to what NIOSSL loads.
 extension NIOSSLContextConfigurationOverride {
-    init(_ credential: AttestedCredential) throws {
+    init(_ credential: AttestedCredential, keys: NIOSSLKeyCache) throws {
         self.init()
         certificateChain = [.certificate(try NIOSSLCertificate(bytes: credential.certificateDER, format: .der))]
-        privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(credential.privateKey.derRepresentation), format: .der))
+        privateKey = .privateKey(try keys.key(for: credential))
+    }
+}
+
+/// The last certificate key in NIOSSL's form, so that a cached-key issuer's key is parsed (and
+/// re-checked by BoringSSL) once, not on every handshake. Keyed by the public key's hash; a fresh
+/// key per certificate simply replaces the entry.
+final class NIOSSLKeyCache: Sendable {
+    private let last = Mutex<(keyHash: [UInt8], key: NIOSSLPrivateKey)?>(nil)
+
+    init() {}
+
+    /// `credential`'s key in NIOSSL's form.
+    func key(for credential: AttestedCredential) throws -> NIOSSLPrivateKey {
+        if let hit = last.withLock({ $0?.keyHash == credential.keyHash ? $0?.key : nil }) { return hit }
+        let key = try NIOSSLPrivateKey(bytes: Array(credential.privateKey.derRepresentation), format: .der)
+        last.withLock { $0 = (credential.keyHash, key) }
+        return key
     }
 }
 

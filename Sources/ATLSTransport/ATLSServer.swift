@@ -44,6 +44,8 @@ public final class ATLSServer: Sendable {
     public let peers: ATLSPeerRegistry
     /// The clock for validity checks.
     let now: @Sendable () -> Date
+    /// The certificate key in NIOSSL's form, parsed once while the issuer keeps its key.
+    private let keyCache = NIOSSLKeyCache()
 
     public init(
         configuration: Configuration, threadPool: NIOThreadPool, peers: ATLSPeerRegistry = ATLSPeerRegistry(),
@@ -85,6 +87,7 @@ public final class ATLSServer: Sendable {
         let issuer = configuration.issuer
         let pool = threadPool
         let now = self.now
+        let keys = keyCache
         tls.sslContextCallback = { values, promise in
             let nonce: ATLSNonce
             do {
@@ -97,7 +100,7 @@ public final class ATLSServer: Sendable {
             }
             pool.runIfActive(eventLoop: promise.futureResult.eventLoop) {
                 do {
-                    return try NIOSSLContextConfigurationOverride(issuer.issue(nonce: nonce, serverNonce: serverNonce, now: now()))
+                    return try NIOSSLContextConfigurationOverride(issuer.issue(nonce: nonce, serverNonce: serverNonce, now: now()), keys: keys)
                 } catch let error as ATLSError {
                     connection.recordFailure(error)
                     throw error
