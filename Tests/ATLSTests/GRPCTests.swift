@@ -108,13 +108,16 @@ struct GRPCTests {
             try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) { grpc in
                 let verify = Verify_API.Client(wrapping: grpc)
                 for _ in 0..<3 {
-                    // An RPC that starts as the idle connection closes sees `unavailable`; gRPC does not
-                    // retry it by itself, so the test does.
+                    // An RPC that starts as the idle connection closes sees `unavailable` ("no subchannel
+                    // available" while the channel reconnects); gRPC does not retry it by itself, so the
+                    // test does, after a pause that lets the reconnect finish.
                     for attempt in 1... {
                         do {
                             _ = try await verify.getAttestation(Verify_GetAttestationRequest(), options: options)
                             break
-                        } catch let error as RPCError where error.code == .unavailable && attempt < 5 {}
+                        } catch let error as RPCError where error.code == .unavailable && attempt < 20 {
+                            try await Task.sleep(for: .milliseconds(50))
+                        }
                     }
                     try await Task.sleep(for: .milliseconds(400))
                 }
