@@ -7,6 +7,8 @@ import FoundationEssentials
 final class TPMVerificationKey: Sendable {
     enum Backing: Sendable {
         case p256(P256.Signing.PublicKey)
+        /// A P-256 key with its comb table, for keys verified many times (``PreparedAK``).
+        case p256Prepared(P256Verifier)
         case p384(P384.Signing.PublicKey)
         case rsa(_RSA.Signing.PublicKey)
     }
@@ -15,7 +17,9 @@ final class TPMVerificationKey: Sendable {
     /// The DER SubjectPublicKeyInfo, whose SHA-256 is the key's allow-list digest.
     let subjectPublicKeyInfo: [UInt8]
 
-    init(_ key: TPMPublicKey) throws(AttestationError) {
+    /// The key made usable; `prepared` also precomputes what makes repeated P-256 verifications fast
+    /// (a table of ``P256Verifier/tableBytes`` bytes, about a millisecond to build).
+    init(_ key: TPMPublicKey, prepared: Bool = false) throws(AttestationError) {
         switch key {
         case .ecc(let curve, let x, let y):
             let size = curve.coordinateSize
@@ -24,7 +28,7 @@ final class TPMVerificationKey: Sendable {
                 switch curve {
                 case .nistP256:
                     let key = try P256.Signing.PublicKey(x963Representation: point)
-                    backing = .p256(key)
+                    backing = prepared ? .p256Prepared(try P256Verifier(x963Representation: point)) : .p256(key)
                     subjectPublicKeyInfo = Array(key.derRepresentation)
                     digest = Array(SHA256.hash(data: subjectPublicKeyInfo))
                 case .nistP384:
@@ -65,6 +69,15 @@ final class TPMVerificationKey: Sendable {
             case .sha384: return key.isValidSignature(sig, for: SHA384.hash(data: message))
             case .sha512: return key.isValidSignature(sig, for: SHA512.hash(data: message))
             case .sha1: return key.isValidSignature(sig, for: Insecure.SHA1.hash(data: message))
+            default: return false
+            }
+        case (.p256Prepared(let verifier), .ecdsa(let hash, let r, let s)):
+            guard r.count <= 32, s.count <= 32 else { return false }
+            switch hash {
+            case .sha256: return SHA256.hash(data: message).withUnsafeBytes { verifier.isValidSignature(r: r, s: s, digest: $0) }
+            case .sha384: return SHA384.hash(data: message).withUnsafeBytes { verifier.isValidSignature(r: r, s: s, digest: $0) }
+            case .sha512: return SHA512.hash(data: message).withUnsafeBytes { verifier.isValidSignature(r: r, s: s, digest: $0) }
+            case .sha1: return Insecure.SHA1.hash(data: message).withUnsafeBytes { verifier.isValidSignature(r: r, s: s, digest: $0) }
             default: return false
             }
         case (.p384(let key), .ecdsa(let hash, let r, let s)):
@@ -120,7 +133,7 @@ public struct PreparedAK: Hashable, Sendable {
 
         init(_ akPublic: TPMTPublic) throws(AttestationError) {
             self.akPublic = akPublic
-            self.verificationKey = try TPMVerificationKey(akPublic.key)
+            self.verificationKey = try TPMVerificationKey(akPublic.key, prepared: true)
         }
     }
 
