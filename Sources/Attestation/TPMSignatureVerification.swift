@@ -18,7 +18,7 @@ final class TPMVerificationKey: Sendable {
     let subjectPublicKeyInfo: [UInt8]
 
     /// The key made usable; `prepared` also precomputes what makes repeated P-256 verifications fast
-    /// (a table of ``P256Verifier/tableBytes`` bytes, about a millisecond to build).
+    /// (a table of ``P256Verifier/tableBytes`` bytes, about 2 ms to build).
     init(_ key: TPMPublicKey, prepared: Bool = false) throws(AttestationError) {
         switch key {
         case .ecc(let curve, let x, let y):

@@ -344,19 +344,20 @@ struct P256VerifierTests {
         #expect(P256Curve.linearCombination(nMinusOne, g, .one, g).isInfinity)
         #expect(affine(P256Curve.linearCombination(nMinusOne, g, .zero, g)) == generator.negated)
         #expect(P256Curve.linearCombination(.zero, g, .zero, g).isInfinity)
-        #expect(g.points.count == P256CombTable.count)
+        #expect(g.width == P256CombTable.generatorWidth)
+        #expect(g.points.count == g.windows * g.entries)
         for point in g.points { #expect(point.isOnCurve) }
         // Entry j of window i is (j + 1)·2^(w·i)·G: consecutive entries differ by the window's base, and
         // each base is 2^w times the one before.
-        let entries = P256CombTable.entries
-        for window in [0, 1, P256CombTable.windows / 2, P256CombTable.windows - 1] {
+        let entries = g.entries
+        for window in [0, 1, g.windows / 2, g.windows - 1] {
             let base = g.points[window * entries]
             for j in [1, 2, entries / 2, entries - 1] {
                 #expect(affine(P256JacobianPoint(g.points[window * entries + j - 1]).adding(base)) == g.points[window * entries + j])
             }
             if window > 0 {
                 var shifted = P256JacobianPoint(g.points[(window - 1) * entries])
-                for _ in 0..<P256CombTable.width { shifted = shifted.doubled() }
+                for _ in 0..<g.width { shifted = shifted.doubled() }
                 #expect(affine(shifted) == base)
             }
         }
@@ -366,7 +367,8 @@ struct P256VerifierTests {
     func combAgainstDoubleAndAdd() throws {
         var generator = SeededGenerator(state: 256)
         let g = P256Curve.generatorTable
-        let asKey = try #require(P256CombTable(P256Curve.generator))
+        let asKey = try #require(P256CombTable(P256Curve.generator, width: P256CombTable.keyWidth))
+        #expect(P256Verifier.tableBytes == asKey.points.count * MemoryLayout<P256AffinePoint>.stride)
         func affine(_ point: P256JacobianPoint) -> P256AffinePoint? { P256JacobianPoint.affine([point])?.first }
         var scalars = [P256Curve.n.subtracting(.one).difference, U256(w0: 64, w1: 0, w2: 0, w3: 0), U256(w0: 65, w1: 0, w2: 0, w3: 0)]
         for _ in 0..<8 { scalars.append(Self.edgeValue(&generator, below: P256Curve.n)) }
