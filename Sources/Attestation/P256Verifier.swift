@@ -112,6 +112,21 @@ struct U256: Hashable, Sendable, Comparable {
 
     /// The big-endian integer `bytes`; nil when it has more than 32 bytes.
     init?(bigEndian bytes: some Collection<UInt8>) {
+        // Contiguous bytes are read through a pointer, which is fast even where the caller is not specialized.
+        if let parsed = bytes.withContiguousStorageIfAvailable({ U256(bigEndianBuffer: $0) }) {
+            guard let parsed else { return nil }
+            self = parsed
+            return
+        }
+        self.init(bigEndianBytes: bytes)
+    }
+
+    /// The big-endian integer in `buffer`; nil when it has more than 32 bytes.
+    init?(bigEndianBuffer buffer: UnsafeBufferPointer<UInt8>) { self.init(bigEndianBytes: buffer) }
+
+    /// The big-endian integer `bytes`, one byte at a time; nil when it has more than 32 bytes.
+    @inline(__always)
+    private init?(bigEndianBytes bytes: some Collection<UInt8>) {
         var position = bytes.count  // bytes still to read, so the next byte's index from the least significant end + 1
         guard position <= 32 else { return nil }
         self = .zero
