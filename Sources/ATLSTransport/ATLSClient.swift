@@ -8,7 +8,8 @@ import Synchronization
 
 /// The verifying client side of aTLS. Every connection (reconnects included) gets a fresh nonce in
 /// its SNI; the server's certificate is checked by a custom verification callback, per connection, on
-/// a thread pool. Contexts have empty trust roots. One-way clients share one context: BoringSSL keeps
+/// the connection's event loop (pure CPU work, less than the thread hops to a pool would cost).
+/// Contexts have empty trust roots. One-way clients share one context: BoringSSL keeps
 /// no client sessions unless asked and NIOSSL never asks, so nothing can resume. In mutual aTLS the
 /// client's own attested certificate is made when the server asks for it, bound to the nonce in the
 /// server's certificate, which takes a context per connection.
@@ -31,7 +32,7 @@ public final class ATLSClient: Sendable {
 
     /// The configuration.
     public let configuration: Configuration
-    /// Where verification and the client's own evidence run.
+    /// Where the client's own evidence is made (mutual aTLS).
     public let threadPool: NIOThreadPool
     /// Called with every connection's state once its handler exists (for callers that want the peer).
     let onConnection: (@Sendable (ATLSConnection) -> Void)?
@@ -65,12 +66,11 @@ public final class ATLSClient: Sendable {
         let nonce = ATLSNonce.random()
         let connection = ATLSConnection(sentNonce: nonce)
         let context = try self.context(for: connection)
-        let pool = threadPool
         let now = self.now
         let verifier = configuration.verifier
         let handler = try NIOSSLClientHandler(context: context, serverHostname: nonce.base64) { certificates, promise in
             ATLSVerification.run(
-                verifier: verifier, certificates: certificates, nonce: nonce, connection: connection, pool: pool, now: now, promise: promise
+                verifier: verifier, certificates: certificates, nonce: nonce, connection: connection, pool: nil, now: now, promise: promise
             )
         }
         onConnection?(connection)

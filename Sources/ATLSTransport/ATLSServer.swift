@@ -158,18 +158,22 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-/// Runs a peer-certificate verification on the thread pool and completes NIOSSL's promise.
+/// Verifies a peer's certificate for NIOSSL's custom verification callback and completes its promise:
+/// on the thread pool when `pool` is given (a server, whose clients choose when to connect and what
+/// to send, keeps its loop free of their documents), else right on the event loop (a client verifies
+/// only the servers it chose to connect to, one certificate per connection, and two thread hops cost
+/// more than a typical verification).
 enum ATLSVerification {
     static func run(
         verifier: ATLSVerifier, certificates: [NIOSSLCertificate], nonce: ATLSNonce, connection: ATLSConnection,
-        pool: NIOThreadPool, now: @escaping @Sendable () -> Date, promise: EventLoopPromise<NIOSSLVerificationResult>
+        pool: NIOThreadPool?, now: @escaping @Sendable () -> Date, promise: EventLoopPromise<NIOSSLVerificationResult>
     ) {
         guard let leaf = certificates.first, let der = try? leaf.toDERBytes() else {
             connection.recordFailure(.noPeerCertificate)
             promise.succeed(.failed)
             return
         }
-        pool.runIfActive(eventLoop: promise.futureResult.eventLoop) { () -> NIOSSLVerificationResult in
+        let verify: @Sendable () -> NIOSSLVerificationResult = {
             do throws(ATLSError) {
                 let identity = try verifier.verify(certificateDER: der, nonce: nonce, at: now())
                 connection.recordPeer(identity)
@@ -178,7 +182,9 @@ enum ATLSVerification {
                 connection.recordFailure(error)
                 return .failed
             }
-        }.cascade(to: promise)
+        }
+        guard let pool else { return promise.succeed(verify()) }
+        pool.runIfActive(eventLoop: promise.futureResult.eventLoop, verify).cascade(to: promise)
     }
 }
 
