@@ -75,86 +75,74 @@ func line(_ text: String, _ arguments: any CVarArg...) { print(String(format: te
 func be16(_ value: Int) -> [UInt8] { [UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)] }
 func tpm2b(_ bytes: [UInt8]) -> [UInt8] { be16(bytes.count) + bytes }
 
-// 0. P384Verifier against swift-crypto: every valid signature accepted by both, every tampered one refused by both.
-if p384Checks > 0 {
+/// One key of a cross-check: signs (raw r || s), and says whether swift-crypto and the pure-Swift
+/// verifier accept a raw signature over a message.
+struct CheckedKey {
+    let sign: ([UInt8]) throws -> [UInt8]
+    let swiftCrypto: ([UInt8], [UInt8]) -> Bool
+    let ours: ([UInt8], [UInt8]) -> Bool
+}
+
+/// `name` against swift-crypto on `rounds` random triples: every valid signature accepted by both,
+/// every tampered signature, other message and other key refused by both; exits 1 on any disagreement.
+func crossCheck(_ name: String, rounds: Int, keys: [CheckedKey]) throws {
     var agreed = 0
     var disagreements: [String] = []
-    var keys: [(P384.Signing.PrivateKey, P384Verifier)] = []
-    for _ in 0..<64 {
-        let key = P384.Signing.PrivateKey()
-        keys.append((key, try P384Verifier(key.publicKey)))
-    }
-    for round in 0..<p384Checks {
-        let (key, verifier) = keys[round % keys.count]
+    for round in 0..<rounds {
+        let key = keys[round % keys.count]
+        let otherKey = keys[(round + 1) % keys.count]
         let message = (0..<Int.random(in: 0...256)).map { _ in UInt8.random(in: 0...255) }
-        let signature = try key.signature(for: message)
-        let raw = Array(signature.rawRepresentation)
-        let digest = Array(SHA384.hash(data: message))
+        let raw = try key.sign(message)
         var tampered = raw
-        tampered[Int.random(in: 0..<96)] ^= 1 << UInt8.random(in: 0...7)
-        let tamperedSignature = try? P384.Signing.ECDSASignature(rawRepresentation: tampered)
+        tampered[Int.random(in: 0..<raw.count)] ^= 1 << UInt8.random(in: 0...7)
         let other = message + [UInt8.random(in: 0...255)]
-        let (otherKey, otherVerifier) = keys[(round + 1) % keys.count]
         let cases: [(String, Bool, Bool)] = [
-            ("valid", key.publicKey.isValidSignature(signature, for: message), verifier.isValidSignature(rawRepresentation: raw, digest: digest)),
-            ("tampered signature", tamperedSignature.map { key.publicKey.isValidSignature($0, for: message) } ?? false,
-             verifier.isValidSignature(rawRepresentation: tampered, digest: digest)),
-            ("other message", key.publicKey.isValidSignature(signature, for: other),
-             verifier.isValidSignature(rawRepresentation: raw, digest: Array(SHA384.hash(data: other)))),
-            ("other key", otherKey.publicKey.isValidSignature(signature, for: message), otherVerifier.isValidSignature(rawRepresentation: raw, digest: digest)),
+            ("valid", key.swiftCrypto(raw, message), key.ours(raw, message)),
+            ("tampered signature", key.swiftCrypto(tampered, message), key.ours(tampered, message)),
+            ("other message", key.swiftCrypto(raw, other), key.ours(raw, other)),
+            ("other key", otherKey.swiftCrypto(raw, message), otherKey.ours(raw, message)),
         ]
-        for (name, theirs, ours) in cases {
-            if theirs == ours && ours == (name == "valid") {
+        for (label, theirs, ours) in cases {
+            if theirs == ours && ours == (label == "valid") {
                 agreed += 1
             } else {
-                disagreements.append("round \(round) \(name): swift-crypto \(theirs), P384Verifier \(ours)")
+                disagreements.append("round \(round) \(label): swift-crypto \(theirs), \(name) \(ours)")
             }
         }
     }
-    print("p384-check  \(p384Checks) random triples, \(agreed) verifications agreed with swift-crypto (valid accepted, tampered refused), \(disagreements.count) disagreed")
+    print("\(name == "P384Verifier" ? "p384" : "p256")-check  \(rounds) random triples, \(agreed) verifications agreed with swift-crypto (valid accepted, tampered refused), \(disagreements.count) disagreed")
     for line in disagreements.prefix(10) { print("            " + line) }
     if !disagreements.isEmpty { exit(1) }
 }
 
-// 0. P256Verifier against swift-crypto, the same way.
+// 0. The pure-Swift verifiers against swift-crypto, in this optimized build.
+if p384Checks > 0 {
+    let keys = try (0..<64).map { _ in
+        let key = P384.Signing.PrivateKey()
+        let verifier = try P384Verifier(key.publicKey)
+        return CheckedKey(
+            sign: { Array(try key.signature(for: $0).rawRepresentation) },
+            swiftCrypto: { raw, message in
+                (try? P384.Signing.ECDSASignature(rawRepresentation: raw)).map { key.publicKey.isValidSignature($0, for: message) } ?? false
+            },
+            ours: { raw, message in verifier.isValidSignature(rawRepresentation: raw, digest: Array(SHA384.hash(data: message))) }
+        )
+    }
+    try crossCheck("P384Verifier", rounds: p384Checks, keys: keys)
+}
 if p256Checks > 0 {
-    var agreed = 0
-    var disagreements: [String] = []
-    var keys: [(P256.Signing.PrivateKey, P256Verifier)] = []
-    for _ in 0..<64 {
+    let keys = try (0..<64).map { _ in
         let key = P256.Signing.PrivateKey()
-        keys.append((key, try P256Verifier(key.publicKey)))
+        let verifier = try P256Verifier(key.publicKey)
+        return CheckedKey(
+            sign: { Array(try key.signature(for: $0).rawRepresentation) },
+            swiftCrypto: { raw, message in
+                (try? P256.Signing.ECDSASignature(rawRepresentation: raw)).map { key.publicKey.isValidSignature($0, for: message) } ?? false
+            },
+            ours: { raw, message in verifier.isValidSignature(rawRepresentation: raw, digest: Array(SHA256.hash(data: message))) }
+        )
     }
-    for round in 0..<p256Checks {
-        let (key, verifier) = keys[round % keys.count]
-        let message = (0..<Int.random(in: 0...256)).map { _ in UInt8.random(in: 0...255) }
-        let signature = try key.signature(for: message)
-        let raw = Array(signature.rawRepresentation)
-        let digest = Array(SHA256.hash(data: message))
-        var tampered = raw
-        tampered[Int.random(in: 0..<64)] ^= 1 << UInt8.random(in: 0...7)
-        let tamperedSignature = try? P256.Signing.ECDSASignature(rawRepresentation: tampered)
-        let other = message + [UInt8.random(in: 0...255)]
-        let (otherKey, otherVerifier) = keys[(round + 1) % keys.count]
-        let cases: [(String, Bool, Bool)] = [
-            ("valid", key.publicKey.isValidSignature(signature, for: message), verifier.isValidSignature(rawRepresentation: raw, digest: digest)),
-            ("tampered signature", tamperedSignature.map { key.publicKey.isValidSignature($0, for: message) } ?? false,
-             verifier.isValidSignature(rawRepresentation: tampered, digest: digest)),
-            ("other message", key.publicKey.isValidSignature(signature, for: other),
-             verifier.isValidSignature(rawRepresentation: raw, digest: Array(SHA256.hash(data: other)))),
-            ("other key", otherKey.publicKey.isValidSignature(signature, for: message), otherVerifier.isValidSignature(rawRepresentation: raw, digest: digest)),
-        ]
-        for (name, theirs, ours) in cases {
-            if theirs == ours && ours == (name == "valid") {
-                agreed += 1
-            } else {
-                disagreements.append("round \(round) \(name): swift-crypto \(theirs), P256Verifier \(ours)")
-            }
-        }
-    }
-    print("p256-check  \(p256Checks) random triples, \(agreed) verifications agreed with swift-crypto (valid accepted, tampered refused), \(disagreements.count) disagreed")
-    for line in disagreements.prefix(10) { print("            " + line) }
-    if !disagreements.isEmpty { exit(1) }
+    try crossCheck("P256Verifier", rounds: p256Checks, keys: keys)
 }
 
 // 1. A native evidence document with an ECDSA P-256 AK quote over 24 SHA-256 PCRs, made in process
