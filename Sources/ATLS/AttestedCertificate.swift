@@ -53,6 +53,26 @@ public enum AttestedCertificate {
         return AttestedCertificateDER.certificate(tbs: tbs, signature: Array(signature.derRepresentation))
     }
 
+    /// A throwaway self-signed certificate named `CN=<base64 nonce>`, valid like an attested one: a
+    /// mutual server loads it as its one trust root so that its CertificateRequest lists the nonce as
+    /// the CA name Go clients read. It certifies nothing and nothing trusts it (client certificates
+    /// are checked by the aTLS verifier alone).
+    public static func nonceNameCertificate(_ nonce: ATLSNonce, now: Date) throws(ATLSError) -> [UInt8] {
+        let tbs = try AttestedCertificateDER.tbsCertificate(
+            serial: randomSerial(), notBefore: now - validityMargin, notAfter: now + validityMargin,
+            subjectPublicKeyInfo: nonceNameKeySPKI, extensions: [], name: AttestedCertificateDER.commonName(nonce.base64)
+        )
+        do {
+            return AttestedCertificateDER.certificate(tbs: tbs, signature: Array(try nonceNameKey.signature(for: tbs).derRepresentation))
+        } catch {
+            throw .issuingFailed("signing the nonce-name certificate: \(error)")
+        }
+    }
+
+    /// Signs the nonce-name certificates; one per process, certifying nothing.
+    private static let nonceNameKey = newKey()
+    private static let nonceNameKeySPKI = Array(nonceNameKey.publicKey.derRepresentation)
+
     /// A new P-256 certificate key from 32 random bytes (retried in the ~2^-32 case that they are not
     /// below the group order). `P256.Signing.PrivateKey()` also runs BoringSSL's FIPS pairwise test,
     /// a signature and its verification, which costs several times the key itself on every fresh-key

@@ -10,12 +10,14 @@ enum AttestedCertificateDER {
     static let ecdsaWithSHA256: [UInt8] = [0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02]
     /// `[0] EXPLICIT INTEGER 2`: version v3.
     static let version3: [UInt8] = [0xA0, 0x03, 0x02, 0x01, 0x02]
-    /// Name `CN=Constellation` (the CN as UTF8String, as swift-certificates' `CommonName` writes it).
-    static let name: [UInt8] = {
-        let commonName = Array(AttestedCertificate.commonName.utf8)
-        let attribute = [0x06, 0x03, 0x55, 0x04, 0x03] + tlv(0x0C, commonName)
+    /// Name `CN=Constellation`.
+    static let name: [UInt8] = commonName(AttestedCertificate.commonName)
+
+    /// Name `CN=<text>`, the CN as UTF8String, as swift-certificates' `CommonName` writes it.
+    static func commonName(_ text: String) -> [UInt8] {
+        let attribute = [0x06, 0x03, 0x55, 0x04, 0x03] + tlv(0x0C, Array(text.utf8))
         return tlv(0x30, tlv(0x31, tlv(0x30, attribute)))
-    }()
+    }
 
     /// One extension to encode: OID arcs, non-critical, and its value.
     struct Extension {
@@ -23,10 +25,10 @@ enum AttestedCertificateDER {
         let value: [UInt8]
     }
 
-    /// The DER TBSCertificate. `serial` is a positive INTEGER's minimal content bytes and
-    /// `subjectPublicKeyInfo` the key's DER SubjectPublicKeyInfo.
+    /// The DER TBSCertificate, issued by and to `name`. `serial` is a positive INTEGER's minimal content
+    /// bytes and `subjectPublicKeyInfo` the key's DER SubjectPublicKeyInfo.
     static func tbsCertificate(
-        serial: [UInt8], notBefore: Date, notAfter: Date, subjectPublicKeyInfo: [UInt8], extensions: [Extension]
+        serial: [UInt8], notBefore: Date, notAfter: Date, subjectPublicKeyInfo: [UInt8], extensions: [Extension], name: [UInt8] = name
     ) throws(ATLSError) -> [UInt8] {
         let validity = tlv(0x30, try time(notBefore) + time(notAfter))
         var extensionFields: [(oid: [UInt8], value: [UInt8])] = []

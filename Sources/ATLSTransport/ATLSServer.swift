@@ -1,13 +1,10 @@
 import ATLS
 import Attestation
-import Crypto
 import FoundationEssentials
 import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
-import SwiftASN1
-import X509
 
 /// The attesting server side of aTLS. For every connection it makes a TLS context of its own (so no
 /// session or ticket of another connection can resume, and a mutual server's nonce travels in that
@@ -191,20 +188,7 @@ enum ATLSVerification {
 /// The throwaway certificate whose subject, `CN=<base64 nonce>`, becomes the one name in a mutual
 /// server's CertificateRequest certificate_authorities list, which is where Go clients read the nonce.
 enum NonceName {
-    /// Signs the name certificates; it certifies nothing and is never trusted for anything.
-    private static let key = P256.Signing.PrivateKey(compactRepresentable: false)
-
     static func certificate(_ nonce: ATLSNonce) throws -> NIOSSLCertificate {
-        let name = try DistinguishedName { CommonName(nonce.base64) }
-        let now = Date()
-        let certificate = try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),
-            notValidBefore: now - AttestedCertificate.validityMargin, notValidAfter: now + AttestedCertificate.validityMargin,
-            issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256, extensions: Certificate.Extensions(),
-            issuerPrivateKey: Certificate.PrivateKey(key)
-        )
-        var serializer = DER.Serializer()
-        try serializer.serialize(certificate)
-        return try NIOSSLCertificate(bytes: serializer.serializedBytes, format: .der)
+        try NIOSSLCertificate(bytes: AttestedCertificate.nonceNameCertificate(nonce, now: Date()), format: .der)
     }
 }

@@ -109,4 +109,20 @@ struct AttestedCertificateDERTests {
             #expect(credential.privateKey.publicKey.isValidSignature(signature, for: Array("probe".utf8)))
         }
     }
+
+    @Test("the nonce-name certificate is self-signed, valid like an attested one, and named CN=<base64 nonce> as swift-certificates writes it")
+    func nonceNameCertificate() throws {
+        let nonce = ATLSNonce.random()
+        let der = try AttestedCertificate.nonceNameCertificate(nonce, now: now)
+        let parsed = try Certificate(derEncoded: der)
+        let name = try DistinguishedName { CommonName(nonce.base64) }
+        #expect(parsed.subject == name && parsed.issuer == name)
+        #expect(parsed.publicKey.isValidSignature(parsed.signature, for: parsed))
+        #expect(parsed.extensions.isEmpty)
+        #expect(abs(parsed.notValidBefore.timeIntervalSince(now) + AttestedCertificate.validityMargin) < 1)
+        var serializer = DER.Serializer()
+        try serializer.serialize(name)
+        #expect(AttestedCertificateDER.commonName(nonce.base64) == serializer.serializedBytes)
+        #expect(try serialize(parsed) == der)
+    }
 }
