@@ -1,3 +1,4 @@
+import Attestation
 import FoundationEssentials
 
 /// The parts of an X.509 certificate that the aTLS verifier reads, located in the certificate's DER
@@ -174,7 +175,7 @@ struct DERCursor {
     /// Reads a tag `tag` and a minimal definite length, leaving the content next; returns the content length.
     mutating func header(_ tag: UInt8, _ field: String) throws(ATLSError) -> Int {
         guard let found = bytes.first else { throw .certificateUnreadable("\(field) is missing") }
-        guard found == tag else { throw .certificateUnreadable("\(field): expected tag 0x\(hex(tag)), found 0x\(hex(found))") }
+        guard found == tag else { throw .certificateUnreadable("\(field): expected tag 0x\(hexString([tag])), found 0x\(hexString([found]))") }
         var index = bytes.index(after: bytes.startIndex)
         guard index < bytes.endIndex else { throw .certificateUnreadable("\(field) has no length") }
         let first = bytes[index]
@@ -253,10 +254,5 @@ struct DERCursor {
         let content = bytes.prefix(length)
         bytes = bytes.dropFirst(length)
         return content
-    }
-
-    private func hex(_ byte: UInt8) -> String {
-        let digits = Array("0123456789abcdef")
-        return String([digits[Int(byte >> 4)], digits[Int(byte & 0x0F)]])
     }
 }

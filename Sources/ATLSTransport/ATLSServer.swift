@@ -78,7 +78,9 @@ public final class ATLSServer: Sendable {
         var tls = configuration.tls.baseConfiguration()
         if let serverNonce {
             tls.certificateVerification = .noHostnameVerification
-            tls.trustRoots = .certificates([try NonceName.certificate(serverNonce)])
+            // The nonce's one CA name in the CertificateRequest, where Go clients read it.
+            let name = try AttestedCertificate.nonceNameCertificate(serverNonce, now: now())
+            tls.trustRoots = .certificates([try NIOSSLCertificate(bytes: name, format: .der)])
             tls.sendCANameList = true
         }
         let issuer = configuration.issuer
@@ -182,13 +184,5 @@ enum ATLSVerification {
         }
         guard let pool else { return promise.succeed(verify()) }
         pool.runIfActive(eventLoop: promise.futureResult.eventLoop, verify).cascade(to: promise)
-    }
-}
-
-/// The throwaway certificate whose subject, `CN=<base64 nonce>`, becomes the one name in a mutual
-/// server's CertificateRequest certificate_authorities list, which is where Go clients read the nonce.
-enum NonceName {
-    static func certificate(_ nonce: ATLSNonce) throws -> NIOSSLCertificate {
-        try NIOSSLCertificate(bytes: AttestedCertificate.nonceNameCertificate(nonce, now: Date()), format: .der)
     }
 }

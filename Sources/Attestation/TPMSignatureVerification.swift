@@ -64,33 +64,17 @@ final class TPMVerificationKey: Sendable {
             guard r.count <= 32, s.count <= 32,
                   let sig = try? P256.Signing.ECDSASignature(rawRepresentation: Self.concatenate(r, s, size: 32))
             else { return false }
-            switch hash {
-            case .sha256: return key.isValidSignature(sig, for: SHA256.hash(data: message))
-            case .sha384: return key.isValidSignature(sig, for: SHA384.hash(data: message))
-            case .sha512: return key.isValidSignature(sig, for: SHA512.hash(data: message))
-            case .sha1: return key.isValidSignature(sig, for: Insecure.SHA1.hash(data: message))
-            default: return false
-            }
+            return Self.verify(hash: hash, message: message) { key.isValidSignature(sig, for: $0) }
         case (.p256Prepared(let verifier), .ecdsa(let hash, let r, let s)):
             guard r.count <= 32, s.count <= 32 else { return false }
-            switch hash {
-            case .sha256: return SHA256.hash(data: message).withUnsafeBytes { verifier.isValidSignature(r: r, s: s, digest: $0) }
-            case .sha384: return SHA384.hash(data: message).withUnsafeBytes { verifier.isValidSignature(r: r, s: s, digest: $0) }
-            case .sha512: return SHA512.hash(data: message).withUnsafeBytes { verifier.isValidSignature(r: r, s: s, digest: $0) }
-            case .sha1: return Insecure.SHA1.hash(data: message).withUnsafeBytes { verifier.isValidSignature(r: r, s: s, digest: $0) }
-            default: return false
+            return Self.verify(hash: hash, message: message) { digest in
+                digest.withUnsafeBytes { verifier.isValidSignature(r: r, s: s, digest: $0) }
             }
         case (.p384(let key), .ecdsa(let hash, let r, let s)):
             guard r.count <= 48, s.count <= 48,
                   let sig = try? P384.Signing.ECDSASignature(rawRepresentation: Self.concatenate(r, s, size: 48))
             else { return false }
-            switch hash {
-            case .sha256: return key.isValidSignature(sig, for: SHA256.hash(data: message))
-            case .sha384: return key.isValidSignature(sig, for: SHA384.hash(data: message))
-            case .sha512: return key.isValidSignature(sig, for: SHA512.hash(data: message))
-            case .sha1: return key.isValidSignature(sig, for: Insecure.SHA1.hash(data: message))
-            default: return false
-            }
+            return Self.verify(hash: hash, message: message) { key.isValidSignature(sig, for: $0) }
         case (.rsa(let key), .rsassa(let hash, let bytes)):
             let sig = _RSA.Signing.RSASignature(rawRepresentation: bytes)
             return Self.verify(hash: hash, message: message) { key.isValidSignature(sig, for: $0, padding: .insecurePKCS1v1_5) }

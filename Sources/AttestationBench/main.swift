@@ -85,7 +85,7 @@ struct CheckedKey {
 
 /// `name` against swift-crypto on `rounds` random triples: every valid signature accepted by both,
 /// every tampered signature, other message and other key refused by both; exits 1 on any disagreement.
-func crossCheck(_ name: String, rounds: Int, keys: [CheckedKey]) throws {
+func crossCheck(_ name: String, label: String, rounds: Int, keys: [CheckedKey]) throws {
     var agreed = 0
     var disagreements: [String] = []
     for round in 0..<rounds {
@@ -110,7 +110,7 @@ func crossCheck(_ name: String, rounds: Int, keys: [CheckedKey]) throws {
             }
         }
     }
-    print("\(name == "P384Verifier" ? "p384" : "p256")-check  \(rounds) random triples, \(agreed) verifications agreed with swift-crypto (valid accepted, tampered refused), \(disagreements.count) disagreed")
+    print("\(label)  \(rounds) random triples, \(agreed) verifications agreed with swift-crypto (valid accepted, tampered refused), \(disagreements.count) disagreed")
     for line in disagreements.prefix(10) { print("            " + line) }
     if !disagreements.isEmpty { exit(1) }
 }
@@ -128,7 +128,7 @@ if p384Checks > 0 {
             ours: { raw, message in verifier.isValidSignature(rawRepresentation: raw, digest: Array(SHA384.hash(data: message))) }
         )
     }
-    try crossCheck("P384Verifier", rounds: p384Checks, keys: keys)
+    try crossCheck("P384Verifier", label: "p384-check", rounds: p384Checks, keys: keys)
 }
 if p256Checks > 0 {
     let keys = try (0..<64).map { _ in
@@ -142,7 +142,7 @@ if p256Checks > 0 {
             ours: { raw, message in verifier.isValidSignature(rawRepresentation: raw, digest: Array(SHA256.hash(data: message))) }
         )
     }
-    try crossCheck("P256Verifier", rounds: p256Checks, keys: keys)
+    try crossCheck("P256Verifier", label: "p256-check", rounds: p256Checks, keys: keys)
 }
 
 // 1. A native evidence document with an ECDSA P-256 AK quote over 24 SHA-256 PCRs, made in process
