@@ -50,8 +50,10 @@ let package = Package(
         .target(name: "CKeydShims"),
         // Thin Swift over syscalls and the C libraries; no policy.
         .target(name: "KeydPlatform", dependencies: ["KeydProtocol", "CKeydShims", "CCap", "CCryptsetup", "CTSS2"]),
-        // The privileged daemon: a poll loop wiring KeydCore to KeydPlatform.
-        .executableTarget(name: "keyd", dependencies: ["KeydProtocol", "KeydCore", "KeydPlatform"]),
+        // The privileged daemon's logic as a library: the poll loop, request handlers, state disk, TPM.
+        .target(name: "KeydDaemon", dependencies: ["KeydProtocol", "KeydCore", "KeydPlatform"]),
+        // keyd's thin main: options, then the loop.
+        .executableTarget(name: "keyd", dependencies: ["KeydDaemon", "KeydProtocol"]),
         // Client of keyd's sockets, for trustd and keydctl.
         .target(name: "KeydClient", dependencies: ["KeydProtocol"]),
         // keydctl's commands as a library, so golden --help tests can render them in process.
@@ -65,7 +67,7 @@ let package = Package(
         // `make bench`: keyd round trips beside a bare Unix-socket echo, RSS and binary size.
         .executableTarget(name: "KeydBench", dependencies: ["KeydClient", "KeydProtocol"]),
         // `make bench`: the state disk's unlock check, Asterism's profile beside Constellation's.
-        .executableTarget(name: "StateDiskBench", dependencies: ["KeydCore", "KeydPlatform"]),
+        .executableTarget(name: "StateDiskBench", dependencies: ["KeydCore", "KeydDaemon", "KeydPlatform"]),
         // `make bench`: evidence latency through keyd beside tpm2_quote on one swtpm; KEK unseal at start.
         .executableTarget(name: "TPMBench", dependencies: ["KeydClient", "KeydProtocol"]),
         // Evidence formats and pure validators (TPM quotes, event logs, measurements, SEV-SNP). No I/O.
@@ -152,7 +154,10 @@ let package = Package(
             ]
         ),
         .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol"]),
-        .testTarget(name: "KeydPlatformTests", dependencies: ["KeydPlatform", "KeydCore", "CKeydShims", "CCap", "CTSS2", "CCryptsetup"]),
+        .testTarget(
+            name: "KeydPlatformTests",
+            dependencies: ["KeydPlatform", "KeydCore", "KeydDaemon", "CKeydShims", "CCap", "CTSS2", "CCryptsetup"]
+        ),
         .testTarget(
             name: "KeydctlTests", dependencies: ["KeydctlCLI", "KeydClient", "KeydProtocol"], resources: [.copy("Golden")]
         ),

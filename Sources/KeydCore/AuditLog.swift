@@ -48,8 +48,8 @@ public struct AuditRecord: Sendable {
     public var sequence: UInt64
     /// Seconds since the epoch, written as RFC 3339 UTC.
     public var time: Int64
-    /// What happened, e.g. a request name such as `kek.import`.
-    public var event: String
+    /// What happened, from the closed list of audit events.
+    public var event: AuditEvent
     /// Granted or refused.
     public var decision: AuditDecision
     /// The keyd status name answered, e.g. `ok`, `denied`.
@@ -63,7 +63,7 @@ public struct AuditRecord: Sendable {
     public init(
         sequence: UInt64,
         time: Int64,
-        event: String,
+        event: AuditEvent,
         decision: AuditDecision,
         status: String,
         peer: AuditPeer,
@@ -90,7 +90,7 @@ public struct AuditRecord: Sendable {
         out.append(contentsOf: #","time":""#.utf8)
         out.append(contentsOf: RFC3339.format(secondsSinceEpoch: time).utf8)
         out.append(contentsOf: #"","event":"#.utf8)
-        AuditJSON.appendString(event, to: &out)
+        AuditJSON.appendString(event.description, to: &out)
         out.append(contentsOf: #","decision":""#.utf8)
         out.append(contentsOf: decision.rawValue.utf8)
         out.append(contentsOf: #"","status":"#.utf8)
@@ -150,9 +150,9 @@ public struct AuditChain: Sendable, Hashable {
 
     /// The line to write (with its trailing newline) and the chain after it, leaving `self` as is,
     /// so that a failed write leaves the head where the file ends.
-    /// - Important: Nothing secret may go into `event`, `status` or `detail`.
+    /// - Important: Nothing secret may go into `status` or `detail`.
     public func appending(
-        event: String,
+        event: AuditEvent,
         decision: AuditDecision,
         status: String,
         peer: AuditPeer,
@@ -175,9 +175,9 @@ public struct AuditChain: Sendable, Hashable {
     }
 
     /// Returns the line to write (with its trailing newline) and advances the head past it.
-    /// - Important: Nothing secret may go into `event`, `status` or `detail`.
+    /// - Important: Nothing secret may go into `status` or `detail`.
     public mutating func append(
-        event: String,
+        event: AuditEvent,
         decision: AuditDecision,
         status: String,
         peer: AuditPeer,

@@ -1,25 +1,11 @@
+import KeydProtocol
+
 /// A LUKS2 format profile of the state disk: cipher, volume key, sector size, keyslot KDF and the
 /// type of the token that records whether the disk is initialized.
 ///
 /// keyd formats with one profile and, before any use, refuses a header that fits none of them
 /// (``check(_:)``): an unexpected cipher, KDF, segment or digest is a hard error, never a reformat.
 public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
-    /// The keyslot key-derivation function and its cost.
-    public enum KDF: Hashable, Sendable {
-        /// PBKDF2 with `hash` and a fixed iteration count, no benchmark.
-        case pbkdf2(hash: String, iterations: UInt32)
-        /// Argon2id with a benchmarked time target, a memory cost in KiB and a thread count.
-        case argon2id(timeMilliseconds: UInt32, memoryKiB: UInt32, threads: UInt32)
-
-        /// The LUKS2 name of the KDF (`pbkdf2`, `argon2id`).
-        public var type: String {
-            switch self {
-            case .pbkdf2: "pbkdf2"
-            case .argon2id: "argon2id"
-            }
-        }
-    }
-
     /// The profile's name in configuration and reports (`asterism`, `constellation`).
     public let name: String
     /// The block cipher (`aes`).
@@ -31,7 +17,7 @@ public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
     /// The encryption sector size in bytes.
     public let sectorSize: Int
     /// The keyslot KDF.
-    public let kdf: KDF
+    public let kdf: LUKS2KDF
     /// The `type` of the state-disk token.
     public let tokenType: String
 

@@ -120,7 +120,7 @@ public struct SealedKEKFile: Hashable, Sendable {
         guard var plaintext = try? AES.GCM.open(box, using: wrappingKey.storage, authenticating: header.bytes) else {
             throw .invalidSealedKEK("authentication failed (another TPM key, or the file was edited)")
         }
-        defer { plaintext.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        defer { plaintext.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) } }
         guard let masterLength = plaintext.first.map(Int.init), plaintext.count > 1 + masterLength else {
             throw .invalidSealedKEK("plaintext layout")
         }
@@ -136,7 +136,7 @@ public struct SealedKEKFile: Hashable, Sendable {
         plaintext.append(UInt8(kek.masterSecret.count))
         kek.masterSecret.withUnsafeBytes { plaintext.append(contentsOf: $0) }
         kek.salt.withUnsafeBytes { plaintext.append(contentsOf: $0) }
-        defer { plaintext.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        defer { plaintext.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) } }
         return try body(plaintext)
     }
 }

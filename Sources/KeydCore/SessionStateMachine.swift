@@ -2,8 +2,8 @@ import KeydProtocol
 
 /// What an audit record of a session decision says; keyd adds time, peer and chain.
 public struct SessionAudit: Sendable, Hashable {
-    /// Event name, e.g. `protocol.violation` or a request name.
-    public let event: String
+    /// What the record is about: the request, or a protocol violation.
+    public let event: AuditEvent
     /// Whether the request was granted.
     public let granted: Bool
     /// The status answered.
@@ -22,7 +22,7 @@ public struct SessionAudit: Sendable, Hashable {
     }
 
     /// Creates an audit note.
-    public init(event: String, granted: Bool, status: StatusCode, detail: [Pair]) {
+    public init(event: AuditEvent, granted: Bool, status: StatusCode, detail: [Pair]) {
         self.event = event
         self.granted = granted
         self.status = status
@@ -32,7 +32,8 @@ public struct SessionAudit: Sendable, Hashable {
 
 /// What keyd must do with one received frame.
 public enum SessionVerdict: Sendable, Hashable {
-    /// Perform the request and answer it with the same kind and sequence.
+    /// Perform the request and answer it with the same kind and sequence (never `hello`: the session
+    /// answers it). The performer answers `unsupported` for a kind this keyd does not serve.
     case dispatch(RequestFrame)
     /// Send these answer bytes; close the connection afterwards when `close` is set.
     case reply(bytes: [UInt8], close: Bool, audit: SessionAudit?)
@@ -55,13 +56,10 @@ public struct SessionStateMachine: Sendable {
     private var usedThisConnection: Set<RequestKind> = []
     /// Who is on the other end.
     public let peer: PeerClass
-    /// Request kinds this keyd performs; others get `unsupported`.
-    public let served: Set<RequestKind>
 
     /// Starts a session for a peer classified from its credentials.
-    public init(peer: PeerClass, served: Set<RequestKind>) {
+    public init(peer: PeerClass) {
         self.peer = peer
-        self.served = served
     }
 
     /// Whether the connection must be (or was) closed; no more frames may be fed.
@@ -113,7 +111,7 @@ public struct SessionStateMachine: Sendable {
             return close(kind, frame.sequence, verdict.status, detail: [.init("request", kind.description), .init("phase", phase.description)])
         case .wrongPhase:
             let audit = SessionAudit(
-                event: kind.description, granted: false, status: .wrongPhase,
+                event: .request(kind), granted: false, status: .wrongPhase,
                 detail: [.init("phase", phase.description)])
             return .reply(
                 bytes: AnswerFrame.encodeStatus(answering: kind, sequence: frame.sequence, status: .wrongPhase),
@@ -123,11 +121,6 @@ public struct SessionStateMachine: Sendable {
 
         if case .hello(let minVersion, let maxVersion) = frame.request {
             return negotiate(frame.sequence, minVersion...maxVersion, phase: phase)
-        }
-        guard served.contains(kind) else {
-            return .reply(
-                bytes: AnswerFrame.encodeStatus(answering: kind, sequence: frame.sequence, status: .unsupported),
-                close: false, audit: nil)
         }
         return .dispatch(frame)
     }
@@ -144,7 +137,7 @@ public struct SessionStateMachine: Sendable {
         state = .closed
         return .reply(
             bytes: AnswerFrame.encodeConnectionError(.timeout), close: true,
-            audit: SessionAudit(event: "protocol.violation", granted: false, status: .timeout, detail: [.init("reason", "frame not completed in time")]))
+            audit: SessionAudit(event: .protocolViolation, granted: false, status: .timeout, detail: [.init("reason", "frame not completed in time")]))
     }
 
     /// Decides that keyd refuses the connection for lack of room.
@@ -169,9 +162,9 @@ public struct SessionStateMachine: Sendable {
         _ kind: RequestKind, _ sequence: UInt32, _ status: StatusCode, detail: [SessionAudit.Pair]
     ) -> SessionVerdict {
         state = .closed
-        let event = status == .denied || status == .alreadyUsed ? kind.description : "protocol.violation"
+        let event: AuditEvent = status == .denied || status == .alreadyUsed ? .request(kind) : .protocolViolation
         var fullDetail = detail
-        if event == "protocol.violation" { fullDetail.insert(.init("reason", status.description), at: 0) }
+        if event == .protocolViolation { fullDetail.insert(.init("reason", status.description), at: 0) }
         return .reply(
             bytes: AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: status), close: true,
             audit: SessionAudit(event: event, granted: false, status: status, detail: fullDetail))
@@ -180,7 +173,7 @@ public struct SessionStateMachine: Sendable {
     private mutating func violation(_ error: ProtocolError, header: (kind: UInt16, sequence: UInt32)?) -> SessionVerdict {
         state = .closed
         let audit = SessionAudit(
-            event: "protocol.violation", granted: false, status: error.status,
+            event: .protocolViolation, granted: false, status: error.status,
             detail: [.init("reason", error.status.description), .init("error", error.detail)])
         // Answer the request by kind and sequence when both are known and the kind exists.
         if let header, let kind = RequestKind(rawValue: header.kind), error.status != .frameLength {

@@ -14,6 +14,12 @@ public struct FileDescriptor: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "fd \(rawValue)" }
 
+    /// open(2) of `path` with `flags` (`O_CLOEXEC` and `O_NOCTTY` always added); the caller closes it.
+    public static func open(path: String, flags: Int32, mode: mode_t = 0) throws -> FileDescriptor {
+        let raw = try syscall("open", path) { Glibc.open(path, flags | O_CLOEXEC | O_NOCTTY, mode) }
+        return FileDescriptor(rawValue: raw)
+    }
+
     /// The outcome of one read.
     public enum ReadResult: Hashable, Sendable {
         /// This many bytes (at least 1) were read.
@@ -40,6 +46,12 @@ public struct FileDescriptor: Hashable, Sendable, CustomStringConvertible {
             return .wouldBlock
         }
         return count == 0 ? .eof : .bytes(count)
+    }
+
+    /// Reads at most `buffer.count` bytes at `offset` (one `pread(2)`, repeated only on EINTR); 0 at the end.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, atOffset offset: Int) throws -> Int {
+        let fd = rawValue
+        return try syscall("pread", description) { Glibc.pread(fd, buffer.baseAddress, buffer.count, off_t(offset)) }
     }
 
     /// Writes at most `buffer.count` bytes with one `send(2)` and MSG_NOSIGNAL (`write(2)` if not a socket).

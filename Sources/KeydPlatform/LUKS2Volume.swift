@@ -1,14 +1,7 @@
 import CCryptsetup
 import Glibc
+import KeydProtocol
 import Synchronization
-
-/// A keyslot key-derivation function and its cost, as handed to `crypt_set_pbkdf_type`.
-public enum LUKS2KDF: Hashable, Sendable {
-    /// PBKDF2 with `hash` and exactly `iterations`, no benchmark.
-    case pbkdf2(hash: String, iterations: UInt32)
-    /// Argon2id benchmarked to `timeMilliseconds`, with `memoryKiB` and `threads`.
-    case argon2id(timeMilliseconds: UInt32, memoryKiB: UInt32, threads: UInt32)
-}
 
 /// How to format a LUKS2 device.
 public struct LUKS2FormatParameters: Hashable, Sendable {
@@ -321,8 +314,13 @@ public struct LUKS2Volume: ~Copyable {
         guard result == 0, let device else {
             // libcryptsetup says ENOTBLK for a path that does not exist; report it as missing.
             var info = stat()
-            let missing = result == -ENOTBLK && stat(path, &info) != 0 && errno == ENOENT
-            throw SystemError.cryptsetup(missing ? -ENOENT : result, call: "crypt_init", context: path)
+            var missing = false
+            do {
+                try syscall("stat", path) { stat(path, &info) }
+            } catch {
+                missing = (error as? SystemError)?.code == .errno(ENOENT)
+            }
+            throw SystemError.cryptsetup(result == -ENOTBLK && missing ? -ENOENT : result, call: "crypt_init", context: path)
         }
         crypt_set_log_callback(device, luks2LogCallback, nil)
         return device
@@ -420,18 +418,22 @@ public struct LUKS2Volume: ~Copyable {
 
     /// The first header offset holding a LUKS magic (`LUKS\xba\xbe` or `SKUL\xba\xbe`), or nil.
     private static func luksMagicOffset(path: String) throws(SystemError) -> Int? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError.errno(errno, call: "open", context: path) }
-        defer { close(fd) }
-        let primary: [UInt8] = [0x4C, 0x55, 0x4B, 0x53, 0xBA, 0xBE]
-        let secondary: [UInt8] = [0x53, 0x4B, 0x55, 0x4C, 0xBA, 0xBE]
-        for offset in headerOffsets {
-            var magic = [UInt8](repeating: 0, count: 6)
-            let count = magic.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 6, off_t(offset)) }
-            if count < 0, errno == EINTR { continue }
-            guard count == 6 else { break }
-            if magic == primary || magic == secondary { return offset }
+        do {
+            let file = try FileDescriptor.open(path: path, flags: O_RDONLY | O_NONBLOCK)
+            defer { try? file.close() }
+            let primary: [UInt8] = [0x4C, 0x55, 0x4B, 0x53, 0xBA, 0xBE]
+            let secondary: [UInt8] = [0x53, 0x4B, 0x55, 0x4C, 0xBA, 0xBE]
+            for offset in headerOffsets {
+                var magic = [UInt8](repeating: 0, count: 6)
+                let count = try magic.withUnsafeMutableBytes { try file.read(into: $0, atOffset: offset) }
+                guard count == 6 else { break }
+                if magic == primary || magic == secondary { return offset }
+            }
+            return nil
+        } catch let error as SystemError {
+            throw error
+        } catch {
+            throw SystemError.errno(EIO, call: "luksMagicOffset", context: "\(error)")
         }
-        return nil
     }
 }

@@ -1,4 +1,5 @@
 import Glibc
+import KeydProtocol
 
 /// systemd socket activation (sd_listen_fds(3)): which descriptors the service manager passed, by name.
 public enum SocketActivation {
@@ -32,13 +33,13 @@ public enum SocketActivation {
             throw SystemError.invalidEnvironment(variable: "LISTEN_FDS", "missing while LISTEN_PID is set")
         }
         guard let pid = parseDecimal(pidText), pid > 0, pid <= Int(Int32.max) else {
-            throw SystemError.invalidEnvironment(variable: "LISTEN_PID", "\"\(printable(pidText))\" is not a process ID")
+            throw SystemError.invalidEnvironment(variable: "LISTEN_PID", "\(quotedForMessage(pidText)) is not a process ID")
         }
         guard pid == Int(currentPID) else {
             throw SystemError.invalidEnvironment(variable: "LISTEN_PID", "\(pid) is not this process \(currentPID)")
         }
         guard let count = parseDecimal(countText) else {
-            throw SystemError.invalidEnvironment(variable: "LISTEN_FDS", "\"\(printable(countText))\" is not a count")
+            throw SystemError.invalidEnvironment(variable: "LISTEN_FDS", "\(quotedForMessage(countText)) is not a count")
         }
         guard count <= maxDescriptors else {
             throw SystemError.invalidEnvironment(variable: "LISTEN_FDS", "count \(count) exceeds limit \(maxDescriptors)")
@@ -61,7 +62,7 @@ public enum SocketActivation {
         for (index, name) in names.enumerated() {
             let fd = firstDescriptor + Int32(index)
             if result.updateValue(fd, forKey: name) != nil {
-                throw SystemError.invalidEnvironment(variable: "LISTEN_FDNAMES", "name \"\(printable(name))\" appears twice")
+                throw SystemError.invalidEnvironment(variable: "LISTEN_FDNAMES", "name \(quotedForMessage(name)) appears twice")
             }
         }
         return result
@@ -126,13 +127,4 @@ internal func parseDecimal(_ text: String) -> Int? {
         value = value * 10 + Int(byte - UInt8(ascii: "0"))
     }
     return value
-}
-
-/// `text` cut to 64 characters with control characters replaced, for error messages.
-internal func printable(_ text: String) -> String {
-    var result = ""
-    for scalar in text.unicodeScalars.prefix(64) {
-        result.unicodeScalars.append(scalar.value < 0x20 || scalar.value == 0x7F ? "?" : scalar)
-    }
-    return result
 }

@@ -1,23 +1,39 @@
 import Glibc
+import KeydProtocol
 
 /// The one error of KeydPlatform: a failed system call (with its errno) or a refused environment.
 ///
-/// Equality and hashing use the code only (and the errno for system-call failures), so tests can
-/// compare against a factory's result; the call, context and detail are for people.
+/// Equality and hashing use the ``code`` only (with the errno or TPM response code it carries);
+/// callers decide on the code, and the call, context and detail are for people.
 public struct SystemError: Error, Hashable, CustomStringConvertible, Sendable {
-    private enum Code: Hashable, Sendable {
+    /// What failed, as a caller decides on it.
+    public enum Code: Hashable, Sendable {
+        /// A system call (or libcryptsetup, which reports errnos) failed with this errno.
         case errno(Int32)
+        /// A file is larger than the caller allows.
         case fileTooLarge
+        /// Something the call may not replace exists at the path.
         case refusedExistingFile
+        /// The entry is not of the type the call needs (a symlink, FIFO or device where a regular file belongs).
+        case unexpectedFileType
+        /// A file name is not one plain path component.
+        case invalidFileName
+        /// A Unix socket path does not fit `sun_path`.
         case pathTooLong
+        /// An environment variable or a named setting is malformed.
         case invalidEnvironment
+        /// A passed descriptor is not a listening Unix stream socket.
         case notListeningUnixSocket
+        /// A read-back after a change did not show the intended state, or a TPM answer was unusable.
         case verificationFailed
+        /// A LUKS magic is present but no header loads as LUKS2.
         case luks2HeaderUnreadable
+        /// A libtss2 call failed with this response code.
         case tpm(UInt32)
     }
 
-    private let code: Code
+    /// What failed.
+    public let code: Code
     /// The operation that failed, usually the system call's name (`bind`, `accept4`).
     public let call: String
     /// What the operation worked on, such as a path or a descriptor; may be empty.
@@ -66,6 +82,18 @@ public struct SystemError: Error, Hashable, CustomStringConvertible, Sendable {
     /// Something other than what the call may replace already exists at the path.
     public static func refusedExistingFile(call: String, path: String, found: String) -> SystemError {
         SystemError(.refusedExistingFile, call: call, context: path, detail: "refusing to replace existing \(found)")
+    }
+
+    /// The entry at `path` is a `found` where the call needs a `expected`; nothing was followed or opened.
+    public static func unexpectedFileType(call: String, path: String, found: String, expected: String) -> SystemError {
+        SystemError(.unexpectedFileType, call: call, context: path, detail: "found a \(found), expected a \(expected); refused")
+    }
+
+    /// `name` is not one plain path component of `directory` (empty, `.`, `..`, or with `/` or NUL).
+    public static func invalidFileName(_ name: String, in directory: String) -> SystemError {
+        SystemError(
+            .invalidFileName, call: "checkName", context: directory,
+            detail: "file name \(quotedForMessage(name)) is not one plain path component")
     }
 
     /// A Unix socket path does not fit `sun_path`.

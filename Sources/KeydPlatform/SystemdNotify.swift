@@ -1,5 +1,6 @@
 import CKeydShims
 import Glibc
+import KeydProtocol
 
 /// sd_notify(3): one datagram to the service manager's NOTIFY_SOCKET.
 public enum SystemdNotify {
@@ -10,7 +11,7 @@ public enum SystemdNotify {
         let address = String(cString: value)
         guard address.hasPrefix("/") || address.hasPrefix("@") else {
             throw SystemError.invalidEnvironment(
-                variable: "NOTIFY_SOCKET", "\"\(printable(address))\" is neither an absolute path nor an abstract name")
+                variable: "NOTIFY_SOCKET", "\(quotedForMessage(address)) is neither an absolute path nor an abstract name")
         }
         try send(state, to: address)
         return true

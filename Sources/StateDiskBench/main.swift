@@ -5,6 +5,7 @@
 // its peak RSS comes from wait4's rusage; a child that does nothing gives the baseline.
 import Glibc
 import KeydCore
+import KeydDaemon
 import KeydPlatform
 
 /// Milliseconds since an arbitrary origin.
@@ -12,22 +13,6 @@ func milliseconds() -> Double { Double(MonotonicClock.nowNanoseconds()) / 1_000_
 
 /// The median of `values`.
 func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-
-/// libcryptsetup's view of a profile.
-func formatParameters(_ profile: DiskProfile) -> LUKS2FormatParameters {
-    LUKS2FormatParameters(
-        cipher: profile.cipher, cipherMode: profile.cipherMode, volumeKeyBytes: profile.volumeKeyBytes,
-        sectorSize: UInt32(profile.sectorSize), label: "bench", kdf: kdf(profile),
-        tokenJSON: StateDiskToken(kind: profile.tokenKind, initialized: false).json)
-}
-
-/// The keyslot KDF of a profile.
-func kdf(_ profile: DiskProfile) -> LUKS2KDF {
-    switch profile.kdf {
-    case .pbkdf2(let hash, let iterations): .pbkdf2(hash: hash, iterations: iterations)
-    case .argon2id(let time, let memory, let threads): .argon2id(timeMilliseconds: time, memoryKiB: memory, threads: threads)
-    }
-}
 
 /// A random 32-byte key, as keyd uses for the state disk.
 func randomKey() -> [UInt8] {
@@ -51,12 +36,12 @@ func measure(_ name: String, directory: String, rounds: Int) throws {
     let second = randomKey()
 
     var start = milliseconds()
-    _ = try first.withUnsafeBytes { try LUKS2Volume.format(path: image, parameters: formatParameters(profile), passphrase: $0) }
+    _ = try first.withUnsafeBytes { try LUKS2Volume.format(path: image, parameters: LUKS2FormatParameters(profile: profile, label: "bench"), passphrase: $0) }
     let formatTime = milliseconds() - start
 
     var verifies: [Double] = []
     for _ in 0..<rounds {
-        let volume = try LUKS2Volume(path: image, kdf: kdf(profile))
+        let volume = try LUKS2Volume(path: image, kdf: profile.kdf)
         start = milliseconds()
         let slot = try first.withUnsafeBytes { try volume.verify(key: $0) }
         verifies.append(milliseconds() - start)
@@ -65,9 +50,9 @@ func measure(_ name: String, directory: String, rounds: Int) throws {
 
     // Re-key in keyd's order: add, verify, mark initialized, remove the old keyslot.
     start = milliseconds()
-    let volume = try LUKS2Volume(path: image, kdf: kdf(profile))
+    let volume = try LUKS2Volume(path: image, kdf: profile.kdf)
     let oldSlot = try first.withUnsafeBytes { try volume.verify(key: $0) }
-    _ = try first.withUnsafeBytes { old in try second.withUnsafeBytes { new in try volume.addKeyslot(existing: old, new: new, kdf: kdf(profile)) } }
+    _ = try first.withUnsafeBytes { old in try second.withUnsafeBytes { new in try volume.addKeyslot(existing: old, new: new, kdf: profile.kdf) } }
     guard try second.withUnsafeBytes({ try volume.verify(key: $0) }) != nil else { throw BenchFailure("\(name): new key did not verify") }
     _ = try volume.setToken(json: StateDiskToken(kind: profile.tokenKind, initialized: true).json, id: 0)
     if let oldSlot { try volume.destroyKeyslot(oldSlot) }

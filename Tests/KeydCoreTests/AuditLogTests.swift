@@ -14,7 +14,7 @@ import Testing
         var log: [UInt8] = []
         for index in 0..<count {
             log += chain.append(
-                event: index % 2 == 0 ? "kek.import" : "status",
+                event: index % 2 == 0 ? .request(.kekImport) : .request(.status),
                 decision: index % 3 == 0 ? .refused : .granted,
                 status: index % 3 == 0 ? "denied" : "ok",
                 peer: index % 2 == 0 ? admin : trustd,
@@ -42,7 +42,7 @@ import Testing
     @Test func goldenLine() {
         var chain = AuditChain()
         let line = chain.append(
-            event: "kek.import",
+            event: .request(.kekImport),
             decision: .granted,
             status: "ok",
             peer: Self.admin,
@@ -61,10 +61,10 @@ import Testing
 
     @Test func secondLineChainsToTheFirst() {
         var chain = AuditChain()
-        _ = chain.append(event: "hello", decision: .granted, status: "ok", peer: Self.trustd, time: 0)
+        _ = chain.append(event: .request(.hello), decision: .granted, status: "ok", peer: Self.trustd, time: 0)
         let firstHead = chain.headHash
         let second = Self.text(
-            chain.append(event: "status", decision: .refused, status: "wrongPhase", peer: Self.trustd, time: 1)
+            chain.append(event: .request(.status), decision: .refused, status: "wrongPhase", peer: Self.trustd, time: 1)
         )
         #expect(second.hasPrefix(#"{"seq":1,"time":"1970-01-01T00:00:01Z","event":"status","decision":"refused""#))
         #expect(second.contains(#""peer":{"class":"trustd","uid":990,"gid":990,"pid":4242},"detail":{},"#))
@@ -73,7 +73,7 @@ import Testing
 
     @Test func peerExtremes() {
         let peer = AuditPeer(peerClass: .stranger, uid: .max, gid: 0, pid: .min)
-        let line = Self.text(AuditRecord(sequence: 7, time: 0, event: "e", decision: .refused, status: "denied", peer: peer)
+        let line = Self.text(AuditRecord(sequence: 7, time: 0, event: .keydStart, decision: .refused, status: "denied", peer: peer)
             .line(previousHash: AuditChain.genesisHash))
         #expect(line.contains(#""peer":{"class":"stranger","uid":4294967295,"gid":0,"pid":-2147483648}"#))
     }
@@ -105,11 +105,11 @@ import Testing
     @Test(arguments: escapes)
     func escapingInEveryField(input: String, expected: String) {
         let record = AuditRecord(
-            sequence: 0, time: 0, event: input, decision: .granted, status: input, peer: Self.admin,
+            sequence: 0, time: 0, event: .keydStart, decision: .granted, status: input, peer: Self.admin,
             detail: [(input, input)]
         )
         let line = Self.text(record.line(previousHash: AuditChain.genesisHash))
-        #expect(line.contains(#""event":\#(expected),"decision":"granted","status":\#(expected),"#))
+        #expect(line.contains(#""event":"keyd.start","decision":"granted","status":\#(expected),"#))
         #expect(line.contains(#""detail":{\#(expected):\#(expected)}"#))
     }
 
@@ -117,7 +117,7 @@ import Testing
         let everyControl = String(String.UnicodeScalarView((0..<0x20).map { Unicode.Scalar(UInt8($0)) }))
         var chain = AuditChain()
         let line = chain.append(
-            event: "e\n", decision: .refused, status: "s\r", peer: Self.admin,
+            event: .keydStart, decision: .refused, status: "s\r", peer: Self.admin,
             detail: [("k\n", everyControl), ("v", "a\nb")], time: 0
         )
         #expect(line.last == UInt8(ascii: "\n"))
@@ -144,7 +144,7 @@ import Testing
     @Test(arguments: truncations)
     func longDetailValuesAreCut(value: String, expected: String) {
         let record = AuditRecord(
-            sequence: 0, time: 0, event: "e", decision: .granted, status: "ok", peer: Self.admin,
+            sequence: 0, time: 0, event: .keydStart, decision: .granted, status: "ok", peer: Self.admin,
             detail: [("k", value)]
         )
         let line = Self.text(record.line(previousHash: AuditChain.genesisHash))
@@ -156,7 +156,7 @@ import Testing
         // 28 pairs of maximal values still fit in 8,192 bytes.
         let detail = (0..<28).map { ("k\($0)", String(repeating: "\u{1}", count: 1000)) }
         var chain = AuditChain()
-        let line = chain.append(event: "e", decision: .granted, status: "ok", peer: Self.admin, detail: detail, time: 0)
+        let line = chain.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, detail: detail, time: 0)
         #expect(line.count - 1 <= AuditChain.maxLineLength)
         #expect(AuditVerifier.verify(line, expectedHead: nil).intact)
     }
@@ -165,7 +165,7 @@ import Testing
         await #expect(processExitsWith: .failure) {
             let detail = (0..<40).map { ("k\($0)", String(repeating: "x", count: 300)) }
             var chain = AuditChain()
-            _ = chain.append(event: "e", decision: .granted, status: "ok", peer: AuditPeer(peerClass: .keyd, uid: 0, gid: 0, pid: 1), detail: detail, time: 0)
+            _ = chain.append(event: .keydStart, decision: .granted, status: "ok", peer: AuditPeer(peerClass: .keyd, uid: 0, gid: 0, pid: 1), detail: detail, time: 0)
         }
     }
 
@@ -286,7 +286,7 @@ import Testing
         var forged = AuditChain()
         var forgedLog: [UInt8] = []
         for index in 0..<4 {
-            forgedLog += forged.append(event: "forged", decision: .granted, status: "ok", peer: Self.admin, time: Int64(index))
+            forgedLog += forged.append(event: .request(.kekImport), decision: .granted, status: "ok", peer: Self.admin, time: Int64(index))
         }
         #expect(AuditVerifier.verify(forgedLog, expectedHead: nil).intact)
         let verification = AuditVerifier.verify(forgedLog, expectedHead: (chain.nextSequence, chain.headHash))
@@ -369,8 +369,8 @@ import Testing
         #expect(verification.intact)
         #expect(resumed == chain)
         var original = chain
-        let next = resumed.append(event: "e", decision: .granted, status: "ok", peer: Self.admin, time: 99)
-        #expect(next == original.append(event: "e", decision: .granted, status: "ok", peer: Self.admin, time: 99))
+        let next = resumed.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 99)
+        #expect(next == original.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 99))
         #expect(AuditVerifier.verify(log + next, expectedHead: (resumed.nextSequence, resumed.headHash)).intact)
     }
 
@@ -384,7 +384,7 @@ import Testing
         #expect(resumed.nextSequence == 5)
         // The chain continues from the last line as it is, so new records verify against it
         // and the break is still reported where it happened.
-        let appended = broken + resumed.append(event: "e", decision: .granted, status: "ok", peer: Self.admin, time: 0)
+        let appended = broken + resumed.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 0)
         let after = AuditVerifier.verify(appended, expectedHead: nil)
         #expect(after.problem == .reorderedOrMissing)
         #expect(after.firstBadRecord == 2)
@@ -404,7 +404,7 @@ import Testing
 
     @Test func appendingLeavesTheChainUntilCommitted() {
         let chain = AuditChain()
-        let (line, next) = chain.appending(event: "e", decision: .granted, status: "ok", peer: Self.admin, time: 0)
+        let (line, next) = chain.appending(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 0)
         #expect(chain == AuditChain())
         #expect(next.nextSequence == 1)
         #expect(AuditVerifier.verify(line, expectedHead: (next.nextSequence, next.headHash)).intact)

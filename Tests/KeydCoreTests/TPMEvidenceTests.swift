@@ -68,7 +68,7 @@ struct TPMEvidenceTests {
         #expect(same)
 
         // Another wrapping key, an edited sealed object (additional data) or ciphertext: refused.
-        #expect(throws: CoreError.self) { try parsed.open(wrappingKey: SecretBytes(randomByteCount: 32)) }
+        #expect(throws: CoreError.self) { _ = try parsed.open(wrappingKey: SecretBytes(randomByteCount: 32)) }
         for position in [7, bytes.count - 1] {
             var edited = bytes
             edited[position] ^= 1

@@ -2,64 +2,164 @@ import Glibc
 import KeydPlatform
 import Testing
 
-@Suite("Files")
-struct FilesTests {
-    @Test("atomic write: round trip, exact mode despite the umask, no temporary left")
-    func atomicWrite() throws {
+@Suite("StateDirectory")
+struct StateDirectoryTests {
+    /// A state directory made in a fresh temporary directory.
+    static func withState<R>(_ body: (StateDirectory, String) throws -> R) throws -> R {
         try withTemporaryDirectory { directory in
             let path = directory + "/state"
-            try writeFileAtomically(path: path, bytes: Array("first".utf8), mode: 0o600)
-            #expect(try readWholeFile(path: path, limit: 100) == Array("first".utf8))
-            #expect(fileMode(path)?.permissions == 0o600)
+            return try body(try StateDirectory(path: path, creatingWith: 0o700), path)
+        }
+    }
+
+    @Test("opening creates the directory once with the exact mode, then leaves it")
+    func createsOnce() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/state"
+            _ = try StateDirectory(path: path, creatingWith: 0o750)
+            #expect(fileMode(path)?.type == S_IFDIR)
+            #expect(fileMode(path)?.permissions == 0o750)
+            _ = try StateDirectory(path: path, creatingWith: 0o700)
+            #expect(fileMode(path)?.permissions == 0o750)
+        }
+    }
+
+    @Test("a symlink or a file at the state directory's path is refused")
+    func refusesLinkAndFile() throws {
+        try withTemporaryDirectory { directory in
+            #expect(mkdir(directory + "/real", 0o700) == 0)
+            #expect(symlink(directory + "/real", directory + "/link") == 0)
+            // O_DIRECTORY | O_NOFOLLOW on a symlink fails with ENOTDIR: the link is never followed.
+            #expect(throws: SystemError.errno(ENOTDIR, call: "open")) { _ = try StateDirectory(path: directory + "/link", creatingWith: 0o700) }
+            let file = try StateDirectory(path: directory + "/real", creatingWith: 0o700)
+            try file.writeAtomically("plain", bytes: [1], mode: 0o600)
+            #expect(throws: SystemError.errno(ENOTDIR, call: "open")) {
+                _ = try StateDirectory(path: directory + "/real/plain", creatingWith: 0o700)
+            }
+        }
+    }
+
+    @Test("atomic write: round trip, exact mode despite the umask, no temporary left")
+    func atomicWrite() throws {
+        try Self.withState { state, path in
+            try state.writeAtomically("kek.sealed", bytes: Array("first".utf8), mode: 0o600)
+            #expect(try state.read("kek.sealed", limit: 100) == Array("first".utf8))
+            #expect(fileMode(path + "/kek.sealed")?.permissions == 0o600)
 
             // 0o664 survives a typical 022 umask: the mode is set explicitly.
-            try writeFileAtomically(path: path, bytes: Array("second, longer".utf8), mode: 0o664)
-            #expect(try readWholeFile(path: path, limit: 100) == Array("second, longer".utf8))
-            #expect(fileMode(path)?.permissions == 0o664)
-            #expect(fileMode(path)?.type == S_IFREG)
+            try state.writeAtomically("kek.sealed", bytes: Array("second, longer".utf8), mode: 0o664)
+            #expect(try state.read("kek.sealed", limit: 100) == Array("second, longer".utf8))
+            #expect(fileMode(path + "/kek.sealed")?.permissions == 0o664)
+            #expect(fileMode(path + "/kek.sealed")?.type == S_IFREG)
 
-            try writeFileAtomically(path: path, bytes: [], mode: 0o600)
-            #expect(try readWholeFile(path: path, limit: 0) == [])
-
-            var entries: [String] = []
-            if let dir = opendir(directory) {
-                while let entry = readdir(dir) {
-                    let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                        String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self)
-                    }
-                    if name != "." && name != ".." { entries.append(name) }
-                }
-                closedir(dir)
-            }
-            #expect(entries == ["state"])
+            try state.writeAtomically("kek.sealed", bytes: [], mode: 0o600)
+            #expect(try state.read("kek.sealed", limit: 0) == [])
+            #expect(try state.entries() == ["kek.sealed"])
         }
     }
 
-    @Test("atomic write into a missing directory fails and names the path")
-    func atomicWriteMissingDirectory() throws {
-        let error = #expect(throws: SystemError.self) {
-            try writeFileAtomically(path: "/tmp/keyd-no-such-dir/x", bytes: [1], mode: 0o600)
-        }
-        #expect(error == SystemError.errno(ENOENT, call: "open"))
-        #expect(error?.description.contains("/tmp/keyd-no-such-dir/.x.tmp-") == true)
-    }
-
-    @Test("readWholeFile refuses a file over the limit", arguments: [0, 1, 4095, 4096, 4097, 100_000])
+    @Test("read refuses a file over the limit", arguments: [0, 1, 4095, 4096, 4097, 100_000])
     func readLimit(size: Int) throws {
-        try withTemporaryDirectory { directory in
-            let path = directory + "/blob"
+        try Self.withState { state, path in
             let bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0) }
-            try writeFileAtomically(path: path, bytes: bytes, mode: 0o600)
-            #expect(try readWholeFile(path: path, limit: size) == bytes)
-            #expect(try readWholeFile(path: path, limit: size + 1) == bytes)
+            try state.writeAtomically("blob", bytes: bytes, mode: 0o600)
+            #expect(try state.read("blob", limit: size) == bytes)
+            #expect(try state.read("blob", limit: size + 1) == bytes)
             if size > 0 {
-                let error = #expect(throws: SystemError.self) { try readWholeFile(path: path, limit: size - 1) }
-                #expect(error == SystemError.fileTooLarge(path: path, size: 0, limit: 0))
-                #expect(error?.description == "readWholeFile(\(path)): file size \(size) exceeds limit \(size - 1)")
+                let error = #expect(throws: SystemError.self) { try state.read("blob", limit: size - 1) }
+                #expect(error?.code == .fileTooLarge)
+                #expect(error?.description == "readWholeFile(\(path)/blob): file size \(size) exceeds limit \(size - 1)")
             }
         }
     }
 
+    @Test("a missing file reads as nil; remove says whether there was one")
+    func missing() throws {
+        try Self.withState { state, _ in
+            #expect(try state.read("absent", limit: 10) == nil)
+            #expect(try !state.contains("absent"))
+            #expect(try !state.remove("absent"))
+            try state.writeAtomically("present", bytes: [7], mode: 0o600)
+            #expect(try state.contains("present"))
+            #expect(try state.remove("present"))
+            #expect(try state.read("present", limit: 10) == nil)
+        }
+    }
+
+    @Test("a symlink, a FIFO or a directory where a file is expected is refused at once, and nothing is followed")
+    func refusesOtherEntries() throws {
+        try Self.withState { state, path in
+            let outside = path + "/../outside"
+            try StateDirectory(path: path + "/..", creatingWith: 0o700).writeAtomically("outside", bytes: Array("keep".utf8), mode: 0o600)
+            #expect(symlink(outside, path + "/audit.log") == 0)
+            #expect(mkfifo(path + "/kek.sealed", 0o600) == 0)
+            #expect(mkdir(path + "/dir", 0o700) == 0)
+            for name in ["audit.log", "kek.sealed", "dir"] {
+                let error = #expect(throws: SystemError.self) { try state.read(name, limit: 100) }
+                #expect(error?.code == .unexpectedFileType, "\(name)")
+            }
+            let error = #expect(throws: SystemError.self) { try state.openLog("audit.log", mode: 0o600) }
+            #expect(error?.code == .unexpectedFileType)
+            #expect(error?.description.contains("symbolic link") == true, "\(String(describing: error))")
+            var info = stat()
+            #expect(stat(outside, &info) == 0 && info.st_size == 4)
+        }
+    }
+
+    @Test("names that are not one path component are refused", arguments: ["", ".", "..", "a/b", "../x", "a\u{0}b"])
+    func refusesNames(name: String) throws {
+        try Self.withState { state, _ in
+            let error = #expect(throws: SystemError.self) { try state.read(name, limit: 10) }
+            #expect(error?.code == .invalidFileName)
+            #expect(throws: SystemError.self) { try state.writeAtomically(name, bytes: [], mode: 0o600) }
+            #expect(throws: SystemError.self) { try state.remove(name) }
+            #expect(throws: SystemError.self) { _ = try state.subdirectory(name, creatingWith: 0o700) }
+        }
+    }
+
+    @Test("subdirectories: created with the mode, reopened, a symlinked one refused; the pinned path reaches the same file")
+    func subdirectories() throws {
+        try Self.withState { state, path in
+            #expect(try state.existingSubdirectory("headers") == nil)
+            let headers = try state.subdirectory("headers", creatingWith: 0o700)
+            #expect(fileMode(path + "/headers")?.permissions == 0o700)
+            try headers.writeAtomically("x.device", bytes: Array("/dev/vdb".utf8), mode: 0o600)
+            #expect(try state.existingSubdirectory("headers")?.read("x.device", limit: 100) == Array("/dev/vdb".utf8))
+            let bytes = try headers.withPinnedPath("x.device") { pinned in
+                #expect(pinned.hasPrefix("/proc/self/fd/"))
+                return try readWholeFile(path: pinned, limit: 100)
+            }
+            #expect(bytes == Array("/dev/vdb".utf8))
+            try headers.rename("x.device", to: "y.device")
+            #expect(try headers.entries() == ["y.device"])
+
+            #expect(symlink("/tmp", path + "/linked") == 0)
+            let error = #expect(throws: SystemError.self) { _ = try state.subdirectory("linked", creatingWith: 0o700) }
+            #expect(error?.code == .unexpectedFileType)
+        }
+    }
+
+    @Test("the log appends, reads back from the start, is cut through its descriptor, and reopens at the end")
+    func log() throws {
+        try Self.withState { state, path in
+            let file = try state.openLog("audit.log", mode: 0o600)
+            try file.append(Array("one\n".utf8))
+            try file.append(Array("two\nthr".utf8))
+            try file.sync()
+            #expect(try file.readAll(limit: 100) == Array("one\ntwo\nthr".utf8))
+            try file.truncate(to: 8)
+            try file.append(Array("three\n".utf8))
+            #expect(try file.readAll(limit: 100) == Array("one\ntwo\nthree\n".utf8))
+            let again = try state.openLog("audit.log", mode: 0o600)
+            try again.append(Array("four\n".utf8))
+            #expect(try state.read("audit.log", limit: 100) == Array("one\ntwo\nthree\nfour\n".utf8))
+            #expect(fileMode(path + "/audit.log")?.permissions == 0o600)
+        }
+    }
+}
+
+@Suite("Files")
+struct FilesTests {
     @Test("readWholeFile enforces the limit on files whose size fstat does not report")
     func readProcLimit() throws {
         let status = try readWholeFile(path: "/proc/self/status", limit: 64 * 1024)
@@ -69,58 +169,12 @@ struct FilesTests {
         }
     }
 
-    @Test("readWholeFile of a missing file throws ENOENT")
-    func readMissing() {
+    @Test("readWholeFile of a missing file throws ENOENT; readWholeFileIfPresent says nil")
+    func readMissing() throws {
         #expect(throws: SystemError.errno(ENOENT, call: "open")) {
             try readWholeFile(path: "/tmp/keyd-test-missing-file", limit: 10)
         }
-    }
-
-    @Test("append-only file appends, syncs and reopens at the end")
-    func appendOnly() throws {
-        try withTemporaryDirectory { directory in
-            let path = directory + "/audit.log"
-            let file = try AppendOnlyFile.open(path: path, mode: 0o600)
-            try file.append(Array("one\n".utf8))
-            try file.append(Array("two\n".utf8))
-            try file.sync()
-            try file.close()
-            let again = try AppendOnlyFile.open(path: path, mode: 0o600)
-            try again.append(Array("three\n".utf8))
-            try again.close()
-            #expect(try readWholeFile(path: path, limit: 100) == Array("one\ntwo\nthree\n".utf8))
-            #expect(fileMode(path)?.permissions == 0o600)
-        }
-    }
-
-    @Test("append-only open refuses a symlink")
-    func appendOnlyRefusesSymlink() throws {
-        try withTemporaryDirectory { directory in
-            let target = directory + "/target"
-            let link = directory + "/audit.log"
-            try writeFileAtomically(path: target, bytes: [], mode: 0o600)
-            #expect(symlink(target, link) == 0)
-            #expect(throws: SystemError.errno(ELOOP, call: "open")) { try AppendOnlyFile.open(path: link, mode: 0o600) }
-        }
-    }
-
-    @Test("makeDirectory creates once with the exact mode, then leaves it; refuses a file")
-    func makeDirectoryCases() throws {
-        try withTemporaryDirectory { directory in
-            let path = directory + "/run"
-            #expect(try makeDirectory(path: path, mode: 0o750) == true)
-            #expect(fileMode(path)?.type == S_IFDIR)
-            #expect(fileMode(path)?.permissions == 0o750)
-            #expect(try makeDirectory(path: path, mode: 0o700) == false)
-            #expect(fileMode(path)?.permissions == 0o750)
-            try fsyncDirectory(path: path)
-
-            let file = directory + "/file"
-            try writeFileAtomically(path: file, bytes: [], mode: 0o600)
-            #expect(throws: SystemError.refusedExistingFile(call: "mkdir", path: file, found: "")) {
-                try makeDirectory(path: file, mode: 0o700)
-            }
-        }
+        #expect(try readWholeFileIfPresent(path: "/tmp/keyd-test-missing-file", limit: 10) == nil)
     }
 }
 
@@ -130,7 +184,7 @@ struct DeviceLockTests {
     func exclusive() throws {
         try withTemporaryDirectory { directory in
             let path = directory + "/disk.img"
-            try writeFileAtomically(path: path, bytes: [1, 2, 3], mode: 0o600)
+            try StateDirectory(path: directory, creatingWith: 0o700).writeAtomically("disk.img", bytes: [1, 2, 3], mode: 0o600)
             let held = try DeviceLock(path: path)
             let isBlockDevice = held.isBlockDevice
             #expect(!isBlockDevice)

@@ -1,6 +1,8 @@
 import Glibc
 import KeydCore
+import KeydDaemon
 import KeydPlatform
+import KeydProtocol
 import Synchronization
 import Testing
 
@@ -71,28 +73,15 @@ func medianMilliseconds(_ values: [Double]) -> String {
     return "\(tenths / 10).\(tenths % 10)"
 }
 
-/// Format parameters for `profile`, as keyd will map them.
-func parameters(_ profile: DiskProfile, label: String = "asterism-state", kdf: LUKS2KDF? = nil) -> LUKS2FormatParameters {
-    let mapped: LUKS2KDF
-    switch profile.kdf {
-    case .pbkdf2(let hash, let iterations): mapped = .pbkdf2(hash: hash, iterations: iterations)
-    case .argon2id(let time, let memory, let threads): mapped = .argon2id(timeMilliseconds: time, memoryKiB: memory, threads: threads)
-    }
-    return LUKS2FormatParameters(
-        cipher: profile.cipher, cipherMode: profile.cipherMode, volumeKeyBytes: profile.volumeKeyBytes,
-        sectorSize: UInt32(profile.sectorSize), label: label, kdf: kdf ?? mapped,
-        tokenJSON: StateDiskToken(kind: profile.tokenKind, initialized: false).json
-    )
+/// Format parameters for `profile` as `disk.format` writes them, with another KDF when given.
+func parameters(_ profile: DiskProfile, label: String = StateDisk.label, kdf: LUKS2KDF? = nil) -> LUKS2FormatParameters {
+    var parameters = LUKS2FormatParameters(profile: profile, label: label)
+    if let kdf { parameters.kdf = kdf }
+    return parameters
 }
 
-/// KeydCore facts from a platform header (the mapping keyd performs).
-func facts(of header: LUKS2Header) throws -> LUKS2HeaderFacts {
-    try LUKS2HeaderFacts(
-        cipher: header.cipher, cipherMode: header.cipherMode, volumeKeyBytes: header.volumeKeyBytes,
-        sectorSize: header.sectorSize, tokenJSONs: header.tokens.map(\.json), uuid: header.uuid, label: header.label,
-        metadataJSON: header.metadataJSON
-    )
-}
+/// KeydCore facts from a platform header (keyd's own mapping).
+func facts(of header: LUKS2Header) throws -> LUKS2HeaderFacts { try LUKS2HeaderFacts(header) }
 
 let asterismKDF = LUKS2KDF.pbkdf2(hash: "sha256", iterations: 1000)
 

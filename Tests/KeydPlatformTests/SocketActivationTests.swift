@@ -73,7 +73,7 @@ struct SocketActivationTests {
             let error = #expect(throws: SystemError.self) {
                 try SocketActivation.parse(environment: testCase.environment, currentPID: Self.pid)
             }
-            #expect(error == SystemError.invalidEnvironment(variable: "", ""))
+            #expect(error?.code == .invalidEnvironment)
         }
     }
 
@@ -115,7 +115,7 @@ struct SocketActivationTests {
         let (a, b) = try UnixSocket.socketPair()
         defer { try? a.close(); try? b.close() }
         let error = #expect(throws: SystemError.self) { try SocketActivation.validateListeningUnixSocket(fd: a.rawValue) }
-        #expect(error == SystemError.notListeningUnixSocket(fd: a.rawValue, ""))
+        #expect(error?.code == .notListeningUnixSocket)
     }
 
     @Test("a datagram socket and a regular file are refused")

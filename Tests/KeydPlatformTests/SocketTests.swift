@@ -89,9 +89,9 @@ struct SocketTests {
     func regularFileRefused() throws {
         try withTemporaryDirectory { directory in
             let path = directory + "/keyd.sock"
-            try writeFileAtomically(path: path, bytes: Array("precious".utf8), mode: 0o644)
+            try StateDirectory(path: directory, creatingWith: 0o700).writeAtomically("keyd.sock", bytes: Array("precious".utf8), mode: 0o644)
             let error = #expect(throws: SystemError.self) { try UnixListener.bind(path: path, mode: 0o600) }
-            #expect(error == SystemError.refusedExistingFile(call: "bind", path: path, found: ""))
+            #expect(error?.code == .refusedExistingFile)
             #expect(error?.description == "bind(\(path)): refusing to replace existing regular file")
             #expect(try readWholeFile(path: path, limit: 100) == Array("precious".utf8))
         }
@@ -113,7 +113,7 @@ struct SocketTests {
     func pathTooLong() throws {
         let path = "/tmp/" + String(repeating: "x", count: 200)
         let error = #expect(throws: SystemError.self) { try UnixListener.bind(path: path, mode: 0o600) }
-        #expect(error == SystemError.pathTooLong(call: "bind", path: path, length: 0, limit: 0))
+        #expect(error?.code == .pathTooLong)
         #expect(error?.description.hasSuffix("path length 205 exceeds limit 107") == true)
     }
 

@@ -1,14 +1,15 @@
 // libFuzzer target: one keyd connection, from bytes to verdicts, as keyd's event loop drives it.
 //
-// Input: byte 0 picks the peer class, byte 1 the starting phase, byte 2 the served set (bit 0:
-// every kind, else the kinds this keyd serves today); the rest is a program of one-byte
+// Input: byte 0 picks the peer class, byte 1 the starting phase, byte 2 is unused (it chose a
+// served set when the session knew one; kept so the corpus stays valid); the rest is a program of one-byte
 // operations (see `Operation`) that send raw bytes or frames, change the phase, spend a
 // once-per-boot request on another connection, or time out. Checks, each a `fatalError`:
 // - a reply closes exactly when its status closes the connection, and `isClosed` agrees;
-// - dispatch happens only after hello, for a served kind, for a peer and phase the permission
+// - dispatch happens only after hello, never for hello, for a peer and phase the permission
 //   table allows and a once request not yet used, with sequence = number of frames received;
-// - ok comes only from hello, with this peer and phase in the payload; unsupported, wrongPhase,
-//   denied, alreadyUsed, helloRequired and sequenceError only where their rule holds;
+// - ok comes only from hello, with this peer and phase in the payload; wrongPhase, denied,
+//   alreadyUsed, helloRequired and sequenceError only where their rule holds; never unsupported
+//   (which kinds keyd serves is the daemon's request table, answered after dispatch);
 // - an answer carries the kind and sequence of the request it answers, or is the connection
 //   error answer.
 // Once the session closes the input ends: feeding a closed session is a precondition in KeydCore.
@@ -22,9 +23,6 @@ let tracing = getenv("FUZZ_TRACE") != nil
 func trace(_ line: @autoclosure () -> String) {
     if tracing { print(line()) }
 }
-
-/// The kinds keyd serves today (Sources/keyd/KeydService.swift).
-let keydServed: Set<RequestKind> = [.hello, .status, .kekImport, .kekLock, .auditRead, .auditVerify]
 
 /// Reads the fuzzer input front to back; reads past the end return nil.
 struct Program {
@@ -137,18 +135,16 @@ struct Harness {
     /// keyd's bound: 16 KiB reads of frames of at least 10 bytes.
     var decoder = FrameDecoder(.requests, maxQueuedFrames: 16_384 / 10 + 1)
     let peer: PeerClass
-    let served: Set<RequestKind>
     var phase: Phase
     var usedThisBoot: Set<RequestKind> = []
     var usedThisConnection: Set<RequestKind> = []
     var framesReceived: UInt32 = 0
     var helloDone = false
 
-    init(peer: PeerClass, phase: Phase, served: Set<RequestKind>) {
+    init(peer: PeerClass, phase: Phase) {
         self.peer = peer
         self.phase = phase
-        self.served = served
-        session = SessionStateMachine(peer: peer, served: served)
+        session = SessionStateMachine(peer: peer)
     }
 
     /// Checks a verdict that closes with the connection error answer.
@@ -203,7 +199,6 @@ struct Harness {
             guard frame.sequence == expected else { finding("dispatched sequence \(frame.sequence), expected \(expected)") }
             guard !session.isClosed else { finding("dispatch from a closed session") }
             guard helloDone, kind != .hello else { finding("dispatched \(kind) before or as hello") }
-            guard served.contains(kind) else { finding("dispatched \(kind), which is not served") }
             guard peer != .stranger, row.peers.contains(peer) else { finding("dispatched \(kind) for peer \(peer)") }
             guard row.phases.contains(phase) else { finding("dispatched \(kind) in phase \(phase)") }
             switch row.once {
@@ -253,11 +248,6 @@ struct Harness {
                 else { finding("hello answer \(hello) for peer \(peer), phase \(phase)") }
                 helloDone = true
                 usedThisConnection.insert(kind)
-            case .unsupported:
-                guard helloDone, !served.contains(kind), row.peers.contains(peer), row.phases.contains(phase),
-                    decoded.sequence == expected
-                else { finding("unsupported answer to \(kind)") }
-                usedThisConnection.insert(kind)
             case .wrongPhase:
                 guard helloDone, row.peers.contains(peer), !row.phases.contains(phase), decoded.sequence == expected else {
                     finding("wrongPhase answer to \(kind) in \(phase)")
@@ -290,11 +280,10 @@ struct Harness {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     var program = Program(bytes: UnsafeRawBufferPointer(start: start, count: count))
-    guard let peerByte = program.byte(), let phaseByte = program.byte(), let servedByte = program.byte() else { return 0 }
+    guard let peerByte = program.byte(), let phaseByte = program.byte(), program.byte() != nil else { return 0 }
     var harness = Harness(
         peer: PeerClass.allCases[Int(peerByte) % PeerClass.allCases.count],
-        phase: Phase.allCases[Int(phaseByte) % Phase.allCases.count],
-        served: servedByte & 1 == 1 ? Set(RequestKind.allCases) : keydServed)
+        phase: Phase.allCases[Int(phaseByte) % Phase.allCases.count])
     let kinds = RequestKind.allCases
 
     while !harness.session.isClosed, let opcode = program.byte() {

@@ -5,9 +5,9 @@ import Glibc
 /// keyd's log: one line per event on stderr (the journal under systemd), metadata as dotted keys.
 ///
 /// - Important: never pass key material, secret lengths are fine, secret bytes are not.
-enum Log {
+public enum Log {
     /// Severity, mapped to sd-daemon prefixes so the journal keeps the level.
-    enum Level: String {
+    public enum Level: String, Sendable {
         case error = "<3>"
         case warning = "<4>"
         case notice = "<5>"
@@ -15,7 +15,7 @@ enum Log {
     }
 
     /// Writes one line: `<level>Message key=value …`.
-    static func write(_ level: Level, _ message: String, _ metadata: KeyValuePairs<String, String> = [:]) {
+    public static func write(_ level: Level, _ message: String, _ metadata: KeyValuePairs<String, String> = [:]) {
         var line = level.rawValue + message
         for (key, value) in metadata {
             line += " \(key)=\(quoted(value))"
@@ -24,7 +24,7 @@ enum Log {
     }
 
     /// Writes text to stderr as is (one write call, so lines from one process never interleave).
-    static func raw(_ text: String) {
+    public static func raw(_ text: String) {
         var text = text
         text.withUTF8 { bytes in
             var offset = 0
@@ -52,8 +52,8 @@ enum Log {
         return result + "\""
     }
 
-    static func error(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.error, message, metadata) }
-    static func warning(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.warning, message, metadata) }
-    static func notice(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.notice, message, metadata) }
-    static func info(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.info, message, metadata) }
+    public static func error(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.error, message, metadata) }
+    public static func warning(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.warning, message, metadata) }
+    public static func notice(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.notice, message, metadata) }
+    public static func info(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.info, message, metadata) }
 }

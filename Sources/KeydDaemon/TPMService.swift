@@ -34,7 +34,8 @@ final class TPMService {
     private let key: TPMAttestationKey?
     /// Why keyd has no TPM, or nil.
     let unavailableReason: String?
-    private let sealedPath: String
+    /// The state directory that holds `kek.sealed`.
+    private let state: StateDirectory
     /// The KEK at rest.
     private(set) var sealedState: SealedKEKStatus = .none
     /// Time the start-up unseal took, in milliseconds.
@@ -43,13 +44,11 @@ final class TPMService {
     private(set) var evidenceIssued: UInt64 = 0
 
     /// Opens the TPM and loads or creates the attestation key; records the reason instead of failing.
-    init(configuration: KeydConfiguration, tcti: String, stateDirectory: String) {
+    init(configuration: KeydConfiguration, tcti: String, state: StateDirectory) {
         self.tcti = tcti
         selection = PCRSelection(configuration.tpmPCRs) ?? .all
-        sealedPath = stateDirectory + "/" + Self.sealedKEKName
-        if access(configuration.tpmEventLog, R_OK) == 0,
-            let log = try? readWholeFile(path: configuration.tpmEventLog, limit: Limits.maxEventLog)
-        {
+        self.state = state
+        if let log = try? readWholeFileIfPresent(path: configuration.tpmEventLog, limit: Limits.maxEventLog) {
             eventLog = log
             eventLogPath = configuration.tpmEventLog
         } else {
@@ -67,7 +66,7 @@ final class TPMService {
             key = nil
             unavailableReason = "\(error)"
         }
-        if access(sealedPath, F_OK) == 0 { sealedState = .sealed }
+        if (try? state.contains(Self.sealedKEKName)) == true { sealedState = .sealed }
     }
 
     /// Whether keyd has a working TPM and attestation key.
@@ -160,7 +159,7 @@ final class TPMService {
             let file = try SealedKEKFile(
                 sealing: kek, wrappingKey: wrappingKey, pcrs: selection.indices, sealedPublic: sealed.publicBlob,
                 sealedPrivate: sealed.privateBlob)
-            try writeFileAtomically(path: sealedPath, bytes: file.encoded, mode: 0o600)
+            try state.writeAtomically(Self.sealedKEKName, bytes: file.encoded, mode: 0o600)
             sealedState = .sealed
             return .success(.sealed)
         } catch {
@@ -172,14 +171,21 @@ final class TPMService {
     /// Unseals the KEK stored at start and hands it to `keep`; returns why it did not unseal, or nil
     /// (unsealed, or nothing stored: ``sealedState`` tells which).
     func unsealAtStart(_ keep: (consuming KeyEncryptionKey) -> Void) -> String? {
-        guard access(sealedPath, F_OK) == 0 else { return nil }
+        let stored: [UInt8]
+        do {
+            guard let bytes = try state.read(Self.sealedKEKName, limit: SealedKEKFile.maximumLength) else { return nil }
+            stored = bytes
+        } catch {
+            sealedState = .unsealFailed
+            return "\(error)"
+        }
         guard let device else {
             sealedState = .unsealFailed
             return "no TPM: \(unavailableReason ?? "")"
         }
         let started = MonotonicClock.nowNanoseconds()
         do {
-            let file = try SealedKEKFile(decoding: try readWholeFile(path: sealedPath, limit: SealedKEKFile.maximumLength))
+            let file = try SealedKEKFile(decoding: stored)
             guard let pcrs = PCRSelection(file.pcrs) else { throw TPMRefusal(status: .internal, reason: "PCR list") }
             try device.unseal(TPMSealedObject(publicBlob: file.sealedPublic, privateBlob: file.sealedPrivate), selection: pcrs) { bytes in
                 let wrappingKey = SecretBytes(copying: bytes)
@@ -201,10 +207,14 @@ final class TPMService {
     }
 
     /// Removes the KEK at rest (`kek.lock`): a restart must not bring a locked KEK back.
-    func forgetSealedKEK() -> Bool {
-        let removed = unlink(sealedPath) == 0 || errno == ENOENT
-        if removed { sealedState = .none }
-        return removed
+    func forgetSealedKEK() -> Result<Void, SystemError> {
+        do {
+            try state.remove(Self.sealedKEKName)
+            sealedState = .none
+            return .success(())
+        } catch {
+            return .failure(error as? SystemError ?? .errno(EIO, call: "unlinkat", context: Self.sealedKEKName))
+        }
     }
 
     // MARK: Status

@@ -1,17 +1,17 @@
 /// keyd's command line: `keyd --state-dir DIR [--socket PATH --admin-socket PATH] [--config FILE] [--tcti TCTI]`.
-struct Options: Equatable {
+public struct Options: Equatable, Sendable {
     /// Directory holding the audit log (and later the sealed KEK and header backups).
-    var stateDirectory: String
+    public var stateDirectory: String
     /// trustd socket path when keyd binds it itself.
-    var socketPath: String?
+    public var socketPath: String?
     /// Admin socket path when keyd binds it itself.
-    var adminSocketPath: String?
+    public var adminSocketPath: String?
     /// Optional configuration file.
-    var configPath: String?
+    public var configPath: String?
     /// TCTI overriding the configuration's `tpm-tcti`.
-    var tcti: String? = nil
+    public var tcti: String? = nil
 
-    static let usage = """
+    public static let usage = """
         Usage: keyd --state-dir DIR [--socket PATH --admin-socket PATH] [--config FILE] [--tcti TCTI]
                keyd --version | --help
 
@@ -29,14 +29,14 @@ struct Options: Equatable {
         """
 
     /// What the command line asked for.
-    enum Parsed: Equatable {
+    public enum Parsed: Equatable, Sendable {
         case run(Options)
         case help
         case version
     }
 
     /// Parses arguments (without the program name); errors name the offending argument.
-    static func parse(_ arguments: [String]) throws(KeydError) -> Parsed {
+    public static func parse(_ arguments: [String]) throws(KeydError) -> Parsed {
         var state: String?
         var socket: String?
         var admin: String?
@@ -77,13 +77,13 @@ struct Options: Equatable {
 }
 
 /// keyd's one error type for start-up failures; the loop itself never throws to the top.
-struct KeydError: Error, CustomStringConvertible {
-    let description: String
+public struct KeydError: Error, CustomStringConvertible {
+    public let description: String
     /// Exit status when this error ends keyd.
-    let exitCode: Int32
+    public let exitCode: Int32
 
     /// A command-line mistake (exit 64).
-    static func usage(_ message: String) -> KeydError { KeydError(description: message, exitCode: 64) }
+    public static func usage(_ message: String) -> KeydError { KeydError(description: message, exitCode: 64) }
     /// A start-up failure (exit 1).
-    static func startup(_ message: String) -> KeydError { KeydError(description: message, exitCode: 1) }
+    public static func startup(_ message: String) -> KeydError { KeydError(description: message, exitCode: 1) }
 }

@@ -155,7 +155,7 @@ final class EventLoop {
             let identity = ConnectionIdentity(peerClass: peerClass, credentials: credentials)
             let connection = Connection(
                 fd: fd, identity: identity,
-                session: SessionStateMachine(peer: peerClass, served: KeydService.served),
+                session: SessionStateMachine(peer: peerClass),
                 decoder: FrameDecoder(.requests, maxQueuedFrames: Self.maxQueuedFrames, wipe: SecureMemory.wipe))
             if connections.count >= maxConnections {
                 if case .reply(let bytes, _, _) = connection.session.refuseBusy() {
@@ -206,7 +206,7 @@ final class EventLoop {
             case .eof:
                 if connection.decoder.hasPartialFrame {
                     service.audit(
-                        SessionAudit(event: "protocol.violation", granted: false, status: .malformed,
+                        SessionAudit(event: .protocolViolation, granted: false, status: .malformed,
                                      detail: [.init("reason", "peer disconnected mid-frame")]),
                         identity: connection.identity)
                 }
@@ -261,9 +261,6 @@ final class EventLoop {
         switch verdict {
         case .dispatch(let frame):
             guard let body else { preconditionFailure("dispatch without a frame body") }
-            if PermissionTable.permission(for: frame.request.kind).once == .perBoot {
-                service.markUsedThisBoot(frame.request.kind)
-            }
             connection.outbox += service.perform(frame, body: body, identity: connection.identity)
         case .reply(let bytes, let close, let audit):
             if let audit {

@@ -30,12 +30,12 @@ extension StateDisk {
         }
         let uuid = checked.header.uuid
         do {
-            let volume = try LUKS2Volume(path: device, kdf: Self.kdf(checked.profile))
+            let volume = try LUKS2Volume(path: device, kdf: checked.profile.kdf)
             let backup = try backupHeader(volume, uuid: uuid, suffix: ".before-reset.img").get()
             let marked = StateDiskToken(kind: checked.profile.tokenKind, initialized: false).json
             let existing = try volume.tokens().first { (try? StateDiskToken(parsing: $0.json)) != nil }
             _ = try volume.setToken(json: marked, id: existing?.id)
-            return DiskOutcome(status: .ok, uuid: uuid, reason: "marked for reset; header backed up to \(backup)")
+            return DiskOutcome(status: .ok, uuid: uuid, reason: "marked for reset; header backed up to \(backup.path)")
         } catch {
             return Self.outcome(of: error, uuid: uuid)
         }

@@ -37,11 +37,11 @@ final class FirstBootKey {
 /// (re-key to the KEK-derived key in ``StateDiskRekey``'s order) and open.
 ///
 /// Single-threaded, like ``KeydService``, which audits every outcome.
-final class StateDisk {
+public final class StateDisk {
     /// Length of the first-boot passphrase and of the derived disk key.
     static let keyByteCount = 32
     /// Label written by `disk.format`.
-    static let label = "asterism-state"
+    public static let label = "asterism-state"
     /// The control node whose presence means the kernel's device mapper is usable.
     static let deviceMapperControl = "/dev/mapper/control"
 
@@ -49,8 +49,8 @@ final class StateDisk {
     let allowInitialize: Bool
     /// The profile `disk.format` writes (configuration `disk-profile`).
     let formatProfile: DiskProfile
-    /// Where header backups go: `<state-dir>/headers`.
-    let headersDirectory: String
+    /// keyd's state directory; header backups and disk records go to its `headers` subdirectory.
+    let state: StateDirectory
     /// First-boot passphrases by disk UUID; memory only.
     private var firstBootKeys: [String: FirstBootKey] = [:]
     #if DEBUG
@@ -58,11 +58,14 @@ final class StateDisk {
     private var fault = FaultInjection.fromEnvironment()
     #endif
 
-    /// Makes the service; `stateDirectory` already exists.
-    init(stateDirectory: String, allowInitialize: Bool, formatProfile: DiskProfile = .asterism) {
+    /// The subdirectory of the state directory that holds header backups and disk records.
+    static let headersName = "headers"
+
+    /// Makes the service over the open state directory.
+    init(state: StateDirectory, allowInitialize: Bool, formatProfile: DiskProfile = .asterism) {
         self.allowInitialize = allowInitialize
         self.formatProfile = formatProfile
-        headersDirectory = stateDirectory + "/headers"
+        self.state = state
         // libcryptsetup's messages carry no key material; route them to keyd's log, never stderr directly.
         LUKS2Log.setSink { level, message in
             switch level {
@@ -130,10 +133,7 @@ final class StateDisk {
         }
         let passphrase = SecretBytes(randomByteCount: Self.keyByteCount)
         let profile = formatProfile
-        let parameters = LUKS2FormatParameters(
-            cipher: profile.cipher, cipherMode: profile.cipherMode, volumeKeyBytes: profile.volumeKeyBytes,
-            sectorSize: UInt32(profile.sectorSize), label: Self.label, kdf: Self.kdf(profile),
-            tokenJSON: StateDiskToken(kind: profile.tokenKind, initialized: false).json)
+        let parameters = LUKS2FormatParameters(profile: profile)
         let uuid: String
         do {
             uuid = try passphrase.withUnsafeBytes { bytes in
@@ -148,8 +148,16 @@ final class StateDisk {
         return DiskOutcome(status: .ok, uuid: uuid)
     }
 
-    /// The path of the first-boot keyslot record of `uuid`.
-    private func firstBootRecordPath(_ uuid: String) -> String { headersDirectory + "/" + uuid + ".first-boot-keyslot" }
+    /// The name of the first-boot keyslot record of `uuid` in the headers directory.
+    private static func firstBootRecordName(_ uuid: String) -> String { uuid + ".first-boot-keyslot" }
+
+    /// The name of the device record of `uuid` in the headers directory.
+    private static func deviceRecordName(_ uuid: String) -> String { uuid + ".device" }
+
+    /// The headers directory, created when missing.
+    func headers() throws -> StateDirectory {
+        try state.subdirectory(Self.headersName, creatingWith: 0o700)
+    }
 
     /// Records the single keyslot a fresh format made (``FirstBootKeyslot``), so that a successor
     /// keyd can remove it after a crash in the middle of a re-key.
@@ -160,7 +168,7 @@ final class StateDisk {
                 let salt = facts.keyslotSalts[slot]
             else { throw SystemError.verificationFailed(call: "recordFirstBootKeyslot", "a fresh format has not exactly one keyslot with a salt") }
             let record = FirstBootKeyslot(index: slot, salt: salt)
-            try writeFileAtomically(path: firstBootRecordPath(uuid), bytes: Array(record.text.utf8), mode: 0o600)
+            try headers().writeAtomically(Self.firstBootRecordName(uuid), bytes: Array(record.text.utf8), mode: 0o600)
         } catch {
             Log.warning("First-boot keyslot record not written", ["disk.device": device, "disk.uuid": uuid, "error": "\(error)"])
         }
@@ -168,7 +176,8 @@ final class StateDisk {
 
     /// The first-boot keyslot that the record of `uuid` names and that still exists on `device`, or nil.
     private func recordedFirstBootKeyslot(device: String, uuid: String) -> Int? {
-        guard let bytes = try? readWholeFile(path: firstBootRecordPath(uuid), limit: FirstBootKeyslot.maximumLength),
+        guard let headers = try? state.existingSubdirectory(Self.headersName),
+            let bytes = try? headers.read(Self.firstBootRecordName(uuid), limit: FirstBootKeyslot.maximumLength),
             let record = try? FirstBootKeyslot(parsing: String(decoding: bytes, as: UTF8.self)),
             let header = try? LUKS2Volume.inspect(path: device), let facts = Self.check(header).0
         else { return nil }
@@ -178,16 +187,16 @@ final class StateDisk {
     /// Remembers which device holds the state disk `uuid` (`<headers>/<uuid>.device`), so that a
     /// device whose both headers were destroyed is told apart from a blank one.
     func recordDevice(_ device: String, uuid: String) {
-        // A re-initialized device replaces the record of the state disk it held before.
-        for _ in 0..<64 {
-            guard let previous = headersDestroyed(device: device)?.uuid,
-                unlink(headersDirectory + "/" + previous + ".device") == 0
-            else { break }
-            unlink(firstBootRecordPath(previous))
-        }
         do {
-            _ = try makeDirectory(path: headersDirectory, mode: 0o700)
-            try writeFileAtomically(path: headersDirectory + "/" + uuid + ".device", bytes: Array(device.utf8), mode: 0o600)
+            let headers = try headers()
+            // A re-initialized device replaces the record of the state disk it held before.
+            for _ in 0..<64 {
+                guard let previous = headersDestroyed(device: device)?.uuid,
+                    try headers.remove(Self.deviceRecordName(previous))
+                else { break }
+                try headers.remove(Self.firstBootRecordName(previous))
+            }
+            try headers.writeAtomically(Self.deviceRecordName(uuid), bytes: Array(device.utf8), mode: 0o600)
         } catch {
             Log.warning("State-disk device record not written", ["disk.device": device, "disk.uuid": uuid, "error": "\(error)"])
         }
@@ -195,20 +204,17 @@ final class StateDisk {
 
     /// `diskHeadersDestroyed` when `device` has no LUKS2 header but keyd formatted a state disk on it.
     func headersDestroyed(device: String) -> DiskOutcome? {
-        guard let directory = opendir(headersDirectory) else { return nil }
-        defer { closedir(directory) }
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            guard name.hasSuffix(".device"),
-                let recorded = try? readWholeFile(path: headersDirectory + "/" + name, limit: Limits.maxDevicePath),
+        guard let headers = try? state.existingSubdirectory(Self.headersName), let names = try? headers.entries() else {
+            return nil
+        }
+        for name in names where name.hasSuffix(".device") {
+            guard let recorded = try? headers.read(name, limit: Limits.maxDevicePath),
                 String(decoding: recorded, as: UTF8.self) == device
             else { continue }
             let uuid = String(name.dropLast(".device".count))
             return .refused(
                 .diskHeadersDestroyed,
-                "both LUKS2 headers are unreadable on a device that held state disk \(uuid); header backups are in \(headersDirectory)",
+                "both LUKS2 headers are unreadable on a device that held state disk \(uuid); header backups are in \(headers.path)",
                 uuid: uuid)
         }
         return nil
@@ -245,7 +251,7 @@ final class StateDisk {
     /// `disk.bind`: re-keys from the in-memory first-boot passphrase to `newKey` in
     /// ``StateDiskRekey``'s order, backing up the header first and restoring it if a step fails.
     func bind(device: String, header: LUKS2Header, profile: DiskProfile, newKey: borrowing SecretBytes) -> DiskOutcome {
-        let kdf = Self.kdf(profile)
+        let kdf = profile.kdf
         do {
             let volume = try LUKS2Volume(path: device, kdf: kdf)
             return rekey(volume, device: device, uuid: header.uuid, profile: profile, kdf: kdf, newKey: newKey)
@@ -260,7 +266,7 @@ final class StateDisk {
         newKey: borrowing SecretBytes
     ) -> DiskOutcome {
         let oldKey = firstBootKeys[uuid]
-        var backup: String?
+        var backup: HeaderBackup?
         var steps: [String] = []
         // Each round observes the disk and performs the step the order asks for; 6 rounds cover 4 steps.
         for _ in 0..<6 {
@@ -295,13 +301,13 @@ final class StateDisk {
             }
             if step == .done {
                 firstBootKeys[uuid] = nil
-                unlink(firstBootRecordPath(uuid))
+                _ = try? headers().remove(Self.firstBootRecordName(uuid))
                 let done = steps.isEmpty ? "already bound" : "steps " + steps.joined(separator: ",")
                 return DiskOutcome(status: .ok, uuid: uuid, reason: done)
             }
             if backup == nil {
                 switch backupHeader(volume, uuid: uuid) {
-                case .success(let path): backup = path
+                case .success(let made): backup = made
                 case .failure(let error): return Self.outcome(of: error, uuid: uuid)
                 }
             }
@@ -345,7 +351,7 @@ final class StateDisk {
     func open(device: String, mappingName: String, header: LUKS2Header, profile: DiskProfile, key: borrowing SecretBytes) -> DiskOutcome {
         let uuid = header.uuid
         do {
-            let volume = try LUKS2Volume(path: device, kdf: Self.kdf(profile))
+            let volume = try LUKS2Volume(path: device, kdf: profile.kdf)
             let slot = try key.withUnsafeBytes { bytes in try volume.verify(key: bytes) }
             guard slot != nil else {
                 return .refused(
@@ -403,22 +409,23 @@ final class StateDisk {
 
     /// True when the device-mapper control node opens (it may exist while the kernel lacks the driver).
     static func deviceMapperAvailable() -> Bool {
-        let fd = Glibc.open(deviceMapperControl, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        close(fd)
+        guard let control = try? FileDescriptor.open(path: deviceMapperControl, flags: O_RDWR) else { return false }
+        try? control.close()
         return true
     }
 
-    /// Copies the header to `<headers>/<uuid><suffix>` (through a temporary file and a rename).
-    func backupHeader(_ volume: borrowing LUKS2Volume, uuid: String, suffix: String = ".img") -> Result<String, SystemError> {
+    /// Copies the header to `<headers>/<uuid><suffix>` (through a temporary file and a rename);
+    /// libcryptsetup writes it through the directory's pinned descriptor path.
+    func backupHeader(_ volume: borrowing LUKS2Volume, uuid: String, suffix: String = ".img") -> Result<HeaderBackup, SystemError> {
         do {
-            _ = try makeDirectory(path: headersDirectory, mode: 0o700)
-            let path = headersDirectory + "/" + uuid + suffix
-            let temporary = path + ".tmp"
-            unlink(temporary)
-            try volume.backupHeader(to: temporary)
-            guard rename(temporary, path) == 0 else { throw SystemError.errno(errno, call: "rename", context: path) }
-            return .success(path)
+            let headers = try headers()
+            let name = uuid + suffix
+            let temporary = name + ".tmp"
+            try headers.remove(temporary)
+            try headers.withPinnedPath(temporary) { try volume.backupHeader(to: $0) }
+            try headers.rename(temporary, to: name)
+            try headers.sync()
+            return .success(HeaderBackup(name: name, path: headers.path + "/" + name))
         } catch let error as SystemError {
             return .failure(error)
         } catch {
@@ -427,16 +434,16 @@ final class StateDisk {
     }
 
     /// Restores the backup (when one was made) and returns `outcome` with the restore noted.
-    private func restoring(device: String, backup: String?, outcome: DiskOutcome, step: StateDiskRekey.Step? = nil) -> DiskOutcome {
+    private func restoring(device: String, backup: HeaderBackup?, outcome: DiskOutcome, step: StateDiskRekey.Step? = nil) -> DiskOutcome {
         var result = outcome
         let at = step.map { " at step \($0)" } ?? ""
         guard let backup else { return result }
         do {
-            try LUKS2Volume.restoreHeader(path: device, from: backup)
-            result.reason = (result.reason ?? "failed") + at + "; header restored from \(backup)"
+            try headers().withPinnedPath(backup.name) { try LUKS2Volume.restoreHeader(path: device, from: $0) }
+            result.reason = (result.reason ?? "failed") + at + "; header restored from \(backup.path)"
         } catch {
             Log.error("State-disk header restore failed", ["disk.device": device, "error": "\(error)"])
-            result.reason = (result.reason ?? "failed") + at + "; header restore from \(backup) failed: \(error)"
+            result.reason = (result.reason ?? "failed") + at + "; header restore from \(backup.path) failed: \(error)"
         }
         return result
     }
@@ -452,10 +459,7 @@ final class StateDisk {
     /// KeydCore facts of `header` and the profile check.
     private static func check(_ header: LUKS2Header) -> (LUKS2HeaderFacts?, Result<DiskProfile, HeaderRejection>?) {
         do {
-            let facts = try LUKS2HeaderFacts(
-                cipher: header.cipher, cipherMode: header.cipherMode, volumeKeyBytes: header.volumeKeyBytes,
-                sectorSize: header.sectorSize, tokenJSONs: header.tokens.map(\.json), uuid: header.uuid,
-                label: header.label, metadataJSON: header.metadataJSON)
+            let facts = try LUKS2HeaderFacts(header)
             return (facts, DiskProfile.check(facts))
         } catch {
             return (nil, nil)
@@ -468,31 +472,28 @@ final class StateDisk {
         return "LUKS2 metadata does not parse"
     }
 
-    /// The handle KDF for `profile`.
-    static func kdf(_ profile: DiskProfile) -> LUKS2KDF {
-        switch profile.kdf {
-        case .pbkdf2(let hash, let iterations): .pbkdf2(hash: hash, iterations: iterations)
-        case .argon2id(let time, let memory, let threads): .argon2id(timeMilliseconds: time, memoryKiB: memory, threads: threads)
-        }
-    }
-
     /// Maps a libcryptsetup or system failure to a disk status.
     static func outcome(of failure: any Error, uuid: String? = nil) -> DiskOutcome {
         guard let error = failure as? SystemError else { return .refused(.internal, "\(failure)", uuid: uuid) }
         let status: StatusCode
-        if error == SystemError.luks2HeaderUnreadable(path: "", "") {
-            status = .diskHeadersDestroyed
-        } else {
-            switch error.errno {
-            case ENOENT, ENODEV, ENXIO: status = .diskMissing
-            case EBUSY: status = .diskBusy
-            case EPERM: status = .diskWrongKey
-            default: status = .internal
-            }
+        switch error.code {
+        case .luks2HeaderUnreadable: status = .diskHeadersDestroyed
+        case .errno(ENOENT), .errno(ENODEV), .errno(ENXIO): status = .diskMissing
+        case .errno(EBUSY): status = .diskBusy
+        case .errno(EPERM): status = .diskWrongKey
+        default: status = .internal
         }
         return .refused(status, error.description, uuid: uuid)
     }
 
+}
+
+/// A header backup in the headers directory: its name there, and its path for messages.
+struct HeaderBackup {
+    /// The file name in `<state-dir>/headers`.
+    let name: String
+    /// `<state-dir>/headers/<name>`, for messages and audit records.
+    let path: String
 }
 
 /// A disk refusal carried through a `Result`.

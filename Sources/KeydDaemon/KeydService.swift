@@ -27,14 +27,11 @@ struct ConnectionIdentity {
 /// keyd's state and the requests it performs: phase, KEK custody, audit log, counters.
 ///
 /// Single-threaded: only the event loop calls it.
-final class KeydService {
+public final class KeydService {
     /// keyd's release version, reported by `status`.
-    static let version = "0.1.0"
-    /// Request kinds this build performs; the rest of the table answers `unsupported`.
-    static let served: Set<RequestKind> = [
-        .hello, .status, .kekImport, .kekLock, .auditRead, .auditVerify, .diskInspect, .diskFormat, .diskBind, .diskOpen,
-        .diskClose, .diskReset, .evidenceIssue, .tpmStatus, .tpmEvidence,
-    ]
+    public static let version = "0.1.0"
+    /// The audit log's name in the state directory.
+    static let auditLogName = "audit.log"
     /// Largest audit log `audit.read`/`audit.verify` will load.
     static let auditReadLimit = 64 << 20
 
@@ -42,8 +39,9 @@ final class KeydService {
     private(set) var usedThisBoot: Set<RequestKind> = []
     var kek: KeyEncryptionKey?
     private var chain: AuditChain
+    /// The state directory, open for the daemon's lifetime; every state file is opened through it.
+    let state: StateDirectory
     private let auditFile: AppendOnlyFile
-    private let auditPath: String
     private let auditIntactAtStart: Bool
     /// The LUKS2 state-disk operations and the first-boot passphrases they keep in memory.
     private let stateDisk: StateDisk
@@ -57,46 +55,36 @@ final class KeydService {
     /// Open connections, kept current by the event loop.
     var connectionCount = 0
 
-    /// Opens (or creates) the audit log in `stateDirectory` and resumes its chain; `diskAllowInitialize`
-    /// lets `disk.format` initialize a device without a LUKS2 header.
-    init(stateDirectory: String, diskAllowInitialize: Bool = false, diskProfile: DiskProfile = .asterism) throws(KeydError) {
-        auditPath = stateDirectory + "/audit.log"
-        stateDisk = StateDisk(stateDirectory: stateDirectory, allowInitialize: diskAllowInitialize, formatProfile: diskProfile)
+    /// Opens (or creates) the state directory and its audit log and resumes the chain;
+    /// `diskAllowInitialize` lets `disk.format` initialize a device without a LUKS2 header.
+    init(stateDirectory path: String, diskAllowInitialize: Bool = false, diskProfile: DiskProfile = .asterism) throws(KeydError) {
         do {
-            _ = try makeDirectory(path: stateDirectory, mode: 0o700)
-            let existing: [UInt8]
-            if access(auditPath, F_OK) == 0 {
-                existing = try readWholeFile(path: auditPath, limit: Self.auditReadLimit)
-            } else {
-                existing = []
-            }
+            state = try StateDirectory(path: path, creatingWith: 0o700)
+            auditFile = try state.openLog(Self.auditLogName, mode: 0o600)
+            let existing = try auditFile.readAll(limit: Self.auditReadLimit)
             let (chain, verification) = AuditChain.resume(from: existing)
             self.chain = chain
             auditIntactAtStart = verification.intact
             if !verification.intact {
                 Log.error(
-                    "Audit log chain is broken", ["audit.path": auditPath, "audit.first_bad": "\(verification.firstBadRecord)",
+                    "Audit log chain is broken", ["audit.path": auditFile.path, "audit.first_bad": "\(verification.firstBadRecord)",
                     "audit.problem": "\(verification.problem)"])
             }
             if verification.completeByteCount != existing.count {
                 // A torn last line (crash mid-write) is cut so the next record starts on its own line.
-                guard truncate(auditPath, off_t(verification.completeByteCount)) == 0 else {
-                    throw KeydError.startup("cannot cut torn audit record in \(auditPath): errno \(errno)")
-                }
-                Log.warning("Audit log ended in a torn record; cut it", ["audit.path": auditPath])
+                try auditFile.truncate(to: verification.completeByteCount)
+                Log.warning("Audit log ended in a torn record; cut it", ["audit.path": auditFile.path])
             }
-            auditFile = try AppendOnlyFile.open(path: auditPath, mode: 0o600)
-        } catch let error as KeydError {
-            throw error
         } catch {
-            throw .startup("audit log in \(stateDirectory): \(error)")
+            throw .startup("audit log in \(path): \(error)")
         }
+        stateDisk = StateDisk(state: state, allowInitialize: diskAllowInitialize, formatProfile: diskProfile)
     }
 
     /// Appends one record and fsyncs it; false when it could not be made durable.
     @discardableResult
     func audit(
-        _ event: String, granted: Bool, status: StatusCode, peer: AuditPeer,
+        _ event: AuditEvent, granted: Bool, status: StatusCode, peer: AuditPeer,
         detail: [(key: String, value: String)] = []
     ) -> Bool {
         let (line, next) = chain.appending(
@@ -108,7 +96,7 @@ final class KeydService {
             chain = next
             return true
         } catch {
-            Log.error("Audit record not written", ["audit.event": event, "error": "\(error)"])
+            Log.error("Audit record not written", ["audit.event": event.description, "error": "\(error)"])
             return false
         }
     }
@@ -121,78 +109,108 @@ final class KeydService {
     }
 
     /// Records keyd's own start or stop.
-    func auditLifecycle(_ event: String, detail: [(key: String, value: String)]) {
+    func auditLifecycle(_ event: AuditEvent, detail: [(key: String, value: String)]) {
         audit(event, granted: true, status: .ok, peer: keydIdentity, detail: detail)
     }
 
-    /// Marks a per-boot request as spent.
-    func markUsedThisBoot(_ kind: RequestKind) { usedThisBoot.insert(kind) }
-
-    /// Performs one dispatched request and returns the answer frame.
+    /// Performs one dispatched request and returns its answer frame.
     ///
-    /// `body` is the frame body the request was decoded from; secret fields are copied from it
-    /// straight into key storage (the event loop wipes it afterwards).
+    /// This switch is keyd's request table beside ``PermissionTable``: every kind has its case and
+    /// there is no `default`, so a kind added to the protocol does not compile until it is served
+    /// here or explicitly answered `unsupported`. `body` is the frame body the request was decoded
+    /// from; secret fields are copied from it straight into key storage (the event loop wipes it).
     func perform(_ frame: RequestFrame, body: UnsafeRawBufferPointer, identity: ConnectionIdentity) -> [UInt8] {
-        requestsServed &+= 1
         let kind = frame.request.kind
         let sequence = frame.sequence
         switch frame.request {
+        case .hello:
+            preconditionFailure("hello is answered by the session machine and never dispatched")
+        case .bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet:
+            // Sealed release and the signed policy come with their issue; `unsupported` uses nothing up.
+            return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: .unsupported)
         case .status:
-            let answer = StatusAnswer(
-                protocolVersion: Limits.supportedVersions.upperBound, phase: phase, peerClass: identity.peerClass,
-                uptimeSeconds: (MonotonicClock.nowNanoseconds() - startNanoseconds) / 1_000_000_000,
-                requestsServed: requestsServed, connections: UInt32(clamping: connectionCount),
-                auditRecords: chain.nextSequence, auditHead: chain.headHash, auditIntact: auditIntactAtStart,
-                keydVersion: Self.version, tpmAvailable: tpm?.available ?? false, sealedKEK: tpm?.sealedState ?? .none)
-            return AnswerFrame.encode(answering: kind, sequence: sequence, status: .ok, answer.write)
+            return serving(kind) {
+                let answer = StatusAnswer(
+                    protocolVersion: Limits.supportedVersions.upperBound, phase: phase, peerClass: identity.peerClass,
+                    uptimeSeconds: (MonotonicClock.nowNanoseconds() - startNanoseconds) / 1_000_000_000,
+                    requestsServed: requestsServed, connections: UInt32(clamping: connectionCount),
+                    auditRecords: chain.nextSequence, auditHead: chain.headHash, auditIntact: auditIntactAtStart,
+                    keydVersion: Self.version, tpmAvailable: tpm?.available ?? false, sealedKEK: tpm?.sealedState ?? .none)
+                return AnswerFrame.encode(answering: kind, sequence: sequence, status: .ok, answer.write)
+            }
         case .kekImport(let fields):
-            return importKEK(fields, body: body, identity: identity, sequence: sequence)
+            return serving(kind) { importKEK(fields, body: body, identity: identity, sequence: sequence) }
         case .evidenceIssue(let request), .tpmEvidence(let request):
-            return issueEvidence(kind, request, identity: identity, sequence: sequence)
+            return serving(kind) { issueEvidence(kind, request, identity: identity, sequence: sequence) }
         case .tpmStatus:
-            let report = tpm?.statusReport() ?? "{\"available\":false}"
-            return AnswerFrame.encode(answering: kind, sequence: sequence, status: .ok, TPMStatusAnswer(report: Array(report.utf8)).write)
+            return serving(kind) {
+                let report = tpm?.statusReport() ?? "{\"available\":false}"
+                return AnswerFrame.encode(
+                    answering: kind, sequence: sequence, status: .ok, TPMStatusAnswer(report: Array(report.utf8)).write)
+            }
         case .kekLock:
-            return lockKEK(identity: identity, sequence: sequence)
+            return serving(kind) { lockKEK(identity: identity, sequence: sequence) }
         case .auditRead(let first, let maxRecords):
-            return readAudit(first: first, maxRecords: maxRecords, sequence: sequence)
+            return serving(kind) { readAudit(first: first, maxRecords: maxRecords, sequence: sequence) }
         case .auditVerify:
-            return verifyAudit(sequence: sequence)
+            return serving(kind) { verifyAudit(sequence: sequence) }
         case .diskInspect(let device):
-            let outcome = stateDisk.whileLocked(device: device, exclusive: false) { stateDisk.inspect(device: device) }
-            return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence) { w in
-                DiskInspectAnswer(report: Array((outcome.report ?? "").utf8)).write(&w)
-            }
+            return serving(kind) { inspectDisk(device, identity: identity, sequence: sequence) }
         case .diskFormat(let device):
-            let outcome = stateDisk.whileLocked(device: device) { stateDisk.format(device: device) }
-            return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
+            return serving(kind) {
+                let outcome = stateDisk.whileLocked(device: device) { stateDisk.format(device: device) }
+                return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
+            }
         case .diskBind(let device):
-            let outcome = stateDisk.whileLocked(device: device) {
-                withDiskKey(device: device) { header, profile, key in
-                    stateDisk.bind(device: device, header: header, profile: profile, newKey: key)
+            return serving(kind) {
+                let outcome = stateDisk.whileLocked(device: device) {
+                    withDiskKey(device: device) { header, profile, key in
+                        stateDisk.bind(device: device, header: header, profile: profile, newKey: key)
+                    }
                 }
+                return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
             }
-            return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
-        case .diskClose(let mappingName):
-            let outcome = stateDisk.closeMapping(mappingName)
-            return answerDisk(kind, device: "/dev/mapper/" + mappingName, outcome, identity: identity, sequence: sequence)
-        case .diskReset(let device):
-            let outcome = stateDisk.whileLocked(device: device) { stateDisk.markForReset(device: device) }
-            return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
         case .diskOpen(let device, let mappingName):
-            let outcome = stateDisk.whileLocked(device: device) {
-                withDiskKey(device: device) { header, profile, key in
-                    stateDisk.open(device: device, mappingName: mappingName, header: header, profile: profile, key: key)
-                }
+            return serving(kind) { openDisk(device, mappingName: mappingName, identity: identity, sequence: sequence) }
+        case .diskClose(let mappingName):
+            return serving(kind) {
+                let outcome = stateDisk.closeMapping(mappingName)
+                return answerDisk(kind, device: "/dev/mapper/" + mappingName, outcome, identity: identity, sequence: sequence)
             }
-            var detail: [(key: String, value: String)] = [("mappingName", mappingName)]
-            if outcome.status == .ok { detail.append(("activated", "\(outcome.activated)")) }
-            return answerDisk(kind, device: device, outcome, detail: detail, identity: identity, sequence: sequence) { w in
-                DiskOpenAnswer(activated: outcome.activated).write(&w)
+        case .diskReset(let device):
+            return serving(kind) {
+                let outcome = stateDisk.whileLocked(device: device) { stateDisk.markForReset(device: device) }
+                return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
             }
-        default:
-            // The session machine only dispatches kinds in `served`.
-            preconditionFailure("dispatched a request keyd does not serve: \(kind)")
+        }
+    }
+
+    /// Counts a request this keyd serves and spends a once-per-boot request, then answers it.
+    private func serving(_ kind: RequestKind, _ answer: () -> [UInt8]) -> [UInt8] {
+        requestsServed &+= 1
+        if PermissionTable.permission(for: kind).once == .perBoot { usedThisBoot.insert(kind) }
+        return answer()
+    }
+
+    /// `disk.inspect`: the header report under a shared device lock.
+    private func inspectDisk(_ device: String, identity: ConnectionIdentity, sequence: UInt32) -> [UInt8] {
+        let outcome = stateDisk.whileLocked(device: device, exclusive: false) { stateDisk.inspect(device: device) }
+        return answerDisk(.diskInspect, device: device, outcome, identity: identity, sequence: sequence) { w in
+            DiskInspectAnswer(report: Array((outcome.report ?? "").utf8)).write(&w)
+        }
+    }
+
+    /// `disk.open`: checks the header, derives the key and opens (or verifies) the disk.
+    private func openDisk(_ device: String, mappingName: String, identity: ConnectionIdentity, sequence: UInt32) -> [UInt8] {
+        let outcome = stateDisk.whileLocked(device: device) {
+            withDiskKey(device: device) { header, profile, key in
+                stateDisk.open(device: device, mappingName: mappingName, header: header, profile: profile, key: key)
+            }
+        }
+        var detail: [(key: String, value: String)] = [("mappingName", mappingName)]
+        if outcome.status == .ok { detail.append(("activated", "\(outcome.activated)")) }
+        return answerDisk(.diskOpen, device: device, outcome, detail: detail, identity: identity, sequence: sequence) { w in
+            DiskOpenAnswer(activated: outcome.activated).write(&w)
         }
     }
 
@@ -210,12 +228,12 @@ final class KeydService {
             imported = try KeyEncryptionKey(
                 masterSecret: SecretBytes(copying: slice(fields.masterSecret)), salt: SecretBytes(copying: slice(fields.salt)))
         } catch {
-            audit("kek.import", granted: false, status: .invalidArgument, peer: identity.auditPeer,
+            audit(.request(.kekImport), granted: false, status: .invalidArgument, peer: identity.auditPeer,
                   detail: lengths + [("reason", error.description)])
             return AnswerFrame.encodeStatus(answering: .kekImport, sequence: sequence, status: .invalidArgument)
         }
         // The record is durable before the KEK is kept: no audit, no key.
-        guard audit("kek.import", granted: true, status: .ok, peer: identity.auditPeer, detail: lengths) else {
+        guard audit(.request(.kekImport), granted: true, status: .ok, peer: identity.auditPeer, detail: lengths) else {
             return AnswerFrame.encodeStatus(answering: .kekImport, sequence: sequence, status: .auditFailure)
         }
         kek = consume imported
@@ -229,20 +247,20 @@ final class KeydService {
         // Zeroing a key is always allowed, even when the record cannot be written.
         kek = nil
         phase = .locked
-        if let tpm, !tpm.forgetSealedKEK() {
-            Log.error("Sealed KEK not removed on lock", ["errno": "\(errno)"])
+        if let tpm, case .failure(let error) = tpm.forgetSealedKEK() {
+            Log.error("Sealed KEK not removed on lock", ["error": "\(error)"])
         }
         Log.notice("KEK locked", ["peer.uid": "\(identity.credentials.uid)", "peer.pid": "\(identity.credentials.pid)"])
-        let recorded = audit("kek.lock", granted: true, status: .ok, peer: identity.auditPeer)
+        let recorded = audit(.request(.kekLock), granted: true, status: .ok, peer: identity.auditPeer)
         return AnswerFrame.encodeStatus(answering: .kekLock, sequence: sequence, status: recorded ? .ok : .auditFailure)
     }
 
     /// Reads the log file; nil (and a log line) when it cannot be read.
     private func loadAuditLog() -> [UInt8]? {
         do {
-            return try readWholeFile(path: auditPath, limit: Self.auditReadLimit)
+            return try auditFile.readAll(limit: Self.auditReadLimit)
         } catch {
-            Log.error("Audit log unreadable", ["audit.path": auditPath, "error": "\(error)"])
+            Log.error("Audit log unreadable", ["audit.path": auditFile.path, "error": "\(error)"])
             return nil
         }
     }
@@ -325,7 +343,7 @@ final class KeydService {
         if let uuid = outcome.uuid { detail.append(("uuid", uuid)) }
         detail += extra
         if let reason = outcome.reason { detail.append(("reason", reason)) }
-        let recorded = audit(kind.description, granted: outcome.status == .ok, status: outcome.status, peer: identity.auditPeer, detail: detail)
+        let recorded = audit(.request(kind), granted: outcome.status == .ok, status: outcome.status, peer: identity.auditPeer, detail: detail)
         if outcome.status != .ok {
             Log.warning("State-disk request refused", ["request": kind.description, "disk.device": device, "status": outcome.status.description])
         }
@@ -370,10 +388,10 @@ extension KeydService {
         if tpm.sealedState == .unsealed {
             let microseconds = Int((tpm.unsealMilliseconds ?? 0) * 1000)
             Log.notice("KEK unsealed from the TPM", ["duration.us": "\(microseconds)"])
-            auditLifecycle("kek.unseal", detail: [("durationMicroseconds", "\(microseconds)")])
+            auditLifecycle(.kekUnseal, detail: [("durationMicroseconds", "\(microseconds)")])
         } else if let reason {
             Log.error("Sealed KEK did not unseal; starting without a KEK", ["reason": reason])
-            audit("kek.unseal", granted: false, status: .tpmFailure, peer: keydIdentity, detail: [("reason", reason)])
+            audit(.kekUnseal, granted: false, status: .tpmFailure, peer: keydIdentity, detail: [("reason", reason)])
         }
     }
 
@@ -383,10 +401,10 @@ extension KeydService {
         guard let tpm, let outcome = kek?.sealed(by: tpm) else { return }
         switch outcome {
         case .success:
-            audit("kek.seal", granted: true, status: .ok, peer: identity.auditPeer, detail: [("pcrs", tpm.selection.indices.map(String.init).joined(separator: ","))])
+            audit(.kekSeal, granted: true, status: .ok, peer: identity.auditPeer, detail: [("pcrs", tpm.selection.indices.map(String.init).joined(separator: ","))])
         case .failure(let refusal):
             Log.warning("KEK not sealed; held in memory only", ["reason": refusal.reason])
-            audit("kek.seal", granted: false, status: refusal.status, peer: identity.auditPeer, detail: [("reason", refusal.reason)])
+            audit(.kekSeal, granted: false, status: refusal.status, peer: identity.auditPeer, detail: [("reason", refusal.reason)])
         }
     }
 
@@ -399,14 +417,14 @@ extension KeydService {
         switch tpm.evidence(request) {
         case .success(let document):
             if kind == .tpmEvidence {
-                audit(kind.description, granted: true, status: .ok, peer: identity.auditPeer,
+                audit(.request(kind), granted: true, status: .ok, peer: identity.auditPeer,
                       detail: [("variant", "\(request.variant.rawValue)"), ("bytes", "\(document.count)")])
             }
             return AnswerFrame.encode(
                 answering: kind, sequence: sequence, status: .ok, capacity: document.count + 32, EvidenceAnswer(document: document).write)
         case .failure(let refusal):
             Log.warning("Evidence refused", ["request": kind.description, "status": refusal.status.description, "reason": refusal.reason])
-            audit(kind.description, granted: false, status: refusal.status, peer: identity.auditPeer, detail: [("reason", refusal.reason)])
+            audit(.request(kind), granted: false, status: refusal.status, peer: identity.auditPeer, detail: [("reason", refusal.reason)])
             return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: refusal.status)
         }
     }
