@@ -91,11 +91,55 @@ public struct TPMSealedObject: Hashable, Sendable {
     }
 }
 
+/// A transient object or session loaded into the TPM by one ESAPI context; flushed when the value
+/// ends, on every path (a software TPM holds only three transient objects).
+struct TPMTransient: ~Copyable {
+    /// The context that loaded it.
+    private let context: OpaquePointer
+    /// The ESAPI handle.
+    let handle: ESYS_TR
+
+    /// Takes ownership of `handle`, loaded by `context`.
+    init(_ handle: ESYS_TR, context: OpaquePointer) {
+        self.handle = handle
+        self.context = context
+    }
+
+    deinit {
+        // A failure is ignored: the handle may already be gone (a failed command flushes nothing else).
+        _ = Esys_FlushContext(context, handle)
+    }
+}
+
+/// Memory libtss2 allocated for a command's output; freed with `Esys_Free` when the value ends,
+/// and wiped first when it holds a secret.
+struct TPMOutput<Value>: ~Copyable {
+    /// The output.
+    let pointer: UnsafeMutablePointer<Value>
+    /// Whether the memory is wiped before it is freed.
+    private let secret: Bool
+
+    /// Takes ownership of the output `pointer` of `call`; a successful command without it is a TPM stack fault.
+    init(_ pointer: UnsafeMutablePointer<Value>?, _ call: String, secret: Bool = false) throws {
+        guard let pointer else { throw SystemError.tpmUnexpected(call: call, "no output") }
+        self.pointer = pointer
+        self.secret = secret
+    }
+
+    /// The output's value.
+    var pointee: Value { pointer.pointee }
+
+    deinit {
+        if secret { keyd_wipe(pointer, MemoryLayout<Value>.size) }
+        Esys_Free(pointer)
+    }
+}
+
 /// One ESAPI context on one TCTI: the only way keyd talks to the TPM.
 ///
-/// Every transient object and session that a method creates is flushed before it returns, on
-/// failures too (a software TPM holds only three transient objects). Not thread-safe: keyd calls
-/// it from its one event-loop thread.
+/// Every transient object and session a method creates is a ``TPMTransient`` and every output
+/// libtss2 allocates a ``TPMOutput``, so each is released on every path, failures included.
+/// Not thread-safe: keyd calls it from its one event-loop thread.
 public final class TPMDevice {
     /// The TCTI configuration string (`device:/dev/tpmrm0`, `swtpm:host=…,port=…`).
     public let tctiConfiguration: String
@@ -187,28 +231,23 @@ public final class TPMDevice {
     /// Creates the key under a transient storage primary, loads it and evicts it to `handle`.
     private func createPersistentAttestationKey(at handle: UInt32, algorithm: TPMKeyAlgorithm) throws -> ESYS_TR {
         let primary = try createStoragePrimary()
-        defer { flush(primary) }
         var sensitive = TPM2B_SENSITIVE_CREATE()
         var template = Self.attestationKeyTemplate(algorithm)
         var outside = TPM2B_DATA()
         var creationPCR = TPML_PCR_SELECTION()
-        var privatePart: UnsafeMutablePointer<TPM2B_PRIVATE>?
-        var publicPart: UnsafeMutablePointer<TPM2B_PUBLIC>?
+        var privateOut: UnsafeMutablePointer<TPM2B_PRIVATE>?
+        var publicOut: UnsafeMutablePointer<TPM2B_PUBLIC>?
         try Self.check(
             Esys_Create(
-                context, primary, password, none, none, &sensitive, &template, &outside, &creationPCR, &privatePart,
-                &publicPart, nil, nil, nil),
+                context, primary.handle, password, none, none, &sensitive, &template, &outside, &creationPCR, &privateOut,
+                &publicOut, nil, nil, nil),
             "Esys_Create", "attestation key")
-        defer {
-            Esys_Free(privatePart)
-            Esys_Free(publicPart)
-        }
-        var transient = asterism_esys_tr_none()
-        try Self.check(Esys_Load(context, primary, password, none, none, privatePart, publicPart, &transient), "Esys_Load", "attestation key")
-        defer { flush(transient) }
+        let privatePart = try TPMOutput(privateOut, "Esys_Create")
+        let publicPart = try TPMOutput(publicOut, "Esys_Create")
+        let transient = try load(privatePart.pointer, publicPart.pointer, under: primary, what: "attestation key")
         var persistent = asterism_esys_tr_none()
         try Self.check(
-            Esys_EvictControl(context, asterism_esys_tr_rh_owner(), transient, password, none, none, handle, &persistent),
+            Esys_EvictControl(context, asterism_esys_tr_rh_owner(), transient.handle, password, none, none, handle, &persistent),
             "Esys_EvictControl", "0x" + String(handle, radix: 16))
         return persistent
     }
@@ -225,19 +264,18 @@ public final class TPMDevice {
         var scheme = TPMT_SIG_SCHEME()
         scheme.scheme = asterism_tpm2_alg_null()
         var pcrs = selection.tpml
-        var quoted: UnsafeMutablePointer<TPM2B_ATTEST>?
-        var signature: UnsafeMutablePointer<TPMT_SIGNATURE>?
+        var quotedOut: UnsafeMutablePointer<TPM2B_ATTEST>?
+        var signatureOut: UnsafeMutablePointer<TPMT_SIGNATURE>?
         try Self.check(
-            Esys_Quote(context, key.object, password, none, none, &data, &scheme, &pcrs, &quoted, &signature), "Esys_Quote")
-        defer {
-            Esys_Free(quoted)
-            Esys_Free(signature)
-        }
-        guard let quoted, let signature else { throw SystemError.tpmUnexpected(call: "Esys_Quote", "no output") }
-        let attest = Self.bytes(of: &quoted.pointee.attestationData, count: Int(quoted.pointee.size))
+            Esys_Quote(context, key.object, password, none, none, &data, &scheme, &pcrs, &quotedOut, &signatureOut), "Esys_Quote")
+        let quoted = try TPMOutput(quotedOut, "Esys_Quote")
+        let signature = try TPMOutput(signatureOut, "Esys_Quote")
+        var attestation = quoted.pointee
+        let attest = Self.bytes(of: &attestation.attestationData, count: Int(attestation.size))
         var buffer = [UInt8](repeating: 0, count: MemoryLayout<TPMT_SIGNATURE>.size)
         var offset = 0
-        try Self.check(Tss2_MU_TPMT_SIGNATURE_Marshal(signature, &buffer, buffer.count, &offset), "Tss2_MU_TPMT_SIGNATURE_Marshal")
+        try Self.check(
+            Tss2_MU_TPMT_SIGNATURE_Marshal(signature.pointer, &buffer, buffer.count, &offset), "Tss2_MU_TPMT_SIGNATURE_Marshal")
         return (attest, Array(buffer[..<offset]))
     }
 
@@ -248,16 +286,12 @@ public final class TPMDevice {
         while !remaining.isEmpty {
             guard let request = PCRSelection(remaining) else { preconditionFailure("subset of a valid selection") }
             var wanted = request.tpml
-            var readSelection: UnsafeMutablePointer<TPML_PCR_SELECTION>?
-            var digests: UnsafeMutablePointer<TPML_DIGEST>?
-            try Self.check(Esys_PCR_Read(context, none, none, none, &wanted, nil, &readSelection, &digests), "Esys_PCR_Read")
-            defer {
-                Esys_Free(readSelection)
-                Esys_Free(digests)
-            }
-            guard let readSelection, let digests, readSelection.pointee.count >= 1 else {
-                throw SystemError.tpmUnexpected(call: "Esys_PCR_Read", "no output")
-            }
+            var selectionOut: UnsafeMutablePointer<TPML_PCR_SELECTION>?
+            var digestsOut: UnsafeMutablePointer<TPML_DIGEST>?
+            try Self.check(Esys_PCR_Read(context, none, none, none, &wanted, nil, &selectionOut, &digestsOut), "Esys_PCR_Read")
+            let readSelection = try TPMOutput(selectionOut, "Esys_PCR_Read")
+            let digests = try TPMOutput(digestsOut, "Esys_PCR_Read")
+            guard readSelection.pointee.count >= 1 else { throw SystemError.tpmUnexpected(call: "Esys_PCR_Read", "no selection") }
             var bitmap = readSelection.pointee.pcrSelections.0.pcrSelect
             let read = withUnsafeBytes(of: &bitmap) { bits in
                 (0..<PCRSelection.count).filter { bits[$0 / 8] & UInt8(1 << ($0 % 8)) != 0 }
@@ -265,7 +299,7 @@ public final class TPMDevice {
             guard !read.isEmpty, read.count == Int(digests.pointee.count) else {
                 throw SystemError.tpmUnexpected(call: "Esys_PCR_Read", "\(read.count) PCRs selected but \(digests.pointee.count) digests")
             }
-            try withUnsafeMutableBytes(of: &digests.pointee.digests) { raw in
+            try withUnsafeMutableBytes(of: &digests.pointer.pointee.digests) { raw in
                 let list = raw.bindMemory(to: TPM2B_DIGEST.self)
                 for (position, index) in read.enumerated() {
                     var digest = list[position]
@@ -285,11 +319,11 @@ public final class TPMDevice {
         precondition((0..<PCRSelection.count).contains(index), "PCR index \(index)")
         var event = TPM2B_EVENT()
         try Self.fill(&event.size, &event.buffer, with: data, call: "Esys_PCR_Event")
-        var digests: UnsafeMutablePointer<TPML_DIGEST_VALUES>?
+        var digestsOut: UnsafeMutablePointer<TPML_DIGEST_VALUES>?
         try Self.check(
-            Esys_PCR_Event(context, asterism_esys_tr_pcr(UInt32(index)), password, none, none, &event, &digests),
+            Esys_PCR_Event(context, asterism_esys_tr_pcr(UInt32(index)), password, none, none, &event, &digestsOut),
             "Esys_PCR_Event", "PCR \(index)")
-        Esys_Free(digests)
+        _ = try TPMOutput(digestsOut, "Esys_PCR_Event")
     }
 
     /// The number of transient objects and of loaded sessions the TPM holds now.
@@ -299,11 +333,10 @@ public final class TPMDevice {
 
     private func handleCount(from first: UInt32) throws -> Int {
         var more: TPMI_YES_NO = 0
-        var data: UnsafeMutablePointer<TPMS_CAPABILITY_DATA>?
+        var dataOut: UnsafeMutablePointer<TPMS_CAPABILITY_DATA>?
         try Self.check(
-            Esys_GetCapability(context, none, none, none, asterism_tpm2_cap_handles(), first, 64, &more, &data), "Esys_GetCapability")
-        defer { Esys_Free(data) }
-        guard let data else { return 0 }
+            Esys_GetCapability(context, none, none, none, asterism_tpm2_cap_handles(), first, 64, &more, &dataOut), "Esys_GetCapability")
+        let data = try TPMOutput(dataOut, "Esys_GetCapability")
         var handles = data.pointee.data.handles
         return withUnsafeBytes(of: &handles.handle) { raw in
             raw.bindMemory(to: TPM2_HANDLE.self).prefix(Int(handles.count)).filter { $0 >> 24 == first >> 24 }.count
@@ -316,7 +349,6 @@ public final class TPMDevice {
     /// current PCR values. The secret travels in a salted session with parameter encryption.
     public func seal(_ secret: UnsafeRawBufferPointer, selection: PCRSelection) throws -> TPMSealedObject {
         let primary = try createStoragePrimary()
-        defer { flush(primary) }
         let policy = try policyDigest(selection)
         var template = TPM2B_PUBLIC()
         template.publicArea.type = asterism_tpm2_alg_keyedhash()
@@ -332,32 +364,31 @@ public final class TPMDevice {
         sensitive.sensitive.data.size = UInt16(secret.count)
         withUnsafeMutableBytes(of: &sensitive.sensitive.data.buffer) { $0.copyMemory(from: secret) }
         let session = try startSession(saltedBy: primary, type: asterism_tpm2_se_hmac())
-        defer { flush(session) }
         try Self.check(
             Esys_TRSess_SetAttributes(
-                context, session, asterism_tpma_session_continue() | asterism_tpma_session_decrypt(), asterism_tpma_session_all()),
+                context, session.handle, asterism_tpma_session_continue() | asterism_tpma_session_decrypt(),
+                asterism_tpma_session_all()),
             "Esys_TRSess_SetAttributes")
         var outside = TPM2B_DATA()
         var creationPCR = TPML_PCR_SELECTION()
-        var privatePart: UnsafeMutablePointer<TPM2B_PRIVATE>?
-        var publicPart: UnsafeMutablePointer<TPM2B_PUBLIC>?
+        var privateOut: UnsafeMutablePointer<TPM2B_PRIVATE>?
+        var publicOut: UnsafeMutablePointer<TPM2B_PUBLIC>?
         try Self.check(
             Esys_Create(
-                context, primary, session, none, none, &sensitive, &template, &outside, &creationPCR, &privatePart, &publicPart,
-                nil, nil, nil),
+                context, primary.handle, session.handle, none, none, &sensitive, &template, &outside, &creationPCR, &privateOut,
+                &publicOut, nil, nil, nil),
             "Esys_Create", "sealed object")
-        defer {
-            Esys_Free(privatePart)
-            Esys_Free(publicPart)
-        }
-        guard let privatePart, let publicPart else { throw SystemError.tpmUnexpected(call: "Esys_Create", "no output") }
+        let privatePart = try TPMOutput(privateOut, "Esys_Create")
+        let publicPart = try TPMOutput(publicOut, "Esys_Create")
         var publicBuffer = [UInt8](repeating: 0, count: MemoryLayout<TPM2B_PUBLIC>.size)
         var privateBuffer = [UInt8](repeating: 0, count: MemoryLayout<TPM2B_PRIVATE>.size)
         var publicLength = 0
         var privateLength = 0
-        try Self.check(Tss2_MU_TPM2B_PUBLIC_Marshal(publicPart, &publicBuffer, publicBuffer.count, &publicLength), "Tss2_MU_TPM2B_PUBLIC_Marshal")
         try Self.check(
-            Tss2_MU_TPM2B_PRIVATE_Marshal(privatePart, &privateBuffer, privateBuffer.count, &privateLength), "Tss2_MU_TPM2B_PRIVATE_Marshal")
+            Tss2_MU_TPM2B_PUBLIC_Marshal(publicPart.pointer, &publicBuffer, publicBuffer.count, &publicLength), "Tss2_MU_TPM2B_PUBLIC_Marshal")
+        try Self.check(
+            Tss2_MU_TPM2B_PRIVATE_Marshal(privatePart.pointer, &privateBuffer, privateBuffer.count, &privateLength),
+            "Tss2_MU_TPM2B_PRIVATE_Marshal")
         return TPMSealedObject(publicBlob: Array(publicBuffer[..<publicLength]), privateBlob: Array(privateBuffer[..<privateLength]))
     }
 
@@ -374,28 +405,22 @@ public final class TPMDevice {
             Tss2_MU_TPM2B_PRIVATE_Unmarshal(bytes, count, offset, &privatePart)
         }
         let primary = try createStoragePrimary()
-        defer { flush(primary) }
-        var loaded = asterism_esys_tr_none()
-        try Self.check(Esys_Load(context, primary, password, none, none, &privatePart, &publicPart, &loaded), "Esys_Load", "sealed object")
-        defer { flush(loaded) }
+        let loaded = try load(&privatePart, &publicPart, under: primary, what: "sealed object")
         let session = try startSession(saltedBy: primary, type: asterism_tpm2_se_policy())
-        defer { flush(session) }
         var empty = TPM2B_DIGEST()
         var pcrs = selection.tpml
-        try Self.check(Esys_PolicyPCR(context, session, none, none, none, &empty, &pcrs), "Esys_PolicyPCR")
+        try Self.check(Esys_PolicyPCR(context, session.handle, none, none, none, &empty, &pcrs), "Esys_PolicyPCR")
         try Self.check(
             Esys_TRSess_SetAttributes(
-                context, session, asterism_tpma_session_continue() | asterism_tpma_session_encrypt(), asterism_tpma_session_all()),
+                context, session.handle, asterism_tpma_session_continue() | asterism_tpma_session_encrypt(),
+                asterism_tpma_session_all()),
             "Esys_TRSess_SetAttributes")
-        var data: UnsafeMutablePointer<TPM2B_SENSITIVE_DATA>?
-        try Self.check(Esys_Unseal(context, loaded, session, none, none, &data), "Esys_Unseal")
-        guard let data else { throw SystemError.tpmUnexpected(call: "Esys_Unseal", "no output") }
-        defer {
-            keyd_wipe(data, MemoryLayout<TPM2B_SENSITIVE_DATA>.size)
-            Esys_Free(data)
-        }
-        return try withUnsafeBytes(of: &data.pointee.buffer) { raw in
-            try body(UnsafeRawBufferPointer(rebasing: raw.prefix(Int(min(data.pointee.size, UInt16(raw.count))))))
+        var dataOut: UnsafeMutablePointer<TPM2B_SENSITIVE_DATA>?
+        try Self.check(Esys_Unseal(context, loaded.handle, session.handle, none, none, &dataOut), "Esys_Unseal")
+        let data = try TPMOutput(dataOut, "Esys_Unseal", secret: true)
+        let size = Int(data.pointee.size)
+        return try withUnsafeBytes(of: &data.pointer.pointee.buffer) { raw in
+            try body(UnsafeRawBufferPointer(rebasing: raw.prefix(min(size, raw.count))))
         }
     }
 
@@ -403,41 +428,52 @@ public final class TPMDevice {
     private func policyDigest(_ selection: PCRSelection) throws -> [UInt8] {
         var symmetric = TPMT_SYM_DEF()
         symmetric.algorithm = asterism_tpm2_alg_null()
-        var session = asterism_esys_tr_none()
+        var started = asterism_esys_tr_none()
         try Self.check(
             Esys_StartAuthSession(
-                context, none, none, none, none, none, nil, asterism_tpm2_se_trial(), &symmetric, asterism_tpm2_alg_sha256(), &session),
+                context, none, none, none, none, none, nil, asterism_tpm2_se_trial(), &symmetric, asterism_tpm2_alg_sha256(), &started),
             "Esys_StartAuthSession", "trial")
-        defer { flush(session) }
+        let session = TPMTransient(started, context: context)
         var empty = TPM2B_DIGEST()
         var pcrs = selection.tpml
-        try Self.check(Esys_PolicyPCR(context, session, none, none, none, &empty, &pcrs), "Esys_PolicyPCR", "trial")
-        var digest: UnsafeMutablePointer<TPM2B_DIGEST>?
-        try Self.check(Esys_PolicyGetDigest(context, session, none, none, none, &digest), "Esys_PolicyGetDigest")
-        defer { Esys_Free(digest) }
-        guard let digest else { throw SystemError.tpmUnexpected(call: "Esys_PolicyGetDigest", "no output") }
-        return Self.bytes(of: &digest.pointee.buffer, count: Int(digest.pointee.size))
+        try Self.check(Esys_PolicyPCR(context, session.handle, none, none, none, &empty, &pcrs), "Esys_PolicyPCR", "trial")
+        var digestOut: UnsafeMutablePointer<TPM2B_DIGEST>?
+        try Self.check(Esys_PolicyGetDigest(context, session.handle, none, none, none, &digestOut), "Esys_PolicyGetDigest")
+        let digest = try TPMOutput(digestOut, "Esys_PolicyGetDigest")
+        var value = digest.pointee
+        return Self.bytes(of: &value.buffer, count: Int(value.size))
     }
 
     /// A session salted with `primary` (its secret is encrypted to that key) using AES-128-CFB for
     /// parameter encryption.
-    private func startSession(saltedBy primary: ESYS_TR, type: TPM2_SE) throws -> ESYS_TR {
+    private func startSession(saltedBy primary: borrowing TPMTransient, type: TPM2_SE) throws -> TPMTransient {
         var symmetric = TPMT_SYM_DEF()
         symmetric.algorithm = asterism_tpm2_alg_aes()
         symmetric.keyBits.aes = 128
         symmetric.mode.aes = asterism_tpm2_alg_cfb()
         var session = asterism_esys_tr_none()
         try Self.check(
-            Esys_StartAuthSession(context, primary, none, none, none, none, nil, type, &symmetric, asterism_tpm2_alg_sha256(), &session),
+            Esys_StartAuthSession(
+                context, primary.handle, none, none, none, none, nil, type, &symmetric, asterism_tpm2_alg_sha256(), &session),
             "Esys_StartAuthSession", "salted")
-        return session
+        return TPMTransient(session, context: context)
+    }
+
+    /// Loads a key or sealed object under `parent`.
+    private func load(
+        _ privatePart: UnsafePointer<TPM2B_PRIVATE>, _ publicPart: UnsafePointer<TPM2B_PUBLIC>, under parent: borrowing TPMTransient,
+        what: String
+    ) throws -> TPMTransient {
+        var loaded = asterism_esys_tr_none()
+        try Self.check(Esys_Load(context, parent.handle, password, none, none, privatePart, publicPart, &loaded), "Esys_Load", what)
+        return TPMTransient(loaded, context: context)
     }
 
     // MARK: Primary key and helpers
 
     /// The owner-hierarchy ECC P-256 storage primary (the standard SRK template: the same key every
-    /// time for the same TPM seed). The caller flushes it.
-    private func createStoragePrimary() throws -> ESYS_TR {
+    /// time for the same TPM seed).
+    private func createStoragePrimary() throws -> TPMTransient {
         var template = TPM2B_PUBLIC()
         template.publicArea.type = asterism_tpm2_alg_ecc()
         template.publicArea.nameAlg = asterism_tpm2_alg_sha256()
@@ -457,7 +493,7 @@ public final class TPMDevice {
                 context, asterism_esys_tr_rh_owner(), password, none, none, &sensitive, &template, &outside, &creationPCR, &handle,
                 nil, nil, nil, nil),
             "Esys_CreatePrimary", "storage primary")
-        return handle
+        return TPMTransient(handle, context: context)
     }
 
     /// The restricted signing template of the attestation key.
@@ -486,21 +522,13 @@ public final class TPMDevice {
 
     /// The public area and name of a loaded object.
     private func readPublic(_ object: ESYS_TR) throws -> (TPMT_PUBLIC, [UInt8]) {
-        var publicPart: UnsafeMutablePointer<TPM2B_PUBLIC>?
-        var name: UnsafeMutablePointer<TPM2B_NAME>?
-        try Self.check(Esys_ReadPublic(context, object, none, none, none, &publicPart, &name, nil), "Esys_ReadPublic")
-        defer {
-            Esys_Free(publicPart)
-            Esys_Free(name)
-        }
-        guard let publicPart, let name else { throw SystemError.tpmUnexpected(call: "Esys_ReadPublic", "no output") }
-        return (publicPart.pointee.publicArea, Self.bytes(of: &name.pointee.name, count: Int(name.pointee.size)))
-    }
-
-    /// Flushes a transient object or session; a failure is ignored (the handle may already be gone).
-    private func flush(_ handle: ESYS_TR) {
-        guard handle != asterism_esys_tr_none() else { return }
-        _ = Esys_FlushContext(context, handle)
+        var publicOut: UnsafeMutablePointer<TPM2B_PUBLIC>?
+        var nameOut: UnsafeMutablePointer<TPM2B_NAME>?
+        try Self.check(Esys_ReadPublic(context, object, none, none, none, &publicOut, &nameOut, nil), "Esys_ReadPublic")
+        let publicPart = try TPMOutput(publicOut, "Esys_ReadPublic")
+        let name = try TPMOutput(nameOut, "Esys_ReadPublic")
+        var value = name.pointee
+        return (publicPart.pointee.publicArea, Self.bytes(of: &value.name, count: Int(value.size)))
     }
 
     private var none: ESYS_TR { asterism_esys_tr_none() }
