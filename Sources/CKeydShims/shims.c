@@ -35,13 +35,7 @@ int keyd_prctl_set_dumpable(int value) { return prctl(PR_SET_DUMPABLE, (unsigned
 
 int keyd_prctl_get_dumpable(void) { return prctl(PR_GET_DUMPABLE, 0UL, 0UL, 0UL, 0UL); }
 
-int keyd_prctl_cap_ambient_clear_all(void) {
-    return prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0UL, 0UL, 0UL);
-}
 
-int keyd_prctl_cap_ambient_is_set(int cap) {
-    return prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, (unsigned long)cap, 0UL, 0UL);
-}
 
 int keyd_mlockall_onfault(void) { return mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT); }
 
@@ -111,4 +105,3 @@ int keyd_set_nofile_soft_limit(uint64_t soft) {
     return setrlimit(RLIMIT_NOFILE, &limit);
 }
 
-int32_t keyd_gettid(void) { return (int32_t)gettid(); }

@@ -17,22 +17,8 @@
 /** TSS2_RC_SUCCESS. */
 static inline TSS2_RC asterism_tss2_rc_success(void) { return TSS2_RC_SUCCESS; }
 
-/** The layer number of a response code: 0 TPM, 6 feature, 7 ESAPI, 8 SAPI, 9 MU, 10 TCTI, 11 RM, 12 RM-TPM. */
-static inline uint8_t asterism_tss2_rc_layer(TSS2_RC rc) {
-    return (uint8_t)((rc & TSS2_RC_LAYER_MASK) >> TSS2_RC_LAYER_SHIFT);
-}
-
-/** The code with the layer bits removed (a TSS2_BASE_RC_* value for software layers). */
-static inline uint16_t asterism_tss2_rc_base(TSS2_RC rc) { return (uint16_t)(rc & 0xFFFFu); }
-
-/** Layer numbers as plain integers. */
-static inline uint8_t asterism_tss2_layer_tpm(void) { return 0; }
-static inline uint8_t asterism_tss2_layer_esapi(void) { return 7; }
-static inline uint8_t asterism_tss2_layer_sys(void) { return 8; }
+/** The marshalling layer's number, for a response code keyd makes itself. */
 static inline uint8_t asterism_tss2_layer_mu(void) { return 9; }
-static inline uint8_t asterism_tss2_layer_tcti(void) { return 10; }
-static inline uint8_t asterism_tss2_layer_resmgr(void) { return 11; }
-static inline uint8_t asterism_tss2_layer_resmgr_tpm(void) { return 12; }
 
 /* ---- TPM2_RC (layer 0 or resource-manager-TPM layer): format 0 / format 1 ---- */
 
@@ -41,65 +27,22 @@ static inline bool asterism_tpm2_rc_is_format_one(TSS2_RC rc) {
     return (rc & TPM2_RC_FMT1) != 0;
 }
 
-/** True for format-zero warnings (TPM2_RC_WARN set, format one clear). */
-static inline bool asterism_tpm2_rc_is_warning(TSS2_RC rc) {
-    return !asterism_tpm2_rc_is_format_one(rc) && (rc & 0xF00u) == TPM2_RC_WARN;
-}
-
 /** The TPM error without its handle/session/parameter number and without the layer:
- *  comparable with TPM2_RC_* values (e.g. asterism_tpm2_rc_bad_auth()). */
+ *  comparable with TPM2_RC_* values (e.g. asterism_tpm2_rc_policy_fail()). */
 static inline uint16_t asterism_tpm2_rc_error(TSS2_RC rc) {
     uint16_t low = (uint16_t)(rc & 0xFFFFu);
     if (low & TPM2_RC_FMT1) return (uint16_t)(low & (TPM2_RC_FMT1 | 0x3Fu));
     return low;
 }
 
-/** For a format-one code: the parameter number (1..15) if the P bit is set, else 0. */
-static inline uint8_t asterism_tpm2_rc_parameter(TSS2_RC rc) {
-    if (!asterism_tpm2_rc_is_format_one(rc) || !(rc & TPM2_RC_P)) return 0;
-    return (uint8_t)((rc >> 8) & 0xFu);
-}
-
-/** For a format-one code without the P bit: the session number (1..7) if the S bit is set, else 0. */
-static inline uint8_t asterism_tpm2_rc_session(TSS2_RC rc) {
-    if (!asterism_tpm2_rc_is_format_one(rc) || (rc & TPM2_RC_P) || !(rc & TPM2_RC_S)) return 0;
-    return (uint8_t)((rc >> 8) & 0x7u);
-}
-
-/** For a format-one code without the P and S bits: the handle number (1..7), else 0. */
-static inline uint8_t asterism_tpm2_rc_handle(TSS2_RC rc) {
-    if (!asterism_tpm2_rc_is_format_one(rc) || (rc & TPM2_RC_P) || (rc & TPM2_RC_S)) return 0;
-    return (uint8_t)((rc >> 8) & 0x7u);
-}
-
-/** True for the TPM's "try again" answers: RETRY, YIELDED, TESTING (any layer). */
-static inline bool asterism_tpm2_rc_is_retryable(TSS2_RC rc) {
-    uint16_t e = asterism_tpm2_rc_error(rc);
-    return e == TPM2_RC_RETRY || e == TPM2_RC_YIELDED || e == TPM2_RC_TESTING;
-}
-
 /** A few TPM2_RC constants as functions (the macros are casts Swift may not import). */
 static inline uint16_t asterism_tpm2_rc_initialize(void) { return (uint16_t)TPM2_RC_INITIALIZE; }
-static inline uint16_t asterism_tpm2_rc_auth_fail(void) { return (uint16_t)TPM2_RC_AUTH_FAIL; }
-static inline uint16_t asterism_tpm2_rc_bad_auth(void) { return (uint16_t)TPM2_RC_BAD_AUTH; }
 static inline uint16_t asterism_tpm2_rc_policy_fail(void) { return (uint16_t)TPM2_RC_POLICY_FAIL; }
 static inline uint16_t asterism_tpm2_rc_pcr_changed(void) { return (uint16_t)TPM2_RC_PCR_CHANGED; }
-static inline uint16_t asterism_tpm2_rc_lockout(void) { return (uint16_t)TPM2_RC_LOCKOUT; }
-static inline uint16_t asterism_tpm2_rc_retry(void) { return (uint16_t)TPM2_RC_RETRY; }
-static inline uint16_t asterism_tpm2_rc_testing(void) { return (uint16_t)TPM2_RC_TESTING; }
-static inline uint16_t asterism_tpm2_rc_handle_error(void) { return (uint16_t)TPM2_RC_HANDLE; }
-static inline uint16_t asterism_tpm2_rc_value(void) { return (uint16_t)TPM2_RC_VALUE; }
-static inline uint16_t asterism_tpm2_rc_size(void) { return (uint16_t)TPM2_RC_SIZE; }
-static inline uint16_t asterism_tpm2_rc_integrity(void) { return (uint16_t)TPM2_RC_INTEGRITY; }
-static inline uint16_t asterism_tpm2_rc_nv_uninitialized(void) { return (uint16_t)TPM2_RC_NV_UNINITIALIZED; }
-static inline uint16_t asterism_tpm2_rc_nv_defined(void) { return (uint16_t)TPM2_RC_NV_DEFINED; }
 
 /* ---- Algorithm identifiers and handles (cast macros) ---- */
 
-static inline TPM2_ALG_ID asterism_tpm2_alg_sha1(void) { return TPM2_ALG_SHA1; }
 static inline TPM2_ALG_ID asterism_tpm2_alg_sha256(void) { return TPM2_ALG_SHA256; }
-static inline TPM2_ALG_ID asterism_tpm2_alg_sha384(void) { return TPM2_ALG_SHA384; }
-static inline TPM2_ALG_ID asterism_tpm2_alg_sha512(void) { return TPM2_ALG_SHA512; }
 static inline TPM2_ALG_ID asterism_tpm2_alg_rsa(void) { return TPM2_ALG_RSA; }
 static inline TPM2_ALG_ID asterism_tpm2_alg_ecc(void) { return TPM2_ALG_ECC; }
 static inline TPM2_ALG_ID asterism_tpm2_alg_ecdsa(void) { return TPM2_ALG_ECDSA; }
@@ -108,14 +51,10 @@ static inline TPM2_ALG_ID asterism_tpm2_alg_aes(void) { return TPM2_ALG_AES; }
 static inline TPM2_ALG_ID asterism_tpm2_alg_cfb(void) { return TPM2_ALG_CFB; }
 static inline TPM2_ALG_ID asterism_tpm2_alg_null(void) { return TPM2_ALG_NULL; }
 static inline TPM2_ECC_CURVE asterism_tpm2_ecc_nist_p256(void) { return TPM2_ECC_NIST_P256; }
-static inline TPM2_ST asterism_tpm2_st_attest_quote(void) { return TPM2_ST_ATTEST_QUOTE; }
-static inline TPM2_GENERATED asterism_tpm2_generated_value(void) { return TPM2_GENERATED_VALUE; }
 
 static inline ESYS_TR asterism_esys_tr_none(void) { return ESYS_TR_NONE; }
 static inline ESYS_TR asterism_esys_tr_password(void) { return ESYS_TR_PASSWORD; }
 static inline ESYS_TR asterism_esys_tr_rh_owner(void) { return ESYS_TR_RH_OWNER; }
-static inline ESYS_TR asterism_esys_tr_rh_endorsement(void) { return ESYS_TR_RH_ENDORSEMENT; }
-static inline ESYS_TR asterism_esys_tr_rh_null(void) { return ESYS_TR_RH_NULL; }
 static inline ESYS_TR asterism_esys_tr_pcr(uint32_t index) { return (ESYS_TR)(ESYS_TR_PCR0 + index); }
 
 /* ---- Object, session and startup constants (cast macros) ---- */
@@ -128,8 +67,6 @@ static inline TPM2_ALG_ID asterism_tpm2_alg_keyedhash(void) { return TPM2_ALG_KE
 static inline TPM2_CAP asterism_tpm2_cap_handles(void) { return TPM2_CAP_HANDLES; }
 static inline uint32_t asterism_tpm2_transient_first(void) { return TPM2_TRANSIENT_FIRST; }
 static inline uint32_t asterism_tpm2_loaded_session_first(void) { return TPM2_LOADED_SESSION_FIRST; }
-static inline uint32_t asterism_tpm2_persistent_first(void) { return TPM2_PERSISTENT_FIRST; }
-static inline ESYS_TR asterism_esys_tr_rh_platform(void) { return ESYS_TR_RH_PLATFORM; }
 
 /** Attributes of a restricted signing key (the attestation key): fixedTPM, fixedParent,
  *  sensitiveDataOrigin, userWithAuth, noDA, restricted, sign. */

@@ -20,10 +20,6 @@ int keyd_prctl_get_no_new_privs(void);
 int keyd_prctl_set_dumpable(int value);
 /** prctl(PR_GET_DUMPABLE): 0, 1, 2, or -1. */
 int keyd_prctl_get_dumpable(void);
-/** prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL). */
-int keyd_prctl_cap_ambient_clear_all(void);
-/** prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap): 1, 0, or -1. */
-int keyd_prctl_cap_ambient_is_set(int cap);
 
 /** mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT). */
 int keyd_mlockall_onfault(void);
@@ -57,7 +53,5 @@ int keyd_get_nofile_limit(uint64_t *soft, uint64_t *hard);
 /** Sets RLIMIT_NOFILE's soft limit, keeping the hard limit. */
 int keyd_set_nofile_soft_limit(uint64_t soft);
 
-/** gettid(2). */
-int32_t keyd_gettid(void);
 
 #endif
