@@ -153,7 +153,13 @@ let package = Package(
                 .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
             ]
         ),
-        .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol"]),
+        // One well-formed request of every kind, for the session and request-table tests.
+        .target(name: "KeydTestSamples", dependencies: ["KeydProtocol"], path: "Tests/KeydTestSamples"),
+        .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol", "KeydTestSamples"]),
+        // keyd's service in process: the request table, the re-key order with injected faults.
+        .testTarget(
+            name: "KeydDaemonTests", dependencies: ["KeydDaemon", "KeydCore", "KeydPlatform", "KeydProtocol", "KeydTestSamples"]
+        ),
         .testTarget(
             name: "KeydPlatformTests",
             dependencies: ["KeydPlatform", "KeydCore", "KeydDaemon", "CKeydShims", "CCap", "CTSS2", "CCryptsetup"]

@@ -44,7 +44,7 @@ public final class KeydService {
     private let auditFile: AppendOnlyFile
     private let auditIntactAtStart: Bool
     /// The LUKS2 state-disk operations and the first-boot passphrases they keep in memory.
-    private let stateDisk: StateDisk
+    let stateDisk: StateDisk
     /// The TPM (attached after start-up; a keyd without one answers TPM requests `tpmUnavailable`).
     var tpm: TPMService?
     private let startNanoseconds = MonotonicClock.nowNanoseconds()

@@ -55,7 +55,7 @@ public final class StateDisk {
     private var firstBootKeys: [String: FirstBootKey] = [:]
     #if DEBUG
     /// The test-only fault armed from the environment at start (debug builds only; `fail` fires once).
-    private var fault = FaultInjection.fromEnvironment()
+    var fault = FaultInjection.fromEnvironment()
     #endif
 
     /// The subdirectory of the state directory that holds header backups and disk records.

@@ -1,4 +1,5 @@
 import KeydProtocol
+import KeydTestSamples
 import Testing
 
 @testable import KeydCore
@@ -52,39 +53,8 @@ import Testing
             guard let peer = [PeerClass.admin, .trustd].first(where: row.peers.contains), let phase = row.phases.first else { continue }
             var session = SessionStateMachine(peer: peer)
             _ = Self.feed(&session, Self.hello, sequence: 0)
-            let request = SessionStateMachineTests.sample(kind)
+            let request = RequestSamples.request(kind)
             #expect(Self.feed(&session, request, sequence: 1, phase: phase) == .dispatch(RequestFrame(sequence: 1, request: request)), "\(kind)")
-        }
-    }
-
-    /// A well-formed request of `kind`.
-    static func sample(_ kind: RequestKind) -> Request {
-        let nonce = [UInt8](repeating: 1, count: 32)
-        switch kind {
-        case .hello: return hello
-        case .status: return .status
-        case .bootKeyGet: return .bootKeyGet
-        case .evidenceIssue: return .evidenceIssue(EvidenceRequest(variant: .native, nonce: nonce, userDataDigest: nonce))
-        case .challengeIssue: return .challengeIssue(.join)
-        case .keyRelease:
-            return .keyRelease(KeyReleaseRequest(
-                challengeID: [UInt8](repeating: 2, count: 16), evidence: [1], certificateKeyHash: nonce, bootPublicKey: nonce,
-                diskUUID: "00000000-0000-0000-0000-000000000000", role: .worker))
-        case .envelopeAccept: return .envelopeAccept(.join, envelope: [1])
-        case .initAccept: return .initAccept(envelope: [1])
-        case .diskInspect: return .diskInspect(device: "/dev/vdb")
-        case .diskFormat: return .diskFormat(device: "/dev/vdb")
-        case .diskBind: return .diskBind(device: "/dev/vdb")
-        case .diskOpen: return .diskOpen(device: "/dev/vdb", mappingName: "state")
-        case .diskClose: return .diskClose(mappingName: "state")
-        case .diskReset: return .diskReset(device: "/dev/vdb")
-        case .kekImport: return .status  // secrets travel by position; covered by kekImportDispatchCarriesPositionsNotBytes
-        case .kekLock: return .kekLock
-        case .auditRead: return .auditRead(firstRecord: 0, maxRecords: 1)
-        case .auditVerify: return .auditVerify
-        case .tpmStatus: return .tpmStatus
-        case .tpmEvidence: return .tpmEvidence(EvidenceRequest(variant: .native, nonce: nonce, userDataDigest: nonce))
-        case .policySet: return .policySet(signedPolicy: [1])
         }
     }
 

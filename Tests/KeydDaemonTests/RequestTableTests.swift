@@ -1,0 +1,39 @@
+import KeydCore
+import KeydPlatform
+import KeydProtocol
+import KeydTestSamples
+import Testing
+
+@testable import KeydDaemon
+
+/// keyd's request table in process: every kind the session dispatches gets an answer of its own
+/// kind and sequence; the kinds not served yet answer `unsupported` and use nothing up.
+@Suite struct RequestTableTests {
+    /// The kinds this keyd does not serve yet (sealed release and the signed policy).
+    static let unserved: Set<RequestKind> = [.bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet]
+
+    @Test(arguments: [RequestKind.bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet])
+    func unservedKindsAnswerUnsupportedAndSpendNothing(kind: RequestKind) throws {
+        let keyd = try InProcessKeyd()
+        let served = keyd.service.requestsServed
+        let request = RequestSamples.request(kind)
+        let identity = PermissionTable.permission(for: kind).peers.contains(.trustd) ? keyd.trustd : keyd.admin
+        let answer = try keyd.perform(request, as: identity)
+        #expect(answer.status == .unsupported && answer.kind == kind.rawValue)
+        #expect(keyd.service.usedThisBoot.isEmpty)
+        #expect(keyd.service.requestsServed == served)
+    }
+
+    @Test func everyServedKindIsAnsweredWithItsKindAndCounted() throws {
+        let keyd = try InProcessKeyd()
+        for kind in RequestKind.allCases where kind != .hello && !Self.unserved.contains(kind) {
+            let before = keyd.service.requestsServed
+            let request = RequestSamples.request(kind)
+            let identity = PermissionTable.permission(for: kind).peers.contains(.admin) ? keyd.admin : keyd.trustd
+            let answer = kind == .kekImport ? try keyd.importKEK(KnownSecret()) : try keyd.perform(request, as: identity)
+            #expect(answer.kind == kind.rawValue, "\(kind)")
+            #expect(answer.status != .unsupported, "\(kind)")
+            #expect(keyd.service.requestsServed == before + 1, "\(kind)")
+        }
+    }
+}
