@@ -165,7 +165,17 @@ let package = Package(
             dependencies: ["KeydPlatform", "KeydCore", "KeydDaemon", "CKeydShims", "CCap", "CTSS2", "CCryptsetup"]
         ),
         .testTarget(
-            name: "KeydctlTests", dependencies: ["KeydctlCLI", "KeydClient", "KeydProtocol"], resources: [.copy("Golden")]
+            name: "KeydctlTests", dependencies: ["KeydctlCLI", "KeydClient", "KeydProtocol", "AsterismTestSupport"],
+            resources: [.copy("Golden")]
+        ),
+        // asterism's --help goldens, and the built binary's dispatch and exit statuses.
+        .testTarget(
+            name: "AsterismCLITests",
+            dependencies: [
+                "AsterismCLI", "AsterismTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            resources: [.copy("Golden")]
         ),
         .testTarget(
             name: "KeydIntegrationTests",

@@ -13,11 +13,6 @@ struct ATLSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "atls", abstract: "Attested TLS tools.", subcommands: [ATLSProbe.self])
 }
 
-/// A command that produces its own outcome (network commands, which have more than a report to say).
-protocol OutcomeCommand {
-    func outcome() -> Asterism.Outcome
-}
-
 /// `asterism atls probe HOST:PORT`: one aTLS handshake with a fresh nonce; prints what the server proved.
 struct ATLSProbe: ParsableCommand, OutcomeCommand {
     static let configuration = CommandConfiguration(
@@ -57,9 +52,11 @@ struct ATLSProbe: ParsableCommand, OutcomeCommand {
         do {
             let result = try probe()
             let text = output.json ? result.json() : result.text()
-            return Asterism.Outcome(status: result.attested ? 0 : 1, stdout: text, stderr: "")
+            return Asterism.Outcome(status: result.attested ? Asterism.ExitStatus.valid : Asterism.ExitStatus.refused,
+                                    stdout: text, stderr: "")
         } catch {
-            return Asterism.Outcome(status: 2, stdout: "", stderr: "asterism: \(target): \(error)\n")
+            let message = "asterism: \(target): \(error)\n"
+            return Asterism.Outcome(status: Asterism.ExitStatus.error, stdout: "", stderr: message)
         }
     }
 

@@ -1,59 +1,135 @@
 import ArgumentParser
 import Attestation
 import Foundation
+import Synchronization
 
 /// The operator CLI: `asterism attestation verify snp|tpm|constellation`, `asterism atls probe`.
+///
+/// `main()` is ArgumentParser's dispatch (`parseAsRoot`, then the command's `run()`) with the exit statuses the
+/// README documents; `execute(_:)` runs the same path in process and returns what it printed.
 public struct Asterism: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "asterism",
         abstract: "Asterism operator tool: verify node evidence offline and probe attested TLS endpoints.",
+        discussion: """
+            EXIT STATUS
+              0  valid: the evidence verified, or the server is attested
+              1  refused: a policy failed (the output names it)
+              2  usage, parse or connection error
+            """,
         subcommands: [AttestationCommand.self, ATLSCommand.self]
     )
 
     public init() {}
 
-    /// What a run printed and its exit status: 0 valid, 1 refused, 2 usage or parse error.
+    /// The exit statuses of the README and the root help.
+    public enum ExitStatus {
+        /// The evidence verified, or the server is attested.
+        public static let valid: Int32 = 0
+        /// A policy failed.
+        public static let refused: Int32 = 1
+        /// A usage, parse or connection error (ArgumentParser's own status for usage errors is 64).
+        public static let error: Int32 = 2
+    }
+
+    /// What a run printed and its exit status.
     public struct Outcome: Sendable, Equatable {
         public let status: Int32
         public let stdout: String
         public let stderr: String
     }
 
-    /// Parses and runs `arguments` (without the program name) in process.
+    /// Parses and runs `arguments` (without the program name) in process, as `main()` does; returns what it printed.
     public static func execute(_ arguments: [String]) -> Outcome {
-        let command: ParsableCommand
-        do {
-            command = try parseAsRoot(arguments)
-        } catch {
-            let message = fullMessage(for: error)
-            if exitCode(for: error) == .success { return Outcome(status: 0, stdout: message + "\n", stderr: "") }
-            return Outcome(status: 2, stdout: "", stderr: message + "\n")
-        }
-        if let networked = command as? OutcomeCommand { return networked.outcome() }
-        guard let verifier = command as? ReportingCommand else {
-            return Outcome(status: 0, stdout: helpMessage(for: type(of: command)) + "\n", stderr: "")
-        }
-        do {
-            let (report, json) = try verifier.makeReport()
-            return Outcome(status: report.isValid ? 0 : 1, stdout: json ? ReportRendering.json(report) : ReportRendering.text(report), stderr: "")
-        } catch {
-            return Outcome(status: 2, stdout: "", stderr: "asterism: \(ReportRendering.describe(error))\n")
-        }
+        let capture = CapturedOutput()
+        let status = Console.$capture.withValue(capture) { dispatch(arguments) }
+        return capture.outcome(status: status)
     }
 
-    /// Runs the process's arguments, prints, and exits with the outcome's status.
-    public static func runAsMain() -> Never {
-        let outcome = execute(Array(CommandLine.arguments.dropFirst()))
-        FileHandle.standardOutput.write(Data(outcome.stdout.utf8))
-        FileHandle.standardError.write(Data(outcome.stderr.utf8))
-        Foundation.exit(outcome.status)
+    /// ArgumentParser's `main()` with asterism's exit statuses: a usage error exits 2, not the library's 64.
+    public static func main() {
+        Foundation.exit(dispatch(nil))
+    }
+
+    /// Parses `arguments` (nil: the process's), runs the command, prints any message as `exit(withError:)` would,
+    /// and returns the exit status.
+    static func dispatch(_ arguments: [String]?) -> Int32 {
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+            return ExitStatus.valid
+        } catch {
+            let code = exitCode(for: error)
+            let status = code == .validationFailure ? ExitStatus.error : code.rawValue
+            let message = fullMessage(for: error)
+            if !message.isEmpty { Console.write(message + "\n", error: status != 0) }
+            return status
+        }
     }
 }
 
-/// A command whose work is to produce an attestation report.
-protocol ReportingCommand {
+/// Where commands print: the process's standard output and error, or `Asterism.execute`'s capture.
+enum Console {
+    @TaskLocal static var capture: CapturedOutput?
+
+    /// Writes `text` to standard error when `error`, else to standard output.
+    static func write(_ text: String, error: Bool) {
+        guard !text.isEmpty else { return }
+        if let capture {
+            capture.append(text, error: error)
+        } else {
+            (error ? FileHandle.standardError : FileHandle.standardOutput).write(Data(text.utf8))
+        }
+    }
+}
+
+/// The text a run in process printed.
+final class CapturedOutput: Sendable {
+    private let text = Mutex<(stdout: String, stderr: String)>(("", ""))
+
+    func append(_ line: String, error: Bool) {
+        text.withLock { error ? $0.stderr.append(line) : $0.stdout.append(line) }
+    }
+
+    func outcome(status: Int32) -> Asterism.Outcome {
+        text.withLock { Asterism.Outcome(status: status, stdout: $0.stdout, stderr: $0.stderr) }
+    }
+}
+
+/// A command whose work ends in an outcome, which its `run()` prints and exits with.
+protocol OutcomeCommand: ParsableCommand {
+    /// What the command prints and its exit status.
+    func outcome() -> Asterism.Outcome
+}
+
+extension OutcomeCommand {
+    /// Prints the outcome; a status other than 0 ends the command with it.
+    func run() throws {
+        let outcome = outcome()
+        Console.write(outcome.stdout, error: false)
+        Console.write(outcome.stderr, error: true)
+        if outcome.status != Asterism.ExitStatus.valid { throw ExitCode(outcome.status) }
+    }
+}
+
+/// A command whose work is to produce an attestation report: exit 0 when valid, 1 when refused, 2 on a bad input.
+protocol ReportingCommand: OutcomeCommand {
     /// The report and whether to print it as JSON.
     func makeReport() throws -> (AttestationReport, Bool)
+}
+
+extension ReportingCommand {
+    func outcome() -> Asterism.Outcome {
+        do {
+            let (report, json) = try makeReport()
+            let text = json ? ReportRendering.json(report) : ReportRendering.text(report)
+            return Asterism.Outcome(status: report.isValid ? Asterism.ExitStatus.valid : Asterism.ExitStatus.refused,
+                                    stdout: text, stderr: "")
+        } catch {
+            let message = "asterism: \(ReportRendering.describe(error))\n"
+            return Asterism.Outcome(status: Asterism.ExitStatus.error, stdout: "", stderr: message)
+        }
+    }
 }
 
 struct AttestationCommand: ParsableCommand {

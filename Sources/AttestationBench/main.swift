@@ -1,6 +1,6 @@
 // attestation-bench: validations per second on one core for the three hot paths of issue 5.
 //   attestation-bench [--testdata DIR] [--seconds S] [--only tpm|snp|event-log]... [--check-p384 N] [--check-p256 N]
-// DIR defaults to ../shared/testdata (relative to the working directory). --check-p384 N (--check-p256 N)
+// DIR defaults to Tests/TestVectors (relative to the working directory). --check-p384 N (--check-p256 N)
 // first checks P384Verifier (P256Verifier) against swift-crypto on N random keys, messages and signatures and
 // their tampered variants, in the optimized build (the unit test runs a few hundred in a debug build), and
 // exits 1 on any disagreement.
@@ -11,7 +11,7 @@ import Attestation
 import Crypto
 import Foundation
 
-var testdata = "../shared/testdata"
+var testdata = "Tests/TestVectors"
 var seconds = 2.0
 var only: Set<String> = []
 var p384Checks = 0

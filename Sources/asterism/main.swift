@@ -1,3 +1,4 @@
+// asterism entry point: the commands live in AsterismCLI so tests can run and render them in process.
 import AsterismCLI
 
-Asterism.runAsMain()
+Asterism.main()

@@ -5,12 +5,14 @@ import Testing
 
 /// `asterism attestation verify` run in process.
 struct CLITests {
-    static func snpArguments(_ extra: [String] = [], report: String = TestData.path("sev-snp/report-milan-vcek.bin")) -> [String] {
-        ["attestation", "verify", "snp", "--report", report, "--vcek", TestData.path("sev-snp/vcek-milan.der"),
-         "--ask-ark", TestData.path("sev-snp/amd-ask-ark-milan.pem"), "--at", "2025-01-01T00:00:00Z"] + extra
+    static func snpArguments(
+        _ extra: [String] = [], report: String = TestVectors.path("sev-snp/report-milan-vcek.bin")
+    ) -> [String] {
+        ["attestation", "verify", "snp", "--report", report, "--vcek", TestVectors.path("sev-snp/vcek-milan.der"),
+         "--ask-ark", TestVectors.path("sev-snp/amd-ask-ark-milan.pem"), "--at", "2025-01-01T00:00:00Z"] + extra
     }
 
-    @Test("snp: exit 0 valid, 1 refused, with human and JSON output", .needsTestData, arguments: [
+    @Test("snp: exit 0 valid, 1 refused, with human and JSON output", arguments: [
         ([String](), Int32(1), "snp.debug"),
         (["--allow-debug"], Int32(0), ""),
         (["--allow-debug", "--vmpl", "1", "--vmpl", "2"], Int32(1), "snp.vmpl"),
@@ -30,7 +32,7 @@ struct CLITests {
     }
 
     /// The real Milan report's TCB is bootloader=2 tee=0 snp=5 microcode=68.
-    @Test("snp --min-tcb: met, above, and every component checked", .needsTestData, arguments: [
+    @Test("snp --min-tcb: met, above, and every component checked", arguments: [
         ("bootloader=2,tee=0,snp=5,microcode=68", Int32(0)),
         ("snp=5", Int32(0)),
         ("bootloader=2,tee=0,snp=5,microcode=68,fmc=0", Int32(0)),
@@ -52,7 +54,7 @@ struct CLITests {
         }
     }
 
-    @Test("usage and parse errors exit 2", .needsTestData, arguments: [
+    @Test("usage and parse errors exit 2", arguments: [
         snpArguments(["--min-tcb", "snp=x"]),
         snpArguments(["--min-tcb", "snp=256"]),
         snpArguments(["--min-tcb", "vmpl=1"]),
@@ -62,7 +64,7 @@ struct CLITests {
         ["attestation", "verify", "tpm", "--attest", "/nonexistent"],
         ["attestation", "verify", "bogus"],
         snpArguments(["--at", "yesterday"]),
-        snpArguments(report: TestData.path("sev-snp/vcek-milan.der")),
+        snpArguments(report: TestVectors.path("sev-snp/vcek-milan.der")),
     ])
     func usageErrors(arguments: [String]) {
         let outcome = Asterism.execute(arguments)

@@ -4,14 +4,14 @@ import Testing
 
 /// Replays each crypto-agile test log into a real (software) TPM with tpm2_pcrextend and compares the
 /// TPM's PCRs with ``TCGEventLog/replay(bank:)``: an oracle independent of this module's hashing.
-@Suite(.needsSwtpm, .needsTestData)
+@Suite(.needsSwtpm)
 struct EventLogSwtpmTests {
     static let logs = ["coreos_36_shielded_vm_no_secure_boot_eventlog", "crypto_agile_eventlog", "sb_cert_eventlog",
                        "ubuntu_2104_shielded_vm_no_secure_boot_eventlog"]
 
     @Test("replay matches the TPM's own extends", arguments: logs)
     func replayMatchesTPM(name: String) throws {
-        let log = try TCGEventLog(bytes: try TestData.bytes("tpm-eventlogs/" + name))
+        let log = try TCGEventLog(bytes: try TestVectors.bytes("tpm-eventlogs/" + name))
         let tpm = try SoftwareTPM()
         func tool(_ name: String, _ arguments: [String]) throws -> String { try tpm.run(name, arguments) }
         // The TPM starts at locality 0; a log from locality 3 starts PCR 0 elsewhere, so leave PCR 0 out then.

@@ -45,10 +45,10 @@ struct EvidenceDocumentTests {
         #expect(report.failures.map(\.policy) == failing, "\(name)")
     }
 
-    @Test("a native document with a firmware event log that does not match the quote names the PCRs", .needsTestData)
+    @Test("a native document with a firmware event log that does not match the quote names the PCRs")
     func nativeEventLogMismatch() throws {
         let quote = try SwtpmQuotes.get().ecc
-        let log = try TestData.bytes("tpm-eventlogs/crypto_agile_eventlog")
+        let log = try TestVectors.bytes("tpm-eventlogs/crypto_agile_eventlog")
         var policy = try Self.policy(quote)
         let report = try TPMEvidenceValidator.validate(native: Self.native(quote, eventLog: log), nonce: SwtpmQuotes.nonce,
                                                        userDataDigest: SwtpmQuotes.userDataDigest, policy: policy, at: Self.now)

@@ -174,10 +174,10 @@ struct P384VerifierTests {
         #expect(try P384Verifier(x: point[1...48], y: point[49...]) == P384Verifier(x963Representation: point))
     }
 
-    @Test("the real SEV-SNP report's signature verifies with its VCEK, and flipped bytes fail", .needsTestData)
+    @Test("the real SEV-SNP report's signature verifies with its VCEK, and flipped bytes fail")
     func realReport() throws {
-        let report = try SNPReport(bytes: try TestData.bytes("sev-snp/report-milan-vcek.bin"))
-        let vcek = try AMDCertificate(derEncoded: try TestData.bytes("sev-snp/vcek-milan.der"))
+        let report = try SNPReport(bytes: try TestVectors.bytes("sev-snp/report-milan-vcek.bin"))
+        let vcek = try AMDCertificate(derEncoded: try TestVectors.bytes("sev-snp/vcek-milan.der"))
         let verifier = try P384Verifier(try #require(P384.Signing.PublicKey(vcek.publicKey)))
         let digest = Array(SHA384.hash(data: report.signedBytes))
         #expect(verifier.isValidSignature(rawRepresentation: report.signatureRS, digest: digest))

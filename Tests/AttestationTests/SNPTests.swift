@@ -2,8 +2,8 @@ import Attestation
 import Foundation
 import Testing
 
-/// The real Milan report, VCEK and AMD chains from ../shared/testdata/sev-snp.
-@Suite(.needsTestData)
+/// The real Milan report, VCEK and AMD chains from Tests/TestVectors/sev-snp.
+@Suite
 struct SNPTests {
     /// Inside every certificate's validity (the VCEK runs 2022-09-24 to 2029-09-24).
     static let time = Date(timeIntervalSince1970: 1_735_689_600)  // 2025-01-01
@@ -15,8 +15,8 @@ struct SNPTests {
     }
 
     static func inputs(chain: String = "amd-ask-ark-milan.pem") throws -> Inputs {
-        Inputs(report: try TestData.bytes("sev-snp/report-milan-vcek.bin"), vcek: try TestData.bytes("sev-snp/vcek-milan.der"),
-               askArk: try TestData.text("sev-snp/" + chain))
+        Inputs(report: try TestVectors.bytes("sev-snp/report-milan-vcek.bin"),
+               vcek: try TestVectors.bytes("sev-snp/vcek-milan.der"), askArk: try TestVectors.text("sev-snp/" + chain))
     }
 
     static let lenient = SNPPolicy(allowDebug: true)
@@ -101,7 +101,7 @@ struct SNPTests {
         "amd-ask-ark-turin_vcek.pem", "amd-ask-ark-turin_vlek.pem",
     ])
     func amdChains(chain: String) throws {
-        let bundle = try AMDCertificate.pemBundle(try TestData.text("sev-snp/" + chain))
+        let bundle = try AMDCertificate.pemBundle(try TestVectors.text("sev-snp/" + chain))
         #expect(bundle.count == 2)
         let product = SNPProduct.allCases.first { chain.contains($0.rawValue.lowercased()) }!
         #expect(SNPTrustedRoots.amd.arkKeyDigests[product]?.contains(bundle[1].keyDigest) == true)

@@ -1,4 +1,4 @@
-// The shared harness (Spawn, runCommand, SoftwareTPM) is visible to every file of this target.
+// The shared harness (Spawn, runCommand, SoftwareTPM, BuiltProducts, TestVectors) is visible to this target.
 @_exported import AsterismTestSupport
 import Foundation
 import KeydClient
@@ -8,25 +8,6 @@ import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Where the built executables live: beside the test bundle, or `KEYD_BIN_DIR`.
-enum BuiltProducts {
-    static var directory: String {
-        if let overridden = ProcessInfo.processInfo.environment["KEYD_BIN_DIR"] { return overridden }
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        var directory = executable.deletingLastPathComponent()
-        // The XCTest bundle on Linux is a file; under `swift test` its directory holds the products.
-        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("keyd").path),
-            directory.path != "/"
-        {
-            directory = directory.deletingLastPathComponent()
-        }
-        return directory.path
-    }
-
-    static var keyd: String { directory + "/keyd" }
-    static var keydctl: String { directory + "/keydctl" }
-}
 
 /// A real keyd process on sockets in a fresh temporary directory, stopped when the test ends.
 final class KeydHarness {

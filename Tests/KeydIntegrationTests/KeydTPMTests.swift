@@ -11,14 +11,13 @@ import Glibc
 
 /// keyd's TPM (issue 4) against a real software TPM, checked with tpm2-tools and by hand.
 @Suite(.serialized, .needsSwtpm) struct KeydTPMTests {
-    static let eventLogPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
-        "../../../shared/testdata/tpm-eventlogs/crypto_agile_eventlog"
-    ).standardizedFileURL.path
+    /// A real crypto-agile log from other firmware, which keyd attaches to its evidence.
+    static let eventLogPath = TestVectors.path("tpm-eventlogs/crypto_agile_eventlog")
 
     /// keyd on `tpm`, trustd mapped to this test's uid, with `extra` configuration lines.
     static func keyd(_ tpm: SoftwareTPM, _ extra: [String] = [], reusing: String? = nil) throws -> KeydHarness {
-        var lines = ["tpm-tcti = \(tpm.tcti)", "trustd-uids = \(geteuid())", "disk-allow-initialize = true"] + extra
-        if access(eventLogPath, R_OK) == 0 { lines.append("tpm-event-log = \(eventLogPath)") }
+        let lines = ["tpm-tcti = \(tpm.tcti)", "trustd-uids = \(geteuid())", "disk-allow-initialize = true",
+                     "tpm-event-log = \(eventLogPath)"] + extra
         return try KeydHarness(configuration: lines, reusing: reusing)
     }
 
@@ -52,9 +51,7 @@ import Glibc
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: document)))
         let parsed = try NativeEvidenceDocument(decoding: bytes)
         #expect(parsed.userDataDigest == digest && parsed.pcrs.map(\.index) == Array(0..<24))
-        if access(Self.eventLogPath, R_OK) == 0 {
-            #expect(parsed.eventLog == [UInt8](try Data(contentsOf: URL(fileURLWithPath: Self.eventLogPath))))
-        }
+        #expect(parsed.eventLog == [UInt8](try Data(contentsOf: URL(fileURLWithPath: Self.eventLogPath))))
         // The qualifying data is keyd's own binding of the nonce and the digest.
         var expected = SHA256()
         expected.update(data: Array("asterism-tpm-evidence-v1".utf8))

@@ -1,4 +1,5 @@
 import ArgumentParser
+import AsterismTestSupport
 import Foundation
 import KeydctlCLI
 import Testing
@@ -28,24 +29,16 @@ struct HelpGoldenTests {
         ("tpm-evidence", TPMEvidence.self),
     ]
 
-    /// Tests/KeydctlTests/Golden in the source tree, for UPDATE_GOLDEN=1.
-    static let sourceGolden = URL(filePath: #filePath).deletingLastPathComponent().appending(path: "Golden")
+    /// Golden/ of this target.
+    static var golden: GoldenFiles {
+        GoldenFiles(bundle: .module, source: URL(filePath: #filePath).deletingLastPathComponent().appending(path: "Golden"))
+    }
 
     @Test(arguments: commands.map(\.name))
     func helpMatchesGolden(name: String) throws {
         let command = try #require(Self.commands.first { $0.name == name }).command
         let help = Keydctl.helpMessage(for: command, columns: 100) + "\n"
-        if ProcessInfo.processInfo.environment["UPDATE_GOLDEN"] == "1" {
-            let file = Self.sourceGolden.appending(path: "\(name).txt")
-            try help.write(to: file, atomically: true, encoding: .utf8)
-            #expect(try String(contentsOf: file, encoding: .utf8) == help)
-            return
-        }
-        let url = try #require(
-            Bundle.module.url(forResource: name, withExtension: "txt", subdirectory: "Golden"),
-            "missing Golden/\(name).txt; run with UPDATE_GOLDEN=1"
-        )
-        #expect(help == (try String(contentsOf: url, encoding: .utf8)))
+        #expect(help == (try Self.golden.text(name, updatingTo: help)))
     }
 
     @Test func rootHelpDocumentsEveryExitStatus() {
