@@ -117,7 +117,6 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
         do {
             let hostile = try RawClient(path: keyd.adminSocketPath)
             hostile.send(Array(RawClient.hello().prefix(7)))
-            usleep(50_000)
         }
         // keyd notices the hang-up and records it; then it still serves.
         var found = false

@@ -47,7 +47,9 @@ final class KeydHarness {
             "--state-dir", stateDirectory, "--socket", socketPath, "--admin-socket", adminSocketPath,
             "--config", directory + "/keyd.conf",
         ]
-        let env = ProcessInfo.processInfo.environment.merging(environment) { _, added in added }
+        let notification = try ReadinessNotification()
+        var env = ProcessInfo.processInfo.environment.merging(environment) { _, added in added }
+        env["NOTIFY_SOCKET"] = notification.address
         if let launcher {
             pid = try Spawn.start(
                 launcher[0], Array(launcher.dropFirst()) + [BuiltProducts.keyd] + keydArguments, stdoutFD: logFD, stderrFD: logFD,
@@ -55,23 +57,14 @@ final class KeydHarness {
         } else {
             pid = try Spawn.start(BuiltProducts.keyd, keydArguments, stdoutFD: logFD, stderrFD: logFD, environment: env)
         }
-        try waitForSocket(adminSocketPath)
+        // keyd says READY=1 (sd_notify) once its sockets are bound and it serves.
+        let pid = self.pid
+        guard notification.waitForReady(stillRunning: { Spawn.isRunning(pid) }) else {
+            throw HarnessError("keyd did not come up; log:\n\(log)")
+        }
     }
 
     deinit { stop() }
-
-    /// Waits until `path` accepts connections (5 s at most).
-    func waitForSocket(_ path: String) throws {
-        for _ in 0..<500 {
-            if let connection = try? KeydConnection(path: path, timeoutMilliseconds: 1000) {
-                connection.close()
-                return
-            }
-            guard Spawn.isRunning(pid) else { break }
-            usleep(10_000)
-        }
-        throw HarnessError("keyd did not come up; log:\n\(log)")
-    }
 
     /// keyd's combined stdout and stderr so far.
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
