@@ -1,3 +1,4 @@
+import FoundationEssentials
 import KeydProtocol
 
 /// A LUKS2 format profile of the state disk: cipher, volume key, sector size, keyslot KDF and the
@@ -174,40 +175,17 @@ public struct LUKS2HeaderFacts: Hashable, Sendable {
         cipher: String, cipherMode: String, volumeKeyBytes: Int, sectorSize: Int, tokenJSONs: [String],
         uuid: String, label: String, metadataJSON: String
     ) throws(CoreError) {
-        guard case .object(let root) = try MiniJSON.parse(metadataJSON, limit: MiniJSON.metadataLimit) else {
-            throw CoreError.invalidLUKS2Metadata("top level is not an object")
-        }
-        var salts: [Int: String] = [:]
-        func types(of section: String, nested: String? = nil) throws(CoreError) -> [String] {
-            guard case .object(let entries)? = MiniJSON.member(section, of: root) else {
-                throw CoreError.invalidLUKS2Metadata("'\(section)' is missing or not an object")
-            }
-            var result: [(Int, String)] = []
-            for (key, value) in entries {
-                guard let index = Int(key), case .object(let entry) = value else {
-                    throw CoreError.invalidLUKS2Metadata("'\(section)' entry \(quotedForMessage(key)) is malformed")
-                }
-                var holder = entry
-                if let nested {
-                    guard case .object(let inner)? = MiniJSON.member(nested, of: entry) else {
-                        throw CoreError.invalidLUKS2Metadata("'\(section)' entry \(index) has no '\(nested)' object")
-                    }
-                    holder = inner
-                    if section == "keyslots", case .string(let salt)? = MiniJSON.member("salt", of: inner) { salts[index] = salt }
-                }
-                guard case .string(let type)? = MiniJSON.member("type", of: holder) else {
-                    throw CoreError.invalidLUKS2Metadata("'\(section)' entry \(index) has no type")
-                }
-                result.append((index, type))
-            }
-            return result.sorted { $0.0 < $1.0 }.map(\.1)
-        }
+        let metadata = try LUKS2Metadata.decode(metadataJSON)
         self.init(
             cipher: cipher, cipherMode: cipherMode, volumeKeyBytes: volumeKeyBytes, sectorSize: sectorSize,
-            keyslotKDFs: try types(of: "keyslots", nested: "kdf"), digestTypes: try types(of: "digests"),
-            segmentTypes: try types(of: "segments"), tokenJSONs: tokenJSONs, uuid: uuid, label: label
+            keyslotKDFs: try metadata.inIndexOrder(metadata.keyslots, "keyslots").map(\.kdf.type),
+            digestTypes: try metadata.inIndexOrder(metadata.digests, "digests").map(\.type),
+            segmentTypes: try metadata.inIndexOrder(metadata.segments, "segments").map(\.type), tokenJSONs: tokenJSONs,
+            uuid: uuid, label: label
         )
-        keyslotSalts = salts
+        for (key, keyslot) in metadata.keyslots {
+            if let index = Int(key), let salt = keyslot.kdf.salt { keyslotSalts[index] = salt }
+        }
     }
 
     /// The first token that parses as a state-disk token, or nil.
@@ -264,15 +242,12 @@ public struct StateDiskToken: Hashable, Sendable {
         }
     }
 
-    /// Parses token JSON (as libcryptsetup returns it, whitespace allowed), strictly.
+    /// Parses token JSON (as libcryptsetup returns it, whitespace allowed), strictly: exactly the
+    /// members of one of the two formats, `keyslots` empty.
     public init(parsing text: String) throws(CoreError) {
-        guard case .object(let members) = try MiniJSON.parse(text, limit: Self.maximumLength) else {
-            throw CoreError.invalidStateDiskToken("not a JSON object")
-        }
-        guard case .string(let type)? = MiniJSON.member("type", of: members) else {
-            throw CoreError.invalidStateDiskToken("no string member 'type'")
-        }
-        let expected: [String]
+        let members = try LUKS2JSON.decode(TokenMembers.self, from: text, limit: Self.maximumLength, what: "state-disk token")
+        guard let type = members.type else { throw CoreError.invalidStateDiskToken("no string member 'type'") }
+        let expected: Set<String>
         switch type {
         case Kind.asterism.type:
             kind = .asterism
@@ -283,26 +258,128 @@ public struct StateDiskToken: Hashable, Sendable {
         default:
             throw CoreError.invalidStateDiskToken("type \(quotedForMessage(type)) is not a state-disk token")
         }
-        let names = members.map(\.0)
-        guard names.sorted() == expected.sorted() else {
+        guard members.names == expected else {
             throw CoreError.invalidStateDiskToken(
-                "members \(names.map { quotedForMessage($0) }.joined(separator: ", ")) differ from \(expected.joined(separator: ", "))"
-            )
+                "members \(members.names.sorted().map { quotedForMessage($0) }.joined(separator: ", ")) differ from "
+                    + expected.sorted().joined(separator: ", "))
         }
-        guard case .array(let slots)? = MiniJSON.member("keyslots", of: members), slots.isEmpty else {
-            throw CoreError.invalidStateDiskToken("'keyslots' is not an empty array")
-        }
+        guard members.keyslots?.isEmpty == true else { throw CoreError.invalidStateDiskToken("'keyslots' is not an empty array") }
         let flagName = kind == .asterism ? "initialized" : "diskIsInitialized"
-        guard case .bool(let flag)? = MiniJSON.member(flagName, of: members) else {
+        guard let flag = kind == .asterism ? members.initialized : members.diskIsInitialized else {
             throw CoreError.invalidStateDiskToken("'\(flagName)' is not a boolean")
         }
         initialized = flag
-        if kind == .asterism {
-            guard case .integer(let version)? = MiniJSON.member("formatVersion", of: members),
-                version == Self.formatVersion
-            else {
-                throw CoreError.invalidStateDiskToken("'formatVersion' is not \(Self.formatVersion)")
+        if kind == .asterism, members.formatVersion != Self.formatVersion {
+            throw CoreError.invalidStateDiskToken("'formatVersion' is not \(Self.formatVersion)")
+        }
+    }
+
+    /// A token's members as JSON gives them: every name, and the values of the known ones when they
+    /// have the right type (nil otherwise, so the refusal names the member).
+    private struct TokenMembers: Decodable {
+        var names: Set<String> = []
+        var type: String?
+        var keyslots: [String]?
+        var initialized: Bool?
+        var diskIsInitialized: Bool?
+        var formatVersion: Int?
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: LUKS2JSON.Name.self)
+            names = Set(container.allKeys.map(\.stringValue))
+            type = try? container.decode(String.self, forKey: LUKS2JSON.Name("type"))
+            keyslots = try? container.decode([String].self, forKey: LUKS2JSON.Name("keyslots"))
+            initialized = try? container.decode(Bool.self, forKey: LUKS2JSON.Name("initialized"))
+            diskIsInitialized = try? container.decode(Bool.self, forKey: LUKS2JSON.Name("diskIsInitialized"))
+            formatVersion = try? container.decode(Int.self, forKey: LUKS2JSON.Name("formatVersion"))
+        }
+    }
+}
+
+/// The parts of the LUKS2 metadata (`crypt_dump_json`) the header check reads.
+struct LUKS2Metadata: Decodable {
+    /// A keyslot: its KDF.
+    struct Keyslot: Decodable {
+        /// A keyslot KDF: its type and salt.
+        struct KDF: Decodable {
+            let type: String
+            let salt: String?
+        }
+        let kdf: KDF
+    }
+
+    /// Anything with a `type`: a digest or a segment.
+    struct Typed: Decodable {
+        let type: String
+    }
+
+    let keyslots: [String: Keyslot]
+    let digests: [String: Typed]
+    let segments: [String: Typed]
+
+    /// LUKS2 allows metadata up to 4 MiB of JSON.
+    static let limit = 4 * 1024 * 1024
+
+    /// Decodes `text`; names the section that is missing or malformed.
+    static func decode(_ text: String) throws(CoreError) -> LUKS2Metadata {
+        try LUKS2JSON.decode(LUKS2Metadata.self, from: text, limit: limit, what: "LUKS2 metadata")
+    }
+
+    /// The values of a section whose keys are decimal indices, in index order.
+    func inIndexOrder<Value>(_ section: [String: Value], _ name: String) throws(CoreError) -> [Value] {
+        var indexed: [(Int, Value)] = []
+        for (key, value) in section {
+            guard let index = Int(key), index >= 0, String(index) == key else {
+                throw CoreError.invalidLUKS2Metadata("'\(name)' entry \(quotedForMessage(key)) is not an index")
             }
+            indexed.append((index, value))
+        }
+        return indexed.sorted { $0.0 < $1.0 }.map(\.1)
+    }
+}
+
+/// JSON from libcryptsetup, decoded by FoundationEssentials' `JSONDecoder`.
+///
+/// libcryptsetup hands out its metadata and tokens as json-c re-serializes its own parse, so a name
+/// appears at most once in an object whatever the host wrote on disk: json-c keeps the last of
+/// duplicate names, and keyd therefore never reads a value libcryptsetup does not use.
+enum LUKS2JSON {
+    /// A member name, for reading every name of an object.
+    struct Name: CodingKey {
+        let stringValue: String
+        var intValue: Int? { nil }
+        init(_ name: String) { stringValue = name }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    /// Decodes `text` (at most `limit` bytes) as `type`; `what` names the document in the error.
+    static func decode<T: Decodable>(_ type: T.Type, from text: String, limit: Int, what: String) throws(CoreError) -> T {
+        let bytes = Array(text.utf8)
+        guard bytes.count <= limit else { throw CoreError.invalidJSON("\(what) of \(bytes.count) bytes exceeds limit \(limit)") }
+        do {
+            return try JSONDecoder().decode(type, from: Data(bytes))
+        } catch {
+            throw CoreError.invalidJSON("\(what) does not decode: \(Self.describe(error))")
+        }
+    }
+
+    /// A decoding error in one line: the coding path and what was wrong, never the document.
+    private static func describe(_ error: any Error) -> String {
+        guard let error = error as? DecodingError else { return "not JSON" }
+        switch error {
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context), .dataCorrupted(let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            let detail: String
+            switch error {
+            case .keyNotFound(let key, _): detail = "member \(quotedForMessage(key.stringValue)) missing"
+            case .typeMismatch: detail = "wrong type"
+            case .valueNotFound: detail = "null value"
+            default: detail = "not valid JSON"
+            }
+            return path.isEmpty ? detail : "\(detail) at \(quotedForMessage(path))"
+        @unknown default:
+            return "not JSON"
         }
     }
 }
@@ -314,7 +391,7 @@ extension CoreError.Code {
     public static let invalidStateDiskToken = CoreError.Code("invalidStateDiskToken")
     /// The LUKS2 metadata JSON is malformed or lacks a section.
     public static let invalidLUKS2Metadata = CoreError.Code("invalidLUKS2Metadata")
-    /// Text is not JSON (or is deeper or longer than the limit).
+    /// Text is not JSON of the expected shape (or is longer than the limit).
     public static let invalidJSON = CoreError.Code("invalidJSON")
 }
 
@@ -329,198 +406,8 @@ extension CoreError {
         CoreError(code: .invalidLUKS2Metadata, reason: "LUKS2 metadata: \(reason)", file: file, line: line)
     }
 
-    /// JSON text failed to parse at byte `offset`.
-    static func invalidJSON(_ reason: String, offset: Int, file: String = #fileID, line: UInt = #line) -> CoreError {
-        CoreError(code: .invalidJSON, reason: "JSON at byte \(offset): \(reason)", file: file, line: line)
-    }
-}
-
-// MARK: - A small strict JSON reader
-
-/// A minimal JSON reader for LUKS2 metadata and tokens: objects keep member order and reject
-/// duplicate names, numbers are integers only, nesting and length are limited, trailing bytes rejected.
-enum MiniJSON: Equatable, Sendable {
-    case object([(String, MiniJSON)])
-    case array([MiniJSON])
-    case string(String)
-    case integer(Int)
-    case bool(Bool)
-    case null
-
-    /// LUKS2 allows metadata up to 4 MiB of JSON.
-    static let metadataLimit = 4 * 1024 * 1024
-    /// The deepest nesting accepted; LUKS2 metadata uses four levels.
-    static let depthLimit = 16
-
-    static func == (lhs: MiniJSON, rhs: MiniJSON) -> Bool {
-        switch (lhs, rhs) {
-        case (.object(let a), .object(let b)): a.map(\.0) == b.map(\.0) && a.map(\.1) == b.map(\.1)
-        case (.array(let a), .array(let b)): a == b
-        case (.string(let a), .string(let b)): a == b
-        case (.integer(let a), .integer(let b)): a == b
-        case (.bool(let a), .bool(let b)): a == b
-        case (.null, .null): true
-        default: false
-        }
-    }
-
-    /// The value of member `name`, or nil.
-    static func member(_ name: String, of members: [(String, MiniJSON)]) -> MiniJSON? {
-        members.first { $0.0 == name }?.1
-    }
-
-    /// Parses `text` whole; at most `limit` bytes.
-    static func parse(_ text: String, limit: Int) throws(CoreError) -> MiniJSON {
-        let bytes = Array(text.utf8)
-        guard bytes.count <= limit else {
-            throw CoreError.invalidJSON("length \(bytes.count) exceeds limit \(limit)", offset: 0)
-        }
-        var reader = Reader(bytes: bytes)
-        let value = try reader.value(depth: 0)
-        reader.skipSpace()
-        guard reader.offset == bytes.count else { throw CoreError.invalidJSON("trailing bytes", offset: reader.offset) }
-        return value
-    }
-
-    private struct Reader {
-        let bytes: [UInt8]
-        var offset = 0
-
-        mutating func skipSpace() {
-            while offset < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[offset]) { offset += 1 }
-        }
-
-        mutating func expect(_ literal: String) throws(CoreError) {
-            for byte in literal.utf8 {
-                guard offset < bytes.count, bytes[offset] == byte else {
-                    throw CoreError.invalidJSON("expected '\(literal)'", offset: offset)
-                }
-                offset += 1
-            }
-        }
-
-        mutating func value(depth: Int) throws(CoreError) -> MiniJSON {
-            guard depth <= MiniJSON.depthLimit else {
-                throw CoreError.invalidJSON("nesting exceeds limit \(MiniJSON.depthLimit)", offset: offset)
-            }
-            skipSpace()
-            guard offset < bytes.count else { throw CoreError.invalidJSON("unexpected end", offset: offset) }
-            switch bytes[offset] {
-            case UInt8(ascii: "{"):
-                offset += 1
-                var members: [(String, MiniJSON)] = []
-                skipSpace()
-                if offset < bytes.count, bytes[offset] == UInt8(ascii: "}") {
-                    offset += 1
-                    return .object(members)
-                }
-                while true {
-                    skipSpace()
-                    let start = offset
-                    let name = try string()
-                    if members.contains(where: { $0.0 == name }) {
-                        throw CoreError.invalidJSON("duplicate member \(quotedForMessage(name))", offset: start)
-                    }
-                    skipSpace()
-                    try expect(":")
-                    members.append((name, try value(depth: depth + 1)))
-                    skipSpace()
-                    guard offset < bytes.count else { throw CoreError.invalidJSON("unterminated object", offset: offset) }
-                    if bytes[offset] == UInt8(ascii: "}") {
-                        offset += 1
-                        return .object(members)
-                    }
-                    try expect(",")
-                }
-            case UInt8(ascii: "["):
-                offset += 1
-                var values: [MiniJSON] = []
-                skipSpace()
-                if offset < bytes.count, bytes[offset] == UInt8(ascii: "]") {
-                    offset += 1
-                    return .array(values)
-                }
-                while true {
-                    values.append(try value(depth: depth + 1))
-                    skipSpace()
-                    guard offset < bytes.count else { throw CoreError.invalidJSON("unterminated array", offset: offset) }
-                    if bytes[offset] == UInt8(ascii: "]") {
-                        offset += 1
-                        return .array(values)
-                    }
-                    try expect(",")
-                }
-            case UInt8(ascii: "\""):
-                return .string(try string())
-            case UInt8(ascii: "t"):
-                try expect("true")
-                return .bool(true)
-            case UInt8(ascii: "f"):
-                try expect("false")
-                return .bool(false)
-            case UInt8(ascii: "n"):
-                try expect("null")
-                return .null
-            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-                return .integer(try integer())
-            default:
-                throw CoreError.invalidJSON("unexpected byte \(bytes[offset])", offset: offset)
-            }
-        }
-
-        mutating func integer() throws(CoreError) -> Int {
-            let start = offset
-            if bytes[offset] == UInt8(ascii: "-") { offset += 1 }
-            let digitsStart = offset
-            while offset < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[offset]) { offset += 1 }
-            let digits = offset - digitsStart
-            guard digits > 0, digits <= 18, !(digits > 1 && bytes[digitsStart] == UInt8(ascii: "0")) else {
-                throw CoreError.invalidJSON("malformed or too long integer", offset: start)
-            }
-            if offset < bytes.count, [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E")].contains(bytes[offset]) {
-                throw CoreError.invalidJSON("only integers are accepted", offset: start)
-            }
-            return Int(String(decoding: bytes[start..<offset], as: UTF8.self))!
-        }
-
-        mutating func string() throws(CoreError) -> String {
-            let start = offset
-            try expect("\"")
-            var out: [UInt8] = []
-            while true {
-                guard offset < bytes.count else { throw CoreError.invalidJSON("unterminated string", offset: start) }
-                let byte = bytes[offset]
-                offset += 1
-                switch byte {
-                case UInt8(ascii: "\""):
-                    return String(decoding: out, as: UTF8.self)
-                case UInt8(ascii: "\\"):
-                    guard offset < bytes.count else { throw CoreError.invalidJSON("unterminated escape", offset: offset) }
-                    let escaped = bytes[offset]
-                    offset += 1
-                    switch escaped {
-                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(escaped)
-                    case UInt8(ascii: "n"): out.append(0x0A)
-                    case UInt8(ascii: "t"): out.append(0x09)
-                    case UInt8(ascii: "r"): out.append(0x0D)
-                    case UInt8(ascii: "b"): out.append(0x08)
-                    case UInt8(ascii: "f"): out.append(0x0C)
-                    case UInt8(ascii: "u"):
-                        guard offset + 4 <= bytes.count,
-                            let code = UInt32(String(decoding: bytes[offset..<offset + 4], as: UTF8.self), radix: 16),
-                            let scalar = Unicode.Scalar(code)
-                        else { throw CoreError.invalidJSON("bad \\u escape", offset: offset) }
-                        offset += 4
-                        out.append(contentsOf: Array(String(Character(scalar)).utf8))
-                    default:
-                        throw CoreError.invalidJSON("bad escape", offset: offset - 1)
-                    }
-                case 0..<0x20:
-                    throw CoreError.invalidJSON("control byte in string", offset: offset - 1)
-                default:
-                    out.append(byte)
-                }
-            }
-        }
+    /// JSON text did not decode; `reason` names the document and the member.
+    static func invalidJSON(_ reason: String, file: String = #fileID, line: UInt = #line) -> CoreError {
+        CoreError(code: .invalidJSON, reason: reason, file: file, line: line)
     }
 }

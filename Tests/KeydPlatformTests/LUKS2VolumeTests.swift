@@ -276,6 +276,21 @@ struct LUKS2VolumeTests {
         }
     }
 
+    @Test("libcryptsetup hands tokens out as json-c re-serializes them: a repeated name arrives once, its last value")
+    func tokenNamesArriveOnce() throws {
+        try withTemporaryDirectory { directory in
+            let image = try formattedImage(in: directory, key: randomKey())
+            let volume = try LUKS2Volume(path: image, kdf: asterismKDF)
+            let id = try #require(try volume.tokens().first).id
+            try volume.setToken(
+                json: #"{"type":"asterism-state-disk","keyslots":[],"initialized":false,"initialized":true,"formatVersion":1}"#, id: id)
+            let stored = try #require(try volume.token(id: id))
+            #expect(stored.components(separatedBy: "initialized").count == 2, "\(stored)")
+            // keyd reads the value libcryptsetup keeps (json-c: the last), never another.
+            #expect(try StateDiskToken(parsing: stored).initialized)
+        }
+    }
+
     @Test("re-key crash at every step leaves a disk that opens with the old or the new key",
           arguments: StateDiskRekey.Step.allCases)
     func rekeyCrash(at crashStep: StateDiskRekey.Step) throws {
