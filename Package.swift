@@ -107,7 +107,7 @@ let package = Package(
         .executableTarget(
             name: "ATLSBench",
             dependencies: [
-                "ATLS", "ATLSTransport", "Attestation", .product(name: "NIOCore", package: "swift-nio"),
+                "ATLS", "ATLSTransport", "Attestation", "AsterismTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -127,8 +127,13 @@ let package = Package(
             name: "AttestationBench", dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")]
         ),
 
-        // Test harness shared by the integration and attestation tests: posix_spawn children, swtpm.
-        .target(name: "AsterismTestSupport", path: "Tests/TestSupport"),
+        // Test harness shared by the integration, attestation and aTLS tests and atls-bench: posix_spawn
+        // children, swtpm, and an in-memory evidence issuer that proves nothing about a machine.
+        .target(
+            name: "AsterismTestSupport",
+            dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Tests/TestSupport"
+        ),
         .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
         .testTarget(
             name: "ATLSTests",

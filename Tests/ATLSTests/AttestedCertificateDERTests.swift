@@ -1,4 +1,5 @@
 @testable import ATLS
+import AsterismTestSupport
 import Attestation
 import Crypto
 import Foundation

@@ -1,6 +1,7 @@
 import ATLS
 import ATLSTransport
 import AsterismProto
+import AsterismTestSupport
 import Attestation
 import Foundation
 import GRPCCore

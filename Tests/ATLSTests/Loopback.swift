@@ -1,5 +1,6 @@
 import ATLS
 import ATLSTransport
+import AsterismTestSupport
 import Attestation
 import Crypto
 import Foundation
