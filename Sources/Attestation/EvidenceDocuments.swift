@@ -313,7 +313,7 @@ public enum TPMEvidenceValidator {
         // An AK allow-listed by digest is kept prepared once a quote of its verified.
         if prepared == nil, case .success(let verificationKey) = key,
            results.contains(where: { $0.policy == QuoteSignaturePolicy.name && $0.outcome == .passed }) {
-            policy.akTrust.remember(akPublic, digest: verificationKey.digest)
+            policy.akTrust.remember(akPublic, key: verificationKey)
         }
         return (userData, TPMQuoteValidator.report("native-tpm-document", results))
     }
