@@ -91,7 +91,10 @@ let package = Package(
         // Attested TLS, pure part: attested certificates, variants, nonce codec and their verifier.
         .target(
             name: "ATLS",
-            dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "Attestation", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
         ),
         // aTLS over NIOSSL (per-ClientHello certificates, verification callback) and the gRPC transports built on it.
         .target(
