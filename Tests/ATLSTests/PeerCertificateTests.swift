@@ -18,15 +18,23 @@ struct PeerCertificateTests {
         return serializer.serializedBytes
     }
 
-    /// A certificate made by swift-certificates for `key`, self-signed, with these extensions and times.
+    /// ``made(anyKey:notBefore:notAfter:extensions:signatureAlgorithm:subject:)`` for a P-256 key.
     func made(key: P256.Signing.PrivateKey = P256.Signing.PrivateKey(), notBefore: Date? = nil, notAfter: Date? = nil,
               extensions: Certificate.Extensions = Certificate.Extensions(), signatureAlgorithm: Certificate.SignatureAlgorithm = .ecdsaWithSHA256,
               subject: DistinguishedName? = nil) throws -> [UInt8] {
+        try made(anyKey: Certificate.PrivateKey(key), notBefore: notBefore, notAfter: notAfter, extensions: extensions,
+                 signatureAlgorithm: signatureAlgorithm, subject: subject)
+    }
+
+    /// A certificate made by swift-certificates for `key`, self-signed, with these extensions and times.
+    func made(anyKey key: Certificate.PrivateKey, notBefore: Date? = nil, notAfter: Date? = nil,
+              extensions: Certificate.Extensions = Certificate.Extensions(), signatureAlgorithm: Certificate.SignatureAlgorithm,
+              subject: DistinguishedName? = nil) throws -> [UInt8] {
         let name = try DistinguishedName { CommonName("Constellation") }
         return try serialize(Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
             notValidBefore: notBefore ?? now - 60, notValidAfter: notAfter ?? now + 60, issuer: name, subject: subject ?? name,
-            signatureAlgorithm: signatureAlgorithm, extensions: extensions, issuerPrivateKey: Certificate.PrivateKey(key)
+            signatureAlgorithm: signatureAlgorithm, extensions: extensions, issuerPrivateKey: key
         ))
     }
 
@@ -99,21 +107,8 @@ struct PeerCertificateTests {
 
     @Test("other keys, other algorithms, a compressed point and a non-canonical SubjectPublicKeyInfo are refused by name")
     func keyRefusals() throws {
-        let name = try DistinguishedName { CommonName("Constellation") }
-        let p384 = P384.Signing.PrivateKey()
-        let p384Certificate = try serialize(Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(p384.publicKey), notValidBefore: now - 60,
-            notValidAfter: now + 60, issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA384, extensions: Certificate.Extensions(),
-            issuerPrivateKey: Certificate.PrivateKey(p384)
-        ))
-        #expect(isUnsupportedKey(p384Certificate))
-        let ed25519 = Curve25519.Signing.PrivateKey()
-        let edCertificate = try serialize(Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(ed25519.publicKey), notValidBefore: now - 60,
-            notValidAfter: now + 60, issuer: name, subject: name, signatureAlgorithm: .ed25519, extensions: Certificate.Extensions(),
-            issuerPrivateKey: Certificate.PrivateKey(ed25519)
-        ))
-        #expect(isUnsupportedKey(edCertificate))
+        #expect(isUnsupportedKey(try made(anyKey: Certificate.PrivateKey(P384.Signing.PrivateKey()), signatureAlgorithm: .ecdsaWithSHA384)))
+        #expect(isUnsupportedKey(try made(anyKey: Certificate.PrivateKey(Curve25519.Signing.PrivateKey()), signatureAlgorithm: .ed25519)))
 
         // A P-256 key whose y is even, so that a BIT STRING declaring one unused bit is still valid DER.
         var key = P256.Signing.PrivateKey()
