@@ -125,6 +125,10 @@ struct PeerCertificateTests {
         var compressed = fields
         compressed[6] = try Reassembled.subjectPublicKeyInfo([0x02] + point[1...32], unusedBits: 0)
         #expect(read(try Reassembled.certificate(compressed, key: key)).isFailure)
+        // A curve swift-certificates does not know (secp256k1).
+        var otherCurve = fields
+        otherCurve[6] = try Reassembled.subjectPublicKeyInfo(point, unusedBits: 0, curve: [1, 3, 132, 0, 10])
+        #expect(isUnsupportedKey(try Reassembled.certificate(otherCurve, key: key)))
         // The canonical form, rebuilt the same way, is read.
         var canonical = fields
         canonical[6] = try Reassembled.subjectPublicKeyInfo(point, unusedBits: 0)
@@ -210,13 +214,14 @@ enum Reassembled {
         return certificate.serializedBytes
     }
 
-    /// A SubjectPublicKeyInfo of id-ecPublicKey on P-256 whose BIT STRING holds `point` and declares `unusedBits`.
-    static func subjectPublicKeyInfo(_ point: [UInt8], unusedBits: Int) throws -> [UInt8] {
+    /// A SubjectPublicKeyInfo of id-ecPublicKey on `curve` (P-256 unless given) whose BIT STRING holds `point`
+    /// and declares `unusedBits`.
+    static func subjectPublicKeyInfo(_ point: [UInt8], unusedBits: Int, curve: [UInt] = [1, 2, 840, 10045, 3, 1, 7]) throws -> [UInt8] {
         var serializer = DER.Serializer()
         try serializer.appendConstructedNode(identifier: .sequence) { coder in
             try coder.appendConstructedNode(identifier: .sequence) { algorithm in
                 try algorithm.serialize(ASN1ObjectIdentifier(elements: [1, 2, 840, 10045, 2, 1]))
-                try algorithm.serialize(ASN1ObjectIdentifier(elements: [1, 2, 840, 10045, 3, 1, 7]))
+                try algorithm.serialize(ASN1ObjectIdentifier(elements: curve))
             }
             try coder.serialize(ASN1BitString(bytes: point[...], paddingBits: unusedBits))
         }
