@@ -93,7 +93,10 @@ let package = Package(
         // Attested TLS, pure part: attested certificates, variants, nonce codec and their verifier.
         .target(
             name: "ATLS",
-            dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "Attestation", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
         ),
         // aTLS over NIOSSL (per-ClientHello certificates, verification callback) and the gRPC transports built on it.
         .target(
@@ -109,7 +112,7 @@ let package = Package(
         .executableTarget(
             name: "ATLSBench",
             dependencies: [
-                "ATLS", "ATLSTransport", "Attestation", .product(name: "NIOCore", package: "swift-nio"),
+                "ATLS", "ATLSTransport", "Attestation", "AsterismTestSupport", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -129,14 +132,20 @@ let package = Package(
             name: "AttestationBench", dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")]
         ),
 
-        // Test harness shared by the integration and attestation tests: posix_spawn children, swtpm.
-        .target(name: "AsterismTestSupport", path: "Tests/TestSupport"),
+        // Test harness shared by the integration, attestation and aTLS tests and atls-bench: posix_spawn
+        // children, swtpm, and an in-memory evidence issuer that proves nothing about a machine.
+        .target(
+            name: "AsterismTestSupport",
+            dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Tests/TestSupport"
+        ),
         .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
         .testTarget(
             name: "ATLSTests",
             dependencies: [
                 "ATLS", "ATLSTransport", "Attestation", "AsterismProto", "AsterismCLI", "AsterismTestSupport",
-                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

@@ -1,6 +1,8 @@
 import Attestation
 import Crypto
 import FoundationEssentials
+import SwiftASN1
+import X509
 
 /// Constellation's attested certificate: self-signed, ECDSA P-256, CN `Constellation`, random 128-bit
 /// serial, valid from two hours before to two hours after issuing, no key usage, EKU or SANs, and the
@@ -22,35 +24,23 @@ public enum AttestedCertificate {
     }
 
     /// A DER certificate for `key` carrying `document` under `variant`'s OID, and the server's nonce
-    /// when given.
+    /// when given. Written by swift-certificates (Go's x509 writes the same layout for these fields).
     public static func make(
         key: P256.Signing.PrivateKey, variant: AttestationVariant, document: [UInt8], serverNonce: ATLSNonce? = nil, now: Date
-    ) throws(ATLSError) -> [UInt8] {
-        try make(key: key, subjectPublicKeyInfo: Array(key.publicKey.derRepresentation), variant: variant, document: document,
-                 serverNonce: serverNonce, now: now)
-    }
-
-    /// ``make(key:variant:document:serverNonce:now:)`` with the key's DER SubjectPublicKeyInfo already at hand.
-    static func make(
-        key: P256.Signing.PrivateKey, subjectPublicKeyInfo: [UInt8], variant: AttestationVariant, document: [UInt8],
-        serverNonce: ATLSNonce?, now: Date
     ) throws(ATLSError) -> [UInt8] {
         guard document.count <= maxDocumentBytes else {
             throw .issuingFailed("evidence document of \(document.count) bytes exceeds \(maxDocumentBytes)")
         }
-        var extensions = [AttestedCertificateDER.Extension(oid: variant.oid, value: document)]
-        if let serverNonce { extensions.append(AttestedCertificateDER.Extension(oid: serverNonceOID, value: serverNonce.bytes)) }
-        let tbs = try AttestedCertificateDER.tbsCertificate(
-            serial: randomSerial(), notBefore: now - validityMargin, notAfter: now + validityMargin,
-            subjectPublicKeyInfo: subjectPublicKeyInfo, extensions: extensions
-        )
-        let signature: P256.Signing.ECDSASignature
         do {
-            signature = try key.signature(for: tbs)
+            var extensions = [Certificate.Extension(oid: try ASN1ObjectIdentifier(elements: variant.oid), critical: false, value: document[...])]
+            if let serverNonce {
+                extensions.append(Certificate.Extension(oid: serverNonceIdentifier, critical: false, value: serverNonce.bytes[...]))
+            }
+            return try selfSigned(key: Certificate.PrivateKey(key), publicKey: Certificate.PublicKey(key.publicKey), name: name,
+                                  extensions: Certificate.Extensions(extensions), now: now)
         } catch {
-            throw .issuingFailed("signing the certificate: \(error)")
+            throw .issuingFailed("certificate encoding: \(error)")
         }
-        return AttestedCertificateDER.certificate(tbs: tbs, signature: Array(signature.derRepresentation))
     }
 
     /// A throwaway self-signed certificate named `CN=<base64 nonce>`, valid like an attested one: a
@@ -58,20 +48,41 @@ public enum AttestedCertificate {
     /// the CA name Go clients read. It certifies nothing and nothing trusts it (client certificates
     /// are checked by the aTLS verifier alone).
     public static func nonceNameCertificate(_ nonce: ATLSNonce, now: Date) throws(ATLSError) -> [UInt8] {
-        let tbs = try AttestedCertificateDER.tbsCertificate(
-            serial: randomSerial(), notBefore: now - validityMargin, notAfter: now + validityMargin,
-            subjectPublicKeyInfo: nonceNameKeySPKI, extensions: [], name: AttestedCertificateDER.commonName(nonce.base64)
-        )
         do {
-            return AttestedCertificateDER.certificate(tbs: tbs, signature: Array(try nonceNameKey.signature(for: tbs).derRepresentation))
+            let name = try DistinguishedName { CommonName(nonce.base64) }
+            return try selfSigned(key: nonceNameKey, publicKey: nonceNameKey.publicKey, name: name, extensions: Certificate.Extensions(), now: now)
         } catch {
-            throw .issuingFailed("signing the nonce-name certificate: \(error)")
+            throw .issuingFailed("the nonce-name certificate: \(error)")
         }
     }
 
+    /// The DER of a v3 certificate issued by and to `name`, random serial, valid ±``validityMargin``
+    /// around `now`, ECDSA with SHA-256.
+    private static func selfSigned(
+        key: Certificate.PrivateKey, publicKey: Certificate.PublicKey, name: DistinguishedName, extensions: Certificate.Extensions, now: Date
+    ) throws -> [UInt8] {
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(bytes: randomSerial()), publicKey: publicKey,
+            notValidBefore: now - validityMargin, notValidAfter: now + validityMargin, issuer: name, subject: name,
+            signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions, issuerPrivateKey: key
+        )
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        return serializer.serializedBytes
+    }
+
+    /// `CN=Constellation`.
+    private static let name: DistinguishedName = {
+        guard let name = try? DistinguishedName(builder: { CommonName(commonName) }) else { preconditionFailure("CN=\(commonName) is not encodable") }
+        return name
+    }()
+    /// ``serverNonceOID`` as SwiftASN1 holds it.
+    static let serverNonceIdentifier: ASN1ObjectIdentifier = {
+        guard let oid = try? ASN1ObjectIdentifier(elements: serverNonceOID) else { preconditionFailure("serverNonceOID is not encodable") }
+        return oid
+    }()
     /// Signs the nonce-name certificates; one per process, certifying nothing.
-    private static let nonceNameKey = newKey()
-    private static let nonceNameKeySPKI = Array(nonceNameKey.publicKey.derRepresentation)
+    private static let nonceNameKey = Certificate.PrivateKey(newKey())
 
     /// A new P-256 certificate key from 32 random bytes (retried in the ~2^-32 case that they are not
     /// below the group order). `P256.Signing.PrivateKey()` also runs BoringSSL's FIPS pairwise test,
@@ -121,7 +132,6 @@ public struct AttestedCertificateIssuer: Sendable {
     /// The key mode.
     public let keyMode: KeyMode
     private let cachedKey: P256.Signing.PrivateKey?
-    private let cachedKeySPKI: [UInt8]
     private let cachedKeyHash: [UInt8]
 
     public init(evidence: any EvidenceIssuer, keyMode: KeyMode) {
@@ -130,11 +140,9 @@ public struct AttestedCertificateIssuer: Sendable {
         if keyMode == .cached {
             let key = AttestedCertificate.newKey()
             cachedKey = key
-            cachedKeySPKI = Array(key.publicKey.derRepresentation)
-            cachedKeyHash = Array(SHA256.hash(data: cachedKeySPKI))
+            cachedKeyHash = AttestedCertificate.userData(for: key.publicKey)
         } else {
             cachedKey = nil
-            cachedKeySPKI = []
             cachedKeyHash = []
         }
     }
@@ -145,16 +153,13 @@ public struct AttestedCertificateIssuer: Sendable {
     /// A certificate whose evidence binds its key to `nonce`. Blocks while the evidence is made.
     public func issue(nonce: ATLSNonce, serverNonce: ATLSNonce? = nil, now: Date = Date()) throws(ATLSError) -> AttestedCredential {
         let key: P256.Signing.PrivateKey
-        let spki: [UInt8]
         let keyHash: [UInt8]
         if let cachedKey {
             key = cachedKey
-            spki = cachedKeySPKI
             keyHash = cachedKeyHash
         } else {
             key = AttestedCertificate.newKey()
-            spki = Array(key.publicKey.derRepresentation)
-            keyHash = Array(SHA256.hash(data: spki))
+            keyHash = AttestedCertificate.userData(for: key.publicKey)
         }
         let document: [UInt8]
         do {
@@ -162,9 +167,7 @@ public struct AttestedCertificateIssuer: Sendable {
         } catch {
             throw .issuingFailed("\(evidence.variant.name) evidence: \(error)")
         }
-        let der = try AttestedCertificate.make(
-            key: key, subjectPublicKeyInfo: spki, variant: evidence.variant, document: document, serverNonce: serverNonce, now: now
-        )
+        let der = try AttestedCertificate.make(key: key, variant: evidence.variant, document: document, serverNonce: serverNonce, now: now)
         return AttestedCredential(certificateDER: der, privateKey: key, keyHash: keyHash)
     }
 }

@@ -13,6 +13,7 @@
 // Profiling: ATLS_BENCH_SERVER_PREFIX="perf record -g -o F" (or valgrind) runs the server under a tool.
 import ATLS
 import ATLSTransport
+import AsterismTestSupport
 import Attestation
 import Crypto
 import Foundation

@@ -8,7 +8,7 @@ import Synchronization
 
 /// The verifying client side of aTLS. Every connection (reconnects included) gets a fresh nonce in
 /// its SNI; the server's certificate is checked by a custom verification callback, per connection, on
-/// the connection's event loop (pure CPU work, less than the thread hops to a pool would cost).
+/// the connection's event loop (pure CPU work, a fraction of what the handshake itself costs there).
 /// Contexts have empty trust roots. One-way clients share one context: BoringSSL keeps
 /// no client sessions unless asked and NIOSSL never asks, so nothing can resume. In mutual aTLS the
 /// client's own attested certificate is made when the server asks for it, bound to the nonce in the

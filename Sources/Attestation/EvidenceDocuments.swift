@@ -212,6 +212,10 @@ public struct ConstellationVTPMDocument: Hashable, Sendable {
         guard input.count <= Self.maxBytes else { throw .lengthExceeded("qemu-vtpm document", length: input.count, limit: Self.maxBytes) }
         let document: JSONDocument
         do {
+            // A repeated key reads as its first occurrence here and as its last in Go's encoding/json. No
+            // check on top: every value read is signed by the AK (quote, and through it user data, instance
+            // info and nonce) or checked against what it signed (PCR values, event log), and the AK itself
+            // must be trusted, so whichever occurrence is read must be the genuine one for the document to pass.
             document = try JSONDecoder().decode(JSONDocument.self, from: Data(input))
         } catch {
             throw .invalidJSON("qemu-vtpm document", "\(error)")
@@ -313,7 +317,7 @@ public enum TPMEvidenceValidator {
         // An AK allow-listed by digest is kept prepared once a quote of its verified.
         if prepared == nil, case .success(let verificationKey) = key,
            results.contains(where: { $0.policy == QuoteSignaturePolicy.name && $0.outcome == .passed }) {
-            policy.akTrust.remember(akPublic, digest: verificationKey.digest)
+            policy.akTrust.remember(akPublic, key: verificationKey)
         }
         return (userData, TPMQuoteValidator.report("native-tpm-document", results))
     }

@@ -18,13 +18,12 @@ public struct SNPTrustedRoots: Hashable, Sendable {
 /// A VCEK (or VLEK) whose chain to a trusted ARK verified; cache it to validate many reports.
 public struct VerifiedSNPChain: Sendable {
     public let product: SNPProduct
+    /// The VCEK's key, parsed once per chain; every report of the chain is verified with it.
     public let endorsementKey: P384.Signing.PublicKey
     /// The VCEK's certificate, for its TCB and hwID extensions.
     public let vcek: AMDCertificate
     /// The checks made on the chain, all passed.
     public let results: [PolicyResult]
-    /// The endorsement key prepared for Attestation's own ECDSA P-384 verification of reports.
-    let verifier: P384Verifier
     /// The TCB components the VCEK certifies (its 1.3.6.1.4.1.3704.1.3.x extensions), in ``SNPTCB/components`` order.
     let certifiedTCB: CertifiedTCB
     /// The VCEK's hwID extension.
@@ -107,10 +106,10 @@ public enum SNPValidator {
                 return fail("snp.chain.\(name)-validity", "the \(name.uppercased()) is not valid at the validation time", validity)
             }
         }
-        guard let key = P384.Signing.PublicKey(vcek.publicKey), let verifier = try? P384Verifier(key) else {
+        guard let key = P384.Signing.PublicKey(vcek.publicKey) else {
             return fail("snp.chain.vcek-key", "the VCEK's key is not ECDSA P-384", [("subject", vcek.subject.description)])
         }
-        return .success(VerifiedSNPChain(product: product, endorsementKey: key, vcek: vcek, results: results, verifier: verifier,
+        return .success(VerifiedSNPChain(product: product, endorsementKey: key, vcek: vcek, results: results,
                                          certifiedTCB: CertifiedTCB(vcek, product: product), hardwareID: vcek.hardwareID))
     }
 
@@ -149,9 +148,8 @@ struct SNPPolicySet {
         // Signature first: nothing else in the report means anything without it.
         let signatureValues: [PolicyResult.Value] = [.described("algorithm", report.signatureAlgorithm),
                                                       .text("signingKey", report.signingKey == 1 ? "VLEK" : "VCEK")]
-        let digest = SHA384.hash(data: report.signedBytes)
-        if report.signatureAlgorithm == 1,
-           digest.withUnsafeBytes({ chain.verifier.isValidSignature(rawRepresentation: report.signatureRS, digest: $0) }) {
+        if report.signatureAlgorithm == 1, let signature = try? P384.Signing.ECDSASignature(rawRepresentation: report.signatureRS),
+           chain.endorsementKey.isValidSignature(signature, for: SHA384.hash(data: report.signedBytes)) {
             results.append(.passed("snp.signature", "the report is signed by the VCEK", signatureValues))
         } else {
             results.append(.failed("snp.signature", "the report's ECDSA P-384 signature does not verify with the VCEK", signatureValues))

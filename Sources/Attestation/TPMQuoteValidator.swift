@@ -122,13 +122,11 @@ public struct AKTrust: Hashable, Sendable {
         return remembered.key(marshaled: bytes)
     }
 
-    /// Keeps `akPublic` prepared for the next quotes it signs, when its digest is allow-listed and a
-    /// quote it signed just verified (so nobody without the TPM can make this server prepare keys).
-    func remember(_ akPublic: TPMTPublic, digest: [UInt8]) {
-        guard allowedKeyDigests.contains(digest), remembered.key(marshaled: akPublic.bytes[...]) == nil,
-              let prepared = try? PreparedAK(akPublic)
-        else { return }
-        remembered.insert(prepared, limit: allowedKeyDigests.count)
+    /// Keeps `akPublic` with its parsed `key` for the next quotes it signs, when its digest is allow-listed
+    /// and a quote it signed just verified (so nobody without the TPM can make this server keep keys).
+    func remember(_ akPublic: TPMTPublic, key: TPMVerificationKey) {
+        guard allowedKeyDigests.contains(key.digest), remembered.key(marshaled: akPublic.bytes[...]) == nil else { return }
+        remembered.insert(PreparedAK(akPublic, key: key), limit: allowedKeyDigests.count)
     }
 
     /// The note every report carries when the insecure mode accepted the AK.

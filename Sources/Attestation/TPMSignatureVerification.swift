@@ -2,13 +2,11 @@ import Crypto
 import _CryptoExtras
 import FoundationEssentials
 
-/// A TPM public key made usable for verification, with its DER SubjectPublicKeyInfo. A class, so the
-/// evidence and policies that share it copy one reference.
+/// A TPM public key parsed into swift-crypto's key type (BoringSSL verifies every signature), with its
+/// DER SubjectPublicKeyInfo. A class, so the evidence and policies that share it copy one reference.
 final class TPMVerificationKey: Sendable {
     enum Backing: Sendable {
         case p256(P256.Signing.PublicKey)
-        /// A P-256 key with its comb table, for keys verified many times (``PreparedAK``).
-        case p256Prepared(P256Verifier)
         case p384(P384.Signing.PublicKey)
         case rsa(_RSA.Signing.PublicKey)
     }
@@ -17,9 +15,8 @@ final class TPMVerificationKey: Sendable {
     /// The DER SubjectPublicKeyInfo, whose SHA-256 is the key's allow-list digest.
     let subjectPublicKeyInfo: [UInt8]
 
-    /// The key made usable; `prepared` also precomputes what makes repeated P-256 verifications fast
-    /// (a table of ``P256Verifier/tableBytes`` bytes, about 2 ms to build).
-    init(_ key: TPMPublicKey, prepared: Bool = false) throws(AttestationError) {
+    /// The key parsed and checked (a point on its curve, an RSA key of a size BoringSSL accepts).
+    init(_ key: TPMPublicKey) throws(AttestationError) {
         switch key {
         case .ecc(let curve, let x, let y):
             let size = curve.coordinateSize
@@ -28,7 +25,7 @@ final class TPMVerificationKey: Sendable {
                 switch curve {
                 case .nistP256:
                     let key = try P256.Signing.PublicKey(x963Representation: point)
-                    backing = prepared ? .p256Prepared(try P256Verifier(x963Representation: point)) : .p256(key)
+                    backing = .p256(key)
                     subjectPublicKeyInfo = Array(key.derRepresentation)
                     digest = Array(SHA256.hash(data: subjectPublicKeyInfo))
                 case .nistP384:
@@ -65,11 +62,6 @@ final class TPMVerificationKey: Sendable {
                   let sig = try? P256.Signing.ECDSASignature(rawRepresentation: Self.concatenate(r, s, size: 32))
             else { return false }
             return Self.verify(hash: hash, message: message) { key.isValidSignature(sig, for: $0) }
-        case (.p256Prepared(let verifier), .ecdsa(let hash, let r, let s)):
-            guard r.count <= 32, s.count <= 32 else { return false }
-            return Self.verify(hash: hash, message: message) { digest in
-                digest.withUnsafeBytes { verifier.isValidSignature(r: r, s: s, digest: $0) }
-            }
         case (.p384(let key), .ecdsa(let hash, let r, let s)):
             guard r.count <= 48, s.count <= 48,
                   let sig = try? P384.Signing.ECDSASignature(rawRepresentation: Self.concatenate(r, s, size: 48))
@@ -106,8 +98,8 @@ final class TPMVerificationKey: Sendable {
     }
 }
 
-/// An attestation key parsed and made usable once, to validate many quotes without parsing the key,
-/// re-encoding its SubjectPublicKeyInfo or hashing it again. An immutable value; equal when the
+/// An attestation key parsed into swift-crypto's key type once, to validate many quotes without parsing
+/// the key, re-encoding its SubjectPublicKeyInfo or hashing it again. An immutable value; equal when the
 /// marshaled TPMT_PUBLIC is equal.
 public struct PreparedAK: Hashable, Sendable {
     /// Everything behind one reference: copies of a prepared AK cost one retain.
@@ -115,9 +107,9 @@ public struct PreparedAK: Hashable, Sendable {
         let akPublic: TPMTPublic
         let verificationKey: TPMVerificationKey
 
-        init(_ akPublic: TPMTPublic) throws(AttestationError) {
+        init(_ akPublic: TPMTPublic, key: TPMVerificationKey) {
             self.akPublic = akPublic
-            self.verificationKey = try TPMVerificationKey(akPublic.key, prepared: true)
+            self.verificationKey = key
         }
     }
 
@@ -133,7 +125,12 @@ public struct PreparedAK: Hashable, Sendable {
     /// Prepares `akPublic`.
     /// - Throws: ``AttestationError`` when the key is not a usable ECC or RSA key.
     public init(_ akPublic: TPMTPublic) throws(AttestationError) {
-        storage = try Storage(akPublic)
+        storage = Storage(akPublic, key: try TPMVerificationKey(akPublic.key))
+    }
+
+    /// `akPublic` with the key already parsed from it.
+    init(_ akPublic: TPMTPublic, key: TPMVerificationKey) {
+        storage = Storage(akPublic, key: key)
     }
 
     /// Whether this key's marshaled TPMT_PUBLIC is exactly `bytes`.

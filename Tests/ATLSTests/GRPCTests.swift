@@ -1,10 +1,12 @@
 import ATLS
 import ATLSTransport
 import AsterismProto
+import AsterismTestSupport
 import Attestation
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import NIOCore
 import Synchronization
 import Testing
 
@@ -67,7 +69,7 @@ struct GRPCTests {
 
     @Test("a unary RPC over mutual aTLS; the handler reads the client's attested identity")
     func unaryMutual() async throws {
-        let observed = ObservedConnections()
+        let observed = Observed<ATLSConnection>()
         try await run(mutual: true) { server, port in
             let issuer = AttestedCertificateIssuer(evidence: TestEvidence.constellation, keyMode: .cached)
             let client = ATLSClient(
@@ -93,38 +95,46 @@ struct GRPCTests {
 
     @Test("a reconnect is a new handshake with a new nonce")
     func reconnectGetsFreshNonce() async throws {
-        let observed = ObservedConnections()
+        let observed = Observed<ATLSConnection>()
         let client = ATLSClient(configuration: .init(verifier: TestEvidence.verifier), threadPool: Loopback.pool, onConnection: { observed.append($0) })
         let atls = ATLSServer(configuration: .init(issuer: AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached)), threadPool: Loopback.pool)
         // The server closes idle connections after 100 ms, so the client's next RPC must reconnect.
         var config = ATLSServerTransport.Config.defaults
         config.connection.maxIdleTime = .milliseconds(100)
         let transport = atls.grpcTransport(host: "127.0.0.1", port: 0, config: config)
+        // The client's TCP connections, to wait for the server's idle close of them.
+        let channels = Observed<any Channel>()
+        var clientConfig = HTTP2ClientTransport.Posix.Config.defaults
+        clientConfig.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
+            channels.append(channel)
+            return channel.eventLoop.makeSucceededVoidFuture()
+        }
         try await withGRPCServer(transport: transport, services: [IdentityEchoService(peers: atls.peers)]) { _ in
             let port = try #require(await transport.listeningAddress?.ipv4).port
             var options = CallOptions.defaults
             options.waitForReady = true
             options.timeout = .seconds(120)  // generous: the full suite starves the cooperative pool at times
-            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) { grpc in
+            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port), config: clientConfig)) { grpc in
                 let verify = Verify_API.Client(wrapping: grpc)
                 for _ in 0..<3 {
-                    // An RPC that starts as the idle connection closes sees `unavailable` ("no subchannel
-                    // available" while the channel reconnects); gRPC does not retry it by itself, so the
-                    // test does, after a pause that lets the reconnect finish.
+                    // Each RPC starts after the previous connection closed, so it waits for a new one. An RPC
+                    // that still met a closing connection fails `unavailable` (gRPC does not retry it); it is
+                    // retried at once, a bounded number of times: each attempt waits for a ready connection.
                     for attempt in 1... {
                         do {
                             _ = try await verify.getAttestation(Verify_GetAttestationRequest(), options: options)
                             break
-                        } catch let error as RPCError where error.code == .unavailable && attempt < 20 {
-                            try await Task.sleep(for: .milliseconds(50))
+                        } catch let error as RPCError where error.code == .unavailable && attempt < 5 {
+                            continue
                         }
                     }
-                    try await Task.sleep(for: .milliseconds(400))
+                    // The server's idle timer closes every connection the client has open, the RPC's among them.
+                    for channel in channels.all { try await channel.closeFuture.get() }
                 }
             }
         }
         let verified = observed.all.filter { $0.peer != nil }
-        #expect(verified.count >= 2, "the client did not reconnect")
+        #expect(verified.count >= 3, "the client did not reconnect for every RPC")
         #expect(Set(verified.compactMap(\.sentNonce)).count == verified.count, "a nonce was reused")
     }
 
@@ -164,9 +174,9 @@ struct GRPCTests {
     }
 }
 
-/// Connections a client made, collected from its `onConnection` hook.
-final class ObservedConnections: Sendable {
-    private let connections = Mutex<[ATLSConnection]>([])
-    func append(_ connection: ATLSConnection) { connections.withLock { $0.append(connection) } }
-    var all: [ATLSConnection] { connections.withLock { $0 } }
+/// What a client's hooks saw, in order: its aTLS connections (`onConnection`) or its channels.
+final class Observed<Element: Sendable>: Sendable {
+    private let elements = Mutex<[Element]>([])
+    func append(_ element: Element) { elements.withLock { $0.append(element) } }
+    var all: [Element] { elements.withLock { $0 } }
 }

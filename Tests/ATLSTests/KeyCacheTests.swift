@@ -1,4 +1,5 @@
 import ATLS
+import AsterismTestSupport
 import Attestation
 @testable import ATLSTransport
 import NIOSSL

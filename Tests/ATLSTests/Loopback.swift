@@ -1,5 +1,6 @@
 import ATLS
 import ATLSTransport
+import AsterismTestSupport
 import Attestation
 import Crypto
 import Foundation
@@ -26,12 +27,15 @@ enum Loopback {
     final class Server: Sendable {
         let channel: any Channel
         let connections = Mutex<[ATLSConnection]>([])
+        /// The accepted connections' channels, in order.
+        let channels = Mutex<[any Channel]>([])
         /// Handshakes completed as seen by the handler behind the aTLS handlers.
         let completed = Mutex(0)
         init(channel: any Channel) { self.channel = channel }
         var port: Int { channel.localAddress!.port! }
         func close() async { try? await channel.close() }
         var lastConnection: ATLSConnection? { connections.withLock { $0.last } }
+        var lastChannel: (any Channel)? { channels.withLock { $0.last } }
     }
 
     /// Starts an echo server behind `atls`.
@@ -42,7 +46,10 @@ enum Loopback {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let connection = try atls.addHandler(to: channel)
-                    box.withLock { _ = $0?.connections.withLock { $0.append(connection) } }
+                    box.withLock {
+                        _ = $0?.connections.withLock { $0.append(connection) }
+                        _ = $0?.channels.withLock { $0.append(channel) }
+                    }
                     let server = box.withLock { $0 }
                     try channel.pipeline.syncOperations.addHandler(Echo { server?.completed.withLock { $0 += 1 } })
                 }
@@ -195,16 +202,6 @@ final class StaleNonceIssuer: EvidenceIssuer {
             return stored!
         }
         return try inner.issue(userData: userData, nonce: used)
-    }
-}
-
-/// Takes `delay` seconds per document, as a TPM under load or a stuck keyd would.
-struct SlowIssuer: EvidenceIssuer {
-    let delay: Double
-    var variant: AttestationVariant { .asterismTPM }
-    func issue(userData: [UInt8], nonce: [UInt8]) throws -> [UInt8] {
-        Thread.sleep(forTimeInterval: delay)
-        return try TestEvidence.native.issue(userData: userData, nonce: nonce)
     }
 }
 

@@ -106,3 +106,42 @@ struct EvidenceDocumentTests {
         #expect(report.isValid, "\(report.failures)")
     }
 }
+
+/// Duplicate keys in a qemu-vtpm document: FoundationEssentials reads the first occurrence, Go's
+/// encoding/json the last. Whichever is read must be the signed value for the document to pass, so a
+/// duplicate cannot make a forged value count.
+struct DuplicateJSONKeyTests {
+    static let issuer = SoftwareTPMEvidenceIssuer(format: .constellation)
+    static let nonce = [UInt8](repeating: 0x42, count: 32)
+    static let userData = Array(SHA256.hash(data: Array("certificate key".utf8)))
+    static let forged = Data([UInt8](repeating: 7, count: 32)).base64EncodedString()
+
+    /// The issuer's document with `key`'s string value repeated: the genuine one first, or the forged one first.
+    static func document(duplicating key: String, genuineFirst: Bool) throws -> [UInt8] {
+        var text = String(decoding: try issuer.issue(userData: userData, nonce: nonce), as: UTF8.self)
+        let start = try #require(text.range(of: "\"\(key)\":\"")).upperBound
+        let end = try #require(text[start...].firstIndex(of: "\""))
+        let genuine = String(text[start..<end])
+        let pair = genuineFirst ? (genuine, forged) : (forged, genuine)
+        text.replaceSubrange(start..<end, with: "\(pair.0)\",\"\(key)\":\"\(pair.1)")
+        return Array(text.utf8)
+    }
+
+    static func validate(_ document: [UInt8]) throws -> AttestationReport {
+        try TPMEvidenceValidator.validate(constellation: document, nonce: nonce, userData: userData,
+                                          policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [issuer.akDigest])), at: Date())
+    }
+
+    @Test("a duplicated UserData or PCR value counts only when the occurrence read is the signed one", arguments: ["UserData", "4"])
+    func duplicates(key: String) throws {
+        let genuineFirst = try Self.document(duplicating: key, genuineFirst: true)
+        let report = try Self.validate(genuineFirst)
+        #expect(report.isValid, "\(report.failures)")
+        let parsed = try ConstellationVTPMDocument(json: genuineFirst)
+        #expect(parsed.userData == Self.userData)
+        #expect(parsed.quotes.first?.pcrs[4] == Self.issuer.pcrs[4])
+        let forgedFirst = try Self.validate(try Self.document(duplicating: key, genuineFirst: false))
+        #expect(!forgedFirst.isValid)
+        #expect(!forgedFirst.failures.isEmpty)
+    }
+}
