@@ -210,19 +210,6 @@ public protocol EvidencePolicy<Evidence>: Sendable {
     func evaluate(_ evidence: Evidence, context: ValidationContext) -> [PolicyResult]
 }
 
-/// Policies run in order; all of them run, so a report lists every problem at once.
-public struct PolicySet<Evidence>: Sendable {
-    /// The policies, in evaluation order.
-    public var policies: [any EvidencePolicy<Evidence>]
-
-    public init(_ policies: [any EvidencePolicy<Evidence>]) { self.policies = policies }
-
-    /// Runs every policy against `evidence`.
-    public func evaluate(_ evidence: Evidence, context: ValidationContext) -> [PolicyResult] {
-        policies.flatMap { $0.evaluate(evidence, context: context) }
-    }
-}
-
 /// A policy that appends its results to the caller's array, so a validator running many policies
 /// builds one array instead of one per policy.
 protocol AppendingEvidencePolicy: EvidencePolicy {

@@ -186,7 +186,7 @@ public struct TPMQuotePolicy: Sendable {
         self.eventLogCheck = eventLogCheck
     }
 
-    /// Runs the policies of ``policySet``, in the same order, appending to `results` (no array per policy);
+    /// Runs every quote policy, in this one order, appending to `results` (no array per policy);
     /// `expectedQualifyingData` stands for this policy's own.
     func evaluate(_ evidence: TPMQuoteEvidence, expectedQualifyingData: [UInt8]?, context: ValidationContext,
                   into results: inout [PolicyResult]) {
@@ -202,21 +202,6 @@ public struct TPMQuotePolicy: Sendable {
         var quoted: QuotedPCRs = .notComputed
         MeasurementsPolicy(measurements: measurements).evaluate(evidence, quoted: &quoted, digest: digest, into: &results)
         EventLogReplayPolicy(check: eventLogCheck).evaluate(evidence, quoted: &quoted, digest: digest, into: &results)
-    }
-
-    /// The pure policies this configuration amounts to, in evaluation order.
-    public var policySet: PolicySet<TPMQuoteEvidence> {
-        PolicySet([
-            QuoteHeaderPolicy(),
-            AKAttributesPolicy(),
-            AKTrustPolicy(trust: akTrust),
-            QuoteSignaturePolicy(allowSHA1: allowSHA1),
-            QualifyingDataPolicy(expected: expectedQualifyingData),
-            PCRBankPolicy(allowSHA1: allowSHA1),
-            PCRDigestPolicy(),
-            MeasurementsPolicy(measurements: measurements),
-            EventLogReplayPolicy(check: eventLogCheck),
-        ])
     }
 }
 

@@ -73,18 +73,6 @@ struct PreparedAKTests {
         #expect(report.result(of: "tpm.quote.pcr-digest") == general.result(of: "tpm.quote.pcr-digest"))
     }
 
-    @Test("the policy set and the validator run the same policies in the same order", arguments: TPMQuoteTests.Kind.allCases)
-    func policySetMatchesValidator(kind: TPMQuoteTests.Kind) throws {
-        let quote = kind.quote(try SwtpmQuotes.get())
-        for policy in [TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [try quote.akDigest]), expectedQualifyingData: quote.qualifyingData),
-                       TPMQuotePolicy(akTrust: AKTrust(insecureTrustDocumentAK: true), expectedQualifyingData: [1, 2, 3]),
-                       TPMQuotePolicy(akTrust: AKTrust(), measurements: Measurements([0: .init(value: [UInt8](repeating: 0, count: 32))]))] {
-            let context = ValidationContext(time: Self.now)
-            #expect(policy.policySet.evaluate(try quote.evidence, context: context)
-                == TPMQuoteValidator.validate(try quote.evidence, policy: policy, context: context).results)
-        }
-    }
-
     @Test("the native document reads back the PCR values it was made of")
     func nativeRoundTrip() throws {
         let quote = try SwtpmQuotes.get().rsapss
