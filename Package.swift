@@ -104,29 +104,35 @@ let package = Package(
 
         // Benchmarks/: programs that print figures beside a baseline, run by `make bench`. Not products:
         // SwiftPM gives each executable target of the root package a product of its own name.
+        // The clock, percentiles, figure formatting and options every bench shares.
+        .target(
+            name: "BenchSupport",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Benchmarks/BenchSupport"
+        ),
         // keyd round trips beside a bare Unix-socket echo, RSS and binary size.
         .executableTarget(
-            name: "keyd-bench", dependencies: ["KeydClient", "KeydProtocol"], path: "Benchmarks/KeydBench"
+            name: "keyd-bench", dependencies: ["BenchSupport", "KeydClient", "KeydProtocol"], path: "Benchmarks/KeydBench"
         ),
         // The state disk's unlock check, Asterism's profile beside Constellation's.
         .executableTarget(
-            name: "statedisk-bench", dependencies: ["KeydCore", "KeydPlatform"], path: "Benchmarks/StateDiskBench"
+            name: "statedisk-bench", dependencies: ["BenchSupport", "KeydCore", "KeydPlatform"], path: "Benchmarks/StateDiskBench"
         ),
         // Evidence latency through keyd beside tpm2_quote on one swtpm; KEK unseal at start.
         .executableTarget(
-            name: "tpm-bench", dependencies: ["KeydClient", "KeydProtocol"], path: "Benchmarks/TPMBench"
+            name: "tpm-bench", dependencies: ["BenchSupport", "KeydClient", "KeydProtocol"], path: "Benchmarks/TPMBench"
         ),
         // Quote, SEV-SNP report and event-log validations per second.
         .executableTarget(
             name: "attestation-bench",
-            dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["Attestation", "BenchSupport", .product(name: "Crypto", package: "swift-crypto")],
             path: "Benchmarks/AttestationBench"
         ),
         // Handshakes/s and server CPU per handshake, plain TLS beside aTLS variants.
         .executableTarget(
             name: "atls-bench",
             dependencies: [
-                "ATLS", "ATLSTransport", "Attestation", .product(name: "NIOCore", package: "swift-nio"),
+                "ATLS", "ATLSTransport", "Attestation", "BenchSupport", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),

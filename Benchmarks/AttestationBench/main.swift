@@ -7,28 +7,35 @@
 //
 // Each validator is measured beside the bare signature verification it is built on, in alternating
 // batches of 50, so that both see the same machine load and the difference is the validator's own cost.
+import ArgumentParser
 import Attestation
+import BenchSupport
 import Crypto
 import Foundation
 
-var testdata = "../shared/testdata"
-var seconds = 2.0
-var only: Set<String> = []
-var p384Checks = 0
-var p256Checks = 0
-var arguments = CommandLine.arguments.dropFirst()
-while let argument = arguments.popFirst() {
-    switch argument {
-    case "--testdata": testdata = arguments.popFirst() ?? testdata
-    case "--seconds": seconds = Double(arguments.popFirst() ?? "") ?? seconds
-    case "--only": only.insert(arguments.popFirst() ?? "")
-    case "--check-p384": p384Checks = Int(arguments.popFirst() ?? "") ?? 0
-    case "--check-p256": p256Checks = Int(arguments.popFirst() ?? "") ?? 0
-    default:
-        FileHandle.standardError.write(Data("usage: attestation-bench [--testdata DIR] [--seconds S] [--only tpm|snp|event-log]... [--check-p384 N] [--check-p256 N]\n".utf8))
-        exit(2)
-    }
+/// The command line.
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attestation-bench",
+        abstract: "TPM quote, SEV-SNP report and event-log validations per second (--seconds 2 by default).")
+
+    @Option(help: ArgumentHelp("The shared test data (SEV-SNP reports and certificates, event logs).", valueName: "dir"))
+    var testdata = "../shared/testdata"
+    @OptionGroup var duration: SecondsOption
+    @Option(help: ArgumentHelp("Run only this section: tpm, snp or event-log (repeatable).", valueName: "section"))
+    var only: [String] = []
+    @Option(name: .customLong("check-p384"), help: ArgumentHelp("Cross-check P384Verifier on N random triples first.", valueName: "n"))
+    var p384Checks = 0
+    @Option(name: .customLong("check-p256"), help: ArgumentHelp("Cross-check P256Verifier on N random triples first.", valueName: "n"))
+    var p256Checks = 0
 }
+
+let options = Options.parseOrExit()
+let testdata = options.testdata
+let seconds = options.duration.seconds(default: 2.0)
+let only = Set(options.only)
+let p384Checks = options.p384Checks
+let p256Checks = options.p256Checks
 
 /// Whether the section `name` runs.
 @MainActor func selected(_ name: String) -> Bool { only.isEmpty || only.contains(name) }
@@ -47,18 +54,16 @@ struct Rate {
         print("\(name): the validation did not succeed; no figure")
         exit(1)
     }
-    let clock = ContinuousClock()
     var rates = [Rate](repeating: Rate(), count: bodies.count)
-    let start = clock.now
+    let start = monotonicNanoseconds()
     repeat {
         for (index, (_, body)) in bodies.enumerated() {
-            let batchStart = clock.now
+            let batchStart = monotonicNanoseconds()
             for _ in 0..<50 { _ = try body() }
-            let batch = clock.now - batchStart
             rates[index].count += 50
-            rates[index].seconds += Double(batch.components.seconds) + Double(batch.components.attoseconds) / 1e18
+            rates[index].seconds += elapsedSeconds(from: batchStart, to: monotonicNanoseconds())
         }
-    } while clock.now - start < .milliseconds(Int(seconds * 1000))
+    } while elapsedSeconds(from: start, to: monotonicNanoseconds()) < seconds
     return rates
 }
 
