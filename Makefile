@@ -20,7 +20,7 @@ FUZZ_SMOKE_SECONDS ?= 10
 help: ## List the targets
 	@echo "Asterism make targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "Variables: SCRATCH (swift --scratch-path), FUZZ_TARGETS, FUZZ_SECONDS (default 60), FUZZ_SMOKE_SECONDS (default 10)"
+	@echo "Variables: SCRATCH (swift --scratch-path), FUZZ_TARGETS, FUZZ_SECONDS (default 60), FUZZ_SMOKE_SECONDS (default 10), FUZZ_JOBS (smoke targets at a time, default nproc)"
 
 deps: ## Install the Debian packages that are missing
 	scripts/install-deps
