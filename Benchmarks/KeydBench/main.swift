@@ -18,9 +18,6 @@ struct BenchOptions: ParsableCommand {
     @Option(help: "Timed status round trips.") var requests = 100_000
     @Option(help: "Untimed round trips before them.") var warmup = 2_000
 
-    /// The keyd binary, absolute.
-    var keydPath: String { keyd.path }
-
     func validate() throws {
         guard (1...100_000_000).contains(requests) else { throw ValidationError("--requests \(requests) outside 1...100000000") }
         guard (0...100_000_000).contains(warmup) else { throw ValidationError("--warmup \(warmup) outside 0...100000000") }
@@ -228,9 +225,10 @@ nonisolated(unsafe) var keydPidForSignals: pid_t = 0
 /// Runs the whole benchmark; returns the exit status.
 func main() -> Int32 {
     let options = BenchOptions.parseOrExit()
+    let keydPath = options.keyd.path
     var info = stat()
-    guard stat(options.keydPath, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-        printError("keyd-bench: no keyd binary at \(options.keydPath)\n")
+    guard stat(keydPath, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+        printError("keyd-bench: no keyd binary at \(keydPath)\n")
         return 66
     }
     let binaryBytes = Int(info.st_size)
@@ -238,7 +236,7 @@ func main() -> Int32 {
 
     print("keyd-bench")
     for line in machineDescription() { print("  " + line) }
-    print("  keyd \(options.keydPath)")
+    print("  keyd \(keydPath)")
 
     let scratch: ScratchDirectory
     do {
@@ -248,12 +246,12 @@ func main() -> Int32 {
         return 1
     }
     defer { scratch.remove() }
-    let build = buildDescription(options.keydPath, scratch: scratch.path)
+    let build = buildDescription(keydPath, scratch: scratch.path)
     print("  build \(build)")
 
     let keyd: KeydProcess
     do {
-        keyd = try KeydProcess.start(binary: options.keydPath, directory: scratch.path)
+        keyd = try KeydProcess.start(binary: keydPath, directory: scratch.path)
     } catch {
         printError("keyd-bench: \(error)\n")
         return 1
@@ -289,7 +287,7 @@ func main() -> Int32 {
         printError("keyd-bench: \(error)\n")
         return 1
     }
-    let stripped = strippedSize(options.keydPath, scratch: scratch.path)
+    let stripped = strippedSize(keydPath, scratch: scratch.path)
     report(
         options: options, keyd: figures, echo: echo, binaryBytes: binaryBytes, strippedBytes: stripped, build: build,
         stopped: stopped)

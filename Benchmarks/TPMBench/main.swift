@@ -17,13 +17,10 @@ struct Settings: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tpm-bench", abstract: "Evidence latency through keyd beside tpm2_quote on one swtpm; KEK unseal at keyd start.")
 
-    @OptionGroup var keydBinary: KeydBinaryOption
+    @OptionGroup var keyd: KeydBinaryOption
     @Option(help: "Timed evidence requests through keyd.") var requests = 2000
     @Option(help: "Timed tpm2_quote runs (the baseline).") var quotes = 200
     @Option(help: "keyd restarts, each timing the KEK unseal.") var restarts = 5
-
-    /// The keyd binary, absolute.
-    var keyd: String { keydBinary.path }
 
     func validate() throws {
         for (name, value) in [("--requests", requests), ("--quotes", quotes), ("--restarts", restarts)] where !(1...1_000_000).contains(value) {
@@ -73,7 +70,7 @@ try config.write(toFile: directory + "/keyd.conf", atomically: true, encoding: .
 /// Starts keyd and waits until its admin socket answers.
 @MainActor func startKeyd() throws -> Process {
     let keyd = try start(
-        settings.keyd,
+        settings.keyd.path,
         ["--state-dir", directory + "/state", "--socket", directory + "/keyd.sock", "--admin-socket", directory + "/admin.sock",
          "--config", directory + "/keyd.conf"],
         output: directory + "/keyd.log")
@@ -86,7 +83,7 @@ func stop(_ process: Process) {
     process.waitUntilExit()
 }
 
-print("tpm-bench: swtpm \(tcti), keyd \(settings.keyd)")
+print("tpm-bench: swtpm \(tcti), keyd \(settings.keyd.path)")
 var keyd = try startKeyd()
 let trustd = try KeydConnection(path: directory + "/keyd.sock")
 let nonce = (0..<32).map { _ in UInt8.random(in: 0...255) }
