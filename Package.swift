@@ -10,12 +10,7 @@ let package = Package(
     products: [
         .executable(name: "keyd", targets: ["keyd"]),
         .executable(name: "keydctl", targets: ["keydctl"]),
-        .executable(name: "keyd-bench", targets: ["KeydBench"]),
-        .executable(name: "statedisk-bench", targets: ["StateDiskBench"]),
-        .executable(name: "tpm-bench", targets: ["TPMBench"]),
         .executable(name: "asterism", targets: ["asterism"]),
-        .executable(name: "attestation-bench", targets: ["AttestationBench"]),
-        .executable(name: "atls-bench", targets: ["ATLSBench"]),
         .library(name: "KeydClient", targets: ["KeydClient"]),
         // For the nested fuzz package Tests/KeydFuzz, which can depend only on products.
         .library(name: "KeydProtocol", targets: ["KeydProtocol"]),
@@ -64,12 +59,6 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "keydctl", dependencies: ["KeydctlCLI"]),
-        // `make bench`: keyd round trips beside a bare Unix-socket echo, RSS and binary size.
-        .executableTarget(name: "KeydBench", dependencies: ["KeydClient", "KeydProtocol"]),
-        // `make bench`: the state disk's unlock check, Asterism's profile beside Constellation's.
-        .executableTarget(name: "StateDiskBench", dependencies: ["KeydCore", "KeydDaemon", "KeydPlatform"]),
-        // `make bench`: evidence latency through keyd beside tpm2_quote on one swtpm; KEK unseal at start.
-        .executableTarget(name: "TPMBench", dependencies: ["KeydClient", "KeydProtocol"]),
         // Evidence formats and pure validators (TPM quotes, event logs, measurements, SEV-SNP). No I/O.
         .target(
             name: "Attestation",
@@ -108,16 +97,6 @@ let package = Package(
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ]
         ),
-        // `make bench`: handshakes/s and server CPU per handshake, plain TLS beside aTLS variants.
-        .executableTarget(
-            name: "ATLSBench",
-            dependencies: [
-                "ATLS", "ATLSTransport", "Attestation", "AsterismTestSupport", .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "NIOTLS", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "X509", package: "swift-certificates"),
-            ]
-        ),
         // Generated protobuf and gRPC code (scripts/generate-protos); Constellation's schemas plus Asterism's fields.
         .target(
             name: "AsterismProto",
@@ -127,9 +106,45 @@ let package = Package(
             ],
             exclude: ["Protos"]
         ),
-        // `make bench`: quote, SEV-SNP report and event-log validations per second.
+
+        // Benchmarks/: programs that print figures beside a baseline, run by `make bench`. Not products:
+        // SwiftPM gives each executable target of the root package a product of its own name.
+        // The clock, percentiles, figure formatting and options every bench shares.
+        .target(
+            name: "BenchSupport",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Benchmarks/BenchSupport"
+        ),
+        // keyd round trips beside a bare Unix-socket echo, RSS and binary size.
         .executableTarget(
-            name: "AttestationBench", dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")]
+            name: "keyd-bench", dependencies: ["BenchSupport", "KeydClient", "KeydProtocol"], path: "Benchmarks/KeydBench"
+        ),
+        // The state disk's unlock check, Asterism's profile beside Constellation's.
+        .executableTarget(
+            name: "statedisk-bench", dependencies: ["BenchSupport", "KeydCore", "KeydDaemon", "KeydPlatform"],
+            path: "Benchmarks/StateDiskBench"
+        ),
+        // Evidence latency through keyd beside tpm2_quote on one swtpm; KEK unseal at start.
+        .executableTarget(
+            name: "tpm-bench", dependencies: ["BenchSupport", "KeydClient", "KeydProtocol"], path: "Benchmarks/TPMBench"
+        ),
+        // Quote, SEV-SNP report and event-log validations per second.
+        .executableTarget(
+            name: "attestation-bench",
+            dependencies: ["Attestation", "BenchSupport", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Benchmarks/AttestationBench"
+        ),
+        // Handshakes/s and server CPU per handshake, plain TLS beside aTLS variants.
+        .executableTarget(
+            name: "atls-bench",
+            dependencies: [
+                "ATLS", "ATLSTransport", "Attestation", "AsterismTestSupport", "BenchSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            path: "Benchmarks/ATLSBench"
         ),
 
         // Test harness shared by the integration, attestation and aTLS tests and atls-bench: posix_spawn

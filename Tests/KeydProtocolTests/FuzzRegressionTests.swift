@@ -101,6 +101,16 @@ let fuzzCases: [FuzzCase] = [
         input: [0x03, 0x00, 0x00, 0x00, 0x0c, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04],
         requests: [.failure(unknownKind)], requestStreamError: nil,
         answers: [.failure(trailing)], answerStreamError: nil),
+    // Finding 3 (FuzzFrameDecoder, first run after answers may exceed the request limit): the
+    // prefix of an answer body of 131,072 bytes. The harness bounded bytesWanted by the request
+    // limit in both directions and died on it. Not a decoder bug: an answer body may be up to
+    // Limits.maxAnswerFrameLength; the harness now bounds each direction by its own limit. Kept
+    // in the corpus as a seed.
+    FuzzCase(
+        name: "finding 3: an answer body above the request limit", seedFile: "answer-above-request-limit",
+        input: [0x07, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
+        requests: [], requestStreamError: frameLength,
+        answers: [], answerStreamError: nil),
     // Seeds (Tests/KeydFuzz/make-seeds).
     FuzzCase(
         name: "seed hello", seedFile: "hello",
@@ -178,6 +188,16 @@ struct FuzzRegressionTests {
         if case .success(let answer) = decoded.first, answer.kind == RequestKind.hello.rawValue {
             #expect(try answer.decodePayload(.hello, HelloAnswer.read) == HelloAnswer(version: 1, peerClass: .admin, phase: .holdingKEK))
         }
+    }
+
+    @Test("finding 3: the answer decoder wants the whole body of an answer above the request limit")
+    func answerAboveRequestLimit() throws {
+        let testCase = try #require(fuzzCases.first { $0.seedFile == "answer-above-request-limit" })
+        var decoder = FrameDecoder(.answers)
+        try decoder.append(Array(testCase.input.dropFirst()))
+        // The prefix announces 131,072 bytes and 5 of them came with it.
+        #expect(decoder.bytesWanted == 131_072 - 5)
+        #expect(decoder.bytesWanted > Limits.maxFrameLength && decoder.bytesWanted <= Limits.maxAnswerFrameLength)
     }
 
     @Test("seed files match the inputs above", arguments: fuzzCases.filter { $0.seedFile != nil })

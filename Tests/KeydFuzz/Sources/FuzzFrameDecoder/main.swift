@@ -17,6 +17,14 @@ struct Outcome: Equatable {
     var error: ProtocolError?
 }
 
+/// The longest body `direction` allows: a request 65,536 bytes, an answer 262,144 (PROTOCOL.md).
+func maxBody(_ direction: FrameDecoder.Direction) -> Int {
+    switch direction {
+    case .requests: Limits.maxFrameLength
+    case .answers: Limits.maxAnswerFrameLength
+    }
+}
+
 /// Feeds `stream` to a new decoder, in one read when `seed` is 0, else in seeded chunk sizes.
 func reassemble(_ stream: UnsafeRawBufferPointer, _ direction: FrameDecoder.Direction, seed: UInt8) -> Outcome {
     var decoder = FrameDecoder(direction, maxQueuedFrames: Int.max)
@@ -39,8 +47,8 @@ func reassemble(_ stream: UnsafeRawBufferPointer, _ direction: FrameDecoder.Dire
             break
         }
         index = end
-        guard decoder.bytesWanted > 0, decoder.bytesWanted <= Limits.maxFrameLength else {
-            fatalError("bytesWanted \(decoder.bytesWanted) outside 1...\(Limits.maxFrameLength)")
+        guard decoder.bytesWanted > 0, decoder.bytesWanted <= maxBody(direction) else {
+            fatalError("\(direction): bytesWanted \(decoder.bytesWanted) outside 1...\(maxBody(direction))")
         }
         while let body = decoder.nextFrame() { outcome.bodies.append(body) }
     }
@@ -49,7 +57,7 @@ func reassemble(_ stream: UnsafeRawBufferPointer, _ direction: FrameDecoder.Dire
 
 /// Decodes one request body and checks that encoding gives the same bytes back.
 func checkRequest(_ body: [UInt8]) {
-    guard (Limits.minRequestBody...Limits.maxFrameLength).contains(body.count) else {
+    guard (Limits.minRequestBody...maxBody(.requests)).contains(body.count) else {
         fatalError("decoder handed out a request body of \(body.count) bytes")
     }
     let frame: RequestFrame
@@ -91,7 +99,7 @@ func checkRequest(_ body: [UInt8]) {
 
 /// Decodes one answer body and, where the payload type is known, checks the re-encoding.
 func checkAnswer(_ body: [UInt8]) {
-    guard (Limits.minAnswerBody...Limits.maxFrameLength).contains(body.count) else {
+    guard (Limits.minAnswerBody...maxBody(.answers)).contains(body.count) else {
         fatalError("decoder handed out an answer body of \(body.count) bytes")
     }
     guard let frame = try? AnswerFrame.decode(body: body) else { return }

@@ -3,16 +3,23 @@
 //
 // Each profile runs in a child process (this program re-executed with `--measure PROFILE`), so
 // its peak RSS comes from wait4's rusage; a child that does nothing gives the baseline.
+import ArgumentParser
+import BenchSupport
 import Glibc
 import KeydCore
 import KeydDaemon
 import KeydPlatform
 
-/// Milliseconds since an arbitrary origin.
-func milliseconds() -> Double { Double(MonotonicClock.nowNanoseconds()) / 1_000_000 }
+/// The command line; `--measure` and `--dir` are how the parent runs a child.
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "statedisk-bench",
+        abstract: "The state disk's unlock check, Asterism's profile beside Constellation's (needs root; --rounds 31 by default).")
 
-/// The median of `values`.
-func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+    @OptionGroup var rounds: RoundsOption
+    @Option(help: .hidden) var measure: String?
+    @Option(help: .hidden) var dir = "/tmp"
+}
 
 /// A random 32-byte key, as keyd uses for the state disk.
 func randomKey() -> [UInt8] {
@@ -35,30 +42,30 @@ func measure(_ name: String, directory: String, rounds: Int) throws {
     let first = randomKey()
     let second = randomKey()
 
-    var start = milliseconds()
+    var start = monotonicNanoseconds()
     _ = try first.withUnsafeBytes { try LUKS2Volume.format(path: image, parameters: LUKS2FormatParameters(profile: profile, label: "bench"), passphrase: $0) }
-    let formatTime = milliseconds() - start
+    let formatTime = elapsedMilliseconds(since: start)
 
     var verifies: [Double] = []
     for _ in 0..<rounds {
         let volume = try LUKS2Volume(path: image, kdf: profile.kdf)
-        start = milliseconds()
+        start = monotonicNanoseconds()
         let slot = try first.withUnsafeBytes { try volume.verify(key: $0) }
-        verifies.append(milliseconds() - start)
+        verifies.append(elapsedMilliseconds(since: start))
         guard slot != nil else { throw BenchFailure("\(name): key did not verify") }
     }
 
     // Re-key in keyd's order: add, verify, mark initialized, remove the old keyslot.
-    start = milliseconds()
+    start = monotonicNanoseconds()
     let volume = try LUKS2Volume(path: image, kdf: profile.kdf)
     let oldSlot = try first.withUnsafeBytes { try volume.verify(key: $0) }
     _ = try first.withUnsafeBytes { old in try second.withUnsafeBytes { new in try volume.addKeyslot(existing: old, new: new, kdf: profile.kdf) } }
     guard try second.withUnsafeBytes({ try volume.verify(key: $0) }) != nil else { throw BenchFailure("\(name): new key did not verify") }
     _ = try volume.setToken(json: StateDiskToken(kind: profile.tokenKind, initialized: true).json, id: 0)
     if let oldSlot { try volume.destroyKeyslot(oldSlot) }
-    let rekeyTime = milliseconds() - start
+    let rekeyTime = elapsedMilliseconds(since: start)
     unlink(image)
-    print("RESULT \(name) \(formatTime) \(median(verifies)) \(verifies.count) \(rekeyTime)")
+    print("RESULT \(name) \(formatTime) \(SortedSamples(verifies).median) \(verifies.count) \(rekeyTime)")
 }
 
 struct BenchFailure: Error, CustomStringConvertible {
@@ -115,41 +122,28 @@ func runAll(rounds: [String: Int]) throws {
     for name in ["asterism", "constellation"] {
         let row = results[name]!
         let columns: [String] = [
-            name + String(repeating: " ", count: max(0, 13 - name.count)),
-            format3(number(name, 0)).leftPadded(9),
-            (format3(number(name, 1)) + " (\(row.fields[2]))").leftPadded(26),
-            format3(number(name, 3)).leftPadded(9),
-            "\(row.maxRSSKiB) (+\(row.maxRSSKiB - baseline))".leftPadded(20),
+            pad(name, 13),
+            lpad(fixed(number(name, 0)), 9),
+            lpad(fixed(number(name, 1)) + " (\(row.fields[2]))", 26),
+            lpad(fixed(number(name, 3)), 9),
+            lpad("\(row.maxRSSKiB) (+\(row.maxRSSKiB - baseline))", 20),
         ]
         let line = columns.joined(separator: "   ")
         print(line)
     }
     let speedup = number("constellation", 1) / number("asterism", 1)
     print("")
-    print("unlock check: Asterism \(format3(speedup))x faster than Constellation (goal >= 100x): \(speedup >= 100 ? "met" : "NOT MET")")
-    print("unlock check p50 \(format3(number("asterism", 1))) ms (goal <= 15 ms): \(number("asterism", 1) <= 15 ? "met" : "NOT MET")")
-    print("BENCH statedisk asterism_verify_p50_ms=\(format3(number("asterism", 1))) constellation_verify_p50_ms=\(format3(number("constellation", 1))) speedup=\(format3(speedup)) asterism_format_ms=\(format3(number("asterism", 0))) constellation_format_ms=\(format3(number("constellation", 0))) asterism_rekey_ms=\(format3(number("asterism", 3))) constellation_rekey_ms=\(format3(number("constellation", 3))) asterism_peak_kib=\(results["asterism"]!.maxRSSKiB) constellation_peak_kib=\(results["constellation"]!.maxRSSKiB) baseline_peak_kib=\(baseline)")
+    print("unlock check: Asterism \(fixed(speedup))x faster than Constellation (goal >= 100x): \(verdict(speedup >= 100))")
+    print("unlock check p50 \(fixed(number("asterism", 1))) ms (goal <= 15 ms): \(verdict(number("asterism", 1) <= 15))")
+    print("BENCH statedisk asterism_verify_p50_ms=\(fixed(number("asterism", 1))) constellation_verify_p50_ms=\(fixed(number("constellation", 1))) speedup=\(fixed(speedup)) asterism_format_ms=\(fixed(number("asterism", 0))) constellation_format_ms=\(fixed(number("constellation", 0))) asterism_rekey_ms=\(fixed(number("asterism", 3))) constellation_rekey_ms=\(fixed(number("constellation", 3))) asterism_peak_kib=\(results["asterism"]!.maxRSSKiB) constellation_peak_kib=\(results["constellation"]!.maxRSSKiB) baseline_peak_kib=\(baseline)")
 }
 
-/// One decimal place, without Foundation.
-func format3(_ value: Double) -> String {
-    guard value.isFinite else { return "nan" }
-    let tenths = Int((value * 10).rounded())
-    return "\(tenths / 10).\(abs(tenths % 10))"
-}
-
-extension String {
-    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
-}
-
-let arguments = Array(CommandLine.arguments.dropFirst())
+let options = Options.parseOrExit()
 do {
-    if let index = arguments.firstIndex(of: "--measure"), index + 1 < arguments.count {
-        let directory = arguments.firstIndex(of: "--dir").map { arguments[$0 + 1] } ?? "/tmp"
-        let rounds = arguments.firstIndex(of: "--rounds").flatMap { Int(arguments[$0 + 1]) } ?? 1
-        try measure(arguments[index + 1], directory: directory, rounds: rounds)
+    if let name = options.measure {
+        try measure(name, directory: options.dir, rounds: options.rounds.rounds(default: 1))
     } else {
-        let asterismRounds = arguments.firstIndex(of: "--rounds").flatMap { Int(arguments[$0 + 1]) } ?? 31
+        let asterismRounds = options.rounds.rounds(default: 31)
         try runAll(rounds: ["none": 1, "asterism": asterismRounds, "constellation": 3])
     }
 } catch {

@@ -2,6 +2,8 @@
 // and the time keyd takes to unseal the KEK at start. Starts its own swtpm and keyd.
 //
 //   tpm-bench [--keyd PATH] [--requests N] [--quotes N] [--restarts N]
+import ArgumentParser
+import BenchSupport
 import Foundation
 import KeydClient
 import KeydProtocol
@@ -11,35 +13,20 @@ import Glibc
 #endif
 
 /// Command-line settings.
-struct Settings {
-    var keyd = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("keyd").path
-    var requests = 2000
-    var quotes = 200
-    var restarts = 5
+struct Settings: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tpm-bench", abstract: "Evidence latency through keyd beside tpm2_quote on one swtpm; KEK unseal at keyd start.")
 
-    init(_ arguments: [String]) {
-        var index = 0
-        while index < arguments.count {
-            let value = index + 1 < arguments.count ? arguments[index + 1] : ""
-            switch arguments[index] {
-            case "--keyd": keyd = value
-            case "--requests": requests = Int(value) ?? requests
-            case "--quotes": quotes = Int(value) ?? quotes
-            case "--restarts": restarts = Int(value) ?? restarts
-            default: fatalError("usage: tpm-bench [--keyd PATH] [--requests N] [--quotes N] [--restarts N]")
-            }
-            index += 2
+    @OptionGroup var keyd: KeydBinaryOption
+    @Option(help: "Timed evidence requests through keyd.") var requests = 2000
+    @Option(help: "Timed tpm2_quote runs (the baseline).") var quotes = 200
+    @Option(help: "keyd restarts, each timing the KEK unseal.") var restarts = 5
+
+    func validate() throws {
+        for (name, value) in [("--requests", requests), ("--quotes", quotes), ("--restarts", restarts)] where !(1...1_000_000).contains(value) {
+            throw ValidationError("\(name) \(value) outside 1...1000000")
         }
     }
-}
-
-/// Percentile of sorted microsecond samples.
-func percentile(_ sorted: [Double], _ p: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
-
-func now() -> Double {
-    var spec = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &spec)
-    return Double(spec.tv_sec) * 1e6 + Double(spec.tv_nsec) / 1e3
 }
 
 func start(_ path: String, _ arguments: [String], environment: [String: String] = [:], output: String) throws -> Process {
@@ -64,7 +51,7 @@ func waitFor(_ body: () -> Bool, what: String) {
     fatalError("tpm-bench: \(what) did not come up")
 }
 
-let settings = Settings(Array(CommandLine.arguments.dropFirst()))
+let settings = Settings.parseOrExit()
 let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tpm-bench-\(getpid())").path
 try FileManager.default.createDirectory(atPath: directory + "/swtpm", withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -81,9 +68,9 @@ let config = "tpm-tcti = \(tcti)\ntrustd-uids = \(geteuid())\nadmin-uids = \(get
 try config.write(toFile: directory + "/keyd.conf", atomically: true, encoding: .utf8)
 
 /// Starts keyd and waits until its admin socket answers.
-func startKeyd() throws -> Process {
+@MainActor func startKeyd() throws -> Process {
     let keyd = try start(
-        settings.keyd,
+        settings.keyd.path,
         ["--state-dir", directory + "/state", "--socket", directory + "/keyd.sock", "--admin-socket", directory + "/admin.sock",
          "--config", directory + "/keyd.conf"],
         output: directory + "/keyd.log")
@@ -96,7 +83,7 @@ func stop(_ process: Process) {
     process.waitUntilExit()
 }
 
-print("tpm-bench: swtpm \(tcti), keyd \(settings.keyd)")
+print("tpm-bench: swtpm \(tcti), keyd \(settings.keyd.path)")
 var keyd = try startKeyd()
 let trustd = try KeydConnection(path: directory + "/keyd.sock")
 let nonce = (0..<32).map { _ in UInt8.random(in: 0...255) }
@@ -104,16 +91,16 @@ let digest = (0..<32).map { _ in UInt8.random(in: 0...255) }
 for _ in 0..<50 { _ = try trustd.evidence(.native, nonce: nonce, userDataDigest: digest, asAdmin: false) }
 var samples: [Double] = []
 var documentBytes = 0
-let began = now()
+let began = monotonicNanoseconds()
 for _ in 0..<settings.requests {
-    let t0 = now()
+    let t0 = monotonicNanoseconds()
     documentBytes = try trustd.evidence(.native, nonce: nonce, userDataDigest: digest, asAdmin: false).document.count
-    samples.append(now() - t0)
+    samples.append(elapsedMicroseconds(since: t0))
 }
-let elapsed = now() - began
-samples.sort()
+let elapsed = elapsedMicroseconds(since: began)
+let latencies = SortedSamples(samples)
 print(String(format: "evidence.issue through keyd (native, 24 PCRs, %d-byte document): p50 %.2f ms, p99 %.2f ms, %.0f/s over %d requests",
-             documentBytes, percentile(samples, 0.5) / 1000, percentile(samples, 0.99) / 1000, Double(settings.requests) / elapsed * 1e6,
+             documentBytes, latencies.percentile(0.5) / 1000, latencies.percentile(0.99) / 1000, Double(settings.requests) / elapsed * 1e6,
              settings.requests))
 
 // KEK unseal at start: import once (sealed), then restart keyd several times.
@@ -127,9 +114,9 @@ stop(keyd)
 var unseal: [Double] = []
 var startup: [Double] = []
 for _ in 0..<settings.restarts {
-    let t0 = now()
+    let t0 = monotonicNanoseconds()
     keyd = try startKeyd()
-    startup.append(now() - t0)
+    startup.append(elapsedMicroseconds(since: t0))
     let report = String(decoding: try KeydConnection(path: directory + "/admin.sock").tpmStatus().report, as: UTF8.self)
     let object = try JSONSerialization.jsonObject(with: Data(report.utf8)) as? [String: Any]
     guard object?["sealedKEK"] as? String == "unsealed", let micros = object?["unsealMicroseconds"] as? Int else {
@@ -138,16 +125,16 @@ for _ in 0..<settings.restarts {
     unseal.append(Double(micros))
     stop(keyd)
 }
-unseal.sort()
-startup.sort()
+let unseals = SortedSamples(unseal)
+let startups = SortedSamples(startup)
 print(String(format: "KEK unseal at keyd start: p50 %.2f ms (min %.2f, max %.2f) over %d restarts; keyd start to ready p50 %.1f ms",
-             percentile(unseal, 0.5) / 1000, unseal.first! / 1000, unseal.last! / 1000, settings.restarts, percentile(startup, 0.5) / 1000))
+             unseals.median / 1000, unseals.minimum / 1000, unseals.maximum / 1000, settings.restarts, startups.median / 1000))
 
 // Baseline: tpm2_quote with keyd's persistent AK on the same TPM (a process per quote, as an operator runs it).
 var quoteSamples: [Double] = []
 let selection = "sha256:" + (0..<24).map(String.init).joined(separator: ",")
 for index in 0..<settings.quotes {
-    let t0 = now()
+    let t0 = monotonicNanoseconds()
     let quote = try start(
         "/usr/bin/tpm2_quote",
         ["-c", "0x81010a57", "-l", selection, "-q", String(format: "%064x", index), "-m", directory + "/q.msg", "-s", directory + "/q.sig",
@@ -155,11 +142,11 @@ for index in 0..<settings.quotes {
         environment: ["TPM2TOOLS_TCTI": tcti], output: directory + "/tools.log")
     quote.waitUntilExit()
     guard quote.terminationStatus == 0 else { fatalError("tpm2_quote failed; see \(directory)/tools.log") }
-    quoteSamples.append(now() - t0)
+    quoteSamples.append(elapsedMicroseconds(since: t0))
 }
-quoteSamples.sort()
-let keydP50 = percentile(samples, 0.5)
-let toolsP50 = percentile(quoteSamples, 0.5)
+let quoteLatencies = SortedSamples(quoteSamples)
+let keydP50 = latencies.median
+let toolsP50 = quoteLatencies.median
 print(String(format: "tpm2_quote (one process per quote, same TPM and AK): p50 %.2f ms, p99 %.2f ms over %d quotes",
-             toolsP50 / 1000, percentile(quoteSamples, 0.99) / 1000, settings.quotes))
-print(String(format: "keyd / tpm2_quote p50: %.2f (goal: keyd p50 <= 2 ms: %@)", keydP50 / toolsP50, keydP50 <= 2000 ? "met" : "NOT met"))
+             toolsP50 / 1000, quoteLatencies.percentile(0.99) / 1000, settings.quotes))
+print(String(format: "keyd / tpm2_quote p50: %.2f (goal: keyd p50 <= 2 ms: %@)", keydP50 / toolsP50, verdict(keydP50 <= 2000)))

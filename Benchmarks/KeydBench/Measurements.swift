@@ -1,14 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Monotonic time in nanoseconds (CLOCK_MONOTONIC).
-@inline(__always)
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-}
+import BenchSupport
 
 /// Latency figures of one series of timed round trips.
 struct LatencySummary {
@@ -22,21 +15,17 @@ struct LatencySummary {
     /// `count` divided by the wall time of the whole timed loop (timing overhead included).
     let requestsPerSecond: Double
 
-    /// Summarizes per-request durations (ns) and the loop's wall time (ns); nearest-rank percentiles.
+    /// Summarizes per-request durations (ns) and the loop's wall time (ns).
     init(durations: [UInt64], wallNanoseconds: UInt64) {
         precondition(!durations.isEmpty, "no durations to summarize")
-        let sorted = durations.sorted()
-        func rank(_ p: Double) -> Double {
-            let index = max(0, min(sorted.count - 1, Int((p * Double(sorted.count)).rounded(.up)) - 1))
-            return Double(sorted[index]) / 1000
-        }
-        count = sorted.count
-        p50Microseconds = rank(0.50)
-        p90Microseconds = rank(0.90)
-        p99Microseconds = rank(0.99)
-        maxMicroseconds = Double(sorted[sorted.count - 1]) / 1000
-        meanMicroseconds = Double(sorted.reduce(0, +)) / Double(sorted.count) / 1000
-        requestsPerSecond = Double(sorted.count) / (Double(wallNanoseconds) / 1e9)
+        let samples = SortedSamples(durations.lazy.map { Double($0) / 1000 })
+        count = samples.values.count
+        p50Microseconds = samples.percentile(0.50)
+        p90Microseconds = samples.percentile(0.90)
+        p99Microseconds = samples.percentile(0.99)
+        maxMicroseconds = samples.maximum
+        meanMicroseconds = samples.mean
+        requestsPerSecond = Double(count) / (Double(wallNanoseconds) / 1e9)
     }
 }
 

@@ -4,84 +4,27 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ArgumentParser
+import BenchSupport
 import KeydClient
 import KeydProtocol
 
 /// The command line.
-struct BenchOptions {
-    var keydPath = ""
-    var requests = 100_000
-    var warmup = 2_000
+struct BenchOptions: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keyd-bench", abstract: "keyd's status round trip beside a bare Unix-socket echo, keyd's RSS and binary size.")
 
-    static let usage = "Usage: keyd-bench --keyd PATH [--requests N (default 100000)] [--warmup N (default 2000)]"
+    @OptionGroup var keyd: KeydBinaryOption
+    @Option(help: "Timed status round trips.") var requests = 100_000
+    @Option(help: "Untimed round trips before them.") var warmup = 2_000
 
-    /// Parses arguments without the program name.
-    static func parse(_ arguments: [String]) throws(BenchError) -> BenchOptions {
-        var options = BenchOptions()
-        var index = 0
-        func value(_ flag: String) throws(BenchError) -> String {
-            index += 1
-            guard index < arguments.count else { throw .usage("\(flag) needs a value") }
-            return arguments[index]
-        }
-        func count(_ flag: String, minimum: Int) throws(BenchError) -> Int {
-            let text = try value(flag)
-            guard let n = Int(text), n >= minimum, n <= 100_000_000 else {
-                throw .usage("\(flag) '\(text)' is not a whole number in \(minimum)...100000000")
-            }
-            return n
-        }
-        while index < arguments.count {
-            switch arguments[index] {
-            case "--keyd": options.keydPath = try value("--keyd")
-            case "--requests": options.requests = try count("--requests", minimum: 1)
-            case "--warmup": options.warmup = try count("--warmup", minimum: 0)
-            case "--help", "-h":
-                print(usage)
-                exit(0)
-            default: throw .usage("unknown argument '\(arguments[index])'")
-            }
-            index += 1
-        }
-        guard !options.keydPath.isEmpty else { throw .usage("--keyd is required") }
-        if !options.keydPath.hasPrefix("/") {
-            var cwd = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-            guard getcwd(&cwd, cwd.count) != nil else { throw .system("getcwd", ".", errno: errno) }
-            options.keydPath = cwd.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } + "/" + options.keydPath
-        }
-        return options
+    func validate() throws {
+        guard (1...100_000_000).contains(requests) else { throw ValidationError("--requests \(requests) outside 1...100000000") }
+        guard (0...100_000_000).contains(warmup) else { throw ValidationError("--warmup \(warmup) outside 0...100000000") }
     }
 }
 
 // MARK: - Formatting
-
-/// `value` with `decimals` digits after the point (no Foundation).
-func fixed(_ value: Double, _ decimals: Int = 1) -> String {
-    guard value.isFinite else { return "\(value)" }
-    var scale = 1.0
-    for _ in 0..<decimals { scale *= 10 }
-    let scaled = Int64((abs(value) * scale).rounded())
-    let whole = scaled / Int64(scale)
-    var text = (value < 0 && scaled != 0 ? "-" : "") + String(whole)
-    if decimals > 0 {
-        let fraction = String(scaled % Int64(scale))
-        text += "." + String(repeating: "0", count: decimals - fraction.count) + fraction
-    }
-    return text
-}
-
-/// Right-aligns `text` in `width` columns.
-func pad(_ text: String, _ width: Int) -> String {
-    text.count >= width ? text : String(repeating: " ", count: width - text.count) + text
-}
-
-/// Left-aligns `text` in `width` columns.
-func padRight(_ text: String, _ width: Int) -> String {
-    text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
-}
-
-/// "met" or "not met".
-func verdict(_ met: Bool) -> String { met ? "met" : "NOT MET" }
 
 /// 12345 KiB as "12345 KiB (12.06 MiB)".
 func kib(_ value: Int) -> String { "\(value) KiB (\(fixed(Double(value) / 1024, 2)) MiB)" }
@@ -103,11 +46,6 @@ func machineDescription() -> [String] {
         "cpu \(cpu)",
         "loadavg at start \(loadAverage())",
     ]
-}
-
-/// The first three fields of /proc/loadavg.
-func loadAverage() -> String {
-    ((try? readTextFile("/proc/loadavg")) ?? "?").split(separator: " ").prefix(3).joined(separator: " ")
 }
 
 extension String {
@@ -220,12 +158,12 @@ func report(
 ) {
     let ratio = k.client.p50Microseconds / echo.p50Microseconds
     let rawRatio = k.raw.p50Microseconds / echo.p50Microseconds
-    let header = padRight("round trip", 34) + pad("p50 µs", 9) + pad("p90 µs", 9) + pad("p99 µs", 9)
-        + pad("max µs", 10) + pad("mean µs", 9) + pad("req/s", 10)
+    let header = pad("round trip", 34) + lpad("p50 µs", 9) + lpad("p90 µs", 9) + lpad("p99 µs", 9)
+        + lpad("max µs", 10) + lpad("mean µs", 9) + lpad("req/s", 10)
     func row(_ name: String, _ s: LatencySummary) -> String {
-        padRight(name, 34) + pad(fixed(s.p50Microseconds), 9) + pad(fixed(s.p90Microseconds), 9)
-            + pad(fixed(s.p99Microseconds), 9) + pad(fixed(s.maxMicroseconds), 10) + pad(fixed(s.meanMicroseconds), 9)
-            + pad(fixed(s.requestsPerSecond, 0), 10)
+        pad(name, 34) + lpad(fixed(s.p50Microseconds), 9) + lpad(fixed(s.p90Microseconds), 9)
+            + lpad(fixed(s.p99Microseconds), 9) + lpad(fixed(s.maxMicroseconds), 10) + lpad(fixed(s.meanMicroseconds), 9)
+            + lpad(fixed(s.requestsPerSecond, 0), 10)
     }
     print("")
     print("Round trips (\(options.requests) timed after \(options.warmup) warm-up, one at a time, CLOCK_MONOTONIC)")
@@ -255,7 +193,7 @@ func report(
     print("")
     print("keyd memory (/proc/<pid>/status)          VmRSS        VmHWM")
     func mem(_ name: String, _ m: MemorySample) -> String {
-        padRight(name, 38) + pad("\(m.rssKiB) KiB", 12) + pad("\(m.hwmKiB) KiB", 13)
+        pad(name, 38) + lpad("\(m.rssKiB) KiB", 12) + lpad("\(m.hwmKiB) KiB", 13)
     }
     print(mem("  idle, after start", k.idle))
     print(mem("  after \(options.warmup) warm-up", k.afterWarmup))
@@ -286,16 +224,11 @@ nonisolated(unsafe) var keydPidForSignals: pid_t = 0
 
 /// Runs the whole benchmark; returns the exit status.
 func main() -> Int32 {
-    let options: BenchOptions
-    do {
-        options = try BenchOptions.parse(Array(CommandLine.arguments.dropFirst()))
-    } catch {
-        printError("keyd-bench: \(error)\n\(BenchOptions.usage)\n")
-        return 64
-    }
+    let options = BenchOptions.parseOrExit()
+    let keydPath = options.keyd.path
     var info = stat()
-    guard stat(options.keydPath, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-        printError("keyd-bench: no keyd binary at \(options.keydPath)\n")
+    guard stat(keydPath, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+        printError("keyd-bench: no keyd binary at \(keydPath)\n")
         return 66
     }
     let binaryBytes = Int(info.st_size)
@@ -303,7 +236,7 @@ func main() -> Int32 {
 
     print("keyd-bench")
     for line in machineDescription() { print("  " + line) }
-    print("  keyd \(options.keydPath)")
+    print("  keyd \(keydPath)")
 
     let scratch: ScratchDirectory
     do {
@@ -313,12 +246,12 @@ func main() -> Int32 {
         return 1
     }
     defer { scratch.remove() }
-    let build = buildDescription(options.keydPath, scratch: scratch.path)
+    let build = buildDescription(keydPath, scratch: scratch.path)
     print("  build \(build)")
 
     let keyd: KeydProcess
     do {
-        keyd = try KeydProcess.start(binary: options.keydPath, directory: scratch.path)
+        keyd = try KeydProcess.start(binary: keydPath, directory: scratch.path)
     } catch {
         printError("keyd-bench: \(error)\n")
         return 1
@@ -354,7 +287,7 @@ func main() -> Int32 {
         printError("keyd-bench: \(error)\n")
         return 1
     }
-    let stripped = strippedSize(options.keydPath, scratch: scratch.path)
+    let stripped = strippedSize(keydPath, scratch: scratch.path)
     report(
         options: options, keyd: figures, echo: echo, binaryBytes: binaryBytes, strippedBytes: stripped, build: build,
         stopped: stopped)

@@ -9,12 +9,14 @@
 // Plain TLS is measured twice: as deployed (a CA-issued leaf, the client verifies chain and name: the
 // baseline of the 70% goal) and with the client's certificate check turned off (shown beside it).
 // Modes run in interleaved rounds and the report gives medians, with the share of the machine other
-// processes used meanwhile. Exits 1 when any handshake failed, 2 on bad arguments.
+// processes used meanwhile. Exits 1 when any handshake failed, 64 on bad arguments.
 // Profiling: ATLS_BENCH_SERVER_PREFIX="perf record -g -o F" (or valgrind) runs the server under a tool.
 import ATLS
 import ATLSTransport
+import ArgumentParser
 import AsterismTestSupport
 import Attestation
+import BenchSupport
 import Crypto
 import Foundation
 import NIOCore
@@ -59,18 +61,33 @@ enum Mode: String, CaseIterable, Sendable {
     func serverPoolThreads(concurrency: Int) -> Int { self == .delayed ? max(64, concurrency) : 2 }
 }
 
-/// Command-line settings of the client side.
-struct Settings {
-    var seconds = 3.0
-    var warmup = 0.5
-    var concurrency = 32
-    var modes: [Mode] = Mode.allCases
-    /// The server's lateness probe period in µs; 0 turns it off.
-    var probeMicros = 1000
-    /// Interleaved rounds over all modes; the report gives medians.
-    var rounds = 3
+extension Mode: ExpressibleByArgument {}
 
-    static let usage = "usage: atls-bench [--seconds S] [--rounds N] [--warmup S] [--concurrency N] [--probe-us N] [--only plain|plain-unverified|cached|fresh|mutual|delay20ms]...\n"
+/// Command-line settings of the client side.
+struct Settings: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "atls-bench",
+        abstract: "TLS handshakes/s and server CPU per handshake, plain TLS beside aTLS (--seconds 3 and --rounds 3 by default).")
+
+    @OptionGroup var duration: SecondsOption
+    @OptionGroup var repetitions: RoundsOption
+    @Option(help: ArgumentHelp("Seconds of load before each timed window.", valueName: "s")) var warmup = 0.5
+    @Option(help: "Connections in flight.") var concurrency = 32
+    @Option(name: .customLong("probe-us"), help: "The server loop's lateness probe period in µs; 0 turns it off.") var probeMicros = 1000
+    @Option(help: "Run only this mode (repeatable).") var only: [Mode] = []
+
+    /// Seconds of each timed window.
+    var seconds: Double { duration.seconds(default: 3.0) }
+    /// Interleaved rounds over all modes; the report gives medians.
+    var rounds: Int { repetitions.rounds(default: 3) }
+    /// The modes to run, in their fixed order.
+    var modes: [Mode] { only.isEmpty ? Mode.allCases : Mode.allCases.filter(only.contains) }
+
+    func validate() throws {
+        guard warmup > 0 && warmup < 3600 else { throw ValidationError("--warmup \(warmup) outside (0, 3600)") }
+        guard (1...4096).contains(concurrency) else { throw ValidationError("--concurrency \(concurrency) outside 1...4096") }
+        guard (0...4096).contains(probeMicros) else { throw ValidationError("--probe-us \(probeMicros) outside 0...4096") }
+    }
 }
 
 /// Why the benchmark itself (not a handshake) could not run.
@@ -107,10 +124,10 @@ struct ModeFigures {
     let rounds: [Round]
     let concurrency: Int
 
-    var handshakesPerSecond: Double { median(rounds.map(\.handshakesPerSecond)) }
-    var serverMicrosPerHandshake: Double { median(rounds.map(\.serverMicrosPerHandshake)) }
-    var clientMicrosPerHandshake: Double { median(rounds.map(\.clientMicrosPerHandshake)) }
-    var otherLoad: Double { median(rounds.map(\.otherLoad)) }
+    var handshakesPerSecond: Double { SortedSamples(rounds.map(\.handshakesPerSecond)).median }
+    var serverMicrosPerHandshake: Double { SortedSamples(rounds.map(\.serverMicrosPerHandshake)).median }
+    var clientMicrosPerHandshake: Double { SortedSamples(rounds.map(\.clientMicrosPerHandshake)).median }
+    var otherLoad: Double { SortedSamples(rounds.map(\.otherLoad)).median }
     /// Handshakes per second one fully busy server core would sustain at the median server cost.
     var serverCoreCapacity: Double { 1e6 / serverMicrosPerHandshake }
     var rateRange: (Double, Double) { (rounds.map(\.handshakesPerSecond).min() ?? 0, rounds.map(\.handshakesPerSecond).max() ?? 0) }
@@ -119,12 +136,6 @@ struct ModeFigures {
     var latenessSamples: Int { rounds.map(\.latenessSamples).reduce(0, +) }
     var failures: [String: Int] { rounds.reduce(into: [:]) { $0.merge($1.failures, uniquingKeysWith: +) } }
     var failureCount: Int { failures.values.reduce(0, +) }
-
-    private func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        guard !sorted.isEmpty else { return 0 }
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-    }
 }
 
 /// The table and goal lines for a run.
@@ -211,11 +222,6 @@ struct Report {
         }
         return lines
     }
-
-    private func verdict(_ met: Bool) -> String { met ? "met" : "MISSED" }
-    private func percent(_ value: Double) -> String { String(format: "%.0f%%", value * 100) }
-    private func pad(_ text: String, _ width: Int) -> String { text + String(repeating: " ", count: max(0, width - text.count)) }
-    private func lpad(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
 }
 
 /// Busy and total CPU time of the whole machine so far, in µs (from /proc/stat).
@@ -245,7 +251,7 @@ struct LatenessHistogram {
     /// The upper edge of the bucket holding the 99th percentile, in µs.
     var p99: Int {
         guard samples > 0 else { return 0 }
-        let target = Int((Double(samples) * 0.99).rounded(.up))
+        let target = nearestRank(0.99, of: samples)
         var seen = 0
         for (index, count) in buckets.enumerated() {
             seen += count
@@ -716,16 +722,15 @@ func run(mode: Mode, settings: Settings, group: any EventLoopGroup, pool: NIOThr
     let done = load.start(concurrency: settings.concurrency, group: group)
     usleep(UInt32(settings.warmup * 1_000_000))
     let serverStart = try server.mark()
-    let clientStart = (count: load.completed, cpu: processCPUMicros(), machine: machineCPUMicros(), time: ContinuousClock.now)
+    let clientStart = (count: load.completed, cpu: processCPUMicros(), machine: machineCPUMicros(), time: monotonicNanoseconds())
     usleep(UInt32(settings.seconds * 1_000_000))
     let serverEnd = try server.mark()
-    let clientEnd = (count: load.completed, cpu: processCPUMicros(), machine: machineCPUMicros(), time: ContinuousClock.now)
+    let clientEnd = (count: load.completed, cpu: processCPUMicros(), machine: machineCPUMicros(), time: monotonicNanoseconds())
     load.stop()
     try done.wait()
     let serverFinal = try server.mark()
 
-    let elapsed = clientEnd.time - clientStart.time
-    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    let seconds = elapsedSeconds(from: clientStart.time, to: clientEnd.time)
     let count = clientEnd.count - clientStart.count
     let serverCount = serverEnd.handshakes - serverStart.handshakes
     let serverCPU = serverEnd.cpu - serverStart.cpu
@@ -754,34 +759,7 @@ func main() -> Int32 {
             return 2
         }
     }
-    var settings = Settings()
-    var rest = arguments[...]
-    var only: [Mode] = []
-    func usage(_ problem: String) -> Int32 {
-        FileHandle.standardError.write(Data("atls-bench: \(problem)\n\(Settings.usage)".utf8))
-        return 2
-    }
-    while let argument = rest.popFirst() {
-        let value = rest.popFirst()
-        switch argument {
-        case "--seconds", "--warmup":
-            guard let number = value.flatMap(Double.init), number > 0, number < 3600 else { return usage("\(argument) needs seconds in (0, 3600)") }
-            if argument == "--seconds" { settings.seconds = number } else { settings.warmup = number }
-        case "--concurrency", "--rounds", "--probe-us":
-            guard let number = value.flatMap({ Int($0) }), number >= 0, number <= 4096 else { return usage("\(argument) needs a count in 0...4096") }
-            switch argument {
-            case "--concurrency": settings.concurrency = max(1, number)
-            case "--rounds": settings.rounds = max(1, number)
-            default: settings.probeMicros = number
-            }
-        case "--only":
-            guard let mode = value.flatMap(Mode.init(rawValue:)) else { return usage("--only needs one of \(Mode.allCases.map(\.rawValue))") }
-            only.append(mode)
-        default:
-            return usage("unknown argument \(argument)")
-        }
-    }
-    if !only.isEmpty { settings.modes = Mode.allCases.filter(only.contains) }
+    let settings = Settings.parseOrExit()
     signal(SIGPIPE, SIG_IGN)
 
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -814,11 +792,6 @@ func main() -> Int32 {
     try? pool.syncShutdownGracefully()
     try? group.syncShutdownGracefully()
     return figures.contains { $0.failureCount > 0 } ? 1 : 0
-}
-
-/// The 1-minute load average, to judge how shared the machine was.
-func loadAverage() -> String {
-    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "?"
 }
 
 exit(main())
