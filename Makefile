@@ -15,7 +15,7 @@ FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession FuzzTPMAttest FuzzTPMPublic FuzzTPM
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 
-.PHONY: help deps build check-imports test demo bench fuzz fuzz-smoke clean
+.PHONY: help deps build check-imports format check-format test demo bench fuzz fuzz-smoke clean
 
 help: ## List the targets
 	@echo "Asterism make targets:"
@@ -32,7 +32,16 @@ check-imports: build ## Prove the import-rule check bites, then check keyd's clo
 	scripts/check-keyd-imports --self-test
 	scripts/check-keyd-imports
 
-test: deps build check-imports fuzz-smoke ## Build, check keyd's imports, run every fuzz target briefly, run every test (CI runs this)
+# Every Swift file of the package, its benchmarks, tests and the fuzz package (.swift-format: swift-nio's style, 120 columns).
+FORMAT_PATHS := Package.swift Sources Tests Benchmarks
+
+format: ## Format every Swift file in place with swift-format (.swift-format)
+	$(SWIFT) format format --recursive --in-place --parallel $(FORMAT_PATHS)
+
+check-format: ## Fail when a Swift file is not as `make format` leaves it
+	$(SWIFT) format lint --strict --recursive --parallel $(FORMAT_PATHS)
+
+test: deps check-format build check-imports fuzz-smoke ## Check formatting, build, check keyd's imports, run every fuzz target briefly, run every test (CI runs this)
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
 
 demo: deps ## Start swtpm and keyd in a temp dir and drive them with keydctl (TPM quote, KEK, state-disk image)

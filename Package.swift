@@ -73,7 +73,8 @@ let package = Package(
         .target(
             name: "AsterismCLI",
             dependencies: [
-                "Attestation", "ATLS", "ATLSTransport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "Attestation", "ATLS", "ATLSTransport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOTLS", package: "swift-nio"),
             ]
@@ -84,7 +85,8 @@ let package = Package(
             name: "ATLS",
             dependencies: [
                 "Attestation", .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
             ]
         ),
         // aTLS over NIOSSL (per-ClientHello certificates, verification callback) and the gRPC transports built on it.
@@ -101,7 +103,8 @@ let package = Package(
         .target(
             name: "AsterismProto",
             dependencies: [
-                .product(name: "SwiftProtobuf", package: "swift-protobuf"), .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             ],
             exclude: ["Protos"]
@@ -117,16 +120,21 @@ let package = Package(
         ),
         // keyd round trips beside a bare Unix-socket echo, RSS and binary size.
         .executableTarget(
-            name: "keyd-bench", dependencies: ["BenchSupport", "KeydClient", "KeydProtocol"], path: "Benchmarks/KeydBench"
+            name: "keyd-bench",
+            dependencies: ["BenchSupport", "KeydClient", "KeydProtocol"],
+            path: "Benchmarks/KeydBench"
         ),
         // The state disk's unlock check, Asterism's profile beside Constellation's.
         .executableTarget(
-            name: "statedisk-bench", dependencies: ["BenchSupport", "KeydCore", "KeydDaemon", "KeydPlatform"],
+            name: "statedisk-bench",
+            dependencies: ["BenchSupport", "KeydCore", "KeydDaemon", "KeydPlatform"],
             path: "Benchmarks/StateDiskBench"
         ),
         // Evidence latency through keyd beside tpm2_quote on one swtpm; KEK unseal at start.
         .executableTarget(
-            name: "tpm-bench", dependencies: ["BenchSupport", "KeydClient", "KeydProtocol"], path: "Benchmarks/TPMBench"
+            name: "tpm-bench",
+            dependencies: ["BenchSupport", "KeydClient", "KeydProtocol"],
+            path: "Benchmarks/TPMBench"
         ),
         // Quote, SEV-SNP report and event-log validations per second.
         .executableTarget(
@@ -164,7 +172,8 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
-                .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
             exclude: ["atls_crosscheck.py"]
@@ -182,14 +191,16 @@ let package = Package(
         .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol", "KeydTestSamples"]),
         // keyd's service in process: the request table, the re-key order with injected faults.
         .testTarget(
-            name: "KeydDaemonTests", dependencies: ["KeydDaemon", "KeydCore", "KeydPlatform", "KeydProtocol", "KeydTestSamples"]
+            name: "KeydDaemonTests",
+            dependencies: ["KeydDaemon", "KeydCore", "KeydPlatform", "KeydProtocol", "KeydTestSamples"]
         ),
         .testTarget(
             name: "KeydPlatformTests",
             dependencies: ["KeydPlatform", "KeydCore", "KeydDaemon", "CKeydShims", "CCap", "CTSS2", "CCryptsetup"]
         ),
         .testTarget(
-            name: "KeydctlTests", dependencies: ["KeydctlCLI", "KeydClient", "KeydProtocol", "AsterismTestSupport"],
+            name: "KeydctlTests",
+            dependencies: ["KeydctlCLI", "KeydClient", "KeydProtocol", "AsterismTestSupport"],
             resources: [.copy("Golden")]
         ),
         // asterism's --help goldens, and the built binary's dispatch and exit statuses.
@@ -204,7 +215,8 @@ let package = Package(
         .testTarget(
             name: "KeydIntegrationTests",
             dependencies: [
-                "KeydClient", "KeydProtocol", "KeydPlatform", "Attestation", "AsterismTestSupport", "ATLS", "ATLSTransport",
+                "KeydClient", "KeydProtocol", "KeydPlatform", "Attestation", "AsterismTestSupport", "ATLS",
+                "ATLSTransport",
                 "AsterismCLI",
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -67,13 +67,16 @@ extension Mode: ExpressibleByArgument {}
 struct Settings: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "atls-bench",
-        abstract: "TLS handshakes/s and server CPU per handshake, plain TLS beside aTLS (--seconds 3 and --rounds 3 by default).")
+        abstract:
+            "TLS handshakes/s and server CPU per handshake, plain TLS beside aTLS (--seconds 3 and --rounds 3 by default)."
+    )
 
     @OptionGroup var duration: SecondsOption
     @OptionGroup var repetitions: RoundsOption
     @Option(help: ArgumentHelp("Seconds of load before each timed window.", valueName: "s")) var warmup = 0.5
     @Option(help: "Connections in flight.") var concurrency = 32
-    @Option(name: .customLong("probe-us"), help: "The server loop's lateness probe period in µs; 0 turns it off.") var probeMicros = 1000
+    @Option(name: .customLong("probe-us"), help: "The server loop's lateness probe period in µs; 0 turns it off.")
+    var probeMicros = 1000
     @Option(help: "Run only this mode (repeatable).") var only: [Mode] = []
 
     /// Seconds of each timed window.
@@ -85,8 +88,12 @@ struct Settings: ParsableCommand {
 
     func validate() throws {
         guard warmup > 0 && warmup < 3600 else { throw ValidationError("--warmup \(warmup) outside (0, 3600)") }
-        guard (1...4096).contains(concurrency) else { throw ValidationError("--concurrency \(concurrency) outside 1...4096") }
-        guard (0...4096).contains(probeMicros) else { throw ValidationError("--probe-us \(probeMicros) outside 0...4096") }
+        guard (1...4096).contains(concurrency) else {
+            throw ValidationError("--concurrency \(concurrency) outside 1...4096")
+        }
+        guard (0...4096).contains(probeMicros) else {
+            throw ValidationError("--probe-us \(probeMicros) outside 0...4096")
+        }
     }
 }
 
@@ -130,7 +137,9 @@ struct ModeFigures {
     var otherLoad: Double { SortedSamples(rounds.map(\.otherLoad)).median }
     /// Handshakes per second one fully busy server core would sustain at the median server cost.
     var serverCoreCapacity: Double { 1e6 / serverMicrosPerHandshake }
-    var rateRange: (Double, Double) { (rounds.map(\.handshakesPerSecond).min() ?? 0, rounds.map(\.handshakesPerSecond).max() ?? 0) }
+    var rateRange: (Double, Double) {
+        (rounds.map(\.handshakesPerSecond).min() ?? 0, rounds.map(\.handshakesPerSecond).max() ?? 0)
+    }
     var latenessP99: Int { rounds.map(\.latenessP99).max() ?? 0 }
     var latenessMax: Int { rounds.map(\.latenessMax).max() ?? 0 }
     var latenessSamples: Int { rounds.map(\.latenessSamples).reduce(0, +) }
@@ -145,17 +154,22 @@ struct Report {
     func lines() -> [String] {
         // The baseline is plain TLS as deployed: the client verifies the server's CA-issued certificate and
         // its name. Without verification (the client checks only the handshake signature) is shown beside it.
-        let plain = figures.first { $0.mode == .plainVerified && $0.handshakesPerSecond > 0 }
+        let plain =
+            figures.first { $0.mode == .plainVerified && $0.handshakesPerSecond > 0 }
             ?? figures.first { $0.mode == .plainUnverified && $0.handshakesPerSecond > 0 }
         let unverified = figures.first { $0.mode == .plainUnverified && $0.handshakesPerSecond > 0 }
         var lines = [
-            pad("mode (median of rounds)", 28) + lpad("hs/s", 7) + lpad("(min-max)", 12) + lpad("vs plain", 9) + lpad("server µs/hs", 13)
-                + lpad("1-core hs/s", 12) + lpad("vs plain", 9) + lpad("client µs/hs", 13) + lpad("loop late p99/max ms", 21)
-                + lpad("other load", 11) + lpad("failures", 9),
+            pad("mode (median of rounds)", 28) + lpad("hs/s", 7) + lpad("(min-max)", 12) + lpad("vs plain", 9)
+                + lpad("server µs/hs", 13)
+                + lpad("1-core hs/s", 12) + lpad("vs plain", 9) + lpad("client µs/hs", 13)
+                + lpad("loop late p99/max ms", 21)
+                + lpad("other load", 11) + lpad("failures", 9)
         ]
         for row in figures {
             guard row.handshakesPerSecond > 0 else {
-                lines.append(pad(row.mode.title, 28) + pad(" no handshake completed", 110) + lpad("\(row.failureCount)", 9))
+                lines.append(
+                    pad(row.mode.title, 28) + pad(" no handshake completed", 110) + lpad("\(row.failureCount)", 9)
+                )
                 continue
             }
             let rateRatio = plain.map { percent(row.handshakesPerSecond / $0.handshakesPerSecond) } ?? "-"
@@ -164,16 +178,26 @@ struct Report {
             lines.append(
                 pad(row.mode.title, 28) + lpad(String(format: "%.0f", row.handshakesPerSecond), 7)
                     + lpad(String(format: "(%.0f-%.0f)", low, high), 12) + lpad(rateRatio, 9)
-                    + lpad(String(format: "%.0f", row.serverMicrosPerHandshake), 13) + lpad(String(format: "%.0f", row.serverCoreCapacity), 12)
+                    + lpad(String(format: "%.0f", row.serverMicrosPerHandshake), 13)
+                    + lpad(String(format: "%.0f", row.serverCoreCapacity), 12)
                     + lpad(capacityRatio, 9) + lpad(String(format: "%.0f", row.clientMicrosPerHandshake), 13)
-                    + lpad(String(format: "%.1f / %.1f", Double(row.latenessP99) / 1000, Double(row.latenessMax) / 1000), 21)
+                    + lpad(
+                        String(format: "%.1f / %.1f", Double(row.latenessP99) / 1000, Double(row.latenessMax) / 1000),
+                        21
+                    )
                     + lpad(percent(row.otherLoad), 11) + lpad("\(row.failureCount)", 9)
             )
         }
         lines.append("")
-        lines.append("hs/s: measured with the client on the same cores; 1-core hs/s: 1e6 / server µs per handshake, what one")
-        lines.append("server core sustains (the event loop plus its evidence pool, all in the server's getrusage). \"vs plain\" is")
-        lines.append("against \(plain?.mode.title ?? "plain TLS"): a shared server context with a CA-issued leaf; the client verifies")
+        lines.append(
+            "hs/s: measured with the client on the same cores; 1-core hs/s: 1e6 / server µs per handshake, what one"
+        )
+        lines.append(
+            "server core sustains (the event loop plus its evidence pool, all in the server's getrusage). \"vs plain\" is"
+        )
+        lines.append(
+            "against \(plain?.mode.title ?? "plain TLS"): a shared server context with a CA-issued leaf; the client verifies"
+        )
         lines.append("chain and name, as plain TLS is deployed.")
         lines.append("Goals (issue 6: one server event loop on this 2-core machine):")
         for row in figures where (row.mode == .cached || row.mode == .fresh) && row.handshakesPerSecond > 0 {
@@ -192,33 +216,55 @@ struct Report {
                 }
             }
             lines.append(
-                String(format: "  \(row.mode.title) ≥ 1,000 handshakes/s: measured %.0f %@; one server core %.0f %@", row.handshakesPerSecond,
-                       verdict(row.handshakesPerSecond >= 1000), row.serverCoreCapacity, verdict(row.serverCoreCapacity >= 1000))
+                String(
+                    format: "  \(row.mode.title) ≥ 1,000 handshakes/s: measured %.0f %@; one server core %.0f %@",
+                    row.handshakesPerSecond,
+                    verdict(row.handshakesPerSecond >= 1000),
+                    row.serverCoreCapacity,
+                    verdict(row.serverCoreCapacity >= 1000)
+                )
             )
         }
         if let delayed = figures.first(where: { $0.mode == .delayed && $0.handshakesPerSecond > 0 }) {
             let cached = figures.first { $0.mode == .cached }
             lines.append(
-                String(format: "  20 ms evidence delay, %d in flight: %.0f handshakes/s; a loop blocked by the quote allows at most 50/s, ",
-                       delayed.concurrency, delayed.handshakesPerSecond)
+                String(
+                    format:
+                        "  20 ms evidence delay, %d in flight: %.0f handshakes/s; a loop blocked by the quote allows at most 50/s, ",
+                    delayed.concurrency,
+                    delayed.handshakesPerSecond
+                )
                     + String(format: "full overlap at most %.0f/s", Double(delayed.concurrency) / 0.020)
             )
             // A quote on the loop would serialize every handshake behind 20 ms (≤ 50/s) and stall the
             // timer for 20 ms at a time; so: more than 4 quotes overlapped, and the timer's p99 under
             // 20 ms or no worse than the same load without the delay.
             let baselineP99 = cached?.latenessP99 ?? 0
-            let unblocked = delayed.handshakesPerSecond > 4 * 50
+            let unblocked =
+                delayed.handshakesPerSecond > 4 * 50
                 && (delayed.latenessP99 < 20_000 || Double(delayed.latenessP99) <= 1.5 * Double(baselineP99))
             lines.append(
-                String(format: "    server loop lateness (a 1 ms timer): p99 %.1f ms, max %.1f ms over %d samples", Double(delayed.latenessP99) / 1000,
-                       Double(delayed.latenessMax) / 1000, delayed.latenessSamples)
-                    + (cached.map { String(format: " (cached key without delay: p99 %.1f, max %.1f)", Double($0.latenessP99) / 1000, Double($0.latenessMax) / 1000) } ?? "")
+                String(
+                    format: "    server loop lateness (a 1 ms timer): p99 %.1f ms, max %.1f ms over %d samples",
+                    Double(delayed.latenessP99) / 1000,
+                    Double(delayed.latenessMax) / 1000,
+                    delayed.latenessSamples
+                )
+                    + (cached.map {
+                        String(
+                            format: " (cached key without delay: p99 %.1f, max %.1f)",
+                            Double($0.latenessP99) / 1000,
+                            Double($0.latenessMax) / 1000
+                        )
+                    } ?? "")
                     + "; never blocked for the quote: " + verdict(unblocked)
             )
         }
         for row in figures where row.failureCount > 0 {
             lines.append("FAILURES in \(row.mode.title): \(row.failureCount)")
-            for (reason, count) in row.failures.sorted(by: { $0.value > $1.value }).prefix(8) { lines.append("  \(count)× \(reason)") }
+            for (reason, count) in row.failures.sorted(by: { $0.value > $1.value }).prefix(8) {
+                lines.append("  \(count)× \(reason)")
+            }
         }
         return lines
     }
@@ -226,7 +272,9 @@ struct Report {
 
 /// Busy and total CPU time of the whole machine so far, in µs (from /proc/stat).
 func machineCPUMicros() -> (busy: Int, total: Int) {
-    guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8), let line = text.split(separator: "\n").first else { return (0, 0) }
+    guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+        let line = text.split(separator: "\n").first
+    else { return (0, 0) }
     let ticks = line.split(separator: " ").dropFirst().compactMap { Int($0) }
     guard ticks.count >= 5 else { return (0, 0) }
     let microsPerTick = 1_000_000 / max(1, sysconf(Int32(_SC_CLK_TCK)))
@@ -268,7 +316,9 @@ func unhex(_ text: String) -> [UInt8]? {
     guard digits.count % 2 == 0 else { return nil }
     var bytes: [UInt8] = []
     for index in stride(from: 0, to: digits.count, by: 2) {
-        guard let byte = UInt8(String(decoding: digits[index..<index + 2], as: UTF8.self), radix: 16) else { return nil }
+        guard let byte = UInt8(String(decoding: digits[index..<index + 2], as: UTF8.self), radix: 16) else {
+            return nil
+        }
         bytes.append(byte)
     }
     return bytes
@@ -278,7 +328,8 @@ func unhex(_ text: String) -> [UInt8]? {
 func processCPUMicros() -> Int {
     var usage = rusage()
     getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-    return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + Int(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+    return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000
+        + Int(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
 }
 
 /// A validator that trusts exactly one software AK.
@@ -346,7 +397,10 @@ final class ServerAcknowledger: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // After the acknowledgement, a peer that closes without waiting is not a failed handshake.
         if !completed {
-            stats.value.failures["server: \(error)" + (connection?.failure.map { " (aTLS: \($0))" } ?? ""), default: 0] += 1
+            stats.value.failures[
+                "server: \(error)" + (connection?.failure.map { " (aTLS: \($0))" } ?? ""),
+                default: 0
+            ] += 1
         }
         context.close(promise: nil)
     }
@@ -371,8 +425,14 @@ func plainServerContext() throws -> (context: NIOSSLContext, caDER: [UInt8]) {
     let caName = try DistinguishedName { CommonName("atls-bench CA") }
     let now = Date()
     let ca = try Certificate(
-        version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(caKey.publicKey),
-        notValidBefore: now - 3600, notValidAfter: now + 86400, issuer: caName, subject: caName, signatureAlgorithm: .ecdsaWithSHA256,
+        version: .v3,
+        serialNumber: Certificate.SerialNumber(),
+        publicKey: Certificate.PublicKey(caKey.publicKey),
+        notValidBefore: now - 3600,
+        notValidAfter: now + 86400,
+        issuer: caName,
+        subject: caName,
+        signatureAlgorithm: .ecdsaWithSHA256,
         extensions: try Certificate.Extensions {
             Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
             Critical(KeyUsage(keyCertSign: true))
@@ -381,9 +441,14 @@ func plainServerContext() throws -> (context: NIOSSLContext, caDER: [UInt8]) {
     )
     let key = P256.Signing.PrivateKey(compactRepresentable: false)
     let leaf = try Certificate(
-        version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),
-        notValidBefore: now - 3600, notValidAfter: now + 86400, issuer: caName,
-        subject: try DistinguishedName { CommonName(plainServerName) }, signatureAlgorithm: .ecdsaWithSHA256,
+        version: .v3,
+        serialNumber: Certificate.SerialNumber(),
+        publicKey: Certificate.PublicKey(key.publicKey),
+        notValidBefore: now - 3600,
+        notValidAfter: now + 86400,
+        issuer: caName,
+        subject: try DistinguishedName { CommonName(plainServerName) },
+        signatureAlgorithm: .ecdsaWithSHA256,
         extensions: try Certificate.Extensions {
             Critical(BasicConstraints.notCertificateAuthority)
             Critical(KeyUsage(digitalSignature: true))
@@ -393,7 +458,9 @@ func plainServerContext() throws -> (context: NIOSSLContext, caDER: [UInt8]) {
         issuerPrivateKey: Certificate.PrivateKey(caKey)
     )
     let configuration = TLSConfiguration.makeServerConfiguration(
-        certificateChain: [.certificate(try NIOSSLCertificate(bytes: try leaf.serializeAsPEM().derBytes, format: .der))],
+        certificateChain: [
+            .certificate(try NIOSSLCertificate(bytes: try leaf.serializeAsPEM().derBytes, format: .der))
+        ],
         privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(key.derRepresentation), format: .der))
     )
     return (try NIOSSLContext(configuration: plainTLSConfiguration(configuration)), try ca.serializeAsPEM().derBytes)
@@ -438,14 +505,18 @@ func serve(arguments: [String]) throws -> Never {
             return nil
         }
     } else {
-        let issuer: any EvidenceIssuer = mode.evidenceDelay.map { DelayedEvidenceIssuer(inner: evidence, delay: $0) } ?? evidence
+        let issuer: any EvidenceIssuer =
+            mode.evidenceDelay.map { DelayedEvidenceIssuer(inner: evidence, delay: $0) } ?? evidence
         var clientVerifier: ATLSVerifier?
         if mode == .mutual {
             guard let trustedClientAK else { throw BenchError("server: mutual mode needs --trust-ak") }
             clientVerifier = ATLSVerifier(validators: [tpmValidator(trustingAKDigest: trustedClientAK)])
         }
         let server = ATLSServer(
-            configuration: .init(issuer: AttestedCertificateIssuer(evidence: issuer, keyMode: mode.keyMode), clientVerifier: clientVerifier),
+            configuration: .init(
+                issuer: AttestedCertificateIssuer(evidence: issuer, keyMode: mode.keyMode),
+                clientVerifier: clientVerifier
+            ),
             threadPool: pool
         )
         addTLS = { channel in try server.addHandler(to: channel) }
@@ -461,7 +532,10 @@ func serve(arguments: [String]) throws -> Never {
                 // Right behind the TLS handler: ATLSServer's HandshakeDeadline (bd13390) removes itself on
                 // handshakeCompleted before passing the event on, so a handler behind it never sees it.
                 let tls = try channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
-                try channel.pipeline.syncOperations.addHandler(ServerAcknowledger(stats: stats, connection: connection), position: .after(tls))
+                try channel.pipeline.syncOperations.addHandler(
+                    ServerAcknowledger(stats: stats, connection: connection),
+                    position: .after(tls)
+                )
             }
         }
         .bind(host: "127.0.0.1", port: 0).wait()
@@ -477,10 +551,16 @@ func serve(arguments: [String]) throws -> Never {
         let (handshakes, p99, maximum, samples, failures) = try loop.submit {
             let value = stats.value
             defer { value.lateness = LatenessHistogram() }
-            return (value.handshakes, value.lateness.p99, value.lateness.maximum, value.lateness.samples, value.failures)
+            return (
+                value.handshakes, value.lateness.p99, value.lateness.maximum, value.lateness.samples, value.failures
+            )
         }.wait()
-        let failureText = failures.map { "\($0.value)\t\($0.key.replacingOccurrences(of: "\n", with: " "))" }.joined(separator: "\u{1F}")
-        FileHandle.standardOutput.write(Data("mark \(processCPUMicros()) \(handshakes) \(p99) \(maximum) \(samples) \(failureText)\n".utf8))
+        let failureText = failures.map { "\($0.value)\t\($0.key.replacingOccurrences(of: "\n", with: " "))" }.joined(
+            separator: "\u{1F}"
+        )
+        FileHandle.standardOutput.write(
+            Data("mark \(processCPUMicros()) \(handshakes) \(p99) \(maximum) \(samples) \(failureText)\n".utf8)
+        )
     }
     exit(0)
 }
@@ -496,9 +576,14 @@ final class ServerProcess {
 
     /// Starts the server for `mode`; ATLS_BENCH_SERVER_PREFIX (e.g. `valgrind --tool=callgrind`) runs it under a tool.
     init(mode: Mode, settings: Settings, trustAK: [UInt8]?) throws {
-        let arguments = ["--serve", mode.rawValue, "--pool", "\(mode.serverPoolThreads(concurrency: settings.concurrency))",
-                         "--probe-us", "\(settings.probeMicros)"] + (trustAK.map { ["--trust-ak", hex($0)] } ?? [])
-        let prefix = ProcessInfo.processInfo.environment["ATLS_BENCH_SERVER_PREFIX"]?.split(separator: " ").map(String.init) ?? []
+        let arguments =
+            [
+                "--serve", mode.rawValue, "--pool", "\(mode.serverPoolThreads(concurrency: settings.concurrency))",
+                "--probe-us", "\(settings.probeMicros)",
+            ] + (trustAK.map { ["--trust-ak", hex($0)] } ?? [])
+        let prefix =
+            ProcessInfo.processInfo.environment["ATLS_BENCH_SERVER_PREFIX"]?.split(separator: " ").map(String.init)
+            ?? []
         if prefix.isEmpty {
             process.executableURL = URL(fileURLWithPath: Self.selfPath())
             process.arguments = arguments
@@ -535,10 +620,12 @@ final class ServerProcess {
     /// The server's figures at this moment.
     func mark() throws -> (cpu: Int, handshakes: Int, p99: Int, maximum: Int, samples: Int, failures: [String: Int]) {
         try send("mark")
-        guard let line = readLine(), line.hasPrefix("mark ") else { throw BenchError("the server process stopped answering") }
+        guard let line = readLine(), line.hasPrefix("mark ") else {
+            throw BenchError("the server process stopped answering")
+        }
         let fields = line.split(separator: " ", maxSplits: 6, omittingEmptySubsequences: false)
         guard fields.count == 7, let cpu = Int(fields[1]), let handshakes = Int(fields[2]), let p99 = Int(fields[3]),
-              let maximum = Int(fields[4]), let samples = Int(fields[5])
+            let maximum = Int(fields[4]), let samples = Int(fields[5])
         else { throw BenchError("the server's mark line does not parse: \(line)") }
         var failures: [String: Int] = [:]
         for entry in fields[6].split(separator: "\u{1F}") {
@@ -574,20 +661,31 @@ final class ClientAcknowledgementReader: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if let connection, connection.peer == nil {
-            acknowledged.fail(HandshakeFailure(description: "client: handshake done but no verified peer (\(connection.failure.map { "\($0)" } ?? "no reason"))"))
+            acknowledged.fail(
+                HandshakeFailure(
+                    description:
+                        "client: handshake done but no verified peer (\(connection.failure.map { "\($0)" } ?? "no reason"))"
+                )
+            )
         } else {
             acknowledged.succeed()
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        acknowledged.fail(HandshakeFailure(description: "client: \(error)" + (connection?.failure.map { " (aTLS: \($0))" } ?? "")))
+        acknowledged.fail(
+            HandshakeFailure(description: "client: \(error)" + (connection?.failure.map { " (aTLS: \($0))" } ?? ""))
+        )
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        acknowledged.fail(HandshakeFailure(description: "client: closed before the server's acknowledgement"
-            + (connection?.failure.map { " (aTLS: \($0))" } ?? "")))
+        acknowledged.fail(
+            HandshakeFailure(
+                description: "client: closed before the server's acknowledgement"
+                    + (connection?.failure.map { " (aTLS: \($0))" } ?? "")
+            )
+        )
         context.fireChannelInactive()
     }
 
@@ -666,9 +764,13 @@ final class LoadGenerator: Sendable {
                     if let atls {
                         connection = try atls.addHandler(to: channel)
                     } else if let plainContext {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: plainContext, serverHostname: plainServerName))
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: plainContext, serverHostname: plainServerName)
+                        )
                     }
-                    try channel.pipeline.syncOperations.addHandler(ClientAcknowledgementReader(acknowledged: acknowledged, connection: connection))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ClientAcknowledgementReader(acknowledged: acknowledged, connection: connection)
+                    )
                 }
             }
         return bootstrap.connect(to: address)
@@ -695,10 +797,14 @@ final class LoadGenerator: Sendable {
 func run(mode: Mode, settings: Settings, group: any EventLoopGroup, pool: NIOThreadPool) throws -> Round {
     // The client's own evidence (mutual mode) comes from its own software AK, which the server trusts.
     let clientEvidence = SoftwareTPMEvidenceIssuer(format: .native)
-    let server = try ServerProcess(mode: mode, settings: settings, trustAK: mode == .mutual ? clientEvidence.akDigest : nil)
+    let server = try ServerProcess(
+        mode: mode,
+        settings: settings,
+        trustAK: mode == .mutual ? clientEvidence.akDigest : nil
+    )
     defer { server.stop() }
     guard let ready = server.readLine()?.split(separator: " "), ready.count == 3, ready[0] == "ready",
-          let port = Int(ready[1]), let trustAnchor = unhex(String(ready[2]))
+        let port = Int(ready[1]), let trustAnchor = unhex(String(ready[2]))
     else { throw BenchError("\(mode.rawValue): the server process did not start") }
 
     var atls: ATLSClient?
@@ -722,10 +828,14 @@ func run(mode: Mode, settings: Settings, group: any EventLoopGroup, pool: NIOThr
     let done = load.start(concurrency: settings.concurrency, group: group)
     usleep(UInt32(settings.warmup * 1_000_000))
     let serverStart = try server.mark()
-    let clientStart = (count: load.completed, cpu: processCPUMicros(), machine: machineCPUMicros(), time: monotonicNanoseconds())
+    let clientStart = (
+        count: load.completed, cpu: processCPUMicros(), machine: machineCPUMicros(), time: monotonicNanoseconds()
+    )
     usleep(UInt32(settings.seconds * 1_000_000))
     let serverEnd = try server.mark()
-    let clientEnd = (count: load.completed, cpu: processCPUMicros(), machine: machineCPUMicros(), time: monotonicNanoseconds())
+    let clientEnd = (
+        count: load.completed, cpu: processCPUMicros(), machine: machineCPUMicros(), time: monotonicNanoseconds()
+    )
     load.stop()
     try done.wait()
     let serverFinal = try server.mark()
@@ -741,11 +851,15 @@ func run(mode: Mode, settings: Settings, group: any EventLoopGroup, pool: NIOThr
     failures.merge(serverFinal.failures) { $0 + $1 }
     if count == 0 || serverCount == 0 { failures["no handshake completed in the timed window", default: 0] += 1 }
     return Round(
-        mode: mode, handshakesPerSecond: Double(count) / seconds,
+        mode: mode,
+        handshakesPerSecond: Double(count) / seconds,
         serverMicrosPerHandshake: Double(serverCPU) / Double(max(1, serverCount)),
         clientMicrosPerHandshake: Double(clientCPU) / Double(max(1, count)),
         otherLoad: max(0, Double(machineBusy - serverCPU - clientCPU) / Double(machineTotal)),
-        latenessP99: serverEnd.p99, latenessMax: serverEnd.maximum, latenessSamples: serverEnd.samples, failures: failures
+        latenessP99: serverEnd.p99,
+        latenessMax: serverEnd.maximum,
+        latenessSamples: serverEnd.samples,
+        failures: failures
     )
 }
 
@@ -777,17 +891,29 @@ func main() -> Int32 {
             do {
                 let result = try run(mode: mode, settings: settings, group: group, pool: pool)
                 rounds[mode, default: []].append(result)
-                FileHandle.standardError.write(Data(String(
-                    format: "  round %d %@: %.0f handshakes/s, server %.0f µs/handshake, client %.0f µs, other load %.0f%%\n", round, mode.rawValue,
-                    result.handshakesPerSecond, result.serverMicrosPerHandshake, result.clientMicrosPerHandshake, result.otherLoad * 100
-                ).utf8))
+                FileHandle.standardError.write(
+                    Data(
+                        String(
+                            format:
+                                "  round %d %@: %.0f handshakes/s, server %.0f µs/handshake, client %.0f µs, other load %.0f%%\n",
+                            round,
+                            mode.rawValue,
+                            result.handshakesPerSecond,
+                            result.serverMicrosPerHandshake,
+                            result.clientMicrosPerHandshake,
+                            result.otherLoad * 100
+                        ).utf8
+                    )
+                )
             } catch {
                 FileHandle.standardError.write(Data("atls-bench: \(mode.rawValue): \(error)\n".utf8))
                 return 1
             }
         }
     }
-    let figures = settings.modes.map { ModeFigures(mode: $0, rounds: rounds[$0] ?? [], concurrency: settings.concurrency) }
+    let figures = settings.modes.map {
+        ModeFigures(mode: $0, rounds: rounds[$0] ?? [], concurrency: settings.concurrency)
+    }
     for line in Report(figures: figures).lines() { print(line) }
     try? pool.syncShutdownGracefully()
     try? group.syncShutdownGracefully()

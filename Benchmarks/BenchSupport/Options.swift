@@ -6,7 +6,10 @@ import Glibc
 
 /// `--keyd PATH`: the keyd binary a bench starts, by default the keyd built beside the bench.
 public struct KeydBinaryOption: ParsableArguments {
-    @Option(name: .customLong("keyd"), help: ArgumentHelp("The keyd binary to start (default: keyd beside this program).", valueName: "path"))
+    @Option(
+        name: .customLong("keyd"),
+        help: ArgumentHelp("The keyd binary to start (default: keyd beside this program).", valueName: "path")
+    )
     var given: String?
 
     public init() {}
@@ -27,7 +30,10 @@ public struct KeydBinaryOption: ParsableArguments {
 
 /// `--seconds S`: how long each figure is measured; each bench passes its own default.
 public struct SecondsOption: ParsableArguments {
-    @Option(name: .customLong("seconds"), help: ArgumentHelp("Seconds each figure is measured for (default: the bench's own).", valueName: "s"))
+    @Option(
+        name: .customLong("seconds"),
+        help: ArgumentHelp("Seconds each figure is measured for (default: the bench's own).", valueName: "s")
+    )
     var given: Double?
 
     public init() {}
@@ -43,7 +49,13 @@ public struct SecondsOption: ParsableArguments {
 /// `--rounds N`: how many times a bench repeats its measurement and reports the median; each bench
 /// passes its own default.
 public struct RoundsOption: ParsableArguments {
-    @Option(name: .customLong("rounds"), help: ArgumentHelp("Rounds of measurement, reported as their median (default: the bench's own).", valueName: "n"))
+    @Option(
+        name: .customLong("rounds"),
+        help: ArgumentHelp(
+            "Rounds of measurement, reported as their median (default: the bench's own).",
+            valueName: "n"
+        )
+    )
     var given: Int?
 
     public init() {}

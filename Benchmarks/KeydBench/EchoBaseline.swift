@@ -33,11 +33,16 @@ struct EchoBaseline {
         let context = ServerContext(listener: listener, replySize: replySize)
         let unmanaged = Unmanaged.passRetained(context)
         var thread = pthread_t()
-        let created = pthread_create(&thread, nil, { raw in
-            let context = Unmanaged<ServerContext>.fromOpaque(raw!).takeRetainedValue()
-            EchoBaseline.serve(context)
-            return nil
-        }, unmanaged.toOpaque())
+        let created = pthread_create(
+            &thread,
+            nil,
+            { raw in
+                let context = Unmanaged<ServerContext>.fromOpaque(raw!).takeRetainedValue()
+                EchoBaseline.serve(context)
+                return nil
+            },
+            unmanaged.toOpaque()
+        )
         guard created == 0 else {
             unmanaged.release()
             throw .system("pthread_create", "echo server", errno: created)
@@ -65,8 +70,12 @@ struct EchoBaseline {
         do {
             summary = try timeRoundTrips(warmup: warmup, count: count) { (i: Int) throws(BenchError) in
                 guard writeAll(client, request.baseAddress!, requestSize),
-                      readExactly(client, reply.baseAddress!, replySize)
-                else { throw .echoFailed("echo round trip \(i) failed: \(String(cString: strerror(errno))) (errno \(errno))") }
+                    readExactly(client, reply.baseAddress!, replySize)
+                else {
+                    throw .echoFailed(
+                        "echo round trip \(i) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+                    )
+                }
             }
         } catch {
             close(client)

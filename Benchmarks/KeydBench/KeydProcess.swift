@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import BenchSupport
 import KeydClient
 import KeydProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A keyd started by hand in a scratch directory, stopped with SIGTERM.
 final class KeydProcess {
@@ -47,7 +48,9 @@ final class KeydProcess {
                     let probe = try KeydConnection(path: adminSocket, timeoutMilliseconds: 2_000)
                     defer { probe.close() }
                     guard probe.hello.peerClass == .admin else {
-                        throw BenchError.keydFailed("keyd classified the bench as \(probe.hello.peerClass), expected admin")
+                        throw BenchError.keydFailed(
+                            "keyd classified the bench as \(probe.hello.peerClass), expected admin"
+                        )
                     }
                     return
                 } catch let error as BenchError {
@@ -113,13 +116,16 @@ func spawn(_ program: String, _ arguments: [String], stdoutPath: String, searchP
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
 
     let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-    let envp: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), nil]
+    let envp: [UnsafeMutablePointer<CChar>?] = [
+        strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), nil,
+    ]
     defer {
         for pointer in argv { free(pointer) }
         for pointer in envp { free(pointer) }
     }
     var pid: pid_t = 0
-    let result = searchPath
+    let result =
+        searchPath
         ? posix_spawnp(&pid, program, &actions, nil, argv, envp)
         : posix_spawn(&pid, program, &actions, nil, argv, envp)
     guard result == 0 else { throw .system("posix_spawn", program, errno: result) }
@@ -143,7 +149,9 @@ func markInheritedDescriptorsCloseOnExec() {
 
 /// Runs `program` to completion and returns its combined output, or nil if it could not run.
 func captureOutput(_ program: String, _ arguments: [String], scratchFile: String) -> String? {
-    guard let pid = try? spawn(program, [program] + arguments, stdoutPath: scratchFile, searchPath: true) else { return nil }
+    guard let pid = try? spawn(program, [program] + arguments, stdoutPath: scratchFile, searchPath: true) else {
+        return nil
+    }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     defer { unlink(scratchFile) }

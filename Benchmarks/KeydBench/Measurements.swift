@@ -1,7 +1,8 @@
+import BenchSupport
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import BenchSupport
 
 /// Latency figures of one series of timed round trips.
 struct LatencySummary {
@@ -31,7 +32,9 @@ struct LatencySummary {
 
 /// Runs `body` `warmup` times untimed, then `count` times timed one by one.
 func timeRoundTrips(
-    warmup: Int, count: Int, _ body: (Int) throws(BenchError) -> Void
+    warmup: Int,
+    count: Int,
+    _ body: (Int) throws(BenchError) -> Void
 ) throws(BenchError) -> LatencySummary {
     for i in 0..<warmup { try body(i) }
     var durations = [UInt64](repeating: 0, count: count)

@@ -1,7 +1,8 @@
+import KeydProtocol
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import KeydProtocol
 
 /// A minimal `status` client on pre-encoded frames: it isolates keyd's own cost from
 /// KeydClient's (per-call encoding, 16 KiB receive buffer, frame decoder, payload decoding).
@@ -22,7 +23,10 @@ final class RawStatusClient {
         request = RequestFrame(sequence: 1, request: .status).encodeFrame()
         let hello = RequestFrame(
             sequence: 0,
-            request: .hello(minVersion: Limits.supportedVersions.lowerBound, maxVersion: Limits.supportedVersions.upperBound)
+            request: .hello(
+                minVersion: Limits.supportedVersions.lowerBound,
+                maxVersion: Limits.supportedVersions.upperBound
+            )
         ).encodeFrame()
         do {
             try exchange(hello, kind: RequestKind.hello.rawValue)
@@ -68,17 +72,22 @@ final class RawStatusClient {
             if total == Int.max && have >= 4 {
                 total = 4 + Int(readU32(0))
                 guard total >= 4 + Limits.minAnswerBody, total <= 4 + Limits.maxFrameLength else {
-                    throw .keydFailed("answer length \(total - 4) outside \(Limits.minAnswerBody)...\(Limits.maxFrameLength)")
+                    throw .keydFailed(
+                        "answer length \(total - 4) outside \(Limits.minAnswerBody)...\(Limits.maxFrameLength)"
+                    )
                 }
             }
         }
-        guard have == total else { throw .keydFailed("keyd sent \(have - total) bytes beyond the answer at sequence \(s)") }
+        guard have == total else {
+            throw .keydFailed("keyd sent \(have - total) bytes beyond the answer at sequence \(s)")
+        }
         let answerKind = readU16(4)
         let answerSequence = readU32(6)
         let status = readU16(10)
         guard answerKind == kind | Limits.answerBit, answerSequence == s, status == StatusCode.ok.rawValue else {
             throw .keydFailed(
-                "answer kind 0x\(String(answerKind, radix: 16)) sequence \(answerSequence) status \(status), expected kind 0x\(String(kind | Limits.answerBit, radix: 16)) sequence \(s) status 0")
+                "answer kind 0x\(String(answerKind, radix: 16)) sequence \(answerSequence) status \(status), expected kind 0x\(String(kind | Limits.answerBit, radix: 16)) sequence \(s) status 0"
+            )
         }
         lastAnswerFrameLength = total
     }
@@ -86,6 +95,7 @@ final class RawStatusClient {
     private func readU16(_ offset: Int) -> UInt16 { UInt16(buffer[offset]) << 8 | UInt16(buffer[offset + 1]) }
 
     private func readU32(_ offset: Int) -> UInt32 {
-        UInt32(buffer[offset]) << 24 | UInt32(buffer[offset + 1]) << 16 | UInt32(buffer[offset + 2]) << 8 | UInt32(buffer[offset + 3])
+        UInt32(buffer[offset]) << 24 | UInt32(buffer[offset + 1]) << 16 | UInt32(buffer[offset + 2]) << 8
+            | UInt32(buffer[offset + 3])
     }
 }

@@ -1,26 +1,33 @@
+import ArgumentParser
+import BenchSupport
+import KeydClient
+import KeydProtocol
+
 // keyd-bench: keyd's status round trip beside a bare Unix-socket echo, keyd's RSS and binary size.
 //
 // Figures are reported, never asserted: the exit status is non-zero only when the run itself failed.
 #if canImport(Glibc)
 import Glibc
 #endif
-import ArgumentParser
-import BenchSupport
-import KeydClient
-import KeydProtocol
 
 /// The command line.
 struct BenchOptions: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "keyd-bench", abstract: "keyd's status round trip beside a bare Unix-socket echo, keyd's RSS and binary size.")
+        commandName: "keyd-bench",
+        abstract: "keyd's status round trip beside a bare Unix-socket echo, keyd's RSS and binary size."
+    )
 
     @OptionGroup var keyd: KeydBinaryOption
     @Option(help: "Timed status round trips.") var requests = 100_000
     @Option(help: "Untimed round trips before them.") var warmup = 2_000
 
     func validate() throws {
-        guard (1...100_000_000).contains(requests) else { throw ValidationError("--requests \(requests) outside 1...100000000") }
-        guard (0...100_000_000).contains(warmup) else { throw ValidationError("--warmup \(warmup) outside 0...100000000") }
+        guard (1...100_000_000).contains(requests) else {
+            throw ValidationError("--requests \(requests) outside 1...100000000")
+        }
+        guard (0...100_000_000).contains(warmup) else {
+            throw ValidationError("--warmup \(warmup) outside 0...100000000")
+        }
     }
 }
 
@@ -38,7 +45,8 @@ func machineDescription() -> [String] {
     func field<T>(_ value: T) -> String {
         withUnsafeBytes(of: value) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
     }
-    let cpu = (try? readTextFile("/proc/cpuinfo"))?
+    let cpu =
+        (try? readTextFile("/proc/cpuinfo"))?
         .split(separator: "\n").first { $0.hasPrefix("model name") }
         .map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingLeadingSpaces() } ?? "unknown"
     return [
@@ -69,7 +77,9 @@ func buildDescription(_ path: String, scratch: String) -> String {
     guard let ldd = captureOutput("ldd", [path], scratchFile: scratch + "/ldd.txt") else {
         return "\(release); ldd unavailable"
     }
-    if ldd.contains("libswiftCore") { return "\(release); dynamic Swift stdlib (ldd lists libswiftCore) - not a --static-swift-stdlib build" }
+    if ldd.contains("libswiftCore") {
+        return "\(release); dynamic Swift stdlib (ldd lists libswiftCore) - not a --static-swift-stdlib build"
+    }
     if ldd.contains("not a dynamic executable") { return "\(release); fully static" }
     return "\(release); no libswiftCore in ldd (a --static-swift-stdlib build if it is Swift)"
 }
@@ -146,23 +156,39 @@ func measureKeyd(_ keyd: KeydProcess, options: BenchOptions) throws(BenchError) 
     var cpuPerRequest: Double?
     if let cpuBefore, let cpuAfter { cpuPerRequest = Double(cpuAfter - cpuBefore) / Double(options.requests) }
     return KeydFigures(
-        idle: idle, afterWarmup: afterWarmup, afterRequests: afterRequests, afterRaw: afterRaw, client: client, raw: raw,
-        statusFrameLength: rawClient.lastAnswerFrameLength, keydCPUPerRequestMicroseconds: cpuPerRequest,
-        requestsServed: final.requestsServed, connections: final.connections, logLines: logLines)
+        idle: idle,
+        afterWarmup: afterWarmup,
+        afterRequests: afterRequests,
+        afterRaw: afterRaw,
+        client: client,
+        raw: raw,
+        statusFrameLength: rawClient.lastAnswerFrameLength,
+        keydCPUPerRequestMicroseconds: cpuPerRequest,
+        requestsServed: final.requestsServed,
+        connections: final.connections,
+        logLines: logLines
+    )
 }
 
 /// Prints the table and the BENCH line.
 func report(
-    options: BenchOptions, keyd k: KeydFigures, echo: LatencySummary, binaryBytes: Int, strippedBytes: Int?,
-    build: String, stopped: String
+    options: BenchOptions,
+    keyd k: KeydFigures,
+    echo: LatencySummary,
+    binaryBytes: Int,
+    strippedBytes: Int?,
+    build: String,
+    stopped: String
 ) {
     let ratio = k.client.p50Microseconds / echo.p50Microseconds
     let rawRatio = k.raw.p50Microseconds / echo.p50Microseconds
-    let header = pad("round trip", 34) + lpad("p50 µs", 9) + lpad("p90 µs", 9) + lpad("p99 µs", 9)
+    let header =
+        pad("round trip", 34) + lpad("p50 µs", 9) + lpad("p90 µs", 9) + lpad("p99 µs", 9)
         + lpad("max µs", 10) + lpad("mean µs", 9) + lpad("req/s", 10)
     func row(_ name: String, _ s: LatencySummary) -> String {
         pad(name, 34) + lpad(fixed(s.p50Microseconds), 9) + lpad(fixed(s.p90Microseconds), 9)
-            + lpad(fixed(s.p99Microseconds), 9) + lpad(fixed(s.maxMicroseconds), 10) + lpad(fixed(s.meanMicroseconds), 9)
+            + lpad(fixed(s.p99Microseconds), 9) + lpad(fixed(s.maxMicroseconds), 10)
+            + lpad(fixed(s.meanMicroseconds), 9)
             + lpad(fixed(s.requestsPerSecond, 0), 10)
     }
     print("")
@@ -177,19 +203,29 @@ func report(
     if let cpu = k.keydCPUPerRequestMicroseconds {
         print("keyd CPU (user+sys) per status request: \(fixed(cpu, 2)) µs (clock-tick resolution)")
     }
-    print("keyd counted \(k.requestsServed) requests served, \(k.connections) open connection(s); keyd log: \(k.logLines) lines")
+    print(
+        "keyd counted \(k.requestsServed) requests served, \(k.connections) open connection(s); keyd log: \(k.logLines) lines"
+    )
     print("keyd p50 (raw frames) / echo p50: \(fixed(rawRatio, 2))x")
     print("")
     print("Goals")
-    print("  keyd status p50 \(fixed(k.client.p50Microseconds)) µs <= 25 µs: \(verdict(k.client.p50Microseconds <= 25))")
+    print(
+        "  keyd status p50 \(fixed(k.client.p50Microseconds)) µs <= 25 µs: \(verdict(k.client.p50Microseconds <= 25))"
+    )
     print("  keyd p50 / echo p50 \(fixed(ratio, 3))x <= 2x: \(verdict(ratio <= 2))")
-    print("  keyd \(fixed(k.client.requestsPerSecond, 0)) req/s >= 40000: \(verdict(k.client.requestsPerSecond >= 40_000))")
+    print(
+        "  keyd \(fixed(k.client.requestsPerSecond, 0)) req/s >= 40000: \(verdict(k.client.requestsPerSecond >= 40_000))"
+    )
     if echo.requestsPerSecond < 40_000 {
-        print("    (the bare echo itself reached only \(fixed(echo.requestsPerSecond, 0)) req/s in this run, so this machine as loaded cannot judge the goal)")
+        print(
+            "    (the bare echo itself reached only \(fixed(echo.requestsPerSecond, 0)) req/s in this run, so this machine as loaded cannot judge the goal)"
+        )
     }
     let growth = k.afterRequests.rssKiB - k.afterWarmup.rssKiB
     print("  keyd VmHWM \(kib(k.afterRequests.hwmKiB)) <= 12 MiB: \(verdict(k.afterRequests.hwmKiB <= 12 * 1024))")
-    print("  keyd VmRSS growth over the \(options.requests) timed requests \(growth) KiB <= 512 KiB (flat): \(verdict(growth <= 512))")
+    print(
+        "  keyd VmRSS growth over the \(options.requests) timed requests \(growth) KiB <= 512 KiB (flat): \(verdict(growth <= 512))"
+    )
     print("")
     print("keyd memory (/proc/<pid>/status)          VmRSS        VmHWM")
     func mem(_ name: String, _ m: MemorySample) -> String {
@@ -199,7 +235,9 @@ func report(
     print(mem("  after \(options.warmup) warm-up", k.afterWarmup))
     print(mem("  after \(options.requests) timed (KeydConnection)", k.afterRequests))
     print(mem("  after \(options.requests) more (raw frames)", k.afterRaw))
-    print("  delta idle -> after timed: VmRSS \(k.afterRequests.rssKiB - k.idle.rssKiB) KiB, VmHWM \(k.afterRequests.hwmKiB - k.idle.hwmKiB) KiB")
+    print(
+        "  delta idle -> after timed: VmRSS \(k.afterRequests.rssKiB - k.idle.rssKiB) KiB, VmHWM \(k.afterRequests.hwmKiB - k.idle.hwmKiB) KiB"
+    )
     print("")
     print("keyd binary: \(binaryBytes) bytes (\(fixed(Double(binaryBytes) / 1_048_576, 2)) MiB), \(build)")
     if let strippedBytes {
@@ -210,7 +248,8 @@ func report(
     print(
         "BENCH keyd_status_p50_us=\(fixed(k.client.p50Microseconds, 2)) echo_p50_us=\(fixed(echo.p50Microseconds, 2))"
             + " ratio=\(fixed(ratio, 3)) keyd_rps=\(fixed(k.client.requestsPerSecond, 0))"
-            + " rss_idle_kib=\(k.idle.rssKiB) rss_after_kib=\(k.afterRequests.rssKiB) binary_bytes=\(binaryBytes)")
+            + " rss_idle_kib=\(k.idle.rssKiB) rss_after_kib=\(k.afterRequests.rssKiB) binary_bytes=\(binaryBytes)"
+    )
 }
 
 /// Writes `text` to stderr in one call.
@@ -281,16 +320,25 @@ func main() -> Int32 {
     let echo: LatencySummary
     do {
         echo = try EchoBaseline.run(
-            path: scratch.path + "/echo.sock", replySize: figures.statusFrameLength, warmup: options.warmup,
-            count: options.requests)
+            path: scratch.path + "/echo.sock",
+            replySize: figures.statusFrameLength,
+            warmup: options.warmup,
+            count: options.requests
+        )
     } catch {
         printError("keyd-bench: \(error)\n")
         return 1
     }
     let stripped = strippedSize(keydPath, scratch: scratch.path)
     report(
-        options: options, keyd: figures, echo: echo, binaryBytes: binaryBytes, strippedBytes: stripped, build: build,
-        stopped: stopped)
+        options: options,
+        keyd: figures,
+        echo: echo,
+        binaryBytes: binaryBytes,
+        strippedBytes: stripped,
+        build: build,
+        stopped: stopped
+    )
     return 0
 }
 

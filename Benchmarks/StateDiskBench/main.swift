@@ -14,7 +14,9 @@ import KeydPlatform
 struct Options: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "statedisk-bench",
-        abstract: "The state disk's unlock check, Asterism's profile beside Constellation's (needs root; --rounds 31 by default).")
+        abstract:
+            "The state disk's unlock check, Asterism's profile beside Constellation's (needs root; --rounds 31 by default)."
+    )
 
     @OptionGroup var rounds: RoundsOption
     @Option(help: .hidden) var measure: String?
@@ -43,7 +45,13 @@ func measure(_ name: String, directory: String, rounds: Int) throws {
     let second = randomKey()
 
     var start = monotonicNanoseconds()
-    _ = try first.withUnsafeBytes { try LUKS2Volume.format(path: image, parameters: LUKS2FormatParameters(profile: profile, label: "bench"), passphrase: $0) }
+    _ = try first.withUnsafeBytes {
+        try LUKS2Volume.format(
+            path: image,
+            parameters: LUKS2FormatParameters(profile: profile, label: "bench"),
+            passphrase: $0
+        )
+    }
     let formatTime = elapsedMilliseconds(since: start)
 
     var verifies: [Double] = []
@@ -59,8 +67,12 @@ func measure(_ name: String, directory: String, rounds: Int) throws {
     start = monotonicNanoseconds()
     let volume = try LUKS2Volume(path: image, kdf: profile.kdf)
     let oldSlot = try first.withUnsafeBytes { try volume.verify(key: $0) }
-    _ = try first.withUnsafeBytes { old in try second.withUnsafeBytes { new in try volume.addKeyslot(existing: old, new: new, kdf: profile.kdf) } }
-    guard try second.withUnsafeBytes({ try volume.verify(key: $0) }) != nil else { throw BenchFailure("\(name): new key did not verify") }
+    _ = try first.withUnsafeBytes { old in
+        try second.withUnsafeBytes { new in try volume.addKeyslot(existing: old, new: new, kdf: profile.kdf) }
+    }
+    guard try second.withUnsafeBytes({ try volume.verify(key: $0) }) != nil else {
+        throw BenchFailure("\(name): new key did not verify")
+    }
     _ = try volume.setToken(json: StateDiskToken(kind: profile.tokenKind, initialized: true).json, id: 0)
     if let oldSlot { try volume.destroyKeyslot(oldSlot) }
     let rekeyTime = elapsedMilliseconds(since: start)
@@ -93,7 +105,7 @@ func runAll(rounds: [String: Int]) throws {
         let argv = arguments.map { strdup($0) } + [nil]
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, me, &actions, nil, argv, environ)
-        argv.forEach { free($0) }
+        for argument in argv { free(argument) }
         posix_spawn_file_actions_destroy(&actions)
         close(pipeFDs[1])
         guard spawned == 0 else { throw BenchFailure("posix_spawn: \(spawned)") }
@@ -118,7 +130,9 @@ func runAll(rounds: [String: Int]) throws {
     func number(_ profile: String, _ index: Int) -> Double { Double(results[profile]!.fields[index]) ?? .nan }
     let baseline = results["none"]!.maxRSSKiB
     print("statedisk-bench (libcryptsetup on sparse 64 MiB file images, one child process per profile)")
-    print("profile         format ms   unlock check p50 ms (runs)   re-key ms   peak RSS KiB (over baseline \(baseline))")
+    print(
+        "profile         format ms   unlock check p50 ms (runs)   re-key ms   peak RSS KiB (over baseline \(baseline))"
+    )
     for name in ["asterism", "constellation"] {
         let row = results[name]!
         let columns: [String] = [
@@ -133,9 +147,15 @@ func runAll(rounds: [String: Int]) throws {
     }
     let speedup = number("constellation", 1) / number("asterism", 1)
     print("")
-    print("unlock check: Asterism \(fixed(speedup))x faster than Constellation (goal >= 100x): \(verdict(speedup >= 100))")
-    print("unlock check p50 \(fixed(number("asterism", 1))) ms (goal <= 15 ms): \(verdict(number("asterism", 1) <= 15))")
-    print("BENCH statedisk asterism_verify_p50_ms=\(fixed(number("asterism", 1))) constellation_verify_p50_ms=\(fixed(number("constellation", 1))) speedup=\(fixed(speedup)) asterism_format_ms=\(fixed(number("asterism", 0))) constellation_format_ms=\(fixed(number("constellation", 0))) asterism_rekey_ms=\(fixed(number("asterism", 3))) constellation_rekey_ms=\(fixed(number("constellation", 3))) asterism_peak_kib=\(results["asterism"]!.maxRSSKiB) constellation_peak_kib=\(results["constellation"]!.maxRSSKiB) baseline_peak_kib=\(baseline)")
+    print(
+        "unlock check: Asterism \(fixed(speedup))x faster than Constellation (goal >= 100x): \(verdict(speedup >= 100))"
+    )
+    print(
+        "unlock check p50 \(fixed(number("asterism", 1))) ms (goal <= 15 ms): \(verdict(number("asterism", 1) <= 15))"
+    )
+    print(
+        "BENCH statedisk asterism_verify_p50_ms=\(fixed(number("asterism", 1))) constellation_verify_p50_ms=\(fixed(number("constellation", 1))) speedup=\(fixed(speedup)) asterism_format_ms=\(fixed(number("asterism", 0))) constellation_format_ms=\(fixed(number("constellation", 0))) asterism_rekey_ms=\(fixed(number("asterism", 3))) constellation_rekey_ms=\(fixed(number("constellation", 3))) asterism_peak_kib=\(results["asterism"]!.maxRSSKiB) constellation_peak_kib=\(results["constellation"]!.maxRSSKiB) baseline_peak_kib=\(baseline)"
+    )
 }
 
 let options = Options.parseOrExit()

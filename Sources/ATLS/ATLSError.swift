@@ -39,7 +39,8 @@ public enum ATLSError: Error, Sendable, CustomStringConvertible, Equatable {
         case .certificateUnreadable(let detail): "the peer's certificate does not parse: \(detail)"
         case .unsupportedKey(let detail): "the peer's certificate key is not ECDSA P-256: \(detail)"
         case .badSelfSignature: "the peer's certificate is not validly self-signed"
-        case .notYetValid(let notBefore, let now): "the peer's certificate is not valid before \(notBefore) (now \(now))"
+        case .notYetValid(let notBefore, let now):
+            "the peer's certificate is not valid before \(notBefore) (now \(now))"
         case .expired(let notAfter, let now): "the peer's certificate expired at \(notAfter) (now \(now))"
         case .noAttestation(let oids):
             "the peer's certificate has no extension for a configured validator (extensions: \(oids.isEmpty ? "none" : oids.joined(separator: ", ")))"

@@ -24,7 +24,8 @@ public struct ATLSNonce: Hashable, Sendable, CustomStringConvertible {
         guard text.utf8.count == Self.base64Count else {
             throw .invalidNonce("base64 form has \(text.utf8.count) characters, need \(Self.base64Count)")
         }
-        guard let data = Data(base64Encoded: text), data.count == Self.byteCount, data.base64EncodedString() == text else {
+        guard let data = Data(base64Encoded: text), data.count == Self.byteCount, data.base64EncodedString() == text
+        else {
             throw .invalidNonce("not the canonical standard base64 of \(Self.byteCount) bytes")
         }
         self.bytes = Array(data)

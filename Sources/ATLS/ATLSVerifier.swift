@@ -37,17 +37,25 @@ public struct ATLSVerifier: Sendable {
         self.validators = kept
         var byOID: [ASN1ObjectIdentifier: any EvidenceValidator] = [:]
         for validator in kept {
-            if let oid = try? ASN1ObjectIdentifier(elements: validator.variant.oid), byOID[oid] == nil { byOID[oid] = validator }
+            if let oid = try? ASN1ObjectIdentifier(elements: validator.variant.oid), byOID[oid] == nil {
+                byOID[oid] = validator
+            }
         }
         self.byOID = byOID
     }
 
     /// Verifies the DER certificate `der` against `nonce` at `time`.
-    public func verify(certificateDER der: [UInt8], nonce: ATLSNonce, at time: Date) throws(ATLSError) -> ATLSPeerIdentity {
+    public func verify(
+        certificateDER der: [UInt8],
+        nonce: ATLSNonce,
+        at time: Date
+    ) throws(ATLSError) -> ATLSPeerIdentity {
         let peer = try PeerCertificate(der: der)
         let certificate = peer.certificate
         guard certificate.issuer == certificate.subject, peer.isSelfSigned else { throw .badSelfSignature }
-        guard time >= certificate.notValidBefore else { throw .notYetValid(notBefore: certificate.notValidBefore, now: time) }
+        guard time >= certificate.notValidBefore else {
+            throw .notYetValid(notBefore: certificate.notValidBefore, now: time)
+        }
         guard time <= certificate.notValidAfter else { throw .expired(notAfter: certificate.notValidAfter, now: time) }
 
         var serverNonce: ATLSNonce?
@@ -69,9 +77,14 @@ public struct ATLSVerifier: Sendable {
         }
         // The SubjectPublicKeyInfo as sent, which PeerCertificate checked is the key's canonical DER.
         let keyHash = Array(SHA256.hash(data: peer.subjectPublicKeyInfo))
-        guard evidence.userData == keyHash else { throw .userDataMismatch(expected: keyHash, actual: evidence.userData) }
+        guard evidence.userData == keyHash else {
+            throw .userDataMismatch(expected: keyHash, actual: evidence.userData)
+        }
         return ATLSPeerIdentity(
-            variant: chosen.validator.variant, keyHash: keyHash, evidence: evidence, serverNonce: serverNonce,
+            variant: chosen.validator.variant,
+            keyHash: keyHash,
+            evidence: evidence,
+            serverNonce: serverNonce,
             notAfter: certificate.notValidAfter
         )
     }

@@ -26,18 +26,35 @@ public enum AttestedCertificate {
     /// A DER certificate for `key` carrying `document` under `variant`'s OID, and the server's nonce
     /// when given. Written by swift-certificates (Go's x509 writes the same layout for these fields).
     public static func make(
-        key: P256.Signing.PrivateKey, variant: AttestationVariant, document: [UInt8], serverNonce: ATLSNonce? = nil, now: Date
+        key: P256.Signing.PrivateKey,
+        variant: AttestationVariant,
+        document: [UInt8],
+        serverNonce: ATLSNonce? = nil,
+        now: Date
     ) throws(ATLSError) -> [UInt8] {
         guard document.count <= maxDocumentBytes else {
             throw .issuingFailed("evidence document of \(document.count) bytes exceeds \(maxDocumentBytes)")
         }
         do {
-            var extensions = [Certificate.Extension(oid: try ASN1ObjectIdentifier(elements: variant.oid), critical: false, value: document[...])]
+            var extensions = [
+                Certificate.Extension(
+                    oid: try ASN1ObjectIdentifier(elements: variant.oid),
+                    critical: false,
+                    value: document[...]
+                )
+            ]
             if let serverNonce {
-                extensions.append(Certificate.Extension(oid: serverNonceIdentifier, critical: false, value: serverNonce.bytes[...]))
+                extensions.append(
+                    Certificate.Extension(oid: serverNonceIdentifier, critical: false, value: serverNonce.bytes[...])
+                )
             }
-            return try selfSigned(key: Certificate.PrivateKey(key), publicKey: Certificate.PublicKey(key.publicKey), name: name,
-                                  extensions: Certificate.Extensions(extensions), now: now)
+            return try selfSigned(
+                key: Certificate.PrivateKey(key),
+                publicKey: Certificate.PublicKey(key.publicKey),
+                name: name,
+                extensions: Certificate.Extensions(extensions),
+                now: now
+            )
         } catch {
             throw .issuingFailed("certificate encoding: \(error)")
         }
@@ -50,7 +67,13 @@ public enum AttestedCertificate {
     public static func nonceNameCertificate(_ nonce: ATLSNonce, now: Date) throws(ATLSError) -> [UInt8] {
         do {
             let name = try DistinguishedName { CommonName(nonce.base64) }
-            return try selfSigned(key: nonceNameKey, publicKey: nonceNameKey.publicKey, name: name, extensions: Certificate.Extensions(), now: now)
+            return try selfSigned(
+                key: nonceNameKey,
+                publicKey: nonceNameKey.publicKey,
+                name: name,
+                extensions: Certificate.Extensions(),
+                now: now
+            )
         } catch {
             throw .issuingFailed("the nonce-name certificate: \(error)")
         }
@@ -59,12 +82,23 @@ public enum AttestedCertificate {
     /// The DER of a v3 certificate issued by and to `name`, random serial, valid ±``validityMargin``
     /// around `now`, ECDSA with SHA-256.
     private static func selfSigned(
-        key: Certificate.PrivateKey, publicKey: Certificate.PublicKey, name: DistinguishedName, extensions: Certificate.Extensions, now: Date
+        key: Certificate.PrivateKey,
+        publicKey: Certificate.PublicKey,
+        name: DistinguishedName,
+        extensions: Certificate.Extensions,
+        now: Date
     ) throws -> [UInt8] {
         let certificate = try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(bytes: randomSerial()), publicKey: publicKey,
-            notValidBefore: now - validityMargin, notValidAfter: now + validityMargin, issuer: name, subject: name,
-            signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions, issuerPrivateKey: key
+            version: .v3,
+            serialNumber: Certificate.SerialNumber(bytes: randomSerial()),
+            publicKey: publicKey,
+            notValidBefore: now - validityMargin,
+            notValidAfter: now + validityMargin,
+            issuer: name,
+            subject: name,
+            signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: extensions,
+            issuerPrivateKey: key
         )
         var serializer = DER.Serializer()
         try serializer.serialize(certificate)
@@ -73,12 +107,16 @@ public enum AttestedCertificate {
 
     /// `CN=Constellation`.
     private static let name: DistinguishedName = {
-        guard let name = try? DistinguishedName(builder: { CommonName(commonName) }) else { preconditionFailure("CN=\(commonName) is not encodable") }
+        guard let name = try? DistinguishedName(builder: { CommonName(commonName) }) else {
+            preconditionFailure("CN=\(commonName) is not encodable")
+        }
         return name
     }()
     /// ``serverNonceOID`` as SwiftASN1 holds it.
     static let serverNonceIdentifier: ASN1ObjectIdentifier = {
-        guard let oid = try? ASN1ObjectIdentifier(elements: serverNonceOID) else { preconditionFailure("serverNonceOID is not encodable") }
+        guard let oid = try? ASN1ObjectIdentifier(elements: serverNonceOID) else {
+            preconditionFailure("serverNonceOID is not encodable")
+        }
         return oid
     }()
     /// Signs the nonce-name certificates; one per process, certifying nothing.
@@ -151,7 +189,11 @@ public struct AttestedCertificateIssuer: Sendable {
     public var variant: AttestationVariant { evidence.variant }
 
     /// A certificate whose evidence binds its key to `nonce`. Blocks while the evidence is made.
-    public func issue(nonce: ATLSNonce, serverNonce: ATLSNonce? = nil, now: Date = Date()) throws(ATLSError) -> AttestedCredential {
+    public func issue(
+        nonce: ATLSNonce,
+        serverNonce: ATLSNonce? = nil,
+        now: Date = Date()
+    ) throws(ATLSError) -> AttestedCredential {
         let key: P256.Signing.PrivateKey
         let keyHash: [UInt8]
         if let cachedKey {
@@ -167,7 +209,13 @@ public struct AttestedCertificateIssuer: Sendable {
         } catch {
             throw .issuingFailed("\(evidence.variant.name) evidence: \(error)")
         }
-        let der = try AttestedCertificate.make(key: key, variant: evidence.variant, document: document, serverNonce: serverNonce, now: now)
+        let der = try AttestedCertificate.make(
+            key: key,
+            variant: evidence.variant,
+            document: document,
+            serverNonce: serverNonce,
+            now: now
+        )
         return AttestedCredential(certificateDER: der, privateKey: key, keyHash: keyHash)
     }
 }

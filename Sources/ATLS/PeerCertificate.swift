@@ -30,7 +30,8 @@ struct PeerCertificate {
         guard let key = P256.Signing.PublicKey(certificate.publicKey) else {
             throw .unsupportedKey(String(describing: certificate.publicKey))
         }
-        guard let algorithm = Self.signatureAlgorithms.first(where: { $0.algorithm == certificate.signatureAlgorithm }) else {
+        guard let algorithm = Self.signatureAlgorithms.first(where: { $0.algorithm == certificate.signatureAlgorithm })
+        else {
             throw .unsupportedKey("signature algorithm \(certificate.signatureAlgorithm), not ECDSA with SHA-2")
         }
         let (innerAlgorithm, spki) = try Self.signatureAlgorithmAndKey(in: certificate.tbsCertificateBytes)
@@ -59,17 +60,24 @@ struct PeerCertificate {
 
     /// The OID of the TBSCertificate's `signature` AlgorithmIdentifier (which must have no parameters) and
     /// the `subjectPublicKeyInfo` as sent (RFC 5280 §4.1).
-    private static func signatureAlgorithmAndKey(in tbs: ArraySlice<UInt8>) throws(ATLSError) -> (ASN1ObjectIdentifier, ArraySlice<UInt8>) {
+    private static func signatureAlgorithmAndKey(
+        in tbs: ArraySlice<UInt8>
+    ) throws(ATLSError) -> (ASN1ObjectIdentifier, ArraySlice<UInt8>) {
         do {
             return try DER.sequence(try DER.parse(tbs), identifier: .sequence) { nodes in
                 var field = nodes.next()
-                if field?.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) { field = nodes.next() }  // version
+                if field?.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) {
+                    field = nodes.next()
+                }  // version
                 // field is the serialNumber; then signature, issuer, validity, subject, subjectPublicKeyInfo.
-                guard field != nil, let algorithm = nodes.next(), nodes.next() != nil, nodes.next() != nil, nodes.next() != nil,
-                      let key = nodes.next()
+                guard field != nil, let algorithm = nodes.next(), nodes.next() != nil, nodes.next() != nil,
+                    nodes.next() != nil,
+                    let key = nodes.next()
                 else { throw ASN1Error.invalidASN1Object(reason: "TBSCertificate lacks fields") }
                 while nodes.next() != nil {}
-                let oid = try DER.sequence(algorithm, identifier: .sequence) { try ASN1ObjectIdentifier(derEncoded: &$0) }
+                let oid = try DER.sequence(algorithm, identifier: .sequence) {
+                    try ASN1ObjectIdentifier(derEncoded: &$0)
+                }
                 return (oid, key.encodedBytes)
             }
         } catch {

@@ -23,7 +23,11 @@ public final class ATLSClient: Sendable {
         /// TLS versions and ALPN.
         public var tls: ATLSTLSSettings
 
-        public init(verifier: ATLSVerifier, issuer: AttestedCertificateIssuer? = nil, tls: ATLSTLSSettings = ATLSTLSSettings()) {
+        public init(
+            verifier: ATLSVerifier,
+            issuer: AttestedCertificateIssuer? = nil,
+            tls: ATLSTLSSettings = ATLSTLSSettings()
+        ) {
             self.verifier = verifier
             self.issuer = issuer
             self.tls = tls
@@ -43,7 +47,9 @@ public final class ATLSClient: Sendable {
     private let sharedContext = Mutex<NIOSSLContext?>(nil)
 
     public init(
-        configuration: Configuration, threadPool: NIOThreadPool, now: @escaping @Sendable () -> Date = { Date() },
+        configuration: Configuration,
+        threadPool: NIOThreadPool,
+        now: @escaping @Sendable () -> Date = { Date() },
         onConnection: (@Sendable (ATLSConnection) -> Void)? = nil
     ) {
         self.configuration = configuration
@@ -70,7 +76,13 @@ public final class ATLSClient: Sendable {
         let verifier = configuration.verifier
         let handler = try NIOSSLClientHandler(context: context, serverHostname: nonce.base64) { certificates, promise in
             ATLSVerification.run(
-                verifier: verifier, certificates: certificates, nonce: nonce, connection: connection, pool: nil, now: now, promise: promise
+                verifier: verifier,
+                certificates: certificates,
+                nonce: nonce,
+                connection: connection,
+                pool: nil,
+                now: now,
+                promise: promise
             )
         }
         onConnection?(connection)
@@ -102,7 +114,10 @@ public final class ATLSClient: Sendable {
             }
             pool.runIfActive(eventLoop: promise.futureResult.eventLoop) {
                 do {
-                    return try NIOSSLContextConfigurationOverride(issuer.issue(nonce: serverNonce, now: now()), keys: keys)
+                    return try NIOSSLContextConfigurationOverride(
+                        issuer.issue(nonce: serverNonce, now: now()),
+                        keys: keys
+                    )
                 } catch let error as ATLSError {
                     connection.recordFailure(error)
                     throw error

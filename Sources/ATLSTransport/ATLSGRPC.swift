@@ -14,10 +14,15 @@ extension ATLSServer {
     /// `listeningAddress`). Handlers of a mutual server find the client's identity with
     /// `peers.identity(forPeer: context.remotePeer)`.
     public func grpcTransport(
-        host: String, port: Int, config: ATLSServerTransport.Config = .defaults,
+        host: String,
+        port: Int,
+        config: ATLSServerTransport.Config = .defaults,
         eventLoopGroup: MultiThreadedEventLoopGroup = .singletonMultiThreadedEventLoopGroup
     ) -> ATLSServerTransport {
-        ATLSServerTransport(listenerFactory: ATLSListenerFactory(host: host, port: port, server: self, eventLoopGroup: eventLoopGroup), config: config)
+        ATLSServerTransport(
+            listenerFactory: ATLSListenerFactory(host: host, port: port, server: self, eventLoopGroup: eventLoopGroup),
+            config: config
+        )
     }
 }
 
@@ -53,7 +58,8 @@ extension ATLSClient {
     /// A gRPC client transport to `target` whose every connection, reconnects included, is a fresh
     /// aTLS handshake with a new nonce.
     public func grpcTransport(
-        target: any ResolvableTarget, config: HTTP2ClientTransport.Posix.Config = .defaults,
+        target: any ResolvableTarget,
+        config: HTTP2ClientTransport.Posix.Config = .defaults,
         eventLoopGroup: MultiThreadedEventLoopGroup = .singletonMultiThreadedEventLoopGroup
     ) throws -> HTTP2ClientTransport.Posix {
         var config = config
@@ -64,7 +70,10 @@ extension ATLSClient {
             return added.flatMap { previous(channel) }
         }
         return try HTTP2ClientTransport.Posix(
-            target: target, transportSecurity: .customSecure, config: config, eventLoopGroup: eventLoopGroup
+            target: target,
+            transportSecurity: .customSecure,
+            config: config,
+            eventLoopGroup: eventLoopGroup
         )
     }
 }

@@ -23,7 +23,9 @@ public final class ATLSServer: Sendable {
         public var handshakeTimeout: TimeAmount
 
         public init(
-            issuer: AttestedCertificateIssuer, clientVerifier: ATLSVerifier? = nil, tls: ATLSTLSSettings = ATLSTLSSettings(),
+            issuer: AttestedCertificateIssuer,
+            clientVerifier: ATLSVerifier? = nil,
+            tls: ATLSTLSSettings = ATLSTLSSettings(),
             handshakeTimeout: TimeAmount = .seconds(10)
         ) {
             self.issuer = issuer
@@ -45,7 +47,9 @@ public final class ATLSServer: Sendable {
     private let keyCache = NIOSSLKeyCache()
 
     public init(
-        configuration: Configuration, threadPool: NIOThreadPool, peers: ATLSPeerRegistry = ATLSPeerRegistry(),
+        configuration: Configuration,
+        threadPool: NIOThreadPool,
+        peers: ATLSPeerRegistry = ATLSPeerRegistry(),
         now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.configuration = configuration
@@ -60,7 +64,10 @@ public final class ATLSServer: Sendable {
     public func addHandler(to channel: any Channel) throws -> ATLSConnection {
         let (handler, connection) = try makeHandler(eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(handler, position: .first)
-        try channel.pipeline.syncOperations.addHandler(HandshakeDeadline(timeout: configuration.handshakeTimeout, connection: connection), position: .after(handler))
+        try channel.pipeline.syncOperations.addHandler(
+            HandshakeDeadline(timeout: configuration.handshakeTimeout, connection: connection),
+            position: .after(handler)
+        )
         if configuration.clientVerifier != nil {
             let address = ATLSPeerRegistry.key(for: channel.remoteAddress)
             let peers = self.peers
@@ -99,7 +106,10 @@ public final class ATLSServer: Sendable {
             }
             pool.runIfActive(eventLoop: promise.futureResult.eventLoop) {
                 do {
-                    return try NIOSSLContextConfigurationOverride(issuer.issue(nonce: nonce, serverNonce: serverNonce, now: now()), keys: keys)
+                    return try NIOSSLContextConfigurationOverride(
+                        issuer.issue(nonce: nonce, serverNonce: serverNonce, now: now()),
+                        keys: keys
+                    )
                 } catch let error as ATLSError {
                     connection.recordFailure(error)
                     throw error
@@ -115,7 +125,13 @@ public final class ATLSServer: Sendable {
         }
         let handler = NIOSSLServerHandler(context: context) { certificates, promise in
             ATLSVerification.run(
-                verifier: verifier, certificates: certificates, nonce: serverNonce, connection: connection, pool: pool, now: now, promise: promise
+                verifier: verifier,
+                certificates: certificates,
+                nonce: serverNonce,
+                connection: connection,
+                pool: pool,
+                now: now,
+                promise: promise
             )
         }
         return (handler, connection)
@@ -164,8 +180,13 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
 /// ECDSA verifications and a certificate parse, beside the ~0.4 ms the TLS handshake spends there anyway).
 enum ATLSVerification {
     static func run(
-        verifier: ATLSVerifier, certificates: [NIOSSLCertificate], nonce: ATLSNonce, connection: ATLSConnection,
-        pool: NIOThreadPool?, now: @escaping @Sendable () -> Date, promise: EventLoopPromise<NIOSSLVerificationResult>
+        verifier: ATLSVerifier,
+        certificates: [NIOSSLCertificate],
+        nonce: ATLSNonce,
+        connection: ATLSConnection,
+        pool: NIOThreadPool?,
+        now: @escaping @Sendable () -> Date,
+        promise: EventLoopPromise<NIOSSLVerificationResult>
     ) {
         guard let leaf = certificates.first, let der = try? leaf.toDERBytes() else {
             connection.recordFailure(.noPeerCertificate)

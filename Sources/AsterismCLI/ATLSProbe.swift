@@ -1,6 +1,6 @@
-import ArgumentParser
 import ATLS
 import ATLSTransport
+import ArgumentParser
 import Attestation
 import Foundation
 import NIOCore
@@ -10,22 +10,36 @@ import NIOTLS
 import Synchronization
 
 struct ATLSCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "atls", abstract: "Attested TLS tools.", subcommands: [ATLSProbe.self])
+    static let configuration = CommandConfiguration(
+        commandName: "atls",
+        abstract: "Attested TLS tools.",
+        subcommands: [ATLSProbe.self]
+    )
 }
 
 /// `asterism atls probe HOST:PORT`: one aTLS handshake with a fresh nonce; prints what the server proved.
 struct ATLSProbe: ParsableCommand, OutcomeCommand {
     static let configuration = CommandConfiguration(
         commandName: "probe",
-        abstract: "Connect with a fresh nonce and verify the server's attested certificate; exit 0 when attested, 1 when refused, 2 on a usage or connection error."
+        abstract:
+            "Connect with a fresh nonce and verify the server's attested certificate; exit 0 when attested, 1 when refused, 2 on a usage or connection error."
     )
 
     @Argument(help: "The server, HOST:PORT (an IPv6 address in brackets).") var target: String
-    @Option(name: .customLong("ak-digest"), help: "Trusted AK: hex SHA-256 of its DER SubjectPublicKeyInfo (repeatable).") var akDigest: [String] = []
+    @Option(
+        name: .customLong("ak-digest"),
+        help: "Trusted AK: hex SHA-256 of its DER SubjectPublicKeyInfo (repeatable)."
+    ) var akDigest: [String] = []
     @Option(name: .long, help: "Expected PCR values, Constellation's measurements JSON.") var measurements: String?
-    @Flag(name: .customLong("insecure-trust-document-ak"), help: "Trust the AK inside the evidence, unauthenticated (development only).")
+    @Flag(
+        name: .customLong("insecure-trust-document-ak"),
+        help: "Trust the AK inside the evidence, unauthenticated (development only)."
+    )
     var insecureTrustDocumentAK = false
-    @Flag(name: .customLong("insecure-accept-dummy"), help: "Accept Constellation's dummy variant, which proves nothing (development only).")
+    @Flag(
+        name: .customLong("insecure-accept-dummy"),
+        help: "Accept Constellation's dummy variant, which proves nothing (development only)."
+    )
     var insecureAcceptDummy = false
     @Option(name: .long, help: "Highest TLS version to offer: 1.2 or 1.3.") var tls = "1.3"
     @Option(name: .long, help: "Seconds to wait for the connection and handshake.") var timeout = 10
@@ -39,7 +53,9 @@ struct ATLSProbe: ParsableCommand, OutcomeCommand {
 
     /// Host and port of `HOST:PORT` or `[V6]:PORT`.
     static func split(_ target: String) throws -> (String, Int) {
-        guard let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]), (1...65535).contains(port) else {
+        guard let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]),
+            (1...65535).contains(port)
+        else {
             throw ValidationError("\(target) is not HOST:PORT")
         }
         var host = String(target[..<colon])
@@ -52,8 +68,11 @@ struct ATLSProbe: ParsableCommand, OutcomeCommand {
         do {
             let result = try probe()
             let text = output.json ? result.json() : result.text()
-            return Asterism.Outcome(status: result.attested ? Asterism.ExitStatus.valid : Asterism.ExitStatus.refused,
-                                    stdout: text, stderr: "")
+            return Asterism.Outcome(
+                status: result.attested ? Asterism.ExitStatus.valid : Asterism.ExitStatus.refused,
+                stdout: text,
+                stderr: ""
+            )
         } catch {
             let message = "asterism: \(target): \(error)\n"
             return Asterism.Outcome(status: Asterism.ExitStatus.error, stdout: "", stderr: message)
@@ -61,10 +80,17 @@ struct ATLSProbe: ParsableCommand, OutcomeCommand {
     }
 
     private func verifier() throws -> ATLSVerifier {
-        let trust = AKTrust(allowedKeyDigests: Set(try akDigest.map { try CLIInput.hex($0, "--ak-digest", count: 32) }),
-                            insecureTrustDocumentAK: insecureTrustDocumentAK)
-        let policy = TPMQuotePolicy(akTrust: trust, measurements: try measurements.map { try Measurements(json: try CLIInput.file($0)) })
-        var validators: [any EvidenceValidator] = [NativeTPMDocumentValidator(policy: policy), ConstellationVTPMValidator(policy: policy)]
+        let trust = AKTrust(
+            allowedKeyDigests: Set(try akDigest.map { try CLIInput.hex($0, "--ak-digest", count: 32) }),
+            insecureTrustDocumentAK: insecureTrustDocumentAK
+        )
+        let policy = TPMQuotePolicy(
+            akTrust: trust,
+            measurements: try measurements.map { try Measurements(json: try CLIInput.file($0)) }
+        )
+        var validators: [any EvidenceValidator] = [
+            NativeTPMDocumentValidator(policy: policy), ConstellationVTPMValidator(policy: policy),
+        ]
         if insecureAcceptDummy { validators.append(DummyEvidence.Validator()) }
         return ATLSVerifier(validators: validators, insecureAcceptDummy: insecureAcceptDummy)
     }
@@ -103,9 +129,17 @@ struct ATLSProbe: ParsableCommand, OutcomeCommand {
         channel.eventLoop.scheduleTask(in: .seconds(Int64(timeout))) { handshake.fail(ProbeTimeout(seconds: timeout)) }
         let negotiated = Result { try handshake.futureResult.wait() }
         guard let state = connection.get() else { throw ProbeTimeout(seconds: timeout) }
-        if case .failure(let error as ProbeTimeout) = negotiated, state.peer == nil, state.failure == nil { throw error }
-        return ProbeResult(target: target, nonce: state.sentNonce, peer: state.peer, failure: state.failure,
-                           negotiated: try? negotiated.get(), transportError: negotiated.failure.map { "\($0)" })
+        if case .failure(let error as ProbeTimeout) = negotiated, state.peer == nil, state.failure == nil {
+            throw error
+        }
+        return ProbeResult(
+            target: target,
+            nonce: state.sentNonce,
+            peer: state.peer,
+            failure: state.failure,
+            negotiated: try? negotiated.get(),
+            transportError: negotiated.failure.map { "\($0)" }
+        )
     }
 }
 
@@ -180,13 +214,18 @@ struct ProbeResult {
         if let failure { lines.append("  reason    \(failure)") }
         if let versionName { lines.append("  tls       \(versionName), alpn \(negotiated?.alpn ?? "none")") }
         if peer != nil, negotiated == nil, let transportError {
-            lines.append("  note      the handshake did not finish after the server's certificate verified (\(transportError)); a mutual server wants a client certificate")
+            lines.append(
+                "  note      the handshake did not finish after the server's certificate verified (\(transportError)); a mutual server wants a client certificate"
+            )
         } else if peer == nil, failure == nil, let transportError {
             lines.append("  reason    \(transportError)")
         }
         if let nonce { lines.append("  nonce     \(nonce.base64)") }
         if let report = peer?.evidence.report ?? refusedReport {
-            lines.append(contentsOf: ReportRendering.text(report).split(separator: "\n", omittingEmptySubsequences: false).dropLast().map { "  " + $0 })
+            lines.append(
+                contentsOf: ReportRendering.text(report).split(separator: "\n", omittingEmptySubsequences: false)
+                    .dropLast().map { "  " + $0 }
+            )
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -211,10 +250,17 @@ struct ProbeResult {
             let report: AttestationReport?
         }
         let output = Output(
-            target: target, attested: attested, variant: peer?.variant.name, oid: peer?.variant.dottedOID,
-            keyHash: peer.map { hexString($0.keyHash) }, insecure: peer?.isInsecure,
+            target: target,
+            attested: attested,
+            variant: peer?.variant.name,
+            oid: peer?.variant.dottedOID,
+            keyHash: peer.map { hexString($0.keyHash) },
+            insecure: peer?.isInsecure,
             refusal: failure.map { "\($0)" } ?? (peer == nil ? transportError : nil),
-            tlsVersion: versionName, alpn: negotiated?.alpn, nonce: nonce?.base64, report: peer?.evidence.report ?? refusedReport
+            tlsVersion: versionName,
+            alpn: negotiated?.alpn,
+            nonce: nonce?.base64,
+            report: peer?.evidence.report ?? refusedReport
         )
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

@@ -123,8 +123,11 @@ extension ReportingCommand {
         do {
             let (report, json) = try makeReport()
             let text = json ? ReportRendering.json(report) : ReportRendering.text(report)
-            return Asterism.Outcome(status: report.isValid ? Asterism.ExitStatus.valid : Asterism.ExitStatus.refused,
-                                    stdout: text, stderr: "")
+            return Asterism.Outcome(
+                status: report.isValid ? Asterism.ExitStatus.valid : Asterism.ExitStatus.refused,
+                stdout: text,
+                stderr: ""
+            )
         } catch {
             let message = "asterism: \(ReportRendering.describe(error))\n"
             return Asterism.Outcome(status: Asterism.ExitStatus.error, stdout: "", stderr: message)
@@ -134,7 +137,9 @@ extension ReportingCommand {
 
 struct AttestationCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "attestation", abstract: "Attestation evidence tools.", subcommands: [VerifyCommand.self]
+        commandName: "attestation",
+        abstract: "Attestation evidence tools.",
+        subcommands: [VerifyCommand.self]
     )
 }
 
@@ -153,7 +158,10 @@ struct OutputOptions: ParsableArguments {
 }
 
 struct VerifySNP: ParsableCommand, ReportingCommand {
-    static let configuration = CommandConfiguration(commandName: "snp", abstract: "Verify an AMD SEV-SNP attestation report and its AMD chain.")
+    static let configuration = CommandConfiguration(
+        commandName: "snp",
+        abstract: "Verify an AMD SEV-SNP attestation report and its AMD chain."
+    )
 
     @Option(name: .long, help: "Raw 1184-byte attestation report.") var report: String
     @Option(name: .long, help: "VCEK (or VLEK) certificate, DER or PEM.") var vcek: String
@@ -162,10 +170,14 @@ struct VerifySNP: ParsableCommand, ReportingCommand {
     @Flag(name: .customLong("allow-debug"), help: "Accept guests whose policy allows debugging.") var allowDebug = false
     @Option(name: .customLong("report-data"), help: "Expected report_data, hex of 64 bytes.") var reportData: String?
     @Option(name: .long, help: "Allowed VMPL (repeatable).") var vmpl: [UInt32] = []
-    @Option(name: .long, help: "Allowed launch measurement, hex of 48 bytes (repeatable).") var measurement: [String] = []
-    @Option(name: .customLong("id-key-digest"), help: "Allowed ID-key digest, hex of 48 bytes (repeatable).") var idKeyDigest: [String] = []
-    @Option(name: .customLong("min-tcb"),
-            help: "Minimum reported TCB: bootloader=N,tee=N,snp=N,microcode=N[,fmc=N] (components left out are 0).")
+    @Option(name: .long, help: "Allowed launch measurement, hex of 48 bytes (repeatable).") var measurement: [String] =
+        []
+    @Option(name: .customLong("id-key-digest"), help: "Allowed ID-key digest, hex of 48 bytes (repeatable).")
+    var idKeyDigest: [String] = []
+    @Option(
+        name: .customLong("min-tcb"),
+        help: "Minimum reported TCB: bootloader=N,tee=N,snp=N,microcode=N[,fmc=N] (components left out are 0)."
+    )
     var minTCB: String?
     @OptionGroup var output: OutputOptions
 
@@ -175,10 +187,19 @@ struct VerifySNP: ParsableCommand, ReportingCommand {
         if let minTCB { policy.minimumTCB = try CLIInput.tcb(minTCB) }
         if let reportData { policy.expectedReportData = try CLIInput.hex(reportData, "--report-data", count: 64) }
         if !vmpl.isEmpty { policy.allowedVMPLs = Set(vmpl) }
-        if !measurement.isEmpty { policy.allowedMeasurements = Set(try measurement.map { try CLIInput.hex($0, "--measurement", count: 48) }) }
-        if !idKeyDigest.isEmpty { policy.allowedIDKeyDigests = Set(try idKeyDigest.map { try CLIInput.hex($0, "--id-key-digest", count: 48) }) }
-        let result = try SNPValidator.validate(report: try CLIInput.file(report), vcek: try CLIInput.file(vcek),
-                                               askArk: String(decoding: try CLIInput.file(askArk), as: UTF8.self), policy: policy, at: time)
+        if !measurement.isEmpty {
+            policy.allowedMeasurements = Set(try measurement.map { try CLIInput.hex($0, "--measurement", count: 48) })
+        }
+        if !idKeyDigest.isEmpty {
+            policy.allowedIDKeyDigests = Set(try idKeyDigest.map { try CLIInput.hex($0, "--id-key-digest", count: 48) })
+        }
+        let result = try SNPValidator.validate(
+            report: try CLIInput.file(report),
+            vcek: try CLIInput.file(vcek),
+            askArk: String(decoding: try CLIInput.file(askArk), as: UTF8.self),
+            policy: policy,
+            at: time
+        )
         return (result, output.json)
     }
 }
@@ -190,47 +211,76 @@ struct VerifyTPM: ParsableCommand, ReportingCommand {
     @Option(name: .long, help: "Raw TPMT_SIGNATURE (tpm2_quote -s).") var signature: String
     @Option(name: .customLong("ak-public"), help: "The AK: raw TPMT_PUBLIC or TPM2B_PUBLIC.") var akPublic: String
     @Option(name: .long, help: "PCR values as JSON {\"sha256\": {\"<index>\": \"<hex>\"}}.") var pcrs: String
-    @Option(name: .customLong("event-log"), help: "Raw TCG event log to replay against the quoted PCRs.") var eventLog: String?
-    @Option(name: .long, help: "Expected qualifying data (tpm2_quote -q), hex; without it freshness is not checked.") var nonce: String?
+    @Option(name: .customLong("event-log"), help: "Raw TCG event log to replay against the quoted PCRs.") var eventLog:
+        String?
+    @Option(name: .long, help: "Expected qualifying data (tpm2_quote -q), hex; without it freshness is not checked.")
+    var nonce: String?
     @Flag(name: .customLong("allow-sha1"), help: "Accept a quote over the SHA-1 bank.") var allowSHA1 = false
-    @Option(name: .customLong("ak-digest"), help: "Trusted AK: hex SHA-256 of its DER SubjectPublicKeyInfo (repeatable).") var akDigest: [String] = []
-    @Flag(name: .customLong("insecure-trust-document-ak"), help: "Trust the AK given, unauthenticated (development only).")
+    @Option(
+        name: .customLong("ak-digest"),
+        help: "Trusted AK: hex SHA-256 of its DER SubjectPublicKeyInfo (repeatable)."
+    ) var akDigest: [String] = []
+    @Flag(
+        name: .customLong("insecure-trust-document-ak"),
+        help: "Trust the AK given, unauthenticated (development only)."
+    )
     var insecureTrustDocumentAK = false
     @Option(name: .long, help: "Expected PCR values, Constellation's measurements JSON.") var measurements: String?
     @OptionGroup var output: OutputOptions
 
     func makeReport() throws -> (AttestationReport, Bool) {
-        let trust = AKTrust(allowedKeyDigests: Set(try akDigest.map { try CLIInput.hex($0, "--ak-digest", count: 32) }),
-                            insecureTrustDocumentAK: insecureTrustDocumentAK)
-        var policy = TPMQuotePolicy(akTrust: trust, expectedQualifyingData: try nonce.map { try CLIInput.hex($0, "--nonce", count: nil) },
-                                    allowSHA1: allowSHA1)
+        let trust = AKTrust(
+            allowedKeyDigests: Set(try akDigest.map { try CLIInput.hex($0, "--ak-digest", count: 32) }),
+            insecureTrustDocumentAK: insecureTrustDocumentAK
+        )
+        var policy = TPMQuotePolicy(
+            akTrust: trust,
+            expectedQualifyingData: try nonce.map { try CLIInput.hex($0, "--nonce", count: nil) },
+            allowSHA1: allowSHA1
+        )
         if let measurements { policy.measurements = try Measurements(json: try CLIInput.file(measurements)) }
         let evidence = TPMQuoteEvidence(
-            akPublic: try TPMTPublic(anyEncoding: try CLIInput.file(akPublic)), attest: try TPMSAttest(bytes: try CLIInput.file(attest)),
-            signature: try TPMTSignature(bytes: try CLIInput.file(signature)), pcrValues: try CLIInput.pcrs(try CLIInput.file(pcrs)),
+            akPublic: try TPMTPublic(anyEncoding: try CLIInput.file(akPublic)),
+            attest: try TPMSAttest(bytes: try CLIInput.file(attest)),
+            signature: try TPMTSignature(bytes: try CLIInput.file(signature)),
+            pcrValues: try CLIInput.pcrs(try CLIInput.file(pcrs)),
             eventLog: try eventLog.map(CLIInput.file)
         )
-        return (TPMQuoteValidator.validate(evidence, policy: policy, context: ValidationContext(time: Date())), output.json)
+        return (
+            TPMQuoteValidator.validate(evidence, policy: policy, context: ValidationContext(time: Date())), output.json
+        )
     }
 }
 
 struct VerifyConstellation: ParsableCommand, ReportingCommand {
-    static let configuration = CommandConfiguration(commandName: "constellation", abstract: "Verify a Constellation qemu-vtpm attestation document.")
+    static let configuration = CommandConfiguration(
+        commandName: "constellation",
+        abstract: "Verify a Constellation qemu-vtpm attestation document."
+    )
 
     @Option(name: .long, help: "The JSON attestation document.") var document: String
     @Option(name: .long, help: "The verifier's nonce, hex.") var nonce: String
     @Option(name: .long, help: "Expected PCR values, Constellation's measurements JSON.") var measurements: String
-    @Option(name: .customLong("user-data"), help: "Expected user data, hex (default: not checked).") var userData: String?
-    @Flag(name: .customLong("insecure-trust-document-ak"), help: "Trust the AK inside the document, as Constellation's qemu-vtpm validator does (development only).")
+    @Option(name: .customLong("user-data"), help: "Expected user data, hex (default: not checked).") var userData:
+        String?
+    @Flag(
+        name: .customLong("insecure-trust-document-ak"),
+        help: "Trust the AK inside the document, as Constellation's qemu-vtpm validator does (development only)."
+    )
     var insecureTrustDocumentAK = false
     @OptionGroup var output: OutputOptions
 
     func makeReport() throws -> (AttestationReport, Bool) {
-        let policy = TPMQuotePolicy(akTrust: AKTrust(insecureTrustDocumentAK: insecureTrustDocumentAK),
-                                    measurements: try Measurements(json: try CLIInput.file(measurements)))
+        let policy = TPMQuotePolicy(
+            akTrust: AKTrust(insecureTrustDocumentAK: insecureTrustDocumentAK),
+            measurements: try Measurements(json: try CLIInput.file(measurements))
+        )
         let report = try TPMEvidenceValidator.validate(
-            constellation: try CLIInput.file(document), nonce: try CLIInput.hex(nonce, "--nonce", count: nil),
-            userData: try userData.map { try CLIInput.hex($0, "--user-data", count: nil) }, policy: policy, at: Date()
+            constellation: try CLIInput.file(document),
+            nonce: try CLIInput.hex(nonce, "--nonce", count: nil),
+            userData: try userData.map { try CLIInput.hex($0, "--user-data", count: nil) },
+            policy: policy,
+            at: Date()
         )
         return (report, output.json)
     }
@@ -243,7 +293,9 @@ enum CLIInput {
     }
 
     static func file(_ path: String) throws -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw InputError(description: "cannot read \(path)") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw InputError(description: "cannot read \(path)")
+        }
         return Array(data)
     }
 
@@ -262,18 +314,29 @@ enum CLIInput {
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             let pair = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard pair.count == 2, names.contains(String(pair[0])), let value = UInt8(pair[1]) else {
-                throw InputError(description: "--min-tcb \"\(part)\" is not NAME=N with NAME one of \(names.joined(separator: ", ")) and N in 0…255")
+                throw InputError(
+                    description:
+                        "--min-tcb \"\(part)\" is not NAME=N with NAME one of \(names.joined(separator: ", ")) and N in 0…255"
+                )
             }
             guard values.updateValue(value, forKey: String(pair[0])) == nil else {
                 throw InputError(description: "--min-tcb names \(pair[0]) twice")
             }
         }
-        return SNPTCB(bootloader: values["bootloader"] ?? 0, tee: values["tee"] ?? 0, snp: values["snp"] ?? 0,
-                      microcode: values["microcode"] ?? 0, fmc: values["fmc"] ?? 0, product: .turin)
+        return SNPTCB(
+            bootloader: values["bootloader"] ?? 0,
+            tee: values["tee"] ?? 0,
+            snp: values["snp"] ?? 0,
+            microcode: values["microcode"] ?? 0,
+            fmc: values["fmc"] ?? 0,
+            product: .turin
+        )
     }
 
     static func time(_ text: String) throws -> Date {
-        guard let date = try? Date(text, strategy: .iso8601) else { throw InputError(description: "--at \(text) is not an RFC 3339 time") }
+        guard let date = try? Date(text, strategy: .iso8601) else {
+            throw InputError(description: "--at \(text) is not an RFC 3339 time")
+        }
         return date
     }
 
@@ -295,7 +358,9 @@ enum CLIInput {
             }
             for (key, hex) in values {
                 guard let index = Int(key), (0...23).contains(index), let value = bytes(fromHex: hex) else {
-                    throw InputError(description: "--pcrs entry \"\(key)\" of \(name) is not an index 0…23 with a hex value")
+                    throw InputError(
+                        description: "--pcrs entry \"\(key)\" of \(name) is not an index 0…23 with a hex value"
+                    )
                 }
                 banks[bank, default: [:]][index] = value
             }
@@ -309,12 +374,13 @@ enum ReportRendering {
     static func text(_ report: AttestationReport) -> String {
         var lines = ["\(report.evidence): \(report.isValid ? "VALID" : "REFUSED")"]
         for result in report.results {
-            let tag = switch result.outcome {
-            case .passed: "pass"
-            case .failed: "FAIL"
-            case .warned: "warn"
-            case .notChecked: "skip"
-            }
+            let tag =
+                switch result.outcome {
+                case .passed: "pass"
+                case .failed: "FAIL"
+                case .warned: "warn"
+                case .notChecked: "skip"
+                }
             lines.append("  \(tag)  \(result.policy): \(result.message)")
             if result.outcome != .passed {
                 for value in result.values { lines.append("          \(value.name): \(value.value)") }

@@ -1,8 +1,8 @@
 import Crypto
-import _CryptoExtras
 import FoundationEssentials
 import SwiftASN1
 import X509
+import _CryptoExtras
 
 /// An X.509 certificate of AMD's key hierarchy, read with SwiftASN1 because swift-certificates does not
 /// accept RSASSA-PSS signatures, which AMD uses throughout (ARK, ASK and VCEK).
@@ -36,7 +36,10 @@ public struct AMDCertificate: Hashable, Sendable {
         der = all
         do {
             let root = try DER.parse(all)
-            (tbs, signatureAlgorithm, signature, issuer, subject, notValidBefore, notValidAfter, publicKey, subjectPublicKeyInfo, extensions) =
+            (
+                tbs, signatureAlgorithm, signature, issuer, subject, notValidBefore, notValidAfter, publicKey,
+                subjectPublicKeyInfo, extensions
+            ) =
                 try DER.sequence(root, identifier: .sequence) { nodes in
                     guard let tbsNode = nodes.next(), let algorithmNode = nodes.next() else {
                         throw ASN1Error.invalidASN1Object(reason: "certificate lacks TBSCertificate or algorithm")
@@ -48,8 +51,11 @@ public struct AMDCertificate: Hashable, Sendable {
                     }
                     let bits = try ASN1BitString(derEncoded: &nodes)
                     let tbsFields = try Self.parseTBS(tbsNode)
-                    return (Array(tbsNode.encodedBytes), algorithm, Array(bits.bytes), tbsFields.0, tbsFields.1, tbsFields.2,
-                            tbsFields.3, tbsFields.4, tbsFields.5, tbsFields.6)
+                    return (
+                        Array(tbsNode.encodedBytes), algorithm, Array(bits.bytes), tbsFields.0, tbsFields.1,
+                        tbsFields.2,
+                        tbsFields.3, tbsFields.4, tbsFields.5, tbsFields.6
+                    )
                 }
         } catch let error as AttestationError {
             throw error
@@ -58,33 +64,51 @@ public struct AMDCertificate: Hashable, Sendable {
         }
     }
 
-    private static func parseTBS(_ node: ASN1Node) throws -> (DistinguishedName, DistinguishedName, Date, Date, Certificate.PublicKey, [UInt8], [ASN1ObjectIdentifier: [UInt8]]) {
+    private static func parseTBS(
+        _ node: ASN1Node
+    ) throws -> (
+        DistinguishedName, DistinguishedName, Date, Date, Certificate.PublicKey, [UInt8],
+        [ASN1ObjectIdentifier: [UInt8]]
+    ) {
         try DER.sequence(node, identifier: .sequence) { nodes in
-            _ = try DER.optionalExplicitlyTagged(&nodes, tagNumber: 0, tagClass: .contextSpecific) { try Int(derEncoded: $0) }
+            _ = try DER.optionalExplicitlyTagged(&nodes, tagNumber: 0, tagClass: .contextSpecific) {
+                try Int(derEncoded: $0)
+            }
             _ = nodes.next()  // serialNumber
             _ = nodes.next()  // signature (repeated outside)
             let issuer = try DistinguishedName(derEncoded: try required(nodes.next(), "issuer"))
-            let (notBefore, notAfter) = try DER.sequence(try required(nodes.next(), "validity"), identifier: .sequence) { times in
-                (try date(of: try required(times.next(), "notBefore")), try date(of: try required(times.next(), "notAfter")))
+            let (notBefore, notAfter) = try DER.sequence(try required(nodes.next(), "validity"), identifier: .sequence)
+            { times in
+                (
+                    try date(of: try required(times.next(), "notBefore")),
+                    try date(of: try required(times.next(), "notAfter"))
+                )
             }
             let subject = try DistinguishedName(derEncoded: try required(nodes.next(), "subject"))
-            guard let keyNode = nodes.next() else { throw ASN1Error.invalidASN1Object(reason: "no subjectPublicKeyInfo") }
+            guard let keyNode = nodes.next() else {
+                throw ASN1Error.invalidASN1Object(reason: "no subjectPublicKeyInfo")
+            }
             let key = try Certificate.PublicKey(derEncoded: keyNode)
             var extensions: [ASN1ObjectIdentifier: [UInt8]] = [:]
             while let next = nodes.next() {
                 guard next.identifier == ASN1Identifier(tagWithNumber: 3, tagClass: .contextSpecific) else { continue }
-                guard case .constructed(let wrapped) = next.content, let list = wrapped.first(where: { _ in true }) else {
+                guard case .constructed(let wrapped) = next.content, let list = wrapped.first(where: { _ in true })
+                else {
                     throw ASN1Error.invalidASN1Object(reason: "bad extensions")
                 }
                 try DER.sequence(list, identifier: .sequence) { items in
                     while let item = items.next() {
                         let (oid, value) = try DER.sequence(item, identifier: .sequence) { fields in
                             let oid = try ASN1ObjectIdentifier(derEncoded: &fields)
-                            guard var valueNode = fields.next() else { throw ASN1Error.invalidASN1Object(reason: "extension without value") }
+                            guard var valueNode = fields.next() else {
+                                throw ASN1Error.invalidASN1Object(reason: "extension without value")
+                            }
                             if valueNode.identifier == .boolean, let following = fields.next() { valueNode = following }
                             return (oid, try ASN1OctetString(derEncoded: valueNode))
                         }
-                        guard extensions[oid] == nil else { throw ASN1Error.invalidASN1Object(reason: "duplicate extension \(oid)") }
+                        guard extensions[oid] == nil else {
+                            throw ASN1Error.invalidASN1Object(reason: "duplicate extension \(oid)")
+                        }
                         extensions[oid] = Array(value.bytes)
                     }
                 }
@@ -151,8 +175,14 @@ public struct AMDCertificate: Hashable, Sendable {
 
     /// Whether `issuer`'s RSA key made this certificate's RSASSA-PSS (SHA-384, MGF1-SHA-384, salt 48) signature.
     func isSigned(by issuer: AMDCertificate) -> Bool {
-        guard signatureAlgorithm == Self.rsassaPSS, let key = _RSA.Signing.PublicKey(issuer.publicKey) else { return false }
-        return key.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: signature), for: SHA384.hash(data: tbs), padding: .PSS)
+        guard signatureAlgorithm == Self.rsassaPSS, let key = _RSA.Signing.PublicKey(issuer.publicKey) else {
+            return false
+        }
+        return key.isValidSignature(
+            _RSA.Signing.RSASignature(rawRepresentation: signature),
+            for: SHA384.hash(data: tbs),
+            padding: .PSS
+        )
     }
 
     /// SHA-256 of the DER SubjectPublicKeyInfo.

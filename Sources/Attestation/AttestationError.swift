@@ -59,7 +59,13 @@ public struct AttestationError: Error, Hashable, CustomStringConvertible, Sendab
 
 extension AttestationError {
     /// `what` needs `needed` more bytes but only `available` remain.
-    static func truncated(_ what: String, needed: Int, available: Int, file: String = #fileID, line: UInt = #line) -> Self {
+    static func truncated(
+        _ what: String,
+        needed: Int,
+        available: Int,
+        file: String = #fileID,
+        line: UInt = #line
+    ) -> Self {
         Self(code: .truncated, reason: "\(what): needs \(needed) bytes, \(available) remain", file: file, line: line)
     }
 
@@ -69,7 +75,13 @@ extension AttestationError {
     }
 
     /// A length field of `what` is `length`, above `limit`.
-    static func lengthExceeded(_ what: String, length: Int, limit: Int, file: String = #fileID, line: UInt = #line) -> Self {
+    static func lengthExceeded(
+        _ what: String,
+        length: Int,
+        limit: Int,
+        file: String = #fileID,
+        line: UInt = #line
+    ) -> Self {
         Self(code: .lengthExceeded, reason: "\(what) length \(length) exceeds limit \(limit)", file: file, line: line)
     }
 
@@ -89,7 +101,8 @@ extension AttestationError {
     }
 
     /// A certificate that does not parse or lacks a required part.
-    static func invalidCertificate(_ what: String, _ detail: String, file: String = #fileID, line: UInt = #line) -> Self {
+    static func invalidCertificate(_ what: String, _ detail: String, file: String = #fileID, line: UInt = #line) -> Self
+    {
         Self(code: .invalidCertificate, reason: "\(what): \(detail)", file: file, line: line)
     }
 

@@ -40,7 +40,10 @@ struct ByteReader {
     }
 
     /// Reads a big-endian unsigned integer of `T`'s width.
-    mutating func readBE<T: FixedWidthInteger & UnsignedInteger>(_: T.Type, _ field: @autoclosure () -> String) throws(AttestationError) -> T {
+    mutating func readBE<T: FixedWidthInteger & UnsignedInteger>(
+        _: T.Type,
+        _ field: @autoclosure () -> String
+    ) throws(AttestationError) -> T {
         let size = MemoryLayout<T>.size
         guard size <= remaining else { throw .truncated("\(what).\(field())", needed: size, available: remaining) }
         var value: T = 0
@@ -50,7 +53,10 @@ struct ByteReader {
     }
 
     /// Reads a little-endian unsigned integer of `T`'s width.
-    mutating func readLE<T: FixedWidthInteger & UnsignedInteger>(_: T.Type, _ field: @autoclosure () -> String) throws(AttestationError) -> T {
+    mutating func readLE<T: FixedWidthInteger & UnsignedInteger>(
+        _: T.Type,
+        _ field: @autoclosure () -> String
+    ) throws(AttestationError) -> T {
         let size = MemoryLayout<T>.size
         guard size <= remaining else { throw .truncated("\(what).\(field())", needed: size, available: remaining) }
         var value: T = 0
@@ -74,7 +80,8 @@ struct ByteReader {
     mutating func u32(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt32 {
         guard remaining >= 4 else { throw .truncated("\(what).\(field())", needed: 4, available: remaining) }
         defer { position += 4 }
-        return UInt32(base[position]) << 24 | UInt32(base[position + 1]) << 16 | UInt32(base[position + 2]) << 8 | UInt32(base[position + 3])
+        return UInt32(base[position]) << 24 | UInt32(base[position + 1]) << 16 | UInt32(base[position + 2]) << 8
+            | UInt32(base[position + 3])
     }
 
     mutating func u64(_ field: @autoclosure () -> String) throws(AttestationError) -> UInt64 {
@@ -99,7 +106,10 @@ struct ByteReader {
     }
 
     /// Reads a TPM2B without copying its bytes.
-    mutating func tpm2bSlice(_ field: @autoclosure () -> String, limit: Int) throws(AttestationError) -> ArraySlice<UInt8> {
+    mutating func tpm2bSlice(
+        _ field: @autoclosure () -> String,
+        limit: Int
+    ) throws(AttestationError) -> ArraySlice<UInt8> {
         let size = Int(try u16("\(field()).size"))
         guard size <= limit else { throw .lengthExceeded("\(what).\(field())", length: size, limit: limit) }
         return try read(size, field())

@@ -8,9 +8,19 @@ public struct NativeTPMDocumentValidator: EvidenceValidator {
 
     public init(policy: TPMQuotePolicy) { self.policy = policy }
 
-    public func validate(document: [UInt8], nonce: [UInt8], at time: Date) throws(EvidenceRejection) -> ValidatedEvidence {
+    public func validate(
+        document: [UInt8],
+        nonce: [UInt8],
+        at time: Date
+    ) throws(EvidenceRejection) -> ValidatedEvidence {
         try TPMDocumentValidation.run(variant) { () throws(AttestationError) in
-            try TPMEvidenceValidator.validateNative(document, nonce: nonce, userDataDigest: nil, policy: policy, at: time)
+            try TPMEvidenceValidator.validateNative(
+                document,
+                nonce: nonce,
+                userDataDigest: nil,
+                policy: policy,
+                at: time
+            )
         }
     }
 }
@@ -24,9 +34,19 @@ public struct ConstellationVTPMValidator: EvidenceValidator {
 
     public init(policy: TPMQuotePolicy) { self.policy = policy }
 
-    public func validate(document: [UInt8], nonce: [UInt8], at time: Date) throws(EvidenceRejection) -> ValidatedEvidence {
+    public func validate(
+        document: [UInt8],
+        nonce: [UInt8],
+        at time: Date
+    ) throws(EvidenceRejection) -> ValidatedEvidence {
         try TPMDocumentValidation.run(variant) { () throws(AttestationError) in
-            try TPMEvidenceValidator.validateConstellation(document, nonce: nonce, userData: nil, policy: policy, at: time)
+            try TPMEvidenceValidator.validateConstellation(
+                document,
+                nonce: nonce,
+                userData: nil,
+                policy: policy,
+                at: time
+            )
         }
     }
 }
@@ -34,7 +54,8 @@ public struct ConstellationVTPMValidator: EvidenceValidator {
 /// The part both TPM document validators share: a parse error is `malformed`, a failed policy `refused`.
 enum TPMDocumentValidation {
     static func run(
-        _ variant: AttestationVariant, _ body: () throws(AttestationError) -> ([UInt8], AttestationReport)
+        _ variant: AttestationVariant,
+        _ body: () throws(AttestationError) -> ([UInt8], AttestationReport)
     ) throws(EvidenceRejection) -> ValidatedEvidence {
         let (userData, report): ([UInt8], AttestationReport)
         do {
@@ -43,7 +64,12 @@ enum TPMDocumentValidation {
             throw .malformed(variant, error)
         }
         guard report.isValid else { throw .refused(variant, report) }
-        return ValidatedEvidence(variant: variant, userData: userData, report: report, isInsecure: report.notes.contains(AKTrust.insecureNote))
+        return ValidatedEvidence(
+            variant: variant,
+            userData: userData,
+            report: report,
+            isInsecure: report.notes.contains(AKTrust.insecureNote)
+        )
     }
 }
 
@@ -73,11 +99,18 @@ public enum DummyEvidence {
     public struct Validator: EvidenceValidator {
         public var variant: AttestationVariant { .dummy }
         public init() {}
-        public func validate(document: [UInt8], nonce: [UInt8], at time: Date) throws(EvidenceRejection) -> ValidatedEvidence {
+        public func validate(
+            document: [UInt8],
+            nonce: [UInt8],
+            at time: Date
+        ) throws(EvidenceRejection) -> ValidatedEvidence {
             guard document.count <= DummyEvidence.maxBytes,
-                  let parsed = try? JSONDecoder().decode(Document.self, from: Data(document))
+                let parsed = try? JSONDecoder().decode(Document.self, from: Data(document))
             else {
-                throw .malformed(variant, .invalidJSON("dummy document", "not a JSON object with base64 UserData and Nonce"))
+                throw .malformed(
+                    variant,
+                    .invalidJSON("dummy document", "not a JSON object with base64 UserData and Nonce")
+                )
             }
             var report = AttestationReport(evidence: "dummy")
             let values = [("expected", hexString(nonce)), ("actual", hexString(Array(parsed.Nonce)))]
@@ -87,7 +120,12 @@ public enum DummyEvidence {
             }
             report.append(.passed("binding.nonce", "the document carries the verifier's nonce", values))
             report.note(DummyEvidence.insecureNote)
-            return ValidatedEvidence(variant: variant, userData: Array(parsed.UserData), report: report, isInsecure: true)
+            return ValidatedEvidence(
+                variant: variant,
+                userData: Array(parsed.UserData),
+                report: report,
+                isInsecure: true
+            )
         }
     }
 }

@@ -27,8 +27,15 @@ public struct NativeTPMEvidenceDocument: Hashable, Sendable {
     /// The firmware event log, empty when the node has none.
     public let eventLog: [UInt8]
 
-    public init(akPublic: [UInt8], attest: [UInt8], signature: [UInt8], pcrBank: TPMAlgorithm = .sha256,
-                pcrs: [Int: [UInt8]], userDataDigest: [UInt8], eventLog: [UInt8] = []) {
+    public init(
+        akPublic: [UInt8],
+        attest: [UInt8],
+        signature: [UInt8],
+        pcrBank: TPMAlgorithm = .sha256,
+        pcrs: [Int: [UInt8]],
+        userDataDigest: [UInt8],
+        eventLog: [UInt8] = []
+    ) {
         self.akPublic = akPublic
         self.attest = attest
         self.signature = signature
@@ -45,7 +52,10 @@ public struct NativeTPMEvidenceDocument: Hashable, Sendable {
         attest = Array(fields.attest)
         signature = Array(fields.signature)
         pcrBank = fields.pcrBank
-        pcrs = ReportedPCRs.flat(bank: fields.pcrBank, mask: fields.pcrMask, size: 32, values: fields.pcrValues).banks[fields.pcrBank] ?? [:]
+        pcrs =
+            ReportedPCRs.flat(bank: fields.pcrBank, mask: fields.pcrMask, size: 32, values: fields.pcrValues).banks[
+                fields.pcrBank
+            ] ?? [:]
         userDataDigest = Array(fields.userDataDigest)
         eventLog = Array(fields.eventLog)
     }
@@ -72,7 +82,9 @@ public struct NativeTPMEvidenceDocument: Hashable, Sendable {
             throw .invalidValue("native evidence.magic", "0x\(hexString(magic)) is not \"AEVD\"")
         }
         let version = try reader.u16("formatVersion")
-        guard version == Self.formatVersion else { throw .unsupported("native evidence formatVersion", String(version)) }
+        guard version == Self.formatVersion else {
+            throw .unsupported("native evidence formatVersion", String(version))
+        }
         let akPublic = try reader.tpm2bSlice("akPublic", limit: Self.maxStructure)
         let attest = try reader.tpm2bSlice("attest", limit: Self.maxStructure)
         let signature = try reader.tpm2bSlice("signature", limit: Self.maxStructure)
@@ -87,7 +99,10 @@ public struct NativeTPMEvidenceDocument: Hashable, Sendable {
         for _ in 0..<count {
             let index = Int(try reader.u8("pcrs.index"))
             guard index > previous, index < 24 else {
-                throw .invalidValue("native evidence.pcrs", "index \(index) after \(previous): not strictly ascending within 0…23")
+                throw .invalidValue(
+                    "native evidence.pcrs",
+                    "index \(index) after \(previous): not strictly ascending within 0…23"
+                )
             }
             previous = index
             mask |= 1 << UInt32(index)
@@ -98,18 +113,30 @@ public struct NativeTPMEvidenceDocument: Hashable, Sendable {
             entries.withUnsafeBufferPointer { source in
                 for entry in 0..<count {
                     let value = UnsafeBufferPointer(rebasing: source[(entry * 33 + 1)..<(entry * 33 + 33)])
-                    _ = UnsafeMutableBufferPointer(rebasing: buffer[(entry * 32)..<(entry * 32 + 32)]).initialize(from: value)
+                    _ = UnsafeMutableBufferPointer(rebasing: buffer[(entry * 32)..<(entry * 32 + 32)]).initialize(
+                        from: value
+                    )
                 }
             }
             initialized = count * 32
         }
         let userDataDigest = try reader.read(32, "userDataDigest")
         let logSize = Int(try reader.u32("eventLog.size"))
-        guard logSize <= Self.maxEventLog else { throw .lengthExceeded("native evidence.eventLog", length: logSize, limit: Self.maxEventLog) }
+        guard logSize <= Self.maxEventLog else {
+            throw .lengthExceeded("native evidence.eventLog", length: logSize, limit: Self.maxEventLog)
+        }
         let eventLog = try reader.read(logSize, "eventLog")
         try reader.finish()
-        return Fields(akPublic: akPublic, attest: attest, signature: signature, pcrBank: pcrBank, pcrMask: mask, pcrValues: values,
-                      userDataDigest: userDataDigest, eventLog: eventLog)
+        return Fields(
+            akPublic: akPublic,
+            attest: attest,
+            signature: signature,
+            pcrBank: pcrBank,
+            pcrMask: mask,
+            pcrValues: values,
+            userDataDigest: userDataDigest,
+            eventLog: eventLog
+        )
     }
 
     /// The document's bytes.
@@ -146,8 +173,11 @@ public struct NativeTPMEvidenceDocument: Hashable, Sendable {
     /// The quote evidence the document carries.
     public func quoteEvidence() throws(AttestationError) -> TPMQuoteEvidence {
         TPMQuoteEvidence(
-            akPublic: try TPMTPublic(bytes: akPublic), attest: try TPMSAttest(bytes: attest),
-            signature: try TPMTSignature(bytes: signature), pcrValues: [pcrBank: pcrs], eventLog: eventLog
+            akPublic: try TPMTPublic(bytes: akPublic),
+            attest: try TPMSAttest(bytes: attest),
+            signature: try TPMTSignature(bytes: signature),
+            pcrValues: [pcrBank: pcrs],
+            eventLog: eventLog
         )
     }
 }
@@ -179,7 +209,13 @@ public struct ConstellationVTPMDocument: Hashable, Sendable {
     public let instanceInfo: [UInt8]
     public let userData: [UInt8]
 
-    public init(akPublic: [UInt8], quotes: [Quote], eventLog: [UInt8] = [], instanceInfo: [UInt8] = [], userData: [UInt8]) {
+    public init(
+        akPublic: [UInt8],
+        quotes: [Quote],
+        eventLog: [UInt8] = [],
+        instanceInfo: [UInt8] = [],
+        userData: [UInt8]
+    ) {
         self.akPublic = akPublic
         self.quotes = quotes
         self.eventLog = eventLog
@@ -209,7 +245,9 @@ public struct ConstellationVTPMDocument: Hashable, Sendable {
 
     /// Parses the JSON document.
     public init(json input: some Collection<UInt8>) throws(AttestationError) {
-        guard input.count <= Self.maxBytes else { throw .lengthExceeded("qemu-vtpm document", length: input.count, limit: Self.maxBytes) }
+        guard input.count <= Self.maxBytes else {
+            throw .lengthExceeded("qemu-vtpm document", length: input.count, limit: Self.maxBytes)
+        }
         let document: JSONDocument
         do {
             // A repeated key reads as its first occurrence here and as its last in Go's encoding/json. No
@@ -229,7 +267,9 @@ public struct ConstellationVTPMDocument: Hashable, Sendable {
                 }
                 pcrs[index] = Array(value)
             }
-            quotes.append(Quote(quote: Array(quote.quote), rawSignature: Array(quote.raw_sig), hash: quote.pcrs.hash, pcrs: pcrs))
+            quotes.append(
+                Quote(quote: Array(quote.quote), rawSignature: Array(quote.raw_sig), hash: quote.pcrs.hash, pcrs: pcrs)
+            )
         }
         akPublic = Array(document.Attestation.ak_pub)
         self.quotes = quotes
@@ -244,8 +284,14 @@ public struct ConstellationVTPMDocument: Hashable, Sendable {
             Attestation: .init(
                 ak_pub: Data(akPublic),
                 quotes: quotes.map { quote in
-                    .init(quote: Data(quote.quote), raw_sig: Data(quote.rawSignature),
-                          pcrs: .init(hash: quote.hash, pcrs: Dictionary(uniqueKeysWithValues: quote.pcrs.map { (String($0.key), Data($0.value)) })))
+                    .init(
+                        quote: Data(quote.quote),
+                        raw_sig: Data(quote.rawSignature),
+                        pcrs: .init(
+                            hash: quote.hash,
+                            pcrs: Dictionary(uniqueKeysWithValues: quote.pcrs.map { (String($0.key), Data($0.value)) })
+                        )
+                    )
                 },
                 event_log: Data(eventLog)
             ),
@@ -280,7 +326,11 @@ public enum TPMEvidenceValidator {
     /// digest it expects; a nil nonce leaves freshness unchecked and the report says so.
     /// - Throws: ``AttestationError`` when the document does not parse.
     public static func validate(
-        native document: [UInt8], nonce: [UInt8]?, userDataDigest: [UInt8], policy: TPMQuotePolicy, at time: Date
+        native document: [UInt8],
+        nonce: [UInt8]?,
+        userDataDigest: [UInt8],
+        policy: TPMQuotePolicy,
+        at time: Date
     ) throws(AttestationError) -> AttestationReport {
         try validateNative(document, nonce: nonce, userDataDigest: userDataDigest, policy: policy, at: time).report
     }
@@ -288,7 +338,11 @@ public enum TPMEvidenceValidator {
     /// ``validate(native:nonce:userDataDigest:policy:at:)`` that also returns the document's user data;
     /// a nil `userDataDigest` leaves the comparison to the caller (aTLS compares with the key hash).
     static func validateNative(
-        _ document: [UInt8], nonce: [UInt8]?, userDataDigest: [UInt8]?, policy: TPMQuotePolicy, at time: Date
+        _ document: [UInt8],
+        nonce: [UInt8]?,
+        userDataDigest: [UInt8]?,
+        policy: TPMQuotePolicy,
+        at time: Date
     ) throws(AttestationError) -> (userData: [UInt8], report: AttestationReport) {
         let fields = try NativeTPMEvidenceDocument.read(document)
         // An AK the policy already prepared is reused when the document carries exactly its bytes; any other is parsed.
@@ -304,19 +358,28 @@ public enum TPMEvidenceValidator {
             key = Result { () throws(AttestationError) in try TPMVerificationKey(parsed.key) }
         }
         let evidence = TPMQuoteEvidence(
-            akPublic: akPublic, attest: try TPMSAttest(bytes: fields.attest), signature: try TPMTSignature(slice: fields.signature),
+            akPublic: akPublic,
+            attest: try TPMSAttest(bytes: fields.attest),
+            signature: try TPMTSignature(slice: fields.signature),
             reportedPCRs: .flat(bank: fields.pcrBank, mask: fields.pcrMask, size: 32, values: fields.pcrValues),
-            eventLog: Array(fields.eventLog), verificationKey: key
+            eventLog: Array(fields.eventLog),
+            verificationKey: key
         )
         let userData = Array(fields.userDataDigest)
         let qualifying = nonce.map { NativeTPMEvidenceDocument.qualifyingData(nonce: $0, userDataDigest: userData) }
         var results: [PolicyResult] = []
         results.reserveCapacity(11)
         results.append(userDataResult(expected: userDataDigest, actual: userData))
-        policy.evaluate(evidence, expectedQualifyingData: qualifying, context: ValidationContext(time: time), into: &results)
+        policy.evaluate(
+            evidence,
+            expectedQualifyingData: qualifying,
+            context: ValidationContext(time: time),
+            into: &results
+        )
         // An AK allow-listed by digest is kept prepared once a quote of its verified.
         if prepared == nil, case .success(let verificationKey) = key,
-           results.contains(where: { $0.policy == QuoteSignaturePolicy.name && $0.outcome == .passed }) {
+            results.contains(where: { $0.policy == QuoteSignaturePolicy.name && $0.outcome == .passed })
+        {
             policy.akTrust.remember(akPublic, key: verificationKey)
         }
         return (userData, TPMQuoteValidator.report("native-tpm-document", results))
@@ -326,33 +389,56 @@ public enum TPMEvidenceValidator {
     /// to (for aTLS, SHA-256 of the certificate's DER SubjectPublicKeyInfo).
     /// - Throws: ``AttestationError`` when the document does not parse.
     public static func validate(
-        constellation document: [UInt8], nonce: [UInt8]?, userData: [UInt8]?, policy: TPMQuotePolicy, at time: Date
+        constellation document: [UInt8],
+        nonce: [UInt8]?,
+        userData: [UInt8]?,
+        policy: TPMQuotePolicy,
+        at time: Date
     ) throws(AttestationError) -> AttestationReport {
         try validateConstellation(document, nonce: nonce, userData: userData, policy: policy, at: time).report
     }
 
     /// ``validate(constellation:nonce:userData:policy:at:)`` that also returns the document's user data.
     static func validateConstellation(
-        _ document: [UInt8], nonce: [UInt8]?, userData: [UInt8]?, policy: TPMQuotePolicy, at time: Date
+        _ document: [UInt8],
+        nonce: [UInt8]?,
+        userData: [UInt8]?,
+        policy: TPMQuotePolicy,
+        at time: Date
     ) throws(AttestationError) -> (userData: [UInt8], report: AttestationReport) {
         let parsed = try ConstellationVTPMDocument(json: document)
         var report = AttestationReport(evidence: "constellation-qemu-vtpm")
         report.append(userDataResult(expected: userData, actual: parsed.userData))
         let wanted: [TPMAlgorithm] = policy.allowSHA1 ? [.sha256, .sha1] : [.sha256]
-        guard let quote = wanted.lazy.compactMap({ bank in parsed.quotes.first { ConstellationVTPMDocument.bank(ofGoHash: $0.hash) == bank } }).first,
-              let bank = ConstellationVTPMDocument.bank(ofGoHash: quote.hash)
+        guard
+            let quote = wanted.lazy.compactMap({ bank in
+                parsed.quotes.first { ConstellationVTPMDocument.bank(ofGoHash: $0.hash) == bank }
+            }).first,
+            let bank = ConstellationVTPMDocument.bank(ofGoHash: quote.hash)
         else {
-            report.append(.failed("tpm.quote.pcr-bank", "the document has no quote over an allowed bank",
-                                  [("banks", parsed.quotes.map { String($0.hash) }.joined(separator: ","))]))
+            report.append(
+                .failed(
+                    "tpm.quote.pcr-bank",
+                    "the document has no quote over an allowed bank",
+                    [("banks", parsed.quotes.map { String($0.hash) }.joined(separator: ","))]
+                )
+            )
             return (parsed.userData, report)
         }
         let evidence = TPMQuoteEvidence(
-            akPublic: try TPMTPublic(anyEncoding: parsed.akPublic), attest: try TPMSAttest(bytes: quote.quote),
-            signature: try TPMTSignature(bytes: quote.rawSignature), pcrValues: [bank: quote.pcrs], eventLog: parsed.eventLog
+            akPublic: try TPMTPublic(anyEncoding: parsed.akPublic),
+            attest: try TPMSAttest(bytes: quote.quote),
+            signature: try TPMTSignature(bytes: quote.rawSignature),
+            pcrValues: [bank: quote.pcrs],
+            eventLog: parsed.eventLog
         )
         var quotePolicy = policy
         quotePolicy.expectedQualifyingData = nonce.map {
-            ConstellationVTPMDocument.qualifyingData(userData: parsed.userData, nonce: $0, instanceInfo: parsed.instanceInfo)
+            ConstellationVTPMDocument.qualifyingData(
+                userData: parsed.userData,
+                nonce: $0,
+                instanceInfo: parsed.instanceInfo
+            )
         }
         report.merge(TPMQuoteValidator.validate(evidence, policy: quotePolicy, context: ValidationContext(time: time)))
         return (parsed.userData, report)

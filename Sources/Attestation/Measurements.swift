@@ -83,11 +83,15 @@ public struct Measurements: Hashable, Sendable {
     public func results(for actual: [Int: [UInt8]]) -> [PolicyResult] {
         compare(actual).map { item in
             let policy = "measurements.pcr[\(item.index)]"
-            var values = [("pcr", String(item.index)), ("expected", hexString(item.expected)),
-                          ("actual", item.actual.map { hexString($0) } ?? "missing"),
-                          ("enforced", item.enforced ? "true" : "false")]
+            var values = [
+                ("pcr", String(item.index)), ("expected", hexString(item.expected)),
+                ("actual", item.actual.map { hexString($0) } ?? "missing"),
+                ("enforced", item.enforced ? "true" : "false"),
+            ]
             if item.matches { return .passed(policy, "PCR \(item.index) matches", values) }
-            let what = item.actual == nil ? "PCR \(item.index) is missing from the evidence" : "PCR \(item.index) differs from the expected value"
+            let what =
+                item.actual == nil
+                ? "PCR \(item.index) is missing from the evidence" : "PCR \(item.index) differs from the expected value"
             if item.enforced { return .failed(policy, what, values) }
             values.removeLast()
             values.append(("enforced", "false"))

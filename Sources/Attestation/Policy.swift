@@ -80,7 +80,10 @@ public struct PolicyResult: Hashable, Sendable, Codable {
 
         public init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
-            self.init(name: try container.decode(String.self, forKey: .name), value: try container.decode(String.self, forKey: .value))
+            self.init(
+                name: try container.decode(String.self, forKey: .name),
+                value: try container.decode(String.self, forKey: .value)
+            )
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -100,7 +103,12 @@ public struct PolicyResult: Hashable, Sendable, Codable {
     public let values: [Value]
 
     public init(policy: String, outcome: Outcome, message: String, values: [(String, String)] = []) {
-        self.init(policy: policy, outcome: outcome, message: message, values: values.map { Value(name: $0.0, value: $0.1) })
+        self.init(
+            policy: policy,
+            outcome: outcome,
+            message: message,
+            values: values.map { Value(name: $0.0, value: $0.1) }
+        )
     }
 
     public init(policy: String, outcome: Outcome, message: String, values: [Value]) {

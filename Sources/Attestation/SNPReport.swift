@@ -16,9 +16,16 @@ public struct SNPTCB: Hashable, Sendable, CustomStringConvertible {
         var bytes = [UInt8](repeating: 0, count: 8)
         switch product {
         case .milan, .genoa:
-            bytes[0] = bootloader; bytes[1] = tee; bytes[6] = snp; bytes[7] = microcode
+            bytes[0] = bootloader
+            bytes[1] = tee
+            bytes[6] = snp
+            bytes[7] = microcode
         case .turin:
-            bytes[0] = fmc; bytes[1] = bootloader; bytes[2] = tee; bytes[3] = snp; bytes[7] = microcode
+            bytes[0] = fmc
+            bytes[1] = bootloader
+            bytes[2] = tee
+            bytes[3] = snp
+            bytes[7] = microcode
         }
         self.raw = bytes.reversed().reduce(0) { $0 << 8 | UInt64($1) }
         self.product = product
@@ -42,7 +49,8 @@ public struct SNPTCB: Hashable, Sendable, CustomStringConvertible {
 
     /// True when every component is at least `minimum`'s.
     public func meets(_ minimum: SNPTCB) -> Bool {
-        bootloader >= minimum.bootloader && tee >= minimum.tee && snp >= minimum.snp && microcode >= minimum.microcode && fmc >= minimum.fmc
+        bootloader >= minimum.bootloader && tee >= minimum.tee && snp >= minimum.snp && microcode >= minimum.microcode
+            && fmc >= minimum.fmc
     }
 
     public var description: String { components.map { "\($0.0)=\($0.1)" }.joined(separator: " ") }
@@ -146,7 +154,9 @@ public struct SNPReport: Hashable, Sendable {
         reportedTCBRaw = try reader.readLE(UInt64.self, "reported_tcb")
         let cpuid = try reader.read(3, "cpuid")
         if version >= 3 {
-            (cpuidFamily, cpuidModel, cpuidStepping) = (cpuid[cpuid.startIndex], cpuid[cpuid.startIndex + 1], cpuid[cpuid.startIndex + 2])
+            (cpuidFamily, cpuidModel, cpuidStepping) = (
+                cpuid[cpuid.startIndex], cpuid[cpuid.startIndex + 1], cpuid[cpuid.startIndex + 2]
+            )
         } else {
             (cpuidFamily, cpuidModel, cpuidStepping) = (0, 0, 0)
         }

@@ -42,7 +42,9 @@ public struct TCGEventLog: Sendable {
     /// except zero padding that some firmware leaves after the last event.
     public init(bytes input: some Collection<UInt8>) throws(AttestationError) {
         let all = Array(input)
-        guard all.count <= Limits.bytes else { throw .lengthExceeded("event log", length: all.count, limit: Limits.bytes) }
+        guard all.count <= Limits.bytes else {
+            throw .lengthExceeded("event log", length: all.count, limit: Limits.bytes)
+        }
         var reader = ByteReader(all[...], what: "event log")
         var events: [Event] = []
         // The first event is always in the SHA-1 TCG_PCR_EVENT format.
@@ -50,7 +52,8 @@ public struct TCGEventLog: Sendable {
         events.append(first)
         var algorithms: [TPMAlgorithm: Int] = [.sha1: 20]
         var order: [TPMAlgorithm] = [.sha1]
-        let isSpecID = first.type == Self.noAction && first.data.count >= 16
+        let isSpecID =
+            first.type == Self.noAction && first.data.count >= 16
             && first.data.prefix(16).elementsEqual(Array("Spec ID Event03".utf8) + [0])
         if isSpecID {
             (algorithms, order) = try Self.readSpecID(first.data)
@@ -62,7 +65,8 @@ public struct TCGEventLog: Sendable {
             guard events.count < Limits.events else {
                 throw .lengthExceeded("event log event count", length: events.count + 1, limit: Limits.events)
             }
-            let event = isSpecID
+            let event =
+                isSpecID
                 ? try Self.readAgileEvent(&reader, number: events.count, sizes: algorithms, order: order)
                 : try Self.readLegacyEvent(&reader, number: events.count)
             if let value = Self.startupLocality(of: event) { locality = value }
@@ -81,15 +85,21 @@ public struct TCGEventLog: Sendable {
             let digest = Array(try reader.read(20, "digest"))
             let size = Int(try reader.readLE(UInt32.self, "eventSize"))
             let data = Array(try reader.read(size, "event"))
-            guard pcr < 24 || type == noAction else { throw AttestationError.invalidEventLog("PCR index \(pcr) exceeds 23", offset: offset) }
+            guard pcr < 24 || type == noAction else {
+                throw AttestationError.invalidEventLog("PCR index \(pcr) exceeds 23", offset: offset)
+            }
             return Event(number: number, pcr: Int(pcr), type: type, digests: [.sha1: digest], data: data)
         } catch {
-            throw error.code == .invalidEventLog ? error : .invalidEventLog("event \(number): \(error.message)", offset: offset)
+            throw error.code == .invalidEventLog
+                ? error : .invalidEventLog("event \(number): \(error.message)", offset: offset)
         }
     }
 
     private static func readAgileEvent(
-        _ reader: inout ByteReader, number: Int, sizes: [TPMAlgorithm: Int], order: [TPMAlgorithm]
+        _ reader: inout ByteReader,
+        number: Int,
+        sizes: [TPMAlgorithm: Int],
+        order: [TPMAlgorithm]
     ) throws(AttestationError) -> Event {
         let offset = reader.offset
         do throws(AttestationError) {
@@ -97,13 +107,19 @@ public struct TCGEventLog: Sendable {
             let type = try reader.readLE(UInt32.self, "eventType")
             let count = Int(try reader.readLE(UInt32.self, "digests.count"))
             guard count <= Limits.algorithms else {
-                throw AttestationError.invalidEventLog("event \(number): digest count \(count) exceeds limit \(Limits.algorithms)", offset: offset)
+                throw AttestationError.invalidEventLog(
+                    "event \(number): digest count \(count) exceeds limit \(Limits.algorithms)",
+                    offset: offset
+                )
             }
             var digests: [TPMAlgorithm: [UInt8]] = [:]
             for _ in 0..<count {
                 let algorithm = TPMAlgorithm(rawValue: try reader.readLE(UInt16.self, "digest.hashAlg"))
                 guard let size = sizes[algorithm] else {
-                    throw AttestationError.invalidEventLog("event \(number): algorithm \(algorithm) is not in the Spec ID event", offset: offset)
+                    throw AttestationError.invalidEventLog(
+                        "event \(number): algorithm \(algorithm) is not in the Spec ID event",
+                        offset: offset
+                    )
                 }
                 guard digests[algorithm] == nil else {
                     throw AttestationError.invalidEventLog("event \(number): two \(algorithm) digests", offset: offset)
@@ -112,10 +128,13 @@ public struct TCGEventLog: Sendable {
             }
             let size = Int(try reader.readLE(UInt32.self, "eventSize"))
             let data = Array(try reader.read(size, "event"))
-            guard pcr < 24 || type == noAction else { throw AttestationError.invalidEventLog("PCR index \(pcr) exceeds 23", offset: offset) }
+            guard pcr < 24 || type == noAction else {
+                throw AttestationError.invalidEventLog("PCR index \(pcr) exceeds 23", offset: offset)
+            }
             return Event(number: number, pcr: Int(pcr), type: type, digests: digests, data: data)
         } catch {
-            throw error.code == .invalidEventLog ? error : .invalidEventLog("event \(number): \(error.message)", offset: offset)
+            throw error.code == .invalidEventLog
+                ? error : .invalidEventLog("event \(number): \(error.message)", offset: offset)
         }
     }
 
@@ -128,7 +147,10 @@ public struct TCGEventLog: Sendable {
             _ = try reader.read(4, "version")
             let count = Int(try reader.readLE(UInt32.self, "numberOfAlgorithms"))
             guard count >= 1, count <= Limits.algorithms else {
-                throw AttestationError.invalidEventLog("Spec ID algorithm count \(count) outside 1…\(Limits.algorithms)", offset: 32)
+                throw AttestationError.invalidEventLog(
+                    "Spec ID algorithm count \(count) outside 1…\(Limits.algorithms)",
+                    offset: 32
+                )
             }
             var sizes: [TPMAlgorithm: Int] = [:]
             var order: [TPMAlgorithm] = []
@@ -136,9 +158,14 @@ public struct TCGEventLog: Sendable {
                 let algorithm = TPMAlgorithm(rawValue: try reader.readLE(UInt16.self, "algorithmId"))
                 let size = Int(try reader.readLE(UInt16.self, "digestSize"))
                 if let known = algorithm.digestSize, known != size {
-                    throw AttestationError.invalidEventLog("Spec ID declares \(size) bytes for \(algorithm), which has \(known)", offset: 32)
+                    throw AttestationError.invalidEventLog(
+                        "Spec ID declares \(size) bytes for \(algorithm), which has \(known)",
+                        offset: 32
+                    )
                 }
-                guard size <= 64 else { throw AttestationError.invalidEventLog("Spec ID digest size \(size) exceeds 64", offset: 32) }
+                guard size <= 64 else {
+                    throw AttestationError.invalidEventLog("Spec ID digest size \(size) exceeds 64", offset: 32)
+                }
                 sizes[algorithm] = size
                 order.append(algorithm)
             }
@@ -153,7 +180,9 @@ public struct TCGEventLog: Sendable {
 
     private static func startupLocality(of event: Event) -> UInt8? {
         let label = Array("StartupLocality".utf8) + [0]
-        guard event.type == noAction, event.data.count == 17, event.data.prefix(16).elementsEqual(label) else { return nil }
+        guard event.type == noAction, event.data.count == 17, event.data.prefix(16).elementsEqual(label) else {
+            return nil
+        }
         return event.data[16]
     }
 
@@ -188,7 +217,8 @@ public struct TCGEventLog: Sendable {
     }
 
     /// Replays `bank` and lists every PCR of `quoted` that the log extends but does not reach.
-    public func compare(with quoted: [Int: [UInt8]], bank: TPMAlgorithm) throws(AttestationError) -> [EventLogMismatch] {
+    public func compare(with quoted: [Int: [UInt8]], bank: TPMAlgorithm) throws(AttestationError) -> [EventLogMismatch]
+    {
         let replayed = try replay(bank: bank)
         return replayed.keys.sorted().compactMap { pcr in
             guard let actual = quoted[pcr], let value = replayed[pcr], actual != value else { return nil }
@@ -209,7 +239,10 @@ public struct EventLogMismatch: Hashable, Sendable {
 
     /// The values for a policy result: the PCR, both values, and each event's type, digest and summary.
     var values: [(String, String)] {
-        var values = [("pcr", String(pcr)), ("bank", bank.description), ("quoted", hexString(quoted)), ("replayed", hexString(replayed))]
+        var values = [
+            ("pcr", String(pcr)), ("bank", bank.description), ("quoted", hexString(quoted)),
+            ("replayed", hexString(replayed)),
+        ]
         for event in events {
             let digest = event.digests[bank].map { hexString($0) } ?? "none"
             values.append(("event[\(event.number)]", "\(event.typeName) \(digest) \(event.summary)"))
@@ -224,12 +257,14 @@ extension TCGEventLog {
         let names: [UInt32: String] = [
             0x0: "EV_PREBOOT_CERT", 0x1: "EV_POST_CODE", 0x2: "EV_UNUSED", 0x3: "EV_NO_ACTION", 0x4: "EV_SEPARATOR",
             0x5: "EV_ACTION", 0x6: "EV_EVENT_TAG", 0x7: "EV_S_CRTM_CONTENTS", 0x8: "EV_S_CRTM_VERSION",
-            0x9: "EV_CPU_MICROCODE", 0xA: "EV_PLATFORM_CONFIG_FLAGS", 0xB: "EV_TABLE_OF_DEVICES", 0xC: "EV_COMPACT_HASH",
+            0x9: "EV_CPU_MICROCODE", 0xA: "EV_PLATFORM_CONFIG_FLAGS", 0xB: "EV_TABLE_OF_DEVICES",
+            0xC: "EV_COMPACT_HASH",
             0xD: "EV_IPL", 0xE: "EV_IPL_PARTITION_DATA", 0xF: "EV_NONHOST_CODE", 0x10: "EV_NONHOST_CONFIG",
             0x11: "EV_NONHOST_INFO", 0x12: "EV_OMIT_BOOT_DEVICE_EVENTS",
             0x8000_0001: "EV_EFI_VARIABLE_DRIVER_CONFIG", 0x8000_0002: "EV_EFI_VARIABLE_BOOT",
             0x8000_0003: "EV_EFI_BOOT_SERVICES_APPLICATION", 0x8000_0004: "EV_EFI_BOOT_SERVICES_DRIVER",
-            0x8000_0005: "EV_EFI_RUNTIME_SERVICES_DRIVER", 0x8000_0006: "EV_EFI_GPT_EVENT", 0x8000_0007: "EV_EFI_ACTION",
+            0x8000_0005: "EV_EFI_RUNTIME_SERVICES_DRIVER", 0x8000_0006: "EV_EFI_GPT_EVENT",
+            0x8000_0007: "EV_EFI_ACTION",
             0x8000_0008: "EV_EFI_PLATFORM_FIRMWARE_BLOB", 0x8000_0009: "EV_EFI_HANDOFF_TABLES",
             0x8000_000A: "EV_EFI_PLATFORM_FIRMWARE_BLOB2", 0x8000_000B: "EV_EFI_HANDOFF_TABLES2",
             0x8000_000C: "EV_EFI_VARIABLE_BOOT2", 0x8000_0010: "EV_EFI_HCRTM_EVENT",
@@ -252,9 +287,9 @@ extension TCGEventLog {
         case 0x8000_0001, 0x8000_0002, 0x8000_000C, 0x8000_00E0:
             var reader = ByteReader(data[...], what: "UEFI_VARIABLE_DATA")
             guard (try? reader.read(16, "guid")) != nil,
-                  let nameLength = try? reader.readLE(UInt64.self, "nameLength"),
-                  (try? reader.readLE(UInt64.self, "dataLength")) != nil,
-                  nameLength <= 256, let name = try? reader.read(Int(nameLength) * 2, "name")
+                let nameLength = try? reader.readLE(UInt64.self, "nameLength"),
+                (try? reader.readLE(UInt64.self, "dataLength")) != nil,
+                nameLength <= 256, let name = try? reader.read(Int(nameLength) * 2, "name")
             else { return "" }
             return "variable " + printable(utf16(name))
         default:

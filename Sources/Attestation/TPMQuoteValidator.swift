@@ -19,15 +19,32 @@ public struct TPMQuoteEvidence: Sendable {
     /// The AK made usable once for every policy that needs it.
     let verificationKey: Result<TPMVerificationKey, AttestationError>
 
-    public init(akPublic: TPMTPublic, attest: TPMSAttest, signature: TPMTSignature,
-                pcrValues: [TPMAlgorithm: [Int: [UInt8]]], eventLog: [UInt8]? = nil) {
-        self.init(akPublic: akPublic, attest: attest, signature: signature, reportedPCRs: .banks(pcrValues), eventLog: eventLog,
-                  verificationKey: Result { () throws(AttestationError) in try TPMVerificationKey(akPublic.key) })
+    public init(
+        akPublic: TPMTPublic,
+        attest: TPMSAttest,
+        signature: TPMTSignature,
+        pcrValues: [TPMAlgorithm: [Int: [UInt8]]],
+        eventLog: [UInt8]? = nil
+    ) {
+        self.init(
+            akPublic: akPublic,
+            attest: attest,
+            signature: signature,
+            reportedPCRs: .banks(pcrValues),
+            eventLog: eventLog,
+            verificationKey: Result { () throws(AttestationError) in try TPMVerificationKey(akPublic.key) }
+        )
     }
 
     /// Evidence whose AK was already made usable (a ``PreparedAK``) and whose PCR values may be flat.
-    init(akPublic: TPMTPublic, attest: TPMSAttest, signature: TPMTSignature, reportedPCRs: ReportedPCRs, eventLog: [UInt8]?,
-         verificationKey: Result<TPMVerificationKey, AttestationError>) {
+    init(
+        akPublic: TPMTPublic,
+        attest: TPMSAttest,
+        signature: TPMTSignature,
+        reportedPCRs: ReportedPCRs,
+        eventLog: [UInt8]?,
+        verificationKey: Result<TPMVerificationKey, AttestationError>
+    ) {
         self.akPublic = akPublic
         self.attest = attest
         self.signature = signature
@@ -94,8 +111,12 @@ public struct AKTrust: Hashable, Sendable {
     /// AKs allow-listed by digest whose quotes verified, kept prepared; shared by copies of this value.
     private let remembered = RememberedAKs()
 
-    public init(allowedKeyDigests: Set<[UInt8]> = [], allowedKeys: [PreparedAK] = [], certifiedKeys: [CertifiedAK] = [],
-                insecureTrustDocumentAK: Bool = false) {
+    public init(
+        allowedKeyDigests: Set<[UInt8]> = [],
+        allowedKeys: [PreparedAK] = [],
+        certifiedKeys: [CertifiedAK] = [],
+        insecureTrustDocumentAK: Bool = false
+    ) {
         self.allowedKeyDigests = allowedKeyDigests
         self.allowedKeys = allowedKeys
         self.certifiedKeys = certifiedKeys
@@ -103,7 +124,8 @@ public struct AKTrust: Hashable, Sendable {
     }
 
     public static func == (lhs: Self, rhs: Self) -> Bool {
-        lhs.allowedKeyDigests == rhs.allowedKeyDigests && lhs.allowedKeys == rhs.allowedKeys && lhs.certifiedKeys == rhs.certifiedKeys
+        lhs.allowedKeyDigests == rhs.allowedKeyDigests && lhs.allowedKeys == rhs.allowedKeys
+            && lhs.certifiedKeys == rhs.certifiedKeys
             && lhs.insecureTrustDocumentAK == rhs.insecureTrustDocumentAK
     }
 
@@ -125,7 +147,9 @@ public struct AKTrust: Hashable, Sendable {
     /// Keeps `akPublic` with its parsed `key` for the next quotes it signs, when its digest is allow-listed
     /// and a quote it signed just verified (so nobody without the TPM can make this server keep keys).
     func remember(_ akPublic: TPMTPublic, key: TPMVerificationKey) {
-        guard allowedKeyDigests.contains(key.digest), remembered.key(marshaled: akPublic.bytes[...]) == nil else { return }
+        guard allowedKeyDigests.contains(key.digest), remembered.key(marshaled: akPublic.bytes[...]) == nil else {
+            return
+        }
         remembered.insert(PreparedAK(akPublic, key: key), limit: allowedKeyDigests.count)
     }
 
@@ -177,8 +201,13 @@ public struct TPMQuotePolicy: Sendable {
     /// Replay of the event log against the quoted PCRs.
     public var eventLogCheck: EventLogCheck
 
-    public init(akTrust: AKTrust, expectedQualifyingData: [UInt8]? = nil, allowSHA1: Bool = false,
-                measurements: Measurements? = nil, eventLogCheck: EventLogCheck = .enforce) {
+    public init(
+        akTrust: AKTrust,
+        expectedQualifyingData: [UInt8]? = nil,
+        allowSHA1: Bool = false,
+        measurements: Measurements? = nil,
+        eventLogCheck: EventLogCheck = .enforce
+    ) {
         self.akTrust = akTrust
         self.expectedQualifyingData = expectedQualifyingData
         self.allowSHA1 = allowSHA1
@@ -188,8 +217,12 @@ public struct TPMQuotePolicy: Sendable {
 
     /// Runs every quote policy, in this one order, appending to `results` (no array per policy);
     /// `expectedQualifyingData` stands for this policy's own.
-    func evaluate(_ evidence: TPMQuoteEvidence, expectedQualifyingData: [UInt8]?, context: ValidationContext,
-                  into results: inout [PolicyResult]) {
+    func evaluate(
+        _ evidence: TPMQuoteEvidence,
+        expectedQualifyingData: [UInt8]?,
+        context: ValidationContext,
+        into results: inout [PolicyResult]
+    ) {
         QuoteHeaderPolicy().evaluate(evidence, context: context, into: &results)
         AKAttributesPolicy().evaluate(evidence, context: context, into: &results)
         AKTrustPolicy(trust: akTrust).evaluate(evidence, context: context, into: &results)
@@ -200,7 +233,12 @@ public struct TPMQuotePolicy: Sendable {
         let digest = PCRDigestPolicy.check(evidence)
         results.append(digest)
         var quoted: QuotedPCRs = .notComputed
-        MeasurementsPolicy(measurements: measurements).evaluate(evidence, quoted: &quoted, digest: digest, into: &results)
+        MeasurementsPolicy(measurements: measurements).evaluate(
+            evidence,
+            quoted: &quoted,
+            digest: digest,
+            into: &results
+        )
         EventLogReplayPolicy(check: eventLogCheck).evaluate(evidence, quoted: &quoted, digest: digest, into: &results)
     }
 }
@@ -208,10 +246,19 @@ public struct TPMQuotePolicy: Sendable {
 /// Validates TPM quotes.
 public enum TPMQuoteValidator {
     /// Runs every policy of `policy` on `evidence`.
-    public static func validate(_ evidence: TPMQuoteEvidence, policy: TPMQuotePolicy, context: ValidationContext) -> AttestationReport {
+    public static func validate(
+        _ evidence: TPMQuoteEvidence,
+        policy: TPMQuotePolicy,
+        context: ValidationContext
+    ) -> AttestationReport {
         var results: [PolicyResult] = []
         results.reserveCapacity(10)
-        policy.evaluate(evidence, expectedQualifyingData: policy.expectedQualifyingData, context: context, into: &results)
+        policy.evaluate(
+            evidence,
+            expectedQualifyingData: policy.expectedQualifyingData,
+            context: context,
+            into: &results
+        )
         return report("tpm-quote", results)
     }
 
@@ -231,10 +278,13 @@ public enum TPMQuoteValidator {
     }
 
     /// The quoted PCR values given the PCR digest policy's verdict on `evidence`.
-    static func quotedPCRs(_ evidence: TPMQuoteEvidence, digest: PolicyResult) -> (bank: TPMAlgorithm, values: [Int: [UInt8]])? {
+    static func quotedPCRs(
+        _ evidence: TPMQuoteEvidence,
+        digest: PolicyResult
+    ) -> (bank: TPMAlgorithm, values: [Int: [UInt8]])? {
         guard let bank = evidence.attest.pcrSelection.first, evidence.attest.pcrSelection.count == 1,
-              digest.outcome == .passed,
-              let reported = evidence.pcrValues[bank.hash]
+            digest.outcome == .passed,
+            let reported = evidence.pcrValues[bank.hash]
         else { return nil }
         return (bank.hash, reported.filter { (0..<32).contains($0.key) && bank.mask & (1 << UInt32($0.key)) != 0 })
     }
@@ -250,10 +300,18 @@ struct QuoteHeaderPolicy: AppendingEvidencePolicy {
         let magic = PolicyResult.Value.hex("magic", UInt64(evidence.attest.magic))
         let type = PolicyResult.Value.hex("type", UInt64(evidence.attest.type))
         guard evidence.attest.magic == TPMSAttest.generatedMagic else {
-            return results.append(.failed(Self.name, "TPMS_ATTEST magic is not TPM_GENERATED_VALUE", [magic, .text("expected", "0xff544347")]))
+            return results.append(
+                .failed(
+                    Self.name,
+                    "TPMS_ATTEST magic is not TPM_GENERATED_VALUE",
+                    [magic, .text("expected", "0xff544347")]
+                )
+            )
         }
         guard evidence.attest.type == TPMSAttest.quoteType else {
-            return results.append(.failed(Self.name, "TPMS_ATTEST is not a quote", [type, .text("expected", "0x8018")]))
+            return results.append(
+                .failed(Self.name, "TPMS_ATTEST is not a quote", [type, .text("expected", "0x8018")])
+            )
         }
         return results.append(.passed(Self.name, "TPM-generated quote", [magic, type]))
     }
@@ -266,7 +324,9 @@ struct AKAttributesPolicy: AppendingEvidencePolicy {
     func evaluate(_ evidence: TPMQuoteEvidence, context: ValidationContext, into results: inout [PolicyResult]) {
         let attributes = evidence.akPublic.objectAttributes
         let required = TPMTPublic.attributeSign | TPMTPublic.attributeRestricted | TPMTPublic.attributeFixedTPM
-        let values: [PolicyResult.Value] = [.hex("objectAttributes", UInt64(attributes)), .hex("required", UInt64(required))]
+        let values: [PolicyResult.Value] = [
+            .hex("objectAttributes", UInt64(attributes)), .hex("required", UInt64(required)),
+        ]
         // A non-restricted key would sign arbitrary bytes that merely look like a TPMS_ATTEST.
         guard attributes & required == required else {
             return results.append(.failed(Self.name, "the AK is not a fixedTPM restricted signing key", values))
@@ -287,22 +347,41 @@ struct AKTrustPolicy: AppendingEvidencePolicy {
         let digest: [UInt8]
         switch evidence.verificationKey {
         case .success(let key): digest = key.digest
-        case .failure(let error): return results.append(.failed(Self.name, "the AK public key is unusable", [("error", error.message)]))
+        case .failure(let error):
+            return results.append(.failed(Self.name, "the AK public key is unusable", [("error", error.message)]))
         }
         let hex = PolicyResult.Value.hex("akDigest", digest)
         if trust.allowedKeys.contains(where: { $0.keyDigest == digest }) || trust.allowedKeyDigests.contains(digest) {
             return results.append(.passed(Self.name, "the AK is on the allow-list", [hex]))
         }
         if let certified = trust.certifiedKeys.first(where: { $0.keyDigest == digest }) {
-            return results.append(.passed(Self.name, "the AK's certificate chains to a configured root", [hex, .text("subject", certified.subject)]))
+            return results.append(
+                .passed(
+                    Self.name,
+                    "the AK's certificate chains to a configured root",
+                    [hex, .text("subject", certified.subject)]
+                )
+            )
         }
         if trust.insecureTrustDocumentAK {
-            return results.append(.passed(Self.name, "insecureTrustDocumentAK: the AK from the evidence is trusted without authentication",
-                            [hex, Self.insecureMode]))
+            return results.append(
+                .passed(
+                    Self.name,
+                    "insecureTrustDocumentAK: the AK from the evidence is trusted without authentication",
+                    [hex, Self.insecureMode]
+                )
+            )
         }
-        return results.append(.failed(Self.name, "the AK is neither allow-listed nor certified by a configured root",
-                        [hex, .text("allowListed", String(trust.allowedKeyDigests.count + trust.allowedKeys.count)),
-                         .text("certified", String(trust.certifiedKeys.count))]))
+        return results.append(
+            .failed(
+                Self.name,
+                "the AK is neither allow-listed nor certified by a configured root",
+                [
+                    hex, .text("allowListed", String(trust.allowedKeyDigests.count + trust.allowedKeys.count)),
+                    .text("certified", String(trust.certifiedKeys.count)),
+                ]
+            )
+        )
     }
 }
 
@@ -314,7 +393,9 @@ struct QuoteSignaturePolicy: AppendingEvidencePolicy {
 
     func evaluate(_ evidence: TPMQuoteEvidence, context: ValidationContext, into results: inout [PolicyResult]) {
         let signature = evidence.signature
-        let values: [PolicyResult.Value] = [.text("scheme", signature.scheme.description), .text("hash", signature.hash.description)]
+        let values: [PolicyResult.Value] = [
+            .text("scheme", signature.scheme.description), .text("hash", signature.hash.description),
+        ]
         guard signature.hash != .sha1 || allowSHA1 else {
             return results.append(.failed(Self.name, "SHA-1 signatures are not allowed by the policy", values))
         }
@@ -341,7 +422,9 @@ struct QualifyingDataPolicy: AppendingEvidencePolicy {
         }
         let values = [PolicyResult.Value.hex("expected", expected), actual]
         guard equalBytes(expected[...], evidence.attest.extraDataSlice) else {
-            return results.append(.failed(Self.name, "the quote's qualifying data does not match the nonce binding", values))
+            return results.append(
+                .failed(Self.name, "the quote's qualifying data does not match the nonce binding", values)
+            )
         }
         return results.append(.passed(Self.name, "the quote is bound to the nonce", values))
     }
@@ -355,15 +438,33 @@ struct PCRBankPolicy: AppendingEvidencePolicy {
 
     func evaluate(_ evidence: TPMQuoteEvidence, context: ValidationContext, into results: inout [PolicyResult]) {
         let selection = evidence.attest.pcrSelection
-        let values = [PolicyResult.Value.text("banks", selection.count == 1 ? selection[0].hash.description
-                                                                             : selection.map(\.hash.description).joined(separator: ","))]
+        let values = [
+            PolicyResult.Value.text(
+                "banks",
+                selection.count == 1
+                    ? selection[0].hash.description
+                    : selection.map(\.hash.description).joined(separator: ",")
+            )
+        ]
         guard selection.count == 1, let bank = selection.first?.hash else {
             return results.append(.failed(Self.name, "the quote must select exactly one PCR bank", values))
         }
         guard bank == .sha256 || (bank == .sha1 && allowSHA1) else {
-            return results.append(.failed(Self.name, bank == .sha1 ? "the SHA-1 bank is not allowed by the policy" : "the PCR bank is not SHA-256", values))
+            return results.append(
+                .failed(
+                    Self.name,
+                    bank == .sha1 ? "the SHA-1 bank is not allowed by the policy" : "the PCR bank is not SHA-256",
+                    values
+                )
+            )
         }
-        return results.append(.passed(Self.name, bank == .sha256 ? "the quote covers the sha256 bank" : "the quote covers the sha1 bank", values))
+        return results.append(
+            .passed(
+                Self.name,
+                bank == .sha256 ? "the quote covers the sha256 bank" : "the quote covers the sha1 bank",
+                values
+            )
+        )
     }
 }
 
@@ -372,12 +473,17 @@ struct PCRDigestPolicy: AppendingEvidencePolicy {
     typealias Evidence = TPMQuoteEvidence
     static let name = "tpm.quote.pcr-digest"
 
-    func evaluate(_ evidence: TPMQuoteEvidence, context: ValidationContext, into results: inout [PolicyResult]) { results.append(Self.check(evidence)) }
+    func evaluate(_ evidence: TPMQuoteEvidence, context: ValidationContext, into results: inout [PolicyResult]) {
+        results.append(Self.check(evidence))
+    }
 
     static func check(_ evidence: TPMQuoteEvidence) -> PolicyResult {
         // A native document's flat values for exactly the quoted selection are already the TPM's concatenation.
-        if case .flat(let bank, let mask, let size, let values) = evidence.reportedPCRs, evidence.attest.pcrSelection.count == 1,
-           evidence.attest.pcrSelection[0].hash == bank, evidence.attest.pcrSelection[0].mask == mask, bank.digestSize == size {
+        if case .flat(let bank, let mask, let size, let values) = evidence.reportedPCRs,
+            evidence.attest.pcrSelection.count == 1,
+            evidence.attest.pcrSelection[0].hash == bank, evidence.attest.pcrSelection[0].mask == mask,
+            bank.digestSize == size
+        {
             return compare(evidence, concatenated: values)
         }
         var concatenated: [UInt8] = []
@@ -389,11 +495,21 @@ struct PCRDigestPolicy: AppendingEvidencePolicy {
             let reported = evidence.pcrValues[bank.hash] ?? [:]
             for index in bank.indices {
                 guard let value = reported[index] else {
-                    return .failed(name, "a quoted PCR value is missing", [("bank", bank.hash.description), ("pcr", String(index))])
+                    return .failed(
+                        name,
+                        "a quoted PCR value is missing",
+                        [("bank", bank.hash.description), ("pcr", String(index))]
+                    )
                 }
                 guard value.count == size else {
-                    return .failed(name, "a PCR value has the wrong size",
-                                   [("bank", bank.hash.description), ("pcr", String(index)), ("size", String(value.count)), ("expected", String(size))])
+                    return .failed(
+                        name,
+                        "a PCR value has the wrong size",
+                        [
+                            ("bank", bank.hash.description), ("pcr", String(index)), ("size", String(value.count)),
+                            ("expected", String(size)),
+                        ]
+                    )
                 }
                 concatenated += value
             }
@@ -401,7 +517,11 @@ struct PCRDigestPolicy: AppendingEvidencePolicy {
         }
         for (bank, values) in evidence.pcrValues {
             if let extra = values.keys.sorted().first(where: { !(quoted[bank]?.contains($0) ?? false) }) {
-                return .failed(name, "a reported PCR value is not covered by the quote", [("bank", bank.description), ("pcr", String(extra))])
+                return .failed(
+                    name,
+                    "a reported PCR value is not covered by the quote",
+                    [("bank", bank.description), ("pcr", String(extra))]
+                )
             }
         }
         return compare(evidence, concatenated: concatenated)
@@ -411,7 +531,11 @@ struct PCRDigestPolicy: AppendingEvidencePolicy {
     private static func compare(_ evidence: TPMQuoteEvidence, concatenated: [UInt8]) -> PolicyResult {
         // The TPM hashes the selected values with the signing scheme's hash.
         guard let digest = evidence.signature.hash.hash(concatenated) else {
-            return .failed(name, "the signature's hash is not supported", [("hash", evidence.signature.hash.description)])
+            return .failed(
+                name,
+                "the signature's hash is not supported",
+                [("hash", evidence.signature.hash.description)]
+            )
         }
         let values = [PolicyResult.Value.hex("quoted", evidence.attest.pcrDigestSlice), .hex("computed", digest)]
         guard equalBytes(digest[...], evidence.attest.pcrDigestSlice) else {
@@ -432,7 +556,12 @@ struct MeasurementsPolicy: AppendingEvidencePolicy {
     }
 
     /// Evaluates with the quoted values computed at most once per validation.
-    func evaluate(_ evidence: TPMQuoteEvidence, quoted cache: inout QuotedPCRs, digest: PolicyResult?, into results: inout [PolicyResult]) {
+    func evaluate(
+        _ evidence: TPMQuoteEvidence,
+        quoted cache: inout QuotedPCRs,
+        digest: PolicyResult?,
+        into results: inout [PolicyResult]
+    ) {
         guard let measurements else { return }
         guard let quoted = cache.get(evidence, digest: digest) else {
             return results.append(.failed("measurements", "no authenticated PCR values to compare"))
@@ -453,7 +582,12 @@ struct EventLogReplayPolicy: AppendingEvidencePolicy {
     }
 
     /// Evaluates with the quoted values computed at most once per validation.
-    func evaluate(_ evidence: TPMQuoteEvidence, quoted cache: inout QuotedPCRs, digest: PolicyResult?, into results: inout [PolicyResult]) {
+    func evaluate(
+        _ evidence: TPMQuoteEvidence,
+        quoted cache: inout QuotedPCRs,
+        digest: PolicyResult?,
+        into results: inout [PolicyResult]
+    ) {
         guard check != .skip else { return results.append(.notChecked(Self.name, "event log check is off")) }
         guard let raw = evidence.eventLog, !raw.isEmpty else {
             return results.append(.notChecked(Self.name, "the evidence carries no event log"))
@@ -474,15 +608,22 @@ struct EventLogReplayPolicy: AppendingEvidencePolicy {
             return results.append(.failed(Self.name, "the event log cannot be replayed", [("error", error.message)]))
         }
         guard mismatches.isEmpty else {
-            return results.append(contentsOf: mismatches.map { mismatch in
-                let values = mismatch.values
-                let message = "PCR \(mismatch.pcr) replayed from the event log differs from the quote"
-                return check == .enforce ? .failed(Self.name, message, values) : .warned(Self.name, message, values)
-            })
+            return results.append(
+                contentsOf: mismatches.map { mismatch in
+                    let values = mismatch.values
+                    let message = "PCR \(mismatch.pcr) replayed from the event log differs from the quote"
+                    return check == .enforce ? .failed(Self.name, message, values) : .warned(Self.name, message, values)
+                }
+            )
         }
         let pcrs = log.replayedPCRs(bank: quoted.bank).sorted()
-        return results.append(.passed(Self.name, "the event log replays to the quoted PCRs",
-                        [("events", String(log.events.count)), ("pcrs", pcrs.map(String.init).joined(separator: ","))]))
+        return results.append(
+            .passed(
+                Self.name,
+                "the event log replays to the quoted PCRs",
+                [("events", String(log.events.count)), ("pcrs", pcrs.map(String.init).joined(separator: ","))]
+            )
+        )
     }
 }
 
@@ -492,7 +633,10 @@ enum QuotedPCRs {
     case computed((bank: TPMAlgorithm, values: [Int: [UInt8]])?)
 
     /// The quoted values (see ``TPMQuoteValidator/quotedPCRs(_:)``), from the PCR digest verdict when given.
-    mutating func get(_ evidence: TPMQuoteEvidence, digest: PolicyResult?) -> (bank: TPMAlgorithm, values: [Int: [UInt8]])? {
+    mutating func get(
+        _ evidence: TPMQuoteEvidence,
+        digest: PolicyResult?
+    ) -> (bank: TPMAlgorithm, values: [Int: [UInt8]])? {
         if case .computed(let quoted) = self { return quoted }
         let quoted = TPMQuoteValidator.quotedPCRs(evidence, digest: digest ?? PCRDigestPolicy.check(evidence))
         self = .computed(quoted)

@@ -1,6 +1,6 @@
 import Crypto
-import _CryptoExtras
 import FoundationEssentials
+import _CryptoExtras
 
 /// A TPM public key parsed into swift-crypto's key type (BoringSSL verifies every signature), with its
 /// DER SubjectPublicKeyInfo. A class, so the evidence and policies that share it copy one reference.
@@ -59,17 +59,19 @@ final class TPMVerificationKey: Sendable {
         switch (backing, signature) {
         case (.p256(let key), .ecdsa(let hash, let r, let s)):
             guard r.count <= 32, s.count <= 32,
-                  let sig = try? P256.Signing.ECDSASignature(rawRepresentation: Self.concatenate(r, s, size: 32))
+                let sig = try? P256.Signing.ECDSASignature(rawRepresentation: Self.concatenate(r, s, size: 32))
             else { return false }
             return Self.verify(hash: hash, message: message) { key.isValidSignature(sig, for: $0) }
         case (.p384(let key), .ecdsa(let hash, let r, let s)):
             guard r.count <= 48, s.count <= 48,
-                  let sig = try? P384.Signing.ECDSASignature(rawRepresentation: Self.concatenate(r, s, size: 48))
+                let sig = try? P384.Signing.ECDSASignature(rawRepresentation: Self.concatenate(r, s, size: 48))
             else { return false }
             return Self.verify(hash: hash, message: message) { key.isValidSignature(sig, for: $0) }
         case (.rsa(let key), .rsassa(let hash, let bytes)):
             let sig = _RSA.Signing.RSASignature(rawRepresentation: bytes)
-            return Self.verify(hash: hash, message: message) { key.isValidSignature(sig, for: $0, padding: .insecurePKCS1v1_5) }
+            return Self.verify(hash: hash, message: message) {
+                key.isValidSignature(sig, for: $0, padding: .insecurePKCS1v1_5)
+            }
         case (.rsa(let key), .rsapss(let hash, let bytes)):
             let sig = _RSA.Signing.RSASignature(rawRepresentation: bytes)
             return Self.verify(hash: hash, message: message) { key.isValidSignature(sig, for: $0, padding: .PSS) }
@@ -152,7 +154,10 @@ func equalBytes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Boo
     guard a.count == b.count else { return false }
     var offset = 0
     while offset + 8 <= a.count {
-        guard a.loadUnaligned(fromByteOffset: offset, as: UInt64.self) == b.loadUnaligned(fromByteOffset: offset, as: UInt64.self) else {
+        guard
+            a.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+                == b.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+        else {
             return false
         }
         offset += 8
@@ -181,7 +186,9 @@ func leftPad(_ bytes: [UInt8], to size: Int) -> [UInt8] {
 
 extension TPMTPublic {
     /// The key's DER SubjectPublicKeyInfo.
-    public func subjectPublicKeyInfo() throws(AttestationError) -> [UInt8] { try TPMVerificationKey(key).subjectPublicKeyInfo }
+    public func subjectPublicKeyInfo() throws(AttestationError) -> [UInt8] {
+        try TPMVerificationKey(key).subjectPublicKeyInfo
+    }
 
     /// SHA-256 of the key's DER SubjectPublicKeyInfo: the AK allow-list entry.
     public func keyDigest() throws(AttestationError) -> [UInt8] { try TPMVerificationKey(key).digest }

@@ -149,7 +149,10 @@ public struct TPMSAttest: Hashable, Sendable {
         magic = try reader.u32("magic")
         type = try reader.u16("type")
         guard type == Self.quoteType else {
-            throw .unsupported("TPMS_ATTEST type", "0x" + String(type, radix: 16) + " (only TPM_ST_ATTEST_QUOTE 0x8018)")
+            throw .unsupported(
+                "TPMS_ATTEST type",
+                "0x" + String(type, radix: 16) + " (only TPM_ST_ATTEST_QUOTE 0x8018)"
+            )
         }
         qualifiedSignerRange = try reader.tpm2bRange("qualifiedSigner", limit: TPMLimits.name)
         extraDataRange = try reader.tpm2bRange("extraData", limit: TPMLimits.data)
@@ -175,7 +178,11 @@ public struct TPMSAttest: Hashable, Sendable {
             let hash = TPMAlgorithm(rawValue: try reader.u16("pcrSelections[\(bank)].hash"))
             let size = Int(try reader.u8("pcrSelections[\(bank)].sizeofSelect"))
             guard size <= TPMLimits.pcrSelectBytes else {
-                throw .lengthExceeded("\(reader.what).pcrSelections[\(bank)].sizeofSelect", length: size, limit: TPMLimits.pcrSelectBytes)
+                throw .lengthExceeded(
+                    "\(reader.what).pcrSelections[\(bank)].sizeofSelect",
+                    length: size,
+                    limit: TPMLimits.pcrSelectBytes
+                )
             }
             let select = try reader.read(size, "pcrSelections[\(bank)].pcrSelect")
             var mask: UInt32 = 0
@@ -228,7 +235,9 @@ public enum TPMTSignature: Hashable, Sendable {
         case .rsassa, .rsapss:
             let hash = TPMAlgorithm(rawValue: try reader.u16("hash"))
             let signature = try reader.tpm2b("sig", limit: TPMLimits.rsaKeyBytes)
-            self = algorithm == .rsassa ? .rsassa(hash: hash, signature: signature) : .rsapss(hash: hash, signature: signature)
+            self =
+                algorithm == .rsassa
+                ? .rsassa(hash: hash, signature: signature) : .rsapss(hash: hash, signature: signature)
         default:
             throw .unsupported("TPMT_SIGNATURE.sigAlg", algorithm.description)
         }
@@ -321,7 +330,10 @@ public struct TPMTPublic: Hashable, Sendable {
                 throw .unsupported("TPMT_PUBLIC.parameters.curveID", "0x" + String(curveID, radix: 16))
             }
             guard x.count <= curve.coordinateSize, y.count <= curve.coordinateSize else {
-                throw .invalidValue("TPMT_PUBLIC.unique.ecc", "coordinates of \(x.count) and \(y.count) bytes for \(curve)")
+                throw .invalidValue(
+                    "TPMT_PUBLIC.unique.ecc",
+                    "coordinates of \(x.count) and \(y.count) bytes for \(curve)"
+                )
             }
             key = .ecc(curve: curve, x: x, y: y)
         default:

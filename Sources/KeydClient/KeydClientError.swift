@@ -1,9 +1,10 @@
+import KeydProtocol
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import KeydProtocol
 
 /// Why a call to keyd failed: unreachable, misbehaving, or refused with a status.
 public struct KeydClientError: Error, Hashable, CustomStringConvertible, Sendable {
@@ -36,7 +37,10 @@ public struct KeydClientError: Error, Hashable, CustomStringConvertible, Sendabl
 
     /// Connecting to the socket failed.
     public static func unreachable(path: String, errno: Int32) -> KeydClientError {
-        KeydClientError(.unreachable, "cannot connect to keyd at \(path): \(String(cString: strerror(errno))) (errno \(errno))")
+        KeydClientError(
+            .unreachable,
+            "cannot connect to keyd at \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+        )
     }
 
     /// A read or write on the connection failed.

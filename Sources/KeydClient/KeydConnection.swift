@@ -1,9 +1,10 @@
+import KeydProtocol
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import KeydProtocol
 
 /// A blocking connection to one of keyd's sockets, numbered in pairs from `hello`.
 ///
@@ -22,7 +23,9 @@ public final class KeydConnection {
         fd = try Self.connect(path: path, timeoutMilliseconds: timeoutMilliseconds)
         hello = HelloAnswer(version: 0, peerClass: .stranger, phase: .awaitingKEK)
         do {
-            let answer = try roundTrip(.hello(minVersion: Limits.supportedVersions.lowerBound, maxVersion: Limits.supportedVersions.upperBound))
+            let answer = try roundTrip(
+                .hello(minVersion: Limits.supportedVersions.lowerBound, maxVersion: Limits.supportedVersions.upperBound)
+            )
             hello = try decode(answer, .hello, HelloAnswer.read)
         } catch {
             close()
@@ -91,7 +94,9 @@ public final class KeydConnection {
         let answer = try receive()
         if answer.isConnectionError { throw .refused(answer.status, request: kind) }
         guard answer.kind == kind.rawValue, answer.sequence == sequence else {
-            throw .violation("answer for kind 0x\(String(answer.kind, radix: 16)) sequence \(answer.sequence), expected \(kind) sequence \(sequence)")
+            throw .violation(
+                "answer for kind 0x\(String(answer.kind, radix: 16)) sequence \(answer.sequence), expected \(kind) sequence \(sequence)"
+            )
         }
         if answer.status.closesConnection { close() }
         return answer
@@ -149,7 +154,9 @@ public final class KeydConnection {
     }
 
     private func decode<T>(
-        _ answer: AnswerFrame, _ kind: RequestKind, _ read: (inout WireReader) throws(ProtocolError) -> T
+        _ answer: AnswerFrame,
+        _ kind: RequestKind,
+        _ read: (inout WireReader) throws(ProtocolError) -> T
     ) throws(KeydClientError) -> T {
         guard answer.status == .ok else { throw .refused(answer.status, request: kind) }
         do throws(ProtocolError) {
@@ -169,10 +176,14 @@ public final class KeydConnection {
     /// - Important: the frame buffer holding the secrets is wiped after sending.
     public func importKEK(masterSecret: UnsafeRawBufferPointer, salt: UnsafeRawBufferPointer) throws(KeydClientError) {
         guard Limits.masterSecretLength.contains(masterSecret.count) else {
-            throw .invalidArgument("master secret is \(masterSecret.count) bytes; keyd needs \(Limits.masterSecretLength.lowerBound)...\(Limits.masterSecretLength.upperBound)")
+            throw .invalidArgument(
+                "master secret is \(masterSecret.count) bytes; keyd needs \(Limits.masterSecretLength.lowerBound)...\(Limits.masterSecretLength.upperBound)"
+            )
         }
         guard Limits.saltLength.contains(salt.count) else {
-            throw .invalidArgument("salt is \(salt.count) bytes; keyd needs \(Limits.saltLength.lowerBound)...\(Limits.saltLength.upperBound)")
+            throw .invalidArgument(
+                "salt is \(salt.count) bytes; keyd needs \(Limits.saltLength.lowerBound)...\(Limits.saltLength.upperBound)"
+            )
         }
         var frame = RequestFrame.encodeKEKImport(sequence: nextSequence, masterSecret: masterSecret, salt: salt)
         defer { frame.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) } }
@@ -185,7 +196,11 @@ public final class KeydConnection {
 
     /// `audit.read`: up to `maxRecords` records from `firstRecord`.
     public func readAudit(firstRecord: UInt64, maxRecords: UInt16) throws(KeydClientError) -> AuditReadAnswer {
-        try decode(try roundTrip(.auditRead(firstRecord: firstRecord, maxRecords: maxRecords)), .auditRead, AuditReadAnswer.read)
+        try decode(
+            try roundTrip(.auditRead(firstRecord: firstRecord, maxRecords: maxRecords)),
+            .auditRead,
+            AuditReadAnswer.read
+        )
     }
 
     /// `audit.verify`: keyd re-reads its log and checks the chain against its head.
@@ -205,7 +220,9 @@ public final class KeydConnection {
     public func bindDisk(device: String) throws(KeydClientError) { _ = try call(.diskBind(device: device)) }
 
     /// `disk.close`: removes the mapping `mappingName`.
-    public func closeDisk(mappingName: String) throws(KeydClientError) { _ = try call(.diskClose(mappingName: mappingName)) }
+    public func closeDisk(mappingName: String) throws(KeydClientError) {
+        _ = try call(.diskClose(mappingName: mappingName))
+    }
 
     /// `disk.reset`: marks `device` for re-initialization; the next `disk.format` starts it afresh.
     public func resetDisk(device: String) throws(KeydClientError) { _ = try call(.diskReset(device: device)) }
@@ -217,16 +234,26 @@ public final class KeydConnection {
 
     /// `tpm.evidence` (admin) or `evidence.issue` (trustd): a quote document bound to `nonce` and `userDataDigest`.
     public func evidence(
-        _ variant: EvidenceVariant, nonce: [UInt8], userDataDigest: [UInt8], asAdmin: Bool = true
+        _ variant: EvidenceVariant,
+        nonce: [UInt8],
+        userDataDigest: [UInt8],
+        asAdmin: Bool = true
     ) throws(KeydClientError) -> EvidenceAnswer {
         let request = EvidenceRequest(variant: variant, nonce: nonce, userDataDigest: userDataDigest)
         let kind: RequestKind = asAdmin ? .tpmEvidence : .evidenceIssue
-        return try decode(try roundTrip(asAdmin ? .tpmEvidence(request) : .evidenceIssue(request)), kind, EvidenceAnswer.read)
+        return try decode(
+            try roundTrip(asAdmin ? .tpmEvidence(request) : .evidenceIssue(request)),
+            kind,
+            EvidenceAnswer.read
+        )
     }
 
     /// `disk.open`: verifies the derived key and activates `mappingName` where a device mapper exists.
     public func openDisk(device: String, mappingName: String) throws(KeydClientError) -> DiskOpenAnswer {
         try decode(
-            try roundTrip(.diskOpen(device: device, mappingName: mappingName)), .diskOpen, DiskOpenAnswer.read)
+            try roundTrip(.diskOpen(device: device, mappingName: mappingName)),
+            .diskOpen,
+            DiskOpenAnswer.read
+        )
     }
 }

@@ -306,7 +306,8 @@ public enum AuditVerifier {
                         problem: .unparsable,
                         record: index,
                         headHash: previousHash,
-                        explanation: "record \(index) ends without a newline after \(log.endIndex - start) bytes: a torn write"
+                        explanation:
+                            "record \(index) ends without a newline after \(log.endIndex - start) bytes: a torn write"
                     )
                 }
                 break

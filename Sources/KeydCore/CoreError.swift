@@ -68,7 +68,8 @@ extension CoreError {
         file: String = #fileID,
         line: UInt = #line
     ) -> CoreError {
-        let bound = length < limit.lowerBound ? "is under minimum \(limit.lowerBound)" : "exceeds limit \(limit.upperBound)"
+        let bound =
+            length < limit.lowerBound ? "is under minimum \(limit.lowerBound)" : "exceeds limit \(limit.upperBound)"
         return CoreError(
             code: .secretLength,
             reason: "\(what) length \(length) \(bound)",
@@ -107,7 +108,12 @@ extension CoreError.Code {
 
 extension CoreError {
     /// The whole configuration text is over `limit` bytes.
-    static func configurationTooLarge(byteCount: Int, limit: Int, file: String = #fileID, line: UInt = #line) -> CoreError {
+    static func configurationTooLarge(
+        byteCount: Int,
+        limit: Int,
+        file: String = #fileID,
+        line: UInt = #line
+    ) -> CoreError {
         CoreError(
             code: .configurationTooLarge,
             reason: "configuration is \(byteCount) bytes, exceeds limit \(limit)",
@@ -136,7 +142,8 @@ extension CoreError {
     ) -> CoreError {
         CoreError(
             code: .configurationUnknownKey,
-            reason: "configuration line \(lineNumber): unknown key \(quotedForMessage(key)); known keys: \(known.joined(separator: ", "))",
+            reason:
+                "configuration line \(lineNumber): unknown key \(quotedForMessage(key)); known keys: \(known.joined(separator: ", "))",
             file: file,
             line: line
         )
@@ -186,7 +193,8 @@ extension CoreError {
     ) -> CoreError {
         CoreError(
             code: .configurationOutOfRange,
-            reason: "configuration line \(lineNumber): '\(key)' value \(value.count > 24 ? value.prefix(24) + "…" : value) is outside \(limit)",
+            reason:
+                "configuration line \(lineNumber): '\(key)' value \(value.count > 24 ? value.prefix(24) + "…" : value) is outside \(limit)",
             file: file,
             line: line
         )

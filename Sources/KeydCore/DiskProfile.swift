@@ -25,13 +25,22 @@ public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
     /// Asterism's profile: the keyslot holds a random 32-byte key, so PBKDF2-SHA-256 with the
     /// minimum iterations and no benchmark (a slow KDF protects nothing here and slows every boot).
     public static let asterism = DiskProfile(
-        name: "asterism", cipher: "aes", cipherMode: "xts-plain64", volumeKeyBytes: 64, sectorSize: 4096,
-        kdf: .pbkdf2(hash: "sha256", iterations: 1000), tokenType: StateDiskToken.Kind.asterism.type
+        name: "asterism",
+        cipher: "aes",
+        cipherMode: "xts-plain64",
+        volumeKeyBytes: 64,
+        sectorSize: 4096,
+        kdf: .pbkdf2(hash: "sha256", iterations: 1000),
+        tokenType: StateDiskToken.Kind.asterism.type
     )
 
     /// Constellation's profile, for compatibility: argon2id 2000 ms, 64 MiB, 4 threads.
     public static let constellation = DiskProfile(
-        name: "constellation", cipher: "aes", cipherMode: "xts-plain64", volumeKeyBytes: 64, sectorSize: 4096,
+        name: "constellation",
+        cipher: "aes",
+        cipherMode: "xts-plain64",
+        volumeKeyBytes: 64,
+        sectorSize: 4096,
         kdf: .argon2id(timeMilliseconds: 2000, memoryKiB: 65536, threads: 4),
         tokenType: StateDiskToken.Kind.constellation.type
     )
@@ -61,46 +70,68 @@ public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
     public static func check(_ facts: LUKS2HeaderFacts) -> Result<DiskProfile, HeaderRejection> {
         // Fields that all profiles share are checked against the first; the KDF then picks one.
         let reference = all[0]
-        precondition(all.allSatisfy {
-            $0.cipher == reference.cipher && $0.cipherMode == reference.cipherMode
-                && $0.volumeKeyBytes == reference.volumeKeyBytes && $0.sectorSize == reference.sectorSize
-        }, "disk profiles disagree on shared fields")
+        precondition(
+            all.allSatisfy {
+                $0.cipher == reference.cipher && $0.cipherMode == reference.cipherMode
+                    && $0.volumeKeyBytes == reference.volumeKeyBytes && $0.sectorSize == reference.sectorSize
+            },
+            "disk profiles disagree on shared fields"
+        )
         if facts.cipher != reference.cipher {
             return .failure(HeaderRejection(field: "cipher", found: facts.cipher, expected: reference.cipher))
         }
         if facts.cipherMode != reference.cipherMode {
-            return .failure(HeaderRejection(field: "cipher mode", found: facts.cipherMode, expected: reference.cipherMode))
+            return .failure(
+                HeaderRejection(field: "cipher mode", found: facts.cipherMode, expected: reference.cipherMode)
+            )
         }
         if facts.volumeKeyBytes != reference.volumeKeyBytes {
-            return .failure(HeaderRejection(
-                field: "volume key bytes", found: String(facts.volumeKeyBytes), expected: String(reference.volumeKeyBytes)
-            ))
+            return .failure(
+                HeaderRejection(
+                    field: "volume key bytes",
+                    found: String(facts.volumeKeyBytes),
+                    expected: String(reference.volumeKeyBytes)
+                )
+            )
         }
         if facts.sectorSize != reference.sectorSize {
-            return .failure(HeaderRejection(
-                field: "sector size", found: String(facts.sectorSize), expected: String(reference.sectorSize)
-            ))
+            return .failure(
+                HeaderRejection(
+                    field: "sector size",
+                    found: String(facts.sectorSize),
+                    expected: String(reference.sectorSize)
+                )
+            )
         }
         if facts.segmentTypes != [segmentType] {
-            return .failure(HeaderRejection(
-                field: "segments", found: listed(facts.segmentTypes), expected: "exactly one \(segmentType)"
-            ))
+            return .failure(
+                HeaderRejection(
+                    field: "segments",
+                    found: listed(facts.segmentTypes),
+                    expected: "exactly one \(segmentType)"
+                )
+            )
         }
         if facts.digestTypes.isEmpty || facts.digestTypes.contains(where: { $0 != digestType }) {
             return .failure(HeaderRejection(field: "digests", found: listed(facts.digestTypes), expected: digestType))
         }
         let kdfs = Set(facts.keyslotKDFs)
         guard kdfs.count == 1, let kdf = kdfs.first, let profile = all.first(where: { $0.kdf.type == kdf }) else {
-            return .failure(HeaderRejection(
-                field: "keyslot KDF", found: listed(facts.keyslotKDFs),
-                expected: "one of " + all.map(\.kdf.type).joined(separator: ", ") + " in every keyslot"
-            ))
+            return .failure(
+                HeaderRejection(
+                    field: "keyslot KDF",
+                    found: listed(facts.keyslotKDFs),
+                    expected: "one of " + all.map(\.kdf.type).joined(separator: ", ") + " in every keyslot"
+                )
+            )
         }
         // A state-disk token of the other profile means the header was made by something else.
         for json in facts.tokenJSONs {
             guard let token = try? StateDiskToken(parsing: json) else { continue }
             if token.kind != profile.tokenKind {
-                return .failure(HeaderRejection(field: "token type", found: token.kind.type, expected: profile.tokenType))
+                return .failure(
+                    HeaderRejection(field: "token type", found: token.kind.type, expected: profile.tokenType)
+                )
             }
         }
         return .success(profile)
@@ -154,8 +185,16 @@ public struct LUKS2HeaderFacts: Hashable, Sendable {
 
     /// Makes facts from values already read.
     public init(
-        cipher: String, cipherMode: String, volumeKeyBytes: Int, sectorSize: Int, keyslotKDFs: [String],
-        digestTypes: [String], segmentTypes: [String], tokenJSONs: [String], uuid: String, label: String
+        cipher: String,
+        cipherMode: String,
+        volumeKeyBytes: Int,
+        sectorSize: Int,
+        keyslotKDFs: [String],
+        digestTypes: [String],
+        segmentTypes: [String],
+        tokenJSONs: [String],
+        uuid: String,
+        label: String
     ) {
         self.cipher = cipher
         self.cipherMode = cipherMode
@@ -172,16 +211,27 @@ public struct LUKS2HeaderFacts: Hashable, Sendable {
     /// Makes facts from the header getters plus the LUKS2 metadata JSON (`crypt_dump_json`), from
     /// which the keyslot KDFs, digest types and segment types are read.
     public init(
-        cipher: String, cipherMode: String, volumeKeyBytes: Int, sectorSize: Int, tokenJSONs: [String],
-        uuid: String, label: String, metadataJSON: String
+        cipher: String,
+        cipherMode: String,
+        volumeKeyBytes: Int,
+        sectorSize: Int,
+        tokenJSONs: [String],
+        uuid: String,
+        label: String,
+        metadataJSON: String
     ) throws(CoreError) {
         let metadata = try LUKS2Metadata.decode(metadataJSON)
         self.init(
-            cipher: cipher, cipherMode: cipherMode, volumeKeyBytes: volumeKeyBytes, sectorSize: sectorSize,
+            cipher: cipher,
+            cipherMode: cipherMode,
+            volumeKeyBytes: volumeKeyBytes,
+            sectorSize: sectorSize,
             keyslotKDFs: try metadata.inIndexOrder(metadata.keyslots, "keyslots").map(\.kdf.type),
             digestTypes: try metadata.inIndexOrder(metadata.digests, "digests").map(\.type),
-            segmentTypes: try metadata.inIndexOrder(metadata.segments, "segments").map(\.type), tokenJSONs: tokenJSONs,
-            uuid: uuid, label: label
+            segmentTypes: try metadata.inIndexOrder(metadata.segments, "segments").map(\.type),
+            tokenJSONs: tokenJSONs,
+            uuid: uuid,
+            label: label
         )
         for (key, keyslot) in metadata.keyslots {
             if let index = Int(key), let salt = keyslot.kdf.salt { keyslotSalts[index] = salt }
@@ -245,7 +295,12 @@ public struct StateDiskToken: Hashable, Sendable {
     /// Parses token JSON (as libcryptsetup returns it, whitespace allowed), strictly: exactly the
     /// members of one of the two formats, `keyslots` empty.
     public init(parsing text: String) throws(CoreError) {
-        let members = try LUKS2JSON.decode(TokenMembers.self, from: text, limit: Self.maximumLength, what: "state-disk token")
+        let members = try LUKS2JSON.decode(
+            TokenMembers.self,
+            from: text,
+            limit: Self.maximumLength,
+            what: "state-disk token"
+        )
         guard let type = members.type else { throw CoreError.invalidStateDiskToken("no string member 'type'") }
         let expected: Set<String>
         switch type {
@@ -261,9 +316,12 @@ public struct StateDiskToken: Hashable, Sendable {
         guard members.names == expected else {
             throw CoreError.invalidStateDiskToken(
                 "members \(members.names.sorted().map { quotedForMessage($0) }.joined(separator: ", ")) differ from "
-                    + expected.sorted().joined(separator: ", "))
+                    + expected.sorted().joined(separator: ", ")
+            )
         }
-        guard members.keyslots?.isEmpty == true else { throw CoreError.invalidStateDiskToken("'keyslots' is not an empty array") }
+        guard members.keyslots?.isEmpty == true else {
+            throw CoreError.invalidStateDiskToken("'keyslots' is not an empty array")
+        }
         let flagName = kind == .asterism ? "initialized" : "diskIsInitialized"
         guard let flag = kind == .asterism ? members.initialized : members.diskIsInitialized else {
             throw CoreError.invalidStateDiskToken("'\(flagName)' is not a boolean")
@@ -354,9 +412,12 @@ enum LUKS2JSON {
     }
 
     /// Decodes `text` (at most `limit` bytes) as `type`; `what` names the document in the error.
-    static func decode<T: Decodable>(_ type: T.Type, from text: String, limit: Int, what: String) throws(CoreError) -> T {
+    static func decode<T: Decodable>(_ type: T.Type, from text: String, limit: Int, what: String) throws(CoreError) -> T
+    {
         let bytes = Array(text.utf8)
-        guard bytes.count <= limit else { throw CoreError.invalidJSON("\(what) of \(bytes.count) bytes exceeds limit \(limit)") }
+        guard bytes.count <= limit else {
+            throw CoreError.invalidJSON("\(what) of \(bytes.count) bytes exceeds limit \(limit)")
+        }
         do {
             return try JSONDecoder().decode(type, from: Data(bytes))
         } catch {
@@ -368,7 +429,8 @@ enum LUKS2JSON {
     private static func describe(_ error: any Error) -> String {
         guard let error = error as? DecodingError else { return "not JSON" }
         switch error {
-        case .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context), .dataCorrupted(let context):
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context),
+            .dataCorrupted(let context):
             let path = context.codingPath.map(\.stringValue).joined(separator: ".")
             let detail: String
             switch error {

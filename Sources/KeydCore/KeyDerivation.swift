@@ -32,7 +32,12 @@ public enum KeyDerivation {
         byteCount: Int
     ) -> SecretBytes {
         SecretBytes(
-            storage: hkdfSHA256(inputKeyMaterial: SymmetricKey(data: secret), salt: salt, info: info, byteCount: byteCount)
+            storage: hkdfSHA256(
+                inputKeyMaterial: SymmetricKey(data: secret),
+                salt: salt,
+                info: info,
+                byteCount: byteCount
+            )
         )
     }
 
@@ -62,8 +67,9 @@ public enum KeyDerivation {
             case 8, 13, 18, 23:
                 guard byte == UInt8(ascii: "-") else { return false }
             default:
-                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
-                    || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+                guard
+                    (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+                        || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
                 else { return false }
             }
         }

@@ -69,7 +69,8 @@ public struct KeydConfiguration: Equatable, Sendable {
     public static let keys = [
         "trustd-uids", "trustd-gids", "admin-uids", "admin-gids",
         "max-connections", "frame-timeout-ms", "trustd-socket-mode", "admin-socket-mode",
-        "disk-allow-initialize", "disk-profile", "tpm-tcti", "tpm-ak-algorithm", "tpm-ak-handle", "tpm-pcrs", "tpm-event-log",
+        "disk-allow-initialize", "disk-profile", "tpm-tcti", "tpm-ak-algorithm", "tpm-ak-handle", "tpm-pcrs",
+        "tpm-event-log",
     ]
 
     /// Parses a configuration file; unset keys keep their defaults.
@@ -159,7 +160,12 @@ public struct KeydConfiguration: Equatable, Sendable {
         /// A decimal integer inside `range`.
         func integer(in range: ClosedRange<Int>) throws(CoreError) -> Int {
             guard let number = decimal(Substring(value)) else {
-                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "a decimal number")
+                throw .configurationBadNumber(
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    expected: "a decimal number"
+                )
             }
             guard number <= UInt64(range.upperBound), range.contains(Int(number)) else {
                 throw .configurationOutOfRange(
@@ -185,7 +191,12 @@ public struct KeydConfiguration: Equatable, Sendable {
         /// A state-disk profile name.
         func profile() throws(CoreError) -> DiskProfile {
             guard let profile = DiskProfile.named(value) else {
-                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "asterism or constellation")
+                throw .configurationBadNumber(
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    expected: "asterism or constellation"
+                )
             }
             return profile
         }
@@ -196,7 +207,11 @@ public struct KeydConfiguration: Equatable, Sendable {
                 value[..<colon].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") })
             else {
                 throw .configurationBadNumber(
-                    lineNumber: lineNumber, key: key, value: value, expected: "a named TCTI such as device:/dev/tpmrm0")
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    expected: "a named TCTI such as device:/dev/tpmrm0"
+                )
             }
             return value
         }
@@ -205,7 +220,11 @@ public struct KeydConfiguration: Equatable, Sendable {
         func oneOf(_ choices: [String]) throws(CoreError) -> String {
             guard choices.contains(value) else {
                 throw .configurationBadNumber(
-                    lineNumber: lineNumber, key: key, value: value, expected: choices.joined(separator: " or "))
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    expected: choices.joined(separator: " or ")
+                )
             }
             return value
         }
@@ -213,10 +232,20 @@ public struct KeydConfiguration: Equatable, Sendable {
         /// A hexadecimal owner persistent handle `0x81000000`…`0x817fffff`.
         func persistentHandle() throws(CoreError) -> UInt32 {
             guard value.hasPrefix("0x"), value.count == 10, let handle = UInt32(value.dropFirst(2), radix: 16) else {
-                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "a handle such as 0x81010a57")
+                throw .configurationBadNumber(
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    expected: "a handle such as 0x81010a57"
+                )
             }
             guard (0x8100_0000...0x817F_FFFF).contains(handle) else {
-                throw .configurationOutOfRange(lineNumber: lineNumber, key: key, value: value, limit: "0x81000000…0x817fffff")
+                throw .configurationOutOfRange(
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    limit: "0x81000000…0x817fffff"
+                )
             }
             return handle
         }
@@ -227,10 +256,16 @@ public struct KeydConfiguration: Equatable, Sendable {
             for item in value.split(separator: ",", omittingEmptySubsequences: false) {
                 let text = trimmed(item)
                 let bounds = text.split(separator: "-", omittingEmptySubsequences: false)
-                guard (1...2).contains(bounds.count), let low = decimal(bounds[0]), let high = decimal(bounds[bounds.count - 1]),
+                guard (1...2).contains(bounds.count), let low = decimal(bounds[0]),
+                    let high = decimal(bounds[bounds.count - 1]),
                     low <= high
                 else {
-                    throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "PCR indices and ranges such as 0-7,14")
+                    throw .configurationBadNumber(
+                        lineNumber: lineNumber,
+                        key: key,
+                        value: value,
+                        expected: "PCR indices and ranges such as 0-7,14"
+                    )
                 }
                 guard high <= 23 else {
                     throw .configurationOutOfRange(lineNumber: lineNumber, key: key, value: String(text), limit: "0…23")
@@ -243,7 +278,12 @@ public struct KeydConfiguration: Equatable, Sendable {
         /// An absolute path without NUL, at most 4096 bytes.
         func absolutePath() throws(CoreError) -> String {
             guard value.hasPrefix("/"), value.utf8.count <= 4096 else {
-                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "an absolute path")
+                throw .configurationBadNumber(
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    expected: "an absolute path"
+                )
             }
             return value
         }
@@ -254,7 +294,12 @@ public struct KeydConfiguration: Equatable, Sendable {
             guard !digits.isEmpty, digits.count <= 12,
                 digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "7")).contains($0) })
             else {
-                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "an octal mode such as 0660")
+                throw .configurationBadNumber(
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    expected: "an octal mode such as 0660"
+                )
             }
             var mode: UInt64 = 0
             for digit in digits { mode = mode * 8 + UInt64(digit - UInt8(ascii: "0")) }

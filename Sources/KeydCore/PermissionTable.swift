@@ -81,7 +81,11 @@ public enum PermissionTable {
 
     /// Decides one request. Peer class is checked first, then once-use, then phase.
     public static func evaluate(
-        _ kind: RequestKind, peer: PeerClass, phase: Phase, usedThisConnection: Bool, usedThisBoot: Bool
+        _ kind: RequestKind,
+        peer: PeerClass,
+        phase: Phase,
+        usedThisConnection: Bool,
+        usedThisBoot: Bool
     ) -> PermissionVerdict {
         let row = permission(for: kind)
         guard row.peers.contains(peer) else { return .denied }

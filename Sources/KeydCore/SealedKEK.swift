@@ -54,7 +54,9 @@ public struct SealedKEKFile: Hashable, Sendable {
 
     /// Parses a file strictly (magic, version, ascending PCRs, bounds, no trailing bytes).
     public init(decoding bytes: [UInt8]) throws(CoreError) {
-        guard bytes.count <= Self.maximumLength else { throw .invalidSealedKEK("file of \(bytes.count) bytes exceeds \(Self.maximumLength)") }
+        guard bytes.count <= Self.maximumLength else {
+            throw .invalidSealedKEK("file of \(bytes.count) bytes exceeds \(Self.maximumLength)")
+        }
         let result: Result<SealedKEKFile, ProtocolError> = bytes.withUnsafeBytes { raw in
             do throws(ProtocolError) {
                 var r = WireReader(raw)
@@ -65,12 +67,18 @@ public struct SealedKEKFile: Hashable, Sendable {
                 var pcrs: [Int] = []
                 for _ in 0..<count {
                     let index = Int(try r.u8("pcr"))
-                    guard index < 24, pcrs.last.map({ $0 < index }) ?? true else { throw .badValue(field: "pcr", "\(index) not ascending below 24") }
+                    guard index < 24, pcrs.last.map({ $0 < index }) ?? true else {
+                        throw .badValue(field: "pcr", "\(index) not ascending below 24")
+                    }
                     pcrs.append(index)
                 }
                 let file = SealedKEKFile(
-                    pcrs: pcrs, sealedPublic: try r.bytes(max: 1024, "sealedPublic"), sealedPrivate: try r.bytes(max: 1024, "sealedPrivate"),
-                    nonce: try r.fixed(12, "nonce"), ciphertext: try r.bytes(max: 256, "ciphertext"))
+                    pcrs: pcrs,
+                    sealedPublic: try r.bytes(max: 1024, "sealedPublic"),
+                    sealedPrivate: try r.bytes(max: 1024, "sealedPrivate"),
+                    nonce: try r.fixed(12, "nonce"),
+                    ciphertext: try r.bytes(max: 256, "ciphertext")
+                )
                 try r.finish("sealed KEK file")
                 return .success(file)
             } catch {
@@ -93,7 +101,10 @@ public struct SealedKEKFile: Hashable, Sendable {
 
     /// Encrypts `kek` under `wrappingKey` (which the caller has sealed to the TPM as `sealedPublic`/`sealedPrivate`).
     public init(
-        sealing kek: borrowing KeyEncryptionKey, wrappingKey: borrowing SecretBytes, pcrs: [Int], sealedPublic: [UInt8],
+        sealing kek: borrowing KeyEncryptionKey,
+        wrappingKey: borrowing SecretBytes,
+        pcrs: [Int],
+        sealedPublic: [UInt8],
         sealedPrivate: [UInt8]
     ) throws(CoreError) {
         precondition(wrappingKey.count == Self.wrappingKeyByteCount, "wrapping key of \(wrappingKey.count) bytes")
@@ -115,7 +126,11 @@ public struct SealedKEKFile: Hashable, Sendable {
     /// Decrypts the KEK with the wrapping key the TPM unsealed; a wrong key or an edited file fails.
     public func open(wrappingKey: borrowing SecretBytes) throws(CoreError) -> KeyEncryptionKey {
         guard ciphertext.count > 16, let nonce = try? AES.GCM.Nonce(data: self.nonce),
-            let box = try? AES.GCM.SealedBox(nonce: nonce, ciphertext: ciphertext.dropLast(16), tag: ciphertext.suffix(16))
+            let box = try? AES.GCM.SealedBox(
+                nonce: nonce,
+                ciphertext: ciphertext.dropLast(16),
+                tag: ciphertext.suffix(16)
+            )
         else { throw .invalidSealedKEK("ciphertext of \(ciphertext.count) bytes") }
         guard var plaintext = try? AES.GCM.open(box, using: wrappingKey.storage, authenticating: header.bytes) else {
             throw .invalidSealedKEK("authentication failed (another TPM key, or the file was edited)")
@@ -130,7 +145,8 @@ public struct SealedKEKFile: Hashable, Sendable {
     }
 
     /// Lends `masterLength ‖ master ‖ salt` to `body` in a buffer wiped afterwards.
-    private static func withPlaintext<R>(_ kek: borrowing KeyEncryptionKey, _ body: ([UInt8]) throws -> R) rethrows -> R {
+    private static func withPlaintext<R>(_ kek: borrowing KeyEncryptionKey, _ body: ([UInt8]) throws -> R) rethrows -> R
+    {
         var plaintext: [UInt8] = []
         plaintext.reserveCapacity(1 + kek.masterSecret.count + kek.salt.count)
         plaintext.append(UInt8(kek.masterSecret.count))

@@ -17,7 +17,8 @@ public struct SecretBytes: ~Copyable, Sendable {
     /// Copies contiguous bytes (an array, a slice of a receive buffer) into secret storage; the
     /// caller wipes its own buffer afterwards. A collection without contiguous storage is our bug.
     public init(copying bytes: some Collection<UInt8>) {
-        guard let key = bytes.withContiguousStorageIfAvailable({ SymmetricKey(data: UnsafeRawBufferPointer($0)) }) else {
+        guard let key = bytes.withContiguousStorageIfAvailable({ SymmetricKey(data: UnsafeRawBufferPointer($0)) })
+        else {
             preconditionFailure("secret bytes must be contiguous")
         }
         storage = key

@@ -73,7 +73,9 @@ public struct SessionStateMachine: Sendable {
 
     /// Decides one complete request body.
     public mutating func receive(
-        body: UnsafeRawBufferPointer, phase: Phase, usedThisBoot: Set<RequestKind>
+        body: UnsafeRawBufferPointer,
+        phase: Phase,
+        usedThisBoot: Set<RequestKind>
     ) -> SessionVerdict {
         precondition(state != .closed, "frame fed to a closed session")
         let frame: RequestFrame
@@ -86,14 +88,25 @@ public struct SessionStateMachine: Sendable {
 
         guard frame.sequence == expectedSequence else {
             return close(
-                kind, frame.sequence, .sequenceError,
-                detail: [.init("request", kind.description), .init("sequence", "\(frame.sequence)"), .init("expected", "\(expectedSequence)")])
+                kind,
+                frame.sequence,
+                .sequenceError,
+                detail: [
+                    .init("request", kind.description), .init("sequence", "\(frame.sequence)"),
+                    .init("expected", "\(expectedSequence)"),
+                ]
+            )
         }
         expectedSequence &+= 1
 
         // A stranger is denied whatever it sends first, hello or not.
         if peer == .stranger {
-            return close(kind, frame.sequence, .denied, detail: [.init("request", kind.description), .init("phase", phase.description)])
+            return close(
+                kind,
+                frame.sequence,
+                .denied,
+                detail: [.init("request", kind.description), .init("phase", phase.description)]
+            )
         }
 
         if case .awaitingHello = state, kind != .hello {
@@ -101,21 +114,34 @@ public struct SessionStateMachine: Sendable {
         }
 
         let verdict = PermissionTable.evaluate(
-            kind, peer: peer, phase: phase,
+            kind,
+            peer: peer,
+            phase: phase,
             usedThisConnection: usedThisConnection.contains(kind),
-            usedThisBoot: usedThisBoot.contains(kind))
+            usedThisBoot: usedThisBoot.contains(kind)
+        )
         switch verdict {
         case .allowed:
             break
         case .denied, .alreadyUsed:
-            return close(kind, frame.sequence, verdict.status, detail: [.init("request", kind.description), .init("phase", phase.description)])
+            return close(
+                kind,
+                frame.sequence,
+                verdict.status,
+                detail: [.init("request", kind.description), .init("phase", phase.description)]
+            )
         case .wrongPhase:
             let audit = SessionAudit(
-                event: .request(kind), granted: false, status: .wrongPhase,
-                detail: [.init("phase", phase.description)])
+                event: .request(kind),
+                granted: false,
+                status: .wrongPhase,
+                detail: [.init("phase", phase.description)]
+            )
             return .reply(
                 bytes: AnswerFrame.encodeStatus(answering: kind, sequence: frame.sequence, status: .wrongPhase),
-                close: false, audit: audit)
+                close: false,
+                audit: audit
+            )
         }
         usedThisConnection.insert(kind)
 
@@ -136,8 +162,15 @@ public struct SessionStateMachine: Sendable {
         precondition(state != .closed, "timeout fed to a closed session")
         state = .closed
         return .reply(
-            bytes: AnswerFrame.encodeConnectionError(.timeout), close: true,
-            audit: SessionAudit(event: .protocolViolation, granted: false, status: .timeout, detail: [.init("reason", "frame not completed in time")]))
+            bytes: AnswerFrame.encodeConnectionError(.timeout),
+            close: true,
+            audit: SessionAudit(
+                event: .protocolViolation,
+                granted: false,
+                status: .timeout,
+                detail: [.init("reason", "frame not completed in time")]
+            )
+        )
     }
 
     /// Decides that keyd refuses the connection for lack of room.
@@ -147,39 +180,60 @@ public struct SessionStateMachine: Sendable {
         return .reply(bytes: AnswerFrame.encodeConnectionError(.busy), close: true, audit: nil)
     }
 
-    private mutating func negotiate(_ sequence: UInt32, _ offered: ClosedRange<UInt16>, phase: Phase) -> SessionVerdict {
-        guard let version = offered.clamped(to: Limits.supportedVersions).last, offered.overlaps(Limits.supportedVersions) else {
+    private mutating func negotiate(_ sequence: UInt32, _ offered: ClosedRange<UInt16>, phase: Phase) -> SessionVerdict
+    {
+        guard let version = offered.clamped(to: Limits.supportedVersions).last,
+            offered.overlaps(Limits.supportedVersions)
+        else {
             return close(
-                .hello, sequence, .versionUnsupported,
-                detail: [.init("offered", "\(offered.lowerBound)...\(offered.upperBound)")])
+                .hello,
+                sequence,
+                .versionUnsupported,
+                detail: [.init("offered", "\(offered.lowerBound)...\(offered.upperBound)")]
+            )
         }
         state = .established(version: version)
         let answer = HelloAnswer(version: version, peerClass: peer, phase: phase)
-        return .reply(bytes: AnswerFrame.encode(answering: .hello, sequence: sequence, status: .ok, answer.write), close: false, audit: nil)
+        return .reply(
+            bytes: AnswerFrame.encode(answering: .hello, sequence: sequence, status: .ok, answer.write),
+            close: false,
+            audit: nil
+        )
     }
 
     private mutating func close(
-        _ kind: RequestKind, _ sequence: UInt32, _ status: StatusCode, detail: [SessionAudit.Pair]
+        _ kind: RequestKind,
+        _ sequence: UInt32,
+        _ status: StatusCode,
+        detail: [SessionAudit.Pair]
     ) -> SessionVerdict {
         state = .closed
         let event: AuditEvent = status == .denied || status == .alreadyUsed ? .request(kind) : .protocolViolation
         var fullDetail = detail
         if event == .protocolViolation { fullDetail.insert(.init("reason", status.description), at: 0) }
         return .reply(
-            bytes: AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: status), close: true,
-            audit: SessionAudit(event: event, granted: false, status: status, detail: fullDetail))
+            bytes: AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: status),
+            close: true,
+            audit: SessionAudit(event: event, granted: false, status: status, detail: fullDetail)
+        )
     }
 
-    private mutating func violation(_ error: ProtocolError, header: (kind: UInt16, sequence: UInt32)?) -> SessionVerdict {
+    private mutating func violation(_ error: ProtocolError, header: (kind: UInt16, sequence: UInt32)?) -> SessionVerdict
+    {
         state = .closed
         let audit = SessionAudit(
-            event: .protocolViolation, granted: false, status: error.status,
-            detail: [.init("reason", error.status.description), .init("error", error.detail)])
+            event: .protocolViolation,
+            granted: false,
+            status: error.status,
+            detail: [.init("reason", error.status.description), .init("error", error.detail)]
+        )
         // Answer the request by kind and sequence when both are known and the kind exists.
         if let header, let kind = RequestKind(rawValue: header.kind), error.status != .frameLength {
             return .reply(
                 bytes: AnswerFrame.encodeStatus(answering: kind, sequence: header.sequence, status: error.status),
-                close: true, audit: audit)
+                close: true,
+                audit: audit
+            )
         }
         return .reply(bytes: AnswerFrame.encodeConnectionError(error.status), close: true, audit: audit)
     }

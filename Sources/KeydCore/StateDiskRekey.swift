@@ -122,7 +122,8 @@ public struct FirstBootKeyslot: Hashable, Sendable {
             throw CoreError.invalidFirstBootRecord("longer than \(Self.maximumLength) bytes or no final newline")
         }
         let words = text.dropLast().split(separator: " ", omittingEmptySubsequences: false)
-        guard words.count == 4, words[0] == "keyslot", words[2] == "salt", let index = Int(words[1]), (0..<32).contains(index),
+        guard words.count == 4, words[0] == "keyslot", words[2] == "salt", let index = Int(words[1]),
+            (0..<32).contains(index),
             !words[3].isEmpty, words[3].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+/=".contains($0)) })
         else {
             throw CoreError.invalidFirstBootRecord("expected 'keyslot <0-31> salt <base64>'")

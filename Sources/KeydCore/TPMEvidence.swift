@@ -34,17 +34,24 @@ public enum EvidenceBinding {
 public enum ConstellationVTPMDocument {
     /// The document as JSON text bytes. `pcrs` are SHA-256 values by index (`hash` 11).
     public static func encode(
-        akPublic: [UInt8], attest: [UInt8], signature: [UInt8], pcrs: [(index: Int, value: [UInt8])], eventLog: [UInt8],
+        akPublic: [UInt8],
+        attest: [UInt8],
+        signature: [UInt8],
+        pcrs: [(index: Int, value: [UInt8])],
+        eventLog: [UInt8],
         userData: [UInt8]
     ) -> [UInt8] {
         // Go marshals map keys sorted as strings: "0", "1", "10", "11", …
         let sortedPCRs = pcrs.sorted { String($0.index) < String($1.index) }
         let pcrMembers = sortedPCRs.map { "\"\($0.index)\":\"\(Base64.encode($0.value))\"" }.joined(separator: ",")
-        var attestation = "{\"ak_pub\":\"\(Base64.encode(akPublic))\",\"quotes\":[{\"quote\":\"\(Base64.encode(attest))\","
+        var attestation =
+            "{\"ak_pub\":\"\(Base64.encode(akPublic))\",\"quotes\":[{\"quote\":\"\(Base64.encode(attest))\","
             + "\"raw_sig\":\"\(Base64.encode(signature))\",\"pcrs\":{\"hash\":11,\"pcrs\":{\(pcrMembers)}}}]"
         if !eventLog.isEmpty { attestation += ",\"event_log\":\"\(Base64.encode(eventLog))\"" }
         attestation += ",\"TeeAttestation\":null}"
-        return Array("{\"Attestation\":\(attestation),\"InstanceInfo\":null,\"UserData\":\"\(Base64.encode(userData))\"}".utf8)
+        return Array(
+            "{\"Attestation\":\(attestation),\"InstanceInfo\":null,\"UserData\":\"\(Base64.encode(userData))\"}".utf8
+        )
     }
 }
 
@@ -77,14 +84,17 @@ public enum SubjectPublicKeyInfo {
         precondition(point.count == 65 && point.first == 0x04, "uncompressed P-256 point")
         // SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING 0 unused bits }
         let algorithm: [UInt8] = [
-            0x30, 0x13, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07,
+            0x30, 0x13, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D,
+            0x03, 0x01, 0x07,
         ]
         return tlv(0x30, algorithm + tlv(0x03, [0x00] + point))
     }
 
     /// The SPKI of an RSA key (big-endian modulus and exponent).
     public static func der(rsaModulus modulus: [UInt8], exponent: UInt32) -> [UInt8] {
-        let algorithm: [UInt8] = [0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01, 0x05, 0x00]
+        let algorithm: [UInt8] = [
+            0x30, 0x0D, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01, 0x05, 0x00,
+        ]
         let exponentBytes = Array(withUnsafeBytes(of: exponent.bigEndian) { Array($0) }.drop { $0 == 0 })
         let key = tlv(0x30, tlv(0x02, unsignedInteger(modulus)) + tlv(0x02, unsignedInteger(exponentBytes)))
         return tlv(0x30, algorithm + tlv(0x03, [0x00] + key))

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KeydCore
 import KeydPlatform
 import KeydProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// keyd's start-up and shutdown around the event loop: socket activation or bound sockets,
 /// configuration, hardening, the TPM and the audit log, then the loop until SIGTERM.
@@ -25,7 +26,11 @@ public enum Daemon {
     }
 
     /// Sockets from systemd (names "keyd" and "admin") or bound by keyd when run by hand.
-    static func openListeners(_ options: Options, _ configuration: KeydConfiguration, activation: [String: Int32]?) throws(KeydError) -> (
+    static func openListeners(
+        _ options: Options,
+        _ configuration: KeydConfiguration,
+        activation: [String: Int32]?
+    ) throws(KeydError) -> (
         listeners: [(listener: UnixListener, role: ListenerRole)], activated: Bool
     ) {
         if let named = activation {
@@ -33,7 +38,9 @@ public enum Daemon {
                 var listeners: [(listener: UnixListener, role: ListenerRole)] = []
                 for role in ListenerRole.allCases {
                     guard let fd = named[role.rawValue] else {
-                        throw KeydError.startup("socket activation passed no socket named '\(role.rawValue)' (got \(named.keys.sorted()))")
+                        throw KeydError.startup(
+                            "socket activation passed no socket named '\(role.rawValue)' (got \(named.keys.sorted()))"
+                        )
                     }
                     try SocketActivation.validateListeningUnixSocket(fd: fd)
                     listeners.append((try UnixListener.adopt(FileDescriptor(rawValue: fd)), role))
@@ -72,7 +79,8 @@ public enum Daemon {
                 try ProcessHardening.lockMemoryOnFault()
                 memory = "locked on fault"
             }
-            return "capabilities=\(sets.effective.isEmpty ? "none" : sets.effective.map(\.name).sorted().joined(separator: ",")) memory=\(memory)"
+            return
+                "capabilities=\(sets.effective.isEmpty ? "none" : sets.effective.map(\.name).sorted().joined(separator: ",")) memory=\(memory)"
         } catch let error as KeydError {
             throw error
         } catch {
@@ -111,23 +119,44 @@ public enum Daemon {
         }
         let (listeners, activated) = try openListeners(options, configuration, activation: activation)
         let service = try KeydService(
-            stateDirectory: options.stateDirectory, diskAllowInitialize: configuration.diskAllowInitialize,
-            diskProfile: configuration.diskProfile)
-        let tpm = TPMService(configuration: configuration, tcti: options.tcti ?? configuration.tpmTCTI, state: service.state)
+            stateDirectory: options.stateDirectory,
+            diskAllowInitialize: configuration.diskAllowInitialize,
+            diskProfile: configuration.diskProfile
+        )
+        let tpm = TPMService(
+            configuration: configuration,
+            tcti: options.tcti ?? configuration.tpmTCTI,
+            state: service.state
+        )
         let hardening = try harden()
         let tpmFacts = service.attach(tpm)
 
         let classifier = PeerClassifier(
-            trustdUIDs: configuration.trustdUIDs, trustdGIDs: configuration.trustdGIDs,
-            adminUIDs: configuration.adminUIDs, adminGIDs: configuration.adminGIDs)
+            trustdUIDs: configuration.trustdUIDs,
+            trustdGIDs: configuration.trustdGIDs,
+            adminUIDs: configuration.adminUIDs,
+            adminGIDs: configuration.adminGIDs
+        )
         let loop = EventLoop(
-            listeners: listeners, signals: signals, service: service, classifier: classifier,
-            maxConnections: configuration.maxConnections, frameTimeoutMilliseconds: configuration.frameTimeoutMilliseconds)
-        service.auditLifecycle(.keydStart, detail: [("version", KeydService.version), ("socketActivated", "\(activated)")] + tpmFacts)
+            listeners: listeners,
+            signals: signals,
+            service: service,
+            classifier: classifier,
+            maxConnections: configuration.maxConnections,
+            frameTimeoutMilliseconds: configuration.frameTimeoutMilliseconds
+        )
+        service.auditLifecycle(
+            .keydStart,
+            detail: [("version", KeydService.version), ("socketActivated", "\(activated)")] + tpmFacts
+        )
         service.unsealStoredKEK()
         Log.notice(
-            "keyd ready", ["version": KeydService.version, "socket.activated": "\(activated)", "hardening": hardening,
-                           "state.dir": options.stateDirectory])
+            "keyd ready",
+            [
+                "version": KeydService.version, "socket.activated": "\(activated)", "hardening": hardening,
+                "state.dir": options.stateDirectory,
+            ]
+        )
         _ = try? SystemdNotify.send("READY=1\nSTATUS=Serving")
 
         loop.run()

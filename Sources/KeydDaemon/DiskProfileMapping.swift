@@ -11,9 +11,14 @@ extension LUKS2FormatParameters {
     /// label, and a state-disk token that says not initialized.
     public init(profile: DiskProfile, label: String = StateDisk.label) {
         self.init(
-            cipher: profile.cipher, cipherMode: profile.cipherMode, volumeKeyBytes: profile.volumeKeyBytes,
-            sectorSize: UInt32(profile.sectorSize), label: label, kdf: profile.kdf,
-            tokenJSON: StateDiskToken(kind: profile.tokenKind, initialized: false).json)
+            cipher: profile.cipher,
+            cipherMode: profile.cipherMode,
+            volumeKeyBytes: profile.volumeKeyBytes,
+            sectorSize: UInt32(profile.sectorSize),
+            label: label,
+            kdf: profile.kdf,
+            tokenJSON: StateDiskToken(kind: profile.tokenKind, initialized: false).json
+        )
     }
 }
 
@@ -21,8 +26,14 @@ extension LUKS2HeaderFacts {
     /// KeydCore's facts of a header libcryptsetup read; throws when its metadata does not parse.
     public init(_ header: LUKS2Header) throws(CoreError) {
         try self.init(
-            cipher: header.cipher, cipherMode: header.cipherMode, volumeKeyBytes: header.volumeKeyBytes,
-            sectorSize: header.sectorSize, tokenJSONs: header.tokens.map(\.json), uuid: header.uuid,
-            label: header.label, metadataJSON: header.metadataJSON)
+            cipher: header.cipher,
+            cipherMode: header.cipherMode,
+            volumeKeyBytes: header.volumeKeyBytes,
+            sectorSize: header.sectorSize,
+            tokenJSONs: header.tokens.map(\.json),
+            uuid: header.uuid,
+            label: header.label,
+            metadataJSON: header.metadataJSON
+        )
     }
 }

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KeydCore
 import KeydPlatform
 import KeydProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One accepted connection: its fixed identity, session state machine, decoder and outbox.
 ///
@@ -49,8 +50,12 @@ final class EventLoop {
     private var running = true
 
     init(
-        listeners: [(listener: UnixListener, role: ListenerRole)], signals: SignalFD, service: KeydService,
-        classifier: PeerClassifier, maxConnections: Int, frameTimeoutMilliseconds: Int
+        listeners: [(listener: UnixListener, role: ListenerRole)],
+        signals: SignalFD,
+        service: KeydService,
+        classifier: PeerClassifier,
+        maxConnections: Int,
+        frameTimeoutMilliseconds: Int
     ) {
         self.listeners = listeners
         self.signals = signals
@@ -154,15 +159,20 @@ final class EventLoop {
             let peerClass = classifier.classify(listener: entry.role, uid: credentials.uid, gid: credentials.gid)
             let identity = ConnectionIdentity(peerClass: peerClass, credentials: credentials)
             let connection = Connection(
-                fd: fd, identity: identity,
+                fd: fd,
+                identity: identity,
                 session: SessionStateMachine(peer: peerClass),
-                decoder: FrameDecoder(.requests, maxQueuedFrames: Self.maxQueuedFrames, wipe: SecureMemory.wipe))
+                decoder: FrameDecoder(.requests, maxQueuedFrames: Self.maxQueuedFrames, wipe: SecureMemory.wipe)
+            )
             if connections.count >= maxConnections {
                 if case .reply(let bytes, _, _) = connection.session.refuseBusy() {
                     _ = try? fd.write(bytes)
                 }
                 try? fd.close()
-                Log.warning("Connection refused: limit reached", ["connections.max": "\(maxConnections)", "peer.uid": "\(credentials.uid)"])
+                Log.warning(
+                    "Connection refused: limit reached",
+                    ["connections.max": "\(maxConnections)", "peer.uid": "\(credentials.uid)"]
+                )
                 continue
             }
             connections[fd.rawValue] = connection
@@ -206,9 +216,14 @@ final class EventLoop {
             case .eof:
                 if connection.decoder.hasPartialFrame {
                     service.audit(
-                        SessionAudit(event: .protocolViolation, granted: false, status: .malformed,
-                                     detail: [.init("reason", "peer disconnected mid-frame")]),
-                        identity: connection.identity)
+                        SessionAudit(
+                            event: .protocolViolation,
+                            granted: false,
+                            status: .malformed,
+                            detail: [.init("reason", "peer disconnected mid-frame")]
+                        ),
+                        identity: connection.identity
+                    )
                 }
                 connection.closeAfterFlush = true
                 return
@@ -268,8 +283,12 @@ final class EventLoop {
                 if close {
                     Log.warning(
                         "Peer refused or broke the protocol; connection closed",
-                        ["peer.class": "\(connection.identity.peerClass)", "peer.uid": "\(connection.identity.credentials.uid)",
-                         "peer.pid": "\(connection.identity.credentials.pid)", "status": "\(audit.status)"])
+                        [
+                            "peer.class": "\(connection.identity.peerClass)",
+                            "peer.uid": "\(connection.identity.credentials.uid)",
+                            "peer.pid": "\(connection.identity.credentials.pid)", "status": "\(audit.status)",
+                        ]
+                    )
                 }
             }
             connection.outbox += bytes

@@ -40,12 +40,16 @@ struct FaultInjection: Equatable {
         guard let raw = getenv(variable) else { return nil }
         let text = String(cString: raw)
         guard let fault = FaultInjection(parsing: text) else {
-            Log.error("Malformed fault injection", ["variable": variable, "value": text, "expected": "rekey:<step>:<fail|kill>"])
+            Log.error(
+                "Malformed fault injection",
+                ["variable": variable, "value": text, "expected": "rekey:<step>:<fail|kill>"]
+            )
             exit(64)
         }
         Log.warning(
             "Fault injection armed (debug build only)",
-            ["variable": variable, "rekey.step": fault.step.description, "action": fault.action.rawValue])
+            ["variable": variable, "rekey.step": fault.step.description, "action": fault.action.rawValue]
+        )
         return fault
     }
 }

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KeydCore
 import KeydPlatform
 import KeydProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Who sent a request: the class decided at accept time and the raw credentials, for audit only.
 struct ConnectionIdentity {
@@ -49,7 +50,11 @@ public final class KeydService {
     var tpm: TPMService?
     private let startNanoseconds = MonotonicClock.nowNanoseconds()
     let keydIdentity = AuditPeer(
-        peerClass: .keyd, uid: UInt32(geteuid()), gid: UInt32(getegid()), pid: getpid())
+        peerClass: .keyd,
+        uid: UInt32(geteuid()),
+        gid: UInt32(getegid()),
+        pid: getpid()
+    )
     /// Requests dispatched so far.
     private(set) var requestsServed: UInt64 = 0
     /// Open connections, kept current by the event loop.
@@ -57,7 +62,11 @@ public final class KeydService {
 
     /// Opens (or creates) the state directory and its audit log and resumes the chain;
     /// `diskAllowInitialize` lets `disk.format` initialize a device without a LUKS2 header.
-    init(stateDirectory path: String, diskAllowInitialize: Bool = false, diskProfile: DiskProfile = .asterism) throws(KeydError) {
+    init(
+        stateDirectory path: String,
+        diskAllowInitialize: Bool = false,
+        diskProfile: DiskProfile = .asterism
+    ) throws(KeydError) {
         do {
             state = try StateDirectory(path: path, creatingWith: 0o700)
             auditFile = try state.openLog(Self.auditLogName, mode: 0o600)
@@ -67,8 +76,12 @@ public final class KeydService {
             auditIntactAtStart = verification.intact
             if !verification.intact {
                 Log.error(
-                    "Audit log chain is broken", ["audit.path": auditFile.path, "audit.first_bad": "\(verification.firstBadRecord)",
-                    "audit.problem": "\(verification.problem)"])
+                    "Audit log chain is broken",
+                    [
+                        "audit.path": auditFile.path, "audit.first_bad": "\(verification.firstBadRecord)",
+                        "audit.problem": "\(verification.problem)",
+                    ]
+                )
             }
             if verification.completeByteCount != existing.count {
                 // A torn last line (crash mid-write) is cut so the next record starts on its own line.
@@ -84,12 +97,20 @@ public final class KeydService {
     /// Appends one record and fsyncs it; false when it could not be made durable.
     @discardableResult
     func audit(
-        _ event: AuditEvent, granted: Bool, status: StatusCode, peer: AuditPeer,
+        _ event: AuditEvent,
+        granted: Bool,
+        status: StatusCode,
+        peer: AuditPeer,
         detail: [(key: String, value: String)] = []
     ) -> Bool {
         let (line, next) = chain.appending(
-            event: event, decision: granted ? .granted : .refused, status: status.description, peer: peer,
-            detail: detail, time: WallClock.nowSeconds())
+            event: event,
+            decision: granted ? .granted : .refused,
+            status: status.description,
+            peer: peer,
+            detail: detail,
+            time: WallClock.nowSeconds()
+        )
         do {
             try auditFile.append(line)
             try auditFile.sync()
@@ -104,8 +125,12 @@ public final class KeydService {
     /// Writes a session decision (violation, denial, wrong phase) to the audit log.
     func audit(_ note: SessionAudit, identity: ConnectionIdentity) {
         audit(
-            note.event, granted: note.granted, status: note.status, peer: identity.auditPeer,
-            detail: note.detail.map { (key: $0.key, value: $0.value) })
+            note.event,
+            granted: note.granted,
+            status: note.status,
+            peer: identity.auditPeer,
+            detail: note.detail.map { (key: $0.key, value: $0.value) }
+        )
     }
 
     /// Records keyd's own start or stop.
@@ -131,11 +156,19 @@ public final class KeydService {
         case .status:
             return serving(kind) {
                 let answer = StatusAnswer(
-                    protocolVersion: Limits.supportedVersions.upperBound, phase: phase, peerClass: identity.peerClass,
+                    protocolVersion: Limits.supportedVersions.upperBound,
+                    phase: phase,
+                    peerClass: identity.peerClass,
                     uptimeSeconds: (MonotonicClock.nowNanoseconds() - startNanoseconds) / 1_000_000_000,
-                    requestsServed: requestsServed, connections: UInt32(clamping: connectionCount),
-                    auditRecords: chain.nextSequence, auditHead: chain.headHash, auditIntact: auditIntactAtStart,
-                    keydVersion: Self.version, tpmAvailable: tpm?.available ?? false, sealedKEK: tpm?.sealedState ?? .none)
+                    requestsServed: requestsServed,
+                    connections: UInt32(clamping: connectionCount),
+                    auditRecords: chain.nextSequence,
+                    auditHead: chain.headHash,
+                    auditIntact: auditIntactAtStart,
+                    keydVersion: Self.version,
+                    tpmAvailable: tpm?.available ?? false,
+                    sealedKEK: tpm?.sealedState ?? .none
+                )
                 return AnswerFrame.encode(answering: kind, sequence: sequence, status: .ok, answer.write)
             }
         case .kekImport(let fields):
@@ -146,7 +179,11 @@ public final class KeydService {
             return serving(kind) {
                 let report = tpm?.statusReport() ?? "{\"available\":false}"
                 return AnswerFrame.encode(
-                    answering: kind, sequence: sequence, status: .ok, TPMStatusAnswer(report: Array(report.utf8)).write)
+                    answering: kind,
+                    sequence: sequence,
+                    status: .ok,
+                    TPMStatusAnswer(report: Array(report.utf8)).write
+                )
             }
         case .kekLock:
             return serving(kind) { lockKEK(identity: identity, sequence: sequence) }
@@ -175,7 +212,13 @@ public final class KeydService {
         case .diskClose(let mappingName):
             return serving(kind) {
                 let outcome = stateDisk.closeMapping(mappingName)
-                return answerDisk(kind, device: "/dev/mapper/" + mappingName, outcome, identity: identity, sequence: sequence)
+                return answerDisk(
+                    kind,
+                    device: "/dev/mapper/" + mappingName,
+                    outcome,
+                    identity: identity,
+                    sequence: sequence
+                )
             }
         case .diskReset(let device):
             return serving(kind) {
@@ -201,7 +244,12 @@ public final class KeydService {
     }
 
     /// `disk.open`: checks the header, derives the key and opens (or verifies) the disk.
-    private func openDisk(_ device: String, mappingName: String, identity: ConnectionIdentity, sequence: UInt32) -> [UInt8] {
+    private func openDisk(
+        _ device: String,
+        mappingName: String,
+        identity: ConnectionIdentity,
+        sequence: UInt32
+    ) -> [UInt8] {
         let outcome = stateDisk.whileLocked(device: device) {
             withDiskKey(device: device) { header, profile, key in
                 stateDisk.open(device: device, mappingName: mappingName, header: header, profile: profile, key: key)
@@ -209,13 +257,17 @@ public final class KeydService {
         }
         var detail: [(key: String, value: String)] = [("mappingName", mappingName)]
         if outcome.status == .ok { detail.append(("activated", "\(outcome.activated)")) }
-        return answerDisk(.diskOpen, device: device, outcome, detail: detail, identity: identity, sequence: sequence) { w in
+        return answerDisk(.diskOpen, device: device, outcome, detail: detail, identity: identity, sequence: sequence) {
+            w in
             DiskOpenAnswer(activated: outcome.activated).write(&w)
         }
     }
 
     private func importKEK(
-        _ fields: KEKImportFields, body: UnsafeRawBufferPointer, identity: ConnectionIdentity, sequence: UInt32
+        _ fields: KEKImportFields,
+        body: UnsafeRawBufferPointer,
+        identity: ConnectionIdentity,
+        sequence: UInt32
     ) -> [UInt8] {
         func slice(_ field: SecretField) -> UnsafeRawBufferPointer {
             UnsafeRawBufferPointer(rebasing: body[field.offset..<(field.offset + field.count)])
@@ -226,10 +278,17 @@ public final class KeydService {
         let imported: KeyEncryptionKey
         do {
             imported = try KeyEncryptionKey(
-                masterSecret: SecretBytes(copying: slice(fields.masterSecret)), salt: SecretBytes(copying: slice(fields.salt)))
+                masterSecret: SecretBytes(copying: slice(fields.masterSecret)),
+                salt: SecretBytes(copying: slice(fields.salt))
+            )
         } catch {
-            audit(.request(.kekImport), granted: false, status: .invalidArgument, peer: identity.auditPeer,
-                  detail: lengths + [("reason", error.description)])
+            audit(
+                .request(.kekImport),
+                granted: false,
+                status: .invalidArgument,
+                peer: identity.auditPeer,
+                detail: lengths + [("reason", error.description)]
+            )
             return AnswerFrame.encodeStatus(answering: .kekImport, sequence: sequence, status: .invalidArgument)
         }
         // The record is durable before the KEK is kept: no audit, no key.
@@ -238,7 +297,10 @@ public final class KeydService {
         }
         kek = consume imported
         phase = .holdingKEK
-        Log.notice("KEK imported", ["peer.uid": "\(identity.credentials.uid)", "peer.pid": "\(identity.credentials.pid)"])
+        Log.notice(
+            "KEK imported",
+            ["peer.uid": "\(identity.credentials.uid)", "peer.pid": "\(identity.credentials.pid)"]
+        )
         sealImportedKEK(identity: identity)
         return AnswerFrame.encodeStatus(answering: .kekImport, sequence: sequence, status: .ok)
     }
@@ -250,7 +312,10 @@ public final class KeydService {
         if let tpm, case .failure(let error) = tpm.forgetSealedKEK() {
             Log.error("Sealed KEK not removed on lock", ["error": "\(error)"])
         }
-        Log.notice("KEK locked", ["peer.uid": "\(identity.credentials.uid)", "peer.pid": "\(identity.credentials.pid)"])
+        Log.notice(
+            "KEK locked",
+            ["peer.uid": "\(identity.credentials.uid)", "peer.pid": "\(identity.credentials.pid)"]
+        )
         let recorded = audit(.request(.kekLock), granted: true, status: .ok, peer: identity.auditPeer)
         return AnswerFrame.encodeStatus(answering: .kekLock, sequence: sequence, status: recorded ? .ok : .auditFailure)
     }
@@ -278,11 +343,18 @@ public final class KeydService {
             total += 1
             guard index >= first, records.count < Int(maxRecords) else { continue }
             var text = String(decoding: line, as: UTF8.self)
-            let valid = line.count <= Limits.maxAuditRecord && !line.contains(where: { $0 < 0x20 || $0 == 0x7F })
+            let valid =
+                line.count <= Limits.maxAuditRecord && !line.contains(where: { $0 < 0x20 || $0 == 0x7F })
                 && String(validating: line, as: UTF8.self) != nil
-            if !valid { text = "{\"seq\":\(index),\"invalid\":\"record is not printable text of at most \(Limits.maxAuditRecord) bytes\"}" }
+            if !valid {
+                text =
+                    "{\"seq\":\(index),\"invalid\":\"record is not printable text of at most \(Limits.maxAuditRecord) bytes\"}"
+            }
             let size = AuditReadAnswer.encodedSize(ofRecord: text.utf8.count)
-            if size > budget { budget = 0; continue }
+            if size > budget {
+                budget = 0
+                continue
+            }
             budget -= size
             records.append(text)
         }
@@ -304,9 +376,12 @@ public final class KeydService {
             verification.firstBadRecord = chain.nextSequence
         }
         let answer = AuditVerifyAnswer(
-            intact: verification.intact, records: verification.records, firstBadRecord: verification.firstBadRecord,
+            intact: verification.intact,
+            records: verification.records,
+            firstBadRecord: verification.firstBadRecord,
             problem: verification.problem,
-            headHash: verification.headHash.count == 32 ? verification.headHash : [UInt8](repeating: 0, count: 32))
+            headHash: verification.headHash.count == 32 ? verification.headHash : [UInt8](repeating: 0, count: 32)
+        )
         return AnswerFrame.encode(answering: .auditVerify, sequence: sequence, status: .ok, answer.write)
     }
 
@@ -336,16 +411,30 @@ public final class KeydService {
     /// Audits a disk outcome (device, uuid, status, reason; never a key) and encodes the answer;
     /// `payload` writes the answer of an `ok` outcome.
     private func answerDisk(
-        _ kind: RequestKind, device: String, _ outcome: DiskOutcome, detail extra: [(key: String, value: String)] = [],
-        identity: ConnectionIdentity, sequence: UInt32, payload: ((inout WireWriter) -> Void)? = nil
+        _ kind: RequestKind,
+        device: String,
+        _ outcome: DiskOutcome,
+        detail extra: [(key: String, value: String)] = [],
+        identity: ConnectionIdentity,
+        sequence: UInt32,
+        payload: ((inout WireWriter) -> Void)? = nil
     ) -> [UInt8] {
         var detail: [(key: String, value: String)] = [("device", device)]
         if let uuid = outcome.uuid { detail.append(("uuid", uuid)) }
         detail += extra
         if let reason = outcome.reason { detail.append(("reason", reason)) }
-        let recorded = audit(.request(kind), granted: outcome.status == .ok, status: outcome.status, peer: identity.auditPeer, detail: detail)
+        let recorded = audit(
+            .request(kind),
+            granted: outcome.status == .ok,
+            status: outcome.status,
+            peer: identity.auditPeer,
+            detail: detail
+        )
         if outcome.status != .ok {
-            Log.warning("State-disk request refused", ["request": kind.description, "disk.device": device, "status": outcome.status.description])
+            Log.warning(
+                "State-disk request refused",
+                ["request": kind.description, "disk.device": device, "status": outcome.status.description]
+            )
         }
         guard recorded || outcome.status != .ok else {
             return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: .auditFailure)
@@ -373,7 +462,10 @@ extension KeydService {
             Log.info("TPM ready", ["tpm": tpm.keySummary.map { "\($0.key)=\($0.value)" }.joined(separator: " ")])
             return tpm.keySummary
         }
-        Log.warning("No TPM: evidence and sealing unavailable", ["tpm.tcti": tpm.tcti, "error": tpm.unavailableReason ?? ""])
+        Log.warning(
+            "No TPM: evidence and sealing unavailable",
+            ["tpm.tcti": tpm.tcti, "error": tpm.unavailableReason ?? ""]
+        )
         return [("tpm.available", "false"), ("tpm.tcti", tpm.tcti), ("tpm.reason", tpm.unavailableReason ?? "")]
     }
 
@@ -401,30 +493,66 @@ extension KeydService {
         guard let tpm, let outcome = kek?.sealed(by: tpm) else { return }
         switch outcome {
         case .success:
-            audit(.kekSeal, granted: true, status: .ok, peer: identity.auditPeer, detail: [("pcrs", tpm.selection.indices.map(String.init).joined(separator: ","))])
+            audit(
+                .kekSeal,
+                granted: true,
+                status: .ok,
+                peer: identity.auditPeer,
+                detail: [("pcrs", tpm.selection.indices.map(String.init).joined(separator: ","))]
+            )
         case .failure(let refusal):
             Log.warning("KEK not sealed; held in memory only", ["reason": refusal.reason])
-            audit(.kekSeal, granted: false, status: refusal.status, peer: identity.auditPeer, detail: [("reason", refusal.reason)])
+            audit(
+                .kekSeal,
+                granted: false,
+                status: refusal.status,
+                peer: identity.auditPeer,
+                detail: [("reason", refusal.reason)]
+            )
         }
     }
 
     /// `evidence.issue` (trustd) and `tpm.evidence` (admin): a quote document. Refusals are audited;
     /// trustd's routine evidence requests are counted in `tpm.status`, not audited one by one.
-    func issueEvidence(_ kind: RequestKind, _ request: EvidenceRequest, identity: ConnectionIdentity, sequence: UInt32) -> [UInt8] {
+    func issueEvidence(
+        _ kind: RequestKind,
+        _ request: EvidenceRequest,
+        identity: ConnectionIdentity,
+        sequence: UInt32
+    ) -> [UInt8] {
         guard let tpm else {
             return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: .tpmUnavailable)
         }
         switch tpm.evidence(request) {
         case .success(let document):
             if kind == .tpmEvidence {
-                audit(.request(kind), granted: true, status: .ok, peer: identity.auditPeer,
-                      detail: [("variant", "\(request.variant.rawValue)"), ("bytes", "\(document.count)")])
+                audit(
+                    .request(kind),
+                    granted: true,
+                    status: .ok,
+                    peer: identity.auditPeer,
+                    detail: [("variant", "\(request.variant.rawValue)"), ("bytes", "\(document.count)")]
+                )
             }
             return AnswerFrame.encode(
-                answering: kind, sequence: sequence, status: .ok, capacity: document.count + 32, EvidenceAnswer(document: document).write)
+                answering: kind,
+                sequence: sequence,
+                status: .ok,
+                capacity: document.count + 32,
+                EvidenceAnswer(document: document).write
+            )
         case .failure(let refusal):
-            Log.warning("Evidence refused", ["request": kind.description, "status": refusal.status.description, "reason": refusal.reason])
-            audit(.request(kind), granted: false, status: refusal.status, peer: identity.auditPeer, detail: [("reason", refusal.reason)])
+            Log.warning(
+                "Evidence refused",
+                ["request": kind.description, "status": refusal.status.description, "reason": refusal.reason]
+            )
+            audit(
+                .request(kind),
+                granted: false,
+                status: refusal.status,
+                peer: identity.auditPeer,
+                detail: [("reason", refusal.reason)]
+            )
             return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: refusal.status)
         }
     }

@@ -52,8 +52,16 @@ public enum Log {
         return result + "\""
     }
 
-    public static func error(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.error, message, metadata) }
-    public static func warning(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.warning, message, metadata) }
-    public static func notice(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.notice, message, metadata) }
-    public static func info(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) { write(.info, message, metadata) }
+    public static func error(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) {
+        write(.error, message, metadata)
+    }
+    public static func warning(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) {
+        write(.warning, message, metadata)
+    }
+    public static func notice(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) {
+        write(.notice, message, metadata)
+    }
+    public static func info(_ message: String, _ metadata: KeyValuePairs<String, String> = [:]) {
+        write(.info, message, metadata)
+    }
 }

@@ -72,7 +72,9 @@ public struct Options: Equatable, Sendable {
         for path in [state, socket, admin, config].compactMap({ $0 }) where !path.hasPrefix("/") {
             throw .usage("path '\(path)' must be absolute")
         }
-        return .run(Options(stateDirectory: state, socketPath: socket, adminSocketPath: admin, configPath: config, tcti: tcti))
+        return .run(
+            Options(stateDirectory: state, socketPath: socket, adminSocketPath: admin, configPath: config, tcti: tcti)
+        )
     }
 }
 

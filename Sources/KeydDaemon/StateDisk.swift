@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KeydCore
 import KeydPlatform
 import KeydProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The result of one state-disk operation: the status to answer and what the audit record says.
 struct DiskOutcome: Sendable {
@@ -100,7 +101,8 @@ public final class StateDisk {
         }
         let initialized = facts.stateDiskToken?.initialized ?? false
         let slots = header.keyslots.map { String($0.index) }.joined(separator: ",")
-        let report = "{\"luks2\":true,\"uuid\":\(AuditJSON.quoted(header.uuid)),\"label\":\(AuditJSON.quoted(header.label)),"
+        let report =
+            "{\"luks2\":true,\"uuid\":\(AuditJSON.quoted(header.uuid)),\"label\":\(AuditJSON.quoted(header.label)),"
             + "\"profile\":\(AuditJSON.quoted(checked.name)),\"initialized\":\(initialized),\"keyslots\":[\(slots)],"
             + "\"firstBootKeyHeld\":\(firstBootKeys[header.uuid] != nil),\"headerCheck\":\"ok\"}"
         return DiskOutcome(status: .ok, uuid: header.uuid, report: report)
@@ -121,8 +123,10 @@ public final class StateDisk {
                 Self.markedUninitialized(checked.header)
             else {
                 return .refused(
-                    .invalidArgument, "device holds a LUKS2 header that is bound, foreign or formatted this boot; not reformatted",
-                    uuid: header.uuid)
+                    .invalidArgument,
+                    "device holds a LUKS2 header that is bound, foreign or formatted this boot; not reformatted",
+                    uuid: header.uuid
+                )
             }
         } else {
             // Never initialize a device whose state disk keyd formatted and whose headers are now gone.
@@ -166,11 +170,19 @@ public final class StateDisk {
             guard let header = try LUKS2Volume.inspect(path: device), header.keyslots.count == 1,
                 let facts = Self.check(header).0, let slot = header.keyslots.first?.index,
                 let salt = facts.keyslotSalts[slot]
-            else { throw SystemError.verificationFailed(call: "recordFirstBootKeyslot", "a fresh format has not exactly one keyslot with a salt") }
+            else {
+                throw SystemError.verificationFailed(
+                    call: "recordFirstBootKeyslot",
+                    "a fresh format has not exactly one keyslot with a salt"
+                )
+            }
             let record = FirstBootKeyslot(index: slot, salt: salt)
             try headers().writeAtomically(Self.firstBootRecordName(uuid), bytes: Array(record.text.utf8), mode: 0o600)
         } catch {
-            Log.warning("First-boot keyslot record not written", ["disk.device": device, "disk.uuid": uuid, "error": "\(error)"])
+            Log.warning(
+                "First-boot keyslot record not written",
+                ["disk.device": device, "disk.uuid": uuid, "error": "\(error)"]
+            )
         }
     }
 
@@ -198,7 +210,10 @@ public final class StateDisk {
             }
             try headers.writeAtomically(Self.deviceRecordName(uuid), bytes: Array(device.utf8), mode: 0o600)
         } catch {
-            Log.warning("State-disk device record not written", ["disk.device": device, "disk.uuid": uuid, "error": "\(error)"])
+            Log.warning(
+                "State-disk device record not written",
+                ["disk.device": device, "disk.uuid": uuid, "error": "\(error)"]
+            )
         }
     }
 
@@ -215,7 +230,8 @@ public final class StateDisk {
             return .refused(
                 .diskHeadersDestroyed,
                 "both LUKS2 headers are unreadable on a device that held state disk \(uuid); header backups are in \(headers.path)",
-                uuid: uuid)
+                uuid: uuid
+            )
         }
         return nil
     }
@@ -243,7 +259,9 @@ public final class StateDisk {
         let (facts, profile) = Self.check(header)
         guard facts != nil, case .success(let checked) = profile else {
             let reason = Self.rejection(profile)
-            return .failure(DiskOutcomeError(.refused(.diskHeaderRejected, "header rejected: \(reason)", uuid: header.uuid)))
+            return .failure(
+                DiskOutcomeError(.refused(.diskHeaderRejected, "header rejected: \(reason)", uuid: header.uuid))
+            )
         }
         return .success((header, checked))
     }
@@ -262,7 +280,11 @@ public final class StateDisk {
 
     /// The re-key loop: observe, let ``StateDiskRekey`` decide, perform one step, repeat.
     private func rekey(
-        _ volume: borrowing LUKS2Volume, device: String, uuid: String, profile: DiskProfile, kdf: LUKS2KDF,
+        _ volume: borrowing LUKS2Volume,
+        device: String,
+        uuid: String,
+        profile: DiskProfile,
+        kdf: LUKS2KDF,
         newKey: borrowing SecretBytes
     ) -> DiskOutcome {
         let oldKey = firstBootKeys[uuid]
@@ -273,29 +295,40 @@ public final class StateDisk {
             let observation: StateDiskRekey.Observation
             do {
                 let tokenInitialized = try Self.stateToken(volume)?.token.initialized ?? false
-                let old = try oldKey.map { key in
-                    try key.secret.withUnsafeBytes { bytes in try volume.verify(key: bytes) }
-                } ?? nil
+                let old =
+                    try oldKey.map { key in
+                        try key.secret.withUnsafeBytes { bytes in try volume.verify(key: bytes) }
+                    } ?? nil
                 let new = try newKey.withUnsafeBytes { bytes in try volume.verify(key: bytes) }
                 // Without the passphrase (keyd restarted mid re-key), the recorded first-boot keyslot stands
                 // for the old key, but only once the new key opens a keyslot of its own.
                 let recorded = oldKey == nil && new != nil ? recordedFirstBootKeyslot(device: device, uuid: uuid) : nil
                 observation = StateDiskRekey.Observation(
-                    oldKeyslot: old ?? (recorded == new ? nil : recorded), newKeyslot: new, tokenInitialized: tokenInitialized)
+                    oldKeyslot: old ?? (recorded == new ? nil : recorded),
+                    newKeyslot: new,
+                    tokenInitialized: tokenInitialized
+                )
             } catch {
                 return restoring(device: device, backup: backup, outcome: Self.outcome(of: error, uuid: uuid))
             }
             let step: StateDiskRekey.Step
             switch StateDiskRekey.resume(observed: observation) {
             case .neitherKeyOpens:
-                let reason = oldKey == nil
+                let reason =
+                    oldKey == nil
                     ? "no first-boot passphrase held for this disk (formatted by another keyd run?) and the derived key opens no keyslot"
                     : "neither the first-boot passphrase nor the derived key opens a keyslot (wrong key or damaged keyslot area: indistinguishable)"
                 return restoring(device: device, backup: backup, outcome: .refused(.diskWrongKey, reason, uuid: uuid))
             case .keysShareKeyslot(let slot):
                 return restoring(
-                    device: device, backup: backup,
-                    outcome: .refused(.internal, "first-boot passphrase and derived key both open keyslot \(slot)", uuid: uuid))
+                    device: device,
+                    backup: backup,
+                    outcome: .refused(
+                        .internal,
+                        "first-boot passphrase and derived key both open keyslot \(slot)",
+                        uuid: uuid
+                    )
+                )
             case .perform(let next):
                 step = next
             }
@@ -330,7 +363,9 @@ public final class StateDisk {
                 case .markTokenInitialized:
                     let existing = try Self.stateToken(volume)
                     try volume.setToken(
-                        json: StateDiskToken(kind: profile.tokenKind, initialized: true).json, id: existing?.id)
+                        json: StateDiskToken(kind: profile.tokenKind, initialized: true).json,
+                        id: existing?.id
+                    )
                 case .removeOldKeyslot:
                     guard let slot = observation.oldKeyslot else { preconditionFailure("no old keyslot to remove") }
                     try volume.destroyKeyslot(slot)
@@ -339,27 +374,48 @@ public final class StateDisk {
                 try injectFault(after: step)
                 #endif
             } catch {
-                return restoring(device: device, backup: backup, outcome: Self.outcome(of: error, uuid: uuid), step: step)
+                return restoring(
+                    device: device,
+                    backup: backup,
+                    outcome: Self.outcome(of: error, uuid: uuid),
+                    step: step
+                )
             }
             steps.append(step.description)
         }
-        return restoring(device: device, backup: backup, outcome: .refused(.internal, "re-key did not converge", uuid: uuid))
+        return restoring(
+            device: device,
+            backup: backup,
+            outcome: .refused(.internal, "re-key did not converge", uuid: uuid)
+        )
     }
 
     /// `disk.open`: verifies `key` against the keyslots, then activates `mappingName` when the
     /// kernel's device mapper is present; without it answers ok with `activated` false.
-    func open(device: String, mappingName: String, header: LUKS2Header, profile: DiskProfile, key: borrowing SecretBytes) -> DiskOutcome {
+    func open(
+        device: String,
+        mappingName: String,
+        header: LUKS2Header,
+        profile: DiskProfile,
+        key: borrowing SecretBytes
+    ) -> DiskOutcome {
         let uuid = header.uuid
         do {
             let volume = try LUKS2Volume(path: device, kdf: profile.kdf)
             let slot = try key.withUnsafeBytes { bytes in try volume.verify(key: bytes) }
             guard slot != nil else {
                 return .refused(
-                    .diskWrongKey, "the derived key opens no keyslot (wrong key or damaged keyslot area: indistinguishable)",
-                    uuid: uuid)
+                    .diskWrongKey,
+                    "the derived key opens no keyslot (wrong key or damaged keyslot area: indistinguishable)",
+                    uuid: uuid
+                )
             }
             guard Self.deviceMapperAvailable() else {
-                return DiskOutcome(status: .ok, uuid: uuid, reason: "key verified; no device mapper here, activation unavailable")
+                return DiskOutcome(
+                    status: .ok,
+                    uuid: uuid,
+                    reason: "key verified; no device mapper here, activation unavailable"
+                )
             }
             _ = try key.withUnsafeBytes { bytes in try volume.activate(name: mappingName, key: bytes) }
             return DiskOutcome(status: .ok, uuid: uuid, activated: true)
@@ -416,7 +472,11 @@ public final class StateDisk {
 
     /// Copies the header to `<headers>/<uuid><suffix>` (through a temporary file and a rename);
     /// libcryptsetup writes it through the directory's pinned descriptor path.
-    func backupHeader(_ volume: borrowing LUKS2Volume, uuid: String, suffix: String = ".img") -> Result<HeaderBackup, SystemError> {
+    func backupHeader(
+        _ volume: borrowing LUKS2Volume,
+        uuid: String,
+        suffix: String = ".img"
+    ) -> Result<HeaderBackup, SystemError> {
         do {
             let headers = try headers()
             let name = uuid + suffix
@@ -434,7 +494,12 @@ public final class StateDisk {
     }
 
     /// Restores the backup (when one was made) and returns `outcome` with the restore noted.
-    private func restoring(device: String, backup: HeaderBackup?, outcome: DiskOutcome, step: StateDiskRekey.Step? = nil) -> DiskOutcome {
+    private func restoring(
+        device: String,
+        backup: HeaderBackup?,
+        outcome: DiskOutcome,
+        step: StateDiskRekey.Step? = nil
+    ) -> DiskOutcome {
         var result = outcome
         let at = step.map { " at step \($0)" } ?? ""
         guard let backup else { return result }
@@ -449,7 +514,9 @@ public final class StateDisk {
     }
 
     /// The state-disk token of `volume` and its id, or nil.
-    private static func stateToken(_ volume: borrowing LUKS2Volume) throws(SystemError) -> (id: Int, token: StateDiskToken)? {
+    private static func stateToken(
+        _ volume: borrowing LUKS2Volume
+    ) throws(SystemError) -> (id: Int, token: StateDiskToken)? {
         for token in try volume.tokens() {
             if let parsed = try? StateDiskToken(parsing: token.json) { return (token.id, parsed) }
         }

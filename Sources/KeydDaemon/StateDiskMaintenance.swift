@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KeydCore
 import KeydPlatform
 import KeydProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension StateDisk {
     /// `disk.close`: removes the mapping `mappingName`; without a device mapper nothing can be mapped.

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KeydCore
 import KeydPlatform
 import KeydProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A TPM request keyd refused: the status to answer and the reason for the log and audit record.
 struct TPMRefusal: Error {
@@ -76,7 +77,8 @@ final class TPMService {
     var keySummary: [(key: String, value: String)] {
         guard let key else { return [("tpm.available", "false")] }
         return [
-            ("tpm.tcti", tcti), ("tpm.ak.algorithm", key.algorithm.rawValue), ("tpm.ak.handle", "0x" + String(key.persistentHandle, radix: 16)),
+            ("tpm.tcti", tcti), ("tpm.ak.algorithm", key.algorithm.rawValue),
+            ("tpm.ak.handle", "0x" + String(key.persistentHandle, radix: 16)),
             ("tpm.ak.name", lowercaseHex(key.name)), ("tpm.ak.created", "\(key.created)"),
         ]
     }
@@ -86,12 +88,21 @@ final class TPMService {
     /// A quote over the configured PCRs bound to `request`'s nonce and user-data digest, as the
     /// requested document. The qualifying data is computed here; callers never choose quote bytes.
     func evidence(_ request: EvidenceRequest) -> Result<[UInt8], TPMRefusal> {
-        guard let device, let key else { return .failure(TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM")) }
+        guard let device, let key else {
+            return .failure(TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM"))
+        }
         let qualifyingData: [UInt8]
         switch request.variant {
-        case .native: qualifyingData = EvidenceBinding.nativeQualifyingData(nonce: request.nonce, userDataDigest: request.userDataDigest)
+        case .native:
+            qualifyingData = EvidenceBinding.nativeQualifyingData(
+                nonce: request.nonce,
+                userDataDigest: request.userDataDigest
+            )
         case .constellationQEMUVTPM:
-            qualifyingData = EvidenceBinding.constellationQualifyingData(nonce: request.nonce, userData: request.userDataDigest)
+            qualifyingData = EvidenceBinding.constellationQualifyingData(
+                nonce: request.nonce,
+                userData: request.userDataDigest
+            )
         }
         do {
             // The values are read after the quote and must hash to the quote's own PCR digest; an extend
@@ -100,22 +111,39 @@ final class TPMService {
                 let quote = try device.quote(key: key, qualifyingData: qualifyingData, selection: selection)
                 let values = try device.readPCRs(selection)
                 let pcrs = selection.indices.map { (index: $0, value: values[$0] ?? []) }
-                guard Self.quotedPCRDigest(quote.attest) == EvidenceBinding.pcrDigest(pcrs.map(\.value)) else { continue }
+                guard Self.quotedPCRDigest(quote.attest) == EvidenceBinding.pcrDigest(pcrs.map(\.value)) else {
+                    continue
+                }
                 evidenceIssued &+= 1
                 let document: [UInt8]
                 switch request.variant {
                 case .native:
-                    document = NativeEvidenceDocument(
-                        akPublic: key.publicArea, attest: quote.attest, signature: quote.signature,
-                        pcrs: pcrs.map { (UInt8($0.index), $0.value) }, userDataDigest: request.userDataDigest, eventLog: eventLog
-                    ).encoded
+                    document =
+                        NativeEvidenceDocument(
+                            akPublic: key.publicArea,
+                            attest: quote.attest,
+                            signature: quote.signature,
+                            pcrs: pcrs.map { (UInt8($0.index), $0.value) },
+                            userDataDigest: request.userDataDigest,
+                            eventLog: eventLog
+                        ).encoded
                 case .constellationQEMUVTPM:
                     document = ConstellationVTPMDocument.encode(
-                        akPublic: key.publicArea, attest: quote.attest, signature: quote.signature, pcrs: pcrs, eventLog: eventLog,
-                        userData: request.userDataDigest)
+                        akPublic: key.publicArea,
+                        attest: quote.attest,
+                        signature: quote.signature,
+                        pcrs: pcrs,
+                        eventLog: eventLog,
+                        userData: request.userDataDigest
+                    )
                 }
                 guard document.count <= Limits.maxEvidenceDocument else {
-                    return .failure(TPMRefusal(status: .internal, reason: "document of \(document.count) bytes exceeds \(Limits.maxEvidenceDocument)"))
+                    return .failure(
+                        TPMRefusal(
+                            status: .internal,
+                            reason: "document of \(document.count) bytes exceeds \(Limits.maxEvidenceDocument)"
+                        )
+                    )
                 }
                 return .success(document)
             }
@@ -136,7 +164,9 @@ final class TPMService {
     /// flows call this; no request extends a PCR with caller-chosen bytes.
     func markClusterID(_ clusterID: [UInt8]) -> Result<Void, TPMRefusal> {
         precondition(clusterID.count == 32, "cluster ID of \(clusterID.count) bytes")
-        guard let device else { return .failure(TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM")) }
+        guard let device else {
+            return .failure(TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM"))
+        }
         do {
             try device.pcrEvent(index: Self.clusterIDPCR, data: clusterID)
             return .success(())
@@ -157,8 +187,12 @@ final class TPMService {
         do {
             let sealed = try wrappingKey.withUnsafeBytes { try device.seal($0, selection: selection) }
             let file = try SealedKEKFile(
-                sealing: kek, wrappingKey: wrappingKey, pcrs: selection.indices, sealedPublic: sealed.publicBlob,
-                sealedPrivate: sealed.privateBlob)
+                sealing: kek,
+                wrappingKey: wrappingKey,
+                pcrs: selection.indices,
+                sealedPublic: sealed.publicBlob,
+                sealedPrivate: sealed.privateBlob
+            )
             try state.writeAtomically(Self.sealedKEKName, bytes: file.encoded, mode: 0o600)
             sealedState = .sealed
             return .success(.sealed)
@@ -187,7 +221,10 @@ final class TPMService {
         do {
             let file = try SealedKEKFile(decoding: stored)
             guard let pcrs = PCRSelection(file.pcrs) else { throw TPMRefusal(status: .internal, reason: "PCR list") }
-            try device.unseal(TPMSealedObject(publicBlob: file.sealedPublic, privateBlob: file.sealedPrivate), selection: pcrs) { bytes in
+            try device.unseal(
+                TPMSealedObject(publicBlob: file.sealedPublic, privateBlob: file.sealedPrivate),
+                selection: pcrs
+            ) { bytes in
                 let wrappingKey = SecretBytes(copying: bytes)
                 keep(try file.open(wrappingKey: wrappingKey))
             }
@@ -231,9 +268,12 @@ final class TPMService {
                 }
             members.append(
                 "\"attestationKey\":{\"algorithm\":\"\(key.algorithm.rawValue)\",\"handle\":\"0x\(String(key.persistentHandle, radix: 16))\","
-                    + "\"name\":\"\(lowercaseHex(key.name))\",\"publicKeyPEM\":\(AuditJSON.quoted(SubjectPublicKeyInfo.pem(spki)))}")
+                    + "\"name\":\"\(lowercaseHex(key.name))\",\"publicKeyPEM\":\(AuditJSON.quoted(SubjectPublicKeyInfo.pem(spki)))}"
+            )
             if let values = try? device.readPCRs(selection) {
-                let pcrs = selection.indices.map { "\"\($0)\":\"\(lowercaseHex(values[$0] ?? []))\"" }.joined(separator: ",")
+                let pcrs = selection.indices.map { "\"\($0)\":\"\(lowercaseHex(values[$0] ?? []))\"" }.joined(
+                    separator: ","
+                )
                 members.append("\"pcrs\":{\"sha256\":{\(pcrs)}}")
             }
             if let counts = try? device.loadedHandleCounts() {
@@ -242,7 +282,9 @@ final class TPMService {
         }
         members.append("\"sealedKEK\":\"\(sealedState.description)\"")
         if let unsealMilliseconds { members.append("\"unsealMicroseconds\":\(Int(unsealMilliseconds * 1000))") }
-        members.append("\"eventLog\":\(eventLogPath.map { "{\"path\":\(AuditJSON.quoted($0)),\"bytes\":\(eventLog.count)}" } ?? "null")")
+        members.append(
+            "\"eventLog\":\(eventLogPath.map { "{\"path\":\(AuditJSON.quoted($0)),\"bytes\":\(eventLog.count)}" } ?? "null")"
+        )
         members.append("\"evidenceIssued\":\(evidenceIssued)")
         return "{" + members.joined(separator: ",") + "}"
     }

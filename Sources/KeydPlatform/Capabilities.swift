@@ -82,8 +82,11 @@ public struct CapabilitySets: Hashable, Sendable, CustomStringConvertible {
 
     /// Sets from known values.
     public init(
-        effective: Set<Capability>, permitted: Set<Capability>, inheritable: Set<Capability>,
-        ambient: Set<Capability>, bounding: Set<Capability>
+        effective: Set<Capability>,
+        permitted: Set<Capability>,
+        inheritable: Set<Capability>,
+        ambient: Set<Capability>,
+        bounding: Set<Capability>
     ) {
         self.effective = effective
         self.permitted = permitted
@@ -157,7 +160,9 @@ public enum Capabilities {
         let threads = try threadCount()
         guard threads == 1 else {
             throw SystemError.verificationFailed(
-                call: "Capabilities.reduce", "process has \(threads) threads, capabilities are per thread: reduce before starting any")
+                call: "Capabilities.reduce",
+                "process has \(threads) threads, capabilities are per thread: reduce before starting any"
+            )
         }
         let before = try current()
         let target = keeping.intersection(before.permitted)
@@ -177,8 +182,12 @@ public enum Capabilities {
         // (c) Read back.
         let after = try current()
         var problems: [String] = []
-        if after.effective != target { problems.append("effective is \(names(after.effective)), wanted \(names(target))") }
-        if after.permitted != target { problems.append("permitted is \(names(after.permitted)), wanted \(names(target))") }
+        if after.effective != target {
+            problems.append("effective is \(names(after.effective)), wanted \(names(target))")
+        }
+        if after.permitted != target {
+            problems.append("permitted is \(names(after.permitted)), wanted \(names(target))")
+        }
         if !after.inheritable.isEmpty { problems.append("inheritable is \(names(after.inheritable)), wanted none") }
         if !after.ambient.isEmpty { problems.append("ambient is \(names(after.ambient)), wanted none") }
         if canShrinkBounding && !after.bounding.isSubset(of: keeping) {
@@ -189,7 +198,8 @@ public enum Capabilities {
         }
 
         // (d) Prove it: raising a dropped capability must fail with EPERM.
-        let dropped = before.permitted.subtracting(target).min()
+        let dropped =
+            before.permitted.subtracting(target).min()
             ?? Set(all()).subtracting(target).min()
         if let dropped {
             var raised = target
@@ -200,7 +210,9 @@ public enum Capabilities {
                 return after
             }
             throw SystemError.verificationFailed(
-                call: "Capabilities.reduce", "\(dropped.name) could be raised again after it was dropped")
+                call: "Capabilities.reduce",
+                "\(dropped.name) could be raised again after it was dropped"
+            )
         }
         return after
     }

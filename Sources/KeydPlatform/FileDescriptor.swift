@@ -42,7 +42,13 @@ public struct FileDescriptor: Hashable, Sendable, CustomStringConvertible {
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> ReadResult {
         precondition(buffer.count > 0, "read into an empty buffer")
         let fd = rawValue
-        guard let count = try nonBlockingSyscall("read", description, { Glibc.read(fd, buffer.baseAddress, buffer.count) }) else {
+        guard
+            let count = try nonBlockingSyscall(
+                "read",
+                description,
+                { Glibc.read(fd, buffer.baseAddress, buffer.count) }
+            )
+        else {
             return .wouldBlock
         }
         return count == 0 ? .eof : .bytes(count)
@@ -68,7 +74,13 @@ public struct FileDescriptor: Hashable, Sendable, CustomStringConvertible {
             case EAGAIN, EWOULDBLOCK:
                 return .wouldBlock
             case ENOTSOCK:
-                guard let written = try nonBlockingSyscall("write", description, { Glibc.write(fd, buffer.baseAddress, buffer.count) }) else {
+                guard
+                    let written = try nonBlockingSyscall(
+                        "write",
+                        description,
+                        { Glibc.write(fd, buffer.baseAddress, buffer.count) }
+                    )
+                else {
                     return .wouldBlock
                 }
                 return .bytes(written)

@@ -22,7 +22,12 @@ public struct LUKS2FormatParameters: Hashable, Sendable {
 
     /// Makes parameters.
     public init(
-        cipher: String, cipherMode: String, volumeKeyBytes: Int, sectorSize: UInt32, label: String?, kdf: LUKS2KDF,
+        cipher: String,
+        cipherMode: String,
+        volumeKeyBytes: Int,
+        sectorSize: UInt32,
+        label: String?,
+        kdf: LUKS2KDF,
         tokenJSON: String?
     ) {
         self.cipher = cipher
@@ -173,7 +178,8 @@ public struct LUKS2Volume: ~Copyable {
         if loaded == -EINVAL {
             if let magicOffset = try luksMagicOffset(path: path) {
                 throw SystemError.luks2HeaderUnreadable(
-                    path: path, "LUKS magic at byte \(magicOffset) but no header loads as LUKS2 (damaged, or LUKS1)"
+                    path: path,
+                    "LUKS magic at byte \(magicOffset) but no header loads as LUKS2 (damaged, or LUKS1)"
                 )
             }
             return nil
@@ -185,7 +191,9 @@ public struct LUKS2Volume: ~Copyable {
     /// Formats `path` as LUKS2 with a random volume key and one keyslot for `passphrase`, then
     /// writes the token; returns the lowercase UUID.
     public static func format(
-        path: String, parameters: LUKS2FormatParameters, passphrase: UnsafeRawBufferPointer
+        path: String,
+        parameters: LUKS2FormatParameters,
+        passphrase: UnsafeRawBufferPointer
     ) throws(SystemError) -> String {
         let key = try checkedKey(passphrase, call: "crypt_format", path: path)
         let device = try initialize(path: path)
@@ -198,16 +206,29 @@ public struct LUKS2Volume: ~Copyable {
                 luks2.sector_size = parameters.sectorSize
                 luks2.label = label
                 return crypt_format(
-                    device, asterism_crypt_luks2(), parameters.cipher, parameters.cipherMode, nil, nil,
-                    parameters.volumeKeyBytes, &luks2
+                    device,
+                    asterism_crypt_luks2(),
+                    parameters.cipher,
+                    parameters.cipherMode,
+                    nil,
+                    nil,
+                    parameters.volumeKeyBytes,
+                    &luks2
                 )
             }
         }
         guard formatted == 0 else { throw SystemError.cryptsetup(formatted, call: "crypt_format", context: path) }
         let slot = crypt_keyslot_add_by_volume_key(
-            device, asterism_crypt_any_slot(), nil, 0, key.baseAddress, key.count
+            device,
+            asterism_crypt_any_slot(),
+            nil,
+            0,
+            key.baseAddress,
+            key.count
         )
-        guard slot >= 0 else { throw SystemError.cryptsetup(slot, call: "crypt_keyslot_add_by_volume_key", context: path) }
+        guard slot >= 0 else {
+            throw SystemError.cryptsetup(slot, call: "crypt_keyslot_add_by_volume_key", context: path)
+        }
         if let json = parameters.tokenJSON {
             let token = crypt_token_json_set(device, asterism_crypt_any_token(), json)
             guard token >= 0 else { throw SystemError.cryptsetup(token, call: "crypt_token_json_set", context: path) }
@@ -227,15 +248,24 @@ public struct LUKS2Volume: ~Copyable {
 
     /// Adds a keyslot for `new`, unlocked with `existing`, using `kdf`; returns its number.
     public func addKeyslot(
-        existing: UnsafeRawBufferPointer, new: UnsafeRawBufferPointer, kdf: LUKS2KDF
+        existing: UnsafeRawBufferPointer,
+        new: UnsafeRawBufferPointer,
+        kdf: LUKS2KDF
     ) throws(SystemError) -> Int {
         let old = try Self.checkedKey(existing, call: "crypt_keyslot_add_by_passphrase", path: path)
         let added = try Self.checkedKey(new, call: "crypt_keyslot_add_by_passphrase", path: path)
         try Self.setKDF(device, kdf, path: path)
         let slot = crypt_keyslot_add_by_passphrase(
-            device, asterism_crypt_any_slot(), old.baseAddress, old.count, added.baseAddress, added.count
+            device,
+            asterism_crypt_any_slot(),
+            old.baseAddress,
+            old.count,
+            added.baseAddress,
+            added.count
         )
-        guard slot >= 0 else { throw SystemError.cryptsetup(slot, call: "crypt_keyslot_add_by_passphrase", context: path) }
+        guard slot >= 0 else {
+            throw SystemError.cryptsetup(slot, call: "crypt_keyslot_add_by_passphrase", context: path)
+        }
         return Int(slot)
     }
 
@@ -243,7 +273,14 @@ public struct LUKS2Volume: ~Copyable {
     /// they cannot be told apart). Activates nothing.
     public func verify(key: UnsafeRawBufferPointer) throws(SystemError) -> Int? {
         let bytes = try Self.checkedKey(key, call: "crypt_activate_by_passphrase", path: path)
-        let slot = crypt_activate_by_passphrase(device, nil, asterism_crypt_any_slot(), bytes.baseAddress, bytes.count, 0)
+        let slot = crypt_activate_by_passphrase(
+            device,
+            nil,
+            asterism_crypt_any_slot(),
+            bytes.baseAddress,
+            bytes.count,
+            0
+        )
         if slot == -EPERM { return nil }
         guard slot >= 0 else { throw SystemError.cryptsetup(slot, call: "crypt_activate_by_passphrase", context: path) }
         return Int(slot)
@@ -253,7 +290,14 @@ public struct LUKS2Volume: ~Copyable {
     /// Returns the keyslot used.
     public func activate(name: String, key: UnsafeRawBufferPointer, flags: UInt32 = 0) throws(SystemError) -> Int {
         let bytes = try Self.checkedKey(key, call: "crypt_activate_by_passphrase", path: path)
-        let slot = crypt_activate_by_passphrase(device, name, asterism_crypt_any_slot(), bytes.baseAddress, bytes.count, flags)
+        let slot = crypt_activate_by_passphrase(
+            device,
+            name,
+            asterism_crypt_any_slot(),
+            bytes.baseAddress,
+            bytes.count,
+            flags
+        )
         guard slot >= 0 else { throw SystemError.cryptsetup(slot, call: "crypt_activate_by_passphrase", context: name) }
         return Int(slot)
     }
@@ -267,7 +311,9 @@ public struct LUKS2Volume: ~Copyable {
     /// Destroys keyslot `slot` (its key material is wiped).
     public func destroyKeyslot(_ slot: Int) throws(SystemError) {
         let result = crypt_keyslot_destroy(device, Int32(slot))
-        guard result == 0 else { throw SystemError.cryptsetup(result, call: "crypt_keyslot_destroy", context: "\(path) keyslot \(slot)") }
+        guard result == 0 else {
+            throw SystemError.cryptsetup(result, call: "crypt_keyslot_destroy", context: "\(path) keyslot \(slot)")
+        }
     }
 
     // MARK: Tokens
@@ -320,7 +366,11 @@ public struct LUKS2Volume: ~Copyable {
             } catch {
                 missing = (error as? SystemError)?.code == .errno(ENOENT)
             }
-            throw SystemError.cryptsetup(result == -ENOTBLK && missing ? -ENOENT : result, call: "crypt_init", context: path)
+            throw SystemError.cryptsetup(
+                result == -ENOTBLK && missing ? -ENOENT : result,
+                call: "crypt_init",
+                context: path
+            )
         }
         crypt_set_log_callback(device, luks2LogCallback, nil)
         return device
@@ -337,15 +387,25 @@ public struct LUKS2Volume: ~Copyable {
         case .pbkdf2(let hash, let iterations):
             return hash.withCString { hashName in
                 var pbkdf = crypt_pbkdf_type(
-                    type: asterism_crypt_kdf_pbkdf2(), hash: hashName, time_ms: 0, iterations: iterations,
-                    max_memory_kb: 0, parallel_threads: 0, flags: asterism_crypt_pbkdf_no_benchmark()
+                    type: asterism_crypt_kdf_pbkdf2(),
+                    hash: hashName,
+                    time_ms: 0,
+                    iterations: iterations,
+                    max_memory_kb: 0,
+                    parallel_threads: 0,
+                    flags: asterism_crypt_pbkdf_no_benchmark()
                 )
                 return body(&pbkdf)
             }
         case .argon2id(let milliseconds, let memory, let threads):
             var pbkdf = crypt_pbkdf_type(
-                type: asterism_crypt_kdf_argon2id(), hash: nil, time_ms: milliseconds, iterations: 0,
-                max_memory_kb: memory, parallel_threads: threads, flags: 0
+                type: asterism_crypt_kdf_argon2id(),
+                hash: nil,
+                time_ms: milliseconds,
+                iterations: 0,
+                max_memory_kb: memory,
+                parallel_threads: threads,
+                flags: 0
             )
             return body(&pbkdf)
         }
@@ -358,7 +418,9 @@ public struct LUKS2Volume: ~Copyable {
 
     /// The key as a C pointer; an empty key is refused (libcryptsetup would read no bytes).
     private static func checkedKey(
-        _ key: UnsafeRawBufferPointer, call: String, path: String
+        _ key: UnsafeRawBufferPointer,
+        call: String,
+        path: String
     ) throws(SystemError) -> UnsafeBufferPointer<CChar> {
         guard let base = key.baseAddress, key.count > 0 else {
             throw SystemError.cryptsetup(-EINVAL, call: call, context: "\(path): empty key")
@@ -377,23 +439,42 @@ public struct LUKS2Volume: ~Copyable {
             var pbkdf = crypt_pbkdf_type()
             let result = crypt_keyslot_get_pbkdf(device, slot, &pbkdf)
             guard result == 0 else {
-                throw SystemError.cryptsetup(result, call: "crypt_keyslot_get_pbkdf", context: "\(path) keyslot \(slot)")
+                throw SystemError.cryptsetup(
+                    result,
+                    call: "crypt_keyslot_get_pbkdf",
+                    context: "\(path) keyslot \(slot)"
+                )
             }
-            keyslots.append(LUKS2Keyslot(
-                index: Int(slot), kdfType: text(pbkdf.type), hash: text(pbkdf.hash), iterations: pbkdf.iterations,
-                memoryKiB: pbkdf.max_memory_kb, threads: pbkdf.parallel_threads
-            ))
+            keyslots.append(
+                LUKS2Keyslot(
+                    index: Int(slot),
+                    kdfType: text(pbkdf.type),
+                    hash: text(pbkdf.hash),
+                    iterations: pbkdf.iterations,
+                    memoryKiB: pbkdf.max_memory_kb,
+                    threads: pbkdf.parallel_threads
+                )
+            )
         }
         var json: UnsafePointer<CChar>?
         let dumped = crypt_dump_json(device, &json, 0)
-        guard dumped == 0, let json else { throw SystemError.cryptsetup(dumped, call: "crypt_dump_json", context: path) }
+        guard dumped == 0, let json else {
+            throw SystemError.cryptsetup(dumped, call: "crypt_dump_json", context: path)
+        }
         let volumeKeyBytes = crypt_get_volume_key_size(device)
-        guard volumeKeyBytes > 0 else { throw SystemError.cryptsetup(-EINVAL, call: "crypt_get_volume_key_size", context: path) }
+        guard volumeKeyBytes > 0 else {
+            throw SystemError.cryptsetup(-EINVAL, call: "crypt_get_volume_key_size", context: path)
+        }
         return LUKS2Header(
-            cipher: text(crypt_get_cipher(device)), cipherMode: text(crypt_get_cipher_mode(device)),
-            volumeKeyBytes: Int(volumeKeyBytes), sectorSize: Int(crypt_get_sector_size(device)),
-            uuid: text(crypt_get_uuid(device)).lowercased(), label: text(crypt_get_label(device)),
-            keyslots: keyslots, tokens: try tokens(device, path: path), metadataJSON: String(cString: json)
+            cipher: text(crypt_get_cipher(device)),
+            cipherMode: text(crypt_get_cipher_mode(device)),
+            volumeKeyBytes: Int(volumeKeyBytes),
+            sectorSize: Int(crypt_get_sector_size(device)),
+            uuid: text(crypt_get_uuid(device)).lowercased(),
+            label: text(crypt_get_label(device)),
+            keyslots: keyslots,
+            tokens: try tokens(device, path: path),
+            metadataJSON: String(cString: json)
         )
     }
 
@@ -401,7 +482,9 @@ public struct LUKS2Volume: ~Copyable {
         var json: UnsafePointer<CChar>?
         let result = crypt_token_json_get(device, id, &json)
         if result == -ENOENT || result == -EINVAL { return nil }
-        guard result >= 0, let json else { throw SystemError.cryptsetup(result, call: "crypt_token_json_get", context: path) }
+        guard result >= 0, let json else {
+            throw SystemError.cryptsetup(result, call: "crypt_token_json_get", context: path)
+        }
         return String(cString: json)
     }
 

@@ -8,7 +8,10 @@ public enum ProcessHardening {
         try syscall("prctl(PR_SET_NO_NEW_PRIVS)") { keyd_prctl_no_new_privs() }
         let value = try syscall("prctl(PR_GET_NO_NEW_PRIVS)") { keyd_prctl_get_no_new_privs() }
         guard value == 1 else {
-            throw SystemError.verificationFailed(call: "setNoNewPrivileges", "PR_GET_NO_NEW_PRIVS is \(value), wanted 1")
+            throw SystemError.verificationFailed(
+                call: "setNoNewPrivileges",
+                "PR_GET_NO_NEW_PRIVS is \(value), wanted 1"
+            )
         }
     }
 

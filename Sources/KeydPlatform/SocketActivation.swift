@@ -22,7 +22,10 @@ public enum SocketActivation {
         let countText = environment["LISTEN_FDS"]
         if pidText == nil && countText == nil {
             if environment["LISTEN_FDNAMES"] != nil {
-                throw SystemError.invalidEnvironment(variable: "LISTEN_FDNAMES", "set without LISTEN_PID and LISTEN_FDS")
+                throw SystemError.invalidEnvironment(
+                    variable: "LISTEN_FDNAMES",
+                    "set without LISTEN_PID and LISTEN_FDS"
+                )
             }
             return [:]
         }
@@ -33,16 +36,25 @@ public enum SocketActivation {
             throw SystemError.invalidEnvironment(variable: "LISTEN_FDS", "missing while LISTEN_PID is set")
         }
         guard let pid = parseDecimal(pidText), pid > 0, pid <= Int(Int32.max) else {
-            throw SystemError.invalidEnvironment(variable: "LISTEN_PID", "\(quotedForMessage(pidText)) is not a process ID")
+            throw SystemError.invalidEnvironment(
+                variable: "LISTEN_PID",
+                "\(quotedForMessage(pidText)) is not a process ID"
+            )
         }
         guard pid == Int(currentPID) else {
             throw SystemError.invalidEnvironment(variable: "LISTEN_PID", "\(pid) is not this process \(currentPID)")
         }
         guard let count = parseDecimal(countText) else {
-            throw SystemError.invalidEnvironment(variable: "LISTEN_FDS", "\(quotedForMessage(countText)) is not a count")
+            throw SystemError.invalidEnvironment(
+                variable: "LISTEN_FDS",
+                "\(quotedForMessage(countText)) is not a count"
+            )
         }
         guard count <= maxDescriptors else {
-            throw SystemError.invalidEnvironment(variable: "LISTEN_FDS", "count \(count) exceeds limit \(maxDescriptors)")
+            throw SystemError.invalidEnvironment(
+                variable: "LISTEN_FDS",
+                "count \(count) exceeds limit \(maxDescriptors)"
+            )
         }
         var names = [String](repeating: defaultName, count: count)
         if let namesText = environment["LISTEN_FDNAMES"] {
@@ -51,7 +63,9 @@ public enum SocketActivation {
             if !(count == 0 && namesText.isEmpty) {
                 guard given.count == count else {
                     throw SystemError.invalidEnvironment(
-                        variable: "LISTEN_FDNAMES", "\(given.count) names for \(count) descriptors")
+                        variable: "LISTEN_FDNAMES",
+                        "\(given.count) names for \(count) descriptors"
+                    )
                 }
                 for (index, name) in given.enumerated() where !name.isEmpty {
                     names[index] = name
@@ -62,7 +76,10 @@ public enum SocketActivation {
         for (index, name) in names.enumerated() {
             let fd = firstDescriptor + Int32(index)
             if result.updateValue(fd, forKey: name) != nil {
-                throw SystemError.invalidEnvironment(variable: "LISTEN_FDNAMES", "name \(quotedForMessage(name)) appears twice")
+                throw SystemError.invalidEnvironment(
+                    variable: "LISTEN_FDNAMES",
+                    "name \(quotedForMessage(name)) appears twice"
+                )
             }
         }
         return result

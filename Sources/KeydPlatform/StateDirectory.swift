@@ -69,7 +69,12 @@ public final class StateDirectory {
         do {
             raw = try syscall("openat", context) { openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         } catch let error as SystemError where error.code == .errno(ELOOP) || error.code == .errno(ENOTDIR) {
-            throw SystemError.unexpectedFileType(call: "openat", path: context, found: try entryType(name) ?? "nothing", expected: "directory")
+            throw SystemError.unexpectedFileType(
+                call: "openat",
+                path: context,
+                found: try entryType(name) ?? "nothing",
+                expected: "directory"
+            )
         }
         return StateDirectory(descriptor: FileDescriptor(rawValue: raw), path: context)
     }
@@ -196,12 +201,19 @@ public final class StateDirectory {
         let raw: Int32
         do {
             // O_NONBLOCK: opening a FIFO must not wait for a writer.
-            raw = try syscall("openat", context) { openat(dir, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, mode) }
+            raw = try syscall("openat", context) {
+                openat(dir, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, mode)
+            }
         } catch let error as SystemError {
             switch error.code {
             case .errno(ENOENT): return nil
             case .errno(ELOOP), .errno(EISDIR), .errno(ENXIO):
-                throw SystemError.unexpectedFileType(call: "openat", path: context, found: try entryType(name) ?? "nothing", expected: "regular file")
+                throw SystemError.unexpectedFileType(
+                    call: "openat",
+                    path: context,
+                    found: try entryType(name) ?? "nothing",
+                    expected: "regular file"
+                )
             default: throw error
             }
         }
@@ -211,7 +223,12 @@ public final class StateDirectory {
             try syscall("fstat", context) { fstat(raw, &info) }
             let type = info.st_mode & S_IFMT
             guard type == S_IFREG else {
-                throw SystemError.unexpectedFileType(call: "openat", path: context, found: fileTypeName(type), expected: "regular file")
+                throw SystemError.unexpectedFileType(
+                    call: "openat",
+                    path: context,
+                    found: fileTypeName(type),
+                    expected: "regular file"
+                )
             }
             // Reads block as for any regular file from here on.
             try file.setNonBlocking(enabled: false)

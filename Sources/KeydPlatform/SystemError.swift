@@ -76,7 +76,12 @@ public struct SystemError: Error, Hashable, CustomStringConvertible, Sendable {
 
     /// A file is larger than the caller allows.
     public static func fileTooLarge(path: String, size: Int, limit: Int) -> SystemError {
-        SystemError(.fileTooLarge, call: "readWholeFile", context: path, detail: "file size \(size) exceeds limit \(limit)")
+        SystemError(
+            .fileTooLarge,
+            call: "readWholeFile",
+            context: path,
+            detail: "file size \(size) exceeds limit \(limit)"
+        )
     }
 
     /// Something other than what the call may replace already exists at the path.
@@ -86,14 +91,22 @@ public struct SystemError: Error, Hashable, CustomStringConvertible, Sendable {
 
     /// The entry at `path` is a `found` where the call needs a `expected`; nothing was followed or opened.
     public static func unexpectedFileType(call: String, path: String, found: String, expected: String) -> SystemError {
-        SystemError(.unexpectedFileType, call: call, context: path, detail: "found a \(found), expected a \(expected); refused")
+        SystemError(
+            .unexpectedFileType,
+            call: call,
+            context: path,
+            detail: "found a \(found), expected a \(expected); refused"
+        )
     }
 
     /// `name` is not one plain path component of `directory` (empty, `.`, `..`, or with `/` or NUL).
     public static func invalidFileName(_ name: String, in directory: String) -> SystemError {
         SystemError(
-            .invalidFileName, call: "checkName", context: directory,
-            detail: "file name \(quotedForMessage(name)) is not one plain path component")
+            .invalidFileName,
+            call: "checkName",
+            context: directory,
+            detail: "file name \(quotedForMessage(name)) is not one plain path component"
+        )
     }
 
     /// A Unix socket path does not fit `sun_path`.
@@ -129,7 +142,8 @@ extension SystemError {
         let value = code < 0 ? -code : code
         let meaning: String
         switch value {
-        case EPERM: meaning = "no keyslot opens with this key (wrong key, or a damaged keyslot area: they look the same)"
+        case EPERM:
+            meaning = "no keyslot opens with this key (wrong key, or a damaged keyslot area: they look the same)"
         case EINVAL: meaning = "invalid argument, or not a LUKS2 device"
         case ENOENT: meaning = "no such device, keyslot or token"
         case EBUSY: meaning = "device busy (mapped, mounted or locked)"
@@ -157,7 +171,12 @@ extension SystemError {
     /// A libtss2 call returned `rc`; the detail is libtss2's own decoding (layer and meaning).
     /// Compares equal to another TPM error with the same response code.
     public static func tpm(_ rc: UInt32, call: String, context: String = "") -> SystemError {
-        SystemError(.tpm(rc), call: call, context: context, detail: "\(TPMResponse.describe(rc)) (TPM rc 0x\(String(rc, radix: 16)))")
+        SystemError(
+            .tpm(rc),
+            call: call,
+            context: context,
+            detail: "\(TPMResponse.describe(rc)) (TPM rc 0x\(String(rc, radix: 16)))"
+        )
     }
 
     /// A TPM answer that libtss2 accepted but keyd cannot use (wrong size, unexpected key).

@@ -11,7 +11,9 @@ public enum SystemdNotify {
         let address = String(cString: value)
         guard address.hasPrefix("/") || address.hasPrefix("@") else {
             throw SystemError.invalidEnvironment(
-                variable: "NOTIFY_SOCKET", "\(quotedForMessage(address)) is neither an absolute path nor an abstract name")
+                variable: "NOTIFY_SOCKET",
+                "\(quotedForMessage(address)) is neither an absolute path nor an abstract name"
+            )
         }
         try send(state, to: address)
         return true

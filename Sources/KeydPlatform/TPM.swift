@@ -152,13 +152,18 @@ public final class TPMDevice {
         guard let colon = configuration.firstIndex(of: ":"), colon != configuration.startIndex,
             configuration.utf8.count <= 512, !configuration.utf8.contains(0)
         else {
-            throw SystemError.invalidEnvironment(variable: "tcti", "expected 'name:configuration' such as device:/dev/tpmrm0, got '\(configuration)'")
+            throw SystemError.invalidEnvironment(
+                variable: "tcti",
+                "expected 'name:configuration' such as device:/dev/tpmrm0, got '\(configuration)'"
+            )
         }
         // libtss2's own logging goes to stderr; keyd reports TPM failures through its errors instead.
         setenv("TSS2_LOG", "all+none", 1)
         var tctiContext: OpaquePointer?
         try Self.check(Tss2_TctiLdr_Initialize(configuration, &tctiContext), "Tss2_TctiLdr_Initialize", configuration)
-        guard let loadedTCTI = tctiContext else { throw SystemError.tpmUnexpected(call: "Tss2_TctiLdr_Initialize", "no context") }
+        guard let loadedTCTI = tctiContext else {
+            throw SystemError.tpmUnexpected(call: "Tss2_TctiLdr_Initialize", "no context")
+        }
         var esys: OpaquePointer?
         let initialized = Esys_Initialize(&esys, loadedTCTI, nil)
         guard initialized == asterism_tss2_rc_success(), let started = esys else {
@@ -190,7 +195,9 @@ public final class TPMDevice {
     public func attestationKey(persistentHandle: UInt32, algorithm: TPMKeyAlgorithm) throws -> TPMAttestationKey {
         guard persistentHandle >= 0x8100_0000, persistentHandle <= 0x817F_FFFF else {
             throw SystemError.invalidEnvironment(
-                variable: "tpm-ak-handle", "0x\(String(persistentHandle, radix: 16)) is not an owner persistent handle (0x81000000…0x817fffff)")
+                variable: "tpm-ak-handle",
+                "0x\(String(persistentHandle, radix: 16)) is not an owner persistent handle (0x81000000…0x817fffff)"
+            )
         }
         var object = asterism_esys_tr_none()
         var created = false
@@ -208,7 +215,8 @@ public final class TPMDevice {
             _ = Esys_TR_Close(context, &closing)
             throw SystemError.tpmUnexpected(
                 call: "attestationKey",
-                "persistent handle 0x\(String(persistentHandle, radix: 16)) holds a key that is not a \(algorithm.rawValue) restricted signing key; not replaced")
+                "persistent handle 0x\(String(persistentHandle, radix: 16)) holds a key that is not a \(algorithm.rawValue) restricted signing key; not replaced"
+            )
         }
         var copy = publicArea
         let key: [UInt8]
@@ -217,15 +225,24 @@ public final class TPMDevice {
         case .eccP256:
             let x = Self.bytes(of: &copy.unique.ecc.x.buffer, count: Int(copy.unique.ecc.x.size))
             let y = Self.bytes(of: &copy.unique.ecc.y.buffer, count: Int(copy.unique.ecc.y.size))
-            guard x.count == 32, y.count == 32 else { throw SystemError.tpmUnexpected(call: "attestationKey", "ECC point of \(x.count)+\(y.count) bytes") }
+            guard x.count == 32, y.count == 32 else {
+                throw SystemError.tpmUnexpected(call: "attestationKey", "ECC point of \(x.count)+\(y.count) bytes")
+            }
             key = [0x04] + x + y
         case .rsa2048:
             key = Self.bytes(of: &copy.unique.rsa.buffer, count: Int(copy.unique.rsa.size))
             exponent = copy.parameters.rsaDetail.exponent == 0 ? 65537 : copy.parameters.rsaDetail.exponent
         }
         return TPMAttestationKey(
-            persistentHandle: persistentHandle, algorithm: algorithm, publicArea: try Self.marshal(publicArea), name: name,
-            publicKey: key, rsaExponent: exponent, created: created, object: object)
+            persistentHandle: persistentHandle,
+            algorithm: algorithm,
+            publicArea: try Self.marshal(publicArea),
+            name: name,
+            publicKey: key,
+            rsaExponent: exponent,
+            created: created,
+            object: object
+        )
     }
 
     /// Creates the key under a transient storage primary, loads it and evicts it to `handle`.
@@ -239,16 +256,42 @@ public final class TPMDevice {
         var publicOut: UnsafeMutablePointer<TPM2B_PUBLIC>?
         try Self.check(
             Esys_Create(
-                context, primary.handle, password, none, none, &sensitive, &template, &outside, &creationPCR, &privateOut,
-                &publicOut, nil, nil, nil),
-            "Esys_Create", "attestation key")
+                context,
+                primary.handle,
+                password,
+                none,
+                none,
+                &sensitive,
+                &template,
+                &outside,
+                &creationPCR,
+                &privateOut,
+                &publicOut,
+                nil,
+                nil,
+                nil
+            ),
+            "Esys_Create",
+            "attestation key"
+        )
         let privatePart = try TPMOutput(privateOut, "Esys_Create")
         let publicPart = try TPMOutput(publicOut, "Esys_Create")
         let transient = try load(privatePart.pointer, publicPart.pointer, under: primary, what: "attestation key")
         var persistent = asterism_esys_tr_none()
         try Self.check(
-            Esys_EvictControl(context, asterism_esys_tr_rh_owner(), transient.handle, password, none, none, handle, &persistent),
-            "Esys_EvictControl", "0x" + String(handle, radix: 16))
+            Esys_EvictControl(
+                context,
+                asterism_esys_tr_rh_owner(),
+                transient.handle,
+                password,
+                none,
+                none,
+                handle,
+                &persistent
+            ),
+            "Esys_EvictControl",
+            "0x" + String(handle, radix: 16)
+        )
         return persistent
     }
 
@@ -257,7 +300,9 @@ public final class TPMDevice {
     /// A quote by `key` over `selection` with `qualifyingData` (at most 64 bytes): the TPMS_ATTEST
     /// bytes as signed and the marshaled TPMT_SIGNATURE.
     public func quote(
-        key: TPMAttestationKey, qualifyingData: [UInt8], selection: PCRSelection
+        key: TPMAttestationKey,
+        qualifyingData: [UInt8],
+        selection: PCRSelection
     ) throws -> (attest: [UInt8], signature: [UInt8]) {
         var data = TPM2B_DATA()
         try Self.fill(&data.size, &data.buffer, with: qualifyingData, call: "Esys_Quote")
@@ -267,7 +312,9 @@ public final class TPMDevice {
         var quotedOut: UnsafeMutablePointer<TPM2B_ATTEST>?
         var signatureOut: UnsafeMutablePointer<TPMT_SIGNATURE>?
         try Self.check(
-            Esys_Quote(context, key.object, password, none, none, &data, &scheme, &pcrs, &quotedOut, &signatureOut), "Esys_Quote")
+            Esys_Quote(context, key.object, password, none, none, &data, &scheme, &pcrs, &quotedOut, &signatureOut),
+            "Esys_Quote"
+        )
         let quoted = try TPMOutput(quotedOut, "Esys_Quote")
         let signature = try TPMOutput(signatureOut, "Esys_Quote")
         var attestation = quoted.pointee
@@ -275,7 +322,9 @@ public final class TPMDevice {
         var buffer = [UInt8](repeating: 0, count: MemoryLayout<TPMT_SIGNATURE>.size)
         var offset = 0
         try Self.check(
-            Tss2_MU_TPMT_SIGNATURE_Marshal(signature.pointer, &buffer, buffer.count, &offset), "Tss2_MU_TPMT_SIGNATURE_Marshal")
+            Tss2_MU_TPMT_SIGNATURE_Marshal(signature.pointer, &buffer, buffer.count, &offset),
+            "Tss2_MU_TPMT_SIGNATURE_Marshal"
+        )
         return (attest, Array(buffer[..<offset]))
     }
 
@@ -288,23 +337,33 @@ public final class TPMDevice {
             var wanted = request.tpml
             var selectionOut: UnsafeMutablePointer<TPML_PCR_SELECTION>?
             var digestsOut: UnsafeMutablePointer<TPML_DIGEST>?
-            try Self.check(Esys_PCR_Read(context, none, none, none, &wanted, nil, &selectionOut, &digestsOut), "Esys_PCR_Read")
+            try Self.check(
+                Esys_PCR_Read(context, none, none, none, &wanted, nil, &selectionOut, &digestsOut),
+                "Esys_PCR_Read"
+            )
             let readSelection = try TPMOutput(selectionOut, "Esys_PCR_Read")
             let digests = try TPMOutput(digestsOut, "Esys_PCR_Read")
-            guard readSelection.pointee.count >= 1 else { throw SystemError.tpmUnexpected(call: "Esys_PCR_Read", "no selection") }
+            guard readSelection.pointee.count >= 1 else {
+                throw SystemError.tpmUnexpected(call: "Esys_PCR_Read", "no selection")
+            }
             var bitmap = readSelection.pointee.pcrSelections.0.pcrSelect
             let read = withUnsafeBytes(of: &bitmap) { bits in
                 (0..<PCRSelection.count).filter { bits[$0 / 8] & UInt8(1 << ($0 % 8)) != 0 }
             }
             guard !read.isEmpty, read.count == Int(digests.pointee.count) else {
-                throw SystemError.tpmUnexpected(call: "Esys_PCR_Read", "\(read.count) PCRs selected but \(digests.pointee.count) digests")
+                throw SystemError.tpmUnexpected(
+                    call: "Esys_PCR_Read",
+                    "\(read.count) PCRs selected but \(digests.pointee.count) digests"
+                )
             }
             try withUnsafeMutableBytes(of: &digests.pointer.pointee.digests) { raw in
                 let list = raw.bindMemory(to: TPM2B_DIGEST.self)
                 for (position, index) in read.enumerated() {
                     var digest = list[position]
                     let value = Self.bytes(of: &digest.buffer, count: Int(digest.size))
-                    guard value.count == 32 else { throw SystemError.tpmUnexpected(call: "Esys_PCR_Read", "PCR \(index) has \(value.count) bytes") }
+                    guard value.count == 32 else {
+                        throw SystemError.tpmUnexpected(call: "Esys_PCR_Read", "PCR \(index) has \(value.count) bytes")
+                    }
                     values[index] = value
                 }
             }
@@ -322,20 +381,27 @@ public final class TPMDevice {
         var digestsOut: UnsafeMutablePointer<TPML_DIGEST_VALUES>?
         try Self.check(
             Esys_PCR_Event(context, asterism_esys_tr_pcr(UInt32(index)), password, none, none, &event, &digestsOut),
-            "Esys_PCR_Event", "PCR \(index)")
+            "Esys_PCR_Event",
+            "PCR \(index)"
+        )
         _ = try TPMOutput(digestsOut, "Esys_PCR_Event")
     }
 
     /// The number of transient objects and of loaded sessions the TPM holds now.
     public func loadedHandleCounts() throws -> (transientObjects: Int, sessions: Int) {
-        (try handleCount(from: asterism_tpm2_transient_first()), try handleCount(from: asterism_tpm2_loaded_session_first()))
+        (
+            try handleCount(from: asterism_tpm2_transient_first()),
+            try handleCount(from: asterism_tpm2_loaded_session_first())
+        )
     }
 
     private func handleCount(from first: UInt32) throws -> Int {
         var more: TPMI_YES_NO = 0
         var dataOut: UnsafeMutablePointer<TPMS_CAPABILITY_DATA>?
         try Self.check(
-            Esys_GetCapability(context, none, none, none, asterism_tpm2_cap_handles(), first, 64, &more, &dataOut), "Esys_GetCapability")
+            Esys_GetCapability(context, none, none, none, asterism_tpm2_cap_handles(), first, 64, &more, &dataOut),
+            "Esys_GetCapability"
+        )
         let data = try TPMOutput(dataOut, "Esys_GetCapability")
         var handles = data.pointee.data.handles
         return withUnsafeBytes(of: &handles.handle) { raw in
@@ -355,7 +421,12 @@ public final class TPMDevice {
         template.publicArea.nameAlg = asterism_tpm2_alg_sha256()
         template.publicArea.objectAttributes = asterism_tpma_sealed_data()
         template.publicArea.parameters.keyedHashDetail.scheme.scheme = asterism_tpm2_alg_null()
-        try Self.fill(&template.publicArea.authPolicy.size, &template.publicArea.authPolicy.buffer, with: policy, call: "seal")
+        try Self.fill(
+            &template.publicArea.authPolicy.size,
+            &template.publicArea.authPolicy.buffer,
+            with: policy,
+            call: "seal"
+        )
         var sensitive = TPM2B_SENSITIVE_CREATE()
         defer { withUnsafeMutableBytes(of: &sensitive) { keyd_wipe($0.baseAddress, $0.count) } }
         guard secret.count >= 1, secret.count <= MemoryLayout.size(ofValue: sensitive.sensitive.data.buffer) else {
@@ -366,18 +437,37 @@ public final class TPMDevice {
         let session = try startSession(saltedBy: primary, type: asterism_tpm2_se_hmac())
         try Self.check(
             Esys_TRSess_SetAttributes(
-                context, session.handle, asterism_tpma_session_continue() | asterism_tpma_session_decrypt(),
-                asterism_tpma_session_all()),
-            "Esys_TRSess_SetAttributes")
+                context,
+                session.handle,
+                asterism_tpma_session_continue() | asterism_tpma_session_decrypt(),
+                asterism_tpma_session_all()
+            ),
+            "Esys_TRSess_SetAttributes"
+        )
         var outside = TPM2B_DATA()
         var creationPCR = TPML_PCR_SELECTION()
         var privateOut: UnsafeMutablePointer<TPM2B_PRIVATE>?
         var publicOut: UnsafeMutablePointer<TPM2B_PUBLIC>?
         try Self.check(
             Esys_Create(
-                context, primary.handle, session.handle, none, none, &sensitive, &template, &outside, &creationPCR, &privateOut,
-                &publicOut, nil, nil, nil),
-            "Esys_Create", "sealed object")
+                context,
+                primary.handle,
+                session.handle,
+                none,
+                none,
+                &sensitive,
+                &template,
+                &outside,
+                &creationPCR,
+                &privateOut,
+                &publicOut,
+                nil,
+                nil,
+                nil
+            ),
+            "Esys_Create",
+            "sealed object"
+        )
         let privatePart = try TPMOutput(privateOut, "Esys_Create")
         let publicPart = try TPMOutput(publicOut, "Esys_Create")
         var publicBuffer = [UInt8](repeating: 0, count: MemoryLayout<TPM2B_PUBLIC>.size)
@@ -385,17 +475,27 @@ public final class TPMDevice {
         var publicLength = 0
         var privateLength = 0
         try Self.check(
-            Tss2_MU_TPM2B_PUBLIC_Marshal(publicPart.pointer, &publicBuffer, publicBuffer.count, &publicLength), "Tss2_MU_TPM2B_PUBLIC_Marshal")
+            Tss2_MU_TPM2B_PUBLIC_Marshal(publicPart.pointer, &publicBuffer, publicBuffer.count, &publicLength),
+            "Tss2_MU_TPM2B_PUBLIC_Marshal"
+        )
         try Self.check(
             Tss2_MU_TPM2B_PRIVATE_Marshal(privatePart.pointer, &privateBuffer, privateBuffer.count, &privateLength),
-            "Tss2_MU_TPM2B_PRIVATE_Marshal")
-        return TPMSealedObject(publicBlob: Array(publicBuffer[..<publicLength]), privateBlob: Array(privateBuffer[..<privateLength]))
+            "Tss2_MU_TPM2B_PRIVATE_Marshal"
+        )
+        return TPMSealedObject(
+            publicBlob: Array(publicBuffer[..<publicLength]),
+            privateBlob: Array(privateBuffer[..<privateLength])
+        )
     }
 
     /// Unseals `object` through a salted policy session with response encryption and lends the
     /// secret to `body`; the TPM's copy of it is wiped before this returns. A PCR change or a
     /// damaged blob throws (``TPMResponse/isPolicyFailure(_:)`` tells the first).
-    public func unseal<R>(_ object: TPMSealedObject, selection: PCRSelection, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+    public func unseal<R>(
+        _ object: TPMSealedObject,
+        selection: PCRSelection,
+        _ body: (UnsafeRawBufferPointer) throws -> R
+    ) throws -> R {
         var publicPart = TPM2B_PUBLIC()
         var privatePart = TPM2B_PRIVATE()
         try Self.unmarshalWhole(object.publicBlob, "TPM2B_PUBLIC") { bytes, count, offset in
@@ -412,9 +512,13 @@ public final class TPMDevice {
         try Self.check(Esys_PolicyPCR(context, session.handle, none, none, none, &empty, &pcrs), "Esys_PolicyPCR")
         try Self.check(
             Esys_TRSess_SetAttributes(
-                context, session.handle, asterism_tpma_session_continue() | asterism_tpma_session_encrypt(),
-                asterism_tpma_session_all()),
-            "Esys_TRSess_SetAttributes")
+                context,
+                session.handle,
+                asterism_tpma_session_continue() | asterism_tpma_session_encrypt(),
+                asterism_tpma_session_all()
+            ),
+            "Esys_TRSess_SetAttributes"
+        )
         var dataOut: UnsafeMutablePointer<TPM2B_SENSITIVE_DATA>?
         try Self.check(Esys_Unseal(context, loaded.handle, session.handle, none, none, &dataOut), "Esys_Unseal")
         let data = try TPMOutput(dataOut, "Esys_Unseal", secret: true)
@@ -431,14 +535,34 @@ public final class TPMDevice {
         var started = asterism_esys_tr_none()
         try Self.check(
             Esys_StartAuthSession(
-                context, none, none, none, none, none, nil, asterism_tpm2_se_trial(), &symmetric, asterism_tpm2_alg_sha256(), &started),
-            "Esys_StartAuthSession", "trial")
+                context,
+                none,
+                none,
+                none,
+                none,
+                none,
+                nil,
+                asterism_tpm2_se_trial(),
+                &symmetric,
+                asterism_tpm2_alg_sha256(),
+                &started
+            ),
+            "Esys_StartAuthSession",
+            "trial"
+        )
         let session = TPMTransient(started, context: context)
         var empty = TPM2B_DIGEST()
         var pcrs = selection.tpml
-        try Self.check(Esys_PolicyPCR(context, session.handle, none, none, none, &empty, &pcrs), "Esys_PolicyPCR", "trial")
+        try Self.check(
+            Esys_PolicyPCR(context, session.handle, none, none, none, &empty, &pcrs),
+            "Esys_PolicyPCR",
+            "trial"
+        )
         var digestOut: UnsafeMutablePointer<TPM2B_DIGEST>?
-        try Self.check(Esys_PolicyGetDigest(context, session.handle, none, none, none, &digestOut), "Esys_PolicyGetDigest")
+        try Self.check(
+            Esys_PolicyGetDigest(context, session.handle, none, none, none, &digestOut),
+            "Esys_PolicyGetDigest"
+        )
         let digest = try TPMOutput(digestOut, "Esys_PolicyGetDigest")
         var value = digest.pointee
         return Self.bytes(of: &value.buffer, count: Int(value.size))
@@ -454,18 +578,37 @@ public final class TPMDevice {
         var session = asterism_esys_tr_none()
         try Self.check(
             Esys_StartAuthSession(
-                context, primary.handle, none, none, none, none, nil, type, &symmetric, asterism_tpm2_alg_sha256(), &session),
-            "Esys_StartAuthSession", "salted")
+                context,
+                primary.handle,
+                none,
+                none,
+                none,
+                none,
+                nil,
+                type,
+                &symmetric,
+                asterism_tpm2_alg_sha256(),
+                &session
+            ),
+            "Esys_StartAuthSession",
+            "salted"
+        )
         return TPMTransient(session, context: context)
     }
 
     /// Loads a key or sealed object under `parent`.
     private func load(
-        _ privatePart: UnsafePointer<TPM2B_PRIVATE>, _ publicPart: UnsafePointer<TPM2B_PUBLIC>, under parent: borrowing TPMTransient,
+        _ privatePart: UnsafePointer<TPM2B_PRIVATE>,
+        _ publicPart: UnsafePointer<TPM2B_PUBLIC>,
+        under parent: borrowing TPMTransient,
         what: String
     ) throws -> TPMTransient {
         var loaded = asterism_esys_tr_none()
-        try Self.check(Esys_Load(context, parent.handle, password, none, none, privatePart, publicPart, &loaded), "Esys_Load", what)
+        try Self.check(
+            Esys_Load(context, parent.handle, password, none, none, privatePart, publicPart, &loaded),
+            "Esys_Load",
+            what
+        )
         return TPMTransient(loaded, context: context)
     }
 
@@ -490,9 +633,24 @@ public final class TPMDevice {
         var handle = asterism_esys_tr_none()
         try Self.check(
             Esys_CreatePrimary(
-                context, asterism_esys_tr_rh_owner(), password, none, none, &sensitive, &template, &outside, &creationPCR, &handle,
-                nil, nil, nil, nil),
-            "Esys_CreatePrimary", "storage primary")
+                context,
+                asterism_esys_tr_rh_owner(),
+                password,
+                none,
+                none,
+                &sensitive,
+                &template,
+                &outside,
+                &creationPCR,
+                &handle,
+                nil,
+                nil,
+                nil,
+                nil
+            ),
+            "Esys_CreatePrimary",
+            "storage primary"
+        )
         return TPMTransient(handle, context: context)
     }
 
@@ -548,7 +706,10 @@ public final class TPMDevice {
     /// Copies `bytes` into a TPM2B's size and buffer, refusing more than the buffer holds.
     private static func fill<T>(_ size: inout UInt16, _ buffer: inout T, with bytes: [UInt8], call: String) throws {
         guard bytes.count <= MemoryLayout<T>.size else {
-            throw SystemError.tpmUnexpected(call: call, "\(bytes.count) bytes exceed the TPM buffer of \(MemoryLayout<T>.size)")
+            throw SystemError.tpmUnexpected(
+                call: call,
+                "\(bytes.count) bytes exceed the TPM buffer of \(MemoryLayout<T>.size)"
+            )
         }
         size = UInt16(bytes.count)
         withUnsafeMutableBytes(of: &buffer) { raw in raw.copyBytes(from: bytes) }
@@ -565,7 +726,9 @@ public final class TPMDevice {
 
     /// Unmarshals `bytes` with `body` and requires that it consumed every byte.
     private static func unmarshalWhole(
-        _ bytes: [UInt8], _ what: String, _ body: (UnsafePointer<UInt8>, Int, UnsafeMutablePointer<Int>) -> TSS2_RC
+        _ bytes: [UInt8],
+        _ what: String,
+        _ body: (UnsafePointer<UInt8>, Int, UnsafeMutablePointer<Int>) -> TSS2_RC
     ) throws {
         var offset = 0
         let rc = bytes.withUnsafeBufferPointer { buffer -> TSS2_RC in

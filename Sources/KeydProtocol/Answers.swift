@@ -66,10 +66,14 @@ public struct AnswerFrame: Hashable, Sendable {
 
     /// Encodes an answer with a typed payload writer.
     public static func encode(
-        answering kind: RequestKind, sequence: UInt32, status: StatusCode, capacity: Int = 128,
+        answering kind: RequestKind,
+        sequence: UInt32,
+        status: StatusCode,
+        capacity: Int = 128,
         _ fields: (inout WireWriter) -> Void = { _ in }
     ) -> [UInt8] {
-        Frame.build(kind: kind.rawValue | Limits.answerBit, sequence: sequence, status: status, capacity: capacity) { w in
+        Frame.build(kind: kind.rawValue | Limits.answerBit, sequence: sequence, status: status, capacity: capacity) {
+            w in
             if status == .ok { fields(&w) }
         }
     }
@@ -86,7 +90,8 @@ public struct AnswerFrame: Hashable, Sendable {
 
     /// Decodes the payload with `decode`, requiring status `ok` and no trailing bytes.
     public func decodePayload<T>(
-        _ kind: RequestKind, _ decode: (inout WireReader) throws(ProtocolError) -> T
+        _ kind: RequestKind,
+        _ decode: (inout WireReader) throws(ProtocolError) -> T
     ) throws(ProtocolError) -> T {
         let result: Result<T, ProtocolError> = payload.withUnsafeBytes { raw in
             var reader = WireReader(raw)
@@ -156,9 +161,18 @@ public struct StatusAnswer: Hashable, Sendable {
 
     /// Creates an answer.
     public init(
-        protocolVersion: UInt16, phase: Phase, peerClass: PeerClass, uptimeSeconds: UInt64,
-        requestsServed: UInt64, connections: UInt32, auditRecords: UInt64, auditHead: [UInt8],
-        auditIntact: Bool, keydVersion: String, tpmAvailable: Bool = false, sealedKEK: SealedKEKStatus = .none
+        protocolVersion: UInt16,
+        phase: Phase,
+        peerClass: PeerClass,
+        uptimeSeconds: UInt64,
+        requestsServed: UInt64,
+        connections: UInt32,
+        auditRecords: UInt64,
+        auditHead: [UInt8],
+        auditIntact: Bool,
+        keydVersion: String,
+        tpmAvailable: Bool = false,
+        sealedKEK: SealedKEKStatus = .none
     ) {
         self.tpmAvailable = tpmAvailable
         self.sealedKEK = sealedKEK
@@ -204,7 +218,8 @@ public struct StatusAnswer: Hashable, Sendable {
             auditIntact: try r.bool("auditIntact"),
             keydVersion: try r.text(max: 32, "keydVersion"),
             tpmAvailable: try r.bool("tpmAvailable"),
-            sealedKEK: try r.enumeration(SealedKEKStatus.self, "sealedKEK"))
+            sealedKEK: try r.enumeration(SealedKEKStatus.self, "sealedKEK")
+        )
     }
 }
 
@@ -309,7 +324,8 @@ public struct AuditVerifyAnswer: Hashable, Sendable {
             records: try r.u64("records"),
             firstBadRecord: try r.u64("firstBadRecord"),
             problem: try r.enumeration(AuditProblemCode.self, "problem"),
-            headHash: try r.fixed(32, "headHash"))
+            headHash: try r.fixed(32, "headHash")
+        )
     }
 }
 

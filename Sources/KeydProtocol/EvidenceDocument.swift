@@ -27,7 +27,11 @@ public struct NativeEvidenceDocument: Hashable, Sendable {
 
     /// Makes a document.
     public init(
-        akPublic: [UInt8], attest: [UInt8], signature: [UInt8], pcrs: [(index: UInt8, value: [UInt8])], userDataDigest: [UInt8],
+        akPublic: [UInt8],
+        attest: [UInt8],
+        signature: [UInt8],
+        pcrs: [(index: UInt8, value: [UInt8])],
+        userDataDigest: [UInt8],
         eventLog: [UInt8]
     ) {
         self.akPublic = akPublic
@@ -81,29 +85,37 @@ public struct NativeEvidenceDocument: Hashable, Sendable {
     }
 
     private static func decode(_ raw: UnsafeRawBufferPointer) throws(ProtocolError) -> NativeEvidenceDocument {
-            var r = WireReader(raw)
-            guard try r.fixed(4, "magic") == Self.magic else { throw .badValue(field: "magic", "not AEVD") }
-            let version = try r.u16("formatVersion")
-            guard version == Self.formatVersion else { throw .badValue(field: "formatVersion", "\(version) is not 1") }
-            let akPublic = try r.bytes(max: Self.maxTPMField, "akPublic")
-            let attest = try r.bytes(max: Self.maxTPMField, "attest")
-            let signature = try r.bytes(max: Self.maxTPMField, "signature")
-            let bank = try r.u16("pcrBank")
-            guard bank == Self.sha256Bank else { throw .badValue(field: "pcrBank", "0x\(String(bank, radix: 16)) is not SHA-256") }
-            let count = try r.u8("pcrCount")
-            guard count <= 24 else { throw .badValue(field: "pcrCount", "\(count) exceeds 24") }
-            var pcrs: [(index: UInt8, value: [UInt8])] = []
-            for _ in 0..<count {
-                let index = try r.u8("pcrs.index")
-                guard index < 24, pcrs.last.map({ $0.index < index }) ?? true else {
-                    throw .badValue(field: "pcrs.index", "\(index) is not ascending or not below 24")
-                }
-                pcrs.append((index, try r.fixed(32, "pcrs.value")))
+        var r = WireReader(raw)
+        guard try r.fixed(4, "magic") == Self.magic else { throw .badValue(field: "magic", "not AEVD") }
+        let version = try r.u16("formatVersion")
+        guard version == Self.formatVersion else { throw .badValue(field: "formatVersion", "\(version) is not 1") }
+        let akPublic = try r.bytes(max: Self.maxTPMField, "akPublic")
+        let attest = try r.bytes(max: Self.maxTPMField, "attest")
+        let signature = try r.bytes(max: Self.maxTPMField, "signature")
+        let bank = try r.u16("pcrBank")
+        guard bank == Self.sha256Bank else {
+            throw .badValue(field: "pcrBank", "0x\(String(bank, radix: 16)) is not SHA-256")
+        }
+        let count = try r.u8("pcrCount")
+        guard count <= 24 else { throw .badValue(field: "pcrCount", "\(count) exceeds 24") }
+        var pcrs: [(index: UInt8, value: [UInt8])] = []
+        for _ in 0..<count {
+            let index = try r.u8("pcrs.index")
+            guard index < 24, pcrs.last.map({ $0.index < index }) ?? true else {
+                throw .badValue(field: "pcrs.index", "\(index) is not ascending or not below 24")
             }
-            let userDataDigest = try r.fixed(32, "userDataDigest")
-            let eventLog = try r.blob32(max: Limits.maxEventLog, "eventLog")
-            try r.finish("native evidence document")
-            return NativeEvidenceDocument(
-                akPublic: akPublic, attest: attest, signature: signature, pcrs: pcrs, userDataDigest: userDataDigest, eventLog: eventLog)
+            pcrs.append((index, try r.fixed(32, "pcrs.value")))
+        }
+        let userDataDigest = try r.fixed(32, "userDataDigest")
+        let eventLog = try r.blob32(max: Limits.maxEventLog, "eventLog")
+        try r.finish("native evidence document")
+        return NativeEvidenceDocument(
+            akPublic: akPublic,
+            attest: attest,
+            signature: signature,
+            pcrs: pcrs,
+            userDataDigest: userDataDigest,
+            eventLog: eventLog
+        )
     }
 }

@@ -31,7 +31,8 @@ public struct FrameDecoder {
 
     /// Creates a decoder; `wipe` overwrites buffers that held frame bytes (keyd passes `explicit_bzero`).
     public init(
-        _ direction: Direction, maxQueuedFrames: Int = 64,
+        _ direction: Direction,
+        maxQueuedFrames: Int = 64,
         wipe: @escaping (UnsafeMutableRawBufferPointer) -> Void = { $0.initializeMemory(as: UInt8.self, repeating: 0) }
     ) {
         self.bounds = direction.bounds
@@ -68,7 +69,12 @@ public struct FrameDecoder {
                 if prefix.count == Limits.lengthPrefixSize {
                     do {
                         let length = try Frame.bodyLength(
-                            prefix: prefix[0], prefix[1], prefix[2], prefix[3], bounds: bounds)
+                            prefix: prefix[0],
+                            prefix[1],
+                            prefix[2],
+                            prefix[3],
+                            bounds: bounds
+                        )
                         bodyLength = length
                         body.reserveCapacity(length)
                     } catch {
@@ -83,7 +89,10 @@ public struct FrameDecoder {
     /// Feeds bytes held in an array.
     public mutating func append(_ bytes: [UInt8]) throws(ProtocolError) {
         let result: Result<Void, ProtocolError> = bytes.withUnsafeBytes { raw in
-            do throws(ProtocolError) { try append(raw); return .success(()) } catch { return .failure(error) }
+            do throws(ProtocolError) {
+                try append(raw)
+                return .success(())
+            } catch { return .failure(error) }
         }
         try result.get()
     }

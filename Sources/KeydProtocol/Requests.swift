@@ -111,8 +111,12 @@ public struct KeyReleaseRequest: Hashable, Sendable {
 
     /// Creates the fields; sizes are checked by the encoder.
     public init(
-        challengeID: [UInt8], evidence: [UInt8], certificateKeyHash: [UInt8],
-        bootPublicKey: [UInt8], diskUUID: String, role: NodeRole
+        challengeID: [UInt8],
+        evidence: [UInt8],
+        certificateKeyHash: [UInt8],
+        bootPublicKey: [UInt8],
+        diskUUID: String,
+        role: NodeRole
     ) {
         self.challengeID = challengeID
         self.evidence = evidence
@@ -251,11 +255,13 @@ public struct RequestFrame: Hashable, Sendable {
         let uuid = try r.text(max: 36, "diskUUID", allowEmpty: false)
         // PROTOCOL.md: a lowercase UUID, 8-4-4-4-12 hex digits.
         let bytes = Array(uuid.utf8)
-        let isLowercaseUUID = bytes.count == 36 && bytes.indices.allSatisfy { i in
-            [8, 13, 18, 23].contains(i)
-                ? bytes[i] == UInt8(ascii: "-")
-                : (bytes[i] >= 0x30 && bytes[i] <= 0x39) || (bytes[i] >= 0x61 && bytes[i] <= 0x66)
-        }
+        let isLowercaseUUID =
+            bytes.count == 36
+            && bytes.indices.allSatisfy { i in
+                [8, 13, 18, 23].contains(i)
+                    ? bytes[i] == UInt8(ascii: "-")
+                    : (bytes[i] >= 0x30 && bytes[i] <= 0x39) || (bytes[i] >= 0x61 && bytes[i] <= 0x66)
+            }
         guard isLowercaseUUID else { throw .badValue(field: "diskUUID", "must be a lowercase UUID") }
         return uuid
     }
@@ -294,8 +300,14 @@ public struct RequestFrame: Hashable, Sendable {
             let role = try r.enumeration(NodeRole.self, "role")
             return .keyRelease(
                 KeyReleaseRequest(
-                    challengeID: challengeID, evidence: evidence, certificateKeyHash: certificateKeyHash,
-                    bootPublicKey: bootPublicKey, diskUUID: diskUUID, role: role))
+                    challengeID: challengeID,
+                    evidence: evidence,
+                    certificateKeyHash: certificateKeyHash,
+                    bootPublicKey: bootPublicKey,
+                    diskUUID: diskUUID,
+                    role: role
+                )
+            )
         case .envelopeAccept:
             let purpose = try r.enumeration(EnvelopePurpose.self, "purpose")
             return .envelopeAccept(purpose, envelope: try r.bytes(max: Limits.maxEnvelope, "envelope"))
@@ -317,7 +329,11 @@ public struct RequestFrame: Hashable, Sendable {
             let first = try r.u64("firstRecord")
             let count = try r.u16("maxRecords")
             guard (1...Limits.maxAuditRecordsPerRead).contains(count) else {
-                throw .fieldLength(field: "maxRecords", length: Int(count), bounds: 1...Int(Limits.maxAuditRecordsPerRead))
+                throw .fieldLength(
+                    field: "maxRecords",
+                    length: Int(count),
+                    bounds: 1...Int(Limits.maxAuditRecordsPerRead)
+                )
             }
             return .auditRead(firstRecord: first, maxRecords: count)
         case .auditVerify: return .auditVerify
@@ -372,9 +388,15 @@ public struct RequestFrame: Hashable, Sendable {
     ///
     /// - Important: the returned array holds the secrets; the caller wipes it after sending.
     public static func encodeKEKImport(
-        sequence: UInt32, masterSecret: UnsafeRawBufferPointer, salt: UnsafeRawBufferPointer
+        sequence: UInt32,
+        masterSecret: UnsafeRawBufferPointer,
+        salt: UnsafeRawBufferPointer
     ) -> [UInt8] {
-        Frame.build(kind: RequestKind.kekImport.rawValue, sequence: sequence, capacity: 16 + masterSecret.count + salt.count) { w in
+        Frame.build(
+            kind: RequestKind.kekImport.rawValue,
+            sequence: sequence,
+            capacity: 16 + masterSecret.count + salt.count
+        ) { w in
             w.secret(masterSecret)
             w.secret(salt)
         }
@@ -385,7 +407,10 @@ public struct RequestFrame: Hashable, Sendable {
 public enum Frame {
     /// Builds `length | kind | sequence | fields…`, patching the length at the end.
     public static func build(
-        kind: UInt16, sequence: UInt32, status: StatusCode? = nil, capacity: Int = 128,
+        kind: UInt16,
+        sequence: UInt32,
+        status: StatusCode? = nil,
+        capacity: Int = 128,
         _ fields: (inout WireWriter) -> Void
     ) -> [UInt8] {
         var w = WireWriter(capacity: capacity)
@@ -403,7 +428,11 @@ public enum Frame {
 
     /// Reads a length prefix and checks it against `bounds` before anything is allocated.
     public static func bodyLength(
-        prefix b0: UInt8, _ b1: UInt8, _ b2: UInt8, _ b3: UInt8, bounds: ClosedRange<Int>
+        prefix b0: UInt8,
+        _ b1: UInt8,
+        _ b2: UInt8,
+        _ b3: UInt8,
+        bounds: ClosedRange<Int>
     ) throws(ProtocolError) -> Int {
         let length = Int(b0) << 24 | Int(b1) << 16 | Int(b2) << 8 | Int(b3)
         guard bounds.contains(length) else {

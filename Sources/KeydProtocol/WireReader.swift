@@ -73,7 +73,8 @@ public struct WireReader {
     }
 
     private mutating func lengthPrefixed(
-        _ bounds: ClosedRange<Int>, _ field: String
+        _ bounds: ClosedRange<Int>,
+        _ field: String
     ) throws(ProtocolError) -> UnsafeRawBufferPointer {
         let length = Int(try u16(field + ".length"))
         guard bounds.contains(length) else { throw .fieldLength(field: field, length: length, bounds: bounds) }
@@ -151,12 +152,16 @@ public struct WireWriter: Sendable {
 
     /// Appends a big-endian 32-bit integer.
     public mutating func u32(_ value: UInt32) {
-        for shift in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
+        for shift in stride(from: 24, through: 0, by: -8) {
+            bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift)))
+        }
     }
 
     /// Appends a big-endian 64-bit integer.
     public mutating func u64(_ value: UInt64) {
-        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) {
+            bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift)))
+        }
     }
 
     /// Overwrites four bytes at `offset` with a big-endian 32-bit integer (the length prefix).

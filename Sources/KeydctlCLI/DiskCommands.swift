@@ -122,11 +122,15 @@ public struct DiskOpen: ParsableCommand {
 
     public func run() throws {
         try reporting {
-            let answer = try socket.connect(timeoutMilliseconds: Disk.timeoutMilliseconds).openDisk(device: device.device, mappingName: name)
+            let answer = try socket.connect(timeoutMilliseconds: Disk.timeoutMilliseconds).openDisk(
+                device: device.device,
+                mappingName: name
+            )
             printLine(
                 answer.activated
                     ? "disk opened: /dev/mapper/\(name)"
-                    : "disk key verified: activation unavailable here (no device mapper)")
+                    : "disk key verified: activation unavailable here (no device mapper)"
+            )
         }
     }
 }
@@ -136,7 +140,8 @@ public struct DiskClose: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "close",
         abstract: "Remove the mapping /dev/mapper/<name>.",
-        discussion: "Without a kernel device mapper nothing can be mapped: keyd answers diskActivationUnavailable (exit status 1)."
+        discussion:
+            "Without a kernel device mapper nothing can be mapped: keyd answers diskActivationUnavailable (exit status 1)."
     )
 
     @OptionGroup var socket: SocketOptions

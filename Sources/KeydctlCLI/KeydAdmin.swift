@@ -27,7 +27,11 @@ public enum AdminActions {
 
     /// `audit show`: pages through the log from `from`, at most `limit` records (nil: to the end).
     public static func auditShow(
-        _ keyd: any KeydAdmin, from: UInt64, limit: UInt64?, json: Bool, write: (String) -> Void
+        _ keyd: any KeydAdmin,
+        from: UInt64,
+        limit: UInt64?,
+        json: Bool,
+        write: (String) -> Void
     ) throws(KeydClientError) {
         var next = from
         var remaining = limit ?? UInt64.max

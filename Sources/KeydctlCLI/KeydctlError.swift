@@ -1,11 +1,12 @@
+import ArgumentParser
+import KeydClient
+import KeydProtocol
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import ArgumentParser
-import KeydClient
-import KeydProtocol
 
 /// Why keydctl failed on its own side: a bad secret file, or an audit log that is not intact.
 ///
@@ -65,12 +66,18 @@ public struct KeydctlError: Error, Hashable, CustomStringConvertible, Sendable {
 
     /// The secret file could not be opened.
     public static func cannotOpen(path: String, errno: Int32) -> KeydctlError {
-        KeydctlError(.cannotOpen, "cannot open secret file \(path): \(String(cString: strerror(errno))) (errno \(errno))")
+        KeydctlError(
+            .cannotOpen,
+            "cannot open secret file \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+        )
     }
 
     /// Reading the secret file failed.
     public static func cannotRead(path: String, errno: Int32) -> KeydctlError {
-        KeydctlError(.cannotRead, "cannot read secret file \(path): \(String(cString: strerror(errno))) (errno \(errno))")
+        KeydctlError(
+            .cannotRead,
+            "cannot read secret file \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+        )
     }
 
     /// The secret file is longer than `limit` bytes.
@@ -135,12 +142,18 @@ public struct KeydctlError: Error, Hashable, CustomStringConvertible, Sendable {
 
     /// A byte outside the standard base64 alphabet (whitespace included) inside a value.
     public static func base64Character(_ name: String, offset: Int) -> KeydctlError {
-        KeydctlError(.base64Character(name), "secret file: \"\(name)\" has a byte outside the standard base64 alphabet at offset \(offset)")
+        KeydctlError(
+            .base64Character(name),
+            "secret file: \"\(name)\" has a byte outside the standard base64 alphabet at offset \(offset)"
+        )
     }
 
     /// A base64 text whose length is not a multiple of 4 (padding missing).
     public static func base64Length(_ name: String, length: Int) -> KeydctlError {
-        KeydctlError(.base64Length(name), "secret file: \"\(name)\" base64 text of \(length) characters is not a multiple of 4 (padding is required)")
+        KeydctlError(
+            .base64Length(name),
+            "secret file: \"\(name)\" base64 text of \(length) characters is not a multiple of 4 (padding is required)"
+        )
     }
 
     /// `=` anywhere but the last one or two places.
@@ -150,13 +163,17 @@ public struct KeydctlError: Error, Hashable, CustomStringConvertible, Sendable {
 
     /// A decoded `key` or `salt` outside the lengths keyd accepts.
     public static func secretLength(_ name: String, length: Int, bounds: ClosedRange<Int>) -> KeydctlError {
-        let limit = length < bounds.lowerBound ? "below minimum \(bounds.lowerBound)" : "exceeds maximum \(bounds.upperBound)"
+        let limit =
+            length < bounds.lowerBound ? "below minimum \(bounds.lowerBound)" : "exceeds maximum \(bounds.upperBound)"
         return KeydctlError(.secretLength(name, length), "secret file: \"\(name)\" is \(length) bytes, \(limit)")
     }
 
     /// `audit verify` found a problem in the log.
     public static func auditNotIntact(_ answer: AuditVerifyAnswer) -> KeydctlError {
-        KeydctlError(.auditNotIntact, "audit log is not intact: \(answer.problem) at record \(answer.firstBadRecord) of \(answer.records)")
+        KeydctlError(
+            .auditNotIntact,
+            "audit log is not intact: \(answer.problem) at record \(answer.firstBadRecord) of \(answer.records)"
+        )
     }
 
     public static func == (lhs: KeydctlError, rhs: KeydctlError) -> Bool { lhs.code == rhs.code }

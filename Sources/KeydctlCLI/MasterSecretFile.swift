@@ -1,9 +1,10 @@
+import KeydProtocol
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import KeydProtocol
 
 #if canImport(Glibc)
 private let systemRead = Glibc.read
@@ -71,7 +72,10 @@ public enum MasterSecretFile {
         let saltCount = try Base64.decodedCount(saltText, member: "salt", offset: salt.lowerBound)
         guard keyLength.contains(keyCount) else { throw .secretLength("key", length: keyCount, bounds: keyLength) }
         guard saltLength.contains(saltCount) else { throw .secretLength("salt", length: saltCount, bounds: saltLength) }
-        return MasterSecret(key: Base64.decode(keyText, count: keyCount), salt: Base64.decode(saltText, count: saltCount))
+        return MasterSecret(
+            key: Base64.decode(keyText, count: keyCount),
+            salt: Base64.decode(saltText, count: saltCount)
+        )
     }
 }
 
@@ -104,7 +108,9 @@ struct ObjectScanner {
             while true {
                 skipWhitespace()
                 let nameOffset = position
-                guard peek() == Self.quote else { throw .unexpectedByte(offset: position, expected: "a member name in quotes") }
+                guard peek() == Self.quote else {
+                    throw .unexpectedByte(offset: position, expected: "a member name in quotes")
+                }
                 let name = try scanString()
                 let isKey = equals(name, "key")
                 guard isKey || equals(name, "salt") else { throw .unknownMember(offset: nameOffset) }
@@ -124,7 +130,9 @@ struct ObjectScanner {
                     position += 1
                     continue
                 }
-                guard peek() == UInt8(ascii: "}") else { throw .unexpectedByte(offset: position, expected: "',' or '}'") }
+                guard peek() == UInt8(ascii: "}") else {
+                    throw .unexpectedByte(offset: position, expected: "',' or '}'")
+                }
                 position += 1
                 break
             }

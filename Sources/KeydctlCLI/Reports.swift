@@ -28,7 +28,10 @@ public enum Report {
             ("phase", answer.phase.description),
             ("kek", kek),
             ("kek at rest", sealedKEK(answer.sealedKEK)),
-            ("tpm", answer.tpmAvailable ? "available (keydctl tpm status)" : "UNAVAILABLE (keydctl tpm status says why)"),
+            (
+                "tpm",
+                answer.tpmAvailable ? "available (keydctl tpm status)" : "UNAVAILABLE (keydctl tpm status says why)"
+            ),
             ("peer class", answer.peerClass.description),
             ("uptime", "\(duration(answer.uptimeSeconds)) (\(answer.uptimeSeconds) s)"),
             ("requests served", String(answer.requestsServed)),
@@ -80,11 +83,13 @@ public enum Report {
         case .none:
             return "every record chains to the one before it and the last one matches keyd's head"
         case .edited:
-            return "record \(record) was changed after it was written: its hash no longer matches the next record's prev or keyd's head"
+            return
+                "record \(record) was changed after it was written: its hash no longer matches the next record's prev or keyd's head"
         case .reorderedOrMissing:
             return "record \(record) does not carry its position as seq: records were removed, inserted or swapped"
         case .truncated:
-            return "the log ends after \(answer.records) records, before the head keyd recorded: records were cut off its end"
+            return
+                "the log ends after \(answer.records) records, before the head keyd recorded: records were cut off its end"
         case .unparsable:
             return "record \(record) is not an audit record (a last line without newline is a torn write)"
         case .unreadable:
@@ -108,7 +113,11 @@ public enum Report {
         var object = JSONObject()
         object.bool("intact", answer.intact)
         object.number("records", answer.records)
-        if answer.intact { object.null("firstBadRecord") } else { object.number("firstBadRecord", answer.firstBadRecord) }
+        if answer.intact {
+            object.null("firstBadRecord")
+        } else {
+            object.number("firstBadRecord", answer.firstBadRecord)
+        }
         object.string("problem", answer.problem.description)
         object.string("headHash", hex(answer.headHash))
         object.string("explanation", explanation(answer))
@@ -167,7 +176,9 @@ public enum Report {
         case let number as NSNumber: return number.stringValue
         case is NSNull: return "null"
         default:
-            guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]) else { return "?" }
+            guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]) else {
+                return "?"
+            }
             return String(decoding: data, as: UTF8.self)
         }
     }
@@ -188,7 +199,9 @@ public enum Report {
 
     /// `2d 3h 4m 5s`, dropping leading zero units.
     public static func duration(_ seconds: UInt64) -> String {
-        let parts: [(UInt64, String)] = [(seconds / 86_400, "d"), (seconds / 3600 % 24, "h"), (seconds / 60 % 60, "m"), (seconds % 60, "s")]
+        let parts: [(UInt64, String)] = [
+            (seconds / 86_400, "d"), (seconds / 3600 % 24, "h"), (seconds / 60 % 60, "m"), (seconds % 60, "s"),
+        ]
         let shown = parts.drop { $0.0 == 0 && $0.1 != "s" }
         return shown.map { "\($0.0)\($0.1)" }.joined(separator: " ")
     }
@@ -230,7 +243,9 @@ struct JSONObject {
 
     mutating func string(_ key: String, _ value: String) { members.append(Self.quoted(key) + ":" + Self.quoted(value)) }
     mutating func number(_ key: String, _ value: UInt64) { members.append(Self.quoted(key) + ":" + String(value)) }
-    mutating func bool(_ key: String, _ value: Bool) { members.append(Self.quoted(key) + ":" + (value ? "true" : "false")) }
+    mutating func bool(_ key: String, _ value: Bool) {
+        members.append(Self.quoted(key) + ":" + (value ? "true" : "false"))
+    }
     mutating func null(_ key: String) { members.append(Self.quoted(key) + ":null") }
 
     /// The object on one line.

@@ -30,7 +30,8 @@ public struct SecretBytes: ~Copyable {
     }
 
     /// Calls `body` with the bytes in use.
-    public func withUnsafeBytes<R: ~Copyable, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+    public func withUnsafeBytes<R: ~Copyable, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R
+    {
         try body(UnsafeRawBufferPointer(rebasing: storage[0..<count]))
     }
 

@@ -57,24 +57,36 @@ public struct TPMEvidence: ParsableCommand {
     @OptionGroup var socket: SocketOptions
     @Option(help: ArgumentHelp("The verifier's nonce: 64 hex digits.", valueName: "hex"))
     var nonce: String
-    @Option(name: .customLong("user-data-digest"), help: ArgumentHelp("SHA-256 of the user data to bind: 64 hex digits.", valueName: "hex"))
+    @Option(
+        name: .customLong("user-data-digest"),
+        help: ArgumentHelp("SHA-256 of the user data to bind: 64 hex digits.", valueName: "hex")
+    )
     var userDataDigest: String
     @Option(help: ArgumentHelp("Document format: native or constellation.", valueName: "format"))
     var format: String = "native"
     @Option(help: ArgumentHelp("Where to write the document.", valueName: "file"))
     var out: String
-    @Option(name: .customLong("parts-dir"), help: ArgumentHelp("Also write the quote's parts here (native format only).", valueName: "dir"))
+    @Option(
+        name: .customLong("parts-dir"),
+        help: ArgumentHelp("Also write the quote's parts here (native format only).", valueName: "dir")
+    )
     var partsDirectory: String?
 
     public init() {}
 
     public func validate() throws {
-        guard EvidenceParts.bytes(hex: nonce)?.count == 32 else { throw ValidationError("--nonce must be 64 hex digits") }
+        guard EvidenceParts.bytes(hex: nonce)?.count == 32 else {
+            throw ValidationError("--nonce must be 64 hex digits")
+        }
         guard EvidenceParts.bytes(hex: userDataDigest)?.count == 32 else {
             throw ValidationError("--user-data-digest must be 64 hex digits")
         }
-        guard format == "native" || format == "constellation" else { throw ValidationError("--format must be native or constellation") }
-        guard partsDirectory == nil || format == "native" else { throw ValidationError("--parts-dir needs --format native") }
+        guard format == "native" || format == "constellation" else {
+            throw ValidationError("--format must be native or constellation")
+        }
+        guard partsDirectory == nil || format == "native" else {
+            throw ValidationError("--parts-dir needs --format native")
+        }
     }
 
     public func run() throws {
@@ -82,7 +94,9 @@ public struct TPMEvidence: ParsableCommand {
             let keyd = try socket.connect()
             let variant: EvidenceVariant = format == "native" ? .native : .constellationQEMUVTPM
             let document = try keyd.evidence(
-                variant, nonce: EvidenceParts.bytes(hex: nonce)!, userDataDigest: EvidenceParts.bytes(hex: userDataDigest)!
+                variant,
+                nonce: EvidenceParts.bytes(hex: nonce)!,
+                userDataDigest: EvidenceParts.bytes(hex: userDataDigest)!
             ).document
             try EvidenceParts.write(Data(document), to: out)
             if let partsDirectory {
@@ -122,9 +136,13 @@ enum EvidenceParts {
         guard attest.count >= 8 else { throw KeydctlError.badDocument("TPMS_ATTEST of \(attest.count) bytes") }
         let signerLength = Int(attest[6]) << 8 | Int(attest[7])
         let dataAt = 8 + signerLength
-        guard attest.count >= dataAt + 2 else { throw KeydctlError.badDocument("TPMS_ATTEST ends inside qualifiedSigner") }
+        guard attest.count >= dataAt + 2 else {
+            throw KeydctlError.badDocument("TPMS_ATTEST ends inside qualifiedSigner")
+        }
         let dataLength = Int(attest[dataAt]) << 8 | Int(attest[dataAt + 1])
-        guard attest.count >= dataAt + 2 + dataLength else { throw KeydctlError.badDocument("TPMS_ATTEST ends inside extraData") }
+        guard attest.count >= dataAt + 2 + dataLength else {
+            throw KeydctlError.badDocument("TPMS_ATTEST ends inside extraData")
+        }
         return Array(attest[(dataAt + 2)..<(dataAt + 2 + dataLength)])
     }
 
@@ -148,7 +166,10 @@ enum EvidenceParts {
         try write(Data(parsed.attest), to: directory + "/attest.bin")
         try write(Data(parsed.signature), to: directory + "/signature.bin")
         try write(Data(pem.utf8), to: directory + "/ak.pem")
-        try write(Data((hexOf(try qualifyingData(ofAttest: parsed.attest)) + "\n").utf8), to: directory + "/qualifying-data.hex")
+        try write(
+            Data((hexOf(try qualifyingData(ofAttest: parsed.attest)) + "\n").utf8),
+            to: directory + "/qualifying-data.hex"
+        )
         let members = parsed.pcrs.map { "    \"\($0.index)\": \"\(hexOf($0.value))\"" }.joined(separator: ",\n")
         try write(Data("{\n  \"sha256\": {\n\(members)\n  }\n}\n".utf8), to: directory + "/pcrs.json")
         try write(Data(toolsPCRFile(parsed.pcrs)), to: directory + "/pcrs.bin")
@@ -171,7 +192,8 @@ enum EvidenceParts {
             file += le32(UInt32(group.count))
             for slot in 0..<8 {
                 let value = slot < group.count ? group[slot].value : []
-                file += withUnsafeBytes(of: UInt16(value.count).littleEndian) { Array($0) } + value
+                file +=
+                    withUnsafeBytes(of: UInt16(value.count).littleEndian) { Array($0) } + value
                     + [UInt8](repeating: 0, count: 64 - value.count)
             }
         }

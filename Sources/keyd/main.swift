@@ -1,8 +1,9 @@
+import KeydDaemon
+import KeydProtocol
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import KeydDaemon
-import KeydProtocol
 
 // keyd's thin main: parse the command line, then run the daemon (Sources/KeydDaemon).
 do {

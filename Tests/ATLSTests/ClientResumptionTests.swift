@@ -1,17 +1,20 @@
 import ATLS
-@testable import ATLSTransport
 import Attestation
 import Foundation
 import NIOCore
 import NIOSSL
 import Testing
 
+@testable import ATLSTransport
+
 /// One-way clients share one TLS context; a server that would resume sessions (one shared context,
 /// BoringSSL's default cache and tickets) still gets a full handshake and a fresh verification from each.
 @Suite
 struct ClientResumptionTests {
-    @Test("a shared client context never resumes: every connection verifies a certificate for its own nonce",
-          arguments: HandshakeTests.versions)
+    @Test(
+        "a shared client context never resumes: every connection verifies a certificate for its own nonce",
+        arguments: HandshakeTests.versions
+    )
     func sharedContextNeverResumes(version: TLSVersion) async throws {
         // The server: ONE context for all connections (so it keeps a session cache and issues
         // tickets), answering each ClientHello with an attested certificate for its SNI nonce.
@@ -32,7 +35,10 @@ struct ClientResumptionTests {
 
         var settings = ATLSTLSSettings()
         settings.maximumTLSVersion = version
-        let client = ATLSClient(configuration: .init(verifier: TestEvidence.verifier, tls: settings), threadPool: Loopback.pool)
+        let client = ATLSClient(
+            configuration: .init(verifier: TestEvidence.verifier, tls: settings),
+            threadPool: Loopback.pool
+        )
         var nonces: [[UInt8]] = []
         for _ in 0..<3 {
             let outcome = try await Loopback.connect(port: server.port, client)

@@ -15,7 +15,10 @@ import Testing
 struct IdentityEchoService: Verify_API.SimpleServiceProtocol {
     let peers: ATLSPeerRegistry
 
-    func getAttestation(request: Verify_GetAttestationRequest, context: ServerContext) async throws -> Verify_GetAttestationResponse {
+    func getAttestation(
+        request: Verify_GetAttestationRequest,
+        context: ServerContext
+    ) async throws -> Verify_GetAttestationResponse {
         var response = Verify_GetAttestationResponse()
         response.attestation = request.nonce
         if let identity = peers.identity(forPeer: context.remotePeer) {
@@ -56,7 +59,8 @@ struct GRPCTests {
     func unaryOneWay() async throws {
         try await run(mutual: false) { _, port in
             let client = client(mutual: false)
-            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) { grpc in
+            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) {
+                grpc in
                 let verify = Verify_API.Client(wrapping: grpc)
                 var request = Verify_GetAttestationRequest()
                 request.nonce = Data([1, 2, 3])
@@ -73,10 +77,12 @@ struct GRPCTests {
         try await run(mutual: true) { server, port in
             let issuer = AttestedCertificateIssuer(evidence: TestEvidence.constellation, keyMode: .cached)
             let client = ATLSClient(
-                configuration: .init(verifier: TestEvidence.verifier, issuer: issuer), threadPool: Loopback.pool,
+                configuration: .init(verifier: TestEvidence.verifier, issuer: issuer),
+                threadPool: Loopback.pool,
                 onConnection: { observed.append($0) }
             )
-            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) { grpc in
+            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) {
+                grpc in
                 let verify = Verify_API.Client(wrapping: grpc)
                 for round in 0..<3 {
                     var request = Verify_GetAttestationRequest()
@@ -96,8 +102,15 @@ struct GRPCTests {
     @Test("a reconnect is a new handshake with a new nonce")
     func reconnectGetsFreshNonce() async throws {
         let observed = Observed<ATLSConnection>()
-        let client = ATLSClient(configuration: .init(verifier: TestEvidence.verifier), threadPool: Loopback.pool, onConnection: { observed.append($0) })
-        let atls = ATLSServer(configuration: .init(issuer: AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached)), threadPool: Loopback.pool)
+        let client = ATLSClient(
+            configuration: .init(verifier: TestEvidence.verifier),
+            threadPool: Loopback.pool,
+            onConnection: { observed.append($0) }
+        )
+        let atls = ATLSServer(
+            configuration: .init(issuer: AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached)),
+            threadPool: Loopback.pool
+        )
         // The server closes idle connections after 100 ms, so the client's next RPC must reconnect.
         var config = ATLSServerTransport.Config.defaults
         config.connection.maxIdleTime = .milliseconds(100)
@@ -114,7 +127,9 @@ struct GRPCTests {
             var options = CallOptions.defaults
             options.waitForReady = true
             options.timeout = .seconds(120)  // generous: the full suite starves the cooperative pool at times
-            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port), config: clientConfig)) { grpc in
+            try await withGRPCClient(
+                transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port), config: clientConfig)
+            ) { grpc in
                 let verify = Verify_API.Client(wrapping: grpc)
                 for _ in 0..<3 {
                     // Each RPC starts after the previous connection closed, so it waits for a new one. An RPC
@@ -141,7 +156,10 @@ struct GRPCTests {
     @Test("the aTLS server transport refuses a plaintext gRPC client")
     func plaintextRefused() async throws {
         try await run(mutual: false) { _, port in
-            let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+            let transport = try HTTP2ClientTransport.Posix(
+                target: .ipv4(address: "127.0.0.1", port: port),
+                transportSecurity: .plaintext
+            )
             try await withGRPCClient(transport: transport) { grpc in
                 let verify = Verify_API.Client(wrapping: grpc)
                 var options = CallOptions.defaults
@@ -158,16 +176,24 @@ struct GRPCTests {
         try await run(mutual: false) { _, port in
             let other = SoftwareTPMEvidenceIssuer(format: .native)
             let client = ATLSClient(
-                configuration: .init(verifier: ATLSVerifier(validators: [
-                    NativeTPMDocumentValidator(policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [other.akDigest]))),
-                ])),
+                configuration: .init(
+                    verifier: ATLSVerifier(validators: [
+                        NativeTPMDocumentValidator(
+                            policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [other.akDigest]))
+                        )
+                    ])
+                ),
                 threadPool: Loopback.pool
             )
-            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) { grpc in
+            try await withGRPCClient(transport: client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))) {
+                grpc in
                 var options = CallOptions.defaults
                 options.timeout = .seconds(5)
                 await #expect(throws: RPCError.self) {
-                    _ = try await Verify_API.Client(wrapping: grpc).getAttestation(Verify_GetAttestationRequest(), options: options)
+                    _ = try await Verify_API.Client(wrapping: grpc).getAttestation(
+                        Verify_GetAttestationRequest(),
+                        options: options
+                    )
                 }
             }
         }

@@ -1,11 +1,12 @@
 import ATLS
-@testable import ATLSTransport
 import AsterismTestSupport
 import Attestation
 import NIOCore
 import NIOEmbedded
 import NIOTLS
 import Testing
+
+@testable import ATLSTransport
 
 /// The handshake deadline on NIO's embedded event loop: time moves only when the test advances it.
 @Suite("aTLS handshake deadline (embedded event loop)")
@@ -40,7 +41,9 @@ struct HandshakeDeadlineTests {
         #expect(connection.failure == .handshakeTimeout(seconds: 10))
     }
 
-    @Test("a completed handshake cancels the deadline, reaches the handlers behind it, and removes the deadline handler")
+    @Test(
+        "a completed handshake cancels the deadline, reaches the handlers behind it, and removes the deadline handler"
+    )
     func completedHandshake() throws {
         let connection = ATLSConnection(sentNonce: nil)
         let events = CompletedEvents()
@@ -48,7 +51,9 @@ struct HandshakeDeadlineTests {
         channel.embeddedEventLoop.advanceTime(by: .seconds(9))
         channel.pipeline.fireUserInboundEventTriggered(TLSUserEvent.handshakeCompleted(negotiatedProtocol: "h2"))
         #expect(events.count == 1)
-        #expect(throws: ChannelPipelineError.self) { try channel.pipeline.syncOperations.handler(type: HandshakeDeadline.self) }
+        #expect(throws: ChannelPipelineError.self) {
+            try channel.pipeline.syncOperations.handler(type: HandshakeDeadline.self)
+        }
         channel.embeddedEventLoop.advanceTime(by: .seconds(60))
         #expect(channel.isActive)
         #expect(connection.failure == nil)
@@ -59,7 +64,10 @@ struct HandshakeDeadlineTests {
     func serverInstallsDeadline() throws {
         let server = ATLSServer(
             configuration: .init(
-                issuer: AttestedCertificateIssuer(evidence: SoftwareTPMEvidenceIssuer(format: .native), keyMode: .cached),
+                issuer: AttestedCertificateIssuer(
+                    evidence: SoftwareTPMEvidenceIssuer(format: .native),
+                    keyMode: .cached
+                ),
                 handshakeTimeout: .milliseconds(300)
             ),
             threadPool: Loopback.pool

@@ -1,10 +1,10 @@
 import ATLS
 import ATLSTransport
+import AsterismTestSupport
 import Attestation
 import Foundation
 import NIOCore
 import NIOSSL
-import AsterismTestSupport
 import Synchronization
 import Testing
 
@@ -19,18 +19,27 @@ struct HandshakeTests {
         return settings
     }
 
-    func server(_ evidence: any EvidenceIssuer = TestEvidence.native, mutual: Bool = false, keyMode: AttestedCertificateIssuer.KeyMode = .cached,
-                now: @escaping @Sendable () -> Date = { Date() }) -> ATLSServer {
+    func server(
+        _ evidence: any EvidenceIssuer = TestEvidence.native,
+        mutual: Bool = false,
+        keyMode: AttestedCertificateIssuer.KeyMode = .cached,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) -> ATLSServer {
         ATLSServer(
-            configuration: .init(issuer: AttestedCertificateIssuer(evidence: evidence, keyMode: keyMode), clientVerifier: mutual ? TestEvidence.verifier : nil),
-            threadPool: Loopback.pool, now: now
+            configuration: .init(
+                issuer: AttestedCertificateIssuer(evidence: evidence, keyMode: keyMode),
+                clientVerifier: mutual ? TestEvidence.verifier : nil
+            ),
+            threadPool: Loopback.pool,
+            now: now
         )
     }
 
     func client(_ version: TLSVersion, issuer: (any EvidenceIssuer)? = nil) -> ATLSClient {
         ATLSClient(
             configuration: .init(
-                verifier: TestEvidence.verifier, issuer: issuer.map { AttestedCertificateIssuer(evidence: $0, keyMode: .freshPerCertificate) },
+                verifier: TestEvidence.verifier,
+                issuer: issuer.map { AttestedCertificateIssuer(evidence: $0, keyMode: .freshPerCertificate) },
                 tls: settings(version)
             ),
             threadPool: Loopback.pool
@@ -42,7 +51,10 @@ struct HandshakeTests {
         let server = try await Loopback.serve(server(keyMode: .freshPerCertificate))
         defer { Task { await server.close() } }
         let outcome = try await Loopback.connect(port: server.port, client(version))
-        #expect(outcome.echoed, "\(String(describing: outcome.error)) \(String(describing: outcome.connection?.failure))")
+        #expect(
+            outcome.echoed,
+            "\(String(describing: outcome.error)) \(String(describing: outcome.connection?.failure))"
+        )
         #expect(outcome.version == version)
         #expect(outcome.alpn == "h2")
         let peer = try #require(outcome.connection?.peer)
@@ -63,14 +75,29 @@ struct HandshakeTests {
         #expect(first.connection?.sentNonce != nil && first.connection?.sentNonce != second.connection?.sentNonce)
     }
 
-    @Test("the client refuses a wrong nonce, another key, another OID, an expired and a future certificate", arguments: versions)
+    @Test(
+        "the client refuses a wrong nonce, another key, another OID, an expired and a future certificate",
+        arguments: versions
+    )
     func clientRefusals(version: TLSVersion) async throws {
         let cases: [(String, ATLSServer, (ATLSError) -> Bool)] = [
-            ("wrong nonce", server(WrongNonceIssuer(inner: TestEvidence.native)), { if case .evidenceRefused = $0 { true } else { false } }),
-            ("another key", server(OtherKeyIssuer(inner: TestEvidence.native)), { if case .userDataMismatch = $0 { true } else { false } }),
-            ("another OID", server(OtherOIDIssuer(inner: TestEvidence.native)), { if case .noAttestation = $0 { true } else { false } }),
+            (
+                "wrong nonce", server(WrongNonceIssuer(inner: TestEvidence.native)),
+                { if case .evidenceRefused = $0 { true } else { false } }
+            ),
+            (
+                "another key", server(OtherKeyIssuer(inner: TestEvidence.native)),
+                { if case .userDataMismatch = $0 { true } else { false } }
+            ),
+            (
+                "another OID", server(OtherOIDIssuer(inner: TestEvidence.native)),
+                { if case .noAttestation = $0 { true } else { false } }
+            ),
             ("expired", server(now: { Date() - 3 * 3600 }), { if case .expired = $0 { true } else { false } }),
-            ("not yet valid", server(now: { Date() + 3 * 3600 }), { if case .notYetValid = $0 { true } else { false } }),
+            (
+                "not yet valid", server(now: { Date() + 3 * 3600 }),
+                { if case .notYetValid = $0 { true } else { false } }
+            ),
         ]
         for (name, atls, expected) in cases {
             let server = try await Loopback.serve(atls)
@@ -99,12 +126,17 @@ struct HandshakeTests {
             let outcome = try await Loopback.connect(port: server.port) { channel in
                 var configuration = TLSConfiguration.makeClientConfiguration()
                 configuration.certificateVerification = .none
-                let handler = try NIOSSLClientHandler(context: NIOSSLContext(configuration: configuration), serverHostname: name)
+                let handler = try NIOSSLClientHandler(
+                    context: NIOSSLContext(configuration: configuration),
+                    serverHostname: name
+                )
                 try channel.pipeline.syncOperations.addHandler(handler)
             }
             #expect(!outcome.echoed)
             guard case .invalidNonce? = server.lastConnection?.failure else {
-                Issue.record("server failure for SNI \(String(describing: name)): \(String(describing: server.lastConnection?.failure))")
+                Issue.record(
+                    "server failure for SNI \(String(describing: name)): \(String(describing: server.lastConnection?.failure))"
+                )
                 continue
             }
         }
@@ -125,13 +157,19 @@ struct HandshakeTests {
         #expect(detail.contains("tpm unavailable"))
     }
 
-    @Test("mutual aTLS: both sides prove their evidence; the server keeps the client's identity while connected", arguments: versions)
+    @Test(
+        "mutual aTLS: both sides prove their evidence; the server keeps the client's identity while connected",
+        arguments: versions
+    )
     func mutual(version: TLSVersion) async throws {
         let atls = server(mutual: true)
         let server = try await Loopback.serve(atls)
         defer { Task { await server.close() } }
         let outcome = try await Loopback.connect(port: server.port, client(version, issuer: TestEvidence.constellation))
-        #expect(outcome.echoed, "\(String(describing: outcome.error)) server: \(String(describing: server.lastConnection?.failure))")
+        #expect(
+            outcome.echoed,
+            "\(String(describing: outcome.error)) server: \(String(describing: server.lastConnection?.failure))"
+        )
         #expect(outcome.connection?.peer?.serverNonce == server.lastConnection?.sentNonce)
         let clientIdentity = try #require(server.lastConnection?.peer)
         #expect(clientIdentity.variant == .qemuVTPM)
@@ -176,21 +214,34 @@ struct CANameTests {
     @Test("the CertificateRequest carries exactly CN=<the server's nonce>", arguments: ["-tls1_3", "-tls1_2"])
     func caName(version: String) async throws {
         let atls = ATLSServer(
-            configuration: .init(issuer: AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached), clientVerifier: TestEvidence.verifier),
+            configuration: .init(
+                issuer: AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached),
+                clientVerifier: TestEvidence.verifier
+            ),
             threadPool: Loopback.pool
         )
         let server = try await Loopback.serve(atls)
         defer { Task { await server.close() } }
         let sni = ATLSNonce.random().base64
-        let result = try runCommand("/usr/bin/env", [
-            "openssl", "s_client", "-connect", "127.0.0.1:\(server.port)", "-servername", sni, version, "-ign_eof",
-        ], stdin: Data())
+        let result = try runCommand(
+            "/usr/bin/env",
+            [
+                "openssl", "s_client", "-connect", "127.0.0.1:\(server.port)", "-servername", sni, version, "-ign_eof",
+            ],
+            stdin: Data()
+        )
         let output = result.stdout + result.stderr
         let nonce = try #require(server.lastConnection?.sentNonce)
         let lines = output.split(separator: "\n").map(String.init)
-        let header = try #require(lines.firstIndex { $0.hasPrefix("Acceptable client certificate CA names") }, "\(output)")
+        let header = try #require(
+            lines.firstIndex { $0.hasPrefix("Acceptable client certificate CA names") },
+            "\(output)"
+        )
         // s_client quotes values with characters such as '/' or '+'.
-        #expect(lines[header + 1] == "CN = \(nonce.base64)" || lines[header + 1] == "CN = \"\(nonce.base64)\"", "\(lines[header + 1])")
+        #expect(
+            lines[header + 1] == "CN = \(nonce.base64)" || lines[header + 1] == "CN = \"\(nonce.base64)\"",
+            "\(lines[header + 1])"
+        )
         #expect(!lines[header + 2].hasPrefix("CN ="), "more than one CA name")
     }
 }

@@ -1,9 +1,10 @@
 import ATLS
 import AsterismTestSupport
 import Attestation
-@testable import ATLSTransport
 import NIOSSL
 import Testing
+
+@testable import ATLSTransport
 
 /// The server and client load a cached certificate key into NIOSSL once, not per handshake.
 @Suite
@@ -16,7 +17,10 @@ struct KeyCacheTests {
         let second = try cache.key(for: try cached.issue(nonce: .random()))
         #expect(first === second)
 
-        let fresh = AttestedCertificateIssuer(evidence: SoftwareTPMEvidenceIssuer(format: .native), keyMode: .freshPerCertificate)
+        let fresh = AttestedCertificateIssuer(
+            evidence: SoftwareTPMEvidenceIssuer(format: .native),
+            keyMode: .freshPerCertificate
+        )
         let credentialA = try fresh.issue(nonce: .random())
         let credentialB = try fresh.issue(nonce: .random())
         let keyA = try cache.key(for: credentialA)

@@ -8,9 +8,9 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import SwiftASN1
 import Synchronization
 import X509
-import SwiftASN1
 
 /// Real TLS over loopback sockets for the aTLS tests: a server that echoes, a client that sends one
 /// ping after its handshake and waits for the echo (so a server-side refusal after the client's
@@ -93,12 +93,16 @@ enum Loopback {
         return try await connect(port: port) { channel in
             let connection = try atls.addHandler(to: channel)
             box.withLock { $0 = connection }
-        } connection: { box.withLock { $0 } }
+        } connection: {
+            box.withLock { $0 }
+        }
     }
 
     /// Connects with a handler installed by `install`.
     static func connect(
-        port: Int, install: @escaping @Sendable (any Channel) throws -> Void, connection: @escaping @Sendable () -> ATLSConnection? = { nil }
+        port: Int,
+        install: @escaping @Sendable (any Channel) throws -> Void,
+        connection: @escaping @Sendable () -> ATLSConnection? = { nil }
     ) async throws -> Outcome {
         let promise = group.next().makePromise(of: (TLSVersion?, String?).self)
         let channel = try await ClientBootstrap(group: group)
@@ -187,7 +191,9 @@ struct OtherKeyIssuer: EvidenceIssuer {
 struct OtherOIDIssuer: EvidenceIssuer {
     let inner: any EvidenceIssuer
     var variant: AttestationVariant { AttestationVariant(name: "unconfigured", oid: [1, 3, 9900, 99, 1]) }
-    func issue(userData: [UInt8], nonce: [UInt8]) throws -> [UInt8] { try inner.issue(userData: userData, nonce: nonce) }
+    func issue(userData: [UInt8], nonce: [UInt8]) throws -> [UInt8] {
+        try inner.issue(userData: userData, nonce: nonce)
+    }
 }
 
 /// Attests to the first nonce it ever saw, forever: a replayed client certificate.
@@ -217,9 +223,16 @@ func plainServerConfiguration() throws -> TLSConfiguration {
     let key = P256.Signing.PrivateKey()
     let name = try DistinguishedName { CommonName("plain") }
     let certificate = try Certificate(
-        version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: Certificate.PublicKey(key.publicKey),
-        notValidBefore: Date() - 3600, notValidAfter: Date() + 3600, issuer: name, subject: name,
-        signatureAlgorithm: .ecdsaWithSHA256, extensions: Certificate.Extensions(), issuerPrivateKey: Certificate.PrivateKey(key)
+        version: .v3,
+        serialNumber: Certificate.SerialNumber(),
+        publicKey: Certificate.PublicKey(key.publicKey),
+        notValidBefore: Date() - 3600,
+        notValidAfter: Date() + 3600,
+        issuer: name,
+        subject: name,
+        signatureAlgorithm: .ecdsaWithSHA256,
+        extensions: Certificate.Extensions(),
+        issuerPrivateKey: Certificate.PrivateKey(key)
     )
     var serializer = DER.Serializer()
     try serializer.serialize(certificate)
@@ -237,7 +250,9 @@ enum TestEvidence {
         NativeTPMDocumentValidator(policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [native.akDigest])))
     }
     static var constellationValidator: ConstellationVTPMValidator {
-        ConstellationVTPMValidator(policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [constellation.akDigest])))
+        ConstellationVTPMValidator(
+            policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [constellation.akDigest]))
+        )
     }
     static var verifier: ATLSVerifier { ATLSVerifier(validators: [nativeValidator, constellationValidator]) }
 }

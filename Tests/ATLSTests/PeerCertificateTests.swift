@@ -1,10 +1,11 @@
-@testable import ATLS
 import Attestation
 import Crypto
 import Foundation
 import SwiftASN1
 import Testing
 import X509
+
+@testable import ATLS
 
 /// A peer's certificate read by swift-certificates with aTLS's checks on top: what it accepts, and what
 /// it refuses by name (the strict refusals of the DER reader it replaced).
@@ -19,23 +20,48 @@ struct PeerCertificateTests {
     }
 
     /// ``made(anyKey:notBefore:notAfter:extensions:signatureAlgorithm:subject:)`` for a P-256 key.
-    func made(key: P256.Signing.PrivateKey = P256.Signing.PrivateKey(), notBefore: Date? = nil, notAfter: Date? = nil,
-              extensions: Certificate.Extensions = Certificate.Extensions(), signatureAlgorithm: Certificate.SignatureAlgorithm = .ecdsaWithSHA256,
-              subject: DistinguishedName? = nil) throws -> [UInt8] {
-        try made(anyKey: Certificate.PrivateKey(key), notBefore: notBefore, notAfter: notAfter, extensions: extensions,
-                 signatureAlgorithm: signatureAlgorithm, subject: subject)
+    func made(
+        key: P256.Signing.PrivateKey = P256.Signing.PrivateKey(),
+        notBefore: Date? = nil,
+        notAfter: Date? = nil,
+        extensions: Certificate.Extensions = Certificate.Extensions(),
+        signatureAlgorithm: Certificate.SignatureAlgorithm = .ecdsaWithSHA256,
+        subject: DistinguishedName? = nil
+    ) throws -> [UInt8] {
+        try made(
+            anyKey: Certificate.PrivateKey(key),
+            notBefore: notBefore,
+            notAfter: notAfter,
+            extensions: extensions,
+            signatureAlgorithm: signatureAlgorithm,
+            subject: subject
+        )
     }
 
     /// A certificate made by swift-certificates for `key`, self-signed, with these extensions and times.
-    func made(anyKey key: Certificate.PrivateKey, notBefore: Date? = nil, notAfter: Date? = nil,
-              extensions: Certificate.Extensions = Certificate.Extensions(), signatureAlgorithm: Certificate.SignatureAlgorithm,
-              subject: DistinguishedName? = nil) throws -> [UInt8] {
+    func made(
+        anyKey key: Certificate.PrivateKey,
+        notBefore: Date? = nil,
+        notAfter: Date? = nil,
+        extensions: Certificate.Extensions = Certificate.Extensions(),
+        signatureAlgorithm: Certificate.SignatureAlgorithm,
+        subject: DistinguishedName? = nil
+    ) throws -> [UInt8] {
         let name = try DistinguishedName { CommonName("Constellation") }
-        return try serialize(Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
-            notValidBefore: notBefore ?? now - 60, notValidAfter: notAfter ?? now + 60, issuer: name, subject: subject ?? name,
-            signatureAlgorithm: signatureAlgorithm, extensions: extensions, issuerPrivateKey: key
-        ))
+        return try serialize(
+            Certificate(
+                version: .v3,
+                serialNumber: Certificate.SerialNumber(),
+                publicKey: key.publicKey,
+                notValidBefore: notBefore ?? now - 60,
+                notValidAfter: notAfter ?? now + 60,
+                issuer: name,
+                subject: subject ?? name,
+                signatureAlgorithm: signatureAlgorithm,
+                extensions: extensions,
+                issuerPrivateKey: key
+            )
+        )
     }
 
     /// What `PeerCertificate` makes of `der`: the read key's SubjectPublicKeyInfo, or the refusal.
@@ -55,20 +81,33 @@ struct PeerCertificateTests {
         if case .failure(.unsupportedKey) = read(der) { true } else { false }
     }
 
-    @Test("certificates of other shapes are read: GeneralizedTime, critical and several extensions, SHA-384, a long name")
+    @Test(
+        "certificates of other shapes are read: GeneralizedTime, critical and several extensions, SHA-384, a long name"
+    )
     func otherShapes() throws {
         let key = P256.Signing.PrivateKey()
         let shapes = [
             // 2050 and later are GeneralizedTime; before 1950 as well.
-            try made(key: key, notBefore: Date(timeIntervalSince1970: -1_000_000_000), notAfter: Date(timeIntervalSince1970: 2_600_000_000)),
+            try made(
+                key: key,
+                notBefore: Date(timeIntervalSince1970: -1_000_000_000),
+                notAfter: Date(timeIntervalSince1970: 2_600_000_000)
+            ),
             // UTCTime's century boundary: 49 is 2049, 50 is 1950.
-            try made(key: key, notBefore: Date(timeIntervalSince1970: -631_152_000), notAfter: Date(timeIntervalSince1970: 2_524_607_999)),
-            try made(key: key, extensions: try Certificate.Extensions {
-                Critical(BasicConstraints.notCertificateAuthority)
-                Critical(KeyUsage(digitalSignature: true))
-                SubjectAlternativeNames([.dnsName("node.example")])
-                Certificate.Extension(oid: [1, 3, 9900, 77, 1], critical: false, value: [1, 2, 3])
-            }),
+            try made(
+                key: key,
+                notBefore: Date(timeIntervalSince1970: -631_152_000),
+                notAfter: Date(timeIntervalSince1970: 2_524_607_999)
+            ),
+            try made(
+                key: key,
+                extensions: try Certificate.Extensions {
+                    Critical(BasicConstraints.notCertificateAuthority)
+                    Critical(KeyUsage(digitalSignature: true))
+                    SubjectAlternativeNames([.dnsName("node.example")])
+                    Certificate.Extension(oid: [1, 3, 9900, 77, 1], critical: false, value: [1, 2, 3])
+                }
+            ),
             try made(key: key, signatureAlgorithm: .ecdsaWithSHA384),
             try made(key: key, signatureAlgorithm: .ecdsaWithSHA512),
         ]
@@ -77,17 +116,24 @@ struct PeerCertificateTests {
             #expect(try PeerCertificate(der: der).isSelfSigned)
         }
         // A subject other than the issuer is read, then refused as not self-issued.
-        let notSelfIssued = try made(subject: try DistinguishedName {
-            CommonName(String(repeating: "n", count: 300))
-            OrganizationName("Asterism")
-        })
+        let notSelfIssued = try made(
+            subject: try DistinguishedName {
+                CommonName(String(repeating: "n", count: 300))
+                OrganizationName("Asterism")
+            }
+        )
         #expect(throws: Never.self) { try read(notSelfIssued).get() }
-        #expect(throws: ATLSError.badSelfSignature) { try TestEvidence.verifier.verify(certificateDER: notSelfIssued, nonce: .random(), at: now) }
+        #expect(throws: ATLSError.badSelfSignature) {
+            try TestEvidence.verifier.verify(certificateDER: notSelfIssued, nonce: .random(), at: now)
+        }
     }
 
     @Test("every truncation, a trailing byte and a non-minimal length are unreadable, never a crash")
     func malformedFraming() throws {
-        let der = try AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached).issue(nonce: .random(), now: now).certificateDER
+        let der = try AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached).issue(
+            nonce: .random(),
+            now: now
+        ).certificateDER
         for length in 0..<der.count {
             #expect(isUnreadable(Array(der.prefix(length))), "\(length) bytes")
         }
@@ -105,10 +151,23 @@ struct PeerCertificateTests {
         #expect(try PeerCertificate(der: der).isSelfSigned)
     }
 
-    @Test("other keys, other algorithms, a compressed point and a non-canonical SubjectPublicKeyInfo are refused by name")
+    @Test(
+        "other keys, other algorithms, a compressed point and a non-canonical SubjectPublicKeyInfo are refused by name"
+    )
     func keyRefusals() throws {
-        #expect(isUnsupportedKey(try made(anyKey: Certificate.PrivateKey(P384.Signing.PrivateKey()), signatureAlgorithm: .ecdsaWithSHA384)))
-        #expect(isUnsupportedKey(try made(anyKey: Certificate.PrivateKey(Curve25519.Signing.PrivateKey()), signatureAlgorithm: .ed25519)))
+        #expect(
+            isUnsupportedKey(
+                try made(
+                    anyKey: Certificate.PrivateKey(P384.Signing.PrivateKey()),
+                    signatureAlgorithm: .ecdsaWithSHA384
+                )
+            )
+        )
+        #expect(
+            isUnsupportedKey(
+                try made(anyKey: Certificate.PrivateKey(Curve25519.Signing.PrivateKey()), signatureAlgorithm: .ed25519)
+            )
+        )
 
         // A P-256 key whose y is even, so that a BIT STRING declaring one unused bit is still valid DER.
         var key = P256.Signing.PrivateKey()
@@ -119,7 +178,10 @@ struct PeerCertificateTests {
         // key, the canonical re-encoding differs, so the key hash would depend on who computes it.
         var nonCanonical = fields
         nonCanonical[6] = try Reassembled.subjectPublicKeyInfo(point, unusedBits: 1)
-        #expect(try Certificate(derEncoded: try Reassembled.certificate(nonCanonical, key: key)).publicKey == Certificate.PublicKey(key.publicKey))
+        #expect(
+            try Certificate(derEncoded: try Reassembled.certificate(nonCanonical, key: key)).publicKey
+                == Certificate.PublicKey(key.publicKey)
+        )
         #expect(isUnreadable(try Reassembled.certificate(nonCanonical, key: key)))
         // The compressed form of the point.
         var compressed = fields
@@ -132,10 +194,14 @@ struct PeerCertificateTests {
         // The canonical form, rebuilt the same way, is read.
         var canonical = fields
         canonical[6] = try Reassembled.subjectPublicKeyInfo(point, unusedBits: 0)
-        #expect(try read(try Reassembled.certificate(canonical, key: key)).get() == Array(key.publicKey.derRepresentation))
+        #expect(
+            try read(try Reassembled.certificate(canonical, key: key)).get() == Array(key.publicKey.derRepresentation)
+        )
     }
 
-    @Test("differing inner and outer algorithms, parameters on ECDSA, a repeated extension and impossible times are refused")
+    @Test(
+        "differing inner and outer algorithms, parameters on ECDSA, a repeated extension and impossible times are refused"
+    )
     func structureRefusals() throws {
         let key = P256.Signing.PrivateKey()
         let fields = try Reassembled.fields(try made(key: key))
@@ -173,12 +239,17 @@ struct PeerCertificateTests {
     @Test("a single changed byte anywhere in an attested certificate is refused")
     func everyByteMatters() throws {
         let nonce = ATLSNonce.random()
-        let der = try AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached).issue(nonce: nonce, now: now).certificateDER
+        let der = try AttestedCertificateIssuer(evidence: TestEvidence.native, keyMode: .cached).issue(
+            nonce: nonce,
+            now: now
+        ).certificateDER
         #expect(throws: Never.self) { try TestEvidence.verifier.verify(certificateDER: der, nonce: nonce, at: now) }
         for index in stride(from: 0, to: der.count, by: 7) {
             var changed = der
             changed[index] ^= 0x01
-            #expect(throws: ATLSError.self, "byte \(index) changed") { try TestEvidence.verifier.verify(certificateDER: changed, nonce: nonce, at: now) }
+            #expect(throws: ATLSError.self, "byte \(index) changed") {
+                try TestEvidence.verifier.verify(certificateDER: changed, nonce: nonce, at: now)
+            }
         }
     }
 }
@@ -196,14 +267,22 @@ enum Reassembled {
     /// The TBSCertificate fields of `der`, each as DER: version, serialNumber, signature, issuer, validity,
     /// subject, subjectPublicKeyInfo, then the extensions when present.
     static func fields(_ der: [UInt8]) throws -> [[UInt8]] {
-        guard case .constructed(let fields) = try DER.parse(try Certificate(derEncoded: der).tbsCertificateBytes).content else { return [] }
+        guard
+            case .constructed(let fields) = try DER.parse(try Certificate(derEncoded: der).tbsCertificateBytes).content
+        else { return [] }
         return fields.map { Array($0.encodedBytes) }
     }
 
     /// `fields` as a TBSCertificate signed by `key` (ECDSA with SHA-256), under `outerAlgorithm`.
-    static func certificate(_ fields: [[UInt8]], key: P256.Signing.PrivateKey, outerAlgorithm: [UInt8] = ecdsaWithSHA256) throws -> [UInt8] {
+    static func certificate(
+        _ fields: [[UInt8]],
+        key: P256.Signing.PrivateKey,
+        outerAlgorithm: [UInt8] = ecdsaWithSHA256
+    ) throws -> [UInt8] {
         var tbs = DER.Serializer()
-        tbs.appendConstructedNode(identifier: .sequence) { coder in for field in fields { coder.serializeRawBytes(field) } }
+        tbs.appendConstructedNode(identifier: .sequence) { coder in
+            for field in fields { coder.serializeRawBytes(field) }
+        }
         let signature = try key.signature(for: tbs.serializedBytes)
         var certificate = DER.Serializer()
         try certificate.appendConstructedNode(identifier: .sequence) { coder in
@@ -216,7 +295,11 @@ enum Reassembled {
 
     /// A SubjectPublicKeyInfo of id-ecPublicKey on `curve` (P-256 unless given) whose BIT STRING holds `point`
     /// and declares `unusedBits`.
-    static func subjectPublicKeyInfo(_ point: [UInt8], unusedBits: Int, curve: [UInt] = [1, 2, 840, 10045, 3, 1, 7]) throws -> [UInt8] {
+    static func subjectPublicKeyInfo(
+        _ point: [UInt8],
+        unusedBits: Int,
+        curve: [UInt] = [1, 2, 840, 10045, 3, 1, 7]
+    ) throws -> [UInt8] {
         var serializer = DER.Serializer()
         try serializer.appendConstructedNode(identifier: .sequence) { coder in
             try coder.appendConstructedNode(identifier: .sequence) { algorithm in

@@ -9,14 +9,22 @@ import Testing
 @Suite("asterism atls probe")
 struct ProbeTests {
     func serve(_ evidence: any EvidenceIssuer, mutual: Bool = false) async throws -> Loopback.Server {
-        try await Loopback.serve(ATLSServer(
-            configuration: .init(issuer: AttestedCertificateIssuer(evidence: evidence, keyMode: .cached), clientVerifier: mutual ? TestEvidence.verifier : nil),
-            threadPool: Loopback.pool
-        ))
+        try await Loopback.serve(
+            ATLSServer(
+                configuration: .init(
+                    issuer: AttestedCertificateIssuer(evidence: evidence, keyMode: .cached),
+                    clientVerifier: mutual ? TestEvidence.verifier : nil
+                ),
+                threadPool: Loopback.pool
+            )
+        )
     }
 
     func json(_ outcome: Asterism.Outcome) throws -> [String: Any] {
-        try #require(try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any], "stdout: \(outcome.stdout) stderr: \(outcome.stderr)")
+        try #require(
+            try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any],
+            "stdout: \(outcome.stdout) stderr: \(outcome.stderr)"
+        )
     }
 
     @Test("an attested server: exit 0, variant, key hash and the report, in text and JSON", arguments: ["1.3", "1.2"])
@@ -29,7 +37,9 @@ struct ProbeTests {
         #expect(text.stdout.hasPrefix("atls probe 127.0.0.1:\(server.port): ATTESTED"))
         #expect(text.stdout.contains("asterism-tpm (1.3.9900.77.1)"))
         #expect(text.stdout.contains("tpm.ak.trust"))
-        let outcome = Asterism.execute(["atls", "probe", "127.0.0.1:\(server.port)", "--ak-digest", digest, "--tls", tls, "--json"])
+        let outcome = Asterism.execute([
+            "atls", "probe", "127.0.0.1:\(server.port)", "--ak-digest", digest, "--tls", tls, "--json",
+        ])
         let object = try json(outcome)
         #expect(outcome.status == 0)
         #expect(object["attested"] as? Bool == true)
@@ -62,7 +72,9 @@ struct ProbeTests {
         let refused = Asterism.execute(["atls", "probe", "127.0.0.1:\(server.port)"])
         #expect(refused.status == 1)
         #expect(refused.stdout.contains("no extension for a configured validator"))
-        let accepted = Asterism.execute(["atls", "probe", "127.0.0.1:\(server.port)", "--insecure-accept-dummy", "--json"])
+        let accepted = Asterism.execute([
+            "atls", "probe", "127.0.0.1:\(server.port)", "--insecure-accept-dummy", "--json",
+        ])
         #expect(accepted.status == 0, "\(accepted.stdout)")
         let object = try json(accepted)
         #expect(object["variant"] as? String == "dummy")
@@ -73,15 +85,19 @@ struct ProbeTests {
     func mutualServer() async throws {
         let server = try await serve(TestEvidence.native, mutual: true)
         defer { Task { await server.close() } }
-        let outcome = Asterism.execute(["atls", "probe", "127.0.0.1:\(server.port)", "--ak-digest", hexString(TestEvidence.native.akDigest)])
+        let outcome = Asterism.execute([
+            "atls", "probe", "127.0.0.1:\(server.port)", "--ak-digest", hexString(TestEvidence.native.akDigest),
+        ])
         #expect(outcome.status == 0, "\(outcome.stdout) \(outcome.stderr)")
         #expect(outcome.stdout.contains("ATTESTED"))
     }
 
     @Test("usage and connection errors exit 2")
     func errors() async throws {
-        for arguments in [["atls", "probe", "nohost"], ["atls", "probe", "127.0.0.1:0"], ["atls", "probe", "127.0.0.1:99999"],
-                          ["atls", "probe", "127.0.0.1:1", "--tls", "1.1"], ["atls", "probe", "127.0.0.1:1", "--ak-digest", "xyz"]] {
+        for arguments in [
+            ["atls", "probe", "nohost"], ["atls", "probe", "127.0.0.1:0"], ["atls", "probe", "127.0.0.1:99999"],
+            ["atls", "probe", "127.0.0.1:1", "--tls", "1.1"], ["atls", "probe", "127.0.0.1:1", "--ak-digest", "xyz"],
+        ] {
             let outcome = Asterism.execute(arguments)
             #expect(outcome.status == 2, "\(arguments): \(outcome)")
             #expect(!outcome.stderr.isEmpty)

@@ -13,21 +13,24 @@ struct BinaryTests {
         return try Spawn.run(BuiltProducts.asterism, arguments, environment: environment)
     }
 
-    @Test("help of the command named", arguments: [
-        ([], "asterism"),
-        (["--help"], "asterism"),
-        (["help"], "asterism"),
-        (["attestation"], "attestation"),
-        (["attestation", "--help"], "attestation"),
-        (["attestation", "verify", "-h"], "attestation-verify"),
-        (["attestation", "verify", "snp", "--help"], "attestation-verify-snp"),
-        (["attestation", "verify", "tpm", "--help"], "attestation-verify-tpm"),
-        (["help", "attestation", "verify", "tpm"], "attestation-verify-tpm"),
-        (["attestation", "verify", "constellation", "--help"], "attestation-verify-constellation"),
-        (["atls", "--help"], "atls"),
-        (["atls", "probe", "--help"], "atls-probe"),
-        (["help", "atls", "probe"], "atls-probe"),
-    ])
+    @Test(
+        "help of the command named",
+        arguments: [
+            ([], "asterism"),
+            (["--help"], "asterism"),
+            (["help"], "asterism"),
+            (["attestation"], "attestation"),
+            (["attestation", "--help"], "attestation"),
+            (["attestation", "verify", "-h"], "attestation-verify"),
+            (["attestation", "verify", "snp", "--help"], "attestation-verify-snp"),
+            (["attestation", "verify", "tpm", "--help"], "attestation-verify-tpm"),
+            (["help", "attestation", "verify", "tpm"], "attestation-verify-tpm"),
+            (["attestation", "verify", "constellation", "--help"], "attestation-verify-constellation"),
+            (["atls", "--help"], "atls"),
+            (["atls", "probe", "--help"], "atls-probe"),
+            (["help", "atls", "probe"], "atls-probe"),
+        ]
+    )
     func help(arguments: [String], golden: String) throws {
         let result = try Self.run(arguments)
         #expect(result.status == Asterism.ExitStatus.valid, "\(result.stderr)")
@@ -36,23 +39,32 @@ struct BinaryTests {
     }
 
     static func snp(_ extra: [String]) -> [String] {
-        ["attestation", "verify", "snp", "--report", TestVectors.path("sev-snp/report-milan-vcek.bin"),
-         "--vcek", TestVectors.path("sev-snp/vcek-milan.der"),
-         "--ask-ark", TestVectors.path("sev-snp/amd-ask-ark-milan.pem"), "--at", "2025-01-01T00:00:00Z"] + extra
+        [
+            "attestation", "verify", "snp", "--report", TestVectors.path("sev-snp/report-milan-vcek.bin"),
+            "--vcek", TestVectors.path("sev-snp/vcek-milan.der"),
+            "--ask-ark", TestVectors.path("sev-snp/amd-ask-ark-milan.pem"), "--at", "2025-01-01T00:00:00Z",
+        ] + extra
     }
 
-    @Test("exit statuses, the same in process", arguments: [
-        (snp(["--allow-debug"]), Asterism.ExitStatus.valid, "sev-snp: VALID"),
-        (snp([]), Asterism.ExitStatus.refused, "FAIL  snp.debug"),
-        (["attestation", "verify", "bogus"], Asterism.ExitStatus.error, ""),
-        (["attestation", "verify", "snp"], Asterism.ExitStatus.error, ""),
-        (snp(["--min-tcb", "snp=x"]), Asterism.ExitStatus.error, ""),
-        (["attestation", "verify", "tpm", "--attest", "/nonexistent", "--signature", "/nonexistent",
-          "--ak-public", "/nonexistent", "--pcrs", "/nonexistent"], Asterism.ExitStatus.error, ""),
-        (["atls", "probe", "no-port"], Asterism.ExitStatus.error, ""),
-        (["atls", "probe", "127.0.0.1:1", "--tls", "1.1"], Asterism.ExitStatus.error, ""),
-        (["--bogus"], Asterism.ExitStatus.error, ""),
-    ])
+    @Test(
+        "exit statuses, the same in process",
+        arguments: [
+            (snp(["--allow-debug"]), Asterism.ExitStatus.valid, "sev-snp: VALID"),
+            (snp([]), Asterism.ExitStatus.refused, "FAIL  snp.debug"),
+            (["attestation", "verify", "bogus"], Asterism.ExitStatus.error, ""),
+            (["attestation", "verify", "snp"], Asterism.ExitStatus.error, ""),
+            (snp(["--min-tcb", "snp=x"]), Asterism.ExitStatus.error, ""),
+            (
+                [
+                    "attestation", "verify", "tpm", "--attest", "/nonexistent", "--signature", "/nonexistent",
+                    "--ak-public", "/nonexistent", "--pcrs", "/nonexistent",
+                ], Asterism.ExitStatus.error, ""
+            ),
+            (["atls", "probe", "no-port"], Asterism.ExitStatus.error, ""),
+            (["atls", "probe", "127.0.0.1:1", "--tls", "1.1"], Asterism.ExitStatus.error, ""),
+            (["--bogus"], Asterism.ExitStatus.error, ""),
+        ]
+    )
     func exitStatus(arguments: [String], status: Int32, printed: String) throws {
         let result = try Self.run(arguments)
         #expect(result.status == status, "\(result.stderr)")

@@ -1,8 +1,9 @@
 import ArgumentParser
-@testable import AsterismCLI
 import AsterismTestSupport
 import Foundation
 import Testing
+
+@testable import AsterismCLI
 
 /// `--help` of every asterism command, rendered in process at 100 columns, against Golden/<name>.txt.
 ///
@@ -22,7 +23,10 @@ struct HelpGoldenTests {
 
     /// Golden/ of this target.
     static var golden: GoldenFiles {
-        GoldenFiles(bundle: .module, source: URL(filePath: #filePath).deletingLastPathComponent().appending(path: "Golden"))
+        GoldenFiles(
+            bundle: .module,
+            source: URL(filePath: #filePath).deletingLastPathComponent().appending(path: "Golden")
+        )
     }
 
     @Test(arguments: commands.map(\.name))
@@ -35,17 +39,20 @@ struct HelpGoldenTests {
     @Test func everyCommandHasAGolden() {
         func names(_ command: any ParsableCommand.Type, path: [String]) -> [String] {
             let name = (path.isEmpty ? ["asterism"] : path).joined(separator: "-")
-            return [name] + command.configuration.subcommands.flatMap {
-                names($0, path: path + [$0.configuration.commandName ?? "\($0)"])
-            }
+            return [name]
+                + command.configuration.subcommands.flatMap {
+                    names($0, path: path + [$0.configuration.commandName ?? "\($0)"])
+                }
         }
         #expect(names(Asterism.self, path: []).sorted() == Self.commands.map(\.name).sorted())
     }
 
     @Test func rootHelpDocumentsEveryExitStatus() {
         let help = Asterism.helpMessage(for: Asterism.self, columns: 100)
-        for (status, meaning) in [(Asterism.ExitStatus.valid, "valid"), (Asterism.ExitStatus.refused, "refused"),
-                                  (Asterism.ExitStatus.error, "usage, parse or connection error")] {
+        for (status, meaning) in [
+            (Asterism.ExitStatus.valid, "valid"), (Asterism.ExitStatus.refused, "refused"),
+            (Asterism.ExitStatus.error, "usage, parse or connection error"),
+        ] {
             #expect(help.contains("\(status)  \(meaning)"), "root help lacks exit status \(status)")
         }
     }

@@ -78,8 +78,10 @@ struct WireContractTests {
             $0.name = "ca.crt"
             $0.data = Data([0xAA])
         }
-        #expect(try wire(Join_IssueJoinTicketResponse.with { $0.controlPlaneFiles = [file] })
-            == [0x42, 0x0B, 0x0A, 0x06] + Array("ca.crt".utf8) + [0x12, 0x01, 0xAA])
+        #expect(
+            try wire(Join_IssueJoinTicketResponse.with { $0.controlPlaneFiles = [file] })
+                == [0x42, 0x0B, 0x0A, 0x06] + Array("ca.crt".utf8) + [0x12, 0x01, 0xAA]
+        )
     }
 
     @Test("components.Component: fields 1–4")
@@ -105,8 +107,10 @@ struct WireContractTests {
 
     @Test("InitRequest: service_cidr is field 11 (tag 0x5A), every Constellation field")
     func initRequestFields() throws {
-        #expect(try wire(Init_InitRequest.with { $0.serviceCidr = "10.0.0.0/8" })
-            == [0x5A, 0x0A] + Array("10.0.0.0/8".utf8))
+        #expect(
+            try wire(Init_InitRequest.with { $0.serviceCidr = "10.0.0.0/8" })
+                == [0x5A, 0x0A] + Array("10.0.0.0/8".utf8)
+        )
         let cases: [(Init_InitRequest, [UInt8])] = [
             (.with { $0.kmsUri = "k" }, tag(1, 2)), (.with { $0.storageUri = "s" }, tag(2, 2)),
             (.with { $0.measurementSalt = Data([1]) }, tag(3, 2)), (.with { $0.kubernetesVersion = "v" }, tag(5, 2)),
@@ -141,9 +145,15 @@ struct WireContractTests {
             }
         }
         #expect(try wire(success) == [0x0A, 0x09, 0x0A, 0x01, 0x6B, 0x12, 0x01, 0x6F, 0x1A, 0x01, 0x63])
-        #expect(try wire(Init_InitResponse.with { $0.initFailure = .with { $0.error = "e" } })
-            == [0x12, 0x03, 0x0A, 0x01, 0x65])
-        #expect(try wire(Init_InitResponse.with { $0.log = .with { $0.log = Data([0x6C]) } }) == [0x1A, 0x03, 0x0A, 0x01, 0x6C])
+        #expect(
+            try wire(Init_InitResponse.with { $0.initFailure = .with { $0.error = "e" } })
+                == [0x12, 0x03, 0x0A, 0x01, 0x65]
+        )
+        #expect(
+            try wire(Init_InitResponse.with { $0.log = .with { $0.log = Data([0x6C]) } }) == [
+                0x1A, 0x03, 0x0A, 0x01, 0x6C,
+            ]
+        )
 
         let decoded = try Init_InitResponse(serializedBytes: [0x12, 0x03, 0x0A, 0x01, 0x65])
         #expect(decoded.kind == .initFailure(.with { $0.error = "e" }))
@@ -238,7 +248,9 @@ struct WireContractTests {
                 }
             }
         }
-        #expect(received == [.log(.with { $0.log = Data("c1".utf8) }), .initSuccess(.with { $0.clusterID = Data([1]) })])
+        #expect(
+            received == [.log(.with { $0.log = Data("c1".utf8) }), .initSuccess(.with { $0.clusterID = Data([1]) })]
+        )
     }
 }
 
@@ -246,7 +258,9 @@ struct WireContractTests {
 struct EchoInitService: Init_API.SimpleServiceProtocol {
     /// Streams one log message and one success message.
     func `init`(
-        request: Init_InitRequest, response: RPCWriter<Init_InitResponse>, context: ServerContext
+        request: Init_InitRequest,
+        response: RPCWriter<Init_InitResponse>,
+        context: ServerContext
     ) async throws {
         try await response.write(.with { $0.log = .with { $0.log = Data(request.clusterName.utf8) } })
         try await response.write(.with { $0.initSuccess = .with { $0.clusterID = Data([1]) } })

@@ -16,8 +16,14 @@ struct AKCertificateTests {
         init(_ commonName: String) throws {
             name = try DistinguishedName { CommonName(commonName) }
             certificate = try Certificate(
-                version: .v3, serialNumber: .init(), publicKey: .init(key.publicKey), notValidBefore: Date(timeIntervalSince1970: 1_700_000_000),
-                notValidAfter: Date(timeIntervalSince1970: 2_000_000_000), issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
+                version: .v3,
+                serialNumber: .init(),
+                publicKey: .init(key.publicKey),
+                notValidBefore: Date(timeIntervalSince1970: 1_700_000_000),
+                notValidAfter: Date(timeIntervalSince1970: 2_000_000_000),
+                issuer: name,
+                subject: name,
+                signatureAlgorithm: .ecdsaWithSHA256,
                 extensions: try Certificate.Extensions {
                     Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))
                     KeyUsage(keyCertSign: true)
@@ -27,12 +33,21 @@ struct AKCertificateTests {
         }
 
         /// An AK certificate for `spki`, valid 2023-11 to 2033-05.
-        func issue(spki: [UInt8], notValidAfter: Date = Date(timeIntervalSince1970: 2_000_000_000)) throws -> Certificate {
+        func issue(
+            spki: [UInt8],
+            notValidAfter: Date = Date(timeIntervalSince1970: 2_000_000_000)
+        ) throws -> Certificate {
             try Certificate(
-                version: .v3, serialNumber: .init(), publicKey: try Certificate.PublicKey(derEncoded: spki),
-                notValidBefore: Date(timeIntervalSince1970: 1_700_000_000), notValidAfter: notValidAfter, issuer: name,
-                subject: try DistinguishedName { CommonName("swtpm AK") }, signatureAlgorithm: .ecdsaWithSHA256,
-                extensions: Certificate.Extensions(), issuerPrivateKey: .init(key)
+                version: .v3,
+                serialNumber: .init(),
+                publicKey: try Certificate.PublicKey(derEncoded: spki),
+                notValidBefore: Date(timeIntervalSince1970: 1_700_000_000),
+                notValidAfter: notValidAfter,
+                issuer: name,
+                subject: try DistinguishedName { CommonName("swtpm AK") },
+                signatureAlgorithm: .ecdsaWithSHA256,
+                extensions: Certificate.Extensions(),
+                issuerPrivateKey: .init(key)
             )
         }
     }
@@ -41,20 +56,35 @@ struct AKCertificateTests {
 
     enum Case: String, CaseIterable, Sendable { case valid, otherRoot, otherKey, expired }
 
-    @Test("an AK certified by a configured root is trusted; other roots, keys or times are not", arguments: Case.allCases)
+    @Test(
+        "an AK certified by a configured root is trusted; other roots, keys or times are not",
+        arguments: Case.allCases
+    )
     func chain(testCase: Case) async throws {
         let quotes = try SwtpmQuotes.get()
         let quote = quotes.ecc
         let ak = try TPMTPublic(bytes: quote.akPublic)
         let root = try CA("Asterism test AK root")
         let certifiedKey = testCase == .otherKey ? try TPMTPublic(bytes: quotes.ecc384.akPublic) : ak
-        let certificate = try root.issue(spki: try certifiedKey.subjectPublicKeyInfo(),
-                                         notValidAfter: testCase == .expired ? Date(timeIntervalSince1970: 1_750_000_000) : Date(timeIntervalSince1970: 2_000_000_000))
+        let certificate = try root.issue(
+            spki: try certifiedKey.subjectPublicKeyInfo(),
+            notValidAfter: testCase == .expired
+                ? Date(timeIntervalSince1970: 1_750_000_000) : Date(timeIntervalSince1970: 2_000_000_000)
+        )
         let roots = testCase == .otherRoot ? [try CA("another root").certificate] : [root.certificate]
-        let result = await AKCertificateVerifier.verify(akCertificate: certificate, intermediates: [], roots: roots, akPublic: ak, at: Self.time)
+        let result = await AKCertificateVerifier.verify(
+            akCertificate: certificate,
+            intermediates: [],
+            roots: roots,
+            akPublic: ak,
+            at: Self.time
+        )
         switch (testCase, result) {
         case (.valid, .success(let certified)):
-            let policy = TPMQuotePolicy(akTrust: AKTrust(certifiedKeys: [certified]), expectedQualifyingData: quote.qualifyingData)
+            let policy = TPMQuotePolicy(
+                akTrust: AKTrust(certifiedKeys: [certified]),
+                expectedQualifyingData: quote.qualifyingData
+            )
             let report = TPMQuoteValidator.validate(try quote.evidence, policy: policy, context: .init(time: Self.time))
             #expect(report.isValid, "\(report.failures)")
             #expect(report.result(of: "tpm.ak.trust")?.message == "the AK's certificate chains to a configured root")

@@ -6,17 +6,23 @@ import Testing
 /// `asterism attestation verify` run in process.
 struct CLITests {
     static func snpArguments(
-        _ extra: [String] = [], report: String = TestVectors.path("sev-snp/report-milan-vcek.bin")
+        _ extra: [String] = [],
+        report: String = TestVectors.path("sev-snp/report-milan-vcek.bin")
     ) -> [String] {
-        ["attestation", "verify", "snp", "--report", report, "--vcek", TestVectors.path("sev-snp/vcek-milan.der"),
-         "--ask-ark", TestVectors.path("sev-snp/amd-ask-ark-milan.pem"), "--at", "2025-01-01T00:00:00Z"] + extra
+        [
+            "attestation", "verify", "snp", "--report", report, "--vcek", TestVectors.path("sev-snp/vcek-milan.der"),
+            "--ask-ark", TestVectors.path("sev-snp/amd-ask-ark-milan.pem"), "--at", "2025-01-01T00:00:00Z",
+        ] + extra
     }
 
-    @Test("snp: exit 0 valid, 1 refused, with human and JSON output", arguments: [
-        ([String](), Int32(1), "snp.debug"),
-        (["--allow-debug"], Int32(0), ""),
-        (["--allow-debug", "--vmpl", "1", "--vmpl", "2"], Int32(1), "snp.vmpl"),
-    ])
+    @Test(
+        "snp: exit 0 valid, 1 refused, with human and JSON output",
+        arguments: [
+            ([String](), Int32(1), "snp.debug"),
+            (["--allow-debug"], Int32(0), ""),
+            (["--allow-debug", "--vmpl", "1", "--vmpl", "2"], Int32(1), "snp.vmpl"),
+        ]
+    )
     func snp(extra: [String], status: Int32, failing: String) throws {
         let human = Asterism.execute(Self.snpArguments(extra))
         #expect(human.status == status, "\(human.stderr)")
@@ -32,16 +38,19 @@ struct CLITests {
     }
 
     /// The real Milan report's TCB is bootloader=2 tee=0 snp=5 microcode=68.
-    @Test("snp --min-tcb: met, above, and every component checked", arguments: [
-        ("bootloader=2,tee=0,snp=5,microcode=68", Int32(0)),
-        ("snp=5", Int32(0)),
-        ("bootloader=2,tee=0,snp=5,microcode=68,fmc=0", Int32(0)),
-        ("bootloader=3", Int32(1)),
-        ("tee=1", Int32(1)),
-        ("snp=6", Int32(1)),
-        ("microcode=69", Int32(1)),
-        ("bootloader=2,tee=0,snp=6,microcode=68", Int32(1)),
-    ])
+    @Test(
+        "snp --min-tcb: met, above, and every component checked",
+        arguments: [
+            ("bootloader=2,tee=0,snp=5,microcode=68", Int32(0)),
+            ("snp=5", Int32(0)),
+            ("bootloader=2,tee=0,snp=5,microcode=68,fmc=0", Int32(0)),
+            ("bootloader=3", Int32(1)),
+            ("tee=1", Int32(1)),
+            ("snp=6", Int32(1)),
+            ("microcode=69", Int32(1)),
+            ("bootloader=2,tee=0,snp=6,microcode=68", Int32(1)),
+        ]
+    )
     func snpMinimumTCB(minimum: String, status: Int32) throws {
         let outcome = Asterism.execute(Self.snpArguments(["--allow-debug", "--min-tcb", minimum, "--json"]))
         #expect(outcome.status == status, "\(outcome.stdout)\(outcome.stderr)")
@@ -54,18 +63,21 @@ struct CLITests {
         }
     }
 
-    @Test("usage and parse errors exit 2", arguments: [
-        snpArguments(["--min-tcb", "snp=x"]),
-        snpArguments(["--min-tcb", "snp=256"]),
-        snpArguments(["--min-tcb", "vmpl=1"]),
-        snpArguments(["--min-tcb", "snp=5,snp=6"]),
-        snpArguments(["--min-tcb", ""]),
-        ["attestation", "verify", "snp"],
-        ["attestation", "verify", "tpm", "--attest", "/nonexistent"],
-        ["attestation", "verify", "bogus"],
-        snpArguments(["--at", "yesterday"]),
-        snpArguments(report: TestVectors.path("sev-snp/vcek-milan.der")),
-    ])
+    @Test(
+        "usage and parse errors exit 2",
+        arguments: [
+            snpArguments(["--min-tcb", "snp=x"]),
+            snpArguments(["--min-tcb", "snp=256"]),
+            snpArguments(["--min-tcb", "vmpl=1"]),
+            snpArguments(["--min-tcb", "snp=5,snp=6"]),
+            snpArguments(["--min-tcb", ""]),
+            ["attestation", "verify", "snp"],
+            ["attestation", "verify", "tpm", "--attest", "/nonexistent"],
+            ["attestation", "verify", "bogus"],
+            snpArguments(["--at", "yesterday"]),
+            snpArguments(report: TestVectors.path("sev-snp/vcek-milan.der")),
+        ]
+    )
     func usageErrors(arguments: [String]) {
         let outcome = Asterism.execute(arguments)
         #expect(outcome.status == 2)
@@ -84,9 +96,13 @@ struct CLITests {
             return path
         }
         let quote = quotes.ecc
-        let pcrs = "{\"sha256\": {" + quote.pcrs.map { "\"\($0.key)\": \"\(hex($0.value))\"" }.joined(separator: ", ") + "}}"
-        let base = ["attestation", "verify", "tpm", "--attest", write("q.msg", quote.attest), "--signature", write("q.sig", quote.signature),
-                    "--ak-public", write("ak.pub", quote.akPublic), "--pcrs", write("pcrs.json", Array(pcrs.utf8))]
+        let pcrs =
+            "{\"sha256\": {" + quote.pcrs.map { "\"\($0.key)\": \"\(hex($0.value))\"" }.joined(separator: ", ") + "}}"
+        let base = [
+            "attestation", "verify", "tpm", "--attest", write("q.msg", quote.attest), "--signature",
+            write("q.sig", quote.signature),
+            "--ak-public", write("ak.pub", quote.akPublic), "--pcrs", write("pcrs.json", Array(pcrs.utf8)),
+        ]
         let trusted = base + ["--ak-digest", hex(try quote.akDigest)]
         #expect(Asterism.execute(trusted + ["--nonce", hex(quote.qualifyingData)]).status == 0)
         let unfresh = Asterism.execute(trusted)
@@ -101,15 +117,31 @@ struct CLITests {
         let constellation = quotes.constellation
         let document = ConstellationVTPMDocument(
             akPublic: constellation.akPublic,
-            quotes: [.init(quote: constellation.attest, rawSignature: constellation.signature, hash: 11, pcrs: constellation.pcrs)],
-            userData: SwtpmQuotes.userDataDigest).jsonBytes()
-        let measurements = "{\"4\": {\"expected\": \"\(hex(constellation.pcrs[4]!))\", \"warnOnly\": false}, \"15\": \"\(hex(constellation.pcrs[15]!))\"}"
-        let arguments = ["attestation", "verify", "constellation", "--document", write("doc.json", document), "--nonce", hex(SwtpmQuotes.nonce),
-                         "--measurements", write("m.json", Array(measurements.utf8))]
+            quotes: [
+                .init(
+                    quote: constellation.attest,
+                    rawSignature: constellation.signature,
+                    hash: 11,
+                    pcrs: constellation.pcrs
+                )
+            ],
+            userData: SwtpmQuotes.userDataDigest
+        ).jsonBytes()
+        let measurements =
+            "{\"4\": {\"expected\": \"\(hex(constellation.pcrs[4]!))\", \"warnOnly\": false}, \"15\": \"\(hex(constellation.pcrs[15]!))\"}"
+        let arguments = [
+            "attestation", "verify", "constellation", "--document", write("doc.json", document), "--nonce",
+            hex(SwtpmQuotes.nonce),
+            "--measurements", write("m.json", Array(measurements.utf8)),
+        ]
         #expect(Asterism.execute(arguments).status == 1)
         let accepted = Asterism.execute(arguments + ["--insecure-trust-document-ak", "--json"])
         #expect(accepted.status == 0, "\(accepted.stdout)")
-        #expect(try JSONDecoder().decode(AttestationReport.self, from: Data(accepted.stdout.utf8)).notes == [AKTrust.insecureNote])
+        #expect(
+            try JSONDecoder().decode(AttestationReport.self, from: Data(accepted.stdout.utf8)).notes == [
+                AKTrust.insecureNote
+            ]
+        )
         #expect(Asterism.execute(arguments + ["--insecure-trust-document-ak", "--nonce", "ff"]).status == 1)
     }
 }

@@ -22,19 +22,23 @@ struct EventLogTests {
         let log = try TCGEventLog(bytes: try TestVectors.bytes("tpm-eventlogs/" + name))
         for event in log.events where event.type == TCGEventLog.separator || event.type == 0x8000_0007 {
             for (bank, digest) in event.digests {
-                let expected: [UInt8] = switch bank {
-                case .sha1: Array(Insecure.SHA1.hash(data: event.data))
-                case .sha256: Array(SHA256.hash(data: event.data))
-                case .sha384: Array(SHA384.hash(data: event.data))
-                default: digest
-                }
+                let expected: [UInt8] =
+                    switch bank {
+                    case .sha1: Array(Insecure.SHA1.hash(data: event.data))
+                    case .sha256: Array(SHA256.hash(data: event.data))
+                    case .sha384: Array(SHA384.hash(data: event.data))
+                    default: digest
+                    }
                 #expect(digest == expected, "\(name) event \(event.number) \(bank)")
             }
         }
     }
 
     /// Logs of a whole boot (the others are partial: option ROMs, a secure-boot certificate, a NoAction event).
-    static let wholeBoots = ["coreos_36_shielded_vm_no_secure_boot_eventlog", "crypto_agile_eventlog", "ubuntu_2104_shielded_vm_no_secure_boot_eventlog"]
+    static let wholeBoots = [
+        "coreos_36_shielded_vm_no_secure_boot_eventlog", "crypto_agile_eventlog",
+        "ubuntu_2104_shielded_vm_no_secure_boot_eventlog",
+    ]
 
     @Test("whole-boot logs extend PCRs 0-7 and separate each of PCRs 0-6", arguments: wholeBoots)
     func firmwareShape(name: String) throws {

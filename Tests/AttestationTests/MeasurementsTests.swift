@@ -14,8 +14,11 @@ struct MeasurementsTests {
         ("{\"4\": {\"expected\": \"\(a)\", \"warnOnly\": false}}", [4: b], [(4, .failed)]),
         ("{\"4\": {\"expected\": \"\(a)\"}}", [:], [(4, .failed)]),
         ("{\"9\": {\"expected\": \"\(a)\", \"warnOnly\": true}}", [:], [(9, .warned)]),
-        ("{\"4\": \"\(a)\", \"15\": \"\(b)\", \"8\": {\"expected\": \"\(a.uppercased())\", \"warnOnly\": true}}", [4: a, 8: a, 15: a, 2: b],
-         [(4, .passed), (8, .passed), (15, .failed)]),
+        (
+            "{\"4\": \"\(a)\", \"15\": \"\(b)\", \"8\": {\"expected\": \"\(a.uppercased())\", \"warnOnly\": true}}",
+            [4: a, 8: a, 15: a, 2: b],
+            [(4, .passed), (8, .passed), (15, .failed)]
+        ),
         ("{\"11\": \"\(c48)\"}", [11: c48], [(11, .passed)]),
         ("{}", [0: a], []),
     ]
@@ -32,10 +35,14 @@ struct MeasurementsTests {
         }
     }
 
-    @Test("malformed measurements are refused", arguments: [
-        "[]", "{\"24\": \"\(a)\"}", "{\"-1\": \"\(a)\"}", "{\"04\": \"\(a)\"}", "{\"4\": \"abc\"}", "{\"4\": \"\(String(repeating: "aa", count: 20))\"}",
-        "{\"4\": {\"warnOnly\": true}}", "{\"4\": 5}", "not json",
-    ])
+    @Test(
+        "malformed measurements are refused",
+        arguments: [
+            "[]", "{\"24\": \"\(a)\"}", "{\"-1\": \"\(a)\"}", "{\"04\": \"\(a)\"}", "{\"4\": \"abc\"}",
+            "{\"4\": \"\(String(repeating: "aa", count: 20))\"}",
+            "{\"4\": {\"warnOnly\": true}}", "{\"4\": 5}", "not json",
+        ]
+    )
     func malformed(json: String) {
         #expect(throws: AttestationError.self) { try Measurements(json: Array(json.utf8)) }
     }

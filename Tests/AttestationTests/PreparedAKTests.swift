@@ -10,16 +10,29 @@ struct PreparedAKTests {
     static let now = Date()
 
     static func native(_ quote: MadeQuote, pcrs: [Int: [UInt8]]? = nil) -> [UInt8] {
-        NativeTPMEvidenceDocument(akPublic: quote.akPublic, attest: quote.attest, signature: quote.signature, pcrs: pcrs ?? quote.pcrs,
-                                  userDataDigest: SwtpmQuotes.userDataDigest).serialized()
+        NativeTPMEvidenceDocument(
+            akPublic: quote.akPublic,
+            attest: quote.attest,
+            signature: quote.signature,
+            pcrs: pcrs ?? quote.pcrs,
+            userDataDigest: SwtpmQuotes.userDataDigest
+        ).serialized()
     }
 
     static func validate(_ document: [UInt8], _ trust: AKTrust) throws -> AttestationReport {
-        try TPMEvidenceValidator.validate(native: document, nonce: SwtpmQuotes.nonce, userDataDigest: SwtpmQuotes.userDataDigest,
-                                          policy: TPMQuotePolicy(akTrust: trust), at: now)
+        try TPMEvidenceValidator.validate(
+            native: document,
+            nonce: SwtpmQuotes.nonce,
+            userDataDigest: SwtpmQuotes.userDataDigest,
+            policy: TPMQuotePolicy(akTrust: trust),
+            at: now
+        )
     }
 
-    @Test("a prepared AK gives the very report its digest on the allow-list gives", arguments: TPMQuoteTests.Kind.allCases)
+    @Test(
+        "a prepared AK gives the very report its digest on the allow-list gives",
+        arguments: TPMQuoteTests.Kind.allCases
+    )
     func preparedEqualsDigest(kind: TPMQuoteTests.Kind) throws {
         let quote = kind.quote(try SwtpmQuotes.get())
         let prepared = try PreparedAK(bytes: quote.akPublic)
@@ -30,9 +43,14 @@ struct PreparedAKTests {
         #expect(byKey == byDigest)
         #expect(byKey.results.map(\.values) == byDigest.results.map(\.values))
         // The quote evidence path (no document) agrees as well.
-        let direct = TPMQuoteValidator.validate(try quote.evidence, policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeys: [prepared]),
-                                                                                          expectedQualifyingData: quote.qualifyingData),
-                                                context: ValidationContext(time: Self.now))
+        let direct = TPMQuoteValidator.validate(
+            try quote.evidence,
+            policy: TPMQuotePolicy(
+                akTrust: AKTrust(allowedKeys: [prepared]),
+                expectedQualifyingData: quote.qualifyingData
+            ),
+            context: ValidationContext(time: Self.now)
+        )
         #expect(direct.results == Array(byKey.results.dropFirst()))
     }
 
@@ -46,15 +64,23 @@ struct PreparedAKTests {
 
         var attest = quotes.ecc.attest
         attest[attest.count - 1] ^= 1  // last byte of the PCR digest: signature and digest both break
-        let tampered = NativeTPMEvidenceDocument(akPublic: quotes.ecc.akPublic, attest: attest, signature: quotes.ecc.signature,
-                                                 pcrs: quotes.ecc.pcrs, userDataDigest: SwtpmQuotes.userDataDigest).serialized()
+        let tampered = NativeTPMEvidenceDocument(
+            akPublic: quotes.ecc.akPublic,
+            attest: attest,
+            signature: quotes.ecc.signature,
+            pcrs: quotes.ecc.pcrs,
+            userDataDigest: SwtpmQuotes.userDataDigest
+        ).serialized()
         let refused = try Self.validate(tampered, AKTrust(allowedKeys: [try PreparedAK(bytes: quotes.ecc.akPublic)]))
         #expect(refused.failures.map(\.policy) == ["tpm.quote.signature", "tpm.quote.pcr-digest"])
     }
 
-    @Test("flat PCR values: a changed, missing or extra value fails the PCR digest like the dictionary path", arguments: [
-        "changed", "missing", "extra",
-    ])
+    @Test(
+        "flat PCR values: a changed, missing or extra value fails the PCR digest like the dictionary path",
+        arguments: [
+            "changed", "missing", "extra",
+        ]
+    )
     func flatPCRs(change: String) throws {
         let quote = try SwtpmQuotes.get().rsapss  // PCRs 0, 4, 7, 8, 9, 15
         var pcrs = quote.pcrs
@@ -66,10 +92,17 @@ struct PreparedAKTests {
         let prepared = try PreparedAK(bytes: quote.akPublic)
         let report = try Self.validate(Self.native(quote, pcrs: pcrs), AKTrust(allowedKeys: [prepared]))
         #expect(report.failures.map(\.policy) == ["tpm.quote.pcr-digest"])
-        let evidence = TPMQuoteEvidence(akPublic: try TPMTPublic(bytes: quote.akPublic), attest: try TPMSAttest(bytes: quote.attest),
-                                        signature: try TPMTSignature(bytes: quote.signature), pcrValues: [.sha256: pcrs])
-        let general = TPMQuoteValidator.validate(evidence, policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeys: [prepared])),
-                                                 context: ValidationContext(time: Self.now))
+        let evidence = TPMQuoteEvidence(
+            akPublic: try TPMTPublic(bytes: quote.akPublic),
+            attest: try TPMSAttest(bytes: quote.attest),
+            signature: try TPMTSignature(bytes: quote.signature),
+            pcrValues: [.sha256: pcrs]
+        )
+        let general = TPMQuoteValidator.validate(
+            evidence,
+            policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeys: [prepared])),
+            context: ValidationContext(time: Self.now)
+        )
         #expect(report.result(of: "tpm.quote.pcr-digest") == general.result(of: "tpm.quote.pcr-digest"))
     }
 

@@ -1,16 +1,25 @@
-@testable import Attestation
 import Foundation
 import Testing
+
+@testable import Attestation
 
 /// AKs allow-listed by digest are kept prepared once a quote of theirs verified, and only then.
 @Suite(.needsSwtpm)
 struct RememberedAKTests {
     static func validate(_ document: [UInt8], _ trust: AKTrust) throws -> AttestationReport {
-        try TPMEvidenceValidator.validate(native: document, nonce: SwtpmQuotes.nonce, userDataDigest: SwtpmQuotes.userDataDigest,
-                                          policy: TPMQuotePolicy(akTrust: trust), at: PreparedAKTests.now)
+        try TPMEvidenceValidator.validate(
+            native: document,
+            nonce: SwtpmQuotes.nonce,
+            userDataDigest: SwtpmQuotes.userDataDigest,
+            policy: TPMQuotePolicy(akTrust: trust),
+            at: PreparedAKTests.now
+        )
     }
 
-    @Test("a verified quote of an allow-listed digest leaves its AK prepared; the next report is the same", arguments: TPMQuoteTests.Kind.allCases)
+    @Test(
+        "a verified quote of an allow-listed digest leaves its AK prepared; the next report is the same",
+        arguments: TPMQuoteTests.Kind.allCases
+    )
     func remembersAfterVerifiedQuote(kind: TPMQuoteTests.Kind) throws {
         let quote = kind.quote(try SwtpmQuotes.get())
         let trust = AKTrust(allowedKeyDigests: [try quote.akDigest])
@@ -33,8 +42,13 @@ struct RememberedAKTests {
         let quote = try SwtpmQuotes.get().ecc
         var attest = quote.attest
         attest[attest.count - 1] ^= 1
-        let tampered = NativeTPMEvidenceDocument(akPublic: quote.akPublic, attest: attest, signature: quote.signature, pcrs: quote.pcrs,
-                                                 userDataDigest: SwtpmQuotes.userDataDigest).serialized()
+        let tampered = NativeTPMEvidenceDocument(
+            akPublic: quote.akPublic,
+            attest: attest,
+            signature: quote.signature,
+            pcrs: quote.pcrs,
+            userDataDigest: SwtpmQuotes.userDataDigest
+        ).serialized()
         let trust = AKTrust(allowedKeyDigests: [try quote.akDigest])
         let refused = try Self.validate(tampered, trust)
         #expect(refused.failures.map(\.policy).contains("tpm.quote.signature"))

@@ -15,8 +15,11 @@ struct SNPTests {
     }
 
     static func inputs(chain: String = "amd-ask-ark-milan.pem") throws -> Inputs {
-        Inputs(report: try TestVectors.bytes("sev-snp/report-milan-vcek.bin"),
-               vcek: try TestVectors.bytes("sev-snp/vcek-milan.der"), askArk: try TestVectors.text("sev-snp/" + chain))
+        Inputs(
+            report: try TestVectors.bytes("sev-snp/report-milan-vcek.bin"),
+            vcek: try TestVectors.bytes("sev-snp/vcek-milan.der"),
+            askArk: try TestVectors.text("sev-snp/" + chain)
+        )
     }
 
     static let lenient = SNPPolicy(allowDebug: true)
@@ -24,10 +27,18 @@ struct SNPTests {
     @Test("the real report verifies with its VCEK and the Milan chain")
     func realReportVerifies() throws {
         let input = try Self.inputs()
-        let report = try SNPValidator.validate(report: input.report, vcek: input.vcek, askArk: input.askArk, policy: Self.lenient, at: Self.time)
+        let report = try SNPValidator.validate(
+            report: input.report,
+            vcek: input.vcek,
+            askArk: input.askArk,
+            policy: Self.lenient,
+            at: Self.time
+        )
         #expect(report.isValid, "\(report.failures)")
-        for name in ["snp.chain.ark", "snp.chain.ark-signature", "snp.chain.ask-signature", "snp.chain.vcek-signature",
-                     "snp.signature", "snp.tcb.certificate", "snp.chip-id"] {
+        for name in [
+            "snp.chain.ark", "snp.chain.ark-signature", "snp.chain.ask-signature", "snp.chain.vcek-signature",
+            "snp.signature", "snp.tcb.certificate", "snp.chip-id",
+        ] {
             #expect(report.result(of: name)?.outcome == .passed, "\(name)")
         }
         #expect(report.result(of: "snp.report-data")?.outcome == .notChecked)
@@ -51,7 +62,13 @@ struct SNPTests {
         let input = try Self.inputs()
         var bytes = input.report
         bytes[offset] ^= 0x01
-        let report = try SNPValidator.validate(report: bytes, vcek: input.vcek, askArk: input.askArk, policy: Self.lenient, at: Self.time)
+        let report = try SNPValidator.validate(
+            report: bytes,
+            vcek: input.vcek,
+            askArk: input.askArk,
+            policy: Self.lenient,
+            at: Self.time
+        )
         #expect(!report.isValid)
         #expect(report.result(of: "snp.signature")?.outcome == .failed)
     }
@@ -62,7 +79,14 @@ struct SNPTests {
         let input = try Self.inputs()
         var vcek = input.vcek
         vcek[offset] ^= 0x01
-        guard let report = try? SNPValidator.validate(report: input.report, vcek: vcek, askArk: input.askArk, policy: Self.lenient, at: Self.time)
+        guard
+            let report = try? SNPValidator.validate(
+                report: input.report,
+                vcek: vcek,
+                askArk: input.askArk,
+                policy: Self.lenient,
+                at: Self.time
+            )
         else { return }  // no longer DER: refused before validation
         #expect(!report.isValid)
     }
@@ -83,23 +107,35 @@ struct SNPTests {
         #expect(failure.result.policy.hasPrefix("snp.chain."))
     }
 
-    @Test("another product's chain or an expired time fails", arguments: [
-        ("amd-ask-ark-genoa.pem", 1_735_689_600.0, "snp.chain.ark"),
-        ("amd-ask-ark-turin_vcek.pem", 1_735_689_600.0, "snp.chain.ark"),
-        ("amd-ask-ark-milan_vlek.pem", 1_735_689_600.0, "snp.chain.vcek-signature"),
-        ("amd-ask-ark-milan.pem", 1_900_000_000.0, "snp.chain.vcek-validity"),
-    ])
+    @Test(
+        "another product's chain or an expired time fails",
+        arguments: [
+            ("amd-ask-ark-genoa.pem", 1_735_689_600.0, "snp.chain.ark"),
+            ("amd-ask-ark-turin_vcek.pem", 1_735_689_600.0, "snp.chain.ark"),
+            ("amd-ask-ark-milan_vlek.pem", 1_735_689_600.0, "snp.chain.vcek-signature"),
+            ("amd-ask-ark-milan.pem", 1_900_000_000.0, "snp.chain.vcek-validity"),
+        ]
+    )
     func wrongChain(chain: String, time: Double, policy: String) throws {
         let input = try Self.inputs(chain: chain)
-        let report = try SNPValidator.validate(report: input.report, vcek: input.vcek, askArk: input.askArk, policy: Self.lenient,
-                                               at: Date(timeIntervalSince1970: time))
+        let report = try SNPValidator.validate(
+            report: input.report,
+            vcek: input.vcek,
+            askArk: input.askArk,
+            policy: Self.lenient,
+            at: Date(timeIntervalSince1970: time)
+        )
         #expect(report.failures.map(\.policy) == [policy])
     }
 
-    @Test("every AMD chain in the test data verifies itself", arguments: [
-        "amd-ask-ark-milan.pem", "amd-ask-ark-milan_vlek.pem", "amd-ask-ark-genoa.pem", "amd-ask-ark-genoa_vlek.pem",
-        "amd-ask-ark-turin_vcek.pem", "amd-ask-ark-turin_vlek.pem",
-    ])
+    @Test(
+        "every AMD chain in the test data verifies itself",
+        arguments: [
+            "amd-ask-ark-milan.pem", "amd-ask-ark-milan_vlek.pem", "amd-ask-ark-genoa.pem",
+            "amd-ask-ark-genoa_vlek.pem",
+            "amd-ask-ark-turin_vcek.pem", "amd-ask-ark-turin_vlek.pem",
+        ]
+    )
     func amdChains(chain: String) throws {
         let bundle = try AMDCertificate.pemBundle(try TestVectors.text("sev-snp/" + chain))
         #expect(bundle.count == 2)
@@ -110,33 +146,90 @@ struct SNPTests {
     /// Policy table: each row changes one rule and names the policy that must fail (nil: valid).
     static let policyCases: [(String, SNPPolicy, String?)] = [
         ("debug forbidden by default", SNPPolicy(), "snp.debug"),
-        ("minimum TCB met", SNPPolicy(minimumTCB: SNPTCB(bootloader: 2, tee: 0, snp: 5, microcode: 0x44, product: .milan), allowDebug: true), nil),
-        ("minimum TCB above", SNPPolicy(minimumTCB: SNPTCB(bootloader: 2, tee: 0, snp: 6, microcode: 0x44, product: .milan), allowDebug: true), "snp.tcb.minimum"),
+        (
+            "minimum TCB met",
+            SNPPolicy(
+                minimumTCB: SNPTCB(bootloader: 2, tee: 0, snp: 5, microcode: 0x44, product: .milan),
+                allowDebug: true
+            ), nil
+        ),
+        (
+            "minimum TCB above",
+            SNPPolicy(
+                minimumTCB: SNPTCB(bootloader: 2, tee: 0, snp: 6, microcode: 0x44, product: .milan),
+                allowDebug: true
+            ), "snp.tcb.minimum"
+        ),
         // A minimum is its components, whatever product's layout it was made in.
-        ("minimum TCB in Turin's layout met", SNPPolicy(minimumTCB: SNPTCB(bootloader: 2, tee: 0, snp: 5, microcode: 0x44, product: .turin), allowDebug: true), nil),
-        ("minimum TCB in Turin's layout above", SNPPolicy(minimumTCB: SNPTCB(bootloader: 2, tee: 1, snp: 5, microcode: 0x44, product: .turin), allowDebug: true), "snp.tcb.minimum"),
+        (
+            "minimum TCB in Turin's layout met",
+            SNPPolicy(
+                minimumTCB: SNPTCB(bootloader: 2, tee: 0, snp: 5, microcode: 0x44, product: .turin),
+                allowDebug: true
+            ), nil
+        ),
+        (
+            "minimum TCB in Turin's layout above",
+            SNPPolicy(
+                minimumTCB: SNPTCB(bootloader: 2, tee: 1, snp: 5, microcode: 0x44, product: .turin),
+                allowDebug: true
+            ), "snp.tcb.minimum"
+        ),
         ("VMPL 0 allowed", SNPPolicy(allowDebug: true, allowedVMPLs: [0]), nil),
         ("VMPL 1-3 only", SNPPolicy(allowDebug: true, allowedVMPLs: [1, 2, 3]), "snp.vmpl"),
-        ("report data bound", SNPPolicy(allowDebug: true, expectedReportData: [1, 2, 3, 4, 5] + [UInt8](repeating: 0, count: 59)), nil),
-        ("report data differs", SNPPolicy(allowDebug: true, expectedReportData: [UInt8](repeating: 0, count: 64)), "snp.report-data"),
-        ("measurement allowed", SNPPolicy(allowDebug: true, allowedMeasurements: [bytes(fromHex:
-            "b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01")!]), nil),
-        ("measurement unknown", SNPPolicy(allowDebug: true, allowedMeasurements: [[UInt8](repeating: 0, count: 48)]), "snp.measurement"),
-        ("no ID block allowed", SNPPolicy(allowDebug: true, allowedIDKeyDigests: [[UInt8](repeating: 0, count: 48)]), nil),
-        ("ID key required", SNPPolicy(allowDebug: true, allowedIDKeyDigests: [[UInt8](repeating: 1, count: 48)]), "snp.id-key"),
+        (
+            "report data bound",
+            SNPPolicy(allowDebug: true, expectedReportData: [1, 2, 3, 4, 5] + [UInt8](repeating: 0, count: 59)), nil
+        ),
+        (
+            "report data differs", SNPPolicy(allowDebug: true, expectedReportData: [UInt8](repeating: 0, count: 64)),
+            "snp.report-data"
+        ),
+        (
+            "measurement allowed",
+            SNPPolicy(
+                allowDebug: true,
+                allowedMeasurements: [
+                    bytes(
+                        fromHex:
+                            "b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01"
+                    )!
+                ]
+            ), nil
+        ),
+        (
+            "measurement unknown", SNPPolicy(allowDebug: true, allowedMeasurements: [[UInt8](repeating: 0, count: 48)]),
+            "snp.measurement"
+        ),
+        (
+            "no ID block allowed", SNPPolicy(allowDebug: true, allowedIDKeyDigests: [[UInt8](repeating: 0, count: 48)]),
+            nil
+        ),
+        (
+            "ID key required", SNPPolicy(allowDebug: true, allowedIDKeyDigests: [[UInt8](repeating: 1, count: 48)]),
+            "snp.id-key"
+        ),
     ]
 
     @Test("report policies", arguments: policyCases)
     func policies(name: String, policy: SNPPolicy, failing: String?) throws {
         let input = try Self.inputs()
-        let report = try SNPValidator.validate(report: input.report, vcek: input.vcek, askArk: input.askArk, policy: policy, at: Self.time)
+        let report = try SNPValidator.validate(
+            report: input.report,
+            vcek: input.vcek,
+            askArk: input.askArk,
+            policy: policy,
+            at: Self.time
+        )
         #expect(report.failures.map(\.policy) == (failing.map { [$0] } ?? []), "\(name)")
     }
 
     @Test("short, long and old reports are refused with typed errors")
     func malformed() throws {
         let report = try Self.inputs().report
-        #expect((#expect(throws: AttestationError.self) { try SNPReport(bytes: report.prefix(1183)) })?.code == .truncated)
+        #expect(
+            (#expect(throws: AttestationError.self) { try SNPReport(bytes: report.prefix(1183)) })?.code == .truncated
+        )
         #expect((#expect(throws: AttestationError.self) { try SNPReport(bytes: report + [0]) })?.code == .trailingBytes)
         var old = report
         old[0] = 1

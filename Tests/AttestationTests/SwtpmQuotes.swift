@@ -13,8 +13,12 @@ struct MadeQuote: Sendable {
 
     var evidence: TPMQuoteEvidence {
         get throws {
-            TPMQuoteEvidence(akPublic: try TPMTPublic(bytes: akPublic), attest: try TPMSAttest(bytes: attest),
-                             signature: try TPMTSignature(bytes: signature), pcrValues: [bank: pcrs])
+            TPMQuoteEvidence(
+                akPublic: try TPMTPublic(bytes: akPublic),
+                attest: try TPMSAttest(bytes: attest),
+                signature: try TPMTSignature(bytes: signature),
+                pcrValues: [bank: pcrs]
+            )
         }
     }
 
@@ -67,46 +71,132 @@ struct SwtpmQuotes: Sendable {
         // Measure something into PCRs 0-9 so the values are not the reset values.
         for pcr in 0...9 {
             let digest = hex(Array(SHA256.hash(data: Array("measurement \(pcr)".utf8))))
-            try tool("tpm2_pcrextend", ["\(pcr):sha256=\(digest),sha1=\(hex(Array(Insecure.SHA1.hash(data: [UInt8(pcr)]))))"])
+            try tool(
+                "tpm2_pcrextend",
+                ["\(pcr):sha256=\(digest),sha1=\(hex(Array(Insecure.SHA1.hash(data: [UInt8(pcr)]))))"]
+            )
         }
         let nativeQualifying = NativeTPMEvidenceDocument.qualifyingData(nonce: nonce, userDataDigest: userDataDigest)
         let all24 = (0...23).map(String.init).joined(separator: ",")
 
-        func quote(ak name: String, keyAlgorithm: String, hash: String, scheme: String, selection: String,
-                   bank: TPMAlgorithm, size: Int, qualifying: [UInt8]) throws -> MadeQuote {
+        func quote(
+            ak name: String,
+            keyAlgorithm: String,
+            hash: String,
+            scheme: String,
+            selection: String,
+            bank: TPMAlgorithm,
+            size: Int,
+            qualifying: [UInt8]
+        ) throws -> MadeQuote {
             try flush()
             if !FileManager.default.fileExists(atPath: path("\(name).ctx")) {
-                try tool("tpm2_createak", ["-C", path("ek.ctx"), "-c", path("\(name).ctx"), "-G", keyAlgorithm, "-g", hash, "-s", scheme,
-                                           "-u", path("\(name).pub"), "-f", "tpmt"])
+                try tool(
+                    "tpm2_createak",
+                    [
+                        "-C", path("ek.ctx"), "-c", path("\(name).ctx"), "-G", keyAlgorithm, "-g", hash, "-s", scheme,
+                        "-u", path("\(name).pub"), "-f", "tpmt",
+                    ]
+                )
                 try flush()
             }
             let tag = "\(name)-\(bank)-\(hex(qualifying).prefix(8))"
-            try tool("tpm2_quote", ["-c", path("\(name).ctx"), "-l", selection, "-q", hex(qualifying), "-m", path("\(tag).msg"),
-                                    "-s", path("\(tag).sig"), "-f", "tss", "-o", path("\(tag).pcrs"), "-F", "values",
-                                    "-g", hash, "--scheme", scheme])
+            try tool(
+                "tpm2_quote",
+                [
+                    "-c", path("\(name).ctx"), "-l", selection, "-q", hex(qualifying), "-m", path("\(tag).msg"),
+                    "-s", path("\(tag).sig"), "-f", "tss", "-o", path("\(tag).pcrs"), "-F", "values",
+                    "-g", hash, "--scheme", scheme,
+                ]
+            )
             let values = try read(path("\(tag).pcrs"))
             let indices = selection.split(separator: ":")[1].split(separator: ",").compactMap { Int($0) }
-            guard values.count == indices.count * size else { throw HarnessError("pcr file \(values.count) bytes for \(indices.count) PCRs") }
+            guard values.count == indices.count * size else {
+                throw HarnessError("pcr file \(values.count) bytes for \(indices.count) PCRs")
+            }
             var pcrs: [Int: [UInt8]] = [:]
-            for (position, index) in indices.enumerated() { pcrs[index] = Array(values[position * size..<(position + 1) * size]) }
-            return MadeQuote(akPublic: try read(path("\(name).pub")), attest: try read(path("\(tag).msg")), signature: try read(path("\(tag).sig")),
-                             bank: bank, pcrs: pcrs, qualifyingData: qualifying)
+            for (position, index) in indices.enumerated() {
+                pcrs[index] = Array(values[position * size..<(position + 1) * size])
+            }
+            return MadeQuote(
+                akPublic: try read(path("\(name).pub")),
+                attest: try read(path("\(tag).msg")),
+                signature: try read(path("\(tag).sig")),
+                bank: bank,
+                pcrs: pcrs,
+                qualifyingData: qualifying
+            )
         }
 
-        let ecc = try quote(ak: "ecc", keyAlgorithm: "ecc", hash: "sha256", scheme: "ecdsa", selection: "sha256:" + all24,
-                            bank: .sha256, size: 32, qualifying: nativeQualifying)
-        let ecc384 = try quote(ak: "ecc384", keyAlgorithm: "ecc384", hash: "sha384", scheme: "ecdsa", selection: "sha256:0,1,2,3,4,5,6,7",
-                               bank: .sha256, size: 32, qualifying: nativeQualifying)
-        let rsassa = try quote(ak: "rsassa", keyAlgorithm: "rsa", hash: "sha256", scheme: "rsassa", selection: "sha256:" + all24,
-                               bank: .sha256, size: 32, qualifying: nativeQualifying)
-        let rsapss = try quote(ak: "rsapss", keyAlgorithm: "rsa", hash: "sha256", scheme: "rsapss", selection: "sha256:0,4,7,8,9,15",
-                               bank: .sha256, size: 32, qualifying: nativeQualifying)
-        let sha1Bank = try quote(ak: "ecc", keyAlgorithm: "ecc", hash: "sha256", scheme: "ecdsa", selection: "sha1:0,1,2,3,4,5,6,7",
-                                 bank: .sha1, size: 20, qualifying: nativeQualifying)
+        let ecc = try quote(
+            ak: "ecc",
+            keyAlgorithm: "ecc",
+            hash: "sha256",
+            scheme: "ecdsa",
+            selection: "sha256:" + all24,
+            bank: .sha256,
+            size: 32,
+            qualifying: nativeQualifying
+        )
+        let ecc384 = try quote(
+            ak: "ecc384",
+            keyAlgorithm: "ecc384",
+            hash: "sha384",
+            scheme: "ecdsa",
+            selection: "sha256:0,1,2,3,4,5,6,7",
+            bank: .sha256,
+            size: 32,
+            qualifying: nativeQualifying
+        )
+        let rsassa = try quote(
+            ak: "rsassa",
+            keyAlgorithm: "rsa",
+            hash: "sha256",
+            scheme: "rsassa",
+            selection: "sha256:" + all24,
+            bank: .sha256,
+            size: 32,
+            qualifying: nativeQualifying
+        )
+        let rsapss = try quote(
+            ak: "rsapss",
+            keyAlgorithm: "rsa",
+            hash: "sha256",
+            scheme: "rsapss",
+            selection: "sha256:0,4,7,8,9,15",
+            bank: .sha256,
+            size: 32,
+            qualifying: nativeQualifying
+        )
+        let sha1Bank = try quote(
+            ak: "ecc",
+            keyAlgorithm: "ecc",
+            hash: "sha256",
+            scheme: "ecdsa",
+            selection: "sha1:0,1,2,3,4,5,6,7",
+            bank: .sha1,
+            size: 20,
+            qualifying: nativeQualifying
+        )
         let constellationQualifying = ConstellationVTPMDocument.qualifyingData(userData: userDataDigest, nonce: nonce)
-        let constellation = try quote(ak: "ecc", keyAlgorithm: "ecc", hash: "sha256", scheme: "ecdsa", selection: "sha256:" + all24,
-                                      bank: .sha256, size: 32, qualifying: constellationQualifying)
-        return SwtpmQuotes(ecc: ecc, ecc384: ecc384, rsassa: rsassa, rsapss: rsapss, sha1Bank: sha1Bank, constellation: constellation)
+        let constellation = try quote(
+            ak: "ecc",
+            keyAlgorithm: "ecc",
+            hash: "sha256",
+            scheme: "ecdsa",
+            selection: "sha256:" + all24,
+            bank: .sha256,
+            size: 32,
+            qualifying: constellationQualifying
+        )
+        return SwtpmQuotes(
+            ecc: ecc,
+            ecc384: ecc384,
+            rsassa: rsassa,
+            rsapss: rsapss,
+            sha1Bank: sha1Bank,
+            constellation: constellation
+        )
     }
 
     private static func read(_ path: String) throws -> [UInt8] {

@@ -22,16 +22,25 @@ struct TPMQuoteTests {
     static let now = Date()
 
     func policy(for quote: MadeQuote, qualifying: [UInt8]? = nil) throws -> TPMQuotePolicy {
-        TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [try quote.akDigest]), expectedQualifyingData: qualifying ?? quote.qualifyingData)
+        TPMQuotePolicy(
+            akTrust: AKTrust(allowedKeyDigests: [try quote.akDigest]),
+            expectedQualifyingData: qualifying ?? quote.qualifyingData
+        )
     }
 
     @Test("a fresh quote from an allow-listed AK validates", arguments: Kind.allCases)
     func validQuote(kind: Kind) throws {
         let quote = kind.quote(try SwtpmQuotes.get())
-        let report = TPMQuoteValidator.validate(try quote.evidence, policy: try policy(for: quote), context: .init(time: Self.now))
+        let report = TPMQuoteValidator.validate(
+            try quote.evidence,
+            policy: try policy(for: quote),
+            context: .init(time: Self.now)
+        )
         #expect(report.isValid, "\(report.failures)")
-        for name in ["tpm.quote.header", "tpm.ak.attributes", "tpm.ak.trust", "tpm.quote.signature",
-                     "tpm.quote.qualifying-data", "tpm.quote.pcr-bank", "tpm.quote.pcr-digest"] {
+        for name in [
+            "tpm.quote.header", "tpm.ak.attributes", "tpm.ak.trust", "tpm.quote.signature",
+            "tpm.quote.qualifying-data", "tpm.quote.pcr-bank", "tpm.quote.pcr-digest",
+        ] {
             #expect(report.result(of: name)?.outcome == .passed, "\(name)")
         }
         #expect(report.notes.isEmpty)
@@ -48,8 +57,9 @@ struct TPMQuoteTests {
         // qualifiedSigner is the AK's qualified name (under the EK), not its name: same algorithm, other digest.
         #expect(evidence.attest.qualifiedSigner.prefix(2) == evidence.akPublic.name?.prefix(2))
         switch (kind, evidence.akPublic.key, evidence.signature) {
-        case (.ecc, .ecc(.nistP256, _, _), .ecdsa(.sha256, _, _)), (.ecc384, .ecc(.nistP384, _, _), .ecdsa(.sha384, _, _)),
-             (.rsassa, .rsa(_, 65537), .rsassa(.sha256, _)), (.rsapss, .rsa(_, 65537), .rsapss(.sha256, _)):
+        case (.ecc, .ecc(.nistP256, _, _), .ecdsa(.sha256, _, _)),
+            (.ecc384, .ecc(.nistP384, _, _), .ecdsa(.sha384, _, _)),
+            (.rsassa, .rsa(_, 65537), .rsassa(.sha256, _)), (.rsapss, .rsa(_, 65537), .rsapss(.sha256, _)):
             break
         default:
             Issue.record("unexpected key/signature \(evidence.akPublic.key) \(evidence.signature.scheme)")
@@ -65,10 +75,19 @@ struct TPMQuoteTests {
         var attest = quote.attest
         let position = offset < 0 ? attest.count + offset : min(offset, attest.count - 1)
         attest[position] ^= 0x01
-        guard let parsed = try? TPMSAttest(bytes: attest) else { return }  // a changed type or size no longer parses: refused too
-        let evidence = TPMQuoteEvidence(akPublic: try TPMTPublic(bytes: quote.akPublic), attest: parsed,
-                                        signature: try TPMTSignature(bytes: quote.signature), pcrValues: [.sha256: quote.pcrs])
-        let report = TPMQuoteValidator.validate(evidence, policy: try policy(for: quote), context: .init(time: Self.now))
+        // A changed type or size no longer parses: refused too.
+        guard let parsed = try? TPMSAttest(bytes: attest) else { return }
+        let evidence = TPMQuoteEvidence(
+            akPublic: try TPMTPublic(bytes: quote.akPublic),
+            attest: parsed,
+            signature: try TPMTSignature(bytes: quote.signature),
+            pcrValues: [.sha256: quote.pcrs]
+        )
+        let report = TPMQuoteValidator.validate(
+            evidence,
+            policy: try policy(for: quote),
+            context: .init(time: Self.now)
+        )
         #expect(!report.isValid)
         #expect(report.result(of: "tpm.quote.signature")?.outcome == .failed)
     }
@@ -76,8 +95,15 @@ struct TPMQuoteTests {
     @Test("a wrong nonce fails the qualifying-data policy and names both values", arguments: Kind.allCases)
     func wrongNonce(kind: Kind) throws {
         let quote = kind.quote(try SwtpmQuotes.get())
-        let other = NativeTPMEvidenceDocument.qualifyingData(nonce: [UInt8](repeating: 0x5A, count: 32), userDataDigest: SwtpmQuotes.userDataDigest)
-        let report = TPMQuoteValidator.validate(try quote.evidence, policy: try policy(for: quote, qualifying: other), context: .init(time: Self.now))
+        let other = NativeTPMEvidenceDocument.qualifyingData(
+            nonce: [UInt8](repeating: 0x5A, count: 32),
+            userDataDigest: SwtpmQuotes.userDataDigest
+        )
+        let report = TPMQuoteValidator.validate(
+            try quote.evidence,
+            policy: try policy(for: quote, qualifying: other),
+            context: .init(time: Self.now)
+        )
         let result = try #require(report.result(of: "tpm.quote.qualifying-data"))
         #expect(result.outcome == .failed)
         #expect(result.values.contains(PolicyResult.Value(name: "expected", value: hex(other))))
@@ -100,7 +126,10 @@ struct TPMQuoteTests {
         let all = try SwtpmQuotes.get()
         let quote = kind.quote(all)
         let otherKey = kind == .ecc ? all.rsassa : all.ecc
-        var policy = TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [try otherKey.akDigest]), expectedQualifyingData: quote.qualifyingData)
+        var policy = TPMQuotePolicy(
+            akTrust: AKTrust(allowedKeyDigests: [try otherKey.akDigest]),
+            expectedQualifyingData: quote.qualifyingData
+        )
         let refused = TPMQuoteValidator.validate(try quote.evidence, policy: policy, context: .init(time: Self.now))
         #expect(refused.failures.map(\.policy) == ["tpm.ak.trust"])
         #expect(refused.result(of: "tpm.ak.trust")?.values.first?.value == hex(try quote.akDigest))
@@ -109,16 +138,27 @@ struct TPMQuoteTests {
         let insecure = TPMQuoteValidator.validate(try quote.evidence, policy: policy, context: .init(time: Self.now))
         #expect(insecure.isValid)
         #expect(insecure.notes == [AKTrust.insecureNote])
-        #expect(insecure.result(of: "tpm.ak.trust")?.values.contains(PolicyResult.Value(name: "mode", value: "insecureTrustDocumentAK")) == true)
+        #expect(
+            insecure.result(of: "tpm.ak.trust")?.values.contains(
+                PolicyResult.Value(name: "mode", value: "insecureTrustDocumentAK")
+            ) == true
+        )
     }
 
     @Test("a signature by another AK fails even when that AK is trusted")
     func signatureFromAnotherKey() throws {
         let all = try SwtpmQuotes.get()
-        let evidence = TPMQuoteEvidence(akPublic: try TPMTPublic(bytes: all.rsassa.akPublic), attest: try TPMSAttest(bytes: all.ecc.attest),
-                                        signature: try TPMTSignature(bytes: all.ecc.signature), pcrValues: [.sha256: all.ecc.pcrs])
-        let report = TPMQuoteValidator.validate(evidence, policy: try policy(for: all.rsassa, qualifying: all.ecc.qualifyingData),
-                                                context: .init(time: Self.now))
+        let evidence = TPMQuoteEvidence(
+            akPublic: try TPMTPublic(bytes: all.rsassa.akPublic),
+            attest: try TPMSAttest(bytes: all.ecc.attest),
+            signature: try TPMTSignature(bytes: all.ecc.signature),
+            pcrValues: [.sha256: all.ecc.pcrs]
+        )
+        let report = TPMQuoteValidator.validate(
+            evidence,
+            policy: try policy(for: all.rsassa, qualifying: all.ecc.qualifyingData),
+            context: .init(time: Self.now)
+        )
         #expect(report.failures.map(\.policy) == ["tpm.quote.signature"])
     }
 
@@ -131,9 +171,17 @@ struct TPMQuoteTests {
         case "missing": pcrs[8] = nil
         default: pcrs[1] = [UInt8](repeating: 0, count: 32)
         }
-        let evidence = TPMQuoteEvidence(akPublic: try TPMTPublic(bytes: quote.akPublic), attest: try TPMSAttest(bytes: quote.attest),
-                                        signature: try TPMTSignature(bytes: quote.signature), pcrValues: [.sha256: pcrs])
-        let report = TPMQuoteValidator.validate(evidence, policy: try policy(for: quote), context: .init(time: Self.now))
+        let evidence = TPMQuoteEvidence(
+            akPublic: try TPMTPublic(bytes: quote.akPublic),
+            attest: try TPMSAttest(bytes: quote.attest),
+            signature: try TPMTSignature(bytes: quote.signature),
+            pcrValues: [.sha256: pcrs]
+        )
+        let report = TPMQuoteValidator.validate(
+            evidence,
+            policy: try policy(for: quote),
+            context: .init(time: Self.now)
+        )
         #expect(report.failures.map(\.policy) == ["tpm.quote.pcr-digest"])
     }
 
@@ -152,8 +200,10 @@ struct TPMQuoteTests {
     func measurements() throws {
         let quote = try SwtpmQuotes.get().ecc
         var policy = try policy(for: quote)
-        policy.measurements = Measurements([4: .init(value: quote.pcrs[4]!), 15: .init(value: [UInt8](repeating: 0, count: 32)),
-                                            9: .init(value: [UInt8](repeating: 1, count: 32), warnOnly: true)])
+        policy.measurements = Measurements([
+            4: .init(value: quote.pcrs[4]!), 15: .init(value: [UInt8](repeating: 0, count: 32)),
+            9: .init(value: [UInt8](repeating: 1, count: 32), warnOnly: true),
+        ])
         let report = TPMQuoteValidator.validate(try quote.evidence, policy: policy, context: .init(time: Self.now))
         #expect(report.isValid)
         #expect(report.warnings.map(\.policy) == ["measurements.pcr[9]"])

@@ -8,10 +8,14 @@ import Testing
 @Suite struct AuditEventTests {
     /// The event names of PROTOCOL.md's "Audit log" table, with the request row expanded to every request name.
     static func documentedNames() throws -> [String] {
-        let path = String(#filePath.prefix(upTo: #filePath.range(of: "/Tests/")!.lowerBound)) + "/Sources/KeydProtocol/PROTOCOL.md"
+        let path =
+            String(#filePath.prefix(upTo: #filePath.range(of: "/Tests/")!.lowerBound))
+            + "/Sources/KeydProtocol/PROTOCOL.md"
         let document = try String(contentsOfFile: path, encoding: .utf8)
-        let section = try #require(document.components(separatedBy: "## Audit log").dropFirst().first?
-            .components(separatedBy: "\n## ").first)
+        let section = try #require(
+            document.components(separatedBy: "## Audit log").dropFirst().first?
+                .components(separatedBy: "\n## ").first
+        )
         var names: [String] = []
         for line in section.split(separator: "\n") where line.hasPrefix("| `") {
             let name = String(line.dropFirst(3).prefix { $0 != "`" })

@@ -49,7 +49,8 @@ import Testing
             detail: [("disk.uuid", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"), ("reason", "first \"import\"")],
             time: 1_795_614_641
         )
-        let expected = #"{"seq":0,"time":"2026-11-25T13:50:41Z","event":"kek.import","decision":"granted","status":"ok","#
+        let expected =
+            #"{"seq":0,"time":"2026-11-25T13:50:41Z","event":"kek.import","decision":"granted","status":"ok","#
             + #""peer":{"class":"admin","uid":0,"gid":0,"pid":812},"#
             + #""detail":{"disk.uuid":"0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0","reason":"first \"import\""},"#
             + #""prev":"\#(Self.zeros)"}"# + "\n"
@@ -73,8 +74,10 @@ import Testing
 
     @Test func peerExtremes() {
         let peer = AuditPeer(peerClass: .stranger, uid: .max, gid: 0, pid: .min)
-        let line = Self.text(AuditRecord(sequence: 7, time: 0, event: .keydStart, decision: .refused, status: "denied", peer: peer)
-            .line(previousHash: AuditChain.genesisHash))
+        let line = Self.text(
+            AuditRecord(sequence: 7, time: 0, event: .keydStart, decision: .refused, status: "denied", peer: peer)
+                .line(previousHash: AuditChain.genesisHash)
+        )
         #expect(line.contains(#""peer":{"class":"stranger","uid":4294967295,"gid":0,"pid":-2147483648}"#))
     }
 
@@ -105,7 +108,12 @@ import Testing
     @Test(arguments: escapes)
     func escapingInEveryField(input: String, expected: String) {
         let record = AuditRecord(
-            sequence: 0, time: 0, event: .keydStart, decision: .granted, status: input, peer: Self.admin,
+            sequence: 0,
+            time: 0,
+            event: .keydStart,
+            decision: .granted,
+            status: input,
+            peer: Self.admin,
             detail: [(input, input)]
         )
         let line = Self.text(record.line(previousHash: AuditChain.genesisHash))
@@ -117,8 +125,12 @@ import Testing
         let everyControl = String(String.UnicodeScalarView((0..<0x20).map { Unicode.Scalar(UInt8($0)) }))
         var chain = AuditChain()
         let line = chain.append(
-            event: .keydStart, decision: .refused, status: "s\r", peer: Self.admin,
-            detail: [("k\n", everyControl), ("v", "a\nb")], time: 0
+            event: .keydStart,
+            decision: .refused,
+            status: "s\r",
+            peer: Self.admin,
+            detail: [("k\n", everyControl), ("v", "a\nb")],
+            time: 0
         )
         #expect(line.last == UInt8(ascii: "\n"))
         #expect(!line.dropLast().contains { $0 < 0x20 || $0 == 0x7F })
@@ -144,7 +156,12 @@ import Testing
     @Test(arguments: truncations)
     func longDetailValuesAreCut(value: String, expected: String) {
         let record = AuditRecord(
-            sequence: 0, time: 0, event: .keydStart, decision: .granted, status: "ok", peer: Self.admin,
+            sequence: 0,
+            time: 0,
+            event: .keydStart,
+            decision: .granted,
+            status: "ok",
+            peer: Self.admin,
             detail: [("k", value)]
         )
         let line = Self.text(record.line(previousHash: AuditChain.genesisHash))
@@ -156,7 +173,14 @@ import Testing
         // 28 pairs of maximal values still fit in 8,192 bytes.
         let detail = (0..<28).map { ("k\($0)", String(repeating: "\u{1}", count: 1000)) }
         var chain = AuditChain()
-        let line = chain.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, detail: detail, time: 0)
+        let line = chain.append(
+            event: .keydStart,
+            decision: .granted,
+            status: "ok",
+            peer: Self.admin,
+            detail: detail,
+            time: 0
+        )
         #expect(line.count - 1 <= AuditChain.maxLineLength)
         #expect(AuditVerifier.verify(line, expectedHead: nil).intact)
     }
@@ -165,7 +189,14 @@ import Testing
         await #expect(processExitsWith: .failure) {
             let detail = (0..<40).map { ("k\($0)", String(repeating: "x", count: 300)) }
             var chain = AuditChain()
-            _ = chain.append(event: .keydStart, decision: .granted, status: "ok", peer: AuditPeer(peerClass: .keyd, uid: 0, gid: 0, pid: 1), detail: detail, time: 0)
+            _ = chain.append(
+                event: .keydStart,
+                decision: .granted,
+                status: "ok",
+                peer: AuditPeer(peerClass: .keyd, uid: 0, gid: 0, pid: 1),
+                detail: detail,
+                time: 0
+            )
         }
     }
 
@@ -208,7 +239,9 @@ import Testing
         #expect(verification.problem == .edited)
         #expect(verification.firstBadRecord == UInt64(record))
         #expect(verification.records == 10)
-        #expect(verification.headHash == (record == 0 ? AuditChain.genesisHash : Self.verifiedHead(lines, count: record)))
+        #expect(
+            verification.headHash == (record == 0 ? AuditChain.genesisHash : Self.verifiedHead(lines, count: record))
+        )
     }
 
     /// The head after the first `count` lines, as an intact prefix.
@@ -286,7 +319,13 @@ import Testing
         var forged = AuditChain()
         var forgedLog: [UInt8] = []
         for index in 0..<4 {
-            forgedLog += forged.append(event: .request(.kekImport), decision: .granted, status: "ok", peer: Self.admin, time: Int64(index))
+            forgedLog += forged.append(
+                event: .request(.kekImport),
+                decision: .granted,
+                status: "ok",
+                peer: Self.admin,
+                time: Int64(index)
+            )
         }
         #expect(AuditVerifier.verify(forgedLog, expectedHead: nil).intact)
         let verification = AuditVerifier.verify(forgedLog, expectedHead: (chain.nextSequence, chain.headHash))
@@ -370,7 +409,9 @@ import Testing
         #expect(resumed == chain)
         var original = chain
         let next = resumed.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 99)
-        #expect(next == original.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 99))
+        #expect(
+            next == original.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 99)
+        )
         #expect(AuditVerifier.verify(log + next, expectedHead: (resumed.nextSequence, resumed.headHash)).intact)
     }
 
@@ -384,7 +425,8 @@ import Testing
         #expect(resumed.nextSequence == 5)
         // The chain continues from the last line as it is, so new records verify against it
         // and the break is still reported where it happened.
-        let appended = broken + resumed.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 0)
+        let appended =
+            broken + resumed.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 0)
         let after = AuditVerifier.verify(appended, expectedHead: nil)
         #expect(after.problem == .reorderedOrMissing)
         #expect(after.firstBadRecord == 2)
@@ -404,7 +446,13 @@ import Testing
 
     @Test func appendingLeavesTheChainUntilCommitted() {
         let chain = AuditChain()
-        let (line, next) = chain.appending(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 0)
+        let (line, next) = chain.appending(
+            event: .keydStart,
+            decision: .granted,
+            status: "ok",
+            peer: Self.admin,
+            time: 0
+        )
         #expect(chain == AuditChain())
         #expect(next.nextSequence == 1)
         #expect(AuditVerifier.verify(line, expectedHead: (next.nextSequence, next.headHash)).intact)
@@ -442,10 +490,14 @@ import Testing
         for day in 0..<(146_097 * 2) {
             let text = RFC3339.format(secondsSinceEpoch: -11_670_912_000 + Int64(day) * 86_400)
             let parts = (Int(text.prefix(4))!, Int(text.dropFirst(5).prefix(2))!, Int(text.dropFirst(8).prefix(2))!)
-            let last = (Int(previous.prefix(4))!, Int(previous.dropFirst(5).prefix(2))!, Int(previous.dropFirst(8).prefix(2))!)
+            let last = (
+                Int(previous.prefix(4))!, Int(previous.dropFirst(5).prefix(2))!, Int(previous.dropFirst(8).prefix(2))!
+            )
             let leap = last.0 % 4 == 0 && (last.0 % 100 != 0 || last.0 % 400 == 0)
             let length = last.1 == 2 && leap ? 29 : daysInMonth[last.1 - 1]
-            let expected = last.2 < length ? (last.0, last.1, last.2 + 1) : last.1 < 12 ? (last.0, last.1 + 1, 1) : (last.0 + 1, 1, 1)
+            let expected =
+                last.2 < length
+                ? (last.0, last.1, last.2 + 1) : last.1 < 12 ? (last.0, last.1 + 1, 1) : (last.0 + 1, 1, 1)
             if parts != expected {
                 Issue.record("\(text) does not follow \(previous)")
                 return

@@ -4,10 +4,16 @@ import Testing
 /// Header facts of a disk that Asterism's profile formatted, changed by `change`.
 func facts(_ change: (inout LUKS2HeaderFacts) -> Void = { _ in }) -> LUKS2HeaderFacts {
     var result = LUKS2HeaderFacts(
-        cipher: "aes", cipherMode: "xts-plain64", volumeKeyBytes: 64, sectorSize: 4096, keyslotKDFs: ["pbkdf2"],
-        digestTypes: ["pbkdf2"], segmentTypes: ["crypt"],
+        cipher: "aes",
+        cipherMode: "xts-plain64",
+        volumeKeyBytes: 64,
+        sectorSize: 4096,
+        keyslotKDFs: ["pbkdf2"],
+        digestTypes: ["pbkdf2"],
+        segmentTypes: ["crypt"],
         tokenJSONs: [StateDiskToken(kind: .asterism, initialized: false).json],
-        uuid: "0F8E0C8A-1C6B-4E59-9F5A-3E0D1C2B3A49", label: "asterism-state"
+        uuid: "0F8E0C8A-1C6B-4E59-9F5A-3E0D1C2B3A49",
+        label: "asterism-state"
     )
     change(&result)
     return result
@@ -40,21 +46,24 @@ struct DiskProfileTests {
         #expect(DiskProfile.check(facts { $0.keyslotKDFs = ["pbkdf2", "pbkdf2"] }) == .success(.asterism))
     }
 
-    @Test("a header that fits no profile is refused, naming the field and the values", arguments: [
-        (facts { $0.cipher = "serpent" }, "cipher", "serpent"),
-        (facts { $0.cipherMode = "cbc-essiv:sha256" }, "cipher mode", "cbc-essiv:sha256"),
-        (facts { $0.volumeKeyBytes = 32 }, "volume key bytes", "32"),
-        (facts { $0.sectorSize = 512 }, "sector size", "512"),
-        (facts { $0.segmentTypes = ["crypt", "crypt"] }, "segments", "crypt, crypt"),
-        (facts { $0.segmentTypes = ["linear"] }, "segments", "linear"),
-        (facts { $0.segmentTypes = [] }, "segments", "none"),
-        (facts { $0.digestTypes = ["argon2"] }, "digests", "argon2"),
-        (facts { $0.digestTypes = [] }, "digests", "none"),
-        (facts { $0.keyslotKDFs = ["argon2i"] }, "keyslot KDF", "argon2i"),
-        (facts { $0.keyslotKDFs = ["pbkdf2", "argon2id"] }, "keyslot KDF", "pbkdf2, argon2id"),
-        (facts { $0.keyslotKDFs = [] }, "keyslot KDF", "none"),
-        (facts { $0.keyslotKDFs = ["argon2id"] }, "token type", "asterism-state-disk"),
-    ])
+    @Test(
+        "a header that fits no profile is refused, naming the field and the values",
+        arguments: [
+            (facts { $0.cipher = "serpent" }, "cipher", "serpent"),
+            (facts { $0.cipherMode = "cbc-essiv:sha256" }, "cipher mode", "cbc-essiv:sha256"),
+            (facts { $0.volumeKeyBytes = 32 }, "volume key bytes", "32"),
+            (facts { $0.sectorSize = 512 }, "sector size", "512"),
+            (facts { $0.segmentTypes = ["crypt", "crypt"] }, "segments", "crypt, crypt"),
+            (facts { $0.segmentTypes = ["linear"] }, "segments", "linear"),
+            (facts { $0.segmentTypes = [] }, "segments", "none"),
+            (facts { $0.digestTypes = ["argon2"] }, "digests", "argon2"),
+            (facts { $0.digestTypes = [] }, "digests", "none"),
+            (facts { $0.keyslotKDFs = ["argon2i"] }, "keyslot KDF", "argon2i"),
+            (facts { $0.keyslotKDFs = ["pbkdf2", "argon2id"] }, "keyslot KDF", "pbkdf2, argon2id"),
+            (facts { $0.keyslotKDFs = [] }, "keyslot KDF", "none"),
+            (facts { $0.keyslotKDFs = ["argon2id"] }, "token type", "asterism-state-disk"),
+        ]
+    )
     func refused(header: LUKS2HeaderFacts, field: String, found: String) throws {
         let result = DiskProfile.check(header)
         guard case .failure(let rejection) = result else {
@@ -74,8 +83,14 @@ struct DiskProfileTests {
              "digests":{"0":{"type":"pbkdf2","keyslots":["0","1"]}},"config":{"json_size":"12288"}}
             """
         let read = try LUKS2HeaderFacts(
-            cipher: "aes", cipherMode: "xts-plain64", volumeKeyBytes: 64, sectorSize: 4096, tokenJSONs: [],
-            uuid: "ABC", label: "", metadataJSON: json
+            cipher: "aes",
+            cipherMode: "xts-plain64",
+            volumeKeyBytes: 64,
+            sectorSize: 4096,
+            tokenJSONs: [],
+            uuid: "ABC",
+            label: "",
+            metadataJSON: json
         )
         #expect(read.keyslotKDFs == ["pbkdf2", "argon2id"])
         #expect(read.digestTypes == ["pbkdf2"])
@@ -84,8 +99,14 @@ struct DiskProfileTests {
         #expect(read.keyslotSalts == [0: "c2FsdDA=", 1: "c2FsdDE="])
         #expect(throws: CoreError.self) {
             try LUKS2HeaderFacts(
-                cipher: "aes", cipherMode: "xts-plain64", volumeKeyBytes: 64, sectorSize: 4096, tokenJSONs: [],
-                uuid: "", label: "", metadataJSON: #"{"keyslots":{},"digests":{}}"#
+                cipher: "aes",
+                cipherMode: "xts-plain64",
+                volumeKeyBytes: 64,
+                sectorSize: 4096,
+                tokenJSONs: [],
+                uuid: "",
+                label: "",
+                metadataJSON: #"{"keyslots":{},"digests":{}}"#
             )
         }
     }
@@ -95,41 +116,60 @@ struct DiskProfileTests {
 struct StateDiskTokenTests {
     @Test("encodes the documented JSON")
     func encode() {
-        #expect(StateDiskToken(kind: .asterism, initialized: false).json
-            == #"{"type":"asterism-state-disk","keyslots":[],"initialized":false,"formatVersion":1}"#)
-        #expect(StateDiskToken(kind: .constellation, initialized: true).json
-            == #"{"type":"constellation-state-disk","keyslots":[],"diskIsInitialized":true}"#)
+        #expect(
+            StateDiskToken(kind: .asterism, initialized: false).json
+                == #"{"type":"asterism-state-disk","keyslots":[],"initialized":false,"formatVersion":1}"#
+        )
+        #expect(
+            StateDiskToken(kind: .constellation, initialized: true).json
+                == #"{"type":"constellation-state-disk","keyslots":[],"diskIsInitialized":true}"#
+        )
     }
 
-    @Test("parses its own output and libcryptsetup's spacing", arguments: [
-        (#"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":1}"#, StateDiskToken.Kind.asterism, true),
-        (#"{ "type":"asterism-state-disk", "keyslots":[ ], "initialized":false, "formatVersion":1 }"#, .asterism, false),
-        (#"{"formatVersion":1,"initialized":false,"keyslots":[],"type":"asterism-state-disk"}"#, .asterism, false),
-        (#"{"type":"constellation-state-disk","keyslots":[],"diskIsInitialized":true}"#, .constellation, true),
-        ("{\n  \"type\":\"constellation-state-disk\",\n  \"keyslots\":[\n  ],\n  \"diskIsInitialized\":false\n}", .constellation, false),
-    ])
+    @Test(
+        "parses its own output and libcryptsetup's spacing",
+        arguments: [
+            (
+                #"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":1}"#,
+                StateDiskToken.Kind.asterism, true
+            ),
+            (
+                #"{ "type":"asterism-state-disk", "keyslots":[ ], "initialized":false, "formatVersion":1 }"#, .asterism,
+                false
+            ),
+            (#"{"formatVersion":1,"initialized":false,"keyslots":[],"type":"asterism-state-disk"}"#, .asterism, false),
+            (#"{"type":"constellation-state-disk","keyslots":[],"diskIsInitialized":true}"#, .constellation, true),
+            (
+                "{\n  \"type\":\"constellation-state-disk\",\n  \"keyslots\":[\n  ],\n  \"diskIsInitialized\":false\n}",
+                .constellation, false
+            ),
+        ]
+    )
     func parse(json: String, kind: StateDiskToken.Kind, initialized: Bool) throws {
         let token = try StateDiskToken(parsing: json)
         #expect(token == StateDiskToken(kind: kind, initialized: initialized))
         #expect(try StateDiskToken(parsing: token.json) == token)
     }
 
-    @Test("refuses anything else", arguments: [
-        "",
-        "[]",
-        #"{"type":"luks2-keyring","keyslots":[],"initialized":true,"formatVersion":1}"#,
-        #"{"type":"asterism-state-disk","keyslots":[],"initialized":true}"#,
-        #"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":2}"#,
-        #"{"type":"asterism-state-disk","keyslots":["0"],"initialized":true,"formatVersion":1}"#,
-        #"{"type":"asterism-state-disk","keyslots":[],"initialized":"yes","formatVersion":1}"#,
-        #"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":1,"extra":0}"#,
-        #"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":1} x"#,
-        #"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":1.5}"#,
-        #"{"type":"asterism-state-disk","keyslots":[],"initialized":null,"formatVersion":1}"#,
-        #"{"type":"constellation-state-disk","keyslots":[],"initialized":true}"#,
-        #"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":1"#,
-        String(repeating: "[", count: 40) + String(repeating: "]", count: 40),
-    ])
+    @Test(
+        "refuses anything else",
+        arguments: [
+            "",
+            "[]",
+            #"{"type":"luks2-keyring","keyslots":[],"initialized":true,"formatVersion":1}"#,
+            #"{"type":"asterism-state-disk","keyslots":[],"initialized":true}"#,
+            #"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":2}"#,
+            #"{"type":"asterism-state-disk","keyslots":["0"],"initialized":true,"formatVersion":1}"#,
+            #"{"type":"asterism-state-disk","keyslots":[],"initialized":"yes","formatVersion":1}"#,
+            #"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":1,"extra":0}"#,
+            #"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":1} x"#,
+            #"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":1.5}"#,
+            #"{"type":"asterism-state-disk","keyslots":[],"initialized":null,"formatVersion":1}"#,
+            #"{"type":"constellation-state-disk","keyslots":[],"initialized":true}"#,
+            #"{"type":"asterism-state-disk","keyslots":[],"initialized":true,"formatVersion":1"#,
+            String(repeating: "[", count: 40) + String(repeating: "]", count: 40),
+        ]
+    )
     func refused(json: String) {
         #expect(throws: CoreError.self) { try StateDiskToken(parsing: json) }
     }
@@ -190,8 +230,11 @@ struct StateDiskRekeyTests {
         #expect(StateDiskRekey.resume(observed: ModelDisk().observation) == .perform(.addNewKeyslot))
     }
 
-    @Test("a crash after or inside any step leaves a disk that opens and resumes to the new key only",
-          arguments: StateDiskRekey.Step.allCases, [false, true])
+    @Test(
+        "a crash after or inside any step leaves a disk that opens and resumes to the new key only",
+        arguments: StateDiskRekey.Step.allCases,
+        [false, true]
+    )
     func crash(at crashStep: StateDiskRekey.Step, torn: Bool) {
         var disk = ModelDisk()
         var step = StateDiskRekey.Step.addNewKeyslot
@@ -209,16 +252,22 @@ struct StateDiskRekeyTests {
         #expect(disk.tokenInitialized)
     }
 
-    @Test("resume decisions", arguments: [
-        (StateDiskRekey.Observation(oldKeyslot: 0, newKeyslot: nil, tokenInitialized: false), StateDiskRekey.Decision.perform(.addNewKeyslot)),
-        (.init(oldKeyslot: 0, newKeyslot: 1, tokenInitialized: false), .perform(.markTokenInitialized)),
-        (.init(oldKeyslot: 0, newKeyslot: 1, tokenInitialized: true), .perform(.removeOldKeyslot)),
-        (.init(oldKeyslot: nil, newKeyslot: 1, tokenInitialized: true), .perform(.done)),
-        (.init(oldKeyslot: nil, newKeyslot: 1, tokenInitialized: false), .perform(.markTokenInitialized)),
-        (.init(oldKeyslot: 0, newKeyslot: nil, tokenInitialized: true), .perform(.addNewKeyslot)),
-        (.init(oldKeyslot: nil, newKeyslot: nil, tokenInitialized: false), .neitherKeyOpens),
-        (.init(oldKeyslot: 2, newKeyslot: 2, tokenInitialized: false), .keysShareKeyslot(2)),
-    ])
+    @Test(
+        "resume decisions",
+        arguments: [
+            (
+                StateDiskRekey.Observation(oldKeyslot: 0, newKeyslot: nil, tokenInitialized: false),
+                StateDiskRekey.Decision.perform(.addNewKeyslot)
+            ),
+            (.init(oldKeyslot: 0, newKeyslot: 1, tokenInitialized: false), .perform(.markTokenInitialized)),
+            (.init(oldKeyslot: 0, newKeyslot: 1, tokenInitialized: true), .perform(.removeOldKeyslot)),
+            (.init(oldKeyslot: nil, newKeyslot: 1, tokenInitialized: true), .perform(.done)),
+            (.init(oldKeyslot: nil, newKeyslot: 1, tokenInitialized: false), .perform(.markTokenInitialized)),
+            (.init(oldKeyslot: 0, newKeyslot: nil, tokenInitialized: true), .perform(.addNewKeyslot)),
+            (.init(oldKeyslot: nil, newKeyslot: nil, tokenInitialized: false), .neitherKeyOpens),
+            (.init(oldKeyslot: 2, newKeyslot: 2, tokenInitialized: false), .keysShareKeyslot(2)),
+        ]
+    )
     func decisions(observed: StateDiskRekey.Observation, decision: StateDiskRekey.Decision) {
         #expect(StateDiskRekey.resume(observed: observed) == decision)
     }
@@ -232,8 +281,17 @@ struct FirstBootKeyslotTests {
         #expect(record.text == "keyslot 0 salt q83vEjRWeJA+/w==\n")
         #expect(try FirstBootKeyslot(parsing: record.text) == record)
         var facts = LUKS2HeaderFacts(
-            cipher: "aes", cipherMode: "xts-plain64", volumeKeyBytes: 64, sectorSize: 4096, keyslotKDFs: ["pbkdf2", "pbkdf2"],
-            digestTypes: ["pbkdf2"], segmentTypes: ["crypt"], tokenJSONs: [], uuid: "u", label: "")
+            cipher: "aes",
+            cipherMode: "xts-plain64",
+            volumeKeyBytes: 64,
+            sectorSize: 4096,
+            keyslotKDFs: ["pbkdf2", "pbkdf2"],
+            digestTypes: ["pbkdf2"],
+            segmentTypes: ["crypt"],
+            tokenJSONs: [],
+            uuid: "u",
+            label: ""
+        )
         facts.keyslotSalts = [0: "q83vEjRWeJA+/w==", 1: "other"]
         #expect(record.keyslot(in: facts) == 0)
         facts.keyslotSalts = [0: "replaced", 1: "q83vEjRWeJA+/w=="]
@@ -242,11 +300,14 @@ struct FirstBootKeyslotTests {
         #expect(record.keyslot(in: facts) == nil, "a removed keyslot is not named")
     }
 
-    @Test("malformed records are refused", arguments: [
-        "", "keyslot 0 salt abc", "keyslot 0 salt \n", "keyslot 32 salt abc\n", "keyslot -1 salt abc\n",
-        "slot 0 salt abc\n", "keyslot 0 salt abc extra\n", "keyslot 0 salt a b\n", "keyslot 0 salt a\"b\n",
-        "keyslot 0 salt " + String(repeating: "a", count: 300) + "\n",
-    ])
+    @Test(
+        "malformed records are refused",
+        arguments: [
+            "", "keyslot 0 salt abc", "keyslot 0 salt \n", "keyslot 32 salt abc\n", "keyslot -1 salt abc\n",
+            "slot 0 salt abc\n", "keyslot 0 salt abc extra\n", "keyslot 0 salt a b\n", "keyslot 0 salt a\"b\n",
+            "keyslot 0 salt " + String(repeating: "a", count: 300) + "\n",
+        ]
+    )
     func malformed(text: String) {
         let error = #expect(throws: CoreError.self) { try FirstBootKeyslot(parsing: text) }
         #expect(error?.code == .invalidFirstBootRecord)

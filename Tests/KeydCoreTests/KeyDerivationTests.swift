@@ -163,7 +163,10 @@ import Testing
 
     @Test func differentInfosGiveDifferentKeys() throws {
         let kek = try Self.kek(secret: Array(0x00...0x1F), salt: Array(0x20...0x3F))
-        let disk = kek.deriveKey(info: try KeyDerivation.diskKeyInfo(uuid: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"), byteCount: 32)
+        let disk = kek.deriveKey(
+            info: try KeyDerivation.diskKeyInfo(uuid: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"),
+            byteCount: 32
+        )
         let measurement = kek.deriveKey(info: KeyDerivation.measurementSecretInfo, byteCount: 32)
         let equal = disk.constantTimeEquals(measurement)
         #expect(!equal)
@@ -237,7 +240,9 @@ import Testing
             _ = try KeyDerivation.diskKeyInfo(uuid: "bad\nuuid\u{1B}[31m")
             Issue.record("accepted a bad UUID")
         } catch {
-            #expect(error.message == #"disk UUID 'bad\u{a}uuid\u{1b}[31m' is not a lowercase 8-4-4-4-12 hexadecimal UUID"#)
+            #expect(
+                error.message == #"disk UUID 'bad\u{a}uuid\u{1b}[31m' is not a lowercase 8-4-4-4-12 hexadecimal UUID"#
+            )
         }
     }
 }

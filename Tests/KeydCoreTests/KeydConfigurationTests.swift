@@ -54,17 +54,80 @@ import Testing
 
     /// (text, value read back)
     static let limits: [(String, KeydConfiguration)] = [
-        ("max-connections = 1", { var c = KeydConfiguration(); c.maxConnections = 1; return c }()),
-        ("max-connections = 65536", { var c = KeydConfiguration(); c.maxConnections = 65_536; return c }()),
-        ("frame-timeout-ms = 600000", { var c = KeydConfiguration(); c.frameTimeoutMilliseconds = 600_000; return c }()),
-        ("admin-socket-mode = 0", { var c = KeydConfiguration(); c.adminSocketMode = 0; return c }()),
-        ("admin-socket-mode = 0777", { var c = KeydConfiguration(); c.adminSocketMode = 0o777; return c }()),
-        ("trustd-uids = 4294967294", { var c = KeydConfiguration(); c.trustdUIDs = [4_294_967_294]; return c }()),
-        ("admin-uids =", { var c = KeydConfiguration(); c.adminUIDs = []; return c }()),
+        (
+            "max-connections = 1",
+            {
+                var c = KeydConfiguration()
+                c.maxConnections = 1
+                return c
+            }()
+        ),
+        (
+            "max-connections = 65536",
+            {
+                var c = KeydConfiguration()
+                c.maxConnections = 65_536
+                return c
+            }()
+        ),
+        (
+            "frame-timeout-ms = 600000",
+            {
+                var c = KeydConfiguration()
+                c.frameTimeoutMilliseconds = 600_000
+                return c
+            }()
+        ),
+        (
+            "admin-socket-mode = 0",
+            {
+                var c = KeydConfiguration()
+                c.adminSocketMode = 0
+                return c
+            }()
+        ),
+        (
+            "admin-socket-mode = 0777",
+            {
+                var c = KeydConfiguration()
+                c.adminSocketMode = 0o777
+                return c
+            }()
+        ),
+        (
+            "trustd-uids = 4294967294",
+            {
+                var c = KeydConfiguration()
+                c.trustdUIDs = [4_294_967_294]
+                return c
+            }()
+        ),
+        (
+            "admin-uids =",
+            {
+                var c = KeydConfiguration()
+                c.adminUIDs = []
+                return c
+            }()
+        ),
         ("disk-allow-initialize = false", KeydConfiguration()),
-        ("disk-allow-initialize=true", { var c = KeydConfiguration(); c.diskAllowInitialize = true; return c }()),
+        (
+            "disk-allow-initialize=true",
+            {
+                var c = KeydConfiguration()
+                c.diskAllowInitialize = true
+                return c
+            }()
+        ),
         ("disk-profile = asterism", KeydConfiguration()),
-        ("disk-profile = constellation", { var c = KeydConfiguration(); c.diskProfile = .constellation; return c }()),
+        (
+            "disk-profile = constellation",
+            {
+                var c = KeydConfiguration()
+                c.diskProfile = .constellation
+                return c
+            }()
+        ),
     ]
 
     @Test(arguments: limits)

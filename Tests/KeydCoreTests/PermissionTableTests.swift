@@ -55,12 +55,24 @@ import Testing
     func decisionsForEveryPeerAndPhase(_ row: Row) {
         for peer in PeerClass.allCases {
             for phase in Phase.allCases {
-                let fresh = PermissionTable.evaluate(row.kind, peer: peer, phase: phase, usedThisConnection: false, usedThisBoot: false)
+                let fresh = PermissionTable.evaluate(
+                    row.kind,
+                    peer: peer,
+                    phase: phase,
+                    usedThisConnection: false,
+                    usedThisBoot: false
+                )
                 let expected: PermissionVerdict =
                     !row.peers.contains(peer) ? .denied : (row.phases.contains(phase) ? .allowed : .wrongPhase)
                 #expect(fresh == expected, "\(row.kind) \(peer) \(phase)")
 
-                let repeated = PermissionTable.evaluate(row.kind, peer: peer, phase: phase, usedThisConnection: true, usedThisBoot: true)
+                let repeated = PermissionTable.evaluate(
+                    row.kind,
+                    peer: peer,
+                    phase: phase,
+                    usedThisConnection: true,
+                    usedThisBoot: true
+                )
                 if !row.peers.contains(peer) {
                     #expect(repeated == .denied)
                 } else if row.once == .unlimited {
@@ -75,15 +87,39 @@ import Testing
     @Test func strangerIsDeniedEverything() {
         for kind in RequestKind.allCases {
             for phase in Phase.allCases {
-                #expect(PermissionTable.evaluate(kind, peer: .stranger, phase: phase, usedThisConnection: false, usedThisBoot: false) == .denied)
+                #expect(
+                    PermissionTable.evaluate(
+                        kind,
+                        peer: .stranger,
+                        phase: phase,
+                        usedThisConnection: false,
+                        usedThisBoot: false
+                    ) == .denied
+                )
             }
         }
     }
 
     @Test func onceScopesAreIndependent() {
         // Per-boot requests ignore the connection flag; per-connection ones ignore the boot flag.
-        #expect(PermissionTable.evaluate(.initAccept, peer: .trustd, phase: .awaitingKEK, usedThisConnection: true, usedThisBoot: false) == .allowed)
-        #expect(PermissionTable.evaluate(.hello, peer: .trustd, phase: .awaitingKEK, usedThisConnection: false, usedThisBoot: true) == .allowed)
+        #expect(
+            PermissionTable.evaluate(
+                .initAccept,
+                peer: .trustd,
+                phase: .awaitingKEK,
+                usedThisConnection: true,
+                usedThisBoot: false
+            ) == .allowed
+        )
+        #expect(
+            PermissionTable.evaluate(
+                .hello,
+                peer: .trustd,
+                phase: .awaitingKEK,
+                usedThisConnection: false,
+                usedThisBoot: true
+            ) == .allowed
+        )
     }
 
     @Test(arguments: [

@@ -10,8 +10,11 @@ import Testing
     static func body(_ frame: [UInt8]) -> [UInt8] { Array(frame.dropFirst(4)) }
 
     static func feed(
-        _ session: inout SessionStateMachine, _ request: Request, sequence: UInt32,
-        phase: Phase = .awaitingKEK, usedThisBoot: Set<RequestKind> = []
+        _ session: inout SessionStateMachine,
+        _ request: Request,
+        sequence: UInt32,
+        phase: Phase = .awaitingKEK,
+        usedThisBoot: Set<RequestKind> = []
     ) -> SessionVerdict {
         let bytes = body(RequestFrame(sequence: sequence, request: request).encodeFrame())
         return bytes.withUnsafeBytes { session.receive(body: $0, phase: phase, usedThisBoot: usedThisBoot) }
@@ -32,7 +35,9 @@ import Testing
 
     @Test func helloNegotiatesAndAnswersPeerAndPhase() throws {
         var session = SessionStateMachine(peer: .admin)
-        let (frame, close, audit) = try #require(Self.answer(Self.feed(&session, Self.hello, sequence: 0, phase: .holdingKEK)))
+        let (frame, close, audit) = try #require(
+            Self.answer(Self.feed(&session, Self.hello, sequence: 0, phase: .holdingKEK))
+        )
         #expect(frame.status == .ok && !close && audit == nil)
         let hello = try frame.decodePayload(.hello, HelloAnswer.read)
         #expect(hello == HelloAnswer(version: 1, peerClass: .admin, phase: .holdingKEK))
@@ -43,18 +48,26 @@ import Testing
         var session = SessionStateMachine(peer: .admin)
         _ = Self.feed(&session, Self.hello, sequence: 0)
         #expect(Self.feed(&session, .status, sequence: 1) == .dispatch(RequestFrame(sequence: 1, request: .status)))
-        #expect(Self.feed(&session, .auditVerify, sequence: 2) == .dispatch(RequestFrame(sequence: 2, request: .auditVerify)))
+        #expect(
+            Self.feed(&session, .auditVerify, sequence: 2)
+                == .dispatch(RequestFrame(sequence: 2, request: .auditVerify))
+        )
     }
 
     @Test func everyPermittedKindButHelloIsDispatched() {
         // Whether keyd serves a kind is the daemon's request table (KeydService.perform), not the session's.
         for kind in RequestKind.allCases where kind != .hello {
             let row = PermissionTable.permission(for: kind)
-            guard let peer = [PeerClass.admin, .trustd].first(where: row.peers.contains), let phase = row.phases.first else { continue }
+            guard let peer = [PeerClass.admin, .trustd].first(where: row.peers.contains), let phase = row.phases.first
+            else { continue }
             var session = SessionStateMachine(peer: peer)
             _ = Self.feed(&session, Self.hello, sequence: 0)
             let request = RequestSamples.request(kind)
-            #expect(Self.feed(&session, request, sequence: 1, phase: phase) == .dispatch(RequestFrame(sequence: 1, request: request)), "\(kind)")
+            #expect(
+                Self.feed(&session, request, sequence: 1, phase: phase)
+                    == .dispatch(RequestFrame(sequence: 1, request: request)),
+                "\(kind)"
+            )
         }
     }
 
@@ -74,15 +87,45 @@ import Testing
     static let closing: [Closing] = [
         Closing(name: "first request is not hello", peer: .admin, frames: [frame(.status, 0)], status: .helloRequired),
         Closing(name: "second hello", peer: .admin, frames: [frame(hello, 0), frame(hello, 1)], status: .alreadyUsed),
-        Closing(name: "sequence skips", peer: .admin, frames: [frame(hello, 0), frame(.status, 2)], status: .sequenceError),
+        Closing(
+            name: "sequence skips",
+            peer: .admin,
+            frames: [frame(hello, 0), frame(.status, 2)],
+            status: .sequenceError
+        ),
         Closing(name: "sequence starts at 1", peer: .admin, frames: [frame(hello, 1)], status: .sequenceError),
         Closing(name: "stranger hello", peer: .stranger, frames: [frame(hello, 0)], status: .denied),
         Closing(name: "stranger skips hello", peer: .stranger, frames: [frame(.status, 0)], status: .denied),
-        Closing(name: "trustd asks for admin request", peer: .trustd, frames: [frame(hello, 0), frame(.kekLock, 1)], status: .denied),
-        Closing(name: "admin asks for trustd request", peer: .admin, frames: [frame(hello, 0), frame(.bootKeyGet, 1)], status: .denied),
-        Closing(name: "no common version", peer: .admin, frames: [frame(.hello(minVersion: 2, maxVersion: 9), 0)], status: .versionUnsupported),
-        Closing(name: "unknown kind", peer: .admin, frames: [frame(hello, 0), [0x7F, 0x00, 0, 0, 0, 1]], status: .unknownRequest),
-        Closing(name: "trailing byte", peer: .admin, frames: [frame(hello, 0), frame(.status, 1) + [0]], status: .malformed),
+        Closing(
+            name: "trustd asks for admin request",
+            peer: .trustd,
+            frames: [frame(hello, 0), frame(.kekLock, 1)],
+            status: .denied
+        ),
+        Closing(
+            name: "admin asks for trustd request",
+            peer: .admin,
+            frames: [frame(hello, 0), frame(.bootKeyGet, 1)],
+            status: .denied
+        ),
+        Closing(
+            name: "no common version",
+            peer: .admin,
+            frames: [frame(.hello(minVersion: 2, maxVersion: 9), 0)],
+            status: .versionUnsupported
+        ),
+        Closing(
+            name: "unknown kind",
+            peer: .admin,
+            frames: [frame(hello, 0), [0x7F, 0x00, 0, 0, 0, 1]],
+            status: .unknownRequest
+        ),
+        Closing(
+            name: "trailing byte",
+            peer: .admin,
+            frames: [frame(hello, 0), frame(.status, 1) + [0]],
+            status: .malformed
+        ),
         Closing(name: "truncated hello", peer: .admin, frames: [[0, 1, 0, 0, 0, 0, 0]], status: .malformed),
     ]
 
@@ -103,17 +146,23 @@ import Testing
     @Test func wrongPhaseKeepsTheConnectionAndIsAudited() throws {
         var session = SessionStateMachine(peer: .admin)
         _ = Self.feed(&session, Self.hello, sequence: 0)
-        let (answer, close, audit) = try #require(Self.answer(Self.feed(&session, .kekLock, sequence: 1, phase: .awaitingKEK)))
+        let (answer, close, audit) = try #require(
+            Self.answer(Self.feed(&session, .kekLock, sequence: 1, phase: .awaitingKEK))
+        )
         #expect(answer.status == .wrongPhase && !close && !session.isClosed)
         #expect(audit?.event == .request(.kekLock))
-        #expect(Self.feed(&session, .kekLock, sequence: 2, phase: .holdingKEK) == .dispatch(RequestFrame(sequence: 2, request: .kekLock)))
+        #expect(
+            Self.feed(&session, .kekLock, sequence: 2, phase: .holdingKEK)
+                == .dispatch(RequestFrame(sequence: 2, request: .kekLock))
+        )
     }
 
     @Test func perBootRequestRefusedOnceUsed() throws {
         var session = SessionStateMachine(peer: .trustd)
         _ = Self.feed(&session, Self.hello, sequence: 0)
         let (answer, close, _) = try #require(
-            Self.answer(Self.feed(&session, .initAccept(envelope: [1, 2]), sequence: 1, usedThisBoot: [.initAccept])))
+            Self.answer(Self.feed(&session, .initAccept(envelope: [1, 2]), sequence: 1, usedThisBoot: [.initAccept]))
+        )
         #expect(answer.status == .alreadyUsed && close)
     }
 
@@ -136,14 +185,18 @@ import Testing
         _ = Self.feed(&session, Self.hello, sequence: 0)
         let master = [UInt8](repeating: 0xAA, count: 32)
         let salt = [UInt8](repeating: 0xBB, count: 32)
-        let frame = master.withUnsafeBytes { m in salt.withUnsafeBytes { s in RequestFrame.encodeKEKImport(sequence: 1, masterSecret: m, salt: s) } }
+        let frame = master.withUnsafeBytes { m in
+            salt.withUnsafeBytes { s in RequestFrame.encodeKEKImport(sequence: 1, masterSecret: m, salt: s) }
+        }
         let verdict = Self.feedRaw(&session, Self.body(frame))
         guard case .dispatch(let decoded) = verdict, case .kekImport(let fields) = decoded.request else {
             Issue.record("expected kek.import dispatch, got \(verdict)")
             return
         }
         let body = Self.body(frame)
-        #expect(Array(body[fields.masterSecret.offset..<(fields.masterSecret.offset + fields.masterSecret.count)]) == master)
+        #expect(
+            Array(body[fields.masterSecret.offset..<(fields.masterSecret.offset + fields.masterSecret.count)]) == master
+        )
         #expect(Array(body[fields.salt.offset..<(fields.salt.offset + fields.salt.count)]) == salt)
     }
 }

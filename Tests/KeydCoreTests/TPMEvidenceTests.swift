@@ -15,19 +15,30 @@ struct TPMEvidenceTests {
     @Test func qualifyingDataFollowsTheDocumentedBindings() {
         let nonce = Array(repeating: UInt8(1), count: 32)
         let digest = Array(repeating: UInt8(2), count: 32)
-        #expect(EvidenceBinding.nativeQualifyingData(nonce: nonce, userDataDigest: digest)
-            == Array(SHA256.hash(data: Array("asterism-tpm-evidence-v1".utf8) + nonce + digest)))
-        #expect(EvidenceBinding.constellationQualifyingData(nonce: nonce, userData: digest)
-            == Array(SHA256.hash(data: Array(SHA256.hash(data: digest + nonce)))))
+        #expect(
+            EvidenceBinding.nativeQualifyingData(nonce: nonce, userDataDigest: digest)
+                == Array(SHA256.hash(data: Array("asterism-tpm-evidence-v1".utf8) + nonce + digest))
+        )
+        #expect(
+            EvidenceBinding.constellationQualifyingData(nonce: nonce, userData: digest)
+                == Array(SHA256.hash(data: Array(SHA256.hash(data: digest + nonce))))
+        )
         // The two bindings never coincide, so a quote for one variant cannot pass as the other.
-        #expect(EvidenceBinding.nativeQualifyingData(nonce: nonce, userDataDigest: digest)
-            != EvidenceBinding.constellationQualifyingData(nonce: nonce, userData: digest))
+        #expect(
+            EvidenceBinding.nativeQualifyingData(nonce: nonce, userDataDigest: digest)
+                != EvidenceBinding.constellationQualifyingData(nonce: nonce, userData: digest)
+        )
     }
 
     @Test func constellationDocumentIsGoJSON() throws {
         let document = ConstellationVTPMDocument.encode(
-            akPublic: [1, 2], attest: [3], signature: [4, 5, 6], pcrs: (0..<12).map { ($0, [UInt8($0)]) }, eventLog: [],
-            userData: [7])
+            akPublic: [1, 2],
+            attest: [3],
+            signature: [4, 5, 6],
+            pcrs: (0..<12).map { ($0, [UInt8($0)]) },
+            eventLog: [],
+            userData: [7]
+        )
         let text = String(decoding: document, as: UTF8.self)
         // Go sorts map keys as strings and omits an empty event log (omitempty).
         #expect(text.contains(#""pcrs":{"0":"AA==","1":"AQ==","10":"Cg==","11":"Cw==","2":"Ag==""#))
@@ -56,7 +67,13 @@ struct TPMEvidenceTests {
         let salt = (32..<64).map { UInt8($0) }
         let kek = try KeyEncryptionKey(masterSecret: SecretBytes(copying: master), salt: SecretBytes(copying: salt))
         let wrapping = SecretBytes(randomByteCount: 32)
-        let file = try SealedKEKFile(sealing: kek, wrappingKey: wrapping, pcrs: [0, 7, 16], sealedPublic: [1, 2, 3], sealedPrivate: [4, 5])
+        let file = try SealedKEKFile(
+            sealing: kek,
+            wrappingKey: wrapping,
+            pcrs: [0, 7, 16],
+            sealedPublic: [1, 2, 3],
+            sealedPrivate: [4, 5]
+        )
         let bytes = file.encoded
         #expect(bytes.firstRange(of: master) == nil && bytes.firstRange(of: salt) == nil)
         let parsed = try SealedKEKFile(decoding: bytes)
@@ -72,7 +89,9 @@ struct TPMEvidenceTests {
         for position in [7, bytes.count - 1] {
             var edited = bytes
             edited[position] ^= 1
-            let error = #expect(throws: CoreError.self) { _ = try SealedKEKFile(decoding: edited).open(wrappingKey: wrapping) }
+            let error = #expect(throws: CoreError.self) {
+                _ = try SealedKEKFile(decoding: edited).open(wrappingKey: wrapping)
+            }
             #expect(error?.code == .invalidSealedKEK)
         }
         #expect(throws: CoreError.self) { try SealedKEKFile(decoding: bytes + [0]) }

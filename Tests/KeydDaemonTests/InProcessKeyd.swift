@@ -40,7 +40,9 @@ final class InProcessKeyd {
     func importKEK(_ secret: KnownSecret) throws -> AnswerFrame {
         sequence += 1
         let frame = secret.master.withUnsafeBytes { m in
-            secret.salt.withUnsafeBytes { s in RequestFrame.encodeKEKImport(sequence: sequence, masterSecret: m, salt: s) }
+            secret.salt.withUnsafeBytes { s in
+                RequestFrame.encodeKEKImport(sequence: sequence, masterSecret: m, salt: s)
+            }
         }
         return try answer(frame, as: admin)
     }
@@ -58,7 +60,9 @@ final class InProcessKeyd {
         let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SystemError.errno(errno, call: "open", context: path) }
         defer { close(fd) }
-        guard ftruncate(fd, off_t(megabytes) << 20) == 0 else { throw SystemError.errno(errno, call: "ftruncate", context: path) }
+        guard ftruncate(fd, off_t(megabytes) << 20) == 0 else {
+            throw SystemError.errno(errno, call: "ftruncate", context: path)
+        }
         return path
     }
 
@@ -81,7 +85,10 @@ struct KnownSecret {
 
     /// Whether the disk key keyd derives for `uuid` opens a keyslot of `image`.
     func diskKeyOpens(_ image: String, uuid: String) throws -> Bool {
-        let key = try kek().deriveKey(info: try KeyDerivation.diskKeyInfo(uuid: uuid), byteCount: StateDisk.keyByteCount)
+        let key = try kek().deriveKey(
+            info: try KeyDerivation.diskKeyInfo(uuid: uuid),
+            byteCount: StateDisk.keyByteCount
+        )
         let volume = try LUKS2Volume(path: image, kdf: DiskProfile.asterism.kdf)
         return try key.withUnsafeBytes { try volume.verify(key: $0) } != nil
     }

@@ -48,12 +48,16 @@ import Testing
         let keyd = try InProcessKeyd()
         let secret = KnownSecret()
         let (image, uuid) = try Self.formatted(keyd, secret)
-        keyd.service.stateDisk.fault = try #require(FaultInjection(parsing: "rekey:\(step):fail"))
+        keyd.service.stateDisk.fault = FaultInjection(parsing: "rekey:\(step):fail")
+        try #require(keyd.service.stateDisk.fault?.step == step)
 
         let failed = try keyd.perform(.diskBind(device: image))
         #expect(failed.status == .internal)
         let record = try #require(keyd.auditLines.last { $0.contains("\"disk.bind\"") })
-        #expect(record.contains("injected fault after re-key step \(step)") && record.contains("header restored"), "\(record)")
+        #expect(
+            record.contains("injected fault after re-key step \(step)") && record.contains("header restored"),
+            "\(record)"
+        )
         let restored = try Self.report(keyd, image)
         #expect(restored.contains("\"initialized\":false") && restored.contains("\"keyslots\":[0]"), "\(restored)")
         #expect(restored.contains("\"firstBootKeyHeld\":true"))

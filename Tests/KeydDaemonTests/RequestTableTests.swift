@@ -10,7 +10,9 @@ import Testing
 /// kind and sequence; the kinds not served yet answer `unsupported` and use nothing up.
 @Suite struct RequestTableTests {
     /// The kinds this keyd does not serve yet (sealed release and the signed policy).
-    static let unserved: Set<RequestKind> = [.bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet]
+    static let unserved: Set<RequestKind> = [
+        .bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet,
+    ]
 
     @Test(arguments: [RequestKind.bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet])
     func unservedKindsAnswerUnsupportedAndSpendNothing(kind: RequestKind) throws {
@@ -30,7 +32,8 @@ import Testing
             let before = keyd.service.requestsServed
             let request = RequestSamples.request(kind)
             let identity = PermissionTable.permission(for: kind).peers.contains(.admin) ? keyd.admin : keyd.trustd
-            let answer = kind == .kekImport ? try keyd.importKEK(KnownSecret()) : try keyd.perform(request, as: identity)
+            let answer =
+                kind == .kekImport ? try keyd.importKEK(KnownSecret()) : try keyd.perform(request, as: identity)
             #expect(answer.kind == kind.rawValue, "\(kind)")
             #expect(answer.status != .unsupported, "\(kind)")
             #expect(keyd.service.requestsServed == before + 1, "\(kind)")

@@ -7,7 +7,7 @@ let package = Package(
     name: "KeydFuzz",
     platforms: [.macOS(.v15)],
     dependencies: [
-        .package(name: "Asterism", path: "../.."),
+        .package(name: "Asterism", path: "../..")
     ],
     targets: [
         // Stream reassembly, request and answer decoding, and encode/decode agreement.
@@ -24,16 +24,27 @@ let package = Package(
             ]
         ),
         // Attestation's parsers of untrusted evidence (one target per parser).
-        .executableTarget(name: "FuzzTPMAttest", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // TPMS_ATTEST
-        .executableTarget(name: "FuzzTPMPublic", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // TPMT_PUBLIC / TPM2B_PUBLIC and key import
-        .executableTarget(name: "FuzzTPMSignature", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // TPMT_SIGNATURE and its verification
-        .executableTarget(name: "FuzzEventLog", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // TCG event log parse and replay
-        .executableTarget(name: "FuzzSNPReport", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // SEV-SNP report and AMD certificates
-        .executableTarget(name: "FuzzEvidenceDocuments", dependencies: [.product(name: "Attestation", package: "Asterism")]),  // native and Constellation evidence documents
+        // TPMS_ATTEST.
+        .executableTarget(name: "FuzzTPMAttest", dependencies: [.product(name: "Attestation", package: "Asterism")]),
+        // TPMT_PUBLIC / TPM2B_PUBLIC and key import.
+        .executableTarget(name: "FuzzTPMPublic", dependencies: [.product(name: "Attestation", package: "Asterism")]),
+        // TPMT_SIGNATURE and its verification.
+        .executableTarget(name: "FuzzTPMSignature", dependencies: [.product(name: "Attestation", package: "Asterism")]),
+        // TCG event log parse and replay.
+        .executableTarget(name: "FuzzEventLog", dependencies: [.product(name: "Attestation", package: "Asterism")]),
+        // SEV-SNP report and AMD certificates.
+        .executableTarget(name: "FuzzSNPReport", dependencies: [.product(name: "Attestation", package: "Asterism")]),
+        // Native and Constellation evidence documents.
+        .executableTarget(
+            name: "FuzzEvidenceDocuments",
+            dependencies: [.product(name: "Attestation", package: "Asterism")]
+        ),
         // A peer's attested certificate through the aTLS verifier, and the SNI nonce parser.
         .executableTarget(
             name: "FuzzATLSCertificate",
-            dependencies: [.product(name: "ATLS", package: "Asterism"), .product(name: "Attestation", package: "Asterism")]
+            dependencies: [
+                .product(name: "ATLS", package: "Asterism"), .product(name: "Attestation", package: "Asterism"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

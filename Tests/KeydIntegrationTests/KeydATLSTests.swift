@@ -18,9 +18,14 @@ import Glibc
 @Suite(.serialized, .needsSwtpm) struct KeydATLSTests {
     /// A listening aTLS server issuing through `issuer`; closes with the returned channel.
     static func serve(_ issuer: KeydEvidenceIssuer, pool: NIOThreadPool) async throws -> any Channel {
-        let server = ATLSServer(configuration: .init(issuer: AttestedCertificateIssuer(evidence: issuer, keyMode: .freshPerCertificate)), threadPool: pool)
+        let server = ATLSServer(
+            configuration: .init(issuer: AttestedCertificateIssuer(evidence: issuer, keyMode: .freshPerCertificate)),
+            threadPool: pool
+        )
         return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in channel.eventLoop.makeCompletedFuture { try server.addHandler(to: channel) } }
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try server.addHandler(to: channel) }
+            }
             .bind(host: "127.0.0.1", port: 0).get()
     }
 
@@ -38,11 +43,16 @@ import Glibc
         pool.start()
 
         for (format, variant) in [(EvidenceVariant.native, "asterism-tpm"), (.constellationQEMUVTPM, "qemu-vtpm")] {
-            let channel = try await Self.serve(KeydEvidenceIssuer(socketPath: keyd.socketPath, format: format), pool: pool)
+            let channel = try await Self.serve(
+                KeydEvidenceIssuer(socketPath: keyd.socketPath, format: format),
+                pool: pool
+            )
             let port = try #require(channel.localAddress?.port)
             let attested = Asterism.execute(["atls", "probe", "127.0.0.1:\(port)", "--ak-digest", akDigest, "--json"])
             #expect(attested.status == 0, "\(variant): \(attested.stdout) \(attested.stderr) keyd log: \(keyd.log)")
-            let object = try #require(try JSONSerialization.jsonObject(with: Data(attested.stdout.utf8)) as? [String: Any])
+            let object = try #require(
+                try JSONSerialization.jsonObject(with: Data(attested.stdout.utf8)) as? [String: Any]
+            )
             #expect(object["variant"] as? String == variant)
             #expect(object["insecure"] as? Bool == false)
             // Without the pin the same evidence is refused, and the refusal names the AK trust policy.

@@ -70,7 +70,10 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
     @Test(arguments: [(15, 32), (32, 31), (65, 32)])
     func badSecretLengthsRefusedByKeydctl(_ keyLength: Int, _ saltLength: Int) throws {
         let keyd = try KeydHarness()
-        let result = try keyd.keydctl(["kek", "import", "--file", "-"], stdin: masterSecretJSON(keyLength: keyLength, saltLength: saltLength))
+        let result = try keyd.keydctl(
+            ["kek", "import", "--file", "-"],
+            stdin: masterSecretJSON(keyLength: keyLength, saltLength: saltLength)
+        )
         #expect(result.status == 3, "\(result.stderr)")
         #expect(try keyd.admin().status().phase == .awaitingKEK)
     }
@@ -81,7 +84,9 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
         let client = try RawClient(path: keyd.adminSocketPath)
         let master = [UInt8](repeating: 1, count: 15)
         let salt = [UInt8](repeating: 2, count: 32)
-        let frame = master.withUnsafeBytes { m in salt.withUnsafeBytes { s in RequestFrame.encodeKEKImport(sequence: 1, masterSecret: m, salt: s) } }
+        let frame = master.withUnsafeBytes { m in
+            salt.withUnsafeBytes { s in RequestFrame.encodeKEKImport(sequence: 1, masterSecret: m, salt: s) }
+        }
         client.send(RawClient.hello() + frame)
         let answers = RawClient.answers(in: client.readToEnd())
         #expect(answers.map(\.status) == [.ok, .malformed])
@@ -184,7 +189,11 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
         // The trustd socket with no trustd uid configured: a stranger too.
         let trustd = try runCommand(
             "/usr/bin/setpriv",
-            ["--reuid=65534", "--regid=65534", "--clear-groups", BuiltProducts.keydctl, "--socket", keyd.socketPath, "status"])
+            [
+                "--reuid=65534", "--regid=65534", "--clear-groups", BuiltProducts.keydctl, "--socket", keyd.socketPath,
+                "status",
+            ]
+        )
         #expect(trustd.status == 1)
         #expect(try keyd.admin().status().phase == .awaitingKEK)
     }
@@ -216,7 +225,10 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
         let original = try String(contentsOfFile: path, encoding: .utf8)
 
         // Edited: change a decision in record 1.
-        let edited = original.replacingOccurrences(of: "\"event\":\"kek.import\",\"decision\":\"granted\"", with: "\"event\":\"kek.import\",\"decision\":\"refused\"")
+        let edited = original.replacingOccurrences(
+            of: "\"event\":\"kek.import\",\"decision\":\"granted\"",
+            with: "\"event\":\"kek.import\",\"decision\":\"refused\""
+        )
         try edited.write(toFile: path, atomically: false, encoding: .utf8)
         let afterEdit = try keyd.admin().verifyAudit()
         #expect(!afterEdit.intact && afterEdit.problem == .edited && afterEdit.firstBadRecord == 1)
@@ -280,7 +292,10 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
         let result = try runCommand(BuiltProducts.keyd, ["--socket", "/tmp/x.sock"])
         #expect(result.status == 64)
         #expect(result.stderr.contains("--state-dir is required"))
-        let relative = try runCommand(BuiltProducts.keyd, ["--state-dir", "state", "--socket", "a", "--admin-socket", "b"])
+        let relative = try runCommand(
+            BuiltProducts.keyd,
+            ["--state-dir", "state", "--socket", "a", "--admin-socket", "b"]
+        )
         #expect(relative.status == 64)
     }
 
@@ -291,8 +306,12 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
         try "max-connections = lots\n".write(toFile: directory + "/keyd.conf", atomically: true, encoding: .utf8)
         let result = try runCommand(
             BuiltProducts.keyd,
-            ["--state-dir", directory + "/state", "--socket", directory + "/k.sock", "--admin-socket", directory + "/a.sock",
-             "--config", directory + "/keyd.conf"])
+            [
+                "--state-dir", directory + "/state", "--socket", directory + "/k.sock", "--admin-socket",
+                directory + "/a.sock",
+                "--config", directory + "/keyd.conf",
+            ]
+        )
         #expect(result.status == 1)
         #expect(result.stderr.contains("max-connections"))
     }

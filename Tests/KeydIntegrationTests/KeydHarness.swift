@@ -24,7 +24,12 @@ final class KeydHarness {
     /// Starts keyd with `configuration` lines (admin is mapped to the current euid unless given),
     /// with `environment` added to the test's own; in `reusing` (a directory a stopped keyd used, its
     /// state kept) when given, else in a fresh temporary directory.
-    init(configuration: [String] = [], launcher: [String]? = nil, environment: [String: String] = [:], reusing: String? = nil) throws {
+    init(
+        configuration: [String] = [],
+        launcher: [String]? = nil,
+        environment: [String: String] = [:],
+        reusing: String? = nil
+    ) throws {
         if let reusing {
             directory = reusing
         } else {
@@ -39,7 +44,11 @@ final class KeydHarness {
         logPath = directory + "/keyd.log"
         var lines = configuration
         if !lines.contains(where: { $0.hasPrefix("admin-uids") }) { lines.append("admin-uids = \(geteuid())") }
-        try lines.joined(separator: "\n").appending("\n").write(toFile: directory + "/keyd.conf", atomically: true, encoding: .utf8)
+        try lines.joined(separator: "\n").appending("\n").write(
+            toFile: directory + "/keyd.conf",
+            atomically: true,
+            encoding: .utf8
+        )
         // Appended, so a keyd restarted in the same directory keeps its predecessor's log.
         let logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         defer { close(logFD) }
@@ -52,8 +61,12 @@ final class KeydHarness {
         env["NOTIFY_SOCKET"] = notification.address
         if let launcher {
             pid = try Spawn.start(
-                launcher[0], Array(launcher.dropFirst()) + [BuiltProducts.keyd] + keydArguments, stdoutFD: logFD, stderrFD: logFD,
-                environment: env)
+                launcher[0],
+                Array(launcher.dropFirst()) + [BuiltProducts.keyd] + keydArguments,
+                stdoutFD: logFD,
+                stderrFD: logFD,
+                environment: env
+            )
         } else {
             pid = try Spawn.start(BuiltProducts.keyd, keydArguments, stdoutFD: logFD, stderrFD: logFD, environment: env)
         }
@@ -85,7 +98,9 @@ final class KeydHarness {
         if let uid {
             return try runCommand(
                 "/usr/bin/setpriv",
-                ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", BuiltProducts.keydctl] + arguments + full, stdin: stdin)
+                ["--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", BuiltProducts.keydctl] + arguments + full,
+                stdin: stdin
+            )
         }
         return try runCommand(BuiltProducts.keydctl, arguments + full, stdin: stdin)
     }
@@ -132,7 +147,9 @@ final class RawClient {
             raw.copyBytes(from: Array(path.utf8) + [0])
         }
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard result == 0 else {
             close(fd)

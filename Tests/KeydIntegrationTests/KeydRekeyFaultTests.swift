@@ -18,11 +18,14 @@ import Glibc
     /// Whether `cryptsetup open --test-passphrase` accepts `key` for `image`.
     static func cryptsetupOpens(_ image: String, key: [UInt8], keyFile: String) throws -> Bool {
         try Data(key).write(to: URL(fileURLWithPath: keyFile))
-        return try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image]).status == 0
+        return try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image])
+            .status == 0
     }
 
     /// A keyd armed with `environment`, a freshly formatted image, its UUID and an imported KEK.
-    static func formattedAndKEKImported(environment: [String: String]) throws -> (KeydHarness, String, String, KnownSecret) {
+    static func formattedAndKEKImported(
+        environment: [String: String]
+    ) throws -> (KeydHarness, String, String, KnownSecret) {
         let keyd = try KeydHarness(configuration: ["disk-allow-initialize = true"], environment: environment)
         let image = try KeydStateDiskTests.makeImage(in: keyd.directory)
         let formatted = try keyd.keydctl(["disk", "format", "--device", image])
@@ -42,9 +45,12 @@ import Glibc
         #expect(failed.status == 1 && failed.stderr.contains("internal"), "\(failed.stderr)")
         #expect(
             keyd.auditLines.contains {
-                $0.contains("\"disk.bind\"") && $0.contains(uuid) && $0.contains("injected fault after re-key step \(step)")
+                $0.contains("\"disk.bind\"") && $0.contains(uuid)
+                    && $0.contains("injected fault after re-key step \(step)")
                     && $0.contains("header restored")
-            }, "no audit record of the failed bind:\n\(keyd.auditLines.joined(separator: "\n"))")
+            },
+            "no audit record of the failed bind:\n\(keyd.auditLines.joined(separator: "\n"))"
+        )
 
         // The header backup put the disk back as it was before the bind.
         let restored = try KeydStateDiskTests.inspect(keyd, image)
@@ -72,7 +78,11 @@ import Glibc
         ("addNewKeyslot", true, 1), ("verifyNewKeyslot", true, 1), ("markTokenInitialized", true, 1),
         ("removeOldKeyslot", true, 1),
     ])
-    func sigkillAfterStepLeavesADiskThatOpensWithTheOldOrTheNewKey(step: String, newKeyOpens: Bool, keyslotsAfterResume: Int) throws {
+    func sigkillAfterStepLeavesADiskThatOpensWithTheOldOrTheNewKey(
+        step: String,
+        newKeyOpens: Bool,
+        keyslotsAfterResume: Int
+    ) throws {
         let (keyd, image, uuid, secret) = try Self.formattedAndKEKImported(environment: Self.fault(step, "kill"))
         #expect(keyd.log.contains("Fault injection armed"), "\(keyd.log)")
 
@@ -83,7 +93,10 @@ import Glibc
         // A successor on the same state directory (appending to the same log), without the hook, with the same KEK.
         let predecessorLog = keyd.log
         let successor = try KeydHarness(configuration: ["disk-allow-initialize = true"], reusing: keyd.directory)
-        #expect(!successor.log.dropFirst(predecessorLog.count).contains("Fault injection armed"), "the successor is armed")
+        #expect(
+            !successor.log.dropFirst(predecessorLog.count).contains("Fault injection armed"),
+            "the successor is armed"
+        )
         let keyFile = successor.directory + "/disk.key"
         let opens = try Self.cryptsetupOpens(image, key: secret.diskKey(uuid: uuid), keyFile: keyFile)
         #expect(opens == newKeyOpens, "after a kill at \(step) the derived key opens: \(opens)")

@@ -31,7 +31,10 @@ import Glibc
         // The marked disk still opens with its key until it is formatted again.
         let keyFile = keyd.directory + "/disk.key"
         try Data(secret.diskKey(uuid: uuid)).write(to: URL(fileURLWithPath: keyFile))
-        let stillOpens = try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image])
+        let stillOpens = try runCommand(
+            "/usr/sbin/cryptsetup",
+            ["open", "--test-passphrase", "--key-file", keyFile, image]
+        )
         #expect(stillOpens.status == 0, "\(stillOpens.stderr)")
 
         // Format re-initializes it: a new UUID, and the old key no longer opens it.
@@ -40,7 +43,10 @@ import Glibc
         let fresh = try KeydStateDiskTests.inspect(keyd, image)
         #expect(fresh["uuid"] as? String != uuid)
         #expect(fresh["initialized"] as? Bool == false)
-        let oldKey = try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image])
+        let oldKey = try runCommand(
+            "/usr/sbin/cryptsetup",
+            ["open", "--test-passphrase", "--key-file", keyFile, image]
+        )
         #expect(oldKey.status != 0)
         #expect(keyd.auditLines.contains { $0.contains("\"event\":\"disk.reset\"") && $0.contains(uuid) })
     }
@@ -87,7 +93,10 @@ import Glibc
         let uuid = try #require(report["uuid"] as? String)
         let keyFile = keyd.directory + "/disk.key"
         try Data(secret.diskKey(uuid: uuid)).write(to: URL(fileURLWithPath: keyFile))
-        #expect(try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image]).status == 0)
+        #expect(
+            try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image]).status
+                == 0
+        )
     }
 }
 
@@ -113,7 +122,11 @@ import Glibc
         let formatted = try keyd.keydctl(["disk", "format", "--device", image])
         #expect(formatted.status == 1 && formatted.stderr.contains("diskHeadersDestroyed"), "\(formatted.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: image)) == before, "nothing was written to the device")
-        #expect(keyd.auditLines.contains { $0.contains("\"event\":\"disk.format\"") && $0.contains("diskHeadersDestroyed") && $0.contains(uuid) })
+        #expect(
+            keyd.auditLines.contains {
+                $0.contains("\"event\":\"disk.format\"") && $0.contains("diskHeadersDestroyed") && $0.contains(uuid)
+            }
+        )
 
         // A blank device keyd never formatted is still just "not LUKS2".
         let blank = keyd.directory + "/blank.img"

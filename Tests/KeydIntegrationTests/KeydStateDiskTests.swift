@@ -18,13 +18,19 @@ struct KnownSecret {
 
     /// Constellation's master-secret JSON for `keydctl kek import`.
     var json: Data {
-        Data("{\"key\":\"\(Data(master).base64EncodedString())\",\"salt\":\"\(Data(salt).base64EncodedString())\"}".utf8)
+        Data(
+            "{\"key\":\"\(Data(master).base64EncodedString())\",\"salt\":\"\(Data(salt).base64EncodedString())\"}".utf8
+        )
     }
 
     /// HKDF-SHA-256(master, salt, "key-" + uuid, 32): the key a bound disk opens with.
     func diskKey(uuid: String) -> [UInt8] {
         let key = HKDF<SHA256>.deriveKey(
-            inputKeyMaterial: SymmetricKey(data: master), salt: salt, info: Array(("key-" + uuid).utf8), outputByteCount: 32)
+            inputKeyMaterial: SymmetricKey(data: master),
+            salt: salt,
+            info: Array(("key-" + uuid).utf8),
+            outputByteCount: 32
+        )
         return key.withUnsafeBytes { Array($0) }
     }
 }
@@ -89,16 +95,25 @@ struct KnownSecret {
         let slots = try #require(after["keyslots"] as? [Int])
         #expect(slots.count == 1)
         #expect(FileManager.default.fileExists(atPath: keyd.stateDirectory + "/headers/\(uuid).img"), "header backup")
-        #expect(!FileManager.default.fileExists(atPath: firstBootRecord), "the first-boot keyslot record outlived the bind")
+        #expect(
+            !FileManager.default.fileExists(atPath: firstBootRecord),
+            "the first-boot keyslot record outlived the bind"
+        )
 
         // cryptsetup itself opens the disk with the key the test derives.
         let keyFile = keyd.directory + "/disk.key"
         try Data(secret.diskKey(uuid: uuid)).write(to: URL(fileURLWithPath: keyFile))
-        let oracle = try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image])
+        let oracle = try runCommand(
+            "/usr/sbin/cryptsetup",
+            ["open", "--test-passphrase", "--key-file", keyFile, image]
+        )
         #expect(oracle.status == 0, "cryptsetup refused the derived key: \(oracle.stderr)")
         // …and not with another key of the same length.
         try Data(KnownSecret().diskKey(uuid: uuid)).write(to: URL(fileURLWithPath: keyFile))
-        #expect(try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image]).status != 0)
+        #expect(
+            try runCommand("/usr/sbin/cryptsetup", ["open", "--test-passphrase", "--key-file", keyFile, image]).status
+                != 0
+        )
 
         let opened = try keyd.keydctl(["disk", "open", "--device", image, "--name", "asterism-test"])
         #expect(opened.status == 0, "open failed: \(opened.stderr)")
@@ -201,9 +216,13 @@ struct KnownSecret {
         // aes-cbc-essiv fits no profile: keyd refuses it and never reformats it.
         let made = try runCommand(
             "/usr/sbin/cryptsetup",
-            ["luksFormat", "--type", "luks2", "--batch-mode", "--cipher", "aes-cbc-essiv:sha256", "--key-size", "256",
-             "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", "-", image],
-            stdin: Data(repeating: 7, count: 32))
+            [
+                "luksFormat", "--type", "luks2", "--batch-mode", "--cipher", "aes-cbc-essiv:sha256", "--key-size",
+                "256",
+                "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", "-", image,
+            ],
+            stdin: Data(repeating: 7, count: 32)
+        )
         try #require(made.status == 0, "cryptsetup luksFormat: \(made.stderr)")
         let result = try keyd.keydctl(["disk", "inspect", "--device", image])
         #expect(result.status == 1 && result.stderr.contains("diskHeaderRejected"), "\(result.stderr)")

@@ -16,8 +16,11 @@ import Glibc
 
     /// keyd on `tpm`, trustd mapped to this test's uid, with `extra` configuration lines.
     static func keyd(_ tpm: SoftwareTPM, _ extra: [String] = [], reusing: String? = nil) throws -> KeydHarness {
-        let lines = ["tpm-tcti = \(tpm.tcti)", "trustd-uids = \(geteuid())", "disk-allow-initialize = true",
-                     "tpm-event-log = \(eventLogPath)"] + extra
+        let lines =
+            [
+                "tpm-tcti = \(tpm.tcti)", "trustd-uids = \(geteuid())", "disk-allow-initialize = true",
+                "tpm-event-log = \(eventLogPath)",
+            ] + extra
         return try KeydHarness(configuration: lines, reusing: reusing)
     }
 
@@ -45,7 +48,8 @@ import Glibc
         let parts = keyd.directory + "/parts"
         let document = keyd.directory + "/evidence.bin"
         let issued = try keyd.keydctl([
-            "tpm", "evidence", "--nonce", hex(nonce), "--user-data-digest", hex(digest), "--out", document, "--parts-dir", parts,
+            "tpm", "evidence", "--nonce", hex(nonce), "--user-data-digest", hex(digest), "--out", document,
+            "--parts-dir", parts,
         ])
         try #require(issued.status == 0, "tpm evidence failed: \(issued.stderr)")
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: document)))
@@ -66,14 +70,40 @@ import Glibc
         let base64 = pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
         let akDigest = Array(SHA256.hash(data: try #require(Data(base64Encoded: base64))))
         let pinned = TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [akDigest]), eventLogCheck: .skip)
-        let valid = try TPMEvidenceValidator.validate(native: bytes, nonce: nonce, userDataDigest: digest, policy: pinned, at: Date())
+        let valid = try TPMEvidenceValidator.validate(
+            native: bytes,
+            nonce: nonce,
+            userDataDigest: digest,
+            policy: pinned,
+            at: Date()
+        )
         #expect(valid.isValid, "\(valid.failures)")
-        let stale = try TPMEvidenceValidator.validate(native: bytes, nonce: Self.random32(), userDataDigest: digest, policy: pinned, at: Date())
+        let stale = try TPMEvidenceValidator.validate(
+            native: bytes,
+            nonce: Self.random32(),
+            userDataDigest: digest,
+            policy: pinned,
+            at: Date()
+        )
         #expect(!stale.isValid, "a quote validated against another nonce")
-        let otherData = try TPMEvidenceValidator.validate(native: bytes, nonce: nonce, userDataDigest: Self.random32(), policy: pinned, at: Date())
+        let otherData = try TPMEvidenceValidator.validate(
+            native: bytes,
+            nonce: nonce,
+            userDataDigest: Self.random32(),
+            policy: pinned,
+            at: Date()
+        )
         #expect(!otherData.isValid, "a quote validated against other user data")
         let untrusted = TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [Self.random32()]), eventLogCheck: .skip)
-        #expect(!(try TPMEvidenceValidator.validate(native: bytes, nonce: nonce, userDataDigest: digest, policy: untrusted, at: Date())).isValid)
+        #expect(
+            !(try TPMEvidenceValidator.validate(
+                native: bytes,
+                nonce: nonce,
+                userDataDigest: digest,
+                policy: untrusted,
+                at: Date()
+            )).isValid
+        )
 
         // tpm2_checkquote, an independent verifier (offline: OpenSSL over the files).
         let arguments = [
@@ -82,13 +112,20 @@ import Glibc
         ]
         let checked = try runCommand("/usr/bin/tpm2_checkquote", arguments + ["-q", String(qualifying.dropLast())])
         #expect(checked.status == 0, "tpm2_checkquote refused keyd's quote: \(checked.stderr)")
-        let otherNonce = hex(Array(SHA256.hash(data: Array("asterism-tpm-evidence-v1".utf8) + Self.random32() + digest)))
-        #expect(try runCommand("/usr/bin/tpm2_checkquote", arguments + ["-q", otherNonce]).status != 0, "another nonce verified")
+        let otherNonce = hex(
+            Array(SHA256.hash(data: Array("asterism-tpm-evidence-v1".utf8) + Self.random32() + digest))
+        )
+        #expect(
+            try runCommand("/usr/bin/tpm2_checkquote", arguments + ["-q", otherNonce]).status != 0,
+            "another nonce verified"
+        )
         var edited = [UInt8](try Data(contentsOf: URL(fileURLWithPath: parts + "/pcrs.bin")))
         edited[140] ^= 1  // the first byte of PCR 0's value, after the selection and the digest-list count
         try Data(edited).write(to: URL(fileURLWithPath: parts + "/pcrs.bin"))
-        #expect(try runCommand("/usr/bin/tpm2_checkquote", arguments + ["-q", String(qualifying.dropLast())]).status != 0,
-                "an edited PCR value verified")
+        #expect(
+            try runCommand("/usr/bin/tpm2_checkquote", arguments + ["-q", String(qualifying.dropLast())]).status != 0,
+            "an edited PCR value verified"
+        )
     }
 
     @Test func rsaAttestationKeyQuotesValidate() throws {
@@ -97,13 +134,29 @@ import Glibc
         let ak = try #require(try Self.tpmStatus(keyd)["attestationKey"] as? [String: Any])
         #expect(ak["algorithm"] as? String == "rsa-2048" && ak["handle"] as? String == "0x81010a58")
         let pem = try #require(ak["publicKeyPEM"] as? String)
-        let der = try #require(Data(base64Encoded: pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()))
+        let der = try #require(
+            Data(base64Encoded: pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined())
+        )
         #expect(der.count == 294, "an RSA 2048 SubjectPublicKeyInfo is 294 bytes")
         let nonce = Self.random32()
         let digest = Self.random32()
-        let document = try KeydConnection(path: keyd.socketPath).evidence(.native, nonce: nonce, userDataDigest: digest, asAdmin: false).document
-        let policy = TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [Array(SHA256.hash(data: der))]), eventLogCheck: .skip)
-        let report = try TPMEvidenceValidator.validate(native: document, nonce: nonce, userDataDigest: digest, policy: policy, at: Date())
+        let document = try KeydConnection(path: keyd.socketPath).evidence(
+            .native,
+            nonce: nonce,
+            userDataDigest: digest,
+            asAdmin: false
+        ).document
+        let policy = TPMQuotePolicy(
+            akTrust: AKTrust(allowedKeyDigests: [Array(SHA256.hash(data: der))]),
+            eventLogCheck: .skip
+        )
+        let report = try TPMEvidenceValidator.validate(
+            native: document,
+            nonce: nonce,
+            userDataDigest: digest,
+            policy: policy,
+            at: Date()
+        )
         #expect(report.isValid, "\(report.failures)")
     }
 
@@ -113,7 +166,12 @@ import Glibc
         let connection = try KeydConnection(path: keyd.socketPath)
         let nonce = Self.random32()
         let userData = Self.random32()
-        let document = try connection.evidence(.constellationQEMUVTPM, nonce: nonce, userDataDigest: userData, asAdmin: false).document
+        let document = try connection.evidence(
+            .constellationQEMUVTPM,
+            nonce: nonce,
+            userDataDigest: userData,
+            asAdmin: false
+        ).document
         let object = try #require(try JSONSerialization.jsonObject(with: Data(document)) as? [String: Any])
         #expect(Set(object.keys) == ["Attestation", "InstanceInfo", "UserData"])
         #expect(object["InstanceInfo"] is NSNull)
@@ -128,7 +186,10 @@ import Glibc
         #expect(Data(base64Encoded: quote["raw_sig"] as? String ?? "") != nil)
         // extraData = SHA-256(SHA-256(userData || nonce)) with empty instance info.
         let extra = Array(SHA256.hash(data: Array(SHA256.hash(data: userData + nonce))))
-        #expect(Array(attest).firstRange(of: [0x00, 0x20] + extra) != nil, "the quote does not carry Constellation's binding")
+        #expect(
+            Array(attest).firstRange(of: [0x00, 0x20] + extra) != nil,
+            "the quote does not carry Constellation's binding"
+        )
         // trustd's evidence requests are not audited one by one (only counted).
         #expect(!keyd.auditLines.contains { $0.contains("\"evidence.issue\"") })
         #expect(try Self.tpmStatus(keyd)["evidenceIssued"] as? Int == 1)
@@ -137,16 +198,25 @@ import Glibc
     @Test func attestationKeySurvivesARestartAndAPCRExtendChangesTheQuote() throws {
         let tpm = try SoftwareTPM()
         let first = try Self.keyd(tpm)
-        let firstName = try #require((try Self.tpmStatus(first)["attestationKey"] as? [String: Any])?["name"] as? String)
-        let before = try #require(((try Self.tpmStatus(first)["pcrs"] as? [String: Any])?["sha256"] as? [String: String])?["16"])
-        #expect(first.auditLines.contains { $0.contains("\"keyd.start\"") && $0.contains("\"tpm.ak.created\":\"true\"") })
+        let firstName = try #require(
+            (try Self.tpmStatus(first)["attestationKey"] as? [String: Any])?["name"] as? String
+        )
+        let before = try #require(
+            ((try Self.tpmStatus(first)["pcrs"] as? [String: Any])?["sha256"] as? [String: String])?["16"]
+        )
+        #expect(
+            first.auditLines.contains { $0.contains("\"keyd.start\"") && $0.contains("\"tpm.ak.created\":\"true\"") }
+        )
         first.stop()
         // While keyd is stopped, something extends PCR 16 (swtpm serves one client at a time).
         let extended = try tpm.tool("tpm2_pcrextend", ["16:sha256=" + String(repeating: "ab", count: 32)])
         try #require(extended.status == 0, "tpm2_pcrextend: \(extended.stderr)")
         let second = try Self.keyd(tpm)
         let status = try Self.tpmStatus(second)
-        #expect((status["attestationKey"] as? [String: Any])?["name"] as? String == firstName, "the AK changed across a restart")
+        #expect(
+            (status["attestationKey"] as? [String: Any])?["name"] as? String == firstName,
+            "the AK changed across a restart"
+        )
         #expect(second.auditLines.contains { $0.contains("\"tpm.ak.created\":\"false\"") })
         let after = ((status["pcrs"] as? [String: Any])?["sha256"] as? [String: String])?["16"]
         #expect(after != nil && after != before, "PCR 16 did not change")
@@ -160,7 +230,10 @@ import Glibc
         #expect(try Self.tpmStatus(keyd)["sealedKEK"] as? String == "sealed")
         let sealedPath = keyd.stateDirectory + "/kek.sealed"
         let sealed = try Data(contentsOf: URL(fileURLWithPath: sealedPath))
-        #expect(sealed.range(of: Data(secret.master)) == nil && sealed.range(of: Data(secret.salt)) == nil, "KEK in the clear at rest")
+        #expect(
+            sealed.range(of: Data(secret.master)) == nil && sealed.range(of: Data(secret.salt)) == nil,
+            "KEK in the clear at rest"
+        )
         let mode = try FileManager.default.attributesOfItem(atPath: sealedPath)[.posixPermissions] as? Int
         #expect(mode == 0o600)
         let image = try KeydStateDiskTests.makeImage(in: keyd.directory)
@@ -171,7 +244,10 @@ import Glibc
         keyd.waitForExit(afterSignal: SIGTERM)
         let restarted = try Self.keyd(tpm, ["tpm-pcrs = 0-7,16"], reusing: keyd.directory)
         let status = try restarted.keydctl(["status", "--json"])
-        #expect(status.stdout.contains("\"phase\":\"holdingKEK\"") && status.stdout.contains("\"sealedKEK\":\"unsealed\""), "\(status.stdout)")
+        #expect(
+            status.stdout.contains("\"phase\":\"holdingKEK\"") && status.stdout.contains("\"sealedKEK\":\"unsealed\""),
+            "\(status.stdout)"
+        )
         #expect(try restarted.keydctl(["disk", "open", "--device", image, "--name", "asterism-test"]).status == 0)
         #expect(restarted.auditLines.contains { $0.contains("\"kek.unseal\"") && $0.contains("\"granted\"") })
 
@@ -180,9 +256,21 @@ import Glibc
         try #require(try tpm.tool("tpm2_pcrextend", ["16:sha256=" + String(repeating: "cd", count: 32)]).status == 0)
         let refused = try Self.keyd(tpm, ["tpm-pcrs = 0-7,16"], reusing: keyd.directory)
         let after = try refused.keydctl(["status", "--json"])
-        #expect(after.stdout.contains("\"phase\":\"awaitingKEK\"") && after.stdout.contains("\"sealedKEK\":\"unseal-failed\""), "\(after.stdout)")
-        #expect(refused.auditLines.contains { $0.contains("\"kek.unseal\"") && $0.contains("\"refused\"") && $0.contains("PCR policy") })
-        #expect(try refused.keydctl(["disk", "open", "--device", image, "--name", "asterism-test"]).stderr.contains("wrongPhase"))
+        #expect(
+            after.stdout.contains("\"phase\":\"awaitingKEK\"")
+                && after.stdout.contains("\"sealedKEK\":\"unseal-failed\""),
+            "\(after.stdout)"
+        )
+        #expect(
+            refused.auditLines.contains {
+                $0.contains("\"kek.unseal\"") && $0.contains("\"refused\"") && $0.contains("PCR policy")
+            }
+        )
+        #expect(
+            try refused.keydctl(["disk", "open", "--device", image, "--name", "asterism-test"]).stderr.contains(
+                "wrongPhase"
+            )
+        )
         // The operator imports the KEK again; it is sealed to the new PCR values.
         #expect(try refused.keydctl(["kek", "import", "--file", "-"], stdin: secret.json).status == 0)
         #expect(try Self.tpmStatus(refused)["sealedKEK"] as? String == "sealed")
@@ -215,7 +303,8 @@ import Glibc
         let report = try Self.tpmStatus(keyd)
         #expect(report["available"] as? Bool == false && (report["unavailableReason"] as? String)?.isEmpty == false)
         let refused = try keyd.keydctl([
-            "tpm", "evidence", "--nonce", hex(Self.random32()), "--user-data-digest", hex(Self.random32()), "--out", keyd.directory + "/x",
+            "tpm", "evidence", "--nonce", hex(Self.random32()), "--user-data-digest", hex(Self.random32()), "--out",
+            keyd.directory + "/x",
         ])
         #expect(refused.status == 1 && refused.stderr.contains("tpmUnavailable"), "\(refused.stderr)")
         #expect(try keyd.keydctl(["kek", "import", "--file", "-"], stdin: KnownSecret().json).status == 0)

@@ -11,7 +11,10 @@ import Glibc
 @Suite(.serialized, .needsSwtpm) struct TPMDeviceTests {
     static let akHandle: UInt32 = 0x8101_0A57
 
-    @Test("the AK is created once, persistent, and the same after the TPM restarts", arguments: TPMKeyAlgorithm.allCases)
+    @Test(
+        "the AK is created once, persistent, and the same after the TPM restarts",
+        arguments: TPMKeyAlgorithm.allCases
+    )
     func attestationKeyIsStable(algorithm: TPMKeyAlgorithm) throws {
         let tpm = try SoftwareTPM()
         let first: TPMAttestationKey
@@ -30,8 +33,12 @@ import Glibc
         #expect(again.name == first.name && again.publicKey == first.publicKey)
         // A key of the other algorithm at the same handle is refused, never replaced.
         let other = TPMKeyAlgorithm.allCases.first { $0 != algorithm }!
-        #expect(throws: SystemError.self) { try device.attestationKey(persistentHandle: Self.akHandle, algorithm: other) }
-        #expect(throws: SystemError.self) { try device.attestationKey(persistentHandle: 0x8000_0001, algorithm: algorithm) }
+        #expect(throws: SystemError.self) {
+            try device.attestationKey(persistentHandle: Self.akHandle, algorithm: other)
+        }
+        #expect(throws: SystemError.self) {
+            try device.attestationKey(persistentHandle: 0x8000_0001, algorithm: algorithm)
+        }
     }
 
     @Test("a quote over all 24 PCRs verifies with tpm2_checkquote; another nonce does not")
@@ -57,7 +64,10 @@ import Glibc
         }
         tpm.stop()
         // Signature and qualifying data; the PCR digest is checked with keydctl's pcrs.bin in KeydTPMTests.
-        let arguments = ["-u", directory + "/ak.pem", "-m", directory + "/attest.bin", "-s", directory + "/signature.bin", "-g", "sha256"]
+        let arguments = [
+            "-u", directory + "/ak.pem", "-m", directory + "/attest.bin", "-s", directory + "/signature.bin", "-g",
+            "sha256",
+        ]
         let checked = try tpm.tool("tpm2_checkquote", arguments + ["-q", hex(nonce)])
         #expect(checked.status == 0, "tpm2_checkquote: \(checked.stderr)")
         let wrong = try tpm.tool("tpm2_checkquote", arguments + ["-q", hex(nonce.reversed())])

@@ -8,14 +8,17 @@ import Testing
 
 @Suite("Capabilities")
 struct CapabilitiesTests {
-    @Test("named capabilities carry the kernel's numbers", arguments: [
-        (Capability.chown, CAP_CHOWN), (.dacOverride, CAP_DAC_OVERRIDE), (.dacReadSearch, CAP_DAC_READ_SEARCH),
-        (.fowner, CAP_FOWNER), (.kill, CAP_KILL), (.setgid, CAP_SETGID), (.setuid, CAP_SETUID),
-        (.setpcap, CAP_SETPCAP), (.netBindService, CAP_NET_BIND_SERVICE), (.netAdmin, CAP_NET_ADMIN),
-        (.ipcLock, CAP_IPC_LOCK), (.sysRawio, CAP_SYS_RAWIO), (.sysPtrace, CAP_SYS_PTRACE),
-        (.sysAdmin, CAP_SYS_ADMIN), (.mknod, CAP_MKNOD), (.auditWrite, CAP_AUDIT_WRITE),
-        (.setfcap, CAP_SETFCAP), (.bpf, CAP_BPF),
-    ])
+    @Test(
+        "named capabilities carry the kernel's numbers",
+        arguments: [
+            (Capability.chown, CAP_CHOWN), (.dacOverride, CAP_DAC_OVERRIDE), (.dacReadSearch, CAP_DAC_READ_SEARCH),
+            (.fowner, CAP_FOWNER), (.kill, CAP_KILL), (.setgid, CAP_SETGID), (.setuid, CAP_SETUID),
+            (.setpcap, CAP_SETPCAP), (.netBindService, CAP_NET_BIND_SERVICE), (.netAdmin, CAP_NET_ADMIN),
+            (.ipcLock, CAP_IPC_LOCK), (.sysRawio, CAP_SYS_RAWIO), (.sysPtrace, CAP_SYS_PTRACE),
+            (.sysAdmin, CAP_SYS_ADMIN), (.mknod, CAP_MKNOD), (.auditWrite, CAP_AUDIT_WRITE),
+            (.setfcap, CAP_SETFCAP), (.bpf, CAP_BPF),
+        ]
+    )
     func numbers(capability: Capability, value: Int32) {
         #expect(capability.rawValue == value)
     }

@@ -30,7 +30,9 @@ struct StateDirectoryTests {
             #expect(mkdir(directory + "/real", 0o700) == 0)
             #expect(symlink(directory + "/real", directory + "/link") == 0)
             // O_DIRECTORY | O_NOFOLLOW on a symlink fails with ENOTDIR: the link is never followed.
-            #expect(throws: SystemError.errno(ENOTDIR, call: "open")) { _ = try StateDirectory(path: directory + "/link", creatingWith: 0o700) }
+            #expect(throws: SystemError.errno(ENOTDIR, call: "open")) {
+                _ = try StateDirectory(path: directory + "/link", creatingWith: 0o700)
+            }
             let file = try StateDirectory(path: directory + "/real", creatingWith: 0o700)
             try file.writeAtomically("plain", bytes: [1], mode: 0o600)
             #expect(throws: SystemError.errno(ENOTDIR, call: "open")) {
@@ -68,7 +70,9 @@ struct StateDirectoryTests {
             if size > 0 {
                 let error = #expect(throws: SystemError.self) { try state.read("blob", limit: size - 1) }
                 #expect(error?.code == .fileTooLarge)
-                #expect(error?.description == "readWholeFile(\(path)/blob): file size \(size) exceeds limit \(size - 1)")
+                #expect(
+                    error?.description == "readWholeFile(\(path)/blob): file size \(size) exceeds limit \(size - 1)"
+                )
             }
         }
     }
@@ -90,7 +94,11 @@ struct StateDirectoryTests {
     func refusesOtherEntries() throws {
         try Self.withState { state, path in
             let outside = path + "/../outside"
-            try StateDirectory(path: path + "/..", creatingWith: 0o700).writeAtomically("outside", bytes: Array("keep".utf8), mode: 0o600)
+            try StateDirectory(path: path + "/..", creatingWith: 0o700).writeAtomically(
+                "outside",
+                bytes: Array("keep".utf8),
+                mode: 0o600
+            )
             #expect(symlink(outside, path + "/audit.log") == 0)
             #expect(mkfifo(path + "/kek.sealed", 0o600) == 0)
             #expect(mkdir(path + "/dir", 0o700) == 0)
@@ -117,7 +125,9 @@ struct StateDirectoryTests {
         }
     }
 
-    @Test("subdirectories: created with the mode, reopened, a symlinked one refused; the pinned path reaches the same file")
+    @Test(
+        "subdirectories: created with the mode, reopened, a symlinked one refused; the pinned path reaches the same file"
+    )
     func subdirectories() throws {
         try Self.withState { state, path in
             #expect(try state.existingSubdirectory("headers") == nil)
@@ -184,7 +194,11 @@ struct DeviceLockTests {
     func exclusive() throws {
         try withTemporaryDirectory { directory in
             let path = directory + "/disk.img"
-            try StateDirectory(path: directory, creatingWith: 0o700).writeAtomically("disk.img", bytes: [1, 2, 3], mode: 0o600)
+            try StateDirectory(path: directory, creatingWith: 0o700).writeAtomically(
+                "disk.img",
+                bytes: [1, 2, 3],
+                mode: 0o600
+            )
             let held = try DeviceLock(path: path)
             let isBlockDevice = held.isBlockDevice
             #expect(!isBlockDevice)

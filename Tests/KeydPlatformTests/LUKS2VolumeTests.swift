@@ -74,7 +74,8 @@ func medianMilliseconds(_ values: [Double]) -> String {
 }
 
 /// Format parameters for `profile` as `disk.format` writes them, with another KDF when given.
-func parameters(_ profile: DiskProfile, label: String = StateDisk.label, kdf: LUKS2KDF? = nil) -> LUKS2FormatParameters {
+func parameters(_ profile: DiskProfile, label: String = StateDisk.label, kdf: LUKS2KDF? = nil) -> LUKS2FormatParameters
+{
     var parameters = LUKS2FormatParameters(profile: profile, label: label)
     if let kdf { parameters.kdf = kdf }
     return parameters
@@ -89,7 +90,9 @@ let asterismKDF = LUKS2KDF.pbkdf2(hash: "sha256", iterations: 1000)
 func formattedImage(in directory: String, key: [UInt8]) throws -> String {
     let image = directory + "/disk.img"
     try makeImage(image)
-    _ = try key.withUnsafeBytes { try LUKS2Volume.format(path: image, parameters: parameters(.asterism), passphrase: $0) }
+    _ = try key.withUnsafeBytes {
+        try LUKS2Volume.format(path: image, parameters: parameters(.asterism), passphrase: $0)
+    }
     return image
 }
 
@@ -103,7 +106,9 @@ struct LUKS2VolumeTests {
             let old = randomKey()
             let new = randomKey()
             let start = now()
-            let uuid = try old.withUnsafeBytes { try LUKS2Volume.format(path: image, parameters: parameters(.asterism), passphrase: $0) }
+            let uuid = try old.withUnsafeBytes {
+                try LUKS2Volume.format(path: image, parameters: parameters(.asterism), passphrase: $0)
+            }
             let formatSeconds = now() - start
             #expect(uuid == uuid.lowercased() && uuid.count == 36)
 
@@ -118,7 +123,9 @@ struct LUKS2VolumeTests {
             #expect(shell("cryptsetup luksUUID \(image)").output.lowercased().hasPrefix(uuid))
 
             let volume = try LUKS2Volume(path: image, kdf: asterismKDF)
-            let slot = try old.withUnsafeBytes { o in try new.withUnsafeBytes { try volume.addKeyslot(existing: o, new: $0, kdf: asterismKDF) } }
+            let slot = try old.withUnsafeBytes { o in
+                try new.withUnsafeBytes { try volume.addKeyslot(existing: o, new: $0, kdf: asterismKDF) }
+            }
             #expect(slot == 1)
             #expect(try old.withUnsafeBytes { try volume.verify(key: $0) } == 0)
             #expect(try new.withUnsafeBytes { try volume.verify(key: $0) } == 1)
@@ -138,7 +145,9 @@ struct LUKS2VolumeTests {
             try writeFile(directory + "/old.key", old)
             #expect(shell("cryptsetup open --test-passphrase --key-file \(directory)/new.key \(image)").status == 0)
             #expect(shell("cryptsetup open --test-passphrase --key-file \(directory)/old.key \(image)").status != 0)
-            print("LUKS2 asterism profile: format \(medianMilliseconds([formatSeconds])) ms, verify p50 \(medianMilliseconds(verifySeconds)) ms (21 runs)")
+            print(
+                "LUKS2 asterism profile: format \(medianMilliseconds([formatSeconds])) ms, verify p50 \(medianMilliseconds(verifySeconds)) ms (21 runs)"
+            )
         }
     }
 
@@ -154,7 +163,9 @@ struct LUKS2VolumeTests {
             getrusage(RUSAGE_SELF.rawValue, &usage)
             let rssBefore = usage.ru_maxrss
             let start = now()
-            _ = try old.withUnsafeBytes { try LUKS2Volume.format(path: image, parameters: parameters(.constellation), passphrase: $0) }
+            _ = try old.withUnsafeBytes {
+                try LUKS2Volume.format(path: image, parameters: parameters(.constellation), passphrase: $0)
+            }
             let formatSeconds = now() - start
             let header = try #require(try LUKS2Volume.inspect(path: image))
             #expect(header.keyslots.map(\.kdfType) == ["argon2id"])
@@ -167,11 +178,15 @@ struct LUKS2VolumeTests {
             let begin = now()
             #expect(try old.withUnsafeBytes { try volume.verify(key: $0) } == 0)
             let verifySeconds = now() - begin
-            let slot = try old.withUnsafeBytes { o in try new.withUnsafeBytes { try volume.addKeyslot(existing: o, new: $0, kdf: kdf) } }
+            let slot = try old.withUnsafeBytes { o in
+                try new.withUnsafeBytes { try volume.addKeyslot(existing: o, new: $0, kdf: kdf) }
+            }
             try volume.destroyKeyslot(0)
             #expect(try new.withUnsafeBytes { try volume.verify(key: $0) } == slot)
             getrusage(RUSAGE_SELF.rawValue, &usage)
-            print("LUKS2 constellation profile: format \(medianMilliseconds([formatSeconds])) ms, verify \(medianMilliseconds([verifySeconds])) ms, max RSS \(rssBefore / 1024) → \(usage.ru_maxrss / 1024) MiB")
+            print(
+                "LUKS2 constellation profile: format \(medianMilliseconds([formatSeconds])) ms, verify \(medianMilliseconds([verifySeconds])) ms, max RSS \(rssBefore / 1024) → \(usage.ru_maxrss / 1024) MiB"
+            )
         }
     }
 
@@ -210,7 +225,9 @@ struct LUKS2VolumeTests {
                 // Binary headers (with their magic) stay; both JSON areas go: the header is damaged, not absent.
                 try zero(image, offset: 4096, count: 12288)
                 try zero(image, offset: 16384 + 4096, count: 12288)
-                #expect(throws: SystemError.luks2HeaderUnreadable(path: image, "")) { try LUKS2Volume.inspect(path: image) }
+                #expect(throws: SystemError.luks2HeaderUnreadable(path: image, "")) {
+                    try LUKS2Volume.inspect(path: image)
+                }
             case .keyslotArea:
                 let offset = try #require(number(after: "Area offset:"))
                 let length = try #require(number(after: "Area length:"))
@@ -252,7 +269,9 @@ struct LUKS2VolumeTests {
             let volume = try LUKS2Volume(path: image, kdf: asterismKDF)
             let wrong = randomKey()
             let error = try #require(throws: SystemError.self) {
-                try wrong.withUnsafeBytes { w in try key.withUnsafeBytes { try volume.addKeyslot(existing: w, new: $0, kdf: asterismKDF) } }
+                try wrong.withUnsafeBytes { w in
+                    try key.withUnsafeBytes { try volume.addKeyslot(existing: w, new: $0, kdf: asterismKDF) }
+                }
             }
             #expect(error.errno == EPERM)
             #expect(error.description.contains("damaged keyslot area"))
@@ -283,7 +302,10 @@ struct LUKS2VolumeTests {
             let volume = try LUKS2Volume(path: image, kdf: asterismKDF)
             let id = try #require(try volume.tokens().first).id
             try volume.setToken(
-                json: #"{"type":"asterism-state-disk","keyslots":[],"initialized":false,"initialized":true,"formatVersion":1}"#, id: id)
+                json:
+                    #"{"type":"asterism-state-disk","keyslots":[],"initialized":false,"initialized":true,"formatVersion":1}"#,
+                id: id
+            )
             let stored = try #require(try volume.token(id: id))
             #expect(stored.components(separatedBy: "initialized").count == 2, "\(stored)")
             // keyd reads the value libcryptsetup keeps (json-c: the last), never another.
@@ -291,8 +313,10 @@ struct LUKS2VolumeTests {
         }
     }
 
-    @Test("re-key crash at every step leaves a disk that opens with the old or the new key",
-          arguments: StateDiskRekey.Step.allCases)
+    @Test(
+        "re-key crash at every step leaves a disk that opens with the old or the new key",
+        arguments: StateDiskRekey.Step.allCases
+    )
     func rekeyCrash(at crashStep: StateDiskRekey.Step) throws {
         try withTemporaryDirectory { directory in
             let old = randomKey()
@@ -304,11 +328,14 @@ struct LUKS2VolumeTests {
                 let volume = try LUKS2Volume(path: image, kdf: asterismKDF)
                 switch step {
                 case .addNewKeyslot:
-                    _ = try old.withUnsafeBytes { o in try new.withUnsafeBytes { try volume.addKeyslot(existing: o, new: $0, kdf: asterismKDF) } }
+                    _ = try old.withUnsafeBytes { o in
+                        try new.withUnsafeBytes { try volume.addKeyslot(existing: o, new: $0, kdf: asterismKDF) }
+                    }
                 case .verifyNewKeyslot:
                     #expect(try new.withUnsafeBytes { try volume.verify(key: $0) } != nil)
                 case .markTokenInitialized:
-                    let id = try #require(try volume.tokens().first { (try? StateDiskToken(parsing: $0.json)) != nil }).id
+                    let id = try #require(try volume.tokens().first { (try? StateDiskToken(parsing: $0.json)) != nil })
+                        .id
                     try volume.setToken(json: StateDiskToken(kind: .asterism, initialized: true).json, id: id)
                 case .removeOldKeyslot:
                     let slot = try #require(try old.withUnsafeBytes { try volume.verify(key: $0) })

@@ -1,6 +1,6 @@
 import CCryptsetup
-import CTSS2
 import CKeydShims
+import CTSS2
 import Glibc
 import KeydPlatform
 import Testing
@@ -12,7 +12,10 @@ struct MiscTests {
         let error = SystemError.errno(EADDRINUSE, call: "bind", context: "/run/keyd/keyd.sock")
         #expect(error.description == "bind(/run/keyd/keyd.sock): Address already in use (errno 98)")
         #expect(error.errno == EADDRINUSE)
-        #expect(SystemError.errno(EPERM, call: "cap_set_proc").description == "cap_set_proc: Operation not permitted (errno 1)")
+        #expect(
+            SystemError.errno(EPERM, call: "cap_set_proc").description
+                == "cap_set_proc: Operation not permitted (errno 1)"
+        )
         // Equality uses the code (and errno) only.
         #expect(error == SystemError.errno(EADDRINUSE, call: "other"))
         #expect(error != SystemError.errno(EACCES, call: "bind", context: "/run/keyd/keyd.sock"))

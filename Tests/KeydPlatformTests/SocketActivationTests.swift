@@ -20,24 +20,29 @@ struct SocketActivationTests {
         Case(
             name: "two named sockets",
             environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "keyd:admin"],
-            expected: ["keyd": 3, "admin": 4]),
+            expected: ["keyd": 3, "admin": 4]
+        ),
         Case(
             name: "one socket without names",
             environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "1"],
-            expected: ["unknown": 3]),
+            expected: ["unknown": 3]
+        ),
         Case(
             name: "empty name defaults to unknown",
             environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "keyd:"],
-            expected: ["keyd": 3, "unknown": 4]),
+            expected: ["keyd": 3, "unknown": 4]
+        ),
         Case(name: "zero descriptors", environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "0"], expected: [:]),
         Case(
             name: "zero descriptors, empty names",
             environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "0", "LISTEN_FDNAMES": ""],
-            expected: [:]),
+            expected: [:]
+        ),
         Case(
             name: "LISTEN_PID of another process",
             environment: ["LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "keyd"],
-            expected: nil),
+            expected: nil
+        ),
         Case(name: "LISTEN_PID missing", environment: ["LISTEN_FDS": "1"], expected: nil),
         Case(name: "LISTEN_FDS missing", environment: ["LISTEN_PID": "4242"], expected: nil),
         Case(name: "names without the rest", environment: ["LISTEN_FDNAMES": "keyd"], expected: nil),
@@ -49,20 +54,30 @@ struct SocketActivationTests {
         Case(name: "LISTEN_FDS empty", environment: ["LISTEN_PID": "4242", "LISTEN_FDS": ""], expected: nil),
         Case(
             name: "LISTEN_FDS overflows",
-            environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "99999999999999999999999"], expected: nil),
+            environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "99999999999999999999999"],
+            expected: nil
+        ),
         Case(name: "too many descriptors", environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "17"], expected: nil),
         Case(
             name: "fewer names than descriptors",
-            environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "keyd"], expected: nil),
+            environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "keyd"],
+            expected: nil
+        ),
         Case(
             name: "more names than descriptors",
-            environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "keyd:admin"], expected: nil),
+            environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "keyd:admin"],
+            expected: nil
+        ),
         Case(
             name: "duplicate names",
-            environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "keyd:keyd"], expected: nil),
+            environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "keyd:keyd"],
+            expected: nil
+        ),
         Case(
             name: "two unnamed descriptors collide",
-            environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "2"], expected: nil),
+            environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "2"],
+            expected: nil
+        ),
     ]
 
     @Test("parse", arguments: cases)
@@ -82,8 +97,11 @@ struct SocketActivationTests {
         let count = SocketActivation.maxDescriptors
         let names = (0..<count).map { "s\($0)" }
         let result = try SocketActivation.parse(
-            environment: ["LISTEN_PID": "4242", "LISTEN_FDS": "\(count)", "LISTEN_FDNAMES": names.joined(separator: ":")],
-            currentPID: Self.pid)
+            environment: [
+                "LISTEN_PID": "4242", "LISTEN_FDS": "\(count)", "LISTEN_FDNAMES": names.joined(separator: ":"),
+            ],
+            currentPID: Self.pid
+        )
         #expect(result.count == count)
         #expect(result["s0"] == 3)
         #expect(result["s\(count - 1)"] == Int32(2 + count))
@@ -113,8 +131,13 @@ struct SocketActivationTests {
     @Test("a socketpair end is not a listening socket")
     func validateSocketPair() throws {
         let (a, b) = try UnixSocket.socketPair()
-        defer { try? a.close(); try? b.close() }
-        let error = #expect(throws: SystemError.self) { try SocketActivation.validateListeningUnixSocket(fd: a.rawValue) }
+        defer {
+            try? a.close()
+            try? b.close()
+        }
+        let error = #expect(throws: SystemError.self) {
+            try SocketActivation.validateListeningUnixSocket(fd: a.rawValue)
+        }
         #expect(error?.code == .notListeningUnixSocket)
     }
 
@@ -143,7 +166,9 @@ struct SocketActivationTests {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(tcp, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(tcp, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         #expect(bound == 0)
         #expect(listen(tcp, 1) == 0)

@@ -7,7 +7,10 @@ struct SocketTests {
     @Test("socketpair peer credentials are this process")
     func socketPairCredentials() throws {
         let (a, b) = try UnixSocket.socketPair()
-        defer { try? a.close(); try? b.close() }
+        defer {
+            try? a.close()
+            try? b.close()
+        }
         let credentials = try PeerCredentials.read(from: a)
         #expect(credentials == PeerCredentials(pid: getpid(), uid: geteuid(), gid: getegid()))
         #expect(try PeerCredentials.read(from: b) == credentials)
@@ -89,7 +92,11 @@ struct SocketTests {
     func regularFileRefused() throws {
         try withTemporaryDirectory { directory in
             let path = directory + "/keyd.sock"
-            try StateDirectory(path: directory, creatingWith: 0o700).writeAtomically("keyd.sock", bytes: Array("precious".utf8), mode: 0o644)
+            try StateDirectory(path: directory, creatingWith: 0o700).writeAtomically(
+                "keyd.sock",
+                bytes: Array("precious".utf8),
+                mode: 0o644
+            )
             let error = #expect(throws: SystemError.self) { try UnixListener.bind(path: path, mode: 0o600) }
             #expect(error?.code == .refusedExistingFile)
             #expect(error?.description == "bind(\(path)): refusing to replace existing regular file")
@@ -170,7 +177,10 @@ struct FileDescriptorTests {
     @Test("write reports wouldBlock once the socket buffer is full")
     func writeWouldBlock() throws {
         let (a, b) = try UnixSocket.socketPair(nonBlocking: true)
-        defer { try? a.close(); try? b.close() }
+        defer {
+            try? a.close()
+            try? b.close()
+        }
         let chunk = [UInt8](repeating: 0x5A, count: 65536)
         var total = 0
         var blocked = false
@@ -196,7 +206,10 @@ struct FileDescriptorTests {
     @Test("setNonBlocking toggles O_NONBLOCK")
     func nonBlockingFlag() throws {
         let (a, b) = try UnixSocket.socketPair()
-        defer { try? a.close(); try? b.close() }
+        defer {
+            try? a.close()
+            try? b.close()
+        }
         #expect(fcntl(a.rawValue, F_GETFL) & O_NONBLOCK == 0)
         try a.setNonBlocking()
         #expect(fcntl(a.rawValue, F_GETFL) & O_NONBLOCK != 0)
@@ -207,7 +220,10 @@ struct FileDescriptorTests {
     @Test("shutdownWrite makes the peer read eof")
     func shutdownWrite() throws {
         let (a, b) = try UnixSocket.socketPair()
-        defer { try? a.close(); try? b.close() }
+        defer {
+            try? a.close()
+            try? b.close()
+        }
         try a.shutdownWrite()
         var buffer = [UInt8](repeating: 0, count: 4)
         #expect(try buffer.withUnsafeMutableBytes { try b.read(into: $0) } == .eof)

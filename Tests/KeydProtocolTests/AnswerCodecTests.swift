@@ -3,7 +3,9 @@ import Testing
 
 /// Encodes `payload` as an ok answer, decodes the frame and the payload again.
 func answerRoundTrip<T: Equatable>(
-    _ kind: RequestKind, sequence: UInt32, write: (inout WireWriter) -> Void,
+    _ kind: RequestKind,
+    sequence: UInt32,
+    write: (inout WireWriter) -> Void,
     read: (inout WireReader) throws(ProtocolError) -> T
 ) throws -> (frame: AnswerFrame, value: T) {
     let body = stripPrefix(AnswerFrame.encode(answering: kind, sequence: sequence, status: .ok, write))
@@ -16,29 +18,61 @@ func answerRoundTrip<T: Equatable>(
     return (frame, try frame.decodePayload(kind, read))
 }
 
-let helloAnswers: [HelloAnswer] = [.trustd, .admin].flatMap { peer in
-    Phase.allCases.map { HelloAnswer(version: 1, peerClass: peer, phase: $0) }
-} + [HelloAnswer(version: .max, peerClass: .admin, phase: .locked)]
+let helloAnswers: [HelloAnswer] =
+    [.trustd, .admin].flatMap { peer in
+        Phase.allCases.map { HelloAnswer(version: 1, peerClass: peer, phase: $0) }
+    } + [HelloAnswer(version: .max, peerClass: .admin, phase: .locked)]
 
 let statusAnswers: [StatusAnswer] = [
     StatusAnswer(
-        protocolVersion: 1, phase: .awaitingKEK, peerClass: .trustd, uptimeSeconds: 0, requestsServed: 0,
-        connections: 0, auditRecords: 0, auditHead: [UInt8](repeating: 0, count: 32), auditIntact: true, keydVersion: ""),
+        protocolVersion: 1,
+        phase: .awaitingKEK,
+        peerClass: .trustd,
+        uptimeSeconds: 0,
+        requestsServed: 0,
+        connections: 0,
+        auditRecords: 0,
+        auditHead: [UInt8](repeating: 0, count: 32),
+        auditIntact: true,
+        keydVersion: ""
+    ),
     StatusAnswer(
-        protocolVersion: 1, phase: .holdingKEK, peerClass: .admin, uptimeSeconds: 86_400, requestsServed: 12_345,
-        connections: 1024, auditRecords: 77, auditHead: pattern(32), auditIntact: false, keydVersion: "0.1.0-dev+abc123"),
+        protocolVersion: 1,
+        phase: .holdingKEK,
+        peerClass: .admin,
+        uptimeSeconds: 86_400,
+        requestsServed: 12_345,
+        connections: 1024,
+        auditRecords: 77,
+        auditHead: pattern(32),
+        auditIntact: false,
+        keydVersion: "0.1.0-dev+abc123"
+    ),
     StatusAnswer(
-        protocolVersion: .max, phase: .locked, peerClass: .admin, uptimeSeconds: .max, requestsServed: .max,
-        connections: .max, auditRecords: .max, auditHead: pattern(32, start: 0xE0), auditIntact: true,
-        keydVersion: String(repeating: "v", count: 32)),
+        protocolVersion: .max,
+        phase: .locked,
+        peerClass: .admin,
+        uptimeSeconds: .max,
+        requestsServed: .max,
+        connections: .max,
+        auditRecords: .max,
+        auditHead: pattern(32, start: 0xE0),
+        auditIntact: true,
+        keydVersion: String(repeating: "v", count: 32)
+    ),
 ]
 
 let auditReadAnswers: [AuditReadAnswer] = [
     AuditReadAnswer(totalRecords: 0, records: []),
-    AuditReadAnswer(totalRecords: 3, records: [#"{"seq":0,"event":"keyd.start"}"#, #"{"seq":1,"event":"hello","peer":"ünïcode"}"#]),
+    AuditReadAnswer(
+        totalRecords: 3,
+        records: [#"{"seq":0,"event":"keyd.start"}"#, #"{"seq":1,"event":"hello","peer":"ünïcode"}"#]
+    ),
     AuditReadAnswer(totalRecords: .max, records: [String(repeating: "r", count: Limits.maxAuditRecord)]),
     AuditReadAnswer(
-        totalRecords: 512, records: Array(repeating: String(repeating: "x", count: 100), count: Int(Limits.maxAuditRecordsPerRead))),
+        totalRecords: 512,
+        records: Array(repeating: String(repeating: "x", count: 100), count: Int(Limits.maxAuditRecordsPerRead))
+    ),
 ]
 
 let auditVerifyAnswers: [AuditVerifyAnswer] =
@@ -64,17 +98,30 @@ struct AnswerCodecTests {
 
     @Test("audit.read answer round trip", arguments: auditReadAnswers)
     func auditRead(_ answer: AuditReadAnswer) throws {
-        let (frame, value) = try answerRoundTrip(.auditRead, sequence: 9, write: answer.write, read: AuditReadAnswer.read)
+        let (frame, value) = try answerRoundTrip(
+            .auditRead,
+            sequence: 9,
+            write: answer.write,
+            read: AuditReadAnswer.read
+        )
         #expect(value == answer)
         let recordBytes = answer.records.reduce(0) { $0 + AuditReadAnswer.encodedSize(ofRecord: $1.utf8.count) }
         #expect(frame.payload.count == 8 + 2 + recordBytes)
         // keyd sizes its answers with `overhead`: the whole frame is overhead plus the records.
-        #expect(Limits.lengthPrefixSize + Limits.minAnswerBody + frame.payload.count == AuditReadAnswer.overhead + recordBytes)
+        #expect(
+            Limits.lengthPrefixSize + Limits.minAnswerBody + frame.payload.count == AuditReadAnswer.overhead
+                + recordBytes
+        )
     }
 
     @Test("audit.verify answer round trip", arguments: auditVerifyAnswers)
     func auditVerify(_ answer: AuditVerifyAnswer) throws {
-        let (_, value) = try answerRoundTrip(.auditVerify, sequence: .max, write: answer.write, read: AuditVerifyAnswer.read)
+        let (_, value) = try answerRoundTrip(
+            .auditVerify,
+            sequence: .max,
+            write: answer.write,
+            read: AuditVerifyAnswer.read
+        )
         #expect(value == answer)
     }
 
@@ -83,7 +130,15 @@ struct AnswerCodecTests {
         // The payload writer is ignored unless the status is ok.
         let body = stripPrefix(AnswerFrame.encode(answering: .kekImport, sequence: 77, status: status) { $0.u64(.max) })
         let frame = try AnswerFrame.decode(body: body)
-        #expect(frame == AnswerFrame(kind: RequestKind.kekImport.rawValue, sequence: 77, status: status, payload: status == .ok ? [UInt8](repeating: 0xFF, count: 8) : []))
+        #expect(
+            frame
+                == AnswerFrame(
+                    kind: RequestKind.kekImport.rawValue,
+                    sequence: 77,
+                    status: status,
+                    payload: status == .ok ? [UInt8](repeating: 0xFF, count: 8) : []
+                )
+        )
         let statusOnly = stripPrefix(AnswerFrame.encodeStatus(answering: .kekLock, sequence: 1, status: status))
         #expect(statusOnly.count == Limits.minAnswerBody)
         #expect(try AnswerFrame.decode(body: statusOnly).status == status)
@@ -92,7 +147,9 @@ struct AnswerCodecTests {
     @Test("the connection error answer", arguments: StatusCode.allCases.filter(\.closesConnection))
     func connectionError(status: StatusCode) throws {
         let body = stripPrefix(AnswerFrame.encodeConnectionError(status))
-        #expect(body == [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, UInt8(status.rawValue >> 8), UInt8(status.rawValue & 0xFF)])
+        #expect(
+            body == [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, UInt8(status.rawValue >> 8), UInt8(status.rawValue & 0xFF)]
+        )
         let frame = try AnswerFrame.decode(body: body)
         #expect(frame.isConnectionError)
         #expect(frame.status == status)
@@ -105,7 +162,8 @@ struct AnswerCodecTests {
             AnswerFrame.encode(answering: .hello, sequence: 0, status: .ok) { w in
                 HelloAnswer(version: 1, peerClass: .admin, phase: .holdingKEK).write(&w)
                 w.u8(0)
-            })
+            }
+        )
         let frame = try AnswerFrame.decode(body: body)
         #expect(throws: ProtocolError.trailingBytes(1, after: "hello answer")) {
             try frame.decodePayload(.hello, HelloAnswer.read)

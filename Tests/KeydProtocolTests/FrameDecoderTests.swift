@@ -115,7 +115,9 @@ struct FrameDecoderTests {
     @Test("after a length error every append fails with the same error")
     func staysFailed() throws {
         var decoder = FrameDecoder(.requests)
-        #expect(throws: ProtocolError.frameLength(0, minimum: 6, maximum: 65_536)) { try decoder.append(prefixBytes(0)) }
+        #expect(throws: ProtocolError.frameLength(0, minimum: 6, maximum: 65_536)) {
+            try decoder.append(prefixBytes(0))
+        }
         let valid = RequestFrame(sequence: 0, request: .status).encodeFrame()
         for _ in 0..<3 {
             let error = #expect(throws: ProtocolError.self) { try decoder.append(valid) }
@@ -151,7 +153,10 @@ struct FrameDecoderTests {
     func withNextFrameWipesOnThrow() throws {
         let recorder = WipeRecorder()
         var decoder = FrameDecoder(.requests, wipe: recorder.wipe)
-        let body = requestBody(kind: RequestKind.kekImport.rawValue) { $0.u16(15); $0.fixed(pattern(15), count: 15) }
+        let body = requestBody(kind: RequestKind.kekImport.rawValue) {
+            $0.u16(15)
+            $0.fixed(pattern(15), count: 15)
+        }
         try decoder.append(prefixBytes(UInt32(body.count)) + body)
         #expect(throws: ProtocolError.self) {
             _ = try decoder.withNextFrame { try RequestFrame.decode(body: $0) }
@@ -199,7 +204,8 @@ struct PrefixCase: Sendable, CustomTestStringConvertible {
     let direction: FrameDecoder.Direction
 
     var bounds: ClosedRange<Int> {
-        direction == .requests ? Limits.minRequestBody...Limits.maxFrameLength : Limits.minAnswerBody...Limits.maxAnswerFrameLength
+        direction == .requests
+            ? Limits.minRequestBody...Limits.maxFrameLength : Limits.minAnswerBody...Limits.maxAnswerFrameLength
     }
 
     var testDescription: String { "\(direction == .requests ? "request" : "answer") length \(length)" }

@@ -25,7 +25,11 @@ struct FuzzCase: Sendable, CustomTestStringConvertible {
 }
 
 /// FuzzFrameDecoder's reassembly: one read when `seed` is 0, else its seeded run of read sizes.
-func fuzzReassemble(_ stream: ArraySlice<UInt8>, _ direction: FrameDecoder.Direction, seed: UInt8) -> ([[UInt8]], ProtocolError?) {
+func fuzzReassemble(
+    _ stream: ArraySlice<UInt8>,
+    _ direction: FrameDecoder.Direction,
+    seed: UInt8
+) -> ([[UInt8]], ProtocolError?) {
     var decoder = FrameDecoder(direction, maxQueuedFrames: Int.max)
     var bodies: [[UInt8]] = []
     var state = UInt32(seed)
@@ -59,7 +63,10 @@ private let hello = RequestFrame(sequence: 0, request: .hello(minVersion: 1, max
 private let status = RequestFrame(sequence: 1, request: .status)
 private let kekImport = RequestFrame(
     sequence: 2,
-    request: .kekImport(KEKImportFields(masterSecret: SecretField(offset: 8, count: 16), salt: SecretField(offset: 26, count: 32))))
+    request: .kekImport(
+        KEKImportFields(masterSecret: SecretField(offset: 8, count: 16), salt: SecretField(offset: 26, count: 32))
+    )
+)
 
 let fuzzCases: [FuzzCase] = [
     // Finding 1 (FuzzFrameDecoder, first run): the pipelined seed with the kek.import length
@@ -68,7 +75,8 @@ let fuzzCases: [FuzzCase] = [
     // error, so whole and chunked reads disagreed. Not a decoder bug: frames completed before a
     // failing append stay queued and must be taken out (the fuzzer and this replay now do).
     FuzzCase(
-        name: "finding 1: frames queued before a bad prefix in the same read", seedFile: nil,
+        name: "finding 1: frames queued before a bad prefix in the same read",
+        seedFile: nil,
         input: [
             0x01, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00,
             0x00, 0x00, 0x06, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x2f, 0x00, 0x40, 0x00,
@@ -77,14 +85,18 @@ let fuzzCases: [FuzzCase] = [
             0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22,
             0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22,
         ],
-        requests: [.success(hello), .success(status), .failure(truncated)], requestStreamError: frameLength,
-        answers: [.failure(badValue)], answerStreamError: frameLength),
+        requests: [.success(hello), .success(status), .failure(truncated)],
+        requestStreamError: frameLength,
+        answers: [.failure(badValue)],
+        answerStreamError: frameLength
+    ),
     // Finding 2 (FuzzFrameDecoder, second run): a connection error answer (kind 0xffff,
     // sequence 0xffffffff) with status ok and a 7-byte payload decoded, although PROTOCOL.md
     // gives it an empty payload and a closing status; re-encoding it lost the payload. Fixed in
     // AnswerFrame.decode: such an answer is malformed.
     FuzzCase(
-        name: "finding 2: connection error answer with status ok and a payload", seedFile: nil,
+        name: "finding 2: connection error answer with status ok and a payload",
+        seedFile: nil,
         input: [
             0x00, 0x00, 0x00, 0x00, 0x0f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x0e, 0xfb,
             0x03, 0x01, 0x00, 0x01, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda,
@@ -92,48 +104,72 @@ let fuzzCases: [FuzzCase] = [
             0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda,
             0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0xda, 0x02, 0x00, 0x00, 0x80, 0x40, 0x00, 0x00,
         ],
-        requests: [.failure(unknownKind)], requestStreamError: frameLength,
-        answers: [.failure(trailing)], answerStreamError: frameLength),
+        requests: [.failure(unknownKind)],
+        requestStreamError: frameLength,
+        answers: [.failure(trailing)],
+        answerStreamError: frameLength
+    ),
     // Finding 2, first sighting (the same bug, found by a 100-run smoke test): status ok and a
     // 4-byte payload on the connection error answer.
     FuzzCase(
-        name: "finding 2b: connection error answer with status ok and 4 bytes", seedFile: nil,
+        name: "finding 2b: connection error answer with status ok and 4 bytes",
+        seedFile: nil,
         input: [0x03, 0x00, 0x00, 0x00, 0x0c, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04],
-        requests: [.failure(unknownKind)], requestStreamError: nil,
-        answers: [.failure(trailing)], answerStreamError: nil),
+        requests: [.failure(unknownKind)],
+        requestStreamError: nil,
+        answers: [.failure(trailing)],
+        answerStreamError: nil
+    ),
     // Finding 3 (FuzzFrameDecoder, first run after answers may exceed the request limit): the
     // prefix of an answer body of 131,072 bytes. The harness bounded bytesWanted by the request
     // limit in both directions and died on it. Not a decoder bug: an answer body may be up to
     // Limits.maxAnswerFrameLength; the harness now bounds each direction by its own limit. Kept
     // in the corpus as a seed.
     FuzzCase(
-        name: "finding 3: an answer body above the request limit", seedFile: "answer-above-request-limit",
+        name: "finding 3: an answer body above the request limit",
+        seedFile: "answer-above-request-limit",
         input: [0x07, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
-        requests: [], requestStreamError: frameLength,
-        answers: [], answerStreamError: nil),
+        requests: [],
+        requestStreamError: frameLength,
+        answers: [],
+        answerStreamError: nil
+    ),
     // Seeds (Tests/KeydFuzz/make-seeds).
     FuzzCase(
-        name: "seed hello", seedFile: "hello",
+        name: "seed hello",
+        seedFile: "hello",
         input: [0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
-        requests: [.success(hello)], requestStreamError: nil,
-        answers: [.failure(badValue)], answerStreamError: nil),
+        requests: [.success(hello)],
+        requestStreamError: nil,
+        answers: [.failure(badValue)],
+        answerStreamError: nil
+    ),
     FuzzCase(
-        name: "seed status", seedFile: "status",
+        name: "seed status",
+        seedFile: "status",
         input: [0x07, 0x00, 0x00, 0x00, 0x06, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01],
-        requests: [.success(status)], requestStreamError: nil,
-        answers: [], answerStreamError: frameLength),
+        requests: [.success(status)],
+        requestStreamError: nil,
+        answers: [],
+        answerStreamError: frameLength
+    ),
     FuzzCase(
-        name: "seed kek.import", seedFile: "kek-import",
+        name: "seed kek.import",
+        seedFile: "kek-import",
         input: [
             0x2a, 0x00, 0x00, 0x00, 0x3a, 0x00, 0x40, 0x00, 0x00, 0x00, 0x02, 0x00, 0x10, 0x11, 0x11, 0x11,
             0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x00, 0x20, 0x22,
             0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22,
             0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22,
         ],
-        requests: [.success(kekImport)], requestStreamError: nil,
-        answers: [.failure(badValue)], answerStreamError: nil),
+        requests: [.success(kekImport)],
+        requestStreamError: nil,
+        answers: [.failure(badValue)],
+        answerStreamError: nil
+    ),
     FuzzCase(
-        name: "seed pipelined", seedFile: "pipelined",
+        name: "seed pipelined",
+        seedFile: "pipelined",
         input: [
             0x01, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00,
             0x00, 0x00, 0x06, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x3a, 0x00, 0x40, 0x00,
@@ -142,20 +178,33 @@ let fuzzCases: [FuzzCase] = [
             0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22,
             0x22, 0x22, 0x22, 0x22, 0x22, 0x22, 0x22,
         ],
-        requests: [.success(hello), .success(status), .success(kekImport)], requestStreamError: nil,
-        answers: [.failure(badValue)], answerStreamError: frameLength),
+        requests: [.success(hello), .success(status), .success(kekImport)],
+        requestStreamError: nil,
+        answers: [.failure(badValue)],
+        answerStreamError: frameLength
+    ),
     FuzzCase(
-        name: "seed answers", seedFile: "answers",
+        name: "seed answers",
+        seedFile: "answers",
         input: [
             0x03, 0x00, 0x00, 0x00, 0x0c, 0x80, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02,
             0x01, 0x00, 0x00, 0x00, 0x08, 0x80, 0x40, 0x00, 0x00, 0x00, 0x05, 0x00, 0x04,
         ],
-        requests: [.failure(unknownKind), .failure(unknownKind)], requestStreamError: nil,
+        requests: [.failure(unknownKind), .failure(unknownKind)],
+        requestStreamError: nil,
         answers: [
-            .success(AnswerFrame(kind: RequestKind.hello.rawValue, sequence: 0, status: .ok, payload: [0x00, 0x01, 0x02, 0x01])),
+            .success(
+                AnswerFrame(
+                    kind: RequestKind.hello.rawValue,
+                    sequence: 0,
+                    status: .ok,
+                    payload: [0x00, 0x01, 0x02, 0x01]
+                )
+            ),
             .success(AnswerFrame(kind: RequestKind.kekImport.rawValue, sequence: 5, status: .denied)),
         ],
-        answerStreamError: nil),
+        answerStreamError: nil
+    ),
 ]
 
 @Suite("Fuzz regressions")
@@ -186,7 +235,10 @@ struct FuzzRegressionTests {
         #expect(decoded == testCase.answers)
         #expect(decoded.map { (try? $0.get())?.status } == testCase.answers.map { (try? $0.get())?.status })
         if case .success(let answer) = decoded.first, answer.kind == RequestKind.hello.rawValue {
-            #expect(try answer.decodePayload(.hello, HelloAnswer.read) == HelloAnswer(version: 1, peerClass: .admin, phase: .holdingKEK))
+            #expect(
+                try answer.decodePayload(.hello, HelloAnswer.read)
+                    == HelloAnswer(version: 1, peerClass: .admin, phase: .holdingKEK)
+            )
         }
     }
 

@@ -24,7 +24,11 @@ private func evidenceBody(_ k: RequestKind, variant: UInt8, nonce: Int = 32, dig
     }
 }
 
-private func keyReleaseBody(challengeID: Int = 16, uuid: [UInt8] = Array(sampleDiskUUID.utf8), role: UInt8 = 1) -> [UInt8] {
+private func keyReleaseBody(
+    challengeID: Int = 16,
+    uuid: [UInt8] = Array(sampleDiskUUID.utf8),
+    role: UInt8 = 1
+) -> [UInt8] {
     requestBody(kind: kind(.keyRelease)) { w in
         w.fixed(pattern(challengeID), count: challengeID)
         raw(&w, pattern(10))
@@ -76,7 +80,12 @@ private let badValue = ProtocolError.badValue(field: "", "")
 private let fieldLength = ProtocolError.fieldLength(field: "", length: 0, bounds: 0...0)
 private let trailing = ProtocolError.trailingBytes(0, after: "")
 
-private func reject(_ name: String, _ body: [UInt8], _ error: ProtocolError, _ status: StatusCode = .malformed) -> RejectCase {
+private func reject(
+    _ name: String,
+    _ body: [UInt8],
+    _ error: ProtocolError,
+    _ status: StatusCode = .malformed
+) -> RejectCase {
     RejectCase(name: name, body: body, error: error, status: status)
 }
 
@@ -98,44 +107,96 @@ let requestRejections: [RejectCase] =
     [
         reject("empty body", [], frameLength, .frameLength),
         reject("5-byte body", [0, 1, 0, 0, 0], frameLength, .frameLength),
-        reject("65537-byte body", requestBody(kind: kind(.policySet)) { $0.fixed(pattern(65_531), count: 65_531) }, frameLength, .frameLength),
+        reject(
+            "65537-byte body",
+            requestBody(kind: kind(.policySet)) { $0.fixed(pattern(65_531), count: 65_531) },
+            frameLength,
+            .frameLength
+        ),
     ]
     + [0x0000, 0x0004, 0x000F, 0x0015, 0x0026, 0x0047, 0x7FFF, 0x8001, 0x8002, 0xFFFF].map { (code: UInt16) in
         reject("unknown kind 0x\(String(code, radix: 16))", requestBody(kind: code), unknown, .unknownRequest)
     }
     + [
-        reject("evidence.issue nonce 31 bytes, no digest", evidenceBody(.evidenceIssue, variant: 1, nonce: 31, digest: 0), truncated),
+        reject(
+            "evidence.issue nonce 31 bytes, no digest",
+            evidenceBody(.evidenceIssue, variant: 1, nonce: 31, digest: 0),
+            truncated
+        ),
         reject("evidence.issue nonce 31 bytes", evidenceBody(.evidenceIssue, variant: 1, nonce: 31), truncated),
         reject("tpm.evidence digest 31 bytes", evidenceBody(.tpmEvidence, variant: 1, digest: 31), truncated),
         reject("key.release challengeID 15 bytes", keyReleaseBody(challengeID: 15), truncated),
         reject("hello without maxVersion", requestBody(kind: kind(.hello)) { $0.u16(1) }, truncated),
-        reject("audit.read firstRecord 7 bytes", requestBody(kind: kind(.auditRead)) { $0.fixed(pattern(7), count: 7) }, truncated),
-        reject("envelope.accept length cut", requestBody(kind: kind(.envelopeAccept)) { $0.u8(1); $0.u8(0) }, truncated),
-        reject("init.accept envelope shorter than its length",
-               requestBody(kind: kind(.initAccept)) { $0.u16(10); $0.fixed(pattern(9), count: 9) }, truncated),
+        reject(
+            "audit.read firstRecord 7 bytes",
+            requestBody(kind: kind(.auditRead)) { $0.fixed(pattern(7), count: 7) },
+            truncated
+        ),
+        reject(
+            "envelope.accept length cut",
+            requestBody(kind: kind(.envelopeAccept)) {
+                $0.u8(1)
+                $0.u8(0)
+            },
+            truncated
+        ),
+        reject(
+            "init.accept envelope shorter than its length",
+            requestBody(kind: kind(.initAccept)) {
+                $0.u16(10)
+                $0.fixed(pattern(9), count: 9)
+            },
+            truncated
+        ),
         reject("kek.import without salt", requestBody(kind: kind(.kekImport)) { raw(&$0, pattern(32)) }, truncated),
     ]
-    + [(RequestKind.evidenceIssue, UInt8(0)), (.evidenceIssue, 3), (.evidenceIssue, 0xFF), (.tpmEvidence, 0), (.tpmEvidence, 3)].map {
+    + [
+        (RequestKind.evidenceIssue, UInt8(0)), (.evidenceIssue, 3), (.evidenceIssue, 0xFF), (.tpmEvidence, 0),
+        (.tpmEvidence, 3),
+    ].map {
         reject("\($0.0) variant \($0.1)", evidenceBody($0.0, variant: $0.1), badEnum)
     }
     + [UInt8(0), 4, 0xFF].map { value in
         reject("challenge.issue purpose \(value)", requestBody(kind: kind(.challengeIssue)) { $0.u8(value) }, badEnum)
     }
     + [UInt8(0), 3].map { value in
-        reject("envelope.accept purpose \(value)", requestBody(kind: kind(.envelopeAccept)) { $0.u8(value); raw(&$0, []) }, badEnum)
+        reject(
+            "envelope.accept purpose \(value)",
+            requestBody(kind: kind(.envelopeAccept)) {
+                $0.u8(value)
+                raw(&$0, [])
+            },
+            badEnum
+        )
     }
     + [UInt8(0), 3].map { value in reject("key.release role \(value)", keyReleaseBody(role: value), badEnum) }
     + badTextBytes.map { reject("device with \($0.0)", deviceBody($0.1), badText) }
     + badTextBytes.map { reject("mapping name with \($0.0)", openBody(name: Array($0.1.dropFirst())), badText) }
     + [
-        reject("key.release diskUUID not UTF-8", keyReleaseBody(uuid: [0xFF] + Array(sampleDiskUUID.utf8.dropFirst())), badText),
+        reject(
+            "key.release diskUUID not UTF-8",
+            keyReleaseBody(uuid: [0xFF] + Array(sampleDiskUUID.utf8.dropFirst())),
+            badText
+        ),
         reject("device relative", deviceBody(Array("dev/vdb".utf8)), badValue),
         reject("device ./", deviceBody(Array("./vdb".utf8)), badValue),
         reject("device empty", deviceBody([]), fieldLength),
         reject("device 4097 bytes", deviceBody(Array(("/" + String(repeating: "d", count: 4096)).utf8)), fieldLength),
-        reject("disk.format device relative", requestBody(kind: kind(.diskFormat)) { raw(&$0, Array("vdb".utf8)) }, badValue),
-        reject("disk.bind device relative", requestBody(kind: kind(.diskBind)) { raw(&$0, Array("vdb".utf8)) }, badValue),
-        reject("disk.reset device relative", requestBody(kind: kind(.diskReset)) { raw(&$0, Array("vdb".utf8)) }, badValue),
+        reject(
+            "disk.format device relative",
+            requestBody(kind: kind(.diskFormat)) { raw(&$0, Array("vdb".utf8)) },
+            badValue
+        ),
+        reject(
+            "disk.bind device relative",
+            requestBody(kind: kind(.diskBind)) { raw(&$0, Array("vdb".utf8)) },
+            badValue
+        ),
+        reject(
+            "disk.reset device relative",
+            requestBody(kind: kind(.diskReset)) { raw(&$0, Array("vdb".utf8)) },
+            badValue
+        ),
         reject("disk.open device relative", openBody(device: Array("vdb".utf8), name: Array("state".utf8)), badValue),
     ]
     + ["a/b", "/", "..", ".", "a b", "état", "$(x)"].map { name in
@@ -144,10 +205,17 @@ let requestRejections: [RejectCase] =
     + [
         reject("mapping name empty", openBody(name: []), fieldLength),
         reject("mapping name 65 bytes", openBody(name: Array(String(repeating: "n", count: 65).utf8)), fieldLength),
-        reject("disk.close mapping name ..", requestBody(kind: kind(.diskClose)) { raw(&$0, Array("..".utf8)) }, badValue),
+        reject(
+            "disk.close mapping name ..",
+            requestBody(kind: kind(.diskClose)) { raw(&$0, Array("..".utf8)) },
+            badValue
+        ),
     ]
-    + ["0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0", "0f1e2d3c4b5a69788796a5b4c3d2e1f0abcd", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f",
-       "0f1e2d3c-4b5a-6978-8796_a5b4c3d2e1f0", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fg"].map { uuid in
+    + [
+        "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0", "0f1e2d3c4b5a69788796a5b4c3d2e1f0abcd",
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f",
+        "0f1e2d3c-4b5a-6978-8796_a5b4c3d2e1f0", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fg",
+    ].map { uuid in
         reject("diskUUID \(uuid)", keyReleaseBody(uuid: Array(uuid.utf8)), badValue)
     }
     + [
@@ -165,32 +233,63 @@ let requestRejections: [RejectCase] =
         reject("hello 0...0", helloBody(0, 0), badValue),
         reject("hello 2...1", helloBody(2, 1), badValue),
         reject("hello 65535...1", helloBody(.max, 1), badValue),
-        reject("evidence 49153 bytes", requestBody(kind: kind(.keyRelease)) { w in
-            w.fixed(pattern(16), count: 16)
-            w.u16(49_153)
-        }, fieldLength),
+        reject(
+            "evidence 49153 bytes",
+            requestBody(kind: kind(.keyRelease)) { w in
+                w.fixed(pattern(16), count: 16)
+                w.u16(49_153)
+            },
+            fieldLength
+        ),
         reject("envelope 4097 bytes", requestBody(kind: kind(.initAccept)) { raw(&$0, pattern(4097)) }, fieldLength),
-        reject("signed policy 16385 bytes", requestBody(kind: kind(.policySet)) { raw(&$0, pattern(16_385)) }, fieldLength),
+        reject(
+            "signed policy 16385 bytes",
+            requestBody(kind: kind(.policySet)) { raw(&$0, pattern(16_385)) },
+            fieldLength
+        ),
     ]
 
-let answerRejections: [RejectCase] = [
-    reject("empty answer", [], frameLength, .frameLength),
-    reject("7-byte answer", [0x80, 1, 0, 0, 0, 0, 0], frameLength, .frameLength),
-    reject("262145-byte answer", answerBody(kind: 0x8002, status: 0, payload: pattern(262_137)), frameLength, .frameLength),
-    reject("kind 0x0001 without the answer bit", answerBody(kind: 0x0001, status: 0), badValue),
-    reject("kind 0x7fff without the answer bit", answerBody(kind: 0x7FFF, sequence: .max, status: 2), badValue),
-    reject("answer kind 0x8099 answers no request", answerBody(kind: 0x8099, status: 0), badValue),
-    reject("answer kind 0xffff with a request sequence", answerBody(kind: 0xFFFF, sequence: 0, status: 2), badValue),
-    reject("connection error answer with a payload", answerBody(kind: 0xFFFF, sequence: .max, status: 8, payload: [0]), trailing),
-    reject("connection error answer ok with a payload (fuzz finding 2)",
-           answerBody(kind: 0xFFFF, sequence: .max, status: 0, payload: [0x00, 0x0e, 0xfb, 0x03, 0x01, 0x00, 0x01]), trailing),
-    reject("connection error answer ok", answerBody(kind: 0xFFFF, sequence: .max, status: 0), badValue),
-    reject("connection error answer wrongPhase", answerBody(kind: 0xFFFF, sequence: .max, status: 5), badValue),
-] + [UInt16(18), 31, 38, 47, 56, 0x8000, 0xFFFF].map { status in
-    reject("unknown status \(status)", answerBody(kind: 0x8002, status: status), badEnum)
-} + [StatusCode.unsupported, .denied, .wrongPhase, .internal, .diskNotInitialized].map { status in
-    reject("\(status) answer with a payload", answerBody(kind: 0x8002, status: status.rawValue, payload: [0]), trailing)
-}
+let answerRejections: [RejectCase] =
+    [
+        reject("empty answer", [], frameLength, .frameLength),
+        reject("7-byte answer", [0x80, 1, 0, 0, 0, 0, 0], frameLength, .frameLength),
+        reject(
+            "262145-byte answer",
+            answerBody(kind: 0x8002, status: 0, payload: pattern(262_137)),
+            frameLength,
+            .frameLength
+        ),
+        reject("kind 0x0001 without the answer bit", answerBody(kind: 0x0001, status: 0), badValue),
+        reject("kind 0x7fff without the answer bit", answerBody(kind: 0x7FFF, sequence: .max, status: 2), badValue),
+        reject("answer kind 0x8099 answers no request", answerBody(kind: 0x8099, status: 0), badValue),
+        reject(
+            "answer kind 0xffff with a request sequence",
+            answerBody(kind: 0xFFFF, sequence: 0, status: 2),
+            badValue
+        ),
+        reject(
+            "connection error answer with a payload",
+            answerBody(kind: 0xFFFF, sequence: .max, status: 8, payload: [0]),
+            trailing
+        ),
+        reject(
+            "connection error answer ok with a payload (fuzz finding 2)",
+            answerBody(kind: 0xFFFF, sequence: .max, status: 0, payload: [0x00, 0x0e, 0xfb, 0x03, 0x01, 0x00, 0x01]),
+            trailing
+        ),
+        reject("connection error answer ok", answerBody(kind: 0xFFFF, sequence: .max, status: 0), badValue),
+        reject("connection error answer wrongPhase", answerBody(kind: 0xFFFF, sequence: .max, status: 5), badValue),
+    ]
+    + [UInt16(18), 31, 38, 47, 56, 0x8000, 0xFFFF].map { status in
+        reject("unknown status \(status)", answerBody(kind: 0x8002, status: status), badEnum)
+    }
+    + [StatusCode.unsupported, .denied, .wrongPhase, .internal, .diskNotInitialized].map { status in
+        reject(
+            "\(status) answer with a payload",
+            answerBody(kind: 0x8002, status: status.rawValue, payload: [0]),
+            trailing
+        )
+    }
 
 /// Payloads of ok answers that their readers must refuse.
 struct AnswerPayloadReject: Sendable, CustomTestStringConvertible {
@@ -245,17 +344,54 @@ let answerPayloadRejections: [AnswerPayloadReject] = [
     AnswerPayloadReject(name: "hello phase 3", kind: .hello, payload: [0, 1, 1, 3], error: badEnum),
     AnswerPayloadReject(name: "hello 3 bytes", kind: .hello, payload: [0, 1, 1], error: truncated),
     AnswerPayloadReject(name: "status auditIntact 2", kind: .status, payload: statusPayload(intact: 2), error: badEnum),
-    AnswerPayloadReject(name: "status keydVersion 33 bytes", kind: .status,
-                        payload: statusPayload(version: pattern(33, start: 0x41)), error: fieldLength),
-    AnswerPayloadReject(name: "status keydVersion with NUL", kind: .status, payload: statusPayload(version: [0x31, 0]), error: badText),
-    AnswerPayloadReject(name: "audit.verify intact 2", kind: .auditVerify, payload: verifyPayload(intact: 2), error: badEnum),
-    AnswerPayloadReject(name: "audit.verify problem 6", kind: .auditVerify, payload: verifyPayload(problem: 6), error: badEnum),
-    AnswerPayloadReject(name: "audit.verify trailing byte", kind: .auditVerify, payload: verifyPayload() + [0], error: trailing),
-    AnswerPayloadReject(name: "audit.read count 513", kind: .auditRead, payload: [0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x01], error: fieldLength),
-    AnswerPayloadReject(name: "audit.read count 2, one record", kind: .auditRead,
-                        payload: [0, 0, 0, 0, 0, 0, 0, 2, 0, 2, 0, 2, 0x7B, 0x7D], error: truncated),
-    AnswerPayloadReject(name: "audit.read record with newline", kind: .auditRead,
-                        payload: [0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 3, 0x7B, 0x7D, 0x0A], error: badText),
+    AnswerPayloadReject(
+        name: "status keydVersion 33 bytes",
+        kind: .status,
+        payload: statusPayload(version: pattern(33, start: 0x41)),
+        error: fieldLength
+    ),
+    AnswerPayloadReject(
+        name: "status keydVersion with NUL",
+        kind: .status,
+        payload: statusPayload(version: [0x31, 0]),
+        error: badText
+    ),
+    AnswerPayloadReject(
+        name: "audit.verify intact 2",
+        kind: .auditVerify,
+        payload: verifyPayload(intact: 2),
+        error: badEnum
+    ),
+    AnswerPayloadReject(
+        name: "audit.verify problem 6",
+        kind: .auditVerify,
+        payload: verifyPayload(problem: 6),
+        error: badEnum
+    ),
+    AnswerPayloadReject(
+        name: "audit.verify trailing byte",
+        kind: .auditVerify,
+        payload: verifyPayload() + [0],
+        error: trailing
+    ),
+    AnswerPayloadReject(
+        name: "audit.read count 513",
+        kind: .auditRead,
+        payload: [0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x01],
+        error: fieldLength
+    ),
+    AnswerPayloadReject(
+        name: "audit.read count 2, one record",
+        kind: .auditRead,
+        payload: [0, 0, 0, 0, 0, 0, 0, 2, 0, 2, 0, 2, 0x7B, 0x7D],
+        error: truncated
+    ),
+    AnswerPayloadReject(
+        name: "audit.read record with newline",
+        kind: .auditRead,
+        payload: [0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 3, 0x7B, 0x7D, 0x0A],
+        error: badText
+    ),
 ]
 
 @Suite("Rejections")
@@ -304,7 +440,10 @@ struct RejectionTests {
         #expect(requestError(kekBody(master: 32, salt: 31))?.detail == "salt: length 31 outside 32...64")
         #expect(requestError(requestBody(kind: 0x0099))?.detail == "unknown request kind 0x99")
         #expect(requestError([1])?.detail == "frame length 1 is below minimum 6")
-        #expect(ProtocolError.frameLength(70_000, minimum: 6, maximum: 65_536).description == "frame length 70000 exceeds limit 65536")
+        #expect(
+            ProtocolError.frameLength(70_000, minimum: 6, maximum: 65_536).description
+                == "frame length 70000 exceeds limit 65536"
+        )
     }
 }
 

@@ -20,56 +20,94 @@ let requestCases: [RequestCase] = [
     RequestCase(name: "status", sequence: 1, request: .status),
     RequestCase(name: "bootKey.get", sequence: 2, request: .bootKeyGet),
     RequestCase(
-        name: "evidence.issue native", sequence: 3,
-        request: .evidenceIssue(EvidenceRequest(variant: .native, nonce: pattern(32), userDataDigest: pattern(32, start: 200)))),
-    RequestCase(
-        name: "evidence.issue qemu-vtpm", sequence: 4,
+        name: "evidence.issue native",
+        sequence: 3,
         request: .evidenceIssue(
-            EvidenceRequest(variant: .constellationQEMUVTPM, nonce: pattern(32, start: 9), userDataDigest: pattern(32)))),
+            EvidenceRequest(variant: .native, nonce: pattern(32), userDataDigest: pattern(32, start: 200))
+        )
+    ),
+    RequestCase(
+        name: "evidence.issue qemu-vtpm",
+        sequence: 4,
+        request: .evidenceIssue(
+            EvidenceRequest(variant: .constellationQEMUVTPM, nonce: pattern(32, start: 9), userDataDigest: pattern(32))
+        )
+    ),
     RequestCase(name: "challenge.issue join", sequence: 5, request: .challengeIssue(.join)),
     RequestCase(name: "challenge.issue rejoin", sequence: 6, request: .challengeIssue(.rejoin)),
     RequestCase(name: "challenge.issue init", sequence: 7, request: .challengeIssue(.initialize)),
     RequestCase(
-        name: "key.release worker, empty evidence", sequence: 8,
+        name: "key.release worker, empty evidence",
+        sequence: 8,
         request: .keyRelease(
             KeyReleaseRequest(
-                challengeID: pattern(16), evidence: [], certificateKeyHash: pattern(32, start: 50),
-                bootPublicKey: pattern(32, start: 90), diskUUID: sampleDiskUUID, role: .worker))),
+                challengeID: pattern(16),
+                evidence: [],
+                certificateKeyHash: pattern(32, start: 50),
+                bootPublicKey: pattern(32, start: 90),
+                diskUUID: sampleDiskUUID,
+                role: .worker
+            )
+        )
+    ),
     RequestCase(
-        name: "key.release control plane, evidence at its limit", sequence: 9,
+        name: "key.release control plane, evidence at its limit",
+        sequence: 9,
         request: .keyRelease(
             KeyReleaseRequest(
-                challengeID: pattern(16, start: 7), evidence: pattern(Limits.maxEvidence),
-                certificateKeyHash: pattern(32, start: 50), bootPublicKey: pattern(32, start: 90),
-                diskUUID: sampleDiskUUID, role: .controlPlane))),
+                challengeID: pattern(16, start: 7),
+                evidence: pattern(Limits.maxEvidence),
+                certificateKeyHash: pattern(32, start: 50),
+                bootPublicKey: pattern(32, start: 90),
+                diskUUID: sampleDiskUUID,
+                role: .controlPlane
+            )
+        )
+    ),
     RequestCase(name: "envelope.accept join, empty", sequence: 10, request: .envelopeAccept(.join, envelope: [])),
     RequestCase(
-        name: "envelope.accept rejoin, envelope at its limit", sequence: 11,
-        request: .envelopeAccept(.rejoin, envelope: pattern(Limits.maxEnvelope))),
+        name: "envelope.accept rejoin, envelope at its limit",
+        sequence: 11,
+        request: .envelopeAccept(.rejoin, envelope: pattern(Limits.maxEnvelope))
+    ),
     RequestCase(name: "init.accept", sequence: 12, request: .initAccept(envelope: pattern(120))),
     RequestCase(name: "disk.inspect", sequence: 13, request: .diskInspect(device: "/dev/vdb")),
     RequestCase(
-        name: "disk.inspect path at its limit", sequence: 14,
-        request: .diskInspect(device: "/" + String(repeating: "d", count: Limits.maxDevicePath - 1))),
-    RequestCase(name: "disk.inspect non-ASCII path", sequence: 15, request: .diskInspect(device: "/dev/disk/by-label/état")),
+        name: "disk.inspect path at its limit",
+        sequence: 14,
+        request: .diskInspect(device: "/" + String(repeating: "d", count: Limits.maxDevicePath - 1))
+    ),
+    RequestCase(
+        name: "disk.inspect non-ASCII path",
+        sequence: 15,
+        request: .diskInspect(device: "/dev/disk/by-label/état")
+    ),
     RequestCase(name: "disk.format", sequence: 16, request: .diskFormat(device: "/dev/vdb")),
     RequestCase(name: "disk.bind", sequence: 17, request: .diskBind(device: "/var/lib/asterism/state.img")),
     RequestCase(name: "disk.open", sequence: 18, request: .diskOpen(device: "/dev/vdb", mappingName: "state")),
     RequestCase(
-        name: "disk.open name at its limit", sequence: 19,
-        request: .diskOpen(device: "/dev/vdb", mappingName: String(repeating: "n", count: Limits.maxMappingName))),
+        name: "disk.open name at its limit",
+        sequence: 19,
+        request: .diskOpen(device: "/dev/vdb", mappingName: String(repeating: "n", count: Limits.maxMappingName))
+    ),
     RequestCase(name: "disk.close", sequence: 20, request: .diskClose(mappingName: "state-1.x_Y")),
     RequestCase(name: "disk.reset", sequence: 21, request: .diskReset(device: "/dev/vdb")),
     RequestCase(name: "kek.lock", sequence: 22, request: .kekLock),
     RequestCase(name: "audit.read first", sequence: 23, request: .auditRead(firstRecord: 0, maxRecords: 1)),
     RequestCase(
-        name: "audit.read limits", sequence: 24,
-        request: .auditRead(firstRecord: .max, maxRecords: Limits.maxAuditRecordsPerRead)),
+        name: "audit.read limits",
+        sequence: 24,
+        request: .auditRead(firstRecord: .max, maxRecords: Limits.maxAuditRecordsPerRead)
+    ),
     RequestCase(name: "audit.verify", sequence: 25, request: .auditVerify),
     RequestCase(name: "tpm.status", sequence: 26, request: .tpmStatus),
     RequestCase(
-        name: "tpm.evidence", sequence: 27,
-        request: .tpmEvidence(EvidenceRequest(variant: .native, nonce: pattern(32, start: 3), userDataDigest: pattern(32)))),
+        name: "tpm.evidence",
+        sequence: 27,
+        request: .tpmEvidence(
+            EvidenceRequest(variant: .native, nonce: pattern(32, start: 3), userDataDigest: pattern(32))
+        )
+    ),
     RequestCase(name: "policy.set empty", sequence: 28, request: .policySet(signedPolicy: [])),
     RequestCase(name: "policy.set at its limit", sequence: .max, request: .policySet(signedPolicy: pattern(16_384))),
 ]
@@ -78,7 +116,11 @@ let requestCases: [RequestCase] = [
 let kekImportSizes: [(master: Int, salt: Int)] = [(16, 32), (32, 32), (64, 64), (16, 64), (64, 32)]
 
 /// Encodes a kek.import frame with recognisable secrets.
-func kekImportFrame(sequence: UInt32, masterCount: Int, saltCount: Int) -> (frame: [UInt8], master: [UInt8], salt: [UInt8]) {
+func kekImportFrame(
+    sequence: UInt32,
+    masterCount: Int,
+    saltCount: Int
+) -> (frame: [UInt8], master: [UInt8], salt: [UInt8]) {
     let master = pattern(masterCount, start: 0x10)
     let salt = pattern(saltCount, start: 0xA0)
     let frame = master.withUnsafeBytes { m in
@@ -132,7 +174,9 @@ struct RequestCodecTests {
         }
         #expect(fields.masterSecret == SecretField(offset: 8, count: masterCount))
         #expect(fields.salt == SecretField(offset: 8 + masterCount + 2, count: saltCount))
-        #expect(Array(body[fields.masterSecret.offset..<(fields.masterSecret.offset + fields.masterSecret.count)]) == master)
+        #expect(
+            Array(body[fields.masterSecret.offset..<(fields.masterSecret.offset + fields.masterSecret.count)]) == master
+        )
         #expect(Array(body[fields.salt.offset..<(fields.salt.offset + fields.salt.count)]) == salt)
     }
 

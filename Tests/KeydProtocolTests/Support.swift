@@ -30,8 +30,10 @@ func stripPrefix(_ frame: [UInt8]) -> [UInt8] {
 
 /// The four bytes of a big-endian length prefix.
 func prefixBytes(_ length: UInt32) -> [UInt8] {
-    [UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16),
-     UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)]
+    [
+        UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16),
+        UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length),
+    ]
 }
 
 /// `count` bytes counting up from `start`, so that a misplaced offset shows.
@@ -41,12 +43,18 @@ func pattern(_ count: Int, start: UInt8 = 1) -> [UInt8] {
 
 /// The error `body` throws when decoded, or nil when it decodes.
 func requestError(_ body: [UInt8]) -> ProtocolError? {
-    do { _ = try RequestFrame.decode(body: body); return nil } catch { return error }
+    do {
+        _ = try RequestFrame.decode(body: body)
+        return nil
+    } catch { return error }
 }
 
 /// The error `body` throws when decoded as an answer, or nil when it decodes.
 func answerError(_ body: [UInt8]) -> ProtocolError? {
-    do { _ = try AnswerFrame.decode(body: body); return nil } catch { return error }
+    do {
+        _ = try AnswerFrame.decode(body: body)
+        return nil
+    } catch { return error }
 }
 
 /// SplitMix64: a small seeded generator, so that random chunkings repeat exactly.

@@ -9,12 +9,20 @@ public enum RequestSamples {
         case .hello: return .hello(minVersion: 1, maxVersion: 1)
         case .status: return .status
         case .bootKeyGet: return .bootKeyGet
-        case .evidenceIssue: return .evidenceIssue(EvidenceRequest(variant: .native, nonce: nonce, userDataDigest: nonce))
+        case .evidenceIssue:
+            return .evidenceIssue(EvidenceRequest(variant: .native, nonce: nonce, userDataDigest: nonce))
         case .challengeIssue: return .challengeIssue(.join)
         case .keyRelease:
-            return .keyRelease(KeyReleaseRequest(
-                challengeID: [UInt8](repeating: 2, count: 16), evidence: [1], certificateKeyHash: nonce, bootPublicKey: nonce,
-                diskUUID: "00000000-0000-0000-0000-000000000000", role: .worker))
+            return .keyRelease(
+                KeyReleaseRequest(
+                    challengeID: [UInt8](repeating: 2, count: 16),
+                    evidence: [1],
+                    certificateKeyHash: nonce,
+                    bootPublicKey: nonce,
+                    diskUUID: "00000000-0000-0000-0000-000000000000",
+                    role: .worker
+                )
+            )
         case .envelopeAccept: return .envelopeAccept(.join, envelope: [1])
         case .initAccept: return .initAccept(envelope: [1])
         case .diskInspect: return .diskInspect(device: "/nonexistent/disk.img")

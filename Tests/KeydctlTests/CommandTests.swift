@@ -37,7 +37,13 @@ struct ExitStatusTests {
     }
 
     @Test func auditNotIntactExitsOne() {
-        let answer = AuditVerifyAnswer(intact: false, records: 9, firstBadRecord: 4, problem: .edited, headHash: [UInt8](repeating: 0, count: 32))
+        let answer = AuditVerifyAnswer(
+            intact: false,
+            records: 9,
+            firstBadRecord: 4,
+            problem: .edited,
+            headHash: [UInt8](repeating: 0, count: 32)
+        )
         #expect(ExitStatus.code(for: KeydctlError.auditNotIntact(answer)) == 1)
     }
 
@@ -54,7 +60,8 @@ struct ExitStatusTests {
     @Test func badSecretFileEndsWithThreeBeforeConnecting() throws {
         // The socket does not exist either: exit 3, not 2, proves the file is checked first.
         var command = try Keydctl.parseAsRoot([
-            "kek", "import", "--socket", "/nonexistent/keydctl-test/admin.sock", "--file", "/nonexistent/keydctl-test/secret.json",
+            "kek", "import", "--socket", "/nonexistent/keydctl-test/admin.sock", "--file",
+            "/nonexistent/keydctl-test/secret.json",
         ])
         #expect(throws: ExitCode(3)) { try command.run() }
     }
@@ -97,7 +104,9 @@ struct ParsingTests {
     func socketIsAcceptedBeforeAndAfterTheSubcommand(arguments: [String]) throws {
         let command = try Keydctl.parseAsRoot(arguments)
         let mirror = Mirror(reflecting: command)
-        let options = try #require(mirror.children.first { $0.label == "_socket" }?.value as? OptionGroup<SocketOptions>)
+        let options = try #require(
+            mirror.children.first { $0.label == "_socket" }?.value as? OptionGroup<SocketOptions>
+        )
         #expect(options.wrappedValue.path(environment: [:]) == "/tmp/k.sock")
     }
 
@@ -122,10 +131,15 @@ struct ActionTests {
         let lines = out.text.split(separator: "\n").map(String.init)
         #expect(lines.count == 13)
         // Every value starts in the same column.
-        let columns = Set(lines.map { line in
-            let colon = line.firstIndex(of: ":")!
-            return line.distance(from: line.startIndex, to: line[line.index(after: colon)...].firstIndex { $0 != " " }!)
-        })
+        let columns = Set(
+            lines.map { line in
+                let colon = line.firstIndex(of: ":")!
+                return line.distance(
+                    from: line.startIndex,
+                    to: line[line.index(after: colon)...].firstIndex { $0 != " " }!
+                )
+            }
+        )
         #expect(columns.count == 1)
         #expect(lines.contains { $0.hasPrefix("kek:") && $0.hasSuffix(" held") })
         #expect(lines.contains { $0.hasPrefix("uptime:") && $0.hasSuffix(" 1d 2h 3m 4s (93784 s)") })
@@ -139,10 +153,12 @@ struct ActionTests {
         let out = Output()
         try AdminActions.status(keyd, json: true, write: out.write)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(out.text.utf8)) as? [String: Any])
-        #expect(Set(object.keys) == [
-            "phase", "kek", "peerClass", "uptimeSeconds", "requestsServed", "connections", "auditRecords",
-            "auditHead", "auditIntactAtStart", "keydVersion", "protocolVersion", "sealedKEK", "tpmAvailable",
-        ])
+        #expect(
+            Set(object.keys) == [
+                "phase", "kek", "peerClass", "uptimeSeconds", "requestsServed", "connections", "auditRecords",
+                "auditHead", "auditIntactAtStart", "keydVersion", "protocolVersion", "sealedKEK", "tpmAvailable",
+            ]
+        )
         #expect(object["kek"] as? String == "locked")
         #expect(object["phase"] as? String == "locked")
         #expect(object["keydVersion"] as? String == "0.1\"\n")
@@ -213,9 +229,17 @@ struct ActionTests {
 
     @Test func auditVerifyBrokenPrintsTheReportAndThrows() throws {
         let keyd = StubKeyd()
-        keyd.verifyAnswer = AuditVerifyAnswer(intact: false, records: 9, firstBadRecord: 4, problem: .edited, headHash: [UInt8](repeating: 0xAB, count: 32))
+        keyd.verifyAnswer = AuditVerifyAnswer(
+            intact: false,
+            records: 9,
+            firstBadRecord: 4,
+            problem: .edited,
+            headHash: [UInt8](repeating: 0xAB, count: 32)
+        )
         let out = Output()
-        let error = #expect(throws: KeydctlError.self) { try AdminActions.auditVerify(keyd, json: true, write: out.write) }
+        let error = #expect(throws: KeydctlError.self) {
+            try AdminActions.auditVerify(keyd, json: true, write: out.write)
+        }
         #expect(error?.exitCode == 1)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(out.text.utf8)) as? [String: Any])
         #expect(object["intact"] as? Bool == false)
@@ -227,7 +251,8 @@ struct ActionTests {
 
     @Test func importHandsKeydTheDecodedBytes() throws {
         let keyd = StubKeyd()
-        let key = [UInt8](repeating: 0x11, count: 32), salt = [UInt8](repeating: 0x22, count: 32)
+        let key = [UInt8](repeating: 0x11, count: 32)
+        let salt = [UInt8](repeating: 0x22, count: 32)
         let text = #"{"key":"\#(Data(key).base64EncodedString())","salt":"\#(Data(salt).base64EncodedString())"}"#
         let secret = try parseSecret(text)
         try AdminActions.importKEK(keyd, secret)

@@ -31,7 +31,10 @@ struct HelpGoldenTests {
 
     /// Golden/ of this target.
     static var golden: GoldenFiles {
-        GoldenFiles(bundle: .module, source: URL(filePath: #filePath).deletingLastPathComponent().appending(path: "Golden"))
+        GoldenFiles(
+            bundle: .module,
+            source: URL(filePath: #filePath).deletingLastPathComponent().appending(path: "Golden")
+        )
     }
 
     @Test(arguments: commands.map(\.name))
@@ -43,7 +46,10 @@ struct HelpGoldenTests {
 
     @Test func rootHelpDocumentsEveryExitStatus() {
         let help = Keydctl.helpMessage(for: Keydctl.self, columns: 100)
-        for status in ["0   success", "1   keyd refused", "2   keyd unreachable", "3   unreadable or invalid secret file", "64  usage error"] {
+        for status in [
+            "0   success", "1   keyd refused", "2   keyd unreachable", "3   unreadable or invalid secret file",
+            "64  usage error",
+        ] {
             #expect(help.contains(status), "root help lacks exit status line \(status)")
         }
     }

@@ -68,38 +68,158 @@ struct MasterSecretFileTests {
     }
 
     static let refused: [SecretCase] = [
-        SecretCase(name: "key 15 bytes", text: file(key: 15, salt: 32), error: .secretLength("key", length: 15, bounds: 16...64), mentions: ["15", "16"]),
-        SecretCase(name: "salt 31 bytes", text: file(key: 32, salt: 31), error: .secretLength("salt", length: 31, bounds: 32...64), mentions: ["31", "32"]),
-        SecretCase(name: "key 65 bytes", text: file(key: 65, salt: 32), error: .secretLength("key", length: 65, bounds: 16...64), mentions: ["65", "64"]),
-        SecretCase(name: "salt 65 bytes", text: file(key: 32, salt: 65), error: .secretLength("salt", length: 65, bounds: 32...64), mentions: ["65", "64"]),
-        SecretCase(name: "empty key", text: #"{"key":"","salt":"\#(salt32)"}"#, error: .secretLength("key", length: 0, bounds: 16...64), mentions: ["0", "16"]),
-        SecretCase(name: "missing key", text: #"{"salt":"\#(salt32)"}"#, error: .missingMember("key"), mentions: ["key"]),
-        SecretCase(name: "missing salt", text: #"{"key":"\#(key32)"}"#, error: .missingMember("salt"), mentions: ["salt"]),
+        SecretCase(
+            name: "key 15 bytes",
+            text: file(key: 15, salt: 32),
+            error: .secretLength("key", length: 15, bounds: 16...64),
+            mentions: ["15", "16"]
+        ),
+        SecretCase(
+            name: "salt 31 bytes",
+            text: file(key: 32, salt: 31),
+            error: .secretLength("salt", length: 31, bounds: 32...64),
+            mentions: ["31", "32"]
+        ),
+        SecretCase(
+            name: "key 65 bytes",
+            text: file(key: 65, salt: 32),
+            error: .secretLength("key", length: 65, bounds: 16...64),
+            mentions: ["65", "64"]
+        ),
+        SecretCase(
+            name: "salt 65 bytes",
+            text: file(key: 32, salt: 65),
+            error: .secretLength("salt", length: 65, bounds: 32...64),
+            mentions: ["65", "64"]
+        ),
+        SecretCase(
+            name: "empty key",
+            text: #"{"key":"","salt":"\#(salt32)"}"#,
+            error: .secretLength("key", length: 0, bounds: 16...64),
+            mentions: ["0", "16"]
+        ),
+        SecretCase(
+            name: "missing key",
+            text: #"{"salt":"\#(salt32)"}"#,
+            error: .missingMember("key"),
+            mentions: ["key"]
+        ),
+        SecretCase(
+            name: "missing salt",
+            text: #"{"key":"\#(key32)"}"#,
+            error: .missingMember("salt"),
+            mentions: ["salt"]
+        ),
         SecretCase(name: "empty object", text: "{ }", error: .missingMember("key")),
-        SecretCase(name: "extra member", text: #"{"key":"\#(key32)","salt":"\#(salt32)","note":"x"}"#, error: .unknownMember(offset: 0)),
-        SecretCase(name: "member named like a secret", text: #"{"\#(key32)":"\#(salt32)"}"#, error: .unknownMember(offset: 0)),
-        SecretCase(name: "duplicate key", text: #"{"key":"\#(key32)","key":"\#(key32)","salt":"\#(salt32)"}"#, error: .duplicateMember("key", offset: 0)),
-        SecretCase(name: "duplicate salt", text: #"{"salt":"\#(salt32)","key":"\#(key32)","salt":"\#(salt32)"}"#, error: .duplicateMember("salt", offset: 0)),
-        SecretCase(name: "bad base64 character", text: #"{"key":"\#(key32.dropLast(4))*AA=","salt":"\#(salt32)"}"#, error: .base64Character("key", offset: 0)),
-        SecretCase(name: "URL-safe alphabet", text: #"{"key":"\#(key32)","salt":"_\#(salt32.dropFirst())"}"#, error: .base64Character("salt", offset: 0)),
-        SecretCase(name: "space inside base64", text: #"{"key":"\#(key32.prefix(8)) \#(key32.dropFirst(8))","salt":"\#(salt32)"}"#, error: .base64Character("key", offset: 0)),
-        SecretCase(name: "missing padding", text: #"{"key":"\#(key32.dropLast())","salt":"\#(salt32)"}"#, error: .base64Length("key", length: 0), mentions: ["43", "4"]),
-        SecretCase(name: "padding in the middle", text: #"{"key":"AAAA=AAA\#(key32.dropFirst(8))","salt":"\#(salt32)"}"#, error: .base64Padding("key", offset: 0)),
-        SecretCase(name: "three padding characters", text: #"{"key":"\#(key32.dropLast(4))A===","salt":"\#(salt32)"}"#, error: .base64Padding("key", offset: 0)),
-        SecretCase(name: "backslash escape", text: #"{"key":"\#(key32.dropLast(4))\/AA=","salt":"\#(salt32)"}"#, error: .backslash(offset: 0)),
-        SecretCase(name: "escaped member name", text: #"{"k\u0065y":"\#(key32)","salt":"\#(salt32)"}"#, error: .backslash(offset: 0)),
-        SecretCase(name: "raw control character", text: "{\"key\":\"\(key32.prefix(4))\t\(key32.dropFirst(4))\",\"salt\":\"\(salt32)\"}", error: .controlCharacter(offset: 0)),
-        SecretCase(name: "number value", text: #"{"key":12345,"salt":"\#(salt32)"}"#, error: .valueNotString("key", offset: 0)),
+        SecretCase(
+            name: "extra member",
+            text: #"{"key":"\#(key32)","salt":"\#(salt32)","note":"x"}"#,
+            error: .unknownMember(offset: 0)
+        ),
+        SecretCase(
+            name: "member named like a secret",
+            text: #"{"\#(key32)":"\#(salt32)"}"#,
+            error: .unknownMember(offset: 0)
+        ),
+        SecretCase(
+            name: "duplicate key",
+            text: #"{"key":"\#(key32)","key":"\#(key32)","salt":"\#(salt32)"}"#,
+            error: .duplicateMember("key", offset: 0)
+        ),
+        SecretCase(
+            name: "duplicate salt",
+            text: #"{"salt":"\#(salt32)","key":"\#(key32)","salt":"\#(salt32)"}"#,
+            error: .duplicateMember("salt", offset: 0)
+        ),
+        SecretCase(
+            name: "bad base64 character",
+            text: #"{"key":"\#(key32.dropLast(4))*AA=","salt":"\#(salt32)"}"#,
+            error: .base64Character("key", offset: 0)
+        ),
+        SecretCase(
+            name: "URL-safe alphabet",
+            text: #"{"key":"\#(key32)","salt":"_\#(salt32.dropFirst())"}"#,
+            error: .base64Character("salt", offset: 0)
+        ),
+        SecretCase(
+            name: "space inside base64",
+            text: #"{"key":"\#(key32.prefix(8)) \#(key32.dropFirst(8))","salt":"\#(salt32)"}"#,
+            error: .base64Character("key", offset: 0)
+        ),
+        SecretCase(
+            name: "missing padding",
+            text: #"{"key":"\#(key32.dropLast())","salt":"\#(salt32)"}"#,
+            error: .base64Length("key", length: 0),
+            mentions: ["43", "4"]
+        ),
+        SecretCase(
+            name: "padding in the middle",
+            text: #"{"key":"AAAA=AAA\#(key32.dropFirst(8))","salt":"\#(salt32)"}"#,
+            error: .base64Padding("key", offset: 0)
+        ),
+        SecretCase(
+            name: "three padding characters",
+            text: #"{"key":"\#(key32.dropLast(4))A===","salt":"\#(salt32)"}"#,
+            error: .base64Padding("key", offset: 0)
+        ),
+        SecretCase(
+            name: "backslash escape",
+            text: #"{"key":"\#(key32.dropLast(4))\/AA=","salt":"\#(salt32)"}"#,
+            error: .backslash(offset: 0)
+        ),
+        SecretCase(
+            name: "escaped member name",
+            text: #"{"k\u0065y":"\#(key32)","salt":"\#(salt32)"}"#,
+            error: .backslash(offset: 0)
+        ),
+        SecretCase(
+            name: "raw control character",
+            text: "{\"key\":\"\(key32.prefix(4))\t\(key32.dropFirst(4))\",\"salt\":\"\(salt32)\"}",
+            error: .controlCharacter(offset: 0)
+        ),
+        SecretCase(
+            name: "number value",
+            text: #"{"key":12345,"salt":"\#(salt32)"}"#,
+            error: .valueNotString("key", offset: 0)
+        ),
         SecretCase(name: "not an object (array)", text: #"["\#(key32)","\#(salt32)"]"#, error: .notAnObject(offset: 0)),
         SecretCase(name: "not an object (string)", text: #""\#(key32)""#, error: .notAnObject(offset: 0)),
         SecretCase(name: "only whitespace", text: " \n ", error: .notAnObject(offset: 0)),
-        SecretCase(name: "trailing garbage", text: file(key: 32, salt: 32) + "\n\(key32)", error: .trailingBytes(0, offset: 0)),
-        SecretCase(name: "two objects", text: file(key: 32, salt: 32) + file(key: 32, salt: 32), error: .trailingBytes(0, offset: 0)),
-        SecretCase(name: "missing comma", text: #"{"key":"\#(key32)" "salt":"\#(salt32)"}"#, error: .unexpectedByte(offset: 0, expected: ""), mentions: ["offset 54"]),
-        SecretCase(name: "missing colon", text: #"{"key" "\#(key32)","salt":"\#(salt32)"}"#, error: .unexpectedByte(offset: 0, expected: ""), mentions: ["offset 7"]),
-        SecretCase(name: "unclosed object", text: #"{"key":"\#(key32)","salt":"\#(salt32)""#, error: .unexpectedByte(offset: 0, expected: ""), mentions: ["offset 107"]),
+        SecretCase(
+            name: "trailing garbage",
+            text: file(key: 32, salt: 32) + "\n\(key32)",
+            error: .trailingBytes(0, offset: 0)
+        ),
+        SecretCase(
+            name: "two objects",
+            text: file(key: 32, salt: 32) + file(key: 32, salt: 32),
+            error: .trailingBytes(0, offset: 0)
+        ),
+        SecretCase(
+            name: "missing comma",
+            text: #"{"key":"\#(key32)" "salt":"\#(salt32)"}"#,
+            error: .unexpectedByte(offset: 0, expected: ""),
+            mentions: ["offset 54"]
+        ),
+        SecretCase(
+            name: "missing colon",
+            text: #"{"key" "\#(key32)","salt":"\#(salt32)"}"#,
+            error: .unexpectedByte(offset: 0, expected: ""),
+            mentions: ["offset 7"]
+        ),
+        SecretCase(
+            name: "unclosed object",
+            text: #"{"key":"\#(key32)","salt":"\#(salt32)""#,
+            error: .unexpectedByte(offset: 0, expected: ""),
+            mentions: ["offset 107"]
+        ),
         SecretCase(name: "unterminated string", text: #"{"key":"\#(key32)"#, error: .unterminatedString(offset: 0)),
-        SecretCase(name: "over 4 KiB", text: file(key: 32, salt: 32) + String(repeating: " ", count: 4096), error: .fileTooLarge(limit: 4096), mentions: ["4096"]),
+        SecretCase(
+            name: "over 4 KiB",
+            text: file(key: 32, salt: 32) + String(repeating: " ", count: 4096),
+            error: .fileTooLarge(limit: 4096),
+            mentions: ["4096"]
+        ),
         SecretCase(name: "empty file", text: "", error: .fileEmpty()),
     ]
 
@@ -150,11 +270,15 @@ struct MasterSecretFileReadTests {
     @Test func refusesAFileOverTheLimitWithoutParsingIt() throws {
         let path = try temporaryFile([UInt8](repeating: UInt8(ascii: " "), count: MasterSecretFile.maxFileSize + 1))
         defer { try? FileManager.default.removeItem(atPath: path) }
-        #expect(throws: KeydctlError.fileTooLarge(limit: MasterSecretFile.maxFileSize)) { _ = try MasterSecretFile.read(path: path) }
+        #expect(throws: KeydctlError.fileTooLarge(limit: MasterSecretFile.maxFileSize)) {
+            _ = try MasterSecretFile.read(path: path)
+        }
     }
 
     @Test func missingFileIsBadInputNamingThePath() {
-        let error = #expect(throws: KeydctlError.self) { _ = try MasterSecretFile.read(path: "/nonexistent/keydctl/secret.json") }
+        let error = #expect(throws: KeydctlError.self) {
+            _ = try MasterSecretFile.read(path: "/nonexistent/keydctl/secret.json")
+        }
         #expect(error == .cannotOpen(path: "", errno: 0))
         #expect(error?.description.contains("/nonexistent/keydctl/secret.json") == true)
         #expect(error?.exitCode == 3)

@@ -5,10 +5,24 @@ import KeydctlCLI
 /// A canned keyd: fixed answers, an audit log in memory, and a record of what was asked.
 final class StubKeyd: KeydAdmin {
     var statusAnswer = StatusAnswer(
-        protocolVersion: 1, phase: .holdingKEK, peerClass: .admin, uptimeSeconds: 93_784,
-        requestsServed: 12, connections: 1, auditRecords: 3, auditHead: Array(0..<32),
-        auditIntact: true, keydVersion: "0.1.0")
-    var verifyAnswer = AuditVerifyAnswer(intact: true, records: 3, firstBadRecord: 3, problem: .none, headHash: Array(0..<32))
+        protocolVersion: 1,
+        phase: .holdingKEK,
+        peerClass: .admin,
+        uptimeSeconds: 93_784,
+        requestsServed: 12,
+        connections: 1,
+        auditRecords: 3,
+        auditHead: Array(0..<32),
+        auditIntact: true,
+        keydVersion: "0.1.0"
+    )
+    var verifyAnswer = AuditVerifyAnswer(
+        intact: true,
+        records: 3,
+        firstBadRecord: 3,
+        problem: .none,
+        headHash: Array(0..<32)
+    )
     /// Audit lines served by `readAudit`.
     var records: [String] = []
     /// Most records keyd puts in one answer (it stops early when the frame is full).

@@ -46,7 +46,9 @@ public final class ReadinessNotification {
             // A short slice, so a child that dies without a word is noticed.
             if poll(&fds, 1, 200) == 1 {
                 let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-                if count > 0, String(decoding: buffer[..<count], as: UTF8.self).split(separator: "\n").contains("READY=1") {
+                if count > 0,
+                    String(decoding: buffer[..<count], as: UTF8.self).split(separator: "\n").contains("READY=1")
+                {
                     return true
                 }
             } else if !stillRunning() {

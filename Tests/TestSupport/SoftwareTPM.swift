@@ -44,10 +44,13 @@ public final class SoftwareTPM {
                 "/usr/bin/swtpm",
                 [
                     "socket", "--tpm2", "--server", "type=tcp,port=\(candidate),bindaddr=127.0.0.1",
-                    "--ctrl", "type=tcp,port=\(candidate + 1),bindaddr=127.0.0.1", "--tpmstate", "dir=\(stateDirectory)",
+                    "--ctrl", "type=tcp,port=\(candidate + 1),bindaddr=127.0.0.1", "--tpmstate",
+                    "dir=\(stateDirectory)",
                     "--flags", "not-need-init,startup-clear",
                 ],
-                stdoutFD: logFD, stderrFD: logFD)
+                stdoutFD: logFD,
+                stderrFD: logFD
+            )
             for _ in 0..<300 {
                 if Self.accepts(port: candidate) {
                     port = candidate
@@ -60,7 +63,9 @@ public final class SoftwareTPM {
             kill(child, SIGKILL)
             _ = Spawn.wait(child)
         }
-        throw HarnessError("swtpm did not start; log:\n\((try? String(contentsOfFile: stateDirectory + "/swtpm.log", encoding: .utf8)) ?? "")")
+        throw HarnessError(
+            "swtpm did not start; log:\n\((try? String(contentsOfFile: stateDirectory + "/swtpm.log", encoding: .utf8)) ?? "")"
+        )
     }
 
     /// Stops swtpm (its state stays for a later `start()`). swtpm finishes serving a connected
@@ -101,7 +106,9 @@ public final class SoftwareTPM {
         address.sin_port = port.bigEndian
         address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
         return withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
         }
     }
 }

@@ -31,11 +31,16 @@ public struct SoftwareTPMEvidenceIssuer: EvidenceIssuer {
     /// An issuer with a new in-memory AK; `pcrs` defaults to 24 distinct SHA-256 values.
     public init(format: Format, pcrs: [Int: [UInt8]]? = nil) {
         self.format = format
-        let pcrs = pcrs ?? Dictionary(uniqueKeysWithValues: (0..<24).map { ($0, Array(SHA256.hash(data: [UInt8($0)]))) })
+        let pcrs =
+            pcrs ?? Dictionary(uniqueKeysWithValues: (0..<24).map { ($0, Array(SHA256.hash(data: [UInt8($0)]))) })
         self.pcrs = pcrs
         ak = P256.Signing.PrivateKey(compactRepresentable: false)
         let point = Array(ak.publicKey.x963Representation)
-        akPublic = [0x00, 0x23, 0x00, 0x0B, 0x00, 0x05, 0x00, 0x72, 0x00, 0x00, 0x00, 0x10, 0x00, 0x18, 0x00, 0x0B, 0x00, 0x03, 0x00, 0x10]
+        akPublic =
+            [
+                0x00, 0x23, 0x00, 0x0B, 0x00, 0x05, 0x00, 0x72, 0x00, 0x00, 0x00, 0x10, 0x00, 0x18, 0x00, 0x0B, 0x00,
+                0x03, 0x00, 0x10,
+            ]
             + Self.tpm2b(point[1...32]) + Self.tpm2b(point[33...64])
         akDigest = Array(SHA256.hash(data: ak.publicKey.derRepresentation))
         akName = [0x00, 0x0B] + Array(SHA256.hash(data: akPublic))
@@ -48,7 +53,8 @@ public struct SoftwareTPMEvidenceIssuer: EvidenceIssuer {
     public var variant: AttestationVariant { format == .native ? .asterismTPM : .qemuVTPM }
 
     public func issue(userData: [UInt8], nonce: [UInt8]) throws -> [UInt8] {
-        let qualifying = format == .native
+        let qualifying =
+            format == .native
             ? NativeTPMEvidenceDocument.qualifyingData(nonce: nonce, userDataDigest: userData)
             : ConstellationVTPMDocument.qualifyingData(userData: userData, nonce: nonce)
         let attest = quote(qualifying: qualifying)
@@ -56,8 +62,14 @@ public struct SoftwareTPMEvidenceIssuer: EvidenceIssuer {
         let signature: [UInt8] = [0x00, 0x18, 0x00, 0x0B] + Self.tpm2b(rs.prefix(32)) + Self.tpm2b(rs.suffix(32))
         switch format {
         case .native:
-            return NativeTPMEvidenceDocument(akPublic: akPublic, attest: attest, signature: signature, pcrs: pcrs, userDataDigest: userData)
-                .serialized()
+            return NativeTPMEvidenceDocument(
+                akPublic: akPublic,
+                attest: attest,
+                signature: signature,
+                pcrs: pcrs,
+                userDataDigest: userData
+            )
+            .serialized()
         case .constellation:
             let quote = ConstellationVTPMDocument.Quote(quote: attest, rawSignature: signature, hash: 11, pcrs: pcrs)
             return ConstellationVTPMDocument(akPublic: akPublic, quotes: [quote], userData: userData).jsonBytes()

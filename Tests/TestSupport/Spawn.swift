@@ -12,8 +12,14 @@ import Glibc
 public enum Spawn {
     /// Starts `path` with `arguments`; stdin from `/dev/null` unless `stdinFD` is given,
     /// stdout and stderr to the given descriptors. Every other descriptor is closed in the child.
-    public static func start(_ path: String, _ arguments: [String], stdinFD: Int32? = nil, stdoutFD: Int32, stderrFD: Int32,
-                      environment: [String: String]? = nil) throws -> pid_t {
+    public static func start(
+        _ path: String,
+        _ arguments: [String],
+        stdinFD: Int32? = nil,
+        stdoutFD: Int32,
+        stderrFD: Int32,
+        environment: [String: String]? = nil
+    ) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -25,9 +31,9 @@ public enum Spawn {
         posix_spawn_file_actions_adddup2(&actions, stdoutFD, 1)
         posix_spawn_file_actions_adddup2(&actions, stderrFD, 2)
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
+        defer { for argument in argv { free(argument) } }
         let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { env.forEach { free($0) } }
+        defer { for variable in env { free(variable) } }
         // Swift Testing's threads block signals, and a spawned child inherits the mask: swtpm would then
         // ignore SIGTERM. Start every child with an empty mask and default dispositions.
         var attributes = posix_spawnattr_t()
@@ -65,7 +71,10 @@ public enum Spawn {
 
     /// Runs a command to completion, feeding `stdin` and capturing both outputs.
     public static func run(
-        _ path: String, _ arguments: [String], stdin: Data? = nil, environment: [String: String]? = nil
+        _ path: String,
+        _ arguments: [String],
+        stdin: Data? = nil,
+        environment: [String: String]? = nil
     ) throws -> CommandResult {
         var inPipe: [Int32] = [0, 0]
         var outPipe: [Int32] = [0, 0]
@@ -81,7 +90,14 @@ public enum Spawn {
             default: errPipe = pair
             }
         }
-        let pid = try Spawn.start(path, arguments, stdinFD: inPipe[0], stdoutFD: outPipe[1], stderrFD: errPipe[1], environment: environment)
+        let pid = try Spawn.start(
+            path,
+            arguments,
+            stdinFD: inPipe[0],
+            stdoutFD: outPipe[1],
+            stderrFD: errPipe[1],
+            environment: environment
+        )
         close(inPipe[0])
         close(outPipe[1])
         close(errPipe[1])
@@ -98,7 +114,10 @@ public enum Spawn {
         close(inPipe[1])
         var out: [UInt8] = []
         var err: [UInt8] = []
-        var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0), pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+        var fds = [
+            pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
+            pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0),
+        ]
         var buffer = [UInt8](repeating: 0, count: 4096)
         while fds.contains(where: { $0.fd >= 0 }) {
             guard poll(&fds, nfds_t(fds.count), 180_000) > 0 else { break }
@@ -116,7 +135,11 @@ public enum Spawn {
         }
         for entry in fds where entry.fd >= 0 { close(entry.fd) }
         let status = wait(pid)
-        return CommandResult(status: status, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+        return CommandResult(
+            status: status,
+            stdout: String(decoding: out, as: UTF8.self),
+            stderr: String(decoding: err, as: UTF8.self)
+        )
     }
 }
 

@@ -6,7 +6,10 @@ import FoundationEssentials
 
 let policy = TPMQuotePolicy(akTrust: AKTrust(insecureTrustDocumentAK: true))
 let verifier = ATLSVerifier(
-    validators: [NativeTPMDocumentValidator(policy: policy), ConstellationVTPMValidator(policy: policy), DummyEvidence.Validator()],
+    validators: [
+        NativeTPMDocumentValidator(policy: policy), ConstellationVTPMValidator(policy: policy),
+        DummyEvidence.Validator(),
+    ],
     insecureAcceptDummy: true
 )
 let nonce = try! ATLSNonce(bytes: [UInt8](repeating: 0x42, count: 32))
@@ -17,9 +20,13 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     let input = Array(UnsafeBufferPointer(start: start, count: count))
     if let identity = try? verifier.verify(certificateDER: input, nonce: nonce, at: time) {
         // Whatever verified must be bound to the certificate's key.
-        if identity.evidence.userData != identity.keyHash { fatalError("verified evidence not bound to the certificate key") }
+        if identity.evidence.userData != identity.keyHash {
+            fatalError("verified evidence not bound to the certificate key")
+        }
     }
-    if let parsed = try? ATLSNonce(base64: String(decoding: input, as: UTF8.self)), parsed.base64 != String(decoding: input, as: UTF8.self) {
+    if let parsed = try? ATLSNonce(base64: String(decoding: input, as: UTF8.self)),
+        parsed.base64 != String(decoding: input, as: UTF8.self)
+    {
         fatalError("a nonce parsed from a non-canonical spelling")
     }
     return 0

@@ -8,7 +8,9 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     for bank in log.algorithms.keys where bank.digestSize != nil {
         guard let pcrs = try? log.replay(bank: bank) else { continue }
         if Set(pcrs.keys) != log.replayedPCRs(bank: bank) { fatalError("replay and replayedPCRs disagree") }
-        if let mismatches = try? log.compare(with: pcrs, bank: bank), !mismatches.isEmpty { fatalError("a log mismatches its own replay") }
+        if let mismatches = try? log.compare(with: pcrs, bank: bank), !mismatches.isEmpty {
+            fatalError("a log mismatches its own replay")
+        }
     }
     for event in log.events { _ = event.summary }
     return 0

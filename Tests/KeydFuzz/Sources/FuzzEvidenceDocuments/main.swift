@@ -11,10 +11,22 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     let input = Array(UnsafeBufferPointer(start: start, count: count))
     if let document = try? NativeTPMEvidenceDocument(bytes: input) {
         if document.serialized() != input { fatalError("native document does not re-serialize to its input") }
-        _ = try? TPMEvidenceValidator.validate(native: input, nonce: nil, userDataDigest: document.userDataDigest, policy: policy, at: time)
+        _ = try? TPMEvidenceValidator.validate(
+            native: input,
+            nonce: nil,
+            userDataDigest: document.userDataDigest,
+            policy: policy,
+            at: time
+        )
     }
     if (try? ConstellationVTPMDocument(json: input)) != nil {
-        _ = try? TPMEvidenceValidator.validate(constellation: input, nonce: [UInt8](repeating: 0, count: 32), userData: nil, policy: policy, at: time)
+        _ = try? TPMEvidenceValidator.validate(
+            constellation: input,
+            nonce: [UInt8](repeating: 0, count: 32),
+            userData: nil,
+            policy: policy,
+            at: time
+        )
     }
     return 0
 }

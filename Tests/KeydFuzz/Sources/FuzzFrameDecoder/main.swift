@@ -83,8 +83,13 @@ func checkRequest(_ body: [UInt8]) {
         again = body.withUnsafeBytes { raw in
             RequestFrame.encodeKEKImport(
                 sequence: frame.sequence,
-                masterSecret: UnsafeRawBufferPointer(rebasing: raw[fields.masterSecret.offset..<(fields.masterSecret.offset + fields.masterSecret.count)]),
-                salt: UnsafeRawBufferPointer(rebasing: raw[fields.salt.offset..<(fields.salt.offset + fields.salt.count)]))
+                masterSecret: UnsafeRawBufferPointer(
+                    rebasing: raw[fields.masterSecret.offset..<(fields.masterSecret.offset + fields.masterSecret.count)]
+                ),
+                salt: UnsafeRawBufferPointer(
+                    rebasing: raw[fields.salt.offset..<(fields.salt.offset + fields.salt.count)]
+                )
+            )
         }
     } else {
         again = frame.encodeFrame()
@@ -141,7 +146,9 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
         let whole = reassemble(stream, direction, seed: 0)
         let chunked = reassemble(stream, direction, seed: input[0])
         guard whole == chunked, whole.error?.detail == chunked.error?.detail else {
-            fatalError("\(direction): \(whole.bodies.count) frames whole, \(chunked.bodies.count) chunked, errors \(String(describing: whole.error)) / \(String(describing: chunked.error))")
+            fatalError(
+                "\(direction): \(whole.bodies.count) frames whole, \(chunked.bodies.count) chunked, errors \(String(describing: whole.error)) / \(String(describing: chunked.error))"
+            )
         }
         if let error = whole.error, error.status != .frameLength {
             fatalError("\(direction): stream error \(error) is not a frame length error")

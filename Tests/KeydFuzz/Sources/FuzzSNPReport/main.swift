@@ -5,7 +5,8 @@ import Attestation
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     let input = Array(UnsafeBufferPointer(start: start, count: count))
-    let sized = input.count >= 1184 ? Array(input.prefix(1184)) : input + [UInt8](repeating: 0, count: 1184 - input.count)
+    let sized =
+        input.count >= 1184 ? Array(input.prefix(1184)) : input + [UInt8](repeating: 0, count: 1184 - input.count)
     for candidate in [input, sized] {
         guard let report = try? SNPReport(bytes: candidate) else { continue }
         if report.bytes != candidate || report.signatureRS.count != 96 { fatalError("report does not hold its input") }

@@ -66,7 +66,9 @@ enum Operation: UInt8 {
 func sampleFrame(_ kind: RequestKind, sequence: UInt32, variant: UInt8) -> [UInt8] {
     let evidence = EvidenceRequest(
         variant: variant & 1 == 0 ? .native : .constellationQEMUVTPM,
-        nonce: [UInt8](repeating: variant, count: 32), userDataDigest: [UInt8](repeating: 7, count: 32))
+        nonce: [UInt8](repeating: variant, count: 32),
+        userDataDigest: [UInt8](repeating: 7, count: 32)
+    )
     let request: Request
     switch kind {
     case .hello:
@@ -75,14 +77,21 @@ func sampleFrame(_ kind: RequestKind, sequence: UInt32, variant: UInt8) -> [UInt
     case .status: request = .status
     case .bootKeyGet: request = .bootKeyGet
     case .evidenceIssue: request = .evidenceIssue(evidence)
-    case .challengeIssue: request = .challengeIssue(ChallengePurpose.allCases[Int(variant) % ChallengePurpose.allCases.count])
+    case .challengeIssue:
+        request = .challengeIssue(ChallengePurpose.allCases[Int(variant) % ChallengePurpose.allCases.count])
     case .keyRelease:
         request = .keyRelease(
             KeyReleaseRequest(
-                challengeID: [UInt8](repeating: 1, count: 16), evidence: [UInt8](repeating: 2, count: Int(variant)),
-                certificateKeyHash: [UInt8](repeating: 3, count: 32), bootPublicKey: [UInt8](repeating: 4, count: 32),
-                diskUUID: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", role: variant & 1 == 0 ? .worker : .controlPlane))
-    case .envelopeAccept: request = .envelopeAccept(variant & 1 == 0 ? .join : .rejoin, envelope: [UInt8](repeating: 5, count: 48))
+                challengeID: [UInt8](repeating: 1, count: 16),
+                evidence: [UInt8](repeating: 2, count: Int(variant)),
+                certificateKeyHash: [UInt8](repeating: 3, count: 32),
+                bootPublicKey: [UInt8](repeating: 4, count: 32),
+                diskUUID: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                role: variant & 1 == 0 ? .worker : .controlPlane
+            )
+        )
+    case .envelopeAccept:
+        request = .envelopeAccept(variant & 1 == 0 ? .join : .rejoin, envelope: [UInt8](repeating: 5, count: 48))
     case .initAccept: request = .initAccept(envelope: [UInt8](repeating: 6, count: 48))
     case .diskInspect: request = .diskInspect(device: "/dev/vdb")
     case .diskFormat: request = .diskFormat(device: "/dev/vdb")
@@ -121,7 +130,9 @@ func finding(_ message: String) -> Never {
 func answer(in bytes: [UInt8]) -> AnswerFrame {
     guard bytes.count >= Limits.lengthPrefixSize else { finding("reply of \(bytes.count) bytes") }
     let length = bytes.prefix(4).reduce(0) { $0 << 8 | Int($1) }
-    guard length == bytes.count - Limits.lengthPrefixSize else { finding("reply prefix \(length) for \(bytes.count) bytes") }
+    guard length == bytes.count - Limits.lengthPrefixSize else {
+        finding("reply prefix \(length) for \(bytes.count) bytes")
+    }
     do {
         return try AnswerFrame.decode(body: Array(bytes.dropFirst(Limits.lengthPrefixSize)))
     } catch {
@@ -189,14 +200,18 @@ struct Harness {
         }
         let header = body.withUnsafeBytes { RequestFrame.peekHeader(body: $0) }
         let verdict = body.withUnsafeBytes { session.receive(body: $0, phase: phase, usedThisBoot: usedThisBoot) }
-        trace("frame \(expected) \(decoded.map { "\($0.request.kind) seq \($0.sequence)" } ?? "undecodable") as \(peer) in \(phase): \(verdict)")
+        trace(
+            "frame \(expected) \(decoded.map { "\($0.request.kind) seq \($0.sequence)" } ?? "undecodable") as \(peer) in \(phase): \(verdict)"
+        )
 
         switch verdict {
         case .dispatch(let frame):
             let kind = frame.request.kind
             let row = PermissionTable.permission(for: kind)
             guard frame == decoded else { finding("dispatched a frame that differs from its body") }
-            guard frame.sequence == expected else { finding("dispatched sequence \(frame.sequence), expected \(expected)") }
+            guard frame.sequence == expected else {
+                finding("dispatched sequence \(frame.sequence), expected \(expected)")
+            }
             guard !session.isClosed else { finding("dispatch from a closed session") }
             guard helloDone, kind != .hello else { finding("dispatched \(kind) before or as hello") }
             guard peer != .stranger, row.peers.contains(peer) else { finding("dispatched \(kind) for peer \(peer)") }
@@ -209,16 +224,23 @@ struct Harness {
                 guard !usedThisBoot.contains(kind) else { finding("dispatched \(kind) twice this boot") }
                 usedThisBoot.insert(kind)
             }
-            guard PermissionTable.evaluate(
-                kind, peer: peer, phase: phase, usedThisConnection: usedThisConnection.contains(kind),
-                usedThisBoot: false) == .allowed
+            guard
+                PermissionTable.evaluate(
+                    kind,
+                    peer: peer,
+                    phase: phase,
+                    usedThisConnection: usedThisConnection.contains(kind),
+                    usedThisBoot: false
+                ) == .allowed
             else { finding("dispatched \(kind) that the table refuses") }
             usedThisConnection.insert(kind)
 
         case .reply(let bytes, let close, let audit):
             let answer = answer(in: bytes)
             guard close == session.isClosed else { finding("reply close \(close), session closed \(session.isClosed)") }
-            guard answer.status.closesConnection == close else { finding("status \(answer.status) with close \(close)") }
+            guard answer.status.closesConnection == close else {
+                finding("status \(answer.status) with close \(close)")
+            }
             guard answer.status == .ok || answer.payload.isEmpty else { finding("\(answer.status) with a payload") }
             if close, audit == nil { finding("closing reply \(answer.status) without an audit note") }
             if answer.isConnectionError {
@@ -230,7 +252,9 @@ struct Harness {
             }
             guard let decoded else {
                 guard close, answer.status == decodeError?.status else {
-                    finding("undecodable frame answered \(answer.status), expected \(String(describing: decodeError?.status))")
+                    finding(
+                        "undecodable frame answered \(answer.status), expected \(String(describing: decodeError?.status))"
+                    )
                 }
                 return
             }
@@ -242,26 +266,33 @@ struct Harness {
                     decoded.sequence == expected
                 else { finding("ok answer to \(kind)") }
                 let hello: HelloAnswer
-                do { hello = try answer.decodePayload(.hello, HelloAnswer.read) } catch { finding("hello answer: \(error)") }
+                do { hello = try answer.decodePayload(.hello, HelloAnswer.read) } catch {
+                    finding("hello answer: \(error)")
+                }
                 guard hello.peerClass == peer, hello.phase == phase, (minVersion...maxVersion).contains(hello.version),
                     Limits.supportedVersions.contains(hello.version)
                 else { finding("hello answer \(hello) for peer \(peer), phase \(phase)") }
                 helloDone = true
                 usedThisConnection.insert(kind)
             case .wrongPhase:
-                guard helloDone, row.peers.contains(peer), !row.phases.contains(phase), decoded.sequence == expected else {
+                guard helloDone, row.peers.contains(peer), !row.phases.contains(phase), decoded.sequence == expected
+                else {
                     finding("wrongPhase answer to \(kind) in \(phase)")
                 }
             case .denied:
                 guard !row.peers.contains(peer) else { finding("denied \(kind) to permitted peer \(peer)") }
             case .alreadyUsed:
-                let used = row.once == .perConnection ? usedThisConnection.contains(kind)
+                let used =
+                    row.once == .perConnection
+                    ? usedThisConnection.contains(kind)
                     : row.once == .perBoot ? usedThisBoot.contains(kind) : false
                 guard used, row.peers.contains(peer) else {
                     finding("alreadyUsed for unused \(kind)")
                 }
             case .helloRequired:
-                guard !helloDone, kind != .hello, peer != .stranger else { finding("helloRequired after hello or to a stranger") }
+                guard !helloDone, kind != .hello, peer != .stranger else {
+                    finding("helloRequired after hello or to a stranger")
+                }
             case .sequenceError:
                 guard decoded.sequence != expected else { finding("sequenceError for in-order \(decoded.sequence)") }
             case .versionUnsupported:
@@ -283,7 +314,8 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     guard let peerByte = program.byte(), let phaseByte = program.byte(), program.byte() != nil else { return 0 }
     var harness = Harness(
         peer: PeerClass.allCases[Int(peerByte) % PeerClass.allCases.count],
-        phase: Phase.allCases[Int(phaseByte) % Phase.allCases.count])
+        phase: Phase.allCases[Int(phaseByte) % Phase.allCases.count]
+    )
     let kinds = RequestKind.allCases
 
     while !harness.session.isClosed, let opcode = program.byte() {
@@ -294,7 +326,10 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
             var body = program.take(Int(program.byte() ?? 0))
             if opcode % 8 == Operation.rawFrameInSequence.rawValue, body.count >= Limits.minRequestBody {
                 let s = harness.framesReceived
-                body.replaceSubrange(2..<6, with: [UInt8(s >> 24), UInt8(s >> 16 & 0xFF), UInt8(s >> 8 & 0xFF), UInt8(s & 0xFF)])
+                body.replaceSubrange(
+                    2..<6,
+                    with: [UInt8(s >> 24), UInt8(s >> 16 & 0xFF), UInt8(s >> 8 & 0xFF), UInt8(s & 0xFF)]
+                )
             }
             harness.send(framed(body))
         case .request:

@@ -5,7 +5,9 @@ import Attestation
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     let input = Array(UnsafeBufferPointer(start: start, count: count))
-    for key in [try? TPMTPublic(bytes: input), try? TPMTPublic(bytes: input, sized: true), try? TPMTPublic(anyEncoding: input)] {
+    for key in [
+        try? TPMTPublic(bytes: input), try? TPMTPublic(bytes: input, sized: true), try? TPMTPublic(anyEncoding: input),
+    ] {
         guard let key else { continue }
         _ = key.name
         if let digest = try? key.keyDigest(), digest.count != 32 { fatalError("key digest of \(digest.count) bytes") }
