@@ -39,6 +39,7 @@ static inline uint16_t asterism_tpm2_rc_error(TSS2_RC rc) {
 static inline uint16_t asterism_tpm2_rc_initialize(void) { return (uint16_t)TPM2_RC_INITIALIZE; }
 static inline uint16_t asterism_tpm2_rc_policy_fail(void) { return (uint16_t)TPM2_RC_POLICY_FAIL; }
 static inline uint16_t asterism_tpm2_rc_pcr_changed(void) { return (uint16_t)TPM2_RC_PCR_CHANGED; }
+static inline uint16_t asterism_tpm2_rc_nv_uninitialized(void) { return (uint16_t)TPM2_RC_NV_UNINITIALIZED; }
 
 /* ---- Algorithm identifiers and handles (cast macros) ---- */
 
@@ -86,6 +87,13 @@ static inline TPMA_OBJECT asterism_tpma_storage_key(void) {
  *  (no userWithAuth, so the empty auth value alone does not unseal it). */
 static inline TPMA_OBJECT asterism_tpma_sealed_data(void) {
     return TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_NODA;
+}
+
+/** Attributes of keyd's NV counter: TPM_NT_COUNTER, written and read with its (empty) auth value,
+ *  outside the dictionary-attack logic. A counter never goes back, and a redefined one starts at
+ *  the highest value any counter of this TPM reached. */
+static inline TPMA_NV asterism_tpma_nv_counter(void) {
+    return (TPM2_NT_COUNTER << TPMA_NV_TPM2_NT_SHIFT) | TPMA_NV_AUTHWRITE | TPMA_NV_AUTHREAD | TPMA_NV_NO_DA;
 }
 
 /** Session attributes: continueSession, decrypt (first command parameter encrypted), encrypt

@@ -111,6 +111,26 @@ struct TPMTransient: ~Copyable {
     }
 }
 
+/// An ESAPI reference to a persistent object or NV index (from `Esys_TR_FromTPMPublic`); closed
+/// (`Esys_TR_Close`, which leaves the TPM's object alone) when the value ends.
+struct TPMReference: ~Copyable {
+    /// The context that made it.
+    private let context: OpaquePointer
+    /// The ESAPI handle.
+    var handle: ESYS_TR
+
+    /// Takes ownership of `handle`, made by `context`.
+    init(_ handle: ESYS_TR, context: OpaquePointer) {
+        self.handle = handle
+        self.context = context
+    }
+
+    deinit {
+        var closing = handle
+        _ = Esys_TR_Close(context, &closing)
+    }
+}
+
 /// Memory libtss2 allocated for a command's output; freed with `Esys_Free` when the value ends,
 /// and wiped first when it holds a secret.
 struct TPMOutput<Value>: ~Copyable {
@@ -396,16 +416,21 @@ public final class TPMDevice {
     }
 
     private func handleCount(from first: UInt32) throws -> Int {
+        try handles(from: first, count: 64).filter { $0 >> 24 == first >> 24 }.count
+    }
+
+    /// Up to `count` handles the TPM lists from `first` on (TPM2_GetCapability of TPM_CAP_HANDLES).
+    private func handles(from first: UInt32, count: UInt32) throws -> [UInt32] {
         var more: TPMI_YES_NO = 0
         var dataOut: UnsafeMutablePointer<TPMS_CAPABILITY_DATA>?
         try Self.check(
-            Esys_GetCapability(context, none, none, none, asterism_tpm2_cap_handles(), first, 64, &more, &dataOut),
+            Esys_GetCapability(context, none, none, none, asterism_tpm2_cap_handles(), first, count, &more, &dataOut),
             "Esys_GetCapability"
         )
         let data = try TPMOutput(dataOut, "Esys_GetCapability")
         var handles = data.pointee.data.handles
         return withUnsafeBytes(of: &handles.handle) { raw in
-            raw.bindMemory(to: TPM2_HANDLE.self).prefix(Int(handles.count)).filter { $0 >> 24 == first >> 24 }.count
+            Array(raw.bindMemory(to: TPM2_HANDLE.self).prefix(Int(handles.count)))
         }
     }
 
@@ -498,14 +523,20 @@ public final class TPMDevice {
     ) throws -> R {
         var publicPart = TPM2B_PUBLIC()
         var privatePart = TPM2B_PRIVATE()
-        try Self.unmarshalWhole(object.publicBlob, "TPM2B_PUBLIC") { bytes, count, offset in
-            Tss2_MU_TPM2B_PUBLIC_Unmarshal(bytes, count, offset, &publicPart)
-        }
-        try Self.unmarshalWhole(object.privateBlob, "TPM2B_PRIVATE") { bytes, count, offset in
-            Tss2_MU_TPM2B_PRIVATE_Unmarshal(bytes, count, offset, &privatePart)
-        }
+        try Self.unmarshal(object, public: &publicPart, private: &privatePart)
         let primary = try createStoragePrimary()
         let loaded = try load(&privatePart, &publicPart, under: primary, what: "sealed object")
+        return try unseal(loaded.handle, saltedBy: primary, selection: selection, body)
+    }
+
+    /// Unseals the loaded (or persistent) sealed object `object` through a policy session over
+    /// `selection`, salted with `primary`, with response encryption; the TPM's copy is wiped after `body`.
+    private func unseal<R>(
+        _ object: ESYS_TR,
+        saltedBy primary: borrowing TPMTransient,
+        selection: PCRSelection,
+        _ body: (UnsafeRawBufferPointer) throws -> R
+    ) throws -> R {
         let session = try startSession(saltedBy: primary, type: asterism_tpm2_se_policy())
         var empty = TPM2B_DIGEST()
         var pcrs = selection.tpml
@@ -520,11 +551,25 @@ public final class TPMDevice {
             "Esys_TRSess_SetAttributes"
         )
         var dataOut: UnsafeMutablePointer<TPM2B_SENSITIVE_DATA>?
-        try Self.check(Esys_Unseal(context, loaded.handle, session.handle, none, none, &dataOut), "Esys_Unseal")
+        try Self.check(Esys_Unseal(context, object, session.handle, none, none, &dataOut), "Esys_Unseal")
         let data = try TPMOutput(dataOut, "Esys_Unseal", secret: true)
         let size = Int(data.pointee.size)
         return try withUnsafeBytes(of: &data.pointer.pointee.buffer) { raw in
             try body(UnsafeRawBufferPointer(rebasing: raw.prefix(min(size, raw.count))))
+        }
+    }
+
+    /// The TPM2B_PUBLIC and TPM2B_PRIVATE of a sealed object's blobs, each read to its exact end.
+    private static func unmarshal(
+        _ object: TPMSealedObject,
+        public publicPart: inout TPM2B_PUBLIC,
+        private privatePart: inout TPM2B_PRIVATE
+    ) throws {
+        try unmarshalWhole(object.publicBlob, "TPM2B_PUBLIC") { bytes, count, offset in
+            Tss2_MU_TPM2B_PUBLIC_Unmarshal(bytes, count, offset, &publicPart)
+        }
+        try unmarshalWhole(object.privateBlob, "TPM2B_PRIVATE") { bytes, count, offset in
+            Tss2_MU_TPM2B_PRIVATE_Unmarshal(bytes, count, offset, &privatePart)
         }
     }
 
@@ -610,6 +655,217 @@ public final class TPMDevice {
             what
         )
         return TPMTransient(loaded, context: context)
+    }
+
+    // MARK: Persistent sealed objects
+
+    /// Seals `secret` (1…128 bytes) like ``seal(_:selection:)`` and makes the sealed object persistent
+    /// at the owner handle `handle`, replacing a sealed data object already there (anything else at the
+    /// handle is refused, never replaced). Returns the object's TPM name, which identifies it.
+    public func sealPersistent(
+        _ secret: UnsafeRawBufferPointer,
+        selection: PCRSelection,
+        handle: UInt32
+    ) throws -> [UInt8] {
+        try Self.checkPersistentHandle(handle)
+        if let existing = try persistentReference(handle) {
+            let (area, _) = try readPublic(existing.handle)
+            guard area.type == asterism_tpm2_alg_keyedhash(), area.objectAttributes == asterism_tpma_sealed_data()
+            else {
+                throw SystemError.tpmUnexpected(
+                    call: "sealPersistent",
+                    "persistent handle 0x\(String(handle, radix: 16)) holds an object that is not a sealed data object; not replaced"
+                )
+            }
+            try evict(existing, handle: handle)
+        }
+        let sealed = try seal(secret, selection: selection)
+        var publicPart = TPM2B_PUBLIC()
+        var privatePart = TPM2B_PRIVATE()
+        try Self.unmarshal(sealed, public: &publicPart, private: &privatePart)
+        let primary = try createStoragePrimary()
+        let loaded = try load(&privatePart, &publicPart, under: primary, what: "sealed object")
+        var persistent = asterism_esys_tr_none()
+        try Self.check(
+            Esys_EvictControl(
+                context,
+                asterism_esys_tr_rh_owner(),
+                loaded.handle,
+                password,
+                none,
+                none,
+                handle,
+                &persistent
+            ),
+            "Esys_EvictControl",
+            "0x" + String(handle, radix: 16)
+        )
+        let reference = TPMReference(persistent, context: context)
+        return try readPublic(reference.handle).1
+    }
+
+    /// Unseals the persistent sealed object at `handle` through a salted policy session over
+    /// `selection` and lends the secret to `body`. Refuses an object whose name is not `expectedName`
+    /// (another object put at the handle), and a handle that holds nothing.
+    public func unsealPersistent<R>(
+        handle: UInt32,
+        expectedName: [UInt8],
+        selection: PCRSelection,
+        _ body: (UnsafeRawBufferPointer) throws -> R
+    ) throws -> R {
+        try Self.checkPersistentHandle(handle)
+        guard let object = try persistentReference(handle) else {
+            throw SystemError.tpmUnexpected(
+                call: "unsealPersistent",
+                "no object at persistent handle 0x\(String(handle, radix: 16))"
+            )
+        }
+        guard try readPublic(object.handle).1 == expectedName else {
+            throw SystemError.tpmUnexpected(
+                call: "unsealPersistent",
+                "the object at persistent handle 0x\(String(handle, radix: 16)) is not the one sealed"
+            )
+        }
+        let primary = try createStoragePrimary()
+        return try unseal(object.handle, saltedBy: primary, selection: selection, body)
+    }
+
+    /// Removes the persistent object at `handle`; false when the handle held nothing.
+    @discardableResult
+    public func evictPersistent(handle: UInt32) throws -> Bool {
+        try Self.checkPersistentHandle(handle)
+        guard let object = try persistentReference(handle) else { return false }
+        try evict(object, handle: handle)
+        return true
+    }
+
+    /// The name of the persistent object at `handle`, or nil when it holds nothing.
+    public func persistentName(handle: UInt32) throws -> [UInt8]? {
+        guard let object = try persistentReference(handle) else { return nil }
+        return try readPublic(object.handle).1
+    }
+
+    /// An ESAPI reference to the persistent object (or NV index) `handle`, or nil when it does not exist.
+    private func persistentReference(_ handle: UInt32) throws -> TPMReference? {
+        // ESAPI reports a missing handle only as a catch-all error: ask the TPM's handle list first.
+        guard try handles(from: handle, count: 1).first == handle else { return nil }
+        var object = asterism_esys_tr_none()
+        try Self.check(
+            Esys_TR_FromTPMPublic(context, handle, none, none, none, &object),
+            "Esys_TR_FromTPMPublic",
+            "0x" + String(handle, radix: 16)
+        )
+        return TPMReference(object, context: context)
+    }
+
+    /// Evicts the persistent object `object` from `handle`.
+    private func evict(_ object: borrowing TPMReference, handle: UInt32) throws {
+        var none = asterism_esys_tr_none()
+        // The reference is closed afterwards as any other: ESAPI keeps it after the eviction, and a
+        // reference left open would make every later Esys_TR_FromTPMPublic of this handle fail.
+        try Self.check(
+            Esys_EvictControl(
+                context,
+                asterism_esys_tr_rh_owner(),
+                object.handle,
+                password,
+                self.none,
+                self.none,
+                handle,
+                &none
+            ),
+            "Esys_EvictControl",
+            "evict 0x" + String(handle, radix: 16)
+        )
+    }
+
+    private static func checkPersistentHandle(_ handle: UInt32) throws {
+        guard handle >= 0x8100_0000, handle <= 0x817F_FFFF else {
+            throw SystemError.invalidEnvironment(
+                variable: "persistent handle",
+                "0x\(String(handle, radix: 16)) is not an owner persistent handle (0x81000000…0x817fffff)"
+            )
+        }
+    }
+
+    // MARK: NV counter
+
+    /// The value of the NV counter at `index`, or nil when no such index is defined.
+    public func readCounter(index: UInt32) throws -> UInt64? {
+        try Self.checkCounterIndex(index)
+        guard let counter = try persistentReference(index) else { return nil }
+        var dataOut: UnsafeMutablePointer<TPM2B_MAX_NV_BUFFER>?
+        let rc = Esys_NV_Read(context, counter.handle, counter.handle, password, none, none, 8, 0, &dataOut)
+        if asterism_tpm2_rc_error(rc) == asterism_tpm2_rc_nv_uninitialized() { return 0 }
+        try Self.check(rc, "Esys_NV_Read", "0x" + String(index, radix: 16))
+        let data = try TPMOutput(dataOut, "Esys_NV_Read")
+        var value = data.pointee
+        let bytes = Self.bytes(of: &value.buffer, count: Int(value.size))
+        guard bytes.count == 8 else {
+            throw SystemError.tpmUnexpected(call: "Esys_NV_Read", "counter of \(bytes.count) bytes")
+        }
+        return bytes.reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    /// Defines the NV counter `index` (an 8-byte TPM_NT_COUNTER, empty auth value) and increments it
+    /// once so that it holds a value; returns that value.
+    public func defineCounter(index: UInt32) throws -> UInt64 {
+        try Self.checkCounterIndex(index)
+        var auth = TPM2B_AUTH()
+        var publicInfo = TPM2B_NV_PUBLIC()
+        publicInfo.nvPublic.nvIndex = index
+        publicInfo.nvPublic.nameAlg = asterism_tpm2_alg_sha256()
+        publicInfo.nvPublic.attributes = asterism_tpma_nv_counter()
+        publicInfo.nvPublic.dataSize = 8
+        var defined = asterism_esys_tr_none()
+        try Self.check(
+            Esys_NV_DefineSpace(
+                context,
+                asterism_esys_tr_rh_owner(),
+                password,
+                none,
+                none,
+                &auth,
+                &publicInfo,
+                &defined
+            ),
+            "Esys_NV_DefineSpace",
+            "0x" + String(index, radix: 16)
+        )
+        let counter = TPMReference(defined, context: context)
+        try Self.check(
+            Esys_NV_Increment(context, counter.handle, counter.handle, password, none, none),
+            "Esys_NV_Increment"
+        )
+        guard let value = try readCounter(index: index) else {
+            throw SystemError.tpmUnexpected(call: "defineCounter", "counter 0x\(String(index, radix: 16)) vanished")
+        }
+        return value
+    }
+
+    /// Increments the NV counter `index` by one.
+    public func incrementCounter(index: UInt32) throws {
+        try Self.checkCounterIndex(index)
+        guard let counter = try persistentReference(index) else {
+            throw SystemError.tpmUnexpected(
+                call: "incrementCounter",
+                "NV index 0x\(String(index, radix: 16)) is not defined"
+            )
+        }
+        try Self.check(
+            Esys_NV_Increment(context, counter.handle, counter.handle, password, none, none),
+            "Esys_NV_Increment",
+            "0x" + String(index, radix: 16)
+        )
+    }
+
+    private static func checkCounterIndex(_ index: UInt32) throws {
+        guard index >= 0x0100_0000, index <= 0x01BF_FFFF else {
+            throw SystemError.invalidEnvironment(
+                variable: "NV index",
+                "0x\(String(index, radix: 16)) is not an owner NV index (0x01000000…0x01bfffff)"
+            )
+        }
     }
 
     // MARK: Primary key and helpers

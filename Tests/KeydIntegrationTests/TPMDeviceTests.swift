@@ -126,6 +126,86 @@ import Glibc
         #expect(throws: SystemError.self) { try TPMDevice(tcti: "/dev/tpmrm0") }
         #expect(throws: SystemError.self) { try TPMDevice(tcti: "swtpm:host=127.0.0.1,port=1") }
     }
+
+    @Test("a persistent sealed object unseals by its name, survives a TPM restart, and is gone once evicted")
+    func persistentSealedObject() throws {
+        let tpm = try SoftwareTPM()
+        let handle: UInt32 = 0x8101_0A58
+        let secret = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        let selection = try #require(PCRSelection([0, 7, 16]))
+        let name: [UInt8]
+        do {
+            let device = try TPMDevice(tcti: tpm.tcti)
+            #expect(try device.persistentName(handle: handle) == nil)
+            #expect(try !device.evictPersistent(handle: handle))
+            name = try secret.withUnsafeBytes { try device.sealPersistent($0, selection: selection, handle: handle) }
+            #expect(try device.persistentName(handle: handle) == name)
+            #expect(
+                try device.unsealPersistent(handle: handle, expectedName: name, selection: selection) { Array($0) }
+                    == secret
+            )
+            #expect(try device.loadedHandleCounts() == (0, 0))
+        }
+        tpm.stop()
+        try tpm.start()
+        let device = try TPMDevice(tcti: tpm.tcti)
+        #expect(
+            try device.unsealPersistent(handle: handle, expectedName: name, selection: selection) { Array($0) }
+                == secret
+        )
+        // Another name expected, or a changed PCR: refused.
+        #expect(throws: SystemError.self) {
+            try device.unsealPersistent(
+                handle: handle,
+                expectedName: [0, 11] + name.dropFirst(2).map { $0 ^ 1 },
+                selection: selection
+            ) { _ in }
+        }
+        try device.pcrEvent(index: 16, data: [1])
+        let changed = #expect(throws: SystemError.self) {
+            try device.unsealPersistent(handle: handle, expectedName: name, selection: selection) { _ in }
+        }
+        #expect(changed?.tpmResponseCode.map(TPMResponse.isPolicyFailure) == true, "\(String(describing: changed))")
+        // Sealing again replaces the object (a new name); evicting removes it.
+        let again = try secret.withUnsafeBytes { try device.sealPersistent($0, selection: selection, handle: handle) }
+        #expect(again != name)
+        #expect(try device.evictPersistent(handle: handle))
+        #expect(try device.persistentName(handle: handle) == nil)
+        #expect(throws: SystemError.self) {
+            try device.unsealPersistent(handle: handle, expectedName: again, selection: selection) { _ in }
+        }
+        // An AK at a handle is never replaced by a sealed object.
+        _ = try device.attestationKey(persistentHandle: Self.akHandle, algorithm: .eccP256)
+        #expect(throws: SystemError.self) {
+            _ = try secret.withUnsafeBytes {
+                try device.sealPersistent($0, selection: selection, handle: Self.akHandle)
+            }
+        }
+        #expect(try device.loadedHandleCounts() == (0, 0))
+    }
+
+    @Test("an NV counter is defined once, counts up, and keeps its value across a TPM restart")
+    func nvCounter() throws {
+        let tpm = try SoftwareTPM()
+        let index: UInt32 = 0x01A5_7E00
+        let first: UInt64
+        do {
+            let device = try TPMDevice(tcti: tpm.tcti)
+            #expect(try device.readCounter(index: index) == nil)
+            first = try device.defineCounter(index: index)
+            #expect(try device.readCounter(index: index) == first)
+            for _ in 0..<5 { try device.incrementCounter(index: index) }
+            #expect(try device.readCounter(index: index) == first + 5)
+            #expect(throws: SystemError.self) { _ = try device.defineCounter(index: index) }
+        }
+        tpm.stop()
+        try tpm.start()
+        let device = try TPMDevice(tcti: tpm.tcti)
+        #expect(try device.readCounter(index: index) == first + 5)
+        #expect(throws: SystemError.self) { try device.incrementCounter(index: 0x01A5_7E01) }
+        #expect(throws: SystemError.self) { _ = try device.readCounter(index: 0x8100_0000) }
+    }
+
 }
 
 /// Lowercase hex.
