@@ -16,6 +16,9 @@
 /// tpm-tcti = device:/dev/tpmrm0
 /// tpm-ak-algorithm = ecc-p256
 /// tpm-ak-handle = 0x81010a57
+/// tpm-kek-handle = 0x81010a58
+/// tpm-audit-key-handle = 0x81010a59
+/// tpm-audit-counter-index = 0x01a57e00
 /// tpm-pcrs = 0-23
 /// tpm-event-log = /sys/kernel/security/tpm0/binary_bios_measurements
 /// ```
@@ -46,6 +49,12 @@ public struct KeydConfiguration: Equatable, Sendable {
     public var tpmAKAlgorithm: String = "ecc-p256"
     /// The owner persistent handle of the attestation key (0x81000000…0x817fffff).
     public var tpmAKHandle: UInt32 = 0x8101_0A57
+    /// The owner persistent handle of the sealed KEK's wrapping key; `kek.lock` evicts it.
+    public var tpmKEKHandle: UInt32 = 0x8101_0A58
+    /// The owner persistent handle of the audit chain's sealed HMAC key.
+    public var tpmAuditKeyHandle: UInt32 = 0x8101_0A59
+    /// The owner NV index of the audit log's record counter (0x01000000…0x01bfffff).
+    public var tpmAuditCounterIndex: UInt32 = 0x01A5_7E00
     /// The SHA-256 PCRs that quotes cover and the sealed KEK's policy binds, ascending.
     public var tpmPCRs: [Int] = Array(0..<24)
     /// The firmware event log added to evidence when the file exists.
@@ -65,13 +74,55 @@ public struct KeydConfiguration: Equatable, Sendable {
     /// Accepted socket modes.
     public static let socketModeRange: ClosedRange<UInt32> = 0...0o777
 
+    /// Every key a file may set, in the order they are documented: the one list of keys, each with
+    /// its parser in ``apply(_:to:)`` (an exhaustive switch: a key cannot be listed without one).
+    enum Key: String, CaseIterable {
+        case trustdUIDs = "trustd-uids"
+        case trustdGIDs = "trustd-gids"
+        case adminUIDs = "admin-uids"
+        case adminGIDs = "admin-gids"
+        case maxConnections = "max-connections"
+        case frameTimeout = "frame-timeout-ms"
+        case trustdSocketMode = "trustd-socket-mode"
+        case adminSocketMode = "admin-socket-mode"
+        case diskAllowInitialize = "disk-allow-initialize"
+        case diskProfile = "disk-profile"
+        case tpmTCTI = "tpm-tcti"
+        case tpmAKAlgorithm = "tpm-ak-algorithm"
+        case tpmAKHandle = "tpm-ak-handle"
+        case tpmKEKHandle = "tpm-kek-handle"
+        case tpmAuditKeyHandle = "tpm-audit-key-handle"
+        case tpmAuditCounterIndex = "tpm-audit-counter-index"
+        case tpmPCRs = "tpm-pcrs"
+        case tpmEventLog = "tpm-event-log"
+
+        /// Sets what `field`'s value says.
+        func apply(_ field: Field, to configuration: inout KeydConfiguration) throws(CoreError) {
+            switch self {
+            case .trustdUIDs: configuration.trustdUIDs = try field.idList()
+            case .trustdGIDs: configuration.trustdGIDs = try field.idList()
+            case .adminUIDs: configuration.adminUIDs = try field.idList()
+            case .adminGIDs: configuration.adminGIDs = try field.idList()
+            case .maxConnections: configuration.maxConnections = try field.integer(in: maxConnectionsRange)
+            case .frameTimeout: configuration.frameTimeoutMilliseconds = try field.integer(in: frameTimeoutRange)
+            case .trustdSocketMode: configuration.trustdSocketMode = try field.mode()
+            case .adminSocketMode: configuration.adminSocketMode = try field.mode()
+            case .diskAllowInitialize: configuration.diskAllowInitialize = try field.boolean()
+            case .diskProfile: configuration.diskProfile = try field.profile()
+            case .tpmTCTI: configuration.tpmTCTI = try field.tcti()
+            case .tpmAKAlgorithm: configuration.tpmAKAlgorithm = try field.oneOf(["ecc-p256", "rsa-2048"])
+            case .tpmAKHandle: configuration.tpmAKHandle = try field.persistentHandle()
+            case .tpmKEKHandle: configuration.tpmKEKHandle = try field.persistentHandle()
+            case .tpmAuditKeyHandle: configuration.tpmAuditKeyHandle = try field.persistentHandle()
+            case .tpmAuditCounterIndex: configuration.tpmAuditCounterIndex = try field.nvIndex()
+            case .tpmPCRs: configuration.tpmPCRs = try field.pcrList()
+            case .tpmEventLog: configuration.tpmEventLog = try field.absolutePath()
+            }
+        }
+    }
+
     /// The keys a file may set, in the order they are documented.
-    public static let keys = [
-        "trustd-uids", "trustd-gids", "admin-uids", "admin-gids",
-        "max-connections", "frame-timeout-ms", "trustd-socket-mode", "admin-socket-mode",
-        "disk-allow-initialize", "disk-profile", "tpm-tcti", "tpm-ak-algorithm", "tpm-ak-handle", "tpm-pcrs",
-        "tpm-event-log",
-    ]
+    public static let keys = Key.allCases.map(\.rawValue)
 
     /// Parses a configuration file; unset keys keep their defaults.
     /// - Throws: ``CoreError`` naming the line, the key and the limit: the text is over 64 KiB,
@@ -94,7 +145,7 @@ public struct KeydConfiguration: Equatable, Sendable {
             }
             let key = String(trimmed(line[..<equals]))
             let value = String(trimmed(line[line.index(after: equals)...]))
-            guard keys.contains(key) else {
+            guard let known = Key(rawValue: key) else {
                 throw .configurationUnknownKey(lineNumber: lineNumber, key: key, known: keys)
             }
             if let first = firstSeen[key] {
@@ -102,30 +153,13 @@ public struct KeydConfiguration: Equatable, Sendable {
             }
             firstSeen[key] = lineNumber
             let field = Field(key: key, value: value, lineNumber: lineNumber)
-            switch key {
-            case "trustd-uids": configuration.trustdUIDs = try field.idList()
-            case "trustd-gids": configuration.trustdGIDs = try field.idList()
-            case "admin-uids": configuration.adminUIDs = try field.idList()
-            case "admin-gids": configuration.adminGIDs = try field.idList()
-            case "max-connections": configuration.maxConnections = try field.integer(in: maxConnectionsRange)
-            case "frame-timeout-ms": configuration.frameTimeoutMilliseconds = try field.integer(in: frameTimeoutRange)
-            case "trustd-socket-mode": configuration.trustdSocketMode = try field.mode()
-            case "admin-socket-mode": configuration.adminSocketMode = try field.mode()
-            case "disk-allow-initialize": configuration.diskAllowInitialize = try field.boolean()
-            case "disk-profile": configuration.diskProfile = try field.profile()
-            case "tpm-tcti": configuration.tpmTCTI = try field.tcti()
-            case "tpm-ak-algorithm": configuration.tpmAKAlgorithm = try field.oneOf(["ecc-p256", "rsa-2048"])
-            case "tpm-ak-handle": configuration.tpmAKHandle = try field.persistentHandle()
-            case "tpm-pcrs": configuration.tpmPCRs = try field.pcrList()
-            case "tpm-event-log": configuration.tpmEventLog = try field.absolutePath()
-            default: preconditionFailure("key '\(key)' listed in keys but not parsed")
-            }
+            try known.apply(field, to: &configuration)
         }
         return configuration
     }
 
     /// One `key = value` line being converted.
-    private struct Field {
+    struct Field {
         var key: String
         var value: String
         var lineNumber: Int
@@ -248,6 +282,27 @@ public struct KeydConfiguration: Equatable, Sendable {
                 )
             }
             return handle
+        }
+
+        /// A hexadecimal owner NV index `0x01000000`…`0x01bfffff`.
+        func nvIndex() throws(CoreError) -> UInt32 {
+            guard value.hasPrefix("0x"), value.count == 10, let index = UInt32(value.dropFirst(2), radix: 16) else {
+                throw .configurationBadNumber(
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    expected: "an NV index such as 0x01a57e00"
+                )
+            }
+            guard (0x0100_0000...0x01BF_FFFF).contains(index) else {
+                throw .configurationOutOfRange(
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    limit: "0x01000000…0x01bfffff"
+                )
+            }
+            return index
         }
 
         /// PCR indices and ranges (`0-7,14,15`), each 0…23; not empty.

@@ -1,9 +1,36 @@
+import FoundationEssentials
 import Testing
 
 @testable import KeydCore
 
 /// keyd's `key = value` configuration file.
 @Suite struct KeydConfigurationTests {
+    /// The key list every unknown-key message names; the keys themselves are checked by `documentedKeys`.
+    static let knownKeys = KeydConfiguration.keys.joined(separator: ", ")
+
+    @Test func documentedKeys() throws {
+        // The README's configuration table lists exactly the keys keyd accepts, in the same order.
+        let readme = try String(
+            contentsOfFile: String(#filePath.prefix(upTo: #filePath.range(of: "/Tests/")!.lowerBound)) + "/README.md",
+            encoding: .utf8
+        )
+        var documented: [String] = []
+        for line in readme.split(separator: "\n") where line.hasPrefix("| `") {
+            let cell = line.dropFirst(2).prefix { $0 != "|" }
+            let names = cell.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard names.allSatisfy({ $0.hasPrefix("`") && $0.hasSuffix("`") }) else { continue }
+            let keys = names.map { String($0.dropFirst().dropLast()) }
+            if keys.allSatisfy(KeydConfiguration.keys.contains) { documented += keys }
+        }
+        #expect(documented == KeydConfiguration.keys)
+        #expect(
+            try KeydConfiguration.parse("tpm-kek-handle = 0x81010b00\ntpm-audit-counter-index = 0x01000001")
+                .tpmKEKHandle
+                == 0x8101_0B00
+        )
+        #expect(throws: CoreError.self) { try KeydConfiguration.parse("tpm-audit-counter-index = 0x81000000") }
+    }
+
     @Test func defaults() throws {
         let configuration = try KeydConfiguration.parse("")
         #expect(configuration == KeydConfiguration())
@@ -152,23 +179,17 @@ import Testing
         Refusal(
             text: "# comment\n\nmax-conections = 10",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
-            message: "configuration line 3: unknown key 'max-conections'; known keys: trustd-uids, trustd-gids, "
-                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
+            message: "configuration line 3: unknown key 'max-conections'; known keys: " + Self.knownKeys
         ),
         Refusal(
             text: "Admin-UIDs = 0",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
-            message: "configuration line 1: unknown key 'Admin-UIDs'; known keys: trustd-uids, trustd-gids, "
-                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
+            message: "configuration line 1: unknown key 'Admin-UIDs'; known keys: " + Self.knownKeys
         ),
         Refusal(
             text: "= 5",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
-            message: "configuration line 1: unknown key ''; known keys: trustd-uids, trustd-gids, "
-                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
+            message: "configuration line 1: unknown key ''; known keys: " + Self.knownKeys
         ),
         Refusal(
             text: "admin-uids = 0\nmax-connections = 5\nadmin-uids = 1",
@@ -278,9 +299,7 @@ import Testing
         Refusal(
             text: "bad\u{1B}[2Jkey = 1\n",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
-            message: #"configuration line 1: unknown key 'bad\u{1b}[2Jkey'; known keys: trustd-uids, trustd-gids, "#
-                + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
+            message: #"configuration line 1: unknown key 'bad\u{1b}[2Jkey'; known keys: "# + Self.knownKeys
         ),
         Refusal(
             text: "disk-allow-initialize = yes",
