@@ -3,19 +3,23 @@ import KeydProtocol
 
 /// The KEK at rest (`<state-dir>/kek.sealed`): the master secret and salt encrypted with AES-256-GCM
 /// under a random 32-byte wrapping key, and that wrapping key sealed to the TPM under a PolicyPCR
-/// policy. The KEK never reaches disk in the clear; without the same TPM and PCR values the file is noise.
+/// policy as a *persistent* object. The KEK never reaches disk in the clear; without the same TPM,
+/// PCR values and persistent object the file is noise.
 ///
 /// ```
-/// magic "AKEK" | version u16 = 1 | pcrCount u8 | pcrs u8… (ascending, < 24)
-/// sealedPublic bytes<1024> | sealedPrivate bytes<1024> | nonce fixed[12] | ciphertext bytes<256>
+/// magic "AKEK" | version u16 = 2 | pcrCount u8 | pcrs u8… (ascending, < 24)
+/// handle u32 | objectName bytes<68> | nonce fixed[12] | ciphertext bytes<256>
 /// ```
+/// The wrapping key lives in the TPM at the owner persistent `handle` and is unsealed only when the
+/// object there has `objectName`; `kek.lock` evicts it, so a copy of the file saved before the lock
+/// and put back later opens nothing, and a re-import makes another object (another name).
 /// The ciphertext (GCM text ‖ 16-byte tag) covers `masterLength u8 ‖ master ‖ salt`; the bytes
-/// before the nonce are its additional data, so a file cannot pair one sealed object with another's text.
+/// before the nonce are its additional data, so a file cannot pair one object with another's text.
 public struct SealedKEKFile: Hashable, Sendable {
     /// ASCII `AKEK`.
     static let magic: [UInt8] = [0x41, 0x4B, 0x45, 0x4B]
-    /// The only version.
-    static let version: UInt16 = 1
+    /// The only version (1 kept the sealed object in the file, where a saved copy outlived `kek.lock`).
+    static let version: UInt16 = 2
     /// Length of the TPM wrapping key.
     public static let wrappingKeyByteCount = 32
     /// The largest file accepted.
@@ -23,10 +27,10 @@ public struct SealedKEKFile: Hashable, Sendable {
 
     /// The PCRs the TPM policy binds.
     public var pcrs: [Int]
-    /// The sealed object's TPM2B_PUBLIC.
-    public var sealedPublic: [UInt8]
-    /// The sealed object's TPM2B_PRIVATE.
-    public var sealedPrivate: [UInt8]
+    /// The owner persistent handle of the sealed wrapping key.
+    public var handle: UInt32
+    /// The TPM name of the sealed wrapping key's object (nameAlg ‖ digest of its public area).
+    public var objectName: [UInt8]
     /// The GCM nonce.
     var nonce: [UInt8]
     /// The GCM ciphertext and tag.
@@ -47,8 +51,8 @@ public struct SealedKEKFile: Hashable, Sendable {
         w.u16(Self.version)
         w.u8(UInt8(pcrs.count))
         for index in pcrs { w.u8(UInt8(index)) }
-        w.bytes(sealedPublic, max: 1024)
-        w.bytes(sealedPrivate, max: 1024)
+        w.u32(handle)
+        w.bytes(objectName, max: 68)
         return w
     }
 
@@ -62,7 +66,9 @@ public struct SealedKEKFile: Hashable, Sendable {
                 var r = WireReader(raw)
                 guard try r.fixed(4, "magic") == Self.magic else { throw .badValue(field: "magic", "not AKEK") }
                 let version = try r.u16("version")
-                guard version == Self.version else { throw .badValue(field: "version", "\(version) is not 1") }
+                guard version == Self.version else {
+                    throw .badValue(field: "version", "\(version) is not \(Self.version) (import the KEK again)")
+                }
                 let count = Int(try r.u8("pcrCount"))
                 var pcrs: [Int] = []
                 for _ in 0..<count {
@@ -74,8 +80,8 @@ public struct SealedKEKFile: Hashable, Sendable {
                 }
                 let file = SealedKEKFile(
                     pcrs: pcrs,
-                    sealedPublic: try r.bytes(max: 1024, "sealedPublic"),
-                    sealedPrivate: try r.bytes(max: 1024, "sealedPrivate"),
+                    handle: try r.u32("handle"),
+                    objectName: try r.bytes(max: 68, "objectName"),
                     nonce: try r.fixed(12, "nonce"),
                     ciphertext: try r.bytes(max: 256, "ciphertext")
                 )
@@ -91,24 +97,25 @@ public struct SealedKEKFile: Hashable, Sendable {
         }
     }
 
-    private init(pcrs: [Int], sealedPublic: [UInt8], sealedPrivate: [UInt8], nonce: [UInt8], ciphertext: [UInt8]) {
+    private init(pcrs: [Int], handle: UInt32, objectName: [UInt8], nonce: [UInt8], ciphertext: [UInt8]) {
         self.pcrs = pcrs
-        self.sealedPublic = sealedPublic
-        self.sealedPrivate = sealedPrivate
+        self.handle = handle
+        self.objectName = objectName
         self.nonce = nonce
         self.ciphertext = ciphertext
     }
 
-    /// Encrypts `kek` under `wrappingKey` (which the caller has sealed to the TPM as `sealedPublic`/`sealedPrivate`).
+    /// Encrypts `kek` under `wrappingKey`, which the caller has sealed to the TPM as the persistent
+    /// object `objectName` at `handle`.
     public init(
         sealing kek: borrowing KeyEncryptionKey,
         wrappingKey: borrowing SecretBytes,
         pcrs: [Int],
-        sealedPublic: [UInt8],
-        sealedPrivate: [UInt8]
+        handle: UInt32,
+        objectName: [UInt8]
     ) throws(CoreError) {
         precondition(wrappingKey.count == Self.wrappingKeyByteCount, "wrapping key of \(wrappingKey.count) bytes")
-        self.init(pcrs: pcrs, sealedPublic: sealedPublic, sealedPrivate: sealedPrivate, nonce: [], ciphertext: [])
+        self.init(pcrs: pcrs, handle: handle, objectName: objectName, nonce: [], ciphertext: [])
         let additionalData = header.bytes
         let nonce = AES.GCM.Nonce()
         let box: AES.GCM.SealedBox

@@ -309,15 +309,30 @@ public final class KeydService {
         // Zeroing a key is always allowed, even when the record cannot be written.
         kek = nil
         phase = .locked
+        var detail: [(key: String, value: String)] = []
+        var status = StatusCode.ok
         if let tpm, case .failure(let error) = tpm.forgetSealedKEK() {
-            Log.error("Sealed KEK not removed on lock", ["error": "\(error)"])
+            // The KEK is gone from memory; its sealed copy may still open at the next start: say so.
+            Log.error("Sealed KEK not fully removed on lock", ["error": "\(error)"])
+            detail.append(("reason", "sealed KEK not fully removed: \(error)"))
+            status = .tpmFailure
         }
         Log.notice(
             "KEK locked",
             ["peer.uid": "\(identity.credentials.uid)", "peer.pid": "\(identity.credentials.pid)"]
         )
-        let recorded = audit(.request(.kekLock), granted: true, status: .ok, peer: identity.auditPeer)
-        return AnswerFrame.encodeStatus(answering: .kekLock, sequence: sequence, status: recorded ? .ok : .auditFailure)
+        let recorded = audit(
+            .request(.kekLock),
+            granted: true,
+            status: status,
+            peer: identity.auditPeer,
+            detail: detail
+        )
+        return AnswerFrame.encodeStatus(
+            answering: .kekLock,
+            sequence: sequence,
+            status: recorded ? status : .auditFailure
+        )
     }
 
     /// Reads the log file; nil (and a log line) when it cannot be read.

@@ -37,6 +37,8 @@ final class TPMService {
     let unavailableReason: String?
     /// The state directory that holds `kek.sealed`.
     private let state: StateDirectory
+    /// The owner persistent handle of the sealed KEK's wrapping key.
+    let kekHandle: UInt32
     /// The KEK at rest.
     private(set) var sealedState: SealedKEKStatus = .none
     /// Time the start-up unseal took, in milliseconds.
@@ -49,6 +51,7 @@ final class TPMService {
         self.tcti = tcti
         selection = PCRSelection(configuration.tpmPCRs) ?? .all
         self.state = state
+        kekHandle = configuration.tpmKEKHandle
         if let log = try? readWholeFileIfPresent(path: configuration.tpmEventLog, limit: Limits.maxEventLog) {
             eventLog = log
             eventLogPath = configuration.tpmEventLog
@@ -185,13 +188,15 @@ final class TPMService {
         }
         let wrappingKey = SecretBytes(randomByteCount: SealedKEKFile.wrappingKeyByteCount)
         do {
-            let sealed = try wrappingKey.withUnsafeBytes { try device.seal($0, selection: selection) }
+            let name = try wrappingKey.withUnsafeBytes {
+                try device.sealPersistent($0, selection: selection, handle: kekHandle)
+            }
             let file = try SealedKEKFile(
                 sealing: kek,
                 wrappingKey: wrappingKey,
                 pcrs: selection.indices,
-                sealedPublic: sealed.publicBlob,
-                sealedPrivate: sealed.privateBlob
+                handle: kekHandle,
+                objectName: name
             )
             try state.writeAtomically(Self.sealedKEKName, bytes: file.encoded, mode: 0o600)
             sealedState = .sealed
@@ -221,10 +226,21 @@ final class TPMService {
         do {
             let file = try SealedKEKFile(decoding: stored)
             guard let pcrs = PCRSelection(file.pcrs) else { throw TPMRefusal(status: .internal, reason: "PCR list") }
-            try device.unseal(
-                TPMSealedObject(publicBlob: file.sealedPublic, privateBlob: file.sealedPrivate),
-                selection: pcrs
-            ) { bytes in
+            guard file.handle == kekHandle else {
+                throw TPMRefusal(
+                    status: .tpmFailure,
+                    reason:
+                        "sealed at handle 0x\(String(file.handle, radix: 16)), configured 0x\(String(kekHandle, radix: 16))"
+                )
+            }
+            guard try device.persistentName(handle: kekHandle) != nil else {
+                throw TPMRefusal(
+                    status: .tpmFailure,
+                    reason:
+                        "no wrapping key at persistent handle 0x\(String(kekHandle, radix: 16)): the KEK was locked (kek.lock evicts it) or the TPM was cleared"
+                )
+            }
+            try device.unsealPersistent(handle: kekHandle, expectedName: file.objectName, selection: pcrs) { bytes in
                 let wrappingKey = SecretBytes(copying: bytes)
                 keep(try file.open(wrappingKey: wrappingKey))
             }
@@ -237,21 +253,35 @@ final class TPMService {
                 return "the PCR policy does not hold (PCR values changed since sealing): \(error)"
             }
             return "\(error)"
+        } catch let refusal as TPMRefusal {
+            sealedState = .unsealFailed
+            return refusal.reason
         } catch {
             sealedState = .unsealFailed
             return "\(error)"
         }
     }
 
-    /// Removes the KEK at rest (`kek.lock`): a restart must not bring a locked KEK back.
+    /// Removes the KEK at rest (`kek.lock`): evicts the wrapping key from the TPM, so that no copy of
+    /// `kek.sealed` opens again, then removes the file. A restart must not bring a locked KEK back.
     func forgetSealedKEK() -> Result<Void, SystemError> {
+        // Both steps run whatever the other did: each alone already keeps a stored copy from opening.
+        var failure: SystemError?
+        do {
+            if let device { try device.evictPersistent(handle: kekHandle) }
+        } catch {
+            failure =
+                error as? SystemError
+                ?? .errno(EIO, call: "evictPersistent", context: "0x" + String(kekHandle, radix: 16))
+        }
         do {
             try state.remove(Self.sealedKEKName)
-            sealedState = .none
-            return .success(())
         } catch {
-            return .failure(error as? SystemError ?? .errno(EIO, call: "unlinkat", context: Self.sealedKEKName))
+            failure = failure ?? (error as? SystemError ?? .errno(EIO, call: "unlinkat", context: Self.sealedKEKName))
         }
+        if let failure { return .failure(failure) }
+        sealedState = .none
+        return .success(())
     }
 
     // MARK: Status

@@ -71,22 +71,22 @@ struct TPMEvidenceTests {
             sealing: kek,
             wrappingKey: wrapping,
             pcrs: [0, 7, 16],
-            sealedPublic: [1, 2, 3],
-            sealedPrivate: [4, 5]
+            handle: 0x8101_0A58,
+            objectName: [0x00, 0x0B] + [UInt8](repeating: 7, count: 32)
         )
         let bytes = file.encoded
         #expect(bytes.firstRange(of: master) == nil && bytes.firstRange(of: salt) == nil)
         let parsed = try SealedKEKFile(decoding: bytes)
-        #expect(parsed == file && parsed.pcrs == [0, 7, 16])
+        #expect(parsed == file && parsed.pcrs == [0, 7, 16] && parsed.handle == 0x8101_0A58)
         let opened = try parsed.open(wrappingKey: wrapping)
         let info = "key-00000000-0000-0000-0000-000000000000"
         let expected = kek.deriveKey(info: info, byteCount: 32)
         let same = opened.deriveKey(info: info, byteCount: 32).constantTimeEquals(expected)
         #expect(same)
 
-        // Another wrapping key, an edited sealed object (additional data) or ciphertext: refused.
+        // Another wrapping key, an edited handle or object name (additional data) or ciphertext: refused.
         #expect(throws: CoreError.self) { _ = try parsed.open(wrappingKey: SecretBytes(randomByteCount: 32)) }
-        for position in [7, bytes.count - 1] {
+        for position in [7, 12, 20, bytes.count - 1] {
             var edited = bytes
             edited[position] ^= 1
             let error = #expect(throws: CoreError.self) {
@@ -95,6 +95,11 @@ struct TPMEvidenceTests {
             #expect(error?.code == .invalidSealedKEK)
         }
         #expect(throws: CoreError.self) { try SealedKEKFile(decoding: bytes + [0]) }
+        // Version 1 kept the sealed object in the file, where a saved copy outlived kek.lock: refused.
+        var version1 = bytes
+        version1[5] = 1
+        let old = #expect(throws: CoreError.self) { try SealedKEKFile(decoding: version1) }
+        #expect(old?.description.contains("import the KEK again") == true)
         #expect(throws: CoreError.self) { try SealedKEKFile(decoding: Array(bytes.dropLast())) }
     }
 }
