@@ -15,10 +15,23 @@ public enum AuditEvent: Hashable, Sendable, CaseIterable, CustomStringConvertibl
     case kekSeal
     /// keyd unsealed the stored KEK at start (or could not).
     case kekUnseal
+    /// A chain begins (record 0): its link, key, TPM counter, and why it begins.
+    case auditChain
+    /// keyd checked its log at start against the key and the TPM counter, and what it found.
+    case auditCheck
+    /// Routine trustd requests granted since the last summary, counted by request.
+    case auditSummary
+    /// A refusal repeated within the coalescing window: how often after the record of the first.
+    case auditRepeated
+    /// keyd refused an entry of its state directory that the host made (a symlink, a FIFO…) and moved it aside.
+    case stateRejected
 
     /// Every name, requests first in protocol order.
     public static let allCases: [AuditEvent] =
-        RequestKind.allCases.map { .request($0) } + [.protocolViolation, .keydStart, .keydStop, .kekSeal, .kekUnseal]
+        RequestKind.allCases.map { .request($0) } + [
+            .protocolViolation, .keydStart, .keydStop, .kekSeal, .kekUnseal, .auditChain, .auditCheck, .auditSummary,
+            .auditRepeated, .stateRejected,
+        ]
 
     /// The name written into the record.
     public var description: String {
@@ -29,6 +42,11 @@ public enum AuditEvent: Hashable, Sendable, CaseIterable, CustomStringConvertibl
         case .keydStop: "keyd.stop"
         case .kekSeal: "kek.seal"
         case .kekUnseal: "kek.unseal"
+        case .auditChain: "audit.chain"
+        case .auditCheck: "audit.check"
+        case .auditSummary: "audit.summary"
+        case .auditRepeated: "audit.repeated"
+        case .stateRejected: "state.rejected"
         }
     }
 }

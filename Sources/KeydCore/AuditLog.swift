@@ -1,13 +1,17 @@
 import Crypto
 import KeydProtocol
 
-// keyd's audit log: one JSON object per line, each line carrying the SHA-256 of the line before it.
+// keyd's audit log: one JSON object per line, each line carrying the MAC of the line before it
+// (`prev`) and its own (`mac`):
 //
-//     {"seq":0,"time":"2026-11-25T13:50:41Z","event":"kek.import","decision":"granted","status":"ok",
-//      "peer":{"class":"admin","uid":0,"gid":0,"pid":812},"detail":{},"prev":"000…000"}
+//     {"seq":1,"time":"2026-11-25T13:50:41Z","event":"kek.import","decision":"granted","status":"ok",
+//      "peer":{"class":"admin","uid":0,"gid":0,"pid":812},"detail":{},"prev":"3f…","mac":"9c…"}
 //
 // (one line in the file). Fields come in exactly this order with no spaces, so a record has one
-// encoding and its hash is well defined. Everything here is pure: keyd reads and appends the file.
+// encoding and its MAC is well defined. `mac` is HMAC-SHA-256 under the audit key that keyd keeps
+// sealed in the TPM, over the line up to and including `prev` (SHA-256 when keyd has no TPM, which
+// proves only that lines were not reordered). Record 0 of a chain is its genesis (`audit.chain`).
+// Everything here is pure: keyd reads and appends the files.
 
 /// Whether keyd did what was asked.
 public enum AuditDecision: String, Sendable, Hashable, CaseIterable {
@@ -39,7 +43,7 @@ public struct AuditPeer: Sendable, Hashable {
     }
 }
 
-/// One audit record before it is chained: everything but `prev`.
+/// One audit record before it is chained: everything but `prev` and `mac`.
 ///
 /// - Important: Nothing secret goes into an audit record: no key, secret, salt, passphrase or
 ///   anything derived from them. `detail` is for names, UUIDs, paths, counts and reasons.
@@ -78,13 +82,13 @@ public struct AuditRecord: Sendable {
         self.detail = detail
     }
 
-    /// The record's line, without the newline, chained to the 32-byte `previousHash`.
+    /// The record's line without the newline, chained to `previousMAC`, and the line's own MAC.
     ///
     /// A line longer than ``AuditChain/maxLineLength`` is our bug (too much detail) and traps.
-    public func line(previousHash: [UInt8]) -> [UInt8] {
-        precondition(previousHash.count == 32, "previous hash of \(previousHash.count) bytes, expected 32")
+    public func line(previousMAC: [UInt8], link: AuditLink) -> (line: [UInt8], mac: [UInt8]) {
+        precondition(previousMAC.count == 32, "previous MAC of \(previousMAC.count) bytes, expected 32")
         var out: [UInt8] = []
-        out.reserveCapacity(384)
+        out.reserveCapacity(448)
         out.append(contentsOf: #"{"seq":"#.utf8)
         out.append(contentsOf: String(sequence).utf8)
         out.append(contentsOf: #","time":""#.utf8)
@@ -111,41 +115,87 @@ public struct AuditRecord: Sendable {
             AuditJSON.appendString(pair.value, to: &out, maxEscapedLength: AuditChain.maxDetailValueLength)
         }
         out.append(contentsOf: #"},"prev":""#.utf8)
-        out.append(contentsOf: lowercaseHex(previousHash).utf8)
+        out.append(contentsOf: lowercaseHex(previousMAC).utf8)
+        out.append(UInt8(ascii: "\""))
+        let mac = link.mac(out[...])
+        out.append(contentsOf: #","mac":""#.utf8)
+        out.append(contentsOf: lowercaseHex(mac).utf8)
         out.append(contentsOf: #""}"#.utf8)
         precondition(
             out.count <= AuditChain.maxLineLength,
             "audit line of \(out.count) bytes exceeds limit \(AuditChain.maxLineLength)"
         )
-        return out
+        return (out, mac)
     }
 }
 
-/// The head of the audit chain: the next sequence number and the hash of the last line.
-public struct AuditChain: Sendable, Hashable {
+/// How each line authenticates itself and its predecessor: HMAC-SHA-256 under the audit key keyd
+/// keeps sealed in its TPM, or plain SHA-256 when keyd has no TPM (a chain anyone can rewrite).
+public enum AuditLink: Sendable {
+    /// SHA-256: detects reordering and accidental damage only.
+    case unkeyed
+    /// HMAC-SHA-256 under the audit key; `keyName` is the TPM name of the sealed key object.
+    case keyed(SymmetricKey, keyName: [UInt8])
+
+    /// HMAC under a copy of `keyBytes` (32 bytes the TPM unsealed); `keyName` is its sealed object's TPM name.
+    public static func keyed(keyBytes: UnsafeRawBufferPointer, keyName: [UInt8]) -> AuditLink {
+        .keyed(SymmetricKey(data: keyBytes), keyName: keyName)
+    }
+
+    /// The name written into a chain's genesis record (`hmac-sha256` or `sha256`).
+    public var name: String {
+        switch self {
+        case .unkeyed: "sha256"
+        case .keyed: "hmac-sha256"
+        }
+    }
+
+    /// The key's TPM name in hex, or `none`.
+    public var keyNameHex: String {
+        switch self {
+        case .unkeyed: "none"
+        case .keyed(_, let keyName): lowercaseHex(keyName)
+        }
+    }
+
+    /// The 32-byte MAC of `bytes`.
+    public func mac(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
+        switch self {
+        case .unkeyed: Array(SHA256.hash(data: bytes))
+        case .keyed(let key, _): Array(HMAC<SHA256>.authenticationCode(for: bytes, using: key))
+        }
+    }
+}
+
+/// The head of an audit chain: the next sequence number, the MAC of the last line and the link.
+public struct AuditChain: Sendable {
     /// The longest line, without its newline (the `text<8192>` of `audit.read`).
     public static let maxLineLength = 8192
     /// The longest JSON-escaped detail value, quotes excluded; longer ones are cut and end in "…".
     public static let maxDetailValueLength = 256
-    /// The `prev` of record 0.
-    public static let genesisHash = [UInt8](repeating: 0, count: 32)
+    /// The `prev` of a genesis record.
+    public static let genesisMAC = [UInt8](repeating: 0, count: 32)
 
-    /// The sequence number the next record gets (= records in the log).
+    /// How lines are authenticated.
+    public let link: AuditLink
+    /// The sequence number the next record gets (= records in the chain).
     public private(set) var nextSequence: UInt64
-    /// SHA-256 of the last line without its newline; zeros for an empty log.
-    public private(set) var headHash: [UInt8]
+    /// The MAC of the last line; zeros for an empty chain.
+    public private(set) var headMAC: [UInt8]
 
-    /// The chain of an empty log.
-    public init() {
+    /// An empty chain.
+    public init(link: AuditLink) {
+        self.link = link
         nextSequence = 0
-        headHash = Self.genesisHash
+        headMAC = Self.genesisMAC
     }
 
-    /// A chain continuing after `nextSequence` records whose last line hashes to `headHash`.
-    public init(nextSequence: UInt64, headHash: [UInt8]) {
-        precondition(headHash.count == 32, "head hash of \(headHash.count) bytes, expected 32")
+    /// A chain continuing after `nextSequence` records whose last line has `headMAC`.
+    public init(link: AuditLink, nextSequence: UInt64, headMAC: [UInt8]) {
+        precondition(headMAC.count == 32, "head MAC of \(headMAC.count) bytes, expected 32")
+        self.link = link
         self.nextSequence = nextSequence
-        self.headHash = headHash
+        self.headMAC = headMAC
     }
 
     /// The line to write (with its trailing newline) and the chain after it, leaving `self` as is,
@@ -168,10 +218,9 @@ public struct AuditChain: Sendable, Hashable {
             peer: peer,
             detail: detail
         )
-        var line = record.line(previousHash: headHash)
-        let next = AuditChain(nextSequence: nextSequence + 1, headHash: Array(SHA256.hash(data: line)))
+        var (line, mac) = record.line(previousMAC: headMAC, link: link)
         line.append(UInt8(ascii: "\n"))
-        return (line, next)
+        return (line, AuditChain(link: link, nextSequence: nextSequence + 1, headMAC: mac))
     }
 
     /// Returns the line to write (with its trailing newline) and advances the head past it.
@@ -196,279 +245,17 @@ public struct AuditChain: Sendable, Hashable {
         return line
     }
 
-    /// Rebuilds the head from an existing log and verifies it.
-    ///
-    /// The chain continues from the hash of the last complete line, valid or not, so a break stays
-    /// visible where it happened; the sequence continues from the number of complete lines. A torn
-    /// tail (bytes after the last newline) is not counted: keyd must cut the file to
-    /// ``AuditVerification/completeByteCount`` or end the fragment with a newline before appending.
-    public static func resume(from log: [UInt8]) -> (chain: AuditChain, verification: AuditVerification) {
-        let scan = AuditVerifier.scan(log, expectedHead: nil)
-        return (AuditChain(nextSequence: scan.lineCount, headHash: scan.lastLineHash), scan.verification)
-    }
-}
-
-/// What is wrong with an audit log; raw values are the `problem` field of `audit.verify`.
-public typealias AuditProblem = AuditProblemCode
-
-/// The result of checking an audit log.
-public struct AuditVerification: Sendable, Hashable {
-    /// True when no problem was found.
-    public var intact: Bool
-    /// The number of complete (newline-terminated) lines in the log.
-    public var records: UInt64
-    /// The first record found bad; equals ``records`` when intact.
-    public var firstBadRecord: UInt64
-    /// What is wrong.
-    public var problem: AuditProblem
-    /// SHA-256 of the last good line (the one before ``firstBadRecord``); zeros when there is none.
-    public var headHash: [UInt8]
-    /// Bytes up to and including the last newline; anything after it is a torn write.
-    public var completeByteCount: Int
-    /// One sentence for an operator.
-    public var explanation: String
-
-    /// Makes a result; prefer ``AuditVerifier/verify(_:expectedHead:)``.
-    public init(
-        intact: Bool,
-        records: UInt64,
-        firstBadRecord: UInt64,
-        problem: AuditProblem,
-        headHash: [UInt8],
-        completeByteCount: Int,
-        explanation: String
-    ) {
-        self.intact = intact
-        self.records = records
-        self.firstBadRecord = firstBadRecord
-        self.problem = problem
-        self.headHash = headHash
-        self.completeByteCount = completeByteCount
-        self.explanation = explanation
-    }
-
-    /// The result for a log that could not be read; `reason` names the failure (e.g. the errno).
-    public static func unreadable(_ reason: String) -> AuditVerification {
-        AuditVerification(
-            intact: false,
-            records: 0,
-            firstBadRecord: 0,
-            problem: .unreadable,
-            headHash: AuditChain.genesisHash,
-            completeByteCount: 0,
-            explanation: "audit log unreadable: \(reason)"
-        )
-    }
-}
-
-/// Checks an audit log's format, sequence and hash chain.
-public enum AuditVerifier {
-    /// Verifies `log` (the whole file) line by line and reports the first problem.
-    ///
-    /// `expectedHead`, when given, is a head recorded earlier (for example keyd's in-memory chain):
-    /// the log must still hold at least `records` lines and line `records - 1` must hash to `hash`.
-    /// Fewer lines is `truncated`; a different hash is `edited` at that line. Lines after the
-    /// expected head are accepted here (the log may have grown); keyd compares ``AuditVerification/records``
-    /// with its own count to catch lines it did not write.
-    public static func verify(_ log: [UInt8], expectedHead: (records: UInt64, hash: [UInt8])?) -> AuditVerification {
-        scan(log, expectedHead: expectedHead).verification
-    }
-
-    /// A verification plus what ``AuditChain/resume(from:)`` needs.
-    struct Scan {
-        var verification: AuditVerification
-        var lineCount: UInt64
-        var lastLineHash: [UInt8]
-    }
-
-    /// One found problem: its kind, the bad record, the hash before it and the sentence.
-    private struct Finding {
-        var problem: AuditProblem
-        var record: UInt64
-        var headHash: [UInt8]
-        var explanation: String
-    }
-
-    static func scan(_ log: [UInt8], expectedHead: (records: UInt64, hash: [UInt8])?) -> Scan {
-        var index: UInt64 = 0
-        var previousHash = AuditChain.genesisHash  // hash of line index-1
-        var olderHash = AuditChain.genesisHash  // hash of line index-2
-        var chainFinding: Finding?
-        var anchorHash: [UInt8]?  // hash of line expectedHead.records - 1
-        var beforeAnchorHash = AuditChain.genesisHash  // hash of the line before it
-        var start = log.startIndex
-        var completeByteCount = 0
-
-        while start < log.endIndex {
-            guard let newline = log[start...].firstIndex(of: UInt8(ascii: "\n")) else {
-                if chainFinding == nil {
-                    chainFinding = Finding(
-                        problem: .unparsable,
-                        record: index,
-                        headHash: previousHash,
-                        explanation:
-                            "record \(index) ends without a newline after \(log.endIndex - start) bytes: a torn write"
-                    )
-                }
-                break
-            }
-            let line = log[start..<newline]
-            let hash = Array(SHA256.hash(data: line))
-            if chainFinding == nil {
-                chainFinding = check(line, at: index, previousHash: previousHash, olderHash: olderHash)
-            }
-            if let expected = expectedHead, expected.records > 0, index == expected.records - 1 {
-                anchorHash = hash
-                beforeAnchorHash = previousHash
-            }
-            olderHash = previousHash
-            previousHash = hash
-            index += 1
-            start = newline + 1
-            completeByteCount = start - log.startIndex
-        }
-
-        var anchorFinding: Finding?
-        if let expected = expectedHead, expected.records > 0 {
-            if index < expected.records {
-                anchorFinding = Finding(
-                    problem: .truncated,
-                    record: index,
-                    headHash: previousHash,
-                    explanation: "log holds \(index) records, expected at least \(expected.records): truncated"
-                )
-            } else if anchorHash != expected.hash {
-                anchorFinding = Finding(
-                    problem: .edited,
-                    record: expected.records - 1,
-                    headHash: beforeAnchorHash,
-                    explanation: "record \(expected.records - 1) does not hash to the expected head: edited"
-                )
-            }
-        }
-
-        // Report whichever bad record comes first; on a tie the chain's own finding is more precise.
-        let finding: Finding?
-        switch (chainFinding, anchorFinding) {
-        case let (chain?, anchor?): finding = anchor.record < chain.record ? anchor : chain
-        case let (chain, anchor): finding = chain ?? anchor
-        }
-
-        let verification: AuditVerification
-        if let finding {
-            verification = AuditVerification(
-                intact: false,
-                records: index,
-                firstBadRecord: finding.record,
-                problem: finding.problem,
-                headHash: finding.headHash,
-                completeByteCount: completeByteCount,
-                explanation: finding.explanation
-            )
-        } else {
-            verification = AuditVerification(
-                intact: true,
-                records: index,
-                firstBadRecord: index,
-                problem: .none,
-                headHash: previousHash,
-                completeByteCount: completeByteCount,
-                explanation: "audit log intact: \(index) records"
-            )
-        }
-        return Scan(verification: verification, lineCount: index, lastLineHash: previousHash)
-    }
-
-    /// Checks line `index` against the format, its position and the previous line's hash.
-    private static func check(
-        _ line: ArraySlice<UInt8>,
-        at index: UInt64,
-        previousHash: [UInt8],
-        olderHash: [UInt8]
-    ) -> Finding? {
-        guard let parsed = parse(line) else {
-            return Finding(
-                problem: .unparsable,
-                record: index,
-                headHash: previousHash,
-                explanation: "record \(index) is not an audit line"
-            )
-        }
-        guard parsed.sequence == index else {
-            return Finding(
-                problem: .reorderedOrMissing,
-                record: index,
-                headHash: previousHash,
-                explanation: "record \(index) carries seq \(parsed.sequence): records reordered or missing"
-            )
-        }
-        guard parsed.previousHex.elementsEqual(lowercaseHex(previousHash).utf8) else {
-            // The previous line no longer hashes to what this line recorded: that line was edited
-            // (or this line's prev was; the earlier record is the one to distrust).
-            if index == 0 {
-                return Finding(
-                    problem: .edited,
-                    record: 0,
-                    headHash: AuditChain.genesisHash,
-                    explanation: "record 0 has a prev other than zeros: edited"
-                )
-            }
-            return Finding(
-                problem: .edited,
-                record: index - 1,
-                headHash: olderHash,
-                explanation: "record \(index - 1) no longer matches the prev of record \(index): edited"
-            )
-        }
-        return nil
-    }
-
-    private static let linePrefix = Array(#"{"seq":"#.utf8)
-    private static let lineSuffixStart = Array(#","prev":""#.utf8)
-    private static let lineSuffixEnd = Array(#""}"#.utf8)
-
-    /// Reads `seq` and the `prev` hex of a line: strict prefix, digits, strict suffix, nothing else.
-    static func parse(_ line: ArraySlice<UInt8>) -> (sequence: UInt64, previousHex: ArraySlice<UInt8>)? {
-        let suffixLength = lineSuffixStart.count + 64 + lineSuffixEnd.count
-        guard line.count <= AuditChain.maxLineLength,
-            line.count >= linePrefix.count + 2 + suffixLength,  // at least one digit and a comma
-            line.starts(with: linePrefix),
-            !line.contains(where: { $0 < 0x20 || $0 == 0x7F })  // the writer escapes every control
-        else { return nil }
-
-        var cursor = line.startIndex + linePrefix.count
-        var sequence: UInt64 = 0
-        let digitsStart = cursor
-        while cursor < line.endIndex, let digit = decimalDigit(line[cursor]) {
-            let (times10, overflowA) = sequence.multipliedReportingOverflow(by: 10)
-            let (sum, overflowB) = times10.addingReportingOverflow(UInt64(digit))
-            guard !overflowA, !overflowB else { return nil }
-            sequence = sum
-            cursor += 1
-        }
-        let digitCount = cursor - digitsStart
-        guard digitCount > 0,
-            digitCount == 1 || line[digitsStart] != UInt8(ascii: "0"),  // no leading zeros
-            cursor < line.endIndex, line[cursor] == UInt8(ascii: ",")
-        else { return nil }
-
-        let suffixStart = line.endIndex - suffixLength
-        guard suffixStart >= cursor,
-            line[suffixStart...].starts(with: lineSuffixStart),
-            line[(line.endIndex - lineSuffixEnd.count)...].elementsEqual(lineSuffixEnd)
-        else { return nil }
-        let hexStart = suffixStart + lineSuffixStart.count
-        let hex = line[hexStart..<(hexStart + 64)]
-        guard hex.allSatisfy(isLowercaseHexDigit) else { return nil }
-        return (sequence, hex)
-    }
-
-    private static func decimalDigit(_ byte: UInt8) -> UInt8? {
-        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) ? byte - UInt8(ascii: "0") : nil
-    }
-
-    private static func isLowercaseHexDigit(_ byte: UInt8) -> Bool {
-        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+    /// The detail of a chain's genesis record: the link, the key's TPM name, the TPM counter's value
+    /// before the genesis was written (`none` without a TPM), and why the chain starts.
+    public static func genesisDetail(
+        link: AuditLink,
+        counterBase: UInt64?,
+        reason: String
+    ) -> [(key: String, value: String)] {
+        [
+            ("link", link.name), ("key", link.keyNameHex), ("counter", counterBase.map(String.init) ?? "none"),
+            ("reason", reason),
+        ]
     }
 }
 

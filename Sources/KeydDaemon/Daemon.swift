@@ -118,18 +118,21 @@ public enum Daemon {
             throw .startup("signalfd: \(error)")
         }
         let (listeners, activated) = try openListeners(options, configuration, activation: activation)
+        let state: StateDirectory
+        do {
+            state = try StateDirectory(path: options.stateDirectory, creatingWith: 0o700)
+        } catch {
+            throw .startup("state directory \(options.stateDirectory): \(error)")
+        }
+        // The TPM first: the audit log is checked against the audit key and counter it holds.
+        let tpm = TPMService(configuration: configuration, tcti: options.tcti ?? configuration.tpmTCTI, state: state)
         let service = try KeydService(
-            stateDirectory: options.stateDirectory,
+            state: state,
+            tpm: tpm,
             diskAllowInitialize: configuration.diskAllowInitialize,
             diskProfile: configuration.diskProfile
         )
-        let tpm = TPMService(
-            configuration: configuration,
-            tcti: options.tcti ?? configuration.tpmTCTI,
-            state: service.state
-        )
         let hardening = try harden()
-        let tpmFacts = service.attach(tpm)
 
         let classifier = PeerClassifier(
             trustdUIDs: configuration.trustdUIDs,
@@ -145,10 +148,7 @@ public enum Daemon {
             maxConnections: configuration.maxConnections,
             frameTimeoutMilliseconds: configuration.frameTimeoutMilliseconds
         )
-        service.auditLifecycle(
-            .keydStart,
-            detail: [("version", KeydService.version), ("socketActivated", "\(activated)")] + tpmFacts
-        )
+        service.auditStart(socketActivated: activated)
         service.unsealStoredKEK()
         Log.notice(
             "keyd ready",

@@ -84,6 +84,7 @@ final class EventLoop {
             }
             handleEvents()
             expireSlowFrames()
+            service.writeDueAuditRecords()
         }
         for fd in Array(connections.keys) { closeConnection(fd) }
     }
@@ -103,7 +104,8 @@ final class EventLoop {
 
     private func nextTimeoutMilliseconds() -> Int32 {
         let now = MonotonicClock.nowNanoseconds()
-        var earliest: UInt64?
+        // The audit coalescer's next summary or repeat record is a deadline like any other.
+        var earliest: UInt64? = service.auditDeadline
         for connection in connections.values {
             if let since = connection.partialSince {
                 let deadline = since + frameTimeoutNanoseconds

@@ -31,23 +31,20 @@ struct ConnectionIdentity {
 public final class KeydService {
     /// keyd's release version, reported by `status`.
     public static let version = "0.1.0"
-    /// The audit log's name in the state directory.
-    static let auditLogName = "audit.log"
-    /// Largest audit log `audit.read`/`audit.verify` will load.
-    static let auditReadLimit = 64 << 20
 
     var phase: Phase = .awaitingKEK
     private(set) var usedThisBoot: Set<RequestKind> = []
     var kek: KeyEncryptionKey?
-    private var chain: AuditChain
     /// The state directory, open for the daemon's lifetime; every state file is opened through it.
     let state: StateDirectory
-    private let auditFile: AppendOnlyFile
-    private let auditIntactAtStart: Bool
+    /// The audit log: a keyed chain in segment files, anchored in the TPM's counter.
+    let auditTrail: AuditTrail
+    /// What reaches the log: routine trustd requests counted, repeated refusals folded.
+    private var coalescer = AuditCoalescer()
     /// The LUKS2 state-disk operations and the first-boot passphrases they keep in memory.
     let stateDisk: StateDisk
-    /// The TPM (attached after start-up; a keyd without one answers TPM requests `tpmUnavailable`).
-    var tpm: TPMService?
+    /// The TPM (nil, or unavailable inside: keyd answers TPM requests `tpmUnavailable`).
+    let tpm: TPMService?
     private let startNanoseconds = MonotonicClock.nowNanoseconds()
     let keydIdentity = AuditPeer(
         peerClass: .keyd,
@@ -60,41 +57,42 @@ public final class KeydService {
     /// Open connections, kept current by the event loop.
     var connectionCount = 0
 
-    /// Opens (or creates) the state directory and its audit log and resumes the chain;
-    /// `diskAllowInitialize` lets `disk.format` initialize a device without a LUKS2 header.
+    /// Opens the audit log in `state` (checking it against the TPM's audit key and counter) and makes
+    /// the service; `diskAllowInitialize` lets `disk.format` initialize a device without a LUKS2 header.
     init(
-        stateDirectory path: String,
+        state: StateDirectory,
+        tpm: TPMService?,
         diskAllowInitialize: Bool = false,
         diskProfile: DiskProfile = .asterism
     ) throws(KeydError) {
+        self.state = state
+        self.tpm = tpm
+        let keyd = keydIdentity
         do {
-            state = try StateDirectory(path: path, creatingWith: 0o700)
-            auditFile = try state.openLog(Self.auditLogName, mode: 0o600)
-            let existing = try auditFile.readAll(limit: Self.auditReadLimit)
-            let (chain, verification) = AuditChain.resume(from: existing)
-            self.chain = chain
-            auditIntactAtStart = verification.intact
-            if !verification.intact {
-                Log.error(
-                    "Audit log chain is broken",
-                    [
-                        "audit.path": auditFile.path, "audit.first_bad": "\(verification.firstBadRecord)",
-                        "audit.problem": "\(verification.problem)",
-                    ]
-                )
-            }
-            if verification.completeByteCount != existing.count {
-                // A torn last line (crash mid-write) is cut so the next record starts on its own line.
-                try auditFile.truncate(to: verification.completeByteCount)
-                Log.warning("Audit log ended in a torn record; cut it", ["audit.path": auditFile.path])
-            }
+            auditTrail = try AuditTrail(state: state, tpm: tpm, keyd: keyd, now: WallClock.nowSeconds)
         } catch {
-            throw .startup("audit log in \(path): \(error)")
+            throw .startup("audit log in \(state.path): \(error)")
         }
         stateDisk = StateDisk(state: state, allowInitialize: diskAllowInitialize, formatProfile: diskProfile)
     }
 
-    /// Appends one record and fsyncs it; false when it could not be made durable.
+    /// Makes a service over a fresh state directory at `path` without a TPM (tests and tools).
+    convenience init(stateDirectory path: String, diskAllowInitialize: Bool = false) throws(KeydError) {
+        let state: StateDirectory
+        do {
+            state = try StateDirectory(path: path, creatingWith: 0o700)
+        } catch {
+            throw .startup("state directory \(path): \(error)")
+        }
+        try self.init(state: state, tpm: nil, diskAllowInitialize: diskAllowInitialize)
+    }
+
+    /// Whether the audit log passed its check at start.
+    var auditIntactAtStart: Bool { auditTrail.startCheck.intact }
+
+    /// Proposes one record: the coalescer decides whether it is written now, counted or folded into a
+    /// repeat; a written record is fsync'ed (and counted in the TPM) before this returns. False only
+    /// when a record due now could not be made durable.
     @discardableResult
     func audit(
         _ event: AuditEvent,
@@ -103,23 +101,37 @@ public final class KeydService {
         peer: AuditPeer,
         detail: [(key: String, value: String)] = []
     ) -> Bool {
-        let (line, next) = chain.appending(
-            event: event,
-            decision: granted ? .granted : .refused,
-            status: status.description,
-            peer: peer,
-            detail: detail,
-            time: WallClock.nowSeconds()
-        )
+        let note = AuditNote(event: event, granted: granted, status: status, peer: peer, detail: detail)
+        switch coalescer.disposition(of: note, now: MonotonicClock.nowNanoseconds()) {
+        case .counted, .suppressed: return true
+        case .write: return write(note)
+        }
+    }
+
+    /// Writes `note` now; false (and a log line) when it could not be made durable.
+    private func write(_ note: AuditNote) -> Bool {
         do {
-            try auditFile.append(line)
-            try auditFile.sync()
-            chain = next
+            try auditTrail.append(
+                event: note.event,
+                granted: note.granted,
+                status: note.status,
+                peer: note.peer,
+                detail: note.detail,
+                time: WallClock.nowSeconds()
+            )
             return true
         } catch {
-            Log.error("Audit record not written", ["audit.event": event.description, "error": "\(error)"])
+            Log.error("Audit record not written", ["audit.event": note.event.description, "error": "\(error)"])
             return false
         }
+    }
+
+    /// When the coalescer next has a record due (monotonic ns), for the event loop's poll timeout.
+    var auditDeadline: UInt64? { coalescer.nextDeadline }
+
+    /// Writes the summaries and repeat records that are due.
+    func writeDueAuditRecords() {
+        for note in coalescer.due(now: MonotonicClock.nowNanoseconds(), keyd: keydIdentity) { _ = write(note) }
     }
 
     /// Writes a session decision (violation, denial, wrong phase) to the audit log.
@@ -162,8 +174,8 @@ public final class KeydService {
                     uptimeSeconds: (MonotonicClock.nowNanoseconds() - startNanoseconds) / 1_000_000_000,
                     requestsServed: requestsServed,
                     connections: UInt32(clamping: connectionCount),
-                    auditRecords: chain.nextSequence,
-                    auditHead: chain.headHash,
+                    auditRecords: auditTrail.chain.nextSequence,
+                    auditHead: auditTrail.chain.headMAC,
                     auditIntact: auditIntactAtStart,
                     keydVersion: Self.version,
                     tpmAvailable: tpm?.available ?? false,
@@ -335,67 +347,23 @@ public final class KeydService {
         )
     }
 
-    /// Reads the log file; nil (and a log line) when it cannot be read.
-    private func loadAuditLog() -> [UInt8]? {
-        do {
-            return try auditFile.readAll(limit: Self.auditReadLimit)
-        } catch {
-            Log.error("Audit log unreadable", ["audit.path": auditFile.path, "error": "\(error)"])
-            return nil
-        }
-    }
-
     private func readAudit(first: UInt64, maxRecords: UInt16, sequence: UInt32) -> [UInt8] {
-        guard let log = loadAuditLog() else {
+        let budget = Limits.maxFrameLength + Limits.lengthPrefixSize - AuditReadAnswer.overhead
+        guard let (records, total) = auditTrail.read(first: first, maxRecords: Int(maxRecords), budget: budget) else {
             return AnswerFrame.encodeStatus(answering: .auditRead, sequence: sequence, status: .internal)
-        }
-        var records: [String] = []
-        var budget = Limits.maxFrameLength + Limits.lengthPrefixSize - AuditReadAnswer.overhead
-        var index: UInt64 = 0
-        var total: UInt64 = 0
-        for line in log.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast() {
-            defer { index += 1 }
-            total += 1
-            guard index >= first, records.count < Int(maxRecords) else { continue }
-            var text = String(decoding: line, as: UTF8.self)
-            let valid =
-                line.count <= Limits.maxAuditRecord && !line.contains(where: { $0 < 0x20 || $0 == 0x7F })
-                && String(validating: line, as: UTF8.self) != nil
-            if !valid {
-                text =
-                    "{\"seq\":\(index),\"invalid\":\"record is not printable text of at most \(Limits.maxAuditRecord) bytes\"}"
-            }
-            let size = AuditReadAnswer.encodedSize(ofRecord: text.utf8.count)
-            if size > budget {
-                budget = 0
-                continue
-            }
-            budget -= size
-            records.append(text)
         }
         let answer = AuditReadAnswer(totalRecords: total, records: records)
         return AnswerFrame.encode(answering: .auditRead, sequence: sequence, status: .ok, answer.write)
     }
 
     private func verifyAudit(sequence: UInt32) -> [UInt8] {
-        var verification: AuditVerification
-        if let log = loadAuditLog() {
-            verification = AuditVerifier.verify(log, expectedHead: (records: chain.nextSequence, hash: chain.headHash))
-        } else {
-            verification = .unreadable("audit log could not be read")
-        }
-        if verification.intact && verification.records > chain.nextSequence {
-            // Lines keyd never wrote were appended after its head.
-            verification.intact = false
-            verification.problem = .edited
-            verification.firstBadRecord = chain.nextSequence
-        }
+        let verification = auditTrail.verify()
         let answer = AuditVerifyAnswer(
             intact: verification.intact,
             records: verification.records,
             firstBadRecord: verification.firstBadRecord,
             problem: verification.problem,
-            headHash: verification.headHash.count == 32 ? verification.headHash : [UInt8](repeating: 0, count: 32)
+            headHash: verification.headMAC
         )
         return AnswerFrame.encode(answering: .auditVerify, sequence: sequence, status: .ok, answer.write)
     }
@@ -460,30 +428,43 @@ public final class KeydService {
         return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: outcome.status)
     }
 
-    /// Zeroes the KEK and the first-boot passphrases at shutdown.
+    /// Writes what the coalescer still holds, and zeroes the KEK and the first-boot passphrases at shutdown.
     func shutdown() {
+        for note in coalescer.flush(now: MonotonicClock.nowNanoseconds(), keyd: keydIdentity) { _ = write(note) }
         kek = nil
         stateDisk.forgetKeys()
+    }
+
+    /// Records keyd's start: version and TPM facts, then what the audit log's check at start found.
+    func auditStart(socketActivated: Bool) {
+        var detail: [(key: String, value: String)] = [
+            ("version", Self.version), ("socketActivated", "\(socketActivated)"),
+        ]
+        if let tpm {
+            if tpm.available {
+                Log.info("TPM ready", ["tpm": tpm.keySummary.map { "\($0.key)=\($0.value)" }.joined(separator: " ")])
+                detail += tpm.keySummary
+            } else {
+                Log.warning(
+                    "No TPM: evidence and sealing unavailable",
+                    ["tpm.tcti": tpm.tcti, "error": tpm.unavailableReason ?? ""]
+                )
+                detail += [
+                    ("tpm.available", "false"), ("tpm.tcti", tpm.tcti), ("tpm.reason", tpm.unavailableReason ?? ""),
+                ]
+            }
+        }
+        detail += [("audit.link", auditTrail.chain.link.name), ("audit.anchored", "\(auditTrail.anchored)")]
+        auditLifecycle(.keydStart, detail: detail)
+        for note in auditTrail.startNotes {
+            audit(note.event, granted: note.granted, status: note.status, peer: keydIdentity, detail: note.detail)
+        }
     }
 }
 
 // MARK: - TPM
 
 extension KeydService {
-    /// Attaches the TPM after start-up and returns what was found, for the `keyd.start` record.
-    func attach(_ tpm: TPMService) -> [(key: String, value: String)] {
-        self.tpm = tpm
-        if tpm.available {
-            Log.info("TPM ready", ["tpm": tpm.keySummary.map { "\($0.key)=\($0.value)" }.joined(separator: " ")])
-            return tpm.keySummary
-        }
-        Log.warning(
-            "No TPM: evidence and sealing unavailable",
-            ["tpm.tcti": tpm.tcti, "error": tpm.unavailableReason ?? ""]
-        )
-        return [("tpm.available", "false"), ("tpm.tcti", tpm.tcti), ("tpm.reason", tpm.unavailableReason ?? "")]
-    }
-
     /// Unseals a stored KEK, which puts keyd in `holdingKEK`; a KEK that does not unseal leaves keyd
     /// in `awaitingKEK`, said in the log and the audit record.
     func unsealStoredKEK() {
@@ -540,15 +521,14 @@ extension KeydService {
         }
         switch tpm.evidence(request) {
         case .success(let document):
-            if kind == .tpmEvidence {
-                audit(
-                    .request(kind),
-                    granted: true,
-                    status: .ok,
-                    peer: identity.auditPeer,
-                    detail: [("variant", "\(request.variant.rawValue)"), ("bytes", "\(document.count)")]
-                )
-            }
+            // trustd's evidence is routine: the coalescer counts it into the next audit.summary.
+            audit(
+                .request(kind),
+                granted: true,
+                status: .ok,
+                peer: identity.auditPeer,
+                detail: [("variant", "\(request.variant.rawValue)"), ("bytes", "\(document.count)")]
+            )
             return AnswerFrame.encode(
                 answering: kind,
                 sequence: sequence,

@@ -39,6 +39,10 @@ final class TPMService {
     private let state: StateDirectory
     /// The owner persistent handle of the sealed KEK's wrapping key.
     let kekHandle: UInt32
+    /// The owner persistent handle of the audit chain's sealed HMAC key.
+    let auditKeyHandle: UInt32
+    /// The owner NV index of the audit record counter.
+    let auditCounterIndex: UInt32
     /// The KEK at rest.
     private(set) var sealedState: SealedKEKStatus = .none
     /// Time the start-up unseal took, in milliseconds.
@@ -52,6 +56,8 @@ final class TPMService {
         selection = PCRSelection(configuration.tpmPCRs) ?? .all
         self.state = state
         kekHandle = configuration.tpmKEKHandle
+        auditKeyHandle = configuration.tpmAuditKeyHandle
+        auditCounterIndex = configuration.tpmAuditCounterIndex
         if let log = try? readWholeFileIfPresent(path: configuration.tpmEventLog, limit: Limits.maxEventLog) {
             eventLog = log
             eventLogPath = configuration.tpmEventLog
@@ -282,6 +288,62 @@ final class TPMService {
         if let failure { return .failure(failure) }
         sealedState = .none
         return .success(())
+    }
+
+    // MARK: Audit anchor
+
+    /// The audit chain's link: HMAC under the key sealed at ``auditKeyHandle``, unsealed here; when
+    /// there is none, or it no longer unseals, a new key replaces it and `newKeyReason` says why.
+    /// Without a TPM the link is unkeyed.
+    func auditLink() -> (link: AuditLink, newKeyReason: String?) {
+        guard let device else { return (.unkeyed, nil) }
+        var reason = "no audit key in the TPM yet"
+        do {
+            if let name = try device.persistentName(handle: auditKeyHandle) {
+                let link = try device.unsealPersistent(handle: auditKeyHandle, expectedName: name, selection: selection)
+                { key in
+                    AuditLink.keyed(keyBytes: key, keyName: name)
+                }
+                return (link, nil)
+            }
+        } catch let error as SystemError {
+            reason =
+                if let code = error.tpmResponseCode, TPMResponse.isPolicyFailure(code) {
+                    "the audit key no longer unseals: PCR values changed since it was sealed"
+                } else {
+                    "the audit key did not unseal: \(error)"
+                }
+        } catch {
+            reason = "the audit key did not unseal: \(error)"
+        }
+        do {
+            let key = SecretBytes(randomByteCount: 32)
+            let name = try key.withUnsafeBytes {
+                try device.sealPersistent($0, selection: selection, handle: auditKeyHandle)
+            }
+            return (key.withUnsafeBytes { AuditLink.keyed(keyBytes: $0, keyName: name) }, reason)
+        } catch {
+            return (.unkeyed, reason + "; a new one could not be sealed either: \(error)")
+        }
+    }
+
+    /// The audit counter's value, or nil when it is not defined yet.
+    func auditCounter() throws -> UInt64? {
+        guard let device else { return nil }
+        return try device.readCounter(index: auditCounterIndex)
+    }
+
+    /// The audit counter's value, defining the counter first when it does not exist.
+    func definedAuditCounter() throws -> UInt64 {
+        guard let device else { throw TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM") }
+        if let value = try device.readCounter(index: auditCounterIndex) { return value }
+        return try device.defineCounter(index: auditCounterIndex)
+    }
+
+    /// Counts one audit record that is on disk.
+    func countAuditRecord() throws {
+        guard let device else { throw TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM") }
+        try device.incrementCounter(index: auditCounterIndex)
     }
 
     // MARK: Status

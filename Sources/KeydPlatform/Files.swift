@@ -31,6 +31,19 @@ public final class AppendOnlyFile {
         return try KeydPlatform.readAll(fd, limit: limit, context: path)
     }
 
+    /// Streams the whole file to `body` in chunks of at most `chunkSize` bytes (no size limit).
+    public func stream(chunkSize: Int = 1 << 20, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try streamAll(fd, chunkSize: chunkSize, context: path, body)
+    }
+
+    /// The file's size in bytes.
+    public func size() throws -> Int {
+        var info = stat()
+        let raw = fd.rawValue
+        try syscall("fstat", path) { fstat(raw, &info) }
+        return Int(info.st_size)
+    }
+
     /// Cuts the file to `length` bytes (ftruncate(2) through this descriptor).
     public func truncate(to length: Int) throws {
         let raw = fd.rawValue

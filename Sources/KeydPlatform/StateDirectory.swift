@@ -87,6 +87,29 @@ public final class StateDirectory {
         return try readAll(file, limit: limit, context: describe(name))
     }
 
+    /// Streams the regular file `name` to `body` in chunks of at most `chunkSize` bytes; false when
+    /// there is no entry of that name. Refuses what ``read(_:limit:)`` refuses, but no size limit applies.
+    public func stream(
+        _ name: String,
+        chunkSize: Int = 1 << 20,
+        _ body: (UnsafeRawBufferPointer) throws -> Void
+    ) throws -> Bool {
+        guard let file = try openRegular(name, flags: O_RDONLY) else { return false }
+        defer { try? file.close() }
+        try streamAll(file, chunkSize: chunkSize, context: describe(name), body)
+        return true
+    }
+
+    /// Renames the entry `name`, whatever its type, to `newName` without following it: an entry the
+    /// host put where a state file belongs is moved aside, never opened.
+    public func moveAside(_ name: String, to newName: String) throws {
+        try Self.checkName(name, in: path)
+        try Self.checkName(newName, in: path)
+        let dir = descriptor.rawValue
+        try syscall("renameat", "\(describe(name)) -> \(newName)") { renameat(dir, name, dir, newName) }
+        try sync()
+    }
+
     /// Opens the regular file `name` for appending and reading, creating it with `mode` when missing.
     public func openLog(_ name: String, mode: mode_t) throws -> AppendOnlyFile {
         guard let file = try openRegular(name, flags: O_RDWR | O_APPEND | O_CREAT, mode: mode) else {
@@ -265,6 +288,24 @@ public final class StateDirectory {
         var suffix = [UInt8](repeating: 0, count: 8)
         try suffix.withUnsafeMutableBytes { try SecureRandom.fill($0) }
         return suffix.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+}
+
+/// Reads `file` from offset 0 to its end in chunks of at most `chunkSize` bytes, handing each to `body`.
+internal func streamAll(
+    _ file: FileDescriptor,
+    chunkSize: Int,
+    context: String,
+    _ body: (UnsafeRawBufferPointer) throws -> Void
+) throws {
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
+    defer { buffer.deallocate() }
+    var offset = 0
+    while true {
+        let count = try file.read(into: buffer, atOffset: offset)
+        if count == 0 { return }
+        try body(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+        offset += count
     }
 }
 

@@ -276,6 +276,9 @@ public enum AuditProblemCode: UInt8, Sendable, Hashable, CaseIterable, CustomStr
     case unparsable = 4
     /// The log could not be read at all.
     case unreadable = 5
+    /// The chain cannot be checked: written under another audit key than keyd's present one, or
+    /// ahead of the TPM counter (another TPM, or its state rolled back).
+    case unverifiable = 6
 
     public var description: String {
         switch self {
@@ -284,6 +287,7 @@ public enum AuditProblemCode: UInt8, Sendable, Hashable, CaseIterable, CustomStr
         case .reorderedOrMissing: "reorderedOrMissing"
         case .truncated: "truncated"
         case .unparsable: "unparsable"
+        case .unverifiable: "unverifiable"
         case .unreadable: "unreadable"
         }
     }

@@ -81,19 +81,23 @@ public enum Report {
         let record = answer.firstBadRecord
         switch answer.problem {
         case .none:
-            return "every record chains to the one before it and the last one matches keyd's head"
+            return
+                "every record carries its MAC, chains to the one before it, and the count matches keyd's head and TPM counter"
         case .edited:
             return
-                "record \(record) was changed after it was written: its hash no longer matches the next record's prev or keyd's head"
+                "record \(record) was changed after it was written: its MAC no longer holds, or it is not the record the next one was chained to"
         case .reorderedOrMissing:
             return "record \(record) does not carry its position as seq: records were removed, inserted or swapped"
         case .truncated:
             return
-                "the log ends after \(answer.records) records, before the head keyd recorded: records were cut off its end"
+                "the log ends after \(answer.records) records, fewer than keyd's head or its TPM counter: records were cut off its end"
         case .unparsable:
             return "record \(record) is not an audit record (a last line without newline is a torn write)"
         case .unreadable:
             return "keyd could not read its audit log; see keyd's log"
+        case .unverifiable:
+            return
+                "the chain cannot be checked with keyd's present audit key and TPM counter (another key or TPM, or its state rolled back)"
         }
     }
 

@@ -1,18 +1,36 @@
+import Crypto
+import KeydProtocol
 import Testing
 
 @testable import KeydCore
 
-/// The audit line format, the hash chain and its verifier.
+/// The audit line format, the keyed chain, its streaming scanner, the TPM anchor and the coalescer.
 @Suite struct AuditLogTests {
     static let admin = AuditPeer(peerClass: .admin, uid: 0, gid: 0, pid: 812)
     static let trustd = AuditPeer(peerClass: .trustd, uid: 990, gid: 990, pid: 4242)
+    static let keyd = AuditPeer(peerClass: .keyd, uid: 0, gid: 0, pid: 1)
     static let zeros = String(repeating: "0", count: 64)
+    /// A keyed link with the key 00 01 … 1f and a made-up TPM name.
+    static let keyed = (0..<32).map(UInt8.init).withUnsafeBytes {
+        AuditLink.keyed(keyBytes: $0, keyName: [0x00, 0x0B] + [UInt8](repeating: 0xAB, count: 32))
+    }
 
-    /// A log of `count` records and the chain after them.
-    static func log(count: Int) -> (log: [UInt8], chain: AuditChain) {
-        var chain = AuditChain()
+    /// A chain of `count` records (record 0 its genesis, counter base 100) under `link`, and its head.
+    static func log(count: Int, link: AuditLink = keyed) -> (log: [UInt8], chain: AuditChain) {
+        var chain = AuditChain(link: link)
         var log: [UInt8] = []
         for index in 0..<count {
+            if index == 0 {
+                log += chain.append(
+                    event: .auditChain,
+                    decision: .granted,
+                    status: "ok",
+                    peer: keyd,
+                    detail: AuditChain.genesisDetail(link: link, counterBase: 100, reason: "first start"),
+                    time: 1_795_614_641
+                )
+                continue
+            }
             log += chain.append(
                 event: index % 2 == 0 ? .request(.kekImport) : .request(.status),
                 decision: index % 3 == 0 ? .refused : .granted,
@@ -23,6 +41,24 @@ import Testing
             )
         }
         return (log, chain)
+    }
+
+    /// Scans `log` as keyd streams it, in chunks of `chunk` bytes.
+    static func verify(
+        _ log: [UInt8],
+        link: AuditLink = keyed,
+        expectedHead: (records: UInt64, mac: [UInt8])? = nil,
+        chunk: Int = 4096
+    ) -> AuditVerification {
+        var scanner = AuditScanner(link: link, expectedHead: expectedHead)
+        var splitter = AuditLineSplitter()
+        var start = 0
+        while start < log.count {
+            let end = min(log.count, start + chunk)
+            log[start..<end].withUnsafeBytes { splitter.feed($0) { scanner.consume($0) } }
+            start = end
+        }
+        return scanner.result(tornBytes: splitter.pendingBytes)
     }
 
     /// The log's lines without their newlines.
@@ -40,43 +76,47 @@ import Testing
     // MARK: Format
 
     @Test func goldenLine() {
-        var chain = AuditChain()
-        let line = chain.append(
+        let record = AuditRecord(
+            sequence: 0,
+            time: 1_795_614_641,
             event: .request(.kekImport),
             decision: .granted,
             status: "ok",
             peer: Self.admin,
-            detail: [("disk.uuid", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"), ("reason", "first \"import\"")],
-            time: 1_795_614_641
+            detail: [("disk.uuid", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"), ("reason", "first \"import\"")]
         )
-        let expected =
+        let content =
             #"{"seq":0,"time":"2026-11-25T13:50:41Z","event":"kek.import","decision":"granted","status":"ok","#
             + #""peer":{"class":"admin","uid":0,"gid":0,"pid":812},"#
             + #""detail":{"disk.uuid":"0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0","reason":"first \"import\""},"#
-            + #""prev":"\#(Self.zeros)"}"# + "\n"
-        #expect(Self.text(line) == expected)
-        #expect(chain.nextSequence == 1)
-        // SHA-256 of the line without its newline, computed with Python's hashlib.
-        #expect(lowercaseHex(chain.headHash) == "378b31baa44ad218b5d79294b5870ce13e7e5d9e926b1c5f675d36116542a9fe")
+            + #""prev":"\#(Self.zeros)""#
+        // The MACs computed with Python's hashlib and hmac over `content`.
+        let unkeyed = record.line(previousMAC: AuditChain.genesisMAC, link: .unkeyed)
+        #expect(lowercaseHex(unkeyed.mac) == "cfdaba3f0867082ceba27e9acea7a4c3b6788fc8ea61fdcf6790d39eeadac6bb")
+        #expect(Self.text(unkeyed.line) == content + #","mac":"\#(lowercaseHex(unkeyed.mac))"}"#)
+        let keyed = record.line(previousMAC: AuditChain.genesisMAC, link: Self.keyed)
+        #expect(lowercaseHex(keyed.mac) == "1eb454d8bc7232f0440cc927193dd76736d11e4577dff331bfd0458dbef4cb63")
+        #expect(Self.text(keyed.line) == content + #","mac":"\#(lowercaseHex(keyed.mac))"}"#)
     }
 
     @Test func secondLineChainsToTheFirst() {
-        var chain = AuditChain()
+        var chain = AuditChain(link: Self.keyed)
         _ = chain.append(event: .request(.hello), decision: .granted, status: "ok", peer: Self.trustd, time: 0)
-        let firstHead = chain.headHash
+        let firstMAC = chain.headMAC
         let second = Self.text(
             chain.append(event: .request(.status), decision: .refused, status: "wrongPhase", peer: Self.trustd, time: 1)
         )
         #expect(second.hasPrefix(#"{"seq":1,"time":"1970-01-01T00:00:01Z","event":"status","decision":"refused""#))
         #expect(second.contains(#""peer":{"class":"trustd","uid":990,"gid":990,"pid":4242},"detail":{},"#))
-        #expect(second.hasSuffix(#""prev":"\#(lowercaseHex(firstHead))"}"# + "\n"))
+        #expect(second.contains(#""prev":"\#(lowercaseHex(firstMAC))","mac":""#))
+        #expect(second.hasSuffix(#""mac":"\#(lowercaseHex(chain.headMAC))"}"# + "\n"))
     }
 
     @Test func peerExtremes() {
         let peer = AuditPeer(peerClass: .stranger, uid: .max, gid: 0, pid: .min)
         let line = Self.text(
             AuditRecord(sequence: 7, time: 0, event: .keydStart, decision: .refused, status: "denied", peer: peer)
-                .line(previousHash: AuditChain.genesisHash)
+                .line(previousMAC: AuditChain.genesisMAC, link: .unkeyed).line
         )
         #expect(line.contains(#""peer":{"class":"stranger","uid":4294967295,"gid":0,"pid":-2147483648}"#))
     }
@@ -116,15 +156,16 @@ import Testing
             peer: Self.admin,
             detail: [(input, input)]
         )
-        let line = Self.text(record.line(previousHash: AuditChain.genesisHash))
+        let line = Self.text(record.line(previousMAC: AuditChain.genesisMAC, link: Self.keyed).line)
         #expect(line.contains(#""event":"keyd.start","decision":"granted","status":\#(expected),"#))
         #expect(line.contains(#""detail":{\#(expected):\#(expected)}"#))
     }
 
     @Test func lineHoldsNoControlCharacterAndEndsWithOneNewline() {
         let everyControl = String(String.UnicodeScalarView((0..<0x20).map { Unicode.Scalar(UInt8($0)) }))
-        var chain = AuditChain()
-        let line = chain.append(
+        let (genesis, chain) = Self.log(count: 1)
+        var next = chain
+        let line = next.append(
             event: .keydStart,
             decision: .refused,
             status: "s\r",
@@ -134,9 +175,8 @@ import Testing
         )
         #expect(line.last == UInt8(ascii: "\n"))
         #expect(!line.dropLast().contains { $0 < 0x20 || $0 == 0x7F })
-        let verification = AuditVerifier.verify(line, expectedHead: nil)
-        #expect(verification.intact)
-        #expect(verification.records == 1)
+        let verification = Self.verify(genesis + line)
+        #expect(verification.intact && verification.records == 2)
     }
 
     /// (value, escaped body expected inside the quotes)
@@ -164,7 +204,7 @@ import Testing
             peer: Self.admin,
             detail: [("k", value)]
         )
-        let line = Self.text(record.line(previousHash: AuditChain.genesisHash))
+        let line = Self.text(record.line(previousMAC: AuditChain.genesisMAC, link: .unkeyed).line)
         #expect(line.contains(#""detail":{"k":"\#(expected)"}"#))
         #expect(expected.utf8.count <= AuditChain.maxDetailValueLength)
     }
@@ -172,7 +212,7 @@ import Testing
     @Test func manyDetailsStayUnderTheLineLimit() {
         // 28 pairs of maximal values still fit in 8,192 bytes.
         let detail = (0..<28).map { ("k\($0)", String(repeating: "\u{1}", count: 1000)) }
-        var chain = AuditChain()
+        var (log, chain) = Self.log(count: 1)
         let line = chain.append(
             event: .keydStart,
             decision: .granted,
@@ -182,13 +222,14 @@ import Testing
             time: 0
         )
         #expect(line.count - 1 <= AuditChain.maxLineLength)
-        #expect(AuditVerifier.verify(line, expectedHead: nil).intact)
+        log += line
+        #expect(Self.verify(log).intact)
     }
 
     @Test func tooMuchDetailTraps() async {
         await #expect(processExitsWith: .failure) {
             let detail = (0..<40).map { ("k\($0)", String(repeating: "x", count: 300)) }
-            var chain = AuditChain()
+            var chain = AuditChain(link: .unkeyed)
             _ = chain.append(
                 event: .keydStart,
                 decision: .granted,
@@ -202,80 +243,115 @@ import Testing
 
     @Test func problemRawValuesMatchTheProtocol() {
         let values = AuditProblem.allCases.map { ("\($0)", $0.rawValue) }
-        #expect(values.map(\.0) == ["none", "edited", "reorderedOrMissing", "truncated", "unparsable", "unreadable"])
-        #expect(values.map(\.1) == [0, 1, 2, 3, 4, 5])
+        #expect(
+            values.map(\.0) == [
+                "none", "edited", "reorderedOrMissing", "truncated", "unparsable", "unreadable", "unverifiable",
+            ]
+        )
+        #expect(values.map(\.1) == [0, 1, 2, 3, 4, 5, 6])
     }
 
     // MARK: Chain and verification
 
-    @Test(arguments: [0, 1, 2, 10, 100])
+    @Test(arguments: [1, 2, 10, 100])
     func intactChainVerifies(count: Int) {
         let (log, chain) = Self.log(count: count)
-        let verification = AuditVerifier.verify(log, expectedHead: (chain.nextSequence, chain.headHash))
-        #expect(verification.intact)
-        #expect(verification.problem == .none)
-        #expect(verification.records == UInt64(count))
-        #expect(verification.firstBadRecord == UInt64(count))
-        #expect(verification.headHash == chain.headHash)
-        #expect(verification.completeByteCount == log.count)
-        #expect(verification.explanation == "audit log intact: \(count) records")
+        for chunk in [1, 7, 300, 1 << 20] {
+            let verification = Self.verify(log, expectedHead: (chain.nextSequence, chain.headMAC), chunk: chunk)
+            #expect(verification.intact, "chunk \(chunk)")
+            #expect(verification.problem == .none)
+            #expect(verification.records == UInt64(count))
+            #expect(verification.firstBadRecord == UInt64(count))
+            #expect(verification.headMAC == chain.headMAC)
+            #expect(verification.explanation == "audit log intact: \(count) records")
+        }
+    }
+
+    @Test func genesisIsReadBack() {
+        var scanner = AuditScanner(link: Self.keyed)
+        let (log, _) = Self.log(count: 3)
+        for line in Self.lines(log) { scanner.consume(line[...]) }
+        #expect(scanner.genesis == AuditGenesis(link: "hmac-sha256", keyName: Self.keyed.keyNameHex, counterBase: 100))
+        #expect(scanner.result().intact)
+    }
+
+    @Test func anotherKeyOrNoKeyCannotCheckTheChain() {
+        let (log, _) = Self.log(count: 5)
+        let other = [UInt8](repeating: 7, count: 32).withUnsafeBytes {
+            AuditLink.keyed(keyBytes: $0, keyName: [0, 11, 1])
+        }
+        let verification = Self.verify(log, link: other)
+        #expect(!verification.intact && verification.problem == .edited && verification.firstBadRecord == 0)
+        // An unkeyed chain is not accepted as a keyed one either (its genesis names its link).
+        let (plain, _) = Self.log(count: 3, link: .unkeyed)
+        #expect(Self.verify(plain, link: .unkeyed).intact)
+        let asKeyed = Self.verify(plain)
+        #expect(!asKeyed.intact && asKeyed.firstBadRecord == 0)
     }
 
     @Test func emptyLogHeadIsZeros() {
-        let verification = AuditVerifier.verify([], expectedHead: nil)
+        let verification = Self.verify([])
         #expect(verification.intact)
-        #expect(verification.headHash == AuditChain.genesisHash)
-        #expect(AuditChain().headHash == [UInt8](repeating: 0, count: 32))
+        #expect(verification.headMAC == AuditChain.genesisMAC)
+        #expect(AuditChain(link: .unkeyed).headMAC == [UInt8](repeating: 0, count: 32))
+    }
+
+    @Test func recordZeroMustBeAGenesis() {
+        var chain = AuditChain(link: Self.keyed)
+        let log = chain.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.keyd, time: 0)
+        let verification = Self.verify(log)
+        #expect(verification.problem == .unparsable && verification.firstBadRecord == 0)
+        #expect(verification.explanation == "record 0 is not a chain's genesis (audit.chain)")
     }
 
     @Test(arguments: [0, 1, 3, 5, 8])
     func oneEditedByteIsFoundAtItsRecord(record: Int) {
         var lines = Self.lines(Self.log(count: 10).log)
-        // Change a digit of the disk UUID in the detail: still a well-formed line.
-        let position = Self.text(lines[record]).utf8.count - 80
+        // Change a byte of the detail: still a well-formed line, but its MAC no longer holds.
+        let position = lines[record].count - 200
         lines[record][position] = lines[record][position] == UInt8(ascii: "0") ? UInt8(ascii: "1") : UInt8(ascii: "0")
-        let verification = AuditVerifier.verify(Self.join(lines), expectedHead: nil)
+        let verification = Self.verify(Self.join(lines))
         #expect(!verification.intact)
         #expect(verification.problem == .edited)
         #expect(verification.firstBadRecord == UInt64(record))
         #expect(verification.records == 10)
-        #expect(
-            verification.headHash == (record == 0 ? AuditChain.genesisHash : Self.verifiedHead(lines, count: record))
-        )
     }
 
-    /// The head after the first `count` lines, as an intact prefix.
-    static func verifiedHead(_ lines: [[UInt8]], count: Int) -> [UInt8] {
-        AuditVerifier.verify(join(Array(lines.prefix(count))), expectedHead: nil).headHash
+    @Test func aRewrittenRecordWithAFreshMACNeedsTheKey() {
+        // Without the key, an attacker recomputes SHA-256 "MACs": every keyed check fails at once.
+        let (log, _) = Self.log(count: 4)
+        var forged = AuditChain(link: .unkeyed)
+        var forgedLog: [UInt8] = []
+        for line in Self.lines(log).enumerated() {
+            forgedLog += forged.append(
+                event: line.offset == 0 ? .auditChain : .request(.kekImport),
+                decision: .granted,
+                status: "ok",
+                peer: Self.admin,
+                detail: line.offset == 0
+                    ? AuditChain.genesisDetail(link: Self.keyed, counterBase: 100, reason: "x") : [],
+                time: Int64(line.offset)
+            )
+        }
+        let verification = Self.verify(forgedLog)
+        #expect(verification.problem == .edited && verification.firstBadRecord == 0)
     }
 
-    @Test func editedLastRecordNeedsTheExpectedHead() {
+    @Test func editedLastRecordIsFoundByItsOwnMAC() {
         let (log, chain) = Self.log(count: 5)
         var lines = Self.lines(log)
-        lines[4][lines[4].count - 80] ^= 0x01
-        let edited = Self.join(lines)
-        // Nothing follows the last record, so only the head held elsewhere reveals the edit.
-        #expect(AuditVerifier.verify(edited, expectedHead: nil).intact)
-        let verification = AuditVerifier.verify(edited, expectedHead: (chain.nextSequence, chain.headHash))
-        #expect(verification.problem == .edited)
-        #expect(verification.firstBadRecord == 4)
-        #expect(verification.headHash == Self.verifiedHead(lines, count: 4))
-    }
-
-    @Test func editedPrevOfRecordZero() {
-        var lines = Self.lines(Self.log(count: 3).log)
-        // The first hex digit of `prev` sits 66 bytes before the end: `…"prev":"` + 64 + `"}`.
-        lines[0][lines[0].count - 66] = UInt8(ascii: "1")
-        let verification = AuditVerifier.verify(Self.join(lines), expectedHead: nil)
-        #expect(verification.problem == .edited)
-        #expect(verification.firstBadRecord == 0)
+        lines[4][lines[4].count - 200] ^= 0x01
+        // Each line carries its own MAC: an edit of the last line shows without the expected head.
+        let verification = Self.verify(Self.join(lines))
+        #expect(verification.problem == .edited && verification.firstBadRecord == 4)
+        #expect(Self.verify(log, expectedHead: (chain.nextSequence, chain.headMAC)).intact)
     }
 
     @Test(arguments: [0, 4, 8])
     func swappedLinesAreReordered(record: Int) {
         var lines = Self.lines(Self.log(count: 10).log)
         lines.swapAt(record, record + 1)
-        let verification = AuditVerifier.verify(Self.join(lines), expectedHead: nil)
+        let verification = Self.verify(Self.join(lines))
         #expect(verification.problem == .reorderedOrMissing)
         #expect(verification.firstBadRecord == UInt64(record))
         #expect(verification.explanation == "record \(record) carries seq \(record + 1): records reordered or missing")
@@ -285,7 +361,7 @@ import Testing
     func deletedLineIsMissing(record: Int) {
         var lines = Self.lines(Self.log(count: 10).log)
         lines.remove(at: record)
-        let verification = AuditVerifier.verify(Self.join(lines), expectedHead: nil)
+        let verification = Self.verify(Self.join(lines))
         #expect(verification.problem == .reorderedOrMissing)
         #expect(verification.firstBadRecord == UInt64(record))
         #expect(verification.records == 9)
@@ -293,65 +369,24 @@ import Testing
 
     @Test func droppedLastLineIsTruncatedAgainstTheExpectedHead() {
         let (log, chain) = Self.log(count: 6)
-        let lines = Self.lines(log)
-        let shorter = Self.join(Array(lines.dropLast()))
-        #expect(AuditVerifier.verify(shorter, expectedHead: nil).intact)
-        let verification = AuditVerifier.verify(shorter, expectedHead: (chain.nextSequence, chain.headHash))
+        let shorter = Self.join(Array(Self.lines(log).dropLast()))
+        // Cut at a line boundary, the chain alone still verifies: the TPM counter or the head tells.
+        #expect(Self.verify(shorter).intact)
+        let verification = Self.verify(shorter, expectedHead: (chain.nextSequence, chain.headMAC))
         #expect(verification.problem == .truncated)
         #expect(verification.records == 5)
         #expect(verification.firstBadRecord == 5)
         #expect(verification.explanation == "log holds 5 records, expected at least 6: truncated")
-        #expect(AuditVerifier.verify([], expectedHead: (chain.nextSequence, chain.headHash)).problem == .truncated)
-    }
-
-    @Test func logThatGrewPastTheExpectedHeadIsIntact() {
-        let (log, _) = Self.log(count: 8)
-        let lines = Self.lines(log)
-        let earlier = AuditVerifier.verify(Self.join(Array(lines.prefix(5))), expectedHead: nil)
-        let verification = AuditVerifier.verify(log, expectedHead: (earlier.records, earlier.headHash))
-        #expect(verification.intact)
-        #expect(verification.records == 8)
-    }
-
-    @Test func rewrittenHistoryDiffersFromTheExpectedHead() {
-        let (log, chain) = Self.log(count: 4)
-        // A whole new, self-consistent chain of the same length.
-        var forged = AuditChain()
-        var forgedLog: [UInt8] = []
-        for index in 0..<4 {
-            forgedLog += forged.append(
-                event: .request(.kekImport),
-                decision: .granted,
-                status: "ok",
-                peer: Self.admin,
-                time: Int64(index)
-            )
-        }
-        #expect(AuditVerifier.verify(forgedLog, expectedHead: nil).intact)
-        let verification = AuditVerifier.verify(forgedLog, expectedHead: (chain.nextSequence, chain.headHash))
-        #expect(verification.problem == .edited)
-        #expect(verification.firstBadRecord == 3)
-        #expect(AuditVerifier.verify(log, expectedHead: (chain.nextSequence, chain.headHash)).intact)
     }
 
     @Test(arguments: [1, 40, 200])
     func tornLastLineIsUnparsable(keptBytes: Int) {
-        let (log, _) = Self.log(count: 4)
-        let lines = Self.lines(log)
+        let lines = Self.lines(Self.log(count: 4).log)
         let torn = Self.join(Array(lines.prefix(3))) + lines[3].prefix(keptBytes)
-        let verification = AuditVerifier.verify(torn, expectedHead: nil)
+        let verification = Self.verify(torn)
         #expect(verification.problem == .unparsable)
         #expect(verification.firstBadRecord == 3)
         #expect(verification.records == 3)
-        #expect(verification.completeByteCount == Self.join(Array(lines.prefix(3))).count)
-        #expect(verification.headHash == Self.verifiedHead(lines, count: 3))
-    }
-
-    @Test func completeLineWithoutNewlineIsTorn() {
-        let (log, _) = Self.log(count: 2)
-        let verification = AuditVerifier.verify(Array(log.dropLast()), expectedHead: nil)
-        #expect(verification.problem == .unparsable)
-        #expect(verification.firstBadRecord == 1)
     }
 
     /// Lines that are not audit records, each placed as record 1 of 3.
@@ -360,102 +395,142 @@ import Testing
         "garbage",
         "{}",
         #"{"seq":1}"#,
-        #"{"seq":01,"time":"x","prev":"\#(zeros)"}"#,  // leading zero
-        #"{"seq":,"prev":"\#(zeros)"}"#,  // no digits
-        #"{"seq":1x,"prev":"\#(zeros)"}"#,  // not a digit
-        #"{"seq":99999999999999999999,"prev":"\#(zeros)"}"#,  // overflows u64
-        #"{"seq":1,"prev":"\#(zeros.uppercased().dropLast())A"}"#,  // uppercase hex
-        #"{"seq":1,"prev":"\#(zeros.dropLast())"}"#,  // 63 digits
-        #"{"seq":1,"prev":"\#(zeros)"} "#,  // trailing space
-        #" {"seq":1,"prev":"\#(zeros)"}"#,  // leading space
-        #"{"seq":1,"time":"\#u{0009}","prev":"\#(zeros)"}"#,  // raw tab
-        #"{"seq": 1,"prev":"\#(zeros)"}"#,  // space after colon
-        #"{"seq":1,"detail":{},"prev":"\#(zeros)"}"# + "\r",  // CRLF line end
-        #"{"seq":1,"detail":"\#(String(repeating: "x", count: 8200))","prev":"\#(zeros)"}"#,  // over 8,192 bytes
+        #"{"seq":01,"time":"x","prev":"\#(zeros)","mac":"\#(zeros)"}"#,  // leading zero
+        #"{"seq":,"prev":"\#(zeros)","mac":"\#(zeros)"}"#,  // no digits
+        #"{"seq":1x,"prev":"\#(zeros)","mac":"\#(zeros)"}"#,  // not a digit
+        #"{"seq":99999999999999999999,"prev":"\#(zeros)","mac":"\#(zeros)"}"#,  // overflows u64
+        #"{"seq":1,"prev":"\#(zeros.uppercased().dropLast())A","mac":"\#(zeros)"}"#,  // uppercase hex
+        #"{"seq":1,"prev":"\#(zeros.dropLast())","mac":"\#(zeros)"}"#,  // 63 digits
+        #"{"seq":1,"prev":"\#(zeros)"}"#,  // no mac
+        #"{"seq":1,"prev":"\#(zeros)","mac":"\#(zeros)"} "#,  // trailing space
+        #" {"seq":1,"prev":"\#(zeros)","mac":"\#(zeros)"}"#,  // leading space
+        #"{"seq":1,"time":"\#u{0009}","prev":"\#(zeros)","mac":"\#(zeros)"}"#,  // raw tab
+        #"{"seq":1,"detail":{},"prev":"\#(zeros)","mac":"\#(zeros)"}"# + "\r",  // CRLF line end
+        #"{"seq":1,"detail":"\#(String(repeating: "x", count: 8200))","prev":"\#(zeros)","mac":"\#(zeros)"}"#,  // over 8,192 bytes
     ]
 
     @Test(arguments: badLines)
     func unparsableLine(line: String) {
         var lines = Self.lines(Self.log(count: 3).log)
         lines[1] = Array(line.utf8)
-        let verification = AuditVerifier.verify(Self.join(lines), expectedHead: nil)
+        let verification = Self.verify(Self.join(lines))
         #expect(verification.problem == .unparsable)
         #expect(verification.firstBadRecord == 1)
         #expect(verification.records == 3)
         #expect(verification.explanation == "record 1 is not an audit line")
     }
 
-    @Test func minimalWellFormedLineParses() {
-        let line = Array(#"{"seq":18446744073709551615,"prev":"\#(Self.zeros)"}"#.utf8)
-        let parsed = AuditVerifier.parse(line[...])
-        #expect(parsed?.sequence == .max)
+    @Test func aLineWithoutNewlinesDoesNotGrowMemory() {
+        var splitter = AuditLineSplitter()
+        let chunk = [UInt8](repeating: 0x61, count: 1 << 20)
+        var lines = 0
+        for _ in 0..<16 { chunk.withUnsafeBytes { splitter.feed($0) { _ in lines += 1 } } }
+        #expect(lines == 0 && splitter.pendingBytes == AuditChain.maxLineLength + 1)
+        Array("\n".utf8).withUnsafeBytes { splitter.feed($0) { #expect($0.count == AuditChain.maxLineLength + 1) } }
     }
 
     @Test func unreadableResult() {
         let verification = AuditVerification.unreadable("open failed: EACCES")
         #expect(verification.problem == .unreadable)
-        #expect(verification.problem.rawValue == 5)
         #expect(!verification.intact)
         #expect(verification.explanation == "audit log unreadable: open failed: EACCES")
     }
 
-    // MARK: Resume
-
-    @Test(arguments: [0, 1, 7])
-    func resumeContinuesAnIntactLog(count: Int) {
-        let (log, chain) = Self.log(count: count)
-        var (resumed, verification) = AuditChain.resume(from: log)
-        #expect(verification.intact)
-        #expect(resumed == chain)
-        var original = chain
-        let next = resumed.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 99)
-        #expect(
-            next == original.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 99)
-        )
-        #expect(AuditVerifier.verify(log + next, expectedHead: (resumed.nextSequence, resumed.headHash)).intact)
-    }
-
-    @Test func resumeAfterABreakKeepsTheBreakVisible() {
-        var lines = Self.lines(Self.log(count: 6).log)
-        lines.remove(at: 2)
-        let broken = Self.join(lines)
-        var (resumed, verification) = AuditChain.resume(from: broken)
-        #expect(verification.problem == .reorderedOrMissing)
-        #expect(verification.firstBadRecord == 2)
-        #expect(resumed.nextSequence == 5)
-        // The chain continues from the last line as it is, so new records verify against it
-        // and the break is still reported where it happened.
-        let appended =
-            broken + resumed.append(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 0)
-        let after = AuditVerifier.verify(appended, expectedHead: nil)
-        #expect(after.problem == .reorderedOrMissing)
-        #expect(after.firstBadRecord == 2)
-        #expect(after.records == 6)
-        let tail = Self.lines(appended).suffix(2)
-        let lastTwo = AuditVerifier.verify(Self.join(Array(tail)), expectedHead: nil)
-        #expect(lastTwo.problem == .reorderedOrMissing)  // seq 4 at index 0: tail alone is not a log
-    }
-
-    @Test func resumeIgnoresATornTail() {
-        let (log, chain) = Self.log(count: 3)
-        let (resumed, verification) = AuditChain.resume(from: log + Array(#"{"seq":3,"ti"#.utf8))
-        #expect(resumed == chain)
-        #expect(verification.problem == .unparsable)
-        #expect(verification.completeByteCount == log.count)
-    }
-
     @Test func appendingLeavesTheChainUntilCommitted() {
-        let chain = AuditChain()
-        let (line, next) = chain.appending(
-            event: .keydStart,
-            decision: .granted,
-            status: "ok",
-            peer: Self.admin,
-            time: 0
+        let (_, chain) = Self.log(count: 1)
+        let (_, next) = chain.appending(event: .keydStart, decision: .granted, status: "ok", peer: Self.admin, time: 0)
+        #expect(chain.nextSequence == 1)
+        #expect(next.nextSequence == 2 && next.headMAC != chain.headMAC)
+    }
+
+    // MARK: TPM anchor
+
+    @Test(arguments: [
+        (UInt64(100), UInt64(5), UInt64(105), AuditAnchor.Verdict.consistent),
+        (100, 5, 104, .lastRecordUncounted),
+        (100, 5, 108, .recordsMissing(3)),
+        (100, 5, 101, .counterBehind(4)),
+        (0, 0, 0, .consistent),
+        (UInt64.max - 1, 3, 5, .counterBehind(.max)),
+    ])
+    func anchorVerdicts(base: UInt64, records: UInt64, counter: UInt64, verdict: AuditAnchor.Verdict) {
+        #expect(AuditAnchor.compare(counterBase: base, records: records, counter: counter) == verdict)
+    }
+}
+
+/// What reaches the audit log: routine trustd requests counted, repeated refusals folded.
+@Suite struct AuditCoalescerTests {
+    static let second: UInt64 = 1_000_000_000
+    static let trustd = AuditPeer(peerClass: .trustd, uid: 990, gid: 990, pid: 4242)
+    static let admin = AuditPeer(peerClass: .admin, uid: 0, gid: 0, pid: 1)
+    static let keyd = AuditPeer(peerClass: .keyd, uid: 0, gid: 0, pid: 2)
+
+    static func note(
+        _ kind: RequestKind,
+        granted: Bool,
+        status: StatusCode = .ok,
+        peer: AuditPeer = trustd
+    ) -> AuditNote {
+        AuditNote(event: .request(kind), granted: granted, status: status, peer: peer, detail: [])
+    }
+
+    @Test func routineTrustdRequestsAreCountedAndSummarized() {
+        var coalescer = AuditCoalescer(windowNanoseconds: 60 * Self.second, summaryNanoseconds: 600 * Self.second)
+        for index in 0..<10_000 {
+            let kind: RequestKind = index % 2 == 0 ? .diskInspect : .evidenceIssue
+            #expect(coalescer.disposition(of: Self.note(kind, granted: true), now: UInt64(index)) == .counted)
+        }
+        #expect(coalescer.due(now: 599 * Self.second, keyd: Self.keyd).isEmpty)
+        let due = coalescer.due(now: 600 * Self.second, keyd: Self.keyd)
+        #expect(due.count == 1 && due[0].event == .auditSummary)
+        #expect(due[0].detail.map(\.key) == ["evidence.issue", "disk.inspect", "seconds"])
+        #expect(due[0].detail.map(\.value) == ["5000", "5000", "600"])
+        #expect(coalescer.nextDeadline == nil)
+    }
+
+    @Test func keyDecisionsAndOtherPeersAreAlwaysWritten() {
+        var coalescer = AuditCoalescer()
+        for kind in [
+            RequestKind.kekImport, .kekLock, .diskBind, .diskOpen, .keyRelease, .envelopeAccept, .initAccept,
+            .policySet,
+        ] {
+            #expect(coalescer.disposition(of: Self.note(kind, granted: true), now: 0) == .write, "\(kind)")
+        }
+        #expect(coalescer.disposition(of: Self.note(.diskInspect, granted: true, peer: Self.admin), now: 0) == .write)
+        #expect(
+            coalescer.disposition(
+                of: AuditNote(event: .keydStart, granted: true, status: .ok, peer: Self.keyd, detail: []),
+                now: 0
+            ) == .write
         )
-        #expect(chain == AuditChain())
-        #expect(next.nextSequence == 1)
-        #expect(AuditVerifier.verify(line, expectedHead: (next.nextSequence, next.headHash)).intact)
+    }
+
+    @Test func repeatedRefusalsAreFoldedPerWindow() {
+        var coalescer = AuditCoalescer(windowNanoseconds: 60 * Self.second, summaryNanoseconds: 600 * Self.second)
+        let refusal = Self.note(.evidenceIssue, granted: false, status: .tpmFailure)
+        #expect(coalescer.disposition(of: refusal, now: 0) == .write)
+        for index in 1...999 { #expect(coalescer.disposition(of: refusal, now: UInt64(index)) == .suppressed) }
+        // Another status, or another peer, is another refusal.
+        #expect(
+            coalescer.disposition(of: Self.note(.evidenceIssue, granted: false, status: .tpmUnavailable), now: 5)
+                == .write
+        )
+        #expect(coalescer.nextDeadline == 60 * Self.second)
+        let due = coalescer.due(now: 60 * Self.second, keyd: Self.keyd)
+        #expect(due.count == 1 && due[0].event == .auditRepeated && due[0].status == .tpmFailure)
+        #expect(due[0].detail.first { $0.key == "repeats" }?.value == "999")
+        // After the window a refusal is written again.
+        #expect(coalescer.disposition(of: refusal, now: 61 * Self.second) == .write)
+    }
+
+    @Test func flushHandsBackEverythingPending() {
+        var coalescer = AuditCoalescer()
+        _ = coalescer.disposition(of: Self.note(.diskInspect, granted: true), now: 0)
+        _ = coalescer.disposition(of: Self.note(.status, granted: false, status: .denied), now: 0)
+        _ = coalescer.disposition(of: Self.note(.status, granted: false, status: .denied), now: 1)
+        let flushed = coalescer.flush(now: 2, keyd: Self.keyd)
+        #expect(Set(flushed.map(\.event)) == [.auditRepeated, .auditSummary])
+        #expect(coalescer.flush(now: 3, keyd: Self.keyd).isEmpty)
     }
 }
 

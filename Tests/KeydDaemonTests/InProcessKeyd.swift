@@ -68,7 +68,7 @@ final class InProcessKeyd {
 
     /// The audit log's lines.
     var auditLines: [String] {
-        let bytes = (try? service.state.read(KeydService.auditLogName, limit: 64 << 20)) ?? nil
+        let bytes = (try? service.state.read(AuditTrail.currentName, limit: 64 << 20)) ?? nil
         return String(decoding: bytes ?? [], as: UTF8.self).split(separator: "\n").map(String.init)
     }
 }

@@ -25,7 +25,7 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
         let status = try admin.status()
         #expect(status.phase == .awaitingKEK)
         #expect(status.auditIntact)
-        #expect(status.auditRecords == 1, "keyd.start is the first record")
+        #expect(status.auditRecords == 2, "the chain's genesis, then keyd.start")
         admin.close()
         #expect(keyd.stop() == 0)
         #expect(!FileManager.default.fileExists(atPath: keyd.socketPath), "socket files removed on SIGTERM")
@@ -224,14 +224,14 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
         let path = keyd.stateDirectory + "/audit.log"
         let original = try String(contentsOfFile: path, encoding: .utf8)
 
-        // Edited: change a decision in record 1.
+        // Edited: change a decision in record 2 (0 is the chain's genesis, 1 keyd.start).
         let edited = original.replacingOccurrences(
             of: "\"event\":\"kek.import\",\"decision\":\"granted\"",
             with: "\"event\":\"kek.import\",\"decision\":\"refused\""
         )
         try edited.write(toFile: path, atomically: false, encoding: .utf8)
         let afterEdit = try keyd.admin().verifyAudit()
-        #expect(!afterEdit.intact && afterEdit.problem == .edited && afterEdit.firstBadRecord == 1)
+        #expect(!afterEdit.intact && afterEdit.problem == .edited && afterEdit.firstBadRecord == 2)
         #expect(try keyd.keydctl(["audit", "verify"]).status == 1)
 
         // Truncated: drop the last record.
