@@ -406,7 +406,8 @@ import Testing
         #" {"seq":1,"prev":"\#(zeros)","mac":"\#(zeros)"}"#,  // leading space
         #"{"seq":1,"time":"\#u{0009}","prev":"\#(zeros)","mac":"\#(zeros)"}"#,  // raw tab
         #"{"seq":1,"detail":{},"prev":"\#(zeros)","mac":"\#(zeros)"}"# + "\r",  // CRLF line end
-        #"{"seq":1,"detail":"\#(String(repeating: "x", count: 8200))","prev":"\#(zeros)","mac":"\#(zeros)"}"#,  // over 8,192 bytes
+        // Over 8,192 bytes.
+        #"{"seq":1,"detail":"\#(String(repeating: "x", count: 8200))","prev":"\#(zeros)","mac":"\#(zeros)"}"#,
     ]
 
     @Test(arguments: badLines)
