@@ -277,7 +277,21 @@ final class AuditTrail {
                 "records after keyd's head \(chain.nextSequence) were not written by keyd"
             )
         }
-        if let base = counterBase, let counter = try? tpm?.auditCounter() {
+        if let base = counterBase {
+            let counter: UInt64
+            do {
+                guard let value = try tpm?.auditCounter() else {
+                    return verification.reporting(.unverifiable, at: scanner.records, "the TPM counter is gone")
+                }
+                counter = value
+            } catch {
+                Log.error("Audit counter unreadable", ["error": "\(error)"])
+                return verification.reporting(
+                    .unverifiable,
+                    at: scanner.records,
+                    "the TPM counter could not be read: \(error)"
+                )
+            }
             switch AuditAnchor.compare(counterBase: base, records: scanner.records, counter: counter) {
             case .consistent, .lastRecordUncounted: break
             case .recordsMissing(let missing):

@@ -135,6 +135,13 @@ public final class StateDisk {
                 return .refused(.diskNotLUKS2, "device holds no LUKS2 header and disk-allow-initialize is false")
             }
         }
+        // The records of this format go to headers/: a headers/ the host replaced refuses the format
+        // before the device is touched, so nothing is written there or through it.
+        do {
+            _ = try headers()
+        } catch {
+            return Self.outcome(of: error)
+        }
         let passphrase = SecretBytes(randomByteCount: Self.keyByteCount)
         let profile = formatProfile
         let parameters = LUKS2FormatParameters(profile: profile)
@@ -544,6 +551,7 @@ public final class StateDisk {
         guard let error = failure as? SystemError else { return .refused(.internal, "\(failure)", uuid: uuid) }
         let status: StatusCode
         switch error.code {
+        case .unexpectedFileType, .invalidFileName: status = .stateRejected
         case .luks2HeaderUnreadable: status = .diskHeadersDestroyed
         case .errno(ENOENT), .errno(ENODEV), .errno(ENXIO): status = .diskMissing
         case .errno(EBUSY): status = .diskBusy

@@ -24,6 +24,7 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
     case challengeExpired = 35
     case policyRejected = 36
     case tpmUnavailable = 37
+    case stateRejected = 38
     case diskMissing = 48
     case diskNotLUKS2 = 49
     case diskHeaderRejected = 50
@@ -71,6 +72,7 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .challengeExpired: "challengeExpired"
         case .policyRejected: "policyRejected"
         case .tpmUnavailable: "tpmUnavailable"
+        case .stateRejected: "stateRejected"
         case .diskMissing: "diskMissing"
         case .diskNotLUKS2: "diskNotLUKS2"
         case .diskHeaderRejected: "diskHeaderRejected"
@@ -109,6 +111,8 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .challengeExpired: "the challenge expired"
         case .policyRejected: "the policy was refused"
         case .tpmUnavailable: "keyd has no TPM (none configured, or it could not be opened at start)"
+        case .stateRejected:
+            "an entry of keyd's state directory is not what keyd made (a symlink, FIFO or device); nothing was done"
         case .diskMissing: "no such device"
         case .diskNotLUKS2: "the device holds no LUKS2 header"
         case .diskHeaderRejected: "the LUKS2 header fits no known profile"

@@ -20,7 +20,12 @@ struct WatchedDirectory {
 
     /// Makes the directory beside `harness`'s state directory with the bait files.
     init(beside harness: KeydHarness) throws {
-        path = harness.directory + "/watched"
+        try self.init(in: harness.directory)
+    }
+
+    /// Makes `directory/watched` with the bait files (before keyd starts, for attacks on its start).
+    init(in directory: String) throws {
+        path = directory + "/watched"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
         // A file whose last line has no newline (what a torn-log repair would cut), a large one, a small one.
         try Data("first line\nlast line without newline".utf8).write(to: URL(fileURLWithPath: path + "/torn.txt"))
