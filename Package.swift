@@ -142,6 +142,14 @@ let package = Package(
             dependencies: ["Attestation", "BenchSupport", .product(name: "Crypto", package: "swift-crypto")],
             path: "Benchmarks/AttestationBench"
         ),
+        // keyd's start time with a 1 GiB audit log; audit records per 10,000 routine trustd requests.
+        .executableTarget(
+            name: "audit-bench",
+            dependencies: [
+                "AsterismTestSupport", "BenchSupport", "KeydClient", "KeydCore", "KeydPlatform", "KeydProtocol",
+            ],
+            path: "Benchmarks/AuditBench"
+        ),
         // Handshakes/s and server CPU per handshake, plain TLS beside aTLS variants.
         .executableTarget(
             name: "atls-bench",

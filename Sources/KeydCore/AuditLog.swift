@@ -160,6 +160,11 @@ public enum AuditLink: Sendable {
 
     /// The 32-byte MAC of `bytes`.
     public func mac(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
+        bytes.withUnsafeBytes { mac($0) }
+    }
+
+    /// The 32-byte MAC of `bytes`, read in place.
+    public func mac(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
         switch self {
         case .unkeyed: Array(SHA256.hash(data: bytes))
         case .keyed(let key, _): Array(HMAC<SHA256>.authenticationCode(for: bytes, using: key))

@@ -106,18 +106,27 @@ public struct AuditScanner: Sendable {
 
     /// Checks one complete line (without its newline).
     public mutating func consume(_ line: ArraySlice<UInt8>) {
+        line.withUnsafeBytes { consume($0) }
+    }
+
+    /// Checks one complete line (without its newline), read in place.
+    public mutating func consume(_ line: UnsafeRawBufferPointer) {
         let index = records
-        var mac = Array(SHA256.hash(data: line))  // a stand-in for an unparsable line's MAC
+        let mac: [UInt8]
         if let parsed = Self.parse(line) {
             mac = parsed.mac
             if finding == nil { finding = check(line, parsed, at: index) }
-        } else if finding == nil {
-            finding = Finding(
-                problem: .unparsable,
-                record: index,
-                headMAC: headMAC,
-                explanation: "record \(index) is not an audit line"
-            )
+        } else {
+            // An unparsable line has no MAC: its hash stands in, so the next line's prev cannot match it.
+            mac = Array(SHA256.hash(data: line))
+            if finding == nil {
+                finding = Finding(
+                    problem: .unparsable,
+                    record: index,
+                    headMAC: headMAC,
+                    explanation: "record \(index) is not an audit line"
+                )
+            }
         }
         if let expected = expectedHead, expected.records > 0, index == expected.records - 1 {
             anchorMAC = mac
@@ -180,7 +189,7 @@ public struct AuditScanner: Sendable {
     }
 
     /// Checks a parsed line against its position, the previous MAC and its own MAC.
-    private mutating func check(_ line: ArraySlice<UInt8>, _ parsed: ParsedLine, at index: UInt64) -> Finding? {
+    private mutating func check(_ line: UnsafeRawBufferPointer, _ parsed: ParsedLine, at index: UInt64) -> Finding? {
         guard parsed.sequence == index else {
             return Finding(
                 problem: .reorderedOrMissing,
@@ -207,7 +216,7 @@ public struct AuditScanner: Sendable {
                 explanation: "record \(index - 1) is not the record that record \(index) was chained to: edited"
             )
         }
-        guard link.mac(line[..<parsed.macStart]) == parsed.mac else {
+        guard link.mac(UnsafeRawBufferPointer(rebasing: line[..<parsed.macStart])) == parsed.mac else {
             return Finding(
                 problem: .edited,
                 record: index,
@@ -255,7 +264,7 @@ public struct AuditScanner: Sendable {
     private static let suffixLength = previousField.count + 64 + macField.count + 64 + lineEnd.count
 
     /// Reads `seq`, `prev` and `mac` of a line: strict prefix, digits, strict suffix, no control byte.
-    static func parse(_ line: ArraySlice<UInt8>) -> ParsedLine? {
+    static func parse(_ line: UnsafeRawBufferPointer) -> ParsedLine? {
         guard line.count <= AuditChain.maxLineLength,
             // At least one digit and a comma between the prefix and the suffix.
             line.count >= linePrefix.count + 2 + suffixLength,
@@ -295,7 +304,7 @@ public struct AuditScanner: Sendable {
     private static let genesisDetail = Array(#""detail":{"link":""#.utf8)
 
     /// The genesis fields of line 0, written in a fixed order by ``AuditChain/genesisDetail(link:counterBase:reason:)``.
-    static func genesis(_ line: ArraySlice<UInt8>) -> AuditGenesis? {
+    static func genesis(_ line: UnsafeRawBufferPointer) -> AuditGenesis? {
         guard line.firstRange(of: genesisEvent) != nil, let detail = line.firstRange(of: genesisDetail) else {
             return nil
         }
@@ -319,7 +328,7 @@ public struct AuditScanner: Sendable {
     }
 
     /// 32 bytes from 64 lowercase hex digits, or nil.
-    private static func hexBytes(_ hex: ArraySlice<UInt8>) -> [UInt8]? {
+    private static func hexBytes(_ hex: Slice<UnsafeRawBufferPointer>) -> [UInt8]? {
         guard hex.count == 64 else { return nil }
         var bytes = [UInt8](repeating: 0, count: 32)
         var index = hex.startIndex
@@ -350,20 +359,19 @@ public struct AuditLineSplitter: Sendable {
 
     public init() {}
 
-    /// Feeds `chunk`, handing every completed line to `body`.
-    public mutating func feed(_ chunk: UnsafeRawBufferPointer, _ body: (ArraySlice<UInt8>) -> Void) {
+    /// Feeds `chunk`, handing every completed line to `body` (in place when it lies within the chunk).
+    public mutating func feed(_ chunk: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) {
         var start = 0
-        let bytes = chunk.bindMemory(to: UInt8.self)
-        while start < bytes.count {
-            guard let newline = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) else {
-                append(bytes[start...])
+        while start < chunk.count {
+            guard let newline = chunk[start...].firstIndex(of: UInt8(ascii: "\n")) else {
+                append(chunk[start...])
                 return
             }
             if partial.isEmpty && !overlong {
-                body(Array(bytes[start..<newline])[...])
+                body(UnsafeRawBufferPointer(rebasing: chunk[start..<newline]))
             } else {
-                append(bytes[start..<newline])
-                body(partial[...])
+                append(chunk[start..<newline])
+                partial.withUnsafeBytes { body($0) }
                 partial.removeAll(keepingCapacity: true)
                 overlong = false
             }
@@ -372,7 +380,7 @@ public struct AuditLineSplitter: Sendable {
     }
 
     /// Keeps at most one byte past the longest line, so a line without newlines cannot grow memory.
-    private mutating func append(_ bytes: Slice<UnsafeBufferPointer<UInt8>>) {
+    private mutating func append(_ bytes: Slice<UnsafeRawBufferPointer>) {
         let room = AuditChain.maxLineLength + 1 - partial.count
         if bytes.count > room { overlong = true }
         partial.append(contentsOf: bytes.prefix(max(0, room)))

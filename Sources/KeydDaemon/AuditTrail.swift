@@ -350,7 +350,7 @@ final class AuditTrail {
     }
 
     /// A line as `audit.read` hands it out: the record, or a note that it is not printable text.
-    private static func printable(_ line: ArraySlice<UInt8>, index: UInt64) -> String {
+    private static func printable(_ line: UnsafeRawBufferPointer, index: UInt64) -> String {
         let valid =
             line.count <= Limits.maxAuditRecord && !line.contains(where: { $0 < 0x20 || $0 == 0x7F })
             && String(validating: line, as: UTF8.self) != nil
