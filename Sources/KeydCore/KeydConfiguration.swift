@@ -13,6 +13,7 @@
 /// trustd-socket-mode = 0660
 /// disk-allow-initialize = false
 /// disk-profile = asterism
+/// state-disk-device = /dev/disk/by-id/virtio-state
 /// tpm-tcti = device:/dev/tpmrm0
 /// tpm-ak-algorithm = ecc-p256
 /// tpm-ak-handle = 0x81010a57
@@ -40,6 +41,9 @@ public struct KeydConfiguration: Equatable, Sendable {
     public var diskAllowInitialize: Bool = false
     /// The profile `disk.format` writes: `asterism` (PBKDF2, fast unlock) or `constellation` (argon2id).
     public var diskProfile: DiskProfile = .asterism
+    /// The state disk (an absolute path): the device a disk request with an empty device field acts
+    /// on, and the only one trustd's requests reach; nil when none is configured.
+    public var stateDiskDevice: String?
     /// The TCTI that reaches the TPM, always named (`device:…`, `swtpm:…`): never the loader's auto-probe.
     public var tpmTCTI: String = "device:/dev/tpmrm0"
     /// The attestation key's algorithm: `ecc-p256` or `rsa-2048`.
@@ -69,7 +73,8 @@ public struct KeydConfiguration: Equatable, Sendable {
     public static let keys = [
         "trustd-uids", "trustd-gids", "admin-uids", "admin-gids",
         "max-connections", "frame-timeout-ms", "trustd-socket-mode", "admin-socket-mode",
-        "disk-allow-initialize", "disk-profile", "tpm-tcti", "tpm-ak-algorithm", "tpm-ak-handle", "tpm-pcrs",
+        "disk-allow-initialize", "disk-profile", "state-disk-device", "tpm-tcti", "tpm-ak-algorithm", "tpm-ak-handle",
+        "tpm-pcrs",
         "tpm-event-log",
     ]
 
@@ -113,6 +118,7 @@ public struct KeydConfiguration: Equatable, Sendable {
             case "admin-socket-mode": configuration.adminSocketMode = try field.mode()
             case "disk-allow-initialize": configuration.diskAllowInitialize = try field.boolean()
             case "disk-profile": configuration.diskProfile = try field.profile()
+            case "state-disk-device": configuration.stateDiskDevice = try field.absolutePath()
             case "tpm-tcti": configuration.tpmTCTI = try field.tcti()
             case "tpm-ak-algorithm": configuration.tpmAKAlgorithm = try field.oneOf(["ecc-p256", "rsa-2048"])
             case "tpm-ak-handle": configuration.tpmAKHandle = try field.persistentHandle()
@@ -277,7 +283,7 @@ public struct KeydConfiguration: Equatable, Sendable {
 
         /// An absolute path without NUL, at most 4096 bytes.
         func absolutePath() throws(CoreError) -> String {
-            guard value.hasPrefix("/"), value.utf8.count <= 4096 else {
+            guard value.hasPrefix("/"), value.utf8.count <= 4096, !value.utf8.contains(0) else {
                 throw .configurationBadNumber(
                     lineNumber: lineNumber,
                     key: key,

@@ -121,7 +121,8 @@ public enum Daemon {
         let service = try KeydService(
             stateDirectory: options.stateDirectory,
             diskAllowInitialize: configuration.diskAllowInitialize,
-            diskProfile: configuration.diskProfile
+            diskProfile: configuration.diskProfile,
+            stateDiskDevice: configuration.stateDiskDevice
         )
         let tpm = TPMService(
             configuration: configuration,

@@ -128,6 +128,14 @@ import Testing
                 return c
             }()
         ),
+        (
+            "state-disk-device = /dev/disk/by-id/virtio-state",
+            {
+                var c = KeydConfiguration()
+                c.stateDiskDevice = "/dev/disk/by-id/virtio-state"
+                return c
+            }()
+        ),
     ]
 
     @Test(arguments: limits)
@@ -154,21 +162,24 @@ import Testing
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 3: unknown key 'max-conections'; known keys: trustd-uids, trustd-gids, "
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
+                + "disk-allow-initialize, disk-profile, state-disk-device, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, "
+                + "tpm-pcrs, tpm-event-log"
         ),
         Refusal(
             text: "Admin-UIDs = 0",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 1: unknown key 'Admin-UIDs'; known keys: trustd-uids, trustd-gids, "
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
+                + "disk-allow-initialize, disk-profile, state-disk-device, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, "
+                + "tpm-pcrs, tpm-event-log"
         ),
         Refusal(
             text: "= 5",
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: "configuration line 1: unknown key ''; known keys: trustd-uids, trustd-gids, "
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
+                + "disk-allow-initialize, disk-profile, state-disk-device, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, "
+                + "tpm-pcrs, tpm-event-log"
         ),
         Refusal(
             text: "admin-uids = 0\nmax-connections = 5\nadmin-uids = 1",
@@ -280,7 +291,8 @@ import Testing
             error: .configurationUnknownKey(lineNumber: 0, key: "", known: []),
             message: #"configuration line 1: unknown key 'bad\u{1b}[2Jkey'; known keys: trustd-uids, trustd-gids, "#
                 + "admin-uids, admin-gids, max-connections, frame-timeout-ms, trustd-socket-mode, admin-socket-mode, "
-                + "disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, tpm-pcrs, tpm-event-log"
+                + "disk-allow-initialize, disk-profile, state-disk-device, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, "
+                + "tpm-pcrs, tpm-event-log"
         ),
         Refusal(
             text: "disk-allow-initialize = yes",
@@ -296,6 +308,11 @@ import Testing
             text: "disk-profile = luks1",
             error: .configurationBadNumber(lineNumber: 0, key: "", value: "", expected: ""),
             message: "configuration line 1: 'disk-profile' value 'luks1' is not asterism or constellation"
+        ),
+        Refusal(
+            text: "state-disk-device = dev/vdb",
+            error: .configurationBadNumber(lineNumber: 0, key: "", value: "", expected: ""),
+            message: "configuration line 1: 'state-disk-device' value 'dev/vdb' is not an absolute path"
         ),
     ]
 
