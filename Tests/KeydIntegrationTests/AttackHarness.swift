@@ -20,7 +20,12 @@ struct WatchedDirectory {
 
     /// Makes the directory beside `harness`'s state directory with the bait files.
     init(beside harness: KeydHarness) throws {
-        path = harness.directory + "/watched"
+        try self.init(in: harness.directory)
+    }
+
+    /// Makes `directory/watched` with the bait files (before keyd starts, for attacks on its start).
+    init(in directory: String) throws {
+        path = directory + "/watched"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
         // A file whose last line has no newline (what a torn-log repair would cut), a large one, a small one.
         try Data("first line\nlast line without newline".utf8).write(to: URL(fileURLWithPath: path + "/torn.txt"))
@@ -83,16 +88,25 @@ struct AttackChecks {
     /// Asserts what every row asserts: an audit record for which `audited` holds, the admin served
     /// within 1 s, the watched directory unchanged, memory flat.
     func verify(
-        audited: (String) -> Bool, _ comment: Comment, sourceLocation: SourceLocation = #_sourceLocation
+        audited: (String) -> Bool,
+        _ comment: Comment,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) throws {
-        #expect(keyd.auditLines.contains(where: audited), "\(comment): no audit record", sourceLocation: sourceLocation)
+        let found = keyd.auditLines.contains(where: audited)
+        #expect(found, "\(comment): no audit record", sourceLocation: sourceLocation)
         let seconds = try adminStatusSeconds()
         #expect(seconds < 1.0, "\(comment): admin status took \(seconds) s", sourceLocation: sourceLocation)
-        #expect(try watched.snapshot() == before, "\(comment): the watched directory changed", sourceLocation: sourceLocation)
+        #expect(
+            try watched.snapshot() == before,
+            "\(comment): the watched directory changed",
+            sourceLocation: sourceLocation
+        )
         if let after = residentKiB(pid: keyd.pid), memoryBefore > 0 {
             #expect(
                 after <= memoryBefore + Self.memorySlackKiB,
-                "\(comment): resident memory grew from \(memoryBefore) KiB to \(after) KiB", sourceLocation: sourceLocation)
+                "\(comment): resident memory grew from \(memoryBefore) KiB to \(after) KiB",
+                sourceLocation: sourceLocation
+            )
         }
     }
 }
