@@ -2,6 +2,7 @@
 #include "CKeydShims.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -87,6 +88,8 @@ int keyd_sock_cloexec(void) { return SOCK_CLOEXEC; }
 int keyd_sock_nonblock(void) { return SOCK_NONBLOCK; }
 
 int keyd_msg_nosignal(void) { return MSG_NOSIGNAL; }
+
+int keyd_o_path(void) { return O_PATH; }
 
 ssize_t keyd_getrandom(void *buffer, size_t length, unsigned int flags) { return getrandom(buffer, length, flags); }
 

@@ -31,8 +31,9 @@ public struct AuditNote: Sendable {
 
 /// Keeps the audit log about decisions, not traffic: trustd's routine requests granted (status,
 /// evidence, the state disk's header, boot key, challenges) are counted and written as one
-/// `audit.summary` per interval; a refusal that repeats (same event, status and peer) within the
-/// window is written once, and the repeats as one `audit.repeated` when the window ends.
+/// `audit.summary` per interval; a refusal of an untrusted peer (trustd, a stranger) that repeats
+/// (same event, status and peer) within the window is written once, and the repeats as one
+/// `audit.repeated` when the window ends. The admin's refusals are all written.
 ///
 /// Key decisions (KEK, disk re-key and open, key release) are never counted away. Pure: the caller
 /// passes monotonic nanoseconds and writes what ``due(now:)`` hands back.
@@ -90,6 +91,7 @@ public struct AuditCoalescer: Sendable {
             if countsSince == nil { countsSince = now }
             return .counted
         }
+        guard note.peer.peerClass == .trustd || note.peer.peerClass == .stranger else { return .write }
         let key = RefusalKey(event: note.event, status: note.status, peerClass: note.peer.peerClass, uid: note.peer.uid)
         if var seen = refusals[key], now < seen.firstSeen + window {
             seen.count += 1

@@ -1,11 +1,11 @@
-import FoundationEssentials
 import KeydProtocol
 
 /// A LUKS2 format profile of the state disk: cipher, volume key, sector size, keyslot KDF and the
 /// type of the token that records whether the disk is initialized.
 ///
 /// keyd formats with one profile and, before any use, refuses a header that fits none of them
-/// (``check(_:)``): an unexpected cipher, KDF, segment or digest is a hard error, never a reformat.
+/// (``check(_:)``): an unexpected cipher, KDF, KDF cost, flag, segment or digest is a hard error,
+/// never a reformat.
 public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
     /// The profile's name in configuration and reports (`asterism`, `constellation`).
     public let name: String
@@ -19,6 +19,9 @@ public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
     public let sectorSize: Int
     /// The keyslot KDF.
     public let kdf: LUKS2KDF
+    /// The digest PBKDF2 iterations a header may hold: libcryptsetup writes the minimum when the
+    /// keyslot KDF is not benchmarked and benchmarks 125 ms otherwise.
+    public let digestIterations: ClosedRange<UInt64>
     /// The `type` of the state-disk token.
     public let tokenType: String
 
@@ -31,6 +34,7 @@ public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
         volumeKeyBytes: 64,
         sectorSize: 4096,
         kdf: .pbkdf2(hash: "sha256", iterations: 1000),
+        digestIterations: 1000...1000,
         tokenType: StateDiskToken.Kind.asterism.type
     )
 
@@ -42,6 +46,7 @@ public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
         volumeKeyBytes: 64,
         sectorSize: 4096,
         kdf: .argon2id(timeMilliseconds: 2000, memoryKiB: 65536, threads: 4),
+        digestIterations: 1000...maximumBenchmarkedDigestIterations,
         tokenType: StateDiskToken.Kind.constellation.type
     )
 
@@ -55,8 +60,23 @@ public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
 
     /// The segment type every profile requires, exactly once.
     public static let segmentType = "crypt"
-    /// The digest type every profile requires.
+    /// The digest type every profile requires, exactly once.
     public static let digestType = "pbkdf2"
+    /// The hash of the digest, of PBKDF2 keyslots and of the anti-forensic splitter.
+    public static let hash = "sha256"
+    /// The anti-forensic splitter of every keyslot: LUKS2's `luks1` splitter with 4000 stripes.
+    public static let antiForensic = LUKS2KeyslotFacts.AntiForensic(type: "luks1", stripes: 4000, hash: hash)
+    /// At most this many keyslots: the first-boot one and the derived one during a re-key. Every
+    /// unlock may try each keyslot's KDF, so the count bounds the cost too.
+    public static let maximumKeyslots = 2
+    /// The highest argon2id time cost (passes) accepted. Constellation benchmarks 2 s, which gives
+    /// 4 to about 100 passes of 64 MiB on today's CPUs; the bound caps what a host can make keyd spend.
+    public static let maximumArgon2TimeCost: UInt64 = 128
+    /// The highest digest PBKDF2 iteration count of a benchmarked header: 125 ms of PBKDF2-SHA-256
+    /// on a CPU about ten times faster than today's.
+    public static let maximumBenchmarkedDigestIterations: UInt64 = 4_194_304
+    /// The longest label accepted, in bytes (the 48-byte header field holds a NUL terminator).
+    public static let maximumLabelBytes = 47
 
     public var description: String { name }
 
@@ -65,9 +85,38 @@ public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
         tokenType == StateDiskToken.Kind.constellation.type ? .constellation : .asterism
     }
 
-    /// The profile that `facts` fits, or the first field that fits none, naming the found and
-    /// expected values.
-    public static func check(_ facts: LUKS2HeaderFacts) -> Result<DiskProfile, HeaderRejection> {
+    /// The cipher of the data segment and of every keyslot area (`aes-xts-plain64`).
+    public var encryption: String { cipher + "-" + cipherMode }
+
+    /// The profile that `facts` fits with every value keyd uses from the header validated, or the
+    /// first field that fits none, naming the found and expected values.
+    ///
+    /// - Important: The host writes the header. Nothing from it names a file, derives a key or
+    ///   reaches a log line unless this check accepted it; its refusals quote the value found.
+    public static func check(_ facts: LUKS2HeaderFacts) -> Result<CheckedHeader, HeaderRejection> {
+        do {
+            return .success(try checked(facts))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private static func checked(_ facts: LUKS2HeaderFacts) throws(HeaderRejection) -> CheckedHeader {
+        // The UUID names files and derives the key: canonical or nothing.
+        let uuid: DiskUUID
+        do {
+            uuid = try DiskUUID(validating: facts.uuid)
+        } catch {
+            throw HeaderRejection(field: "UUID", found: facts.uuid, expected: "a lowercase RFC 4122 UUID (8-4-4-4-12)")
+        }
+        guard facts.label.utf8.count <= maximumLabelBytes, facts.label.utf8.allSatisfy({ (0x20...0x7E).contains($0) })
+        else {
+            throw HeaderRejection(
+                field: "label",
+                found: facts.label,
+                expected: "at most \(maximumLabelBytes) printable ASCII characters"
+            )
+        }
         // Fields that all profiles share are checked against the first; the KDF then picks one.
         let reference = all[0]
         precondition(
@@ -77,64 +126,141 @@ public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
             },
             "disk profiles disagree on shared fields"
         )
-        if facts.cipher != reference.cipher {
-            return .failure(HeaderRejection(field: "cipher", found: facts.cipher, expected: reference.cipher))
+        try require("cipher", facts.cipher, reference.cipher)
+        try require("cipher mode", facts.cipherMode, reference.cipherMode)
+        try require("volume key bytes", facts.volumeKeyBytes, reference.volumeKeyBytes)
+        try require("sector size", facts.sectorSize, reference.sectorSize)
+        guard facts.segmentTypes == [segmentType] else {
+            throw HeaderRejection(field: "segments", found: listed(facts.segmentTypes), expected: "exactly one crypt")
         }
-        if facts.cipherMode != reference.cipherMode {
-            return .failure(
-                HeaderRejection(field: "cipher mode", found: facts.cipherMode, expected: reference.cipherMode)
+        guard facts.persistentFlags.isEmpty else {
+            throw HeaderRejection(field: "persistent flags", found: listed(facts.persistentFlags), expected: "none")
+        }
+        guard facts.requirements.isEmpty else {
+            throw HeaderRejection(field: "requirements", found: listed(facts.requirements), expected: "none")
+        }
+        guard facts.digests.count == 1, let digest = facts.digests.first, digest.type == digestType else {
+            throw HeaderRejection(
+                field: "digests",
+                found: listed(facts.digests.map(\.type)),
+                expected: "exactly one \(digestType)"
             )
         }
-        if facts.volumeKeyBytes != reference.volumeKeyBytes {
-            return .failure(
-                HeaderRejection(
-                    field: "volume key bytes",
-                    found: String(facts.volumeKeyBytes),
-                    expected: String(reference.volumeKeyBytes)
-                )
+        try require("digest hash", digest.hash ?? "none", hash)
+        guard (1...maximumKeyslots).contains(facts.keyslots.count) else {
+            throw HeaderRejection(
+                field: "keyslots",
+                found: String(facts.keyslots.count),
+                expected: "1 to \(maximumKeyslots)"
             )
         }
-        if facts.sectorSize != reference.sectorSize {
-            return .failure(
-                HeaderRejection(
-                    field: "sector size",
-                    found: String(facts.sectorSize),
-                    expected: String(reference.sectorSize)
-                )
+        let kdfs = facts.keyslots.map(\.kdf.type)
+        guard Set(kdfs).count == 1, let profile = all.first(where: { $0.kdf.type == kdfs[0] }) else {
+            throw HeaderRejection(
+                field: "keyslot KDF",
+                found: listed(kdfs),
+                expected: "one of " + all.map(\.kdf.type).joined(separator: ", ") + " in every keyslot"
             )
         }
-        if facts.segmentTypes != [segmentType] {
-            return .failure(
-                HeaderRejection(
-                    field: "segments",
-                    found: listed(facts.segmentTypes),
-                    expected: "exactly one \(segmentType)"
-                )
+        for keyslot in facts.keyslots { try profile.checkCost(of: keyslot) }
+        guard let iterations = digest.iterations, profile.digestIterations.contains(iterations) else {
+            throw HeaderRejection(
+                field: "digest PBKDF2 iterations",
+                found: digest.iterations.map(String.init) ?? "none",
+                expected: spelled(profile.digestIterations)
             )
         }
-        if facts.digestTypes.isEmpty || facts.digestTypes.contains(where: { $0 != digestType }) {
-            return .failure(HeaderRejection(field: "digests", found: listed(facts.digestTypes), expected: digestType))
-        }
-        let kdfs = Set(facts.keyslotKDFs)
-        guard kdfs.count == 1, let kdf = kdfs.first, let profile = all.first(where: { $0.kdf.type == kdf }) else {
-            return .failure(
-                HeaderRejection(
-                    field: "keyslot KDF",
-                    found: listed(facts.keyslotKDFs),
-                    expected: "one of " + all.map(\.kdf.type).joined(separator: ", ") + " in every keyslot"
-                )
+        let token = try stateDiskToken(in: facts.tokenJSONs, profile: profile)
+        return CheckedHeader(profile: profile, uuid: uuid, label: facts.label, stateDiskToken: token)
+    }
+
+    /// Refuses a keyslot whose key, area cipher, splitter or KDF cost differs from this profile's.
+    private func checkCost(of keyslot: LUKS2KeyslotFacts) throws(HeaderRejection) {
+        let name = "keyslot \(keyslot.index)"
+        try Self.require(name + " type", keyslot.type, "luks2")
+        try Self.require(name + " key bytes", keyslot.keyBytes, volumeKeyBytes)
+        try Self.require(name + " encryption", keyslot.areaEncryption, encryption)
+        try Self.require(name + " encryption key bytes", keyslot.areaKeyBytes, volumeKeyBytes)
+        guard keyslot.antiForensic == Self.antiForensic else {
+            let found = keyslot.antiForensic.map { "\($0.type) \($0.stripes) stripes \($0.hash)" } ?? "none"
+            throw HeaderRejection(
+                field: name + " anti-forensic splitter",
+                found: found,
+                expected: "\(Self.antiForensic.type) \(Self.antiForensic.stripes) stripes \(Self.antiForensic.hash)"
             )
         }
-        // A state-disk token of the other profile means the header was made by something else.
-        for json in facts.tokenJSONs {
-            guard let token = try? StateDiskToken(parsing: json) else { continue }
-            if token.kind != profile.tokenKind {
-                return .failure(
-                    HeaderRejection(field: "token type", found: token.kind.type, expected: profile.tokenType)
+        let kdf = keyslot.kdf
+        switch self.kdf {
+        case .pbkdf2(let hash, let iterations):
+            // The keyslot holds a random key: the profile's exact cost, never more.
+            try Self.require(name + " PBKDF2 hash", kdf.hash ?? "none", hash)
+            try Self.require(name + " PBKDF2 iterations", kdf.iterations.map(String.init) ?? "none", String(iterations))
+        case .argon2id(_, let memoryKiB, let threads):
+            try Self.bound(name + " argon2id memory KiB", kdf.memoryKiB, 1...UInt64(memoryKiB))
+            try Self.bound(name + " argon2id threads", kdf.threads, 1...UInt64(threads))
+            try Self.bound(name + " argon2id time cost", kdf.time, 1...Self.maximumArgon2TimeCost)
+        }
+    }
+
+    /// The one state-disk token among `tokens`, or nil when there is none; refuses an oversized token,
+    /// a second state-disk token of either kind, one that does not parse, or one of another profile.
+    private static func stateDiskToken(
+        in tokens: [String],
+        profile: DiskProfile
+    ) throws(HeaderRejection)
+        -> StateDiskToken?
+    {
+        let stateTypes = [StateDiskToken.Kind.asterism.type, StateDiskToken.Kind.constellation.type]
+        var claimed: [String] = []
+        for json in tokens {
+            let size = json.utf8.count
+            guard size <= StateDiskToken.maximumLength else {
+                throw HeaderRejection(
+                    field: "token JSON size",
+                    found: "\(size) bytes",
+                    expected: "at most \(StateDiskToken.maximumLength) bytes"
                 )
             }
+            guard let type = StateDiskToken.declaredType(of: json) else {
+                throw HeaderRejection(field: "token", found: json, expected: "a JSON object with a string type")
+            }
+            if stateTypes.contains(type) { claimed.append(json) }
         }
-        return .success(profile)
+        guard claimed.count <= 1 else {
+            throw HeaderRejection(field: "state-disk tokens", found: String(claimed.count), expected: "at most one")
+        }
+        guard let json = claimed.first else { return nil }
+        let token: StateDiskToken
+        do {
+            token = try StateDiskToken(parsing: json)
+        } catch {
+            throw HeaderRejection(field: "state-disk token", found: json, expected: "a well-formed state-disk token")
+        }
+        // A state-disk token of the other profile means the header was made by something else.
+        guard token.kind == profile.tokenKind else {
+            throw HeaderRejection(field: "token type", found: token.kind.type, expected: profile.tokenType)
+        }
+        return token
+    }
+
+    private static func require<Value: Equatable & CustomStringConvertible>(
+        _ field: String,
+        _ found: Value,
+        _ expected: Value
+    ) throws(HeaderRejection) {
+        guard found == expected else {
+            throw HeaderRejection(field: field, found: found.description, expected: expected.description)
+        }
+    }
+
+    private static func bound(_ field: String, _ found: UInt64?, _ range: ClosedRange<UInt64>) throws(HeaderRejection) {
+        guard let found, range.contains(found) else {
+            throw HeaderRejection(field: field, found: found.map(String.init) ?? "none", expected: spelled(range))
+        }
+    }
+
+    private static func spelled(_ range: ClosedRange<UInt64>) -> String {
+        range.lowerBound == range.upperBound ? String(range.lowerBound) : "\(range.lowerBound)…\(range.upperBound)"
     }
 
     private static func listed(_ values: [String]) -> String {
@@ -142,334 +268,30 @@ public struct DiskProfile: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Why a LUKS2 header fits no known profile: the field, the value found and what was expected.
+/// A LUKS2 header that passed ``DiskProfile/check(_:)``: its profile and the values keyd uses from
+/// it, validated.
+public struct CheckedHeader: Hashable, Sendable {
+    /// The profile the header fits.
+    public let profile: DiskProfile
+    /// The disk's UUID.
+    public let uuid: DiskUUID
+    /// The label: printable ASCII, at most ``DiskProfile/maximumLabelBytes`` bytes; empty when none.
+    public let label: String
+    /// The header's one state-disk token, or nil when it has none.
+    public let stateDiskToken: StateDiskToken?
+}
+
+/// Why a LUKS2 header is refused: the field, the value found and what was expected.
 /// Header values are not secret, so they appear in the message (quoted and shortened).
 public struct HeaderRejection: Error, Hashable, Sendable, CustomStringConvertible {
-    /// The header field, such as `cipher` or `keyslot KDF`.
+    /// The header field, such as `cipher` or `keyslot 0 PBKDF2 iterations`.
     public let field: String
-    /// The value the header holds.
+    /// The value the header holds, as the host wrote it.
     public let found: String
     /// What a known profile requires.
     public let expected: String
 
     public var description: String {
-        "LUKS2 header \(field) \(quotedForMessage(found)) fits no known profile (expected \(expected))"
-    }
-}
-
-/// What the platform layer reads from a LUKS2 header; pure data, no secret.
-public struct LUKS2HeaderFacts: Hashable, Sendable {
-    /// The block cipher (`aes`).
-    public var cipher: String
-    /// The cipher mode (`xts-plain64`).
-    public var cipherMode: String
-    /// The volume key length in bytes.
-    public var volumeKeyBytes: Int
-    /// The encryption sector size in bytes.
-    public var sectorSize: Int
-    /// The KDF type of each active keyslot, in keyslot order.
-    public var keyslotKDFs: [String]
-    /// The type of each digest, in digest order.
-    public var digestTypes: [String]
-    /// The type of each segment, in segment order.
-    public var segmentTypes: [String]
-    /// The JSON text of each token, in token order.
-    public var tokenJSONs: [String]
-    /// The header UUID, lowercase.
-    public var uuid: String
-    /// The header label; empty when none.
-    public var label: String
-    /// The KDF salt (base64, as in the metadata) of each active keyslot by index: it names a keyslot
-    /// for as long as the keyslot exists, since a new keyslot gets a new random salt.
-    public var keyslotSalts: [Int: String] = [:]
-
-    /// Makes facts from values already read.
-    public init(
-        cipher: String,
-        cipherMode: String,
-        volumeKeyBytes: Int,
-        sectorSize: Int,
-        keyslotKDFs: [String],
-        digestTypes: [String],
-        segmentTypes: [String],
-        tokenJSONs: [String],
-        uuid: String,
-        label: String
-    ) {
-        self.cipher = cipher
-        self.cipherMode = cipherMode
-        self.volumeKeyBytes = volumeKeyBytes
-        self.sectorSize = sectorSize
-        self.keyslotKDFs = keyslotKDFs
-        self.digestTypes = digestTypes
-        self.segmentTypes = segmentTypes
-        self.tokenJSONs = tokenJSONs
-        self.uuid = uuid.lowercased()
-        self.label = label
-    }
-
-    /// Makes facts from the header getters plus the LUKS2 metadata JSON (`crypt_dump_json`), from
-    /// which the keyslot KDFs, digest types and segment types are read.
-    public init(
-        cipher: String,
-        cipherMode: String,
-        volumeKeyBytes: Int,
-        sectorSize: Int,
-        tokenJSONs: [String],
-        uuid: String,
-        label: String,
-        metadataJSON: String
-    ) throws(CoreError) {
-        let metadata = try LUKS2Metadata.decode(metadataJSON)
-        self.init(
-            cipher: cipher,
-            cipherMode: cipherMode,
-            volumeKeyBytes: volumeKeyBytes,
-            sectorSize: sectorSize,
-            keyslotKDFs: try metadata.inIndexOrder(metadata.keyslots, "keyslots").map(\.kdf.type),
-            digestTypes: try metadata.inIndexOrder(metadata.digests, "digests").map(\.type),
-            segmentTypes: try metadata.inIndexOrder(metadata.segments, "segments").map(\.type),
-            tokenJSONs: tokenJSONs,
-            uuid: uuid,
-            label: label
-        )
-        for (key, keyslot) in metadata.keyslots {
-            if let index = Int(key), let salt = keyslot.kdf.salt { keyslotSalts[index] = salt }
-        }
-    }
-
-    /// The first token that parses as a state-disk token, or nil.
-    public var stateDiskToken: StateDiskToken? {
-        tokenJSONs.lazy.compactMap { try? StateDiskToken(parsing: $0) }.first
-    }
-}
-
-/// The LUKS2 token that records whether the state disk is initialized.
-///
-/// Asterism writes `{"type":"asterism-state-disk","keyslots":[],"initialized":<bool>,"formatVersion":1}`;
-/// Constellation's `{"type":"constellation-state-disk","keyslots":[],"diskIsInitialized":<bool>}`
-/// parses too. The parser is strict: exactly these members, each once, `keyslots` empty.
-public struct StateDiskToken: Hashable, Sendable {
-    /// Whose token format this is.
-    public enum Kind: Hashable, Sendable {
-        /// `asterism-state-disk`, with `initialized` and `formatVersion`.
-        case asterism
-        /// `constellation-state-disk`, with `diskIsInitialized`.
-        case constellation
-
-        /// The token's `type` member.
-        public var type: String {
-            switch self {
-            case .asterism: "asterism-state-disk"
-            case .constellation: "constellation-state-disk"
-            }
-        }
-    }
-
-    /// The only `formatVersion` Asterism writes and accepts.
-    public static let formatVersion = 1
-    /// The longest token JSON accepted.
-    public static let maximumLength = 4096
-
-    /// The token format.
-    public var kind: Kind
-    /// True once the disk has been re-keyed away from its first-boot passphrase.
-    public var initialized: Bool
-
-    /// Makes a token.
-    public init(kind: Kind, initialized: Bool) {
-        self.kind = kind
-        self.initialized = initialized
-    }
-
-    /// The token as LUKS2 token JSON.
-    public var json: String {
-        switch kind {
-        case .asterism:
-            #"{"type":"asterism-state-disk","keyslots":[],"initialized":\#(initialized),"formatVersion":\#(Self.formatVersion)}"#
-        case .constellation:
-            #"{"type":"constellation-state-disk","keyslots":[],"diskIsInitialized":\#(initialized)}"#
-        }
-    }
-
-    /// Parses token JSON (as libcryptsetup returns it, whitespace allowed), strictly: exactly the
-    /// members of one of the two formats, `keyslots` empty.
-    public init(parsing text: String) throws(CoreError) {
-        let members = try LUKS2JSON.decode(
-            TokenMembers.self,
-            from: text,
-            limit: Self.maximumLength,
-            what: "state-disk token"
-        )
-        guard let type = members.type else { throw CoreError.invalidStateDiskToken("no string member 'type'") }
-        let expected: Set<String>
-        switch type {
-        case Kind.asterism.type:
-            kind = .asterism
-            expected = ["type", "keyslots", "initialized", "formatVersion"]
-        case Kind.constellation.type:
-            kind = .constellation
-            expected = ["type", "keyslots", "diskIsInitialized"]
-        default:
-            throw CoreError.invalidStateDiskToken("type \(quotedForMessage(type)) is not a state-disk token")
-        }
-        guard members.names == expected else {
-            throw CoreError.invalidStateDiskToken(
-                "members \(members.names.sorted().map { quotedForMessage($0) }.joined(separator: ", ")) differ from "
-                    + expected.sorted().joined(separator: ", ")
-            )
-        }
-        guard members.keyslots?.isEmpty == true else {
-            throw CoreError.invalidStateDiskToken("'keyslots' is not an empty array")
-        }
-        let flagName = kind == .asterism ? "initialized" : "diskIsInitialized"
-        guard let flag = kind == .asterism ? members.initialized : members.diskIsInitialized else {
-            throw CoreError.invalidStateDiskToken("'\(flagName)' is not a boolean")
-        }
-        initialized = flag
-        if kind == .asterism, members.formatVersion != Self.formatVersion {
-            throw CoreError.invalidStateDiskToken("'formatVersion' is not \(Self.formatVersion)")
-        }
-    }
-
-    /// A token's members as JSON gives them: every name, and the values of the known ones when they
-    /// have the right type (nil otherwise, so the refusal names the member).
-    private struct TokenMembers: Decodable {
-        var names: Set<String> = []
-        var type: String?
-        var keyslots: [String]?
-        var initialized: Bool?
-        var diskIsInitialized: Bool?
-        var formatVersion: Int?
-
-        init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: LUKS2JSON.Name.self)
-            names = Set(container.allKeys.map(\.stringValue))
-            type = try? container.decode(String.self, forKey: LUKS2JSON.Name("type"))
-            keyslots = try? container.decode([String].self, forKey: LUKS2JSON.Name("keyslots"))
-            initialized = try? container.decode(Bool.self, forKey: LUKS2JSON.Name("initialized"))
-            diskIsInitialized = try? container.decode(Bool.self, forKey: LUKS2JSON.Name("diskIsInitialized"))
-            formatVersion = try? container.decode(Int.self, forKey: LUKS2JSON.Name("formatVersion"))
-        }
-    }
-}
-
-/// The parts of the LUKS2 metadata (`crypt_dump_json`) the header check reads.
-struct LUKS2Metadata: Decodable {
-    /// A keyslot: its KDF.
-    struct Keyslot: Decodable {
-        /// A keyslot KDF: its type and salt.
-        struct KDF: Decodable {
-            let type: String
-            let salt: String?
-        }
-        let kdf: KDF
-    }
-
-    /// Anything with a `type`: a digest or a segment.
-    struct Typed: Decodable {
-        let type: String
-    }
-
-    let keyslots: [String: Keyslot]
-    let digests: [String: Typed]
-    let segments: [String: Typed]
-
-    /// LUKS2 allows metadata up to 4 MiB of JSON.
-    static let limit = 4 * 1024 * 1024
-
-    /// Decodes `text`; names the section that is missing or malformed.
-    static func decode(_ text: String) throws(CoreError) -> LUKS2Metadata {
-        try LUKS2JSON.decode(LUKS2Metadata.self, from: text, limit: limit, what: "LUKS2 metadata")
-    }
-
-    /// The values of a section whose keys are decimal indices, in index order.
-    func inIndexOrder<Value>(_ section: [String: Value], _ name: String) throws(CoreError) -> [Value] {
-        var indexed: [(Int, Value)] = []
-        for (key, value) in section {
-            guard let index = Int(key), index >= 0, String(index) == key else {
-                throw CoreError.invalidLUKS2Metadata("'\(name)' entry \(quotedForMessage(key)) is not an index")
-            }
-            indexed.append((index, value))
-        }
-        return indexed.sorted { $0.0 < $1.0 }.map(\.1)
-    }
-}
-
-/// JSON from libcryptsetup, decoded by FoundationEssentials' `JSONDecoder`.
-///
-/// libcryptsetup hands out its metadata and tokens as json-c re-serializes its own parse, so a name
-/// appears at most once in an object whatever the host wrote on disk: json-c keeps the last of
-/// duplicate names, and keyd therefore never reads a value libcryptsetup does not use.
-enum LUKS2JSON {
-    /// A member name, for reading every name of an object.
-    struct Name: CodingKey {
-        let stringValue: String
-        var intValue: Int? { nil }
-        init(_ name: String) { stringValue = name }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
-    /// Decodes `text` (at most `limit` bytes) as `type`; `what` names the document in the error.
-    static func decode<T: Decodable>(_ type: T.Type, from text: String, limit: Int, what: String) throws(CoreError) -> T
-    {
-        let bytes = Array(text.utf8)
-        guard bytes.count <= limit else {
-            throw CoreError.invalidJSON("\(what) of \(bytes.count) bytes exceeds limit \(limit)")
-        }
-        do {
-            return try JSONDecoder().decode(type, from: Data(bytes))
-        } catch {
-            throw CoreError.invalidJSON("\(what) does not decode: \(Self.describe(error))")
-        }
-    }
-
-    /// A decoding error in one line: the coding path and what was wrong, never the document.
-    private static func describe(_ error: any Error) -> String {
-        guard let error = error as? DecodingError else { return "not JSON" }
-        switch error {
-        case .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context),
-            .dataCorrupted(let context):
-            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            let detail: String
-            switch error {
-            case .keyNotFound(let key, _): detail = "member \(quotedForMessage(key.stringValue)) missing"
-            case .typeMismatch: detail = "wrong type"
-            case .valueNotFound: detail = "null value"
-            default: detail = "not valid JSON"
-            }
-            return path.isEmpty ? detail : "\(detail) at \(quotedForMessage(path))"
-        @unknown default:
-            return "not JSON"
-        }
-    }
-}
-
-// MARK: - Errors
-
-extension CoreError.Code {
-    /// Token JSON is not a well-formed state-disk token.
-    public static let invalidStateDiskToken = CoreError.Code("invalidStateDiskToken")
-    /// The LUKS2 metadata JSON is malformed or lacks a section.
-    public static let invalidLUKS2Metadata = CoreError.Code("invalidLUKS2Metadata")
-    /// Text is not JSON of the expected shape (or is longer than the limit).
-    public static let invalidJSON = CoreError.Code("invalidJSON")
-}
-
-extension CoreError {
-    /// A state-disk token is malformed; `reason` names the member.
-    static func invalidStateDiskToken(_ reason: String, file: String = #fileID, line: UInt = #line) -> CoreError {
-        CoreError(code: .invalidStateDiskToken, reason: "state-disk token: \(reason)", file: file, line: line)
-    }
-
-    /// The LUKS2 metadata JSON lacks what the header check needs.
-    static func invalidLUKS2Metadata(_ reason: String, file: String = #fileID, line: UInt = #line) -> CoreError {
-        CoreError(code: .invalidLUKS2Metadata, reason: "LUKS2 metadata: \(reason)", file: file, line: line)
-    }
-
-    /// JSON text did not decode; `reason` names the document and the member.
-    static func invalidJSON(_ reason: String, file: String = #fileID, line: UInt = #line) -> CoreError {
-        CoreError(code: .invalidJSON, reason: reason, file: file, line: line)
+        "LUKS2 header \(field) \(quotedForMessage(found)) refused (expected \(expected))"
     }
 }

@@ -11,14 +11,9 @@ public enum KeyDerivation {
     /// `info` for the cluster ID (derived from the measurement secret and salt).
     public static let clusterIDInfo = "key-clusterID"
 
-    /// `info` for a state disk's key: "key-" + its lowercase UUID.
-    /// - Throws: ``CoreError/Code/invalidDiskUUID`` unless `uuid` is lowercase 8-4-4-4-12 hex;
-    ///   uppercase is refused rather than folded, so two spellings never name one disk's key.
-    public static func diskKeyInfo(uuid: String) throws(CoreError) -> String {
-        guard isLowercaseUUID(uuid) else {
-            throw .invalidDiskUUID(uuid)
-        }
-        return "key-" + uuid
+    /// `info` for a state disk's key: "key-" + its validated UUID.
+    public static func diskKeyInfo(uuid: DiskUUID) -> String {
+        "key-" + uuid.text
     }
 
     /// HKDF-SHA-256 of `secret` with `salt` and `info`, `byteCount` (1…8160) bytes long.
@@ -56,24 +51,6 @@ public enum KeyDerivation {
             info: Array(info),
             outputByteCount: byteCount
         )
-    }
-
-    /// True for exactly 36 characters: 8-4-4-4-12 groups of `0-9a-f` joined by `-`.
-    static func isLowercaseUUID(_ uuid: String) -> Bool {
-        let bytes = Array(uuid.utf8)
-        guard bytes.count == 36 else { return false }
-        for (index, byte) in bytes.enumerated() {
-            switch index {
-            case 8, 13, 18, 23:
-                guard byte == UInt8(ascii: "-") else { return false }
-            default:
-                guard
-                    (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
-                        || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
-                else { return false }
-            }
-        }
-        return true
     }
 }
 

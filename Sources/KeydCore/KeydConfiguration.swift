@@ -13,6 +13,7 @@
 /// trustd-socket-mode = 0660
 /// disk-allow-initialize = false
 /// disk-profile = asterism
+/// state-disk-device = /dev/disk/by-id/virtio-state
 /// tpm-tcti = device:/dev/tpmrm0
 /// tpm-ak-algorithm = ecc-p256
 /// tpm-ak-handle = 0x81010a57
@@ -43,6 +44,9 @@ public struct KeydConfiguration: Equatable, Sendable {
     public var diskAllowInitialize: Bool = false
     /// The profile `disk.format` writes: `asterism` (PBKDF2, fast unlock) or `constellation` (argon2id).
     public var diskProfile: DiskProfile = .asterism
+    /// The state disk (an absolute path): the device a disk request with an empty device field acts
+    /// on, and the only one trustd's requests reach; nil when none is configured.
+    public var stateDiskDevice: String?
     /// The TCTI that reaches the TPM, always named (`device:…`, `swtpm:…`): never the loader's auto-probe.
     public var tpmTCTI: String = "device:/dev/tpmrm0"
     /// The attestation key's algorithm: `ecc-p256` or `rsa-2048`.
@@ -87,6 +91,7 @@ public struct KeydConfiguration: Equatable, Sendable {
         case adminSocketMode = "admin-socket-mode"
         case diskAllowInitialize = "disk-allow-initialize"
         case diskProfile = "disk-profile"
+        case stateDiskDevice = "state-disk-device"
         case tpmTCTI = "tpm-tcti"
         case tpmAKAlgorithm = "tpm-ak-algorithm"
         case tpmAKHandle = "tpm-ak-handle"
@@ -109,6 +114,7 @@ public struct KeydConfiguration: Equatable, Sendable {
             case .adminSocketMode: configuration.adminSocketMode = try field.mode()
             case .diskAllowInitialize: configuration.diskAllowInitialize = try field.boolean()
             case .diskProfile: configuration.diskProfile = try field.profile()
+            case .stateDiskDevice: configuration.stateDiskDevice = try field.absolutePath()
             case .tpmTCTI: configuration.tpmTCTI = try field.tcti()
             case .tpmAKAlgorithm: configuration.tpmAKAlgorithm = try field.oneOf(["ecc-p256", "rsa-2048"])
             case .tpmAKHandle: configuration.tpmAKHandle = try field.persistentHandle()
@@ -332,7 +338,7 @@ public struct KeydConfiguration: Equatable, Sendable {
 
         /// An absolute path without NUL, at most 4096 bytes.
         func absolutePath() throws(CoreError) -> String {
-            guard value.hasPrefix("/"), value.utf8.count <= 4096 else {
+            guard value.hasPrefix("/"), value.utf8.count <= 4096, !value.utf8.contains(0) else {
                 throw .configurationBadNumber(
                     lineNumber: lineNumber,
                     key: key,

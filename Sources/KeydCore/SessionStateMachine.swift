@@ -143,6 +143,18 @@ public struct SessionStateMachine: Sendable {
                 audit: audit
             )
         }
+        // trustd never names a path: its disk requests act on the configured state disk (DiskTarget).
+        if let device = DiskTarget.namedDevice(in: frame.request), !DiskTarget.mayName(device, peer: peer) {
+            return close(
+                kind,
+                frame.sequence,
+                .denied,
+                detail: [
+                    .init("request", kind.description), .init("device", device),
+                    .init("reason", "trustd may not name a device path"),
+                ]
+            )
+        }
         usedThisConnection.insert(kind)
 
         if case .hello(let minVersion, let maxVersion) = frame.request {

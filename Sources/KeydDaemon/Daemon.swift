@@ -130,7 +130,8 @@ public enum Daemon {
             state: state,
             tpm: tpm,
             diskAllowInitialize: configuration.diskAllowInitialize,
-            diskProfile: configuration.diskProfile
+            diskProfile: configuration.diskProfile,
+            stateDiskDevice: configuration.stateDiskDevice
         )
         let hardening = try harden()
 

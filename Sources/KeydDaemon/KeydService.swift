@@ -58,12 +58,14 @@ public final class KeydService {
     var connectionCount = 0
 
     /// Opens the audit log in `state` (checking it against the TPM's audit key and counter) and makes
-    /// the service; `diskAllowInitialize` lets `disk.format` initialize a device without a LUKS2 header.
+    /// the service; `diskAllowInitialize` lets `disk.format` initialize a device without a LUKS2 header, and
+    /// `stateDiskDevice` is the device an empty device field names (trustd's only one).
     init(
         state: StateDirectory,
         tpm: TPMService?,
         diskAllowInitialize: Bool = false,
-        diskProfile: DiskProfile = .asterism
+        diskProfile: DiskProfile = .asterism,
+        stateDiskDevice: String? = nil
     ) throws(KeydError) {
         self.state = state
         self.tpm = tpm
@@ -73,18 +75,32 @@ public final class KeydService {
         } catch {
             throw .startup("audit log in \(state.path): \(error)")
         }
-        stateDisk = StateDisk(state: state, allowInitialize: diskAllowInitialize, formatProfile: diskProfile)
+        stateDisk = StateDisk(
+            state: state,
+            allowInitialize: diskAllowInitialize,
+            formatProfile: diskProfile,
+            configuredDevice: stateDiskDevice
+        )
     }
 
     /// Makes a service over a fresh state directory at `path` without a TPM (tests and tools).
-    convenience init(stateDirectory path: String, diskAllowInitialize: Bool = false) throws(KeydError) {
+    convenience init(
+        stateDirectory path: String,
+        diskAllowInitialize: Bool = false,
+        stateDiskDevice: String? = nil
+    ) throws(KeydError) {
         let state: StateDirectory
         do {
             state = try StateDirectory(path: path, creatingWith: 0o700)
         } catch {
             throw .startup("state directory \(path): \(error)")
         }
-        try self.init(state: state, tpm: nil, diskAllowInitialize: diskAllowInitialize)
+        try self.init(
+            state: state,
+            tpm: nil,
+            diskAllowInitialize: diskAllowInitialize,
+            stateDiskDevice: stateDiskDevice
+        )
     }
 
     /// Whether the audit log passed its check at start.
@@ -125,6 +141,9 @@ public final class KeydService {
             return false
         }
     }
+
+    /// trustd's routine requests counted since the last `audit.summary`, by kind.
+    var routineCounts: [RequestKind: UInt64] { coalescer.pendingCounts }
 
     /// When the coalescer next has a record due (monotonic ns), for the event loop's poll timeout.
     var auditDeadline: UInt64? { coalescer.nextDeadline }
@@ -207,17 +226,17 @@ public final class KeydService {
             return serving(kind) { inspectDisk(device, identity: identity, sequence: sequence) }
         case .diskFormat(let device):
             return serving(kind) {
-                let outcome = stateDisk.whileLocked(device: device) { stateDisk.format(device: device) }
-                return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
+                let (path, outcome) = onDevice(device) { stateDisk.format(device: $0) }
+                return answerDisk(kind, device: path, outcome, identity: identity, sequence: sequence)
             }
         case .diskBind(let device):
             return serving(kind) {
-                let outcome = stateDisk.whileLocked(device: device) {
-                    withDiskKey(device: device) { header, profile, key in
-                        stateDisk.bind(device: device, header: header, profile: profile, newKey: key)
+                let (path, outcome) = onDevice(device) { opened in
+                    withDiskKey(device: opened) { checked, key in
+                        stateDisk.bind(device: opened, checked: checked, newKey: key)
                     }
                 }
-                return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
+                return answerDisk(kind, device: path, outcome, identity: identity, sequence: sequence)
             }
         case .diskOpen(let device, let mappingName):
             return serving(kind) { openDisk(device, mappingName: mappingName, identity: identity, sequence: sequence) }
@@ -234,8 +253,8 @@ public final class KeydService {
             }
         case .diskReset(let device):
             return serving(kind) {
-                let outcome = stateDisk.whileLocked(device: device) { stateDisk.markForReset(device: device) }
-                return answerDisk(kind, device: device, outcome, identity: identity, sequence: sequence)
+                let (path, outcome) = onDevice(device) { stateDisk.markForReset(device: $0) }
+                return answerDisk(kind, device: path, outcome, identity: identity, sequence: sequence)
             }
         }
     }
@@ -247,10 +266,24 @@ public final class KeydService {
         return answer()
     }
 
+    /// Runs `body` on the device a disk request names, opened and locked (``StateDisk/withDevice``):
+    /// the configured state disk when `named` is empty (`diskMissing` when none is configured).
+    /// Returns the path acted on, for the audit record, and the outcome.
+    private func onDevice(
+        _ named: String,
+        exclusive: Bool = true,
+        _ body: (DiskDevice) -> DiskOutcome
+    ) -> (path: String, outcome: DiskOutcome) {
+        guard let path = DiskTarget.resolve(named, configured: stateDisk.configuredDevice) else {
+            return ("", .refused(.diskMissing, "no state disk configured (state-disk-device)"))
+        }
+        return (path, stateDisk.withDevice(path, exclusive: exclusive, body))
+    }
+
     /// `disk.inspect`: the header report under a shared device lock.
     private func inspectDisk(_ device: String, identity: ConnectionIdentity, sequence: UInt32) -> [UInt8] {
-        let outcome = stateDisk.whileLocked(device: device, exclusive: false) { stateDisk.inspect(device: device) }
-        return answerDisk(.diskInspect, device: device, outcome, identity: identity, sequence: sequence) { w in
+        let (path, outcome) = onDevice(device, exclusive: false) { stateDisk.inspect(device: $0) }
+        return answerDisk(.diskInspect, device: path, outcome, identity: identity, sequence: sequence) { w in
             DiskInspectAnswer(report: Array((outcome.report ?? "").utf8)).write(&w)
         }
     }
@@ -262,14 +295,14 @@ public final class KeydService {
         identity: ConnectionIdentity,
         sequence: UInt32
     ) -> [UInt8] {
-        let outcome = stateDisk.whileLocked(device: device) {
-            withDiskKey(device: device) { header, profile, key in
-                stateDisk.open(device: device, mappingName: mappingName, header: header, profile: profile, key: key)
+        let (path, outcome) = onDevice(device) { opened in
+            withDiskKey(device: opened) { checked, key in
+                stateDisk.open(device: opened, mappingName: mappingName, checked: checked, key: key)
             }
         }
         var detail: [(key: String, value: String)] = [("mappingName", mappingName)]
         if outcome.status == .ok { detail.append(("activated", "\(outcome.activated)")) }
-        return answerDisk(.diskOpen, device: device, outcome, detail: detail, identity: identity, sequence: sequence) {
+        return answerDisk(.diskOpen, device: path, outcome, detail: detail, identity: identity, sequence: sequence) {
             w in
             DiskOpenAnswer(activated: outcome.activated).write(&w)
         }
@@ -370,25 +403,20 @@ public final class KeydService {
 
     /// Checks the header of `device`, derives its key from the KEK and lends both to `body`.
     private func withDiskKey(
-        device: String,
-        _ body: (LUKS2Header, DiskProfile, borrowing SecretBytes) -> DiskOutcome
+        device: DiskDevice,
+        _ body: (CheckedHeader, borrowing SecretBytes) -> DiskOutcome
     ) -> DiskOutcome {
-        let checked: (header: LUKS2Header, profile: DiskProfile)
+        let checked: CheckedHeader
         switch stateDisk.checkedHeader(device: device) {
         case .success(let value): checked = value
         case .failure(let error): return error.outcome
         }
-        let info: String
-        do {
-            info = try KeyDerivation.diskKeyInfo(uuid: checked.header.uuid)
-        } catch {
-            return .refused(.diskHeaderRejected, error.description, uuid: checked.header.uuid)
-        }
         // The session machine dispatches bind and open in holdingKEK only; this guards the invariant.
+        let info = KeyDerivation.diskKeyInfo(uuid: checked.uuid)
         guard let key = kek?.deriveKey(info: info, byteCount: StateDisk.keyByteCount) else {
-            return .refused(.kekAbsent, "keyd holds no KEK", uuid: checked.header.uuid)
+            return .refused(.kekAbsent, "keyd holds no KEK", uuid: checked.uuid)
         }
-        return body(checked.header, checked.profile, key)
+        return body(checked, key)
     }
 
     /// Audits a disk outcome (device, uuid, status, reason; never a key) and encodes the answer;
@@ -403,7 +431,7 @@ public final class KeydService {
         payload: ((inout WireWriter) -> Void)? = nil
     ) -> [UInt8] {
         var detail: [(key: String, value: String)] = [("device", device)]
-        if let uuid = outcome.uuid { detail.append(("uuid", uuid)) }
+        if let uuid = outcome.uuid { detail.append(("uuid", uuid.text)) }
         detail += extra
         if let reason = outcome.reason { detail.append(("reason", reason)) }
         let recorded = audit(

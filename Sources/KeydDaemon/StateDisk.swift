@@ -10,8 +10,8 @@ import Glibc
 struct DiskOutcome: Sendable {
     /// The answer status.
     var status: StatusCode
-    /// The disk's lowercase UUID, when known.
-    var uuid: String?
+    /// The disk's UUID, once the header check accepted it.
+    var uuid: DiskUUID?
     /// Why the operation was refused or failed (no key material); nil on success.
     var reason: String?
     /// The inspect report (JSON), for `disk.inspect`.
@@ -20,7 +20,7 @@ struct DiskOutcome: Sendable {
     var activated = false
 
     /// A refusal or failure with `status` and `reason`.
-    static func refused(_ status: StatusCode, _ reason: String, uuid: String? = nil) -> DiskOutcome {
+    static func refused(_ status: StatusCode, _ reason: String, uuid: DiskUUID? = nil) -> DiskOutcome {
         DiskOutcome(status: status, uuid: uuid, reason: reason)
     }
 }
@@ -52,8 +52,10 @@ public final class StateDisk {
     let formatProfile: DiskProfile
     /// keyd's state directory; header backups and disk records go to its `headers` subdirectory.
     let state: StateDirectory
+    /// The state-disk device the configuration names (`state-disk-device`): an empty device field means it.
+    let configuredDevice: String?
     /// First-boot passphrases by disk UUID; memory only.
-    private var firstBootKeys: [String: FirstBootKey] = [:]
+    private var firstBootKeys: [DiskUUID: FirstBootKey] = [:]
     #if DEBUG
     /// The test-only fault armed from the environment at start (debug builds only; `fail` fires once).
     var fault = FaultInjection.fromEnvironment()
@@ -63,9 +65,15 @@ public final class StateDisk {
     static let headersName = "headers"
 
     /// Makes the service over the open state directory.
-    init(state: StateDirectory, allowInitialize: Bool, formatProfile: DiskProfile = .asterism) {
+    init(
+        state: StateDirectory,
+        allowInitialize: Bool,
+        formatProfile: DiskProfile = .asterism,
+        configuredDevice: String? = nil
+    ) {
         self.allowInitialize = allowInitialize
         self.formatProfile = formatProfile
+        self.configuredDevice = configuredDevice
         self.state = state
         // libcryptsetup's messages carry no key material; route them to keyd's log, never stderr directly.
         LUKS2Log.setSink { level, message in
@@ -83,54 +91,57 @@ public final class StateDisk {
     // MARK: Operations
 
     /// `disk.inspect`: the header's facts and profile check, as a JSON report.
-    func inspect(device: String) -> DiskOutcome {
+    func inspect(device: DiskDevice) -> DiskOutcome {
         let header: LUKS2Header?
         do {
-            header = try LUKS2Volume.inspect(path: device)
+            header = try LUKS2Volume.inspect(path: device.pinnedPath)
         } catch {
             return Self.outcome(of: error)
         }
         guard let header else {
-            if let destroyed = headersDestroyed(device: device) { return destroyed }
+            if let destroyed = headersDestroyed(device: device.path) { return destroyed }
             return DiskOutcome(status: .ok, report: #"{"luks2":false}"#)
         }
-        let (facts, profile) = Self.check(header)
-        guard let facts, case .success(let checked) = profile else {
-            let reason = Self.rejection(profile)
-            return .refused(.diskHeaderRejected, "header rejected: \(reason)", uuid: header.uuid)
+        let checked: CheckedHeader
+        switch Self.check(header) {
+        case .failure(let refusal): return refusal.outcome
+        case .success(let value): checked = value
         }
-        let initialized = facts.stateDiskToken?.initialized ?? false
+        let initialized = checked.stateDiskToken?.initialized ?? false
         let slots = header.keyslots.map { String($0.index) }.joined(separator: ",")
         let report =
-            "{\"luks2\":true,\"uuid\":\(AuditJSON.quoted(header.uuid)),\"label\":\(AuditJSON.quoted(header.label)),"
-            + "\"profile\":\(AuditJSON.quoted(checked.name)),\"initialized\":\(initialized),\"keyslots\":[\(slots)],"
-            + "\"firstBootKeyHeld\":\(firstBootKeys[header.uuid] != nil),\"headerCheck\":\"ok\"}"
-        return DiskOutcome(status: .ok, uuid: header.uuid, report: report)
+            "{\"luks2\":true,\"uuid\":\"\(checked.uuid)\",\"label\":\(AuditJSON.quoted(checked.label)),"
+            + "\"profile\":\(AuditJSON.quoted(checked.profile.name)),\"initialized\":\(initialized),\"keyslots\":[\(slots)],"
+            + "\"firstBootKeyHeld\":\(firstBootKeys[checked.uuid] != nil),\"headerCheck\":\"ok\"}"
+        return DiskOutcome(status: .ok, uuid: checked.uuid, report: report)
     }
 
-    /// `disk.format`: first-boot format with Asterism's profile and a fresh random passphrase kept in memory.
-    func format(device: String) -> DiskOutcome {
+    /// `disk.format`: first-boot format with the configured profile and a fresh random passphrase kept in memory.
+    func format(device: DiskDevice) -> DiskOutcome {
         let header: LUKS2Header?
         do {
-            header = try LUKS2Volume.inspect(path: device)
+            header = try LUKS2Volume.inspect(path: device.pinnedPath)
         } catch {
             return Self.outcome(of: error)
         }
         if let header {
-            // Only a state disk that was never bound, or was marked by disk.reset, is formatted
-            // again, and only when keyd no longer holds its first-boot passphrase.
-            guard case .success(let checked) = checkedHeader(device: device), firstBootKeys[header.uuid] == nil,
-                Self.markedUninitialized(checked.header)
-            else {
+            // Only a state disk that passes the header check and was never bound, or was marked by
+            // disk.reset, is formatted again, and only when keyd no longer holds its first-boot passphrase.
+            let checked: CheckedHeader
+            switch Self.check(header) {
+            case .failure(let refusal): return refusal.outcome
+            case .success(let value): checked = value
+            }
+            guard firstBootKeys[checked.uuid] == nil, checked.stateDiskToken?.initialized == false else {
                 return .refused(
                     .invalidArgument,
-                    "device holds a LUKS2 header that is bound, foreign or formatted this boot; not reformatted",
-                    uuid: header.uuid
+                    "device holds a LUKS2 state disk that is bound, unmarked or formatted this boot; not reformatted",
+                    uuid: checked.uuid
                 )
             }
         } else {
             // Never initialize a device whose state disk keyd formatted and whose headers are now gone.
-            if let destroyed = headersDestroyed(device: device) { return destroyed }
+            if let destroyed = headersDestroyed(device: device.path) { return destroyed }
             guard allowInitialize else {
                 return .refused(.diskNotLUKS2, "device holds no LUKS2 header and disk-allow-initialize is false")
             }
@@ -143,27 +154,30 @@ public final class StateDisk {
             return Self.outcome(of: error)
         }
         let passphrase = SecretBytes(randomByteCount: Self.keyByteCount)
-        let profile = formatProfile
-        let parameters = LUKS2FormatParameters(profile: profile)
-        let uuid: String
+        let parameters = LUKS2FormatParameters(profile: formatProfile)
+        let uuid: DiskUUID
         do {
-            uuid = try passphrase.withUnsafeBytes { bytes in
-                try LUKS2Volume.format(path: device, parameters: parameters, passphrase: bytes)
+            let formatted = try passphrase.withUnsafeBytes { bytes in
+                try LUKS2Volume.format(path: device.pinnedPath, parameters: parameters, passphrase: bytes)
             }
+            uuid = try DiskUUID(validating: formatted)
         } catch {
             return Self.outcome(of: error)
         }
         firstBootKeys[uuid] = FirstBootKey(passphrase)
-        recordDevice(device, uuid: uuid)
+        recordDevice(device.path, uuid: uuid)
         recordFirstBootKeyslot(device: device, uuid: uuid)
         return DiskOutcome(status: .ok, uuid: uuid)
     }
 
     /// The name of the first-boot keyslot record of `uuid` in the headers directory.
-    private static func firstBootRecordName(_ uuid: String) -> String { uuid + ".first-boot-keyslot" }
+    private static func firstBootRecordName(_ uuid: DiskUUID) -> String { uuid.text + ".first-boot-keyslot" }
 
     /// The name of the device record of `uuid` in the headers directory.
-    private static func deviceRecordName(_ uuid: String) -> String { uuid + ".device" }
+    private static func deviceRecordName(_ uuid: DiskUUID) -> String { uuid.text + deviceRecordSuffix }
+
+    /// The suffix of device records.
+    private static let deviceRecordSuffix = ".device"
 
     /// The headers directory, created when missing.
     func headers() throws -> StateDirectory {
@@ -172,10 +186,10 @@ public final class StateDisk {
 
     /// Records the single keyslot a fresh format made (``FirstBootKeyslot``), so that a successor
     /// keyd can remove it after a crash in the middle of a re-key.
-    private func recordFirstBootKeyslot(device: String, uuid: String) {
+    private func recordFirstBootKeyslot(device: DiskDevice, uuid: DiskUUID) {
         do {
-            guard let header = try LUKS2Volume.inspect(path: device), header.keyslots.count == 1,
-                let facts = Self.check(header).0, let slot = header.keyslots.first?.index,
+            guard let header = try LUKS2Volume.inspect(path: device.pinnedPath), header.keyslots.count == 1,
+                let facts = try? LUKS2HeaderFacts(header), let slot = header.keyslots.first?.index,
                 let salt = facts.keyslotSalts[slot]
             else {
                 throw SystemError.verificationFailed(
@@ -188,24 +202,24 @@ public final class StateDisk {
         } catch {
             Log.warning(
                 "First-boot keyslot record not written",
-                ["disk.device": device, "disk.uuid": uuid, "error": "\(error)"]
+                ["disk.device": device.path, "disk.uuid": uuid.text, "error": "\(error)"]
             )
         }
     }
 
     /// The first-boot keyslot that the record of `uuid` names and that still exists on `device`, or nil.
-    private func recordedFirstBootKeyslot(device: String, uuid: String) -> Int? {
+    private func recordedFirstBootKeyslot(device: DiskDevice, uuid: DiskUUID) -> Int? {
         guard let headers = try? state.existingSubdirectory(Self.headersName),
             let bytes = try? headers.read(Self.firstBootRecordName(uuid), limit: FirstBootKeyslot.maximumLength),
             let record = try? FirstBootKeyslot(parsing: String(decoding: bytes, as: UTF8.self)),
-            let header = try? LUKS2Volume.inspect(path: device), let facts = Self.check(header).0
+            let header = try? LUKS2Volume.inspect(path: device.pinnedPath), let facts = try? LUKS2HeaderFacts(header)
         else { return nil }
         return record.keyslot(in: facts)
     }
 
     /// Remembers which device holds the state disk `uuid` (`<headers>/<uuid>.device`), so that a
     /// device whose both headers were destroyed is told apart from a blank one.
-    func recordDevice(_ device: String, uuid: String) {
+    func recordDevice(_ device: String, uuid: DiskUUID) {
         do {
             let headers = try headers()
             // A re-initialized device replaces the record of the state disk it held before.
@@ -219,7 +233,7 @@ public final class StateDisk {
         } catch {
             Log.warning(
                 "State-disk device record not written",
-                ["disk.device": device, "disk.uuid": uuid, "error": "\(error)"]
+                ["disk.device": device, "disk.uuid": uuid.text, "error": "\(error)"]
             )
         }
     }
@@ -229,11 +243,12 @@ public final class StateDisk {
         guard let headers = try? state.existingSubdirectory(Self.headersName), let names = try? headers.entries() else {
             return nil
         }
-        for name in names where name.hasSuffix(".device") {
-            guard let recorded = try? headers.read(name, limit: Limits.maxDevicePath),
+        for name in names where name.hasSuffix(Self.deviceRecordSuffix) {
+            // A record whose name is not a UUID is not keyd's: the host may write this directory.
+            guard let uuid = try? DiskUUID(validating: String(name.dropLast(Self.deviceRecordSuffix.count))),
+                let recorded = try? headers.read(name, limit: Limits.maxDevicePath),
                 String(decoding: recorded, as: UTF8.self) == device
             else { continue }
-            let uuid = String(name.dropLast(".device".count))
             return .refused(
                 .diskHeadersDestroyed,
                 "both LUKS2 headers are unreadable on a device that held state disk \(uuid); header backups are in \(headers.path)",
@@ -243,57 +258,55 @@ public final class StateDisk {
         return nil
     }
 
-    /// Whether the header carries a state-disk token that says not initialized.
-    static func markedUninitialized(_ header: LUKS2Header) -> Bool {
-        header.tokens.contains { token in
-            guard let parsed = try? StateDiskToken(parsing: token.json) else { return false }
-            return !parsed.initialized
-        }
-    }
-
-    /// The UUID and profile of a LUKS2 device that passes the header check, or the refusal.
-    func checkedHeader(device: String) -> Result<(header: LUKS2Header, profile: DiskProfile), DiskOutcomeError> {
+    /// The checked header of `device`, or the refusal.
+    func checkedHeader(device: DiskDevice) -> Result<CheckedHeader, DiskOutcomeError> {
         let header: LUKS2Header?
         do {
-            header = try LUKS2Volume.inspect(path: device)
+            header = try LUKS2Volume.inspect(path: device.pinnedPath)
         } catch {
             return .failure(DiskOutcomeError(Self.outcome(of: error)))
         }
         guard let header else {
-            if let destroyed = headersDestroyed(device: device) { return .failure(DiskOutcomeError(destroyed)) }
+            if let destroyed = headersDestroyed(device: device.path) { return .failure(DiskOutcomeError(destroyed)) }
             return .failure(DiskOutcomeError(.refused(.diskNotLUKS2, "device holds no LUKS2 header")))
         }
-        let (facts, profile) = Self.check(header)
-        guard facts != nil, case .success(let checked) = profile else {
-            let reason = Self.rejection(profile)
-            return .failure(
-                DiskOutcomeError(.refused(.diskHeaderRejected, "header rejected: \(reason)", uuid: header.uuid))
+        return Self.check(header)
+    }
+
+    /// Opens `device` for keyslot work and checks its header again on that handle, the one that will
+    /// run the KDF: the host may rewrite the disk after an earlier check. Throws ``DiskOutcomeError``
+    /// for a header that no longer passes or now names another disk or profile.
+    func volume(_ device: DiskDevice, checked: CheckedHeader) throws -> LUKS2Volume {
+        let volume = try LUKS2Volume(path: device.pinnedPath, kdf: checked.profile.kdf)
+        let again = try Self.check(try volume.header()).get()
+        guard again.uuid == checked.uuid, again.profile == checked.profile else {
+            throw DiskOutcomeError(
+                .refused(.diskHeaderRejected, "header changed during the request", uuid: checked.uuid)
             )
         }
-        return .success((header, checked))
+        return volume
     }
 
     /// `disk.bind`: re-keys from the in-memory first-boot passphrase to `newKey` in
     /// ``StateDiskRekey``'s order, backing up the header first and restoring it if a step fails.
-    func bind(device: String, header: LUKS2Header, profile: DiskProfile, newKey: borrowing SecretBytes) -> DiskOutcome {
-        let kdf = profile.kdf
+    func bind(device: DiskDevice, checked: CheckedHeader, newKey: borrowing SecretBytes) -> DiskOutcome {
         do {
-            let volume = try LUKS2Volume(path: device, kdf: kdf)
-            return rekey(volume, device: device, uuid: header.uuid, profile: profile, kdf: kdf, newKey: newKey)
+            let volume = try volume(device, checked: checked)
+            return rekey(volume, device: device, uuid: checked.uuid, profile: checked.profile, newKey: newKey)
         } catch {
-            return Self.outcome(of: error, uuid: header.uuid)
+            return Self.outcome(of: error, uuid: checked.uuid)
         }
     }
 
     /// The re-key loop: observe, let ``StateDiskRekey`` decide, perform one step, repeat.
     private func rekey(
         _ volume: borrowing LUKS2Volume,
-        device: String,
-        uuid: String,
+        device: DiskDevice,
+        uuid: DiskUUID,
         profile: DiskProfile,
-        kdf: LUKS2KDF,
         newKey: borrowing SecretBytes
     ) -> DiskOutcome {
+        let kdf = profile.kdf
         let oldKey = firstBootKeys[uuid]
         var backup: HeaderBackup?
         var steps: [String] = []
@@ -400,15 +413,14 @@ public final class StateDisk {
     /// `disk.open`: verifies `key` against the keyslots, then activates `mappingName` when the
     /// kernel's device mapper is present; without it answers ok with `activated` false.
     func open(
-        device: String,
+        device: DiskDevice,
         mappingName: String,
-        header: LUKS2Header,
-        profile: DiskProfile,
+        checked: CheckedHeader,
         key: borrowing SecretBytes
     ) -> DiskOutcome {
-        let uuid = header.uuid
+        let uuid = checked.uuid
         do {
-            let volume = try LUKS2Volume(path: device, kdf: profile.kdf)
+            let volume = try self.volume(device, checked: checked)
             let slot = try key.withUnsafeBytes { bytes in try volume.verify(key: bytes) }
             guard slot != nil else {
                 return .refused(
@@ -433,24 +445,43 @@ public final class StateDisk {
 
     // MARK: Helpers
 
-    /// Runs `body` under the exclusive lock on `device` (``DeviceLock``): a device that another
-    /// process has locked is `diskBusy` and stays untouched. A block device stays locked while `body`
-    /// runs; an image file is only probed, because libcryptsetup locks image files itself (and would
-    /// otherwise wait for the other process, stalling keyd). `exclusive` false takes a shared lock (reading).
-    func whileLocked(device: String, exclusive: Bool = true, _ body: () -> DiskOutcome) -> DiskOutcome {
+    /// Opens the device at `path` (``DiskDevice``: a block device or an image file, nothing else),
+    /// refuses one of keyd's own files, and runs `body` under the device's BSD lock (``DeviceLock``):
+    /// a device that another process has locked is `diskBusy` and stays untouched. A block device
+    /// stays locked while `body` runs; an image file is only probed, because libcryptsetup locks image
+    /// files itself (and would otherwise wait for the other process, stalling keyd). `exclusive`
+    /// false takes a shared lock (reading).
+    func withDevice(_ path: String, exclusive: Bool = true, _ body: (DiskDevice) -> DiskOutcome) -> DiskOutcome {
+        let device: DiskDevice
+        do {
+            device = try DiskDevice(path: path)
+        } catch {
+            return Self.outcome(of: error, opening: true)
+        }
+        // keyd's header backups, audit log and sealed KEK are no disk to inspect, format or reset.
+        if device.kind == .imageFile, holdsOwnFile(device.identity) {
+            return .refused(.diskUnusable, "the path names a file in keyd's state directory")
+        }
         let lock: DeviceLock
         do {
-            lock = try DeviceLock(path: device, exclusive: exclusive)
+            lock = try DeviceLock(device, exclusive: exclusive)
         } catch {
             return Self.outcome(of: error)
         }
-        guard lock.isBlockDevice else {
+        guard device.kind == .blockDevice else {
             lock.release()
-            return body()
+            return body(device)
         }
-        let outcome = body()
+        let outcome = body(device)
         lock.release()
         return outcome
+    }
+
+    /// Whether `identity` is a file of the state directory or its headers subdirectory.
+    private func holdsOwnFile(_ identity: FileIdentity) -> Bool {
+        if (try? state.holds(identity)) == true { return true }
+        guard let headers = try? state.existingSubdirectory(Self.headersName) else { return false }
+        return (try? headers.holds(identity)) == true
     }
 
     #if DEBUG
@@ -481,12 +512,12 @@ public final class StateDisk {
     /// libcryptsetup writes it through the directory's pinned descriptor path.
     func backupHeader(
         _ volume: borrowing LUKS2Volume,
-        uuid: String,
+        uuid: DiskUUID,
         suffix: String = ".img"
     ) -> Result<HeaderBackup, SystemError> {
         do {
             let headers = try headers()
-            let name = uuid + suffix
+            let name = uuid.text + suffix
             let temporary = name + ".tmp"
             try headers.remove(temporary)
             try headers.withPinnedPath(temporary) { try volume.backupHeader(to: $0) }
@@ -502,7 +533,7 @@ public final class StateDisk {
 
     /// Restores the backup (when one was made) and returns `outcome` with the restore noted.
     private func restoring(
-        device: String,
+        device: DiskDevice,
         backup: HeaderBackup?,
         outcome: DiskOutcome,
         step: StateDiskRekey.Step? = nil
@@ -511,10 +542,12 @@ public final class StateDisk {
         let at = step.map { " at step \($0)" } ?? ""
         guard let backup else { return result }
         do {
-            try headers().withPinnedPath(backup.name) { try LUKS2Volume.restoreHeader(path: device, from: $0) }
+            try headers().withPinnedPath(backup.name) {
+                try LUKS2Volume.restoreHeader(path: device.pinnedPath, from: $0)
+            }
             result.reason = (result.reason ?? "failed") + at + "; header restored from \(backup.path)"
         } catch {
-            Log.error("State-disk header restore failed", ["disk.device": device, "error": "\(error)"])
+            Log.error("State-disk header restore failed", ["disk.device": device.path, "error": "\(error)"])
             result.reason = (result.reason ?? "failed") + at + "; header restore from \(backup.path) failed: \(error)"
         }
         return result
@@ -530,37 +563,54 @@ public final class StateDisk {
         return nil
     }
 
-    /// KeydCore facts of `header` and the profile check.
-    private static func check(_ header: LUKS2Header) -> (LUKS2HeaderFacts?, Result<DiskProfile, HeaderRejection>?) {
+    /// The header check of `header` (``DiskProfile/check(_:)``); a refusal is `diskHeaderRejected`
+    /// with the field and the value found, quoted.
+    static func check(_ header: LUKS2Header) -> Result<CheckedHeader, DiskOutcomeError> {
+        let facts: LUKS2HeaderFacts
         do {
-            let facts = try LUKS2HeaderFacts(header)
-            return (facts, DiskProfile.check(facts))
+            facts = try LUKS2HeaderFacts(header)
         } catch {
-            return (nil, nil)
+            return .failure(DiskOutcomeError(.refused(.diskHeaderRejected, "header rejected: \(error.message)")))
+        }
+        return DiskProfile.check(facts).mapError { rejection in
+            DiskOutcomeError(.refused(.diskHeaderRejected, "header rejected: \(rejection)"))
         }
     }
 
-    /// Why a header was rejected: the profile check's finding, or unparsable metadata.
-    private static func rejection(_ profile: Result<DiskProfile, HeaderRejection>?) -> String {
-        if case .failure(let rejection)? = profile { return rejection.description }
-        return "LUKS2 metadata does not parse"
-    }
-
-    /// Maps a libcryptsetup or system failure to a disk status.
-    static func outcome(of failure: any Error, uuid: String? = nil) -> DiskOutcome {
+    /// Maps a libcryptsetup or system failure to a disk status (``status(for:opening:)``).
+    static func outcome(of failure: any Error, uuid: DiskUUID? = nil, opening: Bool = false) -> DiskOutcome {
+        if let refusal = failure as? DiskOutcomeError { return refusal.outcome }
         guard let error = failure as? SystemError else { return .refused(.internal, "\(failure)", uuid: uuid) }
-        let status: StatusCode
-        switch error.code {
-        case .unexpectedFileType, .invalidFileName: status = .stateRejected
-        case .luks2HeaderUnreadable: status = .diskHeadersDestroyed
-        case .errno(ENOENT), .errno(ENODEV), .errno(ENXIO): status = .diskMissing
-        case .errno(EBUSY): status = .diskBusy
-        case .errno(EPERM): status = .diskWrongKey
-        default: status = .internal
-        }
-        return .refused(status, error.description, uuid: uuid)
+        return .refused(status(for: error.code, opening: opening), error.description, uuid: uuid)
     }
 
+    /// The status of a failed disk step, as PROTOCOL.md lists them ("Disk errors"). `opening` is the
+    /// open of the device a request names; afterwards come libcryptsetup and keyd's header backups,
+    /// where `EPERM` means that no keyslot opens with the key.
+    static func status(for code: SystemError.Code, opening: Bool) -> StatusCode {
+        switch code {
+        case .luks2HeaderUnreadable:
+            return .diskHeadersDestroyed
+        case .unexpectedFileType:
+            // A FIFO, socket, directory or character device named as the device; later, an entry of
+            // keyd's state directory that the host replaced.
+            return opening ? .diskUnusable : .stateRejected
+        case .errno(let value):
+            switch value {
+            case ENOENT, ENXIO, ENODEV, ENOTDIR, ENOMEDIUM: return .diskMissing
+            case EBUSY, ETXTBSY: return .diskBusy
+            case EIO, EROFS, ENOSPC, EDQUOT, EFBIG: return .diskIOError
+            case EACCES, ELOOP, ENAMETOOLONG, EISDIR, ENOTBLK, EMEDIUMTYPE: return .diskUnusable
+            case EPERM: return opening ? .diskUnusable : .diskWrongKey
+            default: return .internal
+            }
+        case .invalidFileName:
+            return .stateRejected
+        case .fileTooLarge, .refusedExistingFile, .pathTooLong, .invalidEnvironment, .notListeningUnixSocket,
+            .verificationFailed, .tpm:
+            return .internal
+        }
+    }
 }
 
 /// A header backup in the headers directory: its name there, and its path for messages.

@@ -23,15 +23,15 @@ extension StateDisk {
     /// `disk.reset`: marks a state disk that passes the header check for re-initialization by
     /// setting its token to not initialized, after backing up the header to
     /// `<headers>/<uuid>.before-reset.img`. The next `disk.format` then starts it afresh.
-    func markForReset(device: String) -> DiskOutcome {
-        let checked: (header: LUKS2Header, profile: DiskProfile)
+    func markForReset(device: DiskDevice) -> DiskOutcome {
+        let checked: CheckedHeader
         switch checkedHeader(device: device) {
         case .failure(let refusal): return refusal.outcome
         case .success(let value): checked = value
         }
-        let uuid = checked.header.uuid
+        let uuid = checked.uuid
         do {
-            let volume = try LUKS2Volume(path: device, kdf: checked.profile.kdf)
+            let volume = try volume(device, checked: checked)
             let backup = try backupHeader(volume, uuid: uuid, suffix: ".before-reset.img").get()
             let marked = StateDiskToken(kind: checked.profile.tokenKind, initialized: false).json
             let existing = try volume.tokens().first { (try? StateDiskToken(parsing: $0.json)) != nil }

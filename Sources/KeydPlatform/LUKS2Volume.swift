@@ -74,9 +74,10 @@ public struct LUKS2Header: Hashable, Sendable {
     public var volumeKeyBytes: Int
     /// The encryption sector size in bytes.
     public var sectorSize: Int
-    /// The header UUID, lowercase.
+    /// The header UUID exactly as the header holds it (the host wrote it; KeydCore's header check
+    /// refuses anything but a canonical lowercase UUID, never folds it).
     public var uuid: String
-    /// The label; empty when none.
+    /// The label exactly as the header holds it; empty when none.
     public var label: String
     /// The keyslots in use, in order.
     public var keyslots: [LUKS2Keyslot]
@@ -189,7 +190,8 @@ public struct LUKS2Volume: ~Copyable {
     }
 
     /// Formats `path` as LUKS2 with a random volume key and one keyslot for `passphrase`, then
-    /// writes the token; returns the lowercase UUID.
+    /// writes the token; returns the UUID libcryptsetup wrote (libuuid's lowercase text: see CCryptsetup's
+    /// module map).
     public static func format(
         path: String,
         parameters: LUKS2FormatParameters,
@@ -236,7 +238,7 @@ public struct LUKS2Volume: ~Copyable {
         guard let uuid = crypt_get_uuid(device) else {
             throw SystemError.cryptsetup(-EINVAL, call: "crypt_get_uuid", context: path)
         }
-        return String(cString: uuid).lowercased()
+        return String(cString: uuid)
     }
 
     /// The header of this open volume.
@@ -470,7 +472,7 @@ public struct LUKS2Volume: ~Copyable {
             cipherMode: text(crypt_get_cipher_mode(device)),
             volumeKeyBytes: Int(volumeKeyBytes),
             sectorSize: Int(crypt_get_sector_size(device)),
-            uuid: text(crypt_get_uuid(device)).lowercased(),
+            uuid: text(crypt_get_uuid(device)),
             label: text(crypt_get_label(device)),
             keyslots: keyslots,
             tokens: try tokens(device, path: path),

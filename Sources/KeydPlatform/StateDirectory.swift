@@ -204,6 +204,17 @@ public final class StateDirectory {
         return try withExtendedLifetime(self) { try body("/proc/self/fd/\(descriptor.rawValue)/\(name)") }
     }
 
+    /// Whether one of this directory's entries (not followed when a symlink) is the file `identity`.
+    public func holds(_ identity: FileIdentity) throws -> Bool {
+        let dir = descriptor.rawValue
+        for name in try entries() {
+            var info = stat()
+            guard fstatat(dir, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            if FileIdentity(info) == identity { return true }
+        }
+        return false
+    }
+
     /// fsync of the directory, so that a rename or a new entry in it survives a crash.
     public func sync() throws {
         let raw = descriptor.rawValue

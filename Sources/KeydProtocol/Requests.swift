@@ -245,9 +245,12 @@ public struct RequestFrame: Hashable, Sendable {
         )
     }
 
+    /// An absolute path, or empty: the state disk keyd's configuration names (the only one trustd may ask about).
     private static func device(_ r: inout WireReader) throws(ProtocolError) -> String {
-        let path = try r.text(max: Limits.maxDevicePath, "device", allowEmpty: false)
-        guard path.utf8.first == UInt8(ascii: "/") else { throw .badValue(field: "device", "must be an absolute path") }
+        let path = try r.text(max: Limits.maxDevicePath, "device")
+        guard path.isEmpty || path.utf8.first == UInt8(ascii: "/") else {
+            throw .badValue(field: "device", "must be an absolute path or empty")
+        }
         return path
     }
 

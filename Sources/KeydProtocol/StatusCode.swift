@@ -33,6 +33,8 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
     case diskHeadersDestroyed = 53
     case diskActivationUnavailable = 54
     case diskNotInitialized = 55
+    case diskIOError = 56
+    case diskUnusable = 57
 
     /// Whether keyd closes the connection after answering with this status.
     public var closesConnection: Bool {
@@ -81,6 +83,8 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .diskHeadersDestroyed: "diskHeadersDestroyed"
         case .diskActivationUnavailable: "diskActivationUnavailable"
         case .diskNotInitialized: "diskNotInitialized"
+        case .diskIOError: "diskIOError"
+        case .diskUnusable: "diskUnusable"
         }
     }
 
@@ -115,12 +119,14 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
             "an entry of keyd's state directory is not what keyd made (a symlink, FIFO or device); nothing was done"
         case .diskMissing: "no such device"
         case .diskNotLUKS2: "the device holds no LUKS2 header"
-        case .diskHeaderRejected: "the LUKS2 header fits no known profile"
+        case .diskHeaderRejected: "the LUKS2 header was refused (a value fits no known profile)"
         case .diskWrongKey: "no keyslot opens with this key (or the keyslot area is damaged)"
         case .diskBusy: "the device is in use"
         case .diskHeadersDestroyed: "both LUKS2 headers are unreadable"
         case .diskActivationUnavailable: "key verified; no device mapper here to activate it"
         case .diskNotInitialized: "the state disk was never bound"
+        case .diskIOError: "the device could not be read or written (I/O error, read-only, no space)"
+        case .diskUnusable: "the path names nothing keyd uses as a disk (not a block device or image file, or refused)"
         }
     }
 }

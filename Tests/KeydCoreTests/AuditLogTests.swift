@@ -520,8 +520,12 @@ import Testing
         let due = coalescer.due(now: 60 * Self.second, keyd: Self.keyd)
         #expect(due.count == 1 && due[0].event == .auditRepeated && due[0].status == .tpmFailure)
         #expect(due[0].detail.first { $0.key == "repeats" }?.value == "999")
-        // After the window a refusal is written again.
+        // After the window a refusal is written again; the admin's refusals are never folded.
         #expect(coalescer.disposition(of: refusal, now: 61 * Self.second) == .write)
+        let admin = Self.note(.diskFormat, granted: false, status: .diskBusy, peer: Self.admin)
+        #expect(
+            coalescer.disposition(of: admin, now: 0) == .write && coalescer.disposition(of: admin, now: 1) == .write
+        )
     }
 
     @Test func flushHandsBackEverythingPending() {

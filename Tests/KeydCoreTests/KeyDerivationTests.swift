@@ -142,7 +142,7 @@ import Testing
 
     @Test func diskVectorUsesDiskKeyInfo() throws {
         let kek = try Self.kek(secret: [UInt8](repeating: 0, count: 32), salt: [UInt8](repeating: 0, count: 32))
-        let info = try KeyDerivation.diskKeyInfo(uuid: "00000000-0000-0000-0000-000000000000")
+        let info = KeyDerivation.diskKeyInfo(uuid: try DiskUUID(validating: "00000000-0000-0000-0000-000000000000"))
         #expect(info == "key-00000000-0000-0000-0000-000000000000")
         let hex = Self.hex(kek.deriveKey(info: info, byteCount: 32))
         #expect(hex == Self.constellationVectors[0].okm)
@@ -164,7 +164,7 @@ import Testing
     @Test func differentInfosGiveDifferentKeys() throws {
         let kek = try Self.kek(secret: Array(0x00...0x1F), salt: Array(0x20...0x3F))
         let disk = kek.deriveKey(
-            info: try KeyDerivation.diskKeyInfo(uuid: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"),
+            info: KeyDerivation.diskKeyInfo(uuid: try DiskUUID(validating: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")),
             byteCount: 32
         )
         let measurement = kek.deriveKey(info: KeyDerivation.measurementSecretInfo, byteCount: 32)
@@ -207,8 +207,9 @@ import Testing
     ]
 
     @Test(arguments: validUUIDs)
-    func diskKeyInfoAcceptsLowercaseUUIDs(uuid: String) throws {
-        #expect(try KeyDerivation.diskKeyInfo(uuid: uuid) == "key-" + uuid)
+    func diskUUIDAcceptsLowercaseUUIDs(uuid: String) throws {
+        #expect(try DiskUUID(validating: uuid).text == uuid)
+        #expect(KeyDerivation.diskKeyInfo(uuid: try DiskUUID(validating: uuid)) == "key-" + uuid)
     }
 
     static let invalidUUIDs = [
@@ -225,19 +226,20 @@ import Testing
         " 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",  // leading space
         "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f\u{0}",  // NUL
         "../../../../etc/shadow/aaaaaaaaaaaaa",  // 36 characters of path
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2/1f0",  // a slash
         "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fé",  // non-ASCII, 37 bytes
     ]
 
     @Test(arguments: invalidUUIDs)
-    func diskKeyInfoRefusesEverythingElse(uuid: String) {
+    func diskUUIDRefusesEverythingElse(uuid: String) {
         #expect(throws: CoreError.invalidDiskUUID("")) {
-            try KeyDerivation.diskKeyInfo(uuid: uuid)
+            try DiskUUID(validating: uuid)
         }
     }
 
     @Test func invalidUUIDMessageIsOnePrintableLine() {
         do {
-            _ = try KeyDerivation.diskKeyInfo(uuid: "bad\nuuid\u{1B}[31m")
+            _ = try DiskUUID(validating: "bad\nuuid\u{1B}[31m")
             Issue.record("accepted a bad UUID")
         } catch {
             #expect(

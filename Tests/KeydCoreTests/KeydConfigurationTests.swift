@@ -155,6 +155,14 @@ import Testing
                 return c
             }()
         ),
+        (
+            "state-disk-device = /dev/disk/by-id/virtio-state",
+            {
+                var c = KeydConfiguration()
+                c.stateDiskDevice = "/dev/disk/by-id/virtio-state"
+                return c
+            }()
+        ),
     ]
 
     @Test(arguments: limits)
@@ -315,6 +323,11 @@ import Testing
             text: "disk-profile = luks1",
             error: .configurationBadNumber(lineNumber: 0, key: "", value: "", expected: ""),
             message: "configuration line 1: 'disk-profile' value 'luks1' is not asterism or constellation"
+        ),
+        Refusal(
+            text: "state-disk-device = dev/vdb",
+            error: .configurationBadNumber(lineNumber: 0, key: "", value: "", expected: ""),
+            message: "configuration line 1: 'state-disk-device' value 'dev/vdb' is not an absolute path"
         ),
     ]
 

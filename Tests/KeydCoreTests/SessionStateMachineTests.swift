@@ -103,6 +103,12 @@ import Testing
             status: .denied
         ),
         Closing(
+            name: "trustd names a device path",
+            peer: .trustd,
+            frames: [frame(hello, 0), frame(.diskInspect(device: "/tmp/f"), 1)],
+            status: .denied
+        ),
+        Closing(
             name: "admin asks for trustd request",
             peer: .admin,
             frames: [frame(hello, 0), frame(.bootKeyGet, 1)],
@@ -155,6 +161,41 @@ import Testing
             Self.feed(&session, .kekLock, sequence: 2, phase: .holdingKEK)
                 == .dispatch(RequestFrame(sequence: 2, request: .kekLock))
         )
+    }
+
+    @Test func trustdDiskRequestsActOnTheConfiguredDiskOnly() throws {
+        var trustd = SessionStateMachine(peer: .trustd)
+        _ = Self.feed(&trustd, Self.hello, sequence: 0)
+        #expect(
+            Self.feed(&trustd, .diskInspect(device: ""), sequence: 1)
+                == .dispatch(RequestFrame(sequence: 1, request: .diskInspect(device: "")))
+        )
+        // Any path at all, the configured one included, is refused: trustd never names a path.
+        let (answer, close, audit) = try #require(
+            Self.answer(Self.feed(&trustd, .diskInspect(device: "/dev/vdb"), sequence: 2))
+        )
+        #expect(answer.status == .denied && close && trustd.isClosed)
+        #expect(audit?.event == .request(.diskInspect) && audit?.granted == false)
+        #expect(audit?.detail.contains(.init("device", "/dev/vdb")) == true)
+
+        var admin = SessionStateMachine(peer: .admin)
+        _ = Self.feed(&admin, Self.hello, sequence: 0)
+        for (sequence, device) in [(UInt32(1), "/dev/vdb"), (2, "")] {
+            #expect(
+                Self.feed(&admin, .diskInspect(device: device), sequence: sequence)
+                    == .dispatch(RequestFrame(sequence: sequence, request: .diskInspect(device: device)))
+            )
+        }
+    }
+
+    @Test func diskTargets() {
+        #expect(DiskTarget.resolve("", configured: "/dev/vdb") == "/dev/vdb")
+        #expect(DiskTarget.resolve("", configured: nil) == nil)
+        #expect(DiskTarget.resolve("/dev/vdc", configured: "/dev/vdb") == "/dev/vdc")
+        #expect(DiskTarget.mayName("", peer: .trustd) && DiskTarget.mayName("/dev/vdb", peer: .admin))
+        #expect(!DiskTarget.mayName("/dev/vdb", peer: .trustd) && !DiskTarget.mayName("/x", peer: .stranger))
+        #expect(DiskTarget.namedDevice(in: .diskOpen(device: "/dev/vdb", mappingName: "state")) == "/dev/vdb")
+        #expect(DiskTarget.namedDevice(in: .diskClose(mappingName: "state")) == nil)
     }
 
     @Test func perBootRequestRefusedOnceUsed() throws {

@@ -19,11 +19,17 @@ final class InProcessKeyd {
     let trustd = ConnectionIdentity(peerClass: .trustd, credentials: PeerCredentials(pid: 2, uid: 998, gid: 998))
     private var sequence: UInt32 = 0
 
-    init(diskAllowInitialize: Bool = true) throws {
+    /// `stateDiskName` names the configured state disk (`state-disk-device`) in the temporary directory.
+    init(diskAllowInitialize: Bool = true, stateDiskName: String? = nil) throws {
         var template = Array("/tmp/keyd-ip-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw SystemError.errno(errno, call: "mkdtemp") }
-        directory = String(cString: made)
-        service = try KeydService(stateDirectory: directory + "/state", diskAllowInitialize: diskAllowInitialize)
+        let directory = String(cString: made)
+        self.directory = directory
+        service = try KeydService(
+            stateDirectory: directory + "/state",
+            diskAllowInitialize: diskAllowInitialize,
+            stateDiskDevice: stateDiskName.map { directory + "/" + $0 }
+        )
     }
 
     deinit {
@@ -86,7 +92,7 @@ struct KnownSecret {
     /// Whether the disk key keyd derives for `uuid` opens a keyslot of `image`.
     func diskKeyOpens(_ image: String, uuid: String) throws -> Bool {
         let key = try kek().deriveKey(
-            info: try KeyDerivation.diskKeyInfo(uuid: uuid),
+            info: KeyDerivation.diskKeyInfo(uuid: try DiskUUID(validating: uuid)),
             byteCount: StateDisk.keyByteCount
         )
         let volume = try LUKS2Volume(path: image, kdf: DiskProfile.asterism.kdf)

@@ -28,7 +28,7 @@ struct StateDirectoryTests {
     func refusesLinkAndFile() throws {
         try withTemporaryDirectory { directory in
             #expect(mkdir(directory + "/real", 0o700) == 0)
-            #expect(symlink(directory + "/real", directory + "/link") == 0)
+            #expect(Glibc.symlink(directory + "/real", directory + "/link") == 0)
             // O_DIRECTORY | O_NOFOLLOW on a symlink fails with ENOTDIR: the link is never followed.
             #expect(throws: SystemError.errno(ENOTDIR, call: "open")) {
                 _ = try StateDirectory(path: directory + "/link", creatingWith: 0o700)
@@ -99,7 +99,7 @@ struct StateDirectoryTests {
                 bytes: Array("keep".utf8),
                 mode: 0o600
             )
-            #expect(symlink(outside, path + "/audit.log") == 0)
+            #expect(Glibc.symlink(outside, path + "/audit.log") == 0)
             #expect(mkfifo(path + "/kek.sealed", 0o600) == 0)
             #expect(mkdir(path + "/dir", 0o700) == 0)
             for name in ["audit.log", "kek.sealed", "dir"] {
@@ -143,7 +143,7 @@ struct StateDirectoryTests {
             try headers.rename("x.device", to: "y.device")
             #expect(try headers.entries() == ["y.device"])
 
-            #expect(symlink("/tmp", path + "/linked") == 0)
+            #expect(Glibc.symlink("/tmp", path + "/linked") == 0)
             let error = #expect(throws: SystemError.self) { _ = try state.subdirectory("linked", creatingWith: 0o700) }
             #expect(error?.code == .unexpectedFileType)
         }
@@ -188,9 +188,9 @@ struct FilesTests {
     }
 }
 
-@Suite("DeviceLock")
-struct DeviceLockTests {
-    @Test("a held lock makes a second one EBUSY at once; releasing frees it; a missing path is ENOENT")
+@Suite("DiskDevice and DeviceLock")
+struct DiskDeviceTests {
+    @Test("a held lock makes a second one EBUSY at once; releasing frees it; the descriptor stays open")
     func exclusive() throws {
         try withTemporaryDirectory { directory in
             let path = directory + "/disk.img"
@@ -199,16 +199,76 @@ struct DeviceLockTests {
                 bytes: [1, 2, 3],
                 mode: 0o600
             )
-            let held = try DeviceLock(path: path)
-            let isBlockDevice = held.isBlockDevice
-            #expect(!isBlockDevice)
+            let device = try DiskDevice(path: path)
+            #expect(device.kind == .imageFile && device.path == path)
+            let held = try DeviceLock(device)
             // flock locks belong to the open file description, so a second open in this process conflicts.
-            #expect(throws: SystemError.errno(EBUSY, call: "")) { _ = try DeviceLock(path: path) }
+            let other = try DiskDevice(path: path)
+            #expect(throws: SystemError.errno(EBUSY, call: "")) { _ = try DeviceLock(other) }
+            // A shared lock conflicts with the exclusive one too, and two shared locks do not.
+            #expect(throws: SystemError.errno(EBUSY, call: "")) { _ = try DeviceLock(other, exclusive: false) }
             held.release()
-            let again = try DeviceLock(path: path)
+            let shared = try DeviceLock(device, exclusive: false)
+            let alsoShared = try DeviceLock(other, exclusive: false)
+            shared.release()
+            alsoShared.release()
+            let again = try DeviceLock(other)
             again.release()
-            #expect(throws: SystemError.errno(ENOENT, call: "")) { _ = try DeviceLock(path: directory + "/missing") }
+            #expect(try readWholeFile(path: device.pinnedPath, limit: 10) == [1, 2, 3])
             #expect(try readWholeFile(path: path, limit: 10) == [1, 2, 3])
+        }
+    }
+
+    @Test("the pinned path reopens the opened file even after the name is swapped")
+    func pinned() throws {
+        try withTemporaryDirectory { directory in
+            let state = try StateDirectory(path: directory, creatingWith: 0o700)
+            try state.writeAtomically("disk.img", bytes: [1], mode: 0o600)
+            let device = try DiskDevice(path: directory + "/disk.img")
+            #expect(device.pinnedPath.hasPrefix("/proc/self/fd/"))
+            try state.writeAtomically("disk.img", bytes: [2], mode: 0o600)
+            #expect(try readWholeFile(path: device.pinnedPath, limit: 10) == [1])
+            #expect(try state.holds(device.identity) == false, "the renamed-over file is no entry any more")
+            #expect(try state.holds(try DiskDevice(path: directory + "/disk.img").identity))
+        }
+    }
+
+    @Test("a symlink to an image is followed; what the open finds at its end decides")
+    func symlinkFollowed() throws {
+        try withTemporaryDirectory { directory in
+            try StateDirectory(path: directory, creatingWith: 0o700).writeAtomically(
+                "disk.img",
+                bytes: [7],
+                mode: 0o600
+            )
+            #expect(Glibc.symlink(directory + "/disk.img", directory + "/by-id") == 0)
+            #expect(try DiskDevice(path: directory + "/by-id").kind == .imageFile)
+            #expect(Glibc.symlink(directory + "/missing", directory + "/dangling") == 0)
+            #expect(throws: SystemError.errno(ENOENT, call: "")) { _ = try DiskDevice(path: directory + "/dangling") }
+            #expect(Glibc.symlink(directory + "/loop", directory + "/loop") == 0)
+            #expect(throws: SystemError.errno(ELOOP, call: "")) { _ = try DiskDevice(path: directory + "/loop") }
+        }
+    }
+
+    @Test("a FIFO, a directory, a socket and a character device are refused at once, unopened")
+    func refusedTypes() throws {
+        try withTemporaryDirectory { directory in
+            let fifo = directory + "/fifo"
+            #expect(mkfifo(fifo, 0o666) == 0)
+            let listener = try UnixListener.bind(path: directory + "/socket", mode: 0o600)
+            defer { try? listener.close(unlinkingPath: true) }
+            for (path, found) in [
+                (fifo, "FIFO"), (directory, "directory"), (directory + "/socket", "socket"),
+                ("/dev/null", "character device"),
+            ] {
+                let error = #expect(throws: SystemError.unexpectedFileType(call: "", path: "", found: "", expected: ""))
+                {
+                    _ = try DiskDevice(path: path)
+                }
+                #expect(error?.description.contains(found) == true, "\(error.map { "\($0)" } ?? "")")
+            }
+            #expect(throws: SystemError.errno(ENOENT, call: "")) { _ = try DiskDevice(path: directory + "/missing") }
+            #expect(throws: SystemError.errno(ENOTDIR, call: "")) { _ = try DiskDevice(path: fifo + "/x") }
         }
     }
 }

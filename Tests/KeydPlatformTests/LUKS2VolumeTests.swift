@@ -84,6 +84,9 @@ func parameters(_ profile: DiskProfile, label: String = StateDisk.label, kdf: LU
 /// KeydCore facts from a platform header (keyd's own mapping).
 func facts(of header: LUKS2Header) throws -> LUKS2HeaderFacts { try LUKS2HeaderFacts(header) }
 
+/// The header check of a platform header; throws its rejection.
+func checked(_ header: LUKS2Header) throws -> CheckedHeader { try DiskProfile.check(try facts(of: header)).get() }
+
 let asterismKDF = LUKS2KDF.pbkdf2(hash: "sha256", iterations: 1000)
 
 /// Formats a fresh image with Asterism's profile and `key`; returns the image path.
@@ -118,8 +121,9 @@ struct LUKS2VolumeTests {
             #expect(header.keyslots.map(\.kdfType) == ["pbkdf2"])
             #expect(header.keyslots.first?.iterations == 1000 && header.keyslots.first?.hash == "sha256")
             let read = try facts(of: header)
-            #expect(DiskProfile.check(read) == .success(.asterism))
-            #expect(read.stateDiskToken == StateDiskToken(kind: .asterism, initialized: false))
+            #expect(DiskProfile.check(read).map(\.profile) == .success(.asterism))
+            #expect(try checked(header).stateDiskToken == StateDiskToken(kind: .asterism, initialized: false))
+            #expect(try checked(header).uuid.text == uuid)
             #expect(shell("cryptsetup luksUUID \(image)").output.lowercased().hasPrefix(uuid))
 
             let volume = try LUKS2Volume(path: image, kdf: asterismKDF)
@@ -171,8 +175,8 @@ struct LUKS2VolumeTests {
             #expect(header.keyslots.map(\.kdfType) == ["argon2id"])
             #expect(header.keyslots.first?.memoryKiB == 65536 && (1...4).contains(header.keyslots.first?.threads ?? 0))
             let read = try facts(of: header)
-            #expect(DiskProfile.check(read) == .success(.constellation))
-            #expect(read.stateDiskToken == StateDiskToken(kind: .constellation, initialized: false))
+            #expect(DiskProfile.check(read).map(\.profile) == .success(.constellation))
+            #expect(try checked(header).stateDiskToken == StateDiskToken(kind: .constellation, initialized: false))
 
             let volume = try LUKS2Volume(path: image, kdf: kdf)
             let begin = now()
@@ -214,7 +218,7 @@ struct LUKS2VolumeTests {
             case .primaryHeader:
                 try zero(image, offset: 0, count: 4096)
                 let header = try #require(try LUKS2Volume.inspect(path: image))
-                #expect(DiskProfile.check(try facts(of: header)) == .success(.asterism))
+                #expect(try checked(header).profile == .asterism)
                 let volume = try LUKS2Volume(path: image, kdf: asterismKDF)
                 #expect(try key.withUnsafeBytes { try volume.verify(key: $0) } == 0)
             case .bothHeaders:
@@ -238,6 +242,40 @@ struct LUKS2VolumeTests {
                 try zero(image, offset: 0, count: 16 << 20)
                 #expect(try LUKS2Volume.inspect(path: image) == nil)
             }
+        }
+    }
+
+    @Test("libcryptsetup works on an opened image through its pinned /proc/self/fd path, after the lock probe")
+    func pinnedImage() throws {
+        try withTemporaryDirectory { directory in
+            let image = directory + "/disk.img"
+            try makeImage(image)
+            let device = try DiskDevice(path: image)
+            // keyd's order on an image: probe the lock, release it, then let libcryptsetup lock the file itself.
+            let probe = try DeviceLock(device)
+            probe.release()
+            let old = randomKey()
+            let new = randomKey()
+            let uuid = try old.withUnsafeBytes {
+                try LUKS2Volume.format(path: device.pinnedPath, parameters: parameters(.asterism), passphrase: $0)
+            }
+            let header = try #require(try LUKS2Volume.inspect(path: device.pinnedPath))
+            #expect(try checked(header).uuid.text == uuid)
+            let volume = try LUKS2Volume(path: device.pinnedPath, kdf: asterismKDF)
+            let slot = try old.withUnsafeBytes { o in
+                try new.withUnsafeBytes { try volume.addKeyslot(existing: o, new: $0, kdf: asterismKDF) }
+            }
+            #expect(try new.withUnsafeBytes { try volume.verify(key: $0) } == slot)
+            try volume.destroyKeyslot(0)
+            try volume.backupHeader(to: directory + "/header.backup")
+            // The image itself changed, as cryptsetup sees it by its name.
+            #expect(shell("cryptsetup luksUUID \(image)").output.hasPrefix(uuid))
+            #expect(try LUKS2Volume.inspect(path: image)?.keyslots.map(\.index) == [slot])
+            // Another process's lock (another open file description) makes the probe busy at once.
+            let holder = try DiskDevice(path: image)
+            let held = try DeviceLock(holder)
+            #expect(throws: SystemError.errno(EBUSY, call: "")) { _ = try DeviceLock(device, exclusive: false) }
+            held.release()
         }
     }
 
@@ -351,7 +389,7 @@ struct LUKS2VolumeTests {
                 return StateDiskRekey.Observation(
                     oldKeyslot: try old.withUnsafeBytes { try volume.verify(key: $0) },
                     newKeyslot: try new.withUnsafeBytes { try volume.verify(key: $0) },
-                    tokenInitialized: try facts(of: header).stateDiskToken?.initialized ?? false
+                    tokenInitialized: try checked(header).stateDiskToken?.initialized ?? false
                 )
             }
 

@@ -180,7 +180,6 @@ let requestRejections: [RejectCase] =
         ),
         reject("device relative", deviceBody(Array("dev/vdb".utf8)), badValue),
         reject("device ./", deviceBody(Array("./vdb".utf8)), badValue),
-        reject("device empty", deviceBody([]), fieldLength),
         reject("device 4097 bytes", deviceBody(Array(("/" + String(repeating: "d", count: 4096)).utf8)), fieldLength),
         reject(
             "disk.format device relative",
@@ -280,7 +279,7 @@ let answerRejections: [RejectCase] =
         reject("connection error answer ok", answerBody(kind: 0xFFFF, sequence: .max, status: 0), badValue),
         reject("connection error answer wrongPhase", answerBody(kind: 0xFFFF, sequence: .max, status: 5), badValue),
     ]
-    + [UInt16(18), 31, 38, 47, 56, 0x8000, 0xFFFF].map { status in
+    + [UInt16(19), 31, 39, 47, 58, 0x8000, 0xFFFF].map { status in
         reject("unknown status \(status)", answerBody(kind: 0x8002, status: status), badEnum)
     }
     + [StatusCode.unsupported, .denied, .wrongPhase, .internal, .diskNotInitialized].map { status in
@@ -363,9 +362,9 @@ let answerPayloadRejections: [AnswerPayloadReject] = [
         error: badEnum
     ),
     AnswerPayloadReject(
-        name: "audit.verify problem 6",
+        name: "audit.verify problem 7",
         kind: .auditVerify,
-        payload: verifyPayload(problem: 6),
+        payload: verifyPayload(problem: 7),
         error: badEnum
     ),
     AnswerPayloadReject(

@@ -82,6 +82,7 @@ let requestCases: [RequestCase] = [
         sequence: 15,
         request: .diskInspect(device: "/dev/disk/by-label/état")
     ),
+    RequestCase(name: "disk.inspect of the configured state disk", sequence: 15, request: .diskInspect(device: "")),
     RequestCase(name: "disk.format", sequence: 16, request: .diskFormat(device: "/dev/vdb")),
     RequestCase(name: "disk.bind", sequence: 17, request: .diskBind(device: "/var/lib/asterism/state.img")),
     RequestCase(name: "disk.open", sequence: 18, request: .diskOpen(device: "/dev/vdb", mappingName: "state")),

@@ -44,6 +44,8 @@ int keyd_accept_cloexec_nonblock(int fd);
 int keyd_sock_cloexec(void);
 int keyd_sock_nonblock(void);
 int keyd_msg_nosignal(void);
+/** open(2)'s O_PATH flag (GNU-only in glibc's headers), as a plain integer. */
+int keyd_o_path(void);
 
 /** getrandom(2) with the given flags (0 blocks until the pool is initialized). */
 ssize_t keyd_getrandom(void *buffer, size_t length, unsigned int flags);
