@@ -162,7 +162,8 @@ let package = Package(
             dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")],
             path: "Tests/TestSupport"
         ),
-        .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
+        // KeydCore for the limits PROTOCOL.md documents as keyd's defaults.
+        .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol", "KeydCore"]),
         .testTarget(
             name: "ATLSTests",
             dependencies: [
