@@ -83,16 +83,42 @@ struct AttackChecks {
     /// Asserts what every row asserts: an audit record for which `audited` holds, the admin served
     /// within 1 s, the watched directory unchanged, memory flat.
     func verify(
-        audited: (String) -> Bool, _ comment: Comment, sourceLocation: SourceLocation = #_sourceLocation
+        audited: (String) -> Bool,
+        _ comment: Comment,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) throws {
-        #expect(keyd.auditLines.contains(where: audited), "\(comment): no audit record", sourceLocation: sourceLocation)
+        let found = keyd.auditLines.contains(where: audited)
+        #expect(found, "\(comment): no audit record", sourceLocation: sourceLocation)
+        try verifyStillServing(comment, sourceLocation: sourceLocation)
+    }
+
+    /// For an attack that is routine or refused without a record (PROTOCOL.md says which): no audit
+    /// record for which `unaudited` holds, then what every row asserts.
+    func verify(
+        notAudited unaudited: (String) -> Bool,
+        _ comment: Comment,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        let found = keyd.auditLines.contains(where: unaudited)
+        #expect(!found, "\(comment): audited", sourceLocation: sourceLocation)
+        try verifyStillServing(comment, sourceLocation: sourceLocation)
+    }
+
+    /// The admin served within 1 s, the watched directory unchanged, memory flat.
+    private func verifyStillServing(_ comment: Comment, sourceLocation: SourceLocation) throws {
         let seconds = try adminStatusSeconds()
         #expect(seconds < 1.0, "\(comment): admin status took \(seconds) s", sourceLocation: sourceLocation)
-        #expect(try watched.snapshot() == before, "\(comment): the watched directory changed", sourceLocation: sourceLocation)
+        #expect(
+            try watched.snapshot() == before,
+            "\(comment): the watched directory changed",
+            sourceLocation: sourceLocation
+        )
         if let after = residentKiB(pid: keyd.pid), memoryBefore > 0 {
             #expect(
                 after <= memoryBefore + Self.memorySlackKiB,
-                "\(comment): resident memory grew from \(memoryBefore) KiB to \(after) KiB", sourceLocation: sourceLocation)
+                "\(comment): resident memory grew from \(memoryBefore) KiB to \(after) KiB",
+                sourceLocation: sourceLocation
+            )
         }
     }
 }
