@@ -102,6 +102,8 @@ final class EventLoop {
     private var trustdCursor = 0
     private var closedSinceReap = false
     private var pollSet: [pollfd] = []
+    /// The admin listener and admin connections, polled without waiting between trustd's requests.
+    private var adminPollSet: [pollfd] = []
     /// The connection behind each poll entry after the signal and listener entries.
     private var polled: [Connection] = []
     /// Whether some connection has work, so that the next poll must not wait.
@@ -318,7 +320,8 @@ final class EventLoop {
     }
 
     /// Serves one request (or the end of input) of every admin connection, then of trustd's
-    /// connections round-robin until the turn's time is spent; the next turn goes on from there.
+    /// connections round-robin until the turn's time is spent or the admin socket has something
+    /// waiting; the next turn starts with the admin socket and goes on with trustd from there.
     private func serveTurn(started: UInt64) {
         for connection in adminConnections where connection.hasWork { serveOne(connection) }
         let count = trustdConnections.count
@@ -329,9 +332,22 @@ final class EventLoop {
             index = (index + 1) % count
             guard connection.hasWork else { continue }
             serveOne(connection)
-            if MonotonicClock.nowNanoseconds() - started >= Self.turnNanoseconds { break }
+            if MonotonicClock.nowNanoseconds() - started >= Self.turnNanoseconds || adminIsWaiting() { break }
         }
         trustdCursor = index
+    }
+
+    /// Whether a connection waits on the admin socket or an admin connection has bytes to read: one
+    /// poll(2) over the admin descriptors that does not wait, between two of trustd's requests.
+    private func adminIsWaiting() -> Bool {
+        adminPollSet.removeAll(keepingCapacity: true)
+        for (listener, role) in listeners where role == .admin {
+            adminPollSet.append(pollfd(fd: listener.fd.rawValue, events: Poller.readable, revents: 0))
+        }
+        for connection in adminConnections where connection.wantsRead {
+            adminPollSet.append(pollfd(fd: connection.fd.rawValue, events: Poller.readable, revents: 0))
+        }
+        return ((try? Poller.wait(&adminPollSet, timeoutMilliseconds: 0)) ?? 0) > 0
     }
 
     private func serveOne(_ connection: Connection) {
