@@ -4,6 +4,9 @@ import Testing
 
 /// keyd's `key = value` configuration file.
 @Suite struct KeydConfigurationTests {
+    /// The key list every unknown-key message names.
+    static let knownKeys = KeydConfiguration.keys.joined(separator: ", ")
+
     @Test func defaults() throws {
         let configuration = try KeydConfiguration.parse("")
         #expect(configuration == KeydConfiguration())
@@ -164,14 +167,6 @@ import Testing
         let message: String
         var testDescription: String { message }
     }
-
-    /// Every key in documentation order, as an unknown key's message lists them.
-    static let knownKeys =
-        "trustd-uids, trustd-gids, admin-uids, admin-gids, max-connections, max-connections-per-uid, "
-        + "max-admin-connections, frame-timeout-ms, hello-timeout-ms, idle-timeout-ms, evidence-per-second, "
-        + "evidence-burst, evidence-per-second-per-connection, evidence-burst-per-connection, trustd-socket-mode, "
-        + "admin-socket-mode, disk-allow-initialize, disk-profile, tpm-tcti, tpm-ak-algorithm, tpm-ak-handle, "
-        + "tpm-pcrs, tpm-event-log"
 
     static let refusals: [Refusal] = [
         Refusal(

