@@ -130,10 +130,11 @@ let package = Package(
             dependencies: ["BenchSupport", "KeydCore", "KeydDaemon", "KeydPlatform"],
             path: "Benchmarks/StateDiskBench"
         ),
-        // Evidence latency through keyd beside tpm2_quote on one swtpm; KEK unseal at start.
+        // Evidence latency through keyd beside tpm2_quote on one swtpm; KEK unseal at start; the admin's
+        // status under an evidence.issue flood beside an idle keyd.
         .executableTarget(
             name: "tpm-bench",
-            dependencies: ["BenchSupport", "KeydClient", "KeydProtocol"],
+            dependencies: ["AsterismTestSupport", "BenchSupport", "KeydClient", "KeydProtocol"],
             path: "Benchmarks/TPMBench"
         ),
         // Quote, SEV-SNP report and event-log validations per second.
@@ -170,7 +171,8 @@ let package = Package(
             dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")],
             path: "Tests/TestSupport"
         ),
-        .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol"]),
+        // KeydCore for the limits PROTOCOL.md documents as keyd's defaults.
+        .testTarget(name: "KeydProtocolTests", dependencies: ["KeydProtocol", "KeydCore"]),
         .testTarget(
             name: "ATLSTests",
             dependencies: [

@@ -9,7 +9,15 @@
 /// trustd-uids = 990
 /// admin-uids = 0
 /// max-connections = 1024
+/// max-connections-per-uid = 256
+/// max-admin-connections = 32
 /// frame-timeout-ms = 5000
+/// hello-timeout-ms = 2000
+/// idle-timeout-ms = 60000
+/// evidence-per-second = 4
+/// evidence-burst = 8
+/// evidence-per-second-per-connection = 2
+/// evidence-burst-per-connection = 4
 /// trustd-socket-mode = 0660
 /// disk-allow-initialize = false
 /// disk-profile = asterism
@@ -32,10 +40,26 @@ public struct KeydConfiguration: Equatable, Sendable {
     public var adminUIDs: [UInt32] = [0]
     /// Groups whose connections on the admin socket are the admin peer.
     public var adminGIDs: [UInt32] = []
-    /// Connections open at once; more are answered `busy` (1…65536).
+    /// Connections open at once on the trustd socket; more are answered `busy` (1…65536).
     public var maxConnections: Int = 1024
-    /// Time allowed to complete a frame once its first byte arrived (100…600000 ms).
+    /// Connections open at once on the trustd socket from one uid; more are answered `busy` (1…65536).
+    public var maxConnectionsPerUID: Int = 256
+    /// Connections open at once on the admin socket, which trustd can never use; more are `busy` (1…65536).
+    public var maxAdminConnections: Int = 32
+    /// Time keyd may spend reading a frame it has not completed (100…600000 ms).
     public var frameTimeoutMilliseconds: Int = 5000
+    /// Time from accept to the first complete request (100…600000 ms).
+    public var helloTimeoutMilliseconds: Int = 2000
+    /// Time a connection may go without a request or the reading of an answer (1000…86400000 ms).
+    public var idleTimeoutMilliseconds: Int = 60_000
+    /// `evidence.issue` requests per second one trustd uid may make, over all its connections (1…100000).
+    public var evidencePerSecond: Int = 4
+    /// `evidence.issue` requests one trustd uid may make at once after a pause (1…100000).
+    public var evidenceBurst: Int = 8
+    /// `evidence.issue` requests per second on one trustd connection (1…100000).
+    public var evidencePerSecondPerConnection: Int = 2
+    /// `evidence.issue` requests at once on one trustd connection after a pause (1…100000).
+    public var evidenceBurstPerConnection: Int = 4
     /// Permission bits of the trustd socket when keyd binds it itself (≤ 0o777).
     public var trustdSocketMode: UInt32 = 0o660
     /// Permission bits of the admin socket when keyd binds it itself (≤ 0o777).
@@ -71,8 +95,12 @@ public struct KeydConfiguration: Equatable, Sendable {
     public static let maxTextLength = 65_536
     /// Accepted ``maxConnections``.
     public static let maxConnectionsRange: ClosedRange<Int> = 1...65_536
-    /// Accepted ``frameTimeoutMilliseconds``.
+    /// Accepted ``frameTimeoutMilliseconds`` and ``helloTimeoutMilliseconds``.
     public static let frameTimeoutRange: ClosedRange<Int> = 100...600_000
+    /// Accepted ``idleTimeoutMilliseconds``.
+    public static let idleTimeoutRange: ClosedRange<Int> = 1000...86_400_000
+    /// Accepted evidence rates and bursts.
+    public static let evidenceRateRange: ClosedRange<Int> = 1...100_000
     /// Accepted uids and gids: every `u32` but 4294967295, which is `(uid_t)-1`, "no user".
     public static let idRange: ClosedRange<UInt32> = 0...(UInt32.max - 1)
     /// Accepted socket modes.
@@ -86,7 +114,15 @@ public struct KeydConfiguration: Equatable, Sendable {
         case adminUIDs = "admin-uids"
         case adminGIDs = "admin-gids"
         case maxConnections = "max-connections"
+        case maxConnectionsPerUID = "max-connections-per-uid"
+        case maxAdminConnections = "max-admin-connections"
         case frameTimeout = "frame-timeout-ms"
+        case helloTimeout = "hello-timeout-ms"
+        case idleTimeout = "idle-timeout-ms"
+        case evidencePerSecond = "evidence-per-second"
+        case evidenceBurst = "evidence-burst"
+        case evidencePerSecondPerConnection = "evidence-per-second-per-connection"
+        case evidenceBurstPerConnection = "evidence-burst-per-connection"
         case trustdSocketMode = "trustd-socket-mode"
         case adminSocketMode = "admin-socket-mode"
         case diskAllowInitialize = "disk-allow-initialize"
@@ -109,7 +145,17 @@ public struct KeydConfiguration: Equatable, Sendable {
             case .adminUIDs: configuration.adminUIDs = try field.idList()
             case .adminGIDs: configuration.adminGIDs = try field.idList()
             case .maxConnections: configuration.maxConnections = try field.integer(in: maxConnectionsRange)
+            case .maxConnectionsPerUID: configuration.maxConnectionsPerUID = try field.integer(in: maxConnectionsRange)
+            case .maxAdminConnections: configuration.maxAdminConnections = try field.integer(in: maxConnectionsRange)
             case .frameTimeout: configuration.frameTimeoutMilliseconds = try field.integer(in: frameTimeoutRange)
+            case .helloTimeout: configuration.helloTimeoutMilliseconds = try field.integer(in: frameTimeoutRange)
+            case .idleTimeout: configuration.idleTimeoutMilliseconds = try field.integer(in: idleTimeoutRange)
+            case .evidencePerSecond: configuration.evidencePerSecond = try field.integer(in: evidenceRateRange)
+            case .evidenceBurst: configuration.evidenceBurst = try field.integer(in: evidenceRateRange)
+            case .evidencePerSecondPerConnection:
+                configuration.evidencePerSecondPerConnection = try field.integer(in: evidenceRateRange)
+            case .evidenceBurstPerConnection:
+                configuration.evidenceBurstPerConnection = try field.integer(in: evidenceRateRange)
             case .trustdSocketMode: configuration.trustdSocketMode = try field.mode()
             case .adminSocketMode: configuration.adminSocketMode = try field.mode()
             case .diskAllowInitialize: configuration.diskAllowInitialize = try field.boolean()

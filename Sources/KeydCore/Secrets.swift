@@ -1,4 +1,5 @@
 import Crypto
+import KeydProtocol
 
 /// Secret bytes in zeroed-on-free storage, compared in constant time.
 ///
@@ -55,10 +56,10 @@ public struct SecretBytes: ~Copyable, Sendable {
 /// - Important: keyd holds it in memory only; dropping it (`kek.lock`) frees and zeroes both secrets.
 ///   Nothing derived from it is exported except through sealed or verified operations.
 public struct KeyEncryptionKey: ~Copyable, Sendable {
-    /// Accepted master secret lengths in bytes.
-    public static let masterSecretLengths: ClosedRange<Int> = 16...64
-    /// Accepted salt lengths in bytes.
-    public static let saltLengths: ClosedRange<Int> = 32...64
+    /// Accepted master secret lengths in bytes (PROTOCOL.md `kek.import`).
+    public static let masterSecretLengths = Limits.masterSecretLength
+    /// Accepted salt lengths in bytes (PROTOCOL.md `kek.import`).
+    public static let saltLengths = Limits.saltLength
 
     let masterSecret: SecretBytes
     let salt: SecretBytes

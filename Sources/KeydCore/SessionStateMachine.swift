@@ -71,7 +71,8 @@ public struct SessionStateMachine: Sendable {
         return nil
     }
 
-    /// Decides one complete request body.
+    /// Decides one complete request body. The first check that fails decides (PROTOCOL.md, "Order of
+    /// checks"): decoding, sequence, stranger, hello first, then the permission table (peer, once, phase).
     public mutating func receive(
         body: UnsafeRawBufferPointer,
         phase: Phase,
@@ -169,23 +170,27 @@ public struct SessionStateMachine: Sendable {
         return violation(error, header: nil)
     }
 
-    /// Decides a frame that was not completed in time.
-    public mutating func timedOut() -> SessionVerdict {
-        precondition(state != .closed, "timeout fed to a closed session")
+    /// Decides a connection whose clock expired: the connection error answer `timeout`, then close.
+    /// A frame not completed or a hello not received in time is an audited violation; an idle close is
+    /// routine and not audited.
+    public mutating func expired(_ expiry: ConnectionExpiry) -> SessionVerdict {
+        precondition(state != .closed, "expiry fed to a closed session")
         state = .closed
-        return .reply(
-            bytes: AnswerFrame.encodeConnectionError(.timeout),
-            close: true,
-            audit: SessionAudit(
-                event: .protocolViolation,
-                granted: false,
-                status: .timeout,
-                detail: [.init("reason", "frame not completed in time")]
-            )
-        )
+        let audit: SessionAudit? =
+            switch expiry {
+            case .frameIncomplete, .helloMissing:
+                SessionAudit(
+                    event: .protocolViolation,
+                    granted: false,
+                    status: .timeout,
+                    detail: [.init("reason", expiry.description)]
+                )
+            case .idle: nil
+            }
+        return .reply(bytes: AnswerFrame.encodeConnectionError(.timeout), close: true, audit: audit)
     }
 
-    /// Decides that keyd refuses the connection for lack of room.
+    /// Decides that keyd refuses the connection for lack of room: `busy` before anything is read.
     public mutating func refuseBusy() -> SessionVerdict {
         precondition(state != .closed, "busy fed to a closed session")
         state = .closed

@@ -107,7 +107,8 @@ public enum Daemon {
         }
         let configuration = try loadConfiguration(options.configPath)
         do {
-            _ = try ProcessHardening.raiseOpenFileLimit(to: UInt64(configuration.maxConnections + 64))
+            let connections = configuration.maxConnections + configuration.maxAdminConnections
+            _ = try ProcessHardening.raiseOpenFileLimit(to: UInt64(connections + 64))
         } catch {
             Log.warning("Open-file limit not raised", ["error": "\(error)"])
         }
@@ -146,8 +147,7 @@ public enum Daemon {
             signals: signals,
             service: service,
             classifier: classifier,
-            maxConnections: configuration.maxConnections,
-            frameTimeoutMilliseconds: configuration.frameTimeoutMilliseconds
+            configuration: configuration
         )
         service.auditStart(socketActivated: activated)
         service.unsealStoredKEK()

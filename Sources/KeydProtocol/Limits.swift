@@ -30,9 +30,10 @@ public enum Limits {
     public static let maxDevicePath = 4096
     /// Longest device-mapper name.
     public static let maxMappingName = 64
-    /// Master secret length bounds.
+    /// Master secret length bounds: a longer one does not decode (`malformed`), a shorter one decodes and
+    /// is refused `invalidArgument`.
     public static let masterSecretLength: ClosedRange<Int> = 16...64
-    /// Salt length bounds.
+    /// Salt length bounds, enforced as ``masterSecretLength``'s.
     public static let saltLength: ClosedRange<Int> = 32...64
     /// Kind of the connection error answer, sent when keyd cannot tell which request it answers.
     public static let connectionErrorKind: UInt16 = 0xFFFF

@@ -129,9 +129,9 @@ public struct KeyReleaseRequest: Hashable, Sendable {
 
 /// Positions of the two secrets of `kek.import` in the frame body.
 public struct KEKImportFields: Hashable, Sendable {
-    /// The master secret (16…64 bytes).
+    /// The master secret (at most 64 bytes; keyd refuses one under 16).
     public var masterSecret: SecretField
-    /// The salt (32…64 bytes).
+    /// The salt (at most 64 bytes; keyd refuses one under 32).
     public var salt: SecretField
 
     /// Creates the positions.
@@ -324,8 +324,9 @@ public struct RequestFrame: Hashable, Sendable {
         case .diskClose: return .diskClose(mappingName: try mappingName(&r))
         case .diskReset: return .diskReset(device: try device(&r))
         case .kekImport:
-            let master = try r.secret(Limits.masterSecretLength, "masterSecret")
-            let salt = try r.secret(Limits.saltLength, "salt")
+            // Only the maximum bounds what is read; a secret under its minimum is keyd's `invalidArgument`.
+            let master = try r.secret(max: Limits.masterSecretLength.upperBound, "masterSecret")
+            let salt = try r.secret(max: Limits.saltLength.upperBound, "salt")
             return .kekImport(KEKImportFields(masterSecret: master, salt: salt))
         case .kekLock: return .kekLock
         case .auditRead:

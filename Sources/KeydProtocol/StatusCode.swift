@@ -1,4 +1,5 @@
-/// The closed list of answer statuses (PROTOCOL.md, "Status codes").
+/// The closed list of answer statuses (PROTOCOL.md, "Status codes"). Code 13 (`kekPresent`) is retired:
+/// `kek.import` while a KEK is held is `wrongPhase`, and 13 is never reused.
 public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case ok = 0
     case unsupported = 1
@@ -13,11 +14,11 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
     case alreadyUsed = 10
     case invalidArgument = 11
     case kekAbsent = 12
-    case kekPresent = 13
     case auditFailure = 14
     case `internal` = 15
     case busy = 16
     case timeout = 17
+    case rateLimited = 18
     case tpmFailure = 32
     case evidenceRejected = 33
     case challengeUnknown = 34
@@ -63,11 +64,11 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .alreadyUsed: "alreadyUsed"
         case .invalidArgument: "invalidArgument"
         case .kekAbsent: "kekAbsent"
-        case .kekPresent: "kekPresent"
         case .auditFailure: "auditFailure"
         case .internal: "internal"
         case .busy: "busy"
         case .timeout: "timeout"
+        case .rateLimited: "rateLimited"
         case .tpmFailure: "tpmFailure"
         case .evidenceRejected: "evidenceRejected"
         case .challengeUnknown: "challengeUnknown"
@@ -104,11 +105,11 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .alreadyUsed: "that request may be used only once"
         case .invalidArgument: "a request value was refused"
         case .kekAbsent: "keyd holds no key-encryption key"
-        case .kekPresent: "keyd already holds a key-encryption key; lock it first"
         case .auditFailure: "the audit record could not be written; nothing was done"
         case .internal: "keyd failed; see its log"
-        case .busy: "keyd's connection limit is reached"
-        case .timeout: "the request was not completed in time"
+        case .busy: "keyd's connections on this socket (or from this user) are at their limit"
+        case .timeout: "a frame was not completed in time, hello did not come in time, or the connection was idle"
+        case .rateLimited: "this peer asked for more TPM work than its rate allows; retry later"
         case .tpmFailure: "the TPM refused or failed"
         case .evidenceRejected: "the evidence failed validation"
         case .challengeUnknown: "no such challenge, or it was already used"

@@ -101,10 +101,11 @@ public struct WireReader {
         return text
     }
 
-    /// A `secret<min,max>` field, reported by position only; its bytes are not copied.
-    public mutating func secret(_ bounds: ClosedRange<Int>, _ field: String) throws(ProtocolError) -> SecretField {
+    /// A `secret<min,max>` field of at most `max` bytes, reported by position only; its bytes are not copied.
+    /// The minimum is not a wire matter: a short secret decodes, and its owner refuses it (`invalidArgument`).
+    public mutating func secret(max: Int, _ field: String) throws(ProtocolError) -> SecretField {
         let length = Int(try u16(field + ".length"))
-        guard bounds.contains(length) else { throw .fieldLength(field: field, length: length, bounds: bounds) }
+        guard length <= max else { throw .fieldLength(field: field, length: length, bounds: 0...max) }
         let start = offset
         _ = try take(length, field: field)
         return SecretField(offset: start, count: length)

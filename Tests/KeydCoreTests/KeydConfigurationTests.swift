@@ -39,7 +39,13 @@ import Testing
         #expect(configuration.adminUIDs == [0])
         #expect(configuration.adminGIDs == [])
         #expect(configuration.maxConnections == 1024)
+        #expect(configuration.maxConnectionsPerUID == 256)
+        #expect(configuration.maxAdminConnections == 32)
         #expect(configuration.frameTimeoutMilliseconds == 5000)
+        #expect(configuration.helloTimeoutMilliseconds == 2000)
+        #expect(configuration.idleTimeoutMilliseconds == 60_000)
+        #expect(configuration.evidencePerSecond == 4 && configuration.evidenceBurst == 8)
+        #expect(configuration.evidencePerSecondPerConnection == 2 && configuration.evidenceBurstPerConnection == 4)
         #expect(configuration.trustdSocketMode == 0o660)
         #expect(configuration.adminSocketMode == 0o600)
         #expect(configuration.diskAllowInitialize == false)
@@ -55,7 +61,15 @@ import Testing
             admin-gids = 
             \t# indented comment
             max-connections = 64
+            max-connections-per-uid = 16
+            max-admin-connections = 4
             frame-timeout-ms = 100
+            hello-timeout-ms = 250
+            idle-timeout-ms = 1000
+            evidence-per-second = 100000
+            evidence-burst = 1
+            evidence-per-second-per-connection = 3
+            evidence-burst-per-connection = 5
             trustd-socket-mode = 0666
             admin-socket-mode = 600
             disk-allow-initialize = true
@@ -66,7 +80,15 @@ import Testing
         expected.adminUIDs = [0, 1000]
         expected.adminGIDs = []
         expected.maxConnections = 64
+        expected.maxConnectionsPerUID = 16
+        expected.maxAdminConnections = 4
         expected.frameTimeoutMilliseconds = 100
+        expected.helloTimeoutMilliseconds = 250
+        expected.idleTimeoutMilliseconds = 1000
+        expected.evidencePerSecond = 100_000
+        expected.evidenceBurst = 1
+        expected.evidencePerSecondPerConnection = 3
+        expected.evidenceBurstPerConnection = 5
         expected.trustdSocketMode = 0o666
         expected.adminSocketMode = 0o600
         expected.diskAllowInitialize = true
@@ -258,6 +280,31 @@ import Testing
             text: "max-connections = 65537",
             error: .configurationOutOfRange(lineNumber: 0, key: "", value: "", limit: ""),
             message: "configuration line 1: 'max-connections' value 65537 is outside 1…65536"
+        ),
+        Refusal(
+            text: "max-admin-connections = 0",
+            error: .configurationOutOfRange(lineNumber: 0, key: "", value: "", limit: ""),
+            message: "configuration line 1: 'max-admin-connections' value 0 is outside 1…65536"
+        ),
+        Refusal(
+            text: "hello-timeout-ms = 99",
+            error: .configurationOutOfRange(lineNumber: 0, key: "", value: "", limit: ""),
+            message: "configuration line 1: 'hello-timeout-ms' value 99 is outside 100…600000"
+        ),
+        Refusal(
+            text: "idle-timeout-ms = 999",
+            error: .configurationOutOfRange(lineNumber: 0, key: "", value: "", limit: ""),
+            message: "configuration line 1: 'idle-timeout-ms' value 999 is outside 1000…86400000"
+        ),
+        Refusal(
+            text: "evidence-per-second = 0",
+            error: .configurationOutOfRange(lineNumber: 0, key: "", value: "", limit: ""),
+            message: "configuration line 1: 'evidence-per-second' value 0 is outside 1…100000"
+        ),
+        Refusal(
+            text: "evidence-burst-per-connection = 100001",
+            error: .configurationOutOfRange(lineNumber: 0, key: "", value: "", limit: ""),
+            message: "configuration line 1: 'evidence-burst-per-connection' value 100001 is outside 1…100000"
         ),
         Refusal(
             text: "max-connections = 99999999999999999999999",

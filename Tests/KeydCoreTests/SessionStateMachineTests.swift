@@ -215,10 +215,115 @@ import Testing
         #expect(audit?.detail.contains(.init("error", "frame length 1073741824 exceeds limit 65536")) == true)
     }
 
-    @Test func timeoutAnswersConnectionError() throws {
+    @Test(arguments: [ConnectionExpiry.frameIncomplete, .helloMissing, .idle])
+    func expiryAnswersConnectionErrorTimeout(_ expiry: ConnectionExpiry) throws {
         var session = SessionStateMachine(peer: .trustd)
-        let (answer, close, _) = try #require(Self.answer(session.timedOut()))
+        let (answer, close, audit) = try #require(Self.answer(session.expired(expiry)))
         #expect(answer.isConnectionError && answer.status == .timeout && close && session.isClosed)
+        // A frame or hello not in time is a violation; an idle close is routine and not audited.
+        if expiry == .idle {
+            #expect(audit == nil)
+        } else {
+            #expect(audit?.event == .protocolViolation && audit?.status == .timeout)
+            #expect(audit?.detail == [.init("reason", expiry.description)])
+        }
+    }
+
+    /// Requests where two or more checks fail: the first in PROTOCOL.md's "Order of checks" decides.
+    struct CheckOrder: Sendable, CustomTestStringConvertible {
+        let name: String
+        let peer: PeerClass
+        let phase: Phase
+        let usedThisBoot: Set<RequestKind>
+        let frames: [[UInt8]]
+        let status: StatusCode
+        var testDescription: String { name }
+
+        init(
+            _ name: String,
+            _ peer: PeerClass,
+            phase: Phase = .awaitingKEK,
+            usedThisBoot: Set<RequestKind> = [],
+            _ frames: [[UInt8]],
+            _ status: StatusCode
+        ) {
+            self.name = name
+            self.peer = peer
+            self.phase = phase
+            self.usedThisBoot = usedThisBoot
+            self.frames = frames
+            self.status = status
+        }
+    }
+
+    static let checkOrder: [CheckOrder] = [
+        CheckOrder("decode before sequence", .admin, [frame(hello, 0), frame(.status, 7) + [0]], .malformed),
+        CheckOrder("unknown kind before hello", .admin, [[0x7F, 0x00, 0, 0, 0, 0]], .unknownRequest),
+        CheckOrder("unknown kind from a stranger", .stranger, [[0x7F, 0x00, 0, 0, 0, 0]], .unknownRequest),
+        CheckOrder(
+            "second hello with an empty range: decode before once",
+            .admin,
+            [frame(hello, 0), requestBody(.hello, 1, [0, 2, 0, 1])],
+            .malformed
+        ),
+        CheckOrder("hello starting at 0 is malformed", .trustd, [requestBody(.hello, 0, [0, 0, 0, 1])], .malformed),
+        CheckOrder("sequence before stranger", .stranger, [frame(hello, 3)], .sequenceError),
+        CheckOrder("sequence before hello first", .admin, [frame(.status, 1)], .sequenceError),
+        CheckOrder("stranger before hello first", .stranger, [frame(.kekLock, 0)], .denied),
+        CheckOrder("hello first before peer", .trustd, [frame(.kekLock, 0)], .helloRequired),
+        CheckOrder("hello first before phase", .admin, phase: .awaitingKEK, [frame(.kekLock, 0)], .helloRequired),
+        CheckOrder(
+            "peer before once",
+            .admin,
+            usedThisBoot: [.initAccept],
+            [frame(hello, 0), frame(.initAccept(envelope: [1]), 1)],
+            .denied
+        ),
+        CheckOrder(
+            "once before phase",
+            .trustd,
+            phase: .holdingKEK,
+            usedThisBoot: [.initAccept],
+            [frame(hello, 0), frame(.initAccept(envelope: [1]), 1)],
+            .alreadyUsed
+        ),
+        CheckOrder("peer before phase", .trustd, phase: .awaitingKEK, [frame(hello, 0), frame(.kekLock, 1)], .denied),
+        CheckOrder(
+            "kek.import while a KEK is held is wrongPhase",
+            .admin,
+            phase: .holdingKEK,
+            [frame(hello, 0), kekImportBody(sequence: 1)],
+            .wrongPhase
+        ),
+    ]
+
+    /// A request body with a raw payload (for payloads the encoder refuses to write).
+    static func requestBody(_ kind: RequestKind, _ sequence: UInt32, _ payload: [UInt8]) -> [UInt8] {
+        let prefix = body(RequestFrame(sequence: sequence, request: .status).encodeFrame())
+        return [UInt8(kind.rawValue >> 8), UInt8(kind.rawValue & 0xFF)] + prefix.dropFirst(2) + payload
+    }
+
+    static func kekImportBody(sequence: UInt32) -> [UInt8] {
+        let secret = [UInt8](repeating: 0x42, count: 32)
+        return body(
+            secret.withUnsafeBytes { s in RequestFrame.encodeKEKImport(sequence: sequence, masterSecret: s, salt: s) }
+        )
+    }
+
+    @Test(arguments: checkOrder)
+    func firstFailingCheckDecides(_ testCase: CheckOrder) throws {
+        var session = SessionStateMachine(peer: testCase.peer)
+        var last: SessionVerdict?
+        for frame in testCase.frames {
+            last = frame.withUnsafeBytes {
+                session.receive(body: $0, phase: testCase.phase, usedThisBoot: testCase.usedThisBoot)
+            }
+        }
+        let verdict = try #require(last)
+        let (answer, close, audit) = try #require(Self.answer(verdict))
+        #expect(answer.status == testCase.status)
+        #expect(close == testCase.status.closesConnection && session.isClosed == close)
+        #expect(audit?.status == testCase.status && audit?.granted == false)
     }
 
     @Test func kekImportDispatchCarriesPositionsNotBytes() {

@@ -44,9 +44,14 @@ final class InProcessKeyd {
 
     /// Imports `secret`'s master secret and salt as the admin would (`kek.import`).
     func importKEK(_ secret: KnownSecret) throws -> AnswerFrame {
+        try importKEK(master: secret.master, salt: secret.salt)
+    }
+
+    /// Sends `kek.import` with these secrets, of any length the wire format carries.
+    func importKEK(master: [UInt8], salt: [UInt8]) throws -> AnswerFrame {
         sequence += 1
-        let frame = secret.master.withUnsafeBytes { m in
-            secret.salt.withUnsafeBytes { s in
+        let frame = master.withUnsafeBytes { m in
+            salt.withUnsafeBytes { s in
                 RequestFrame.encodeKEKImport(sequence: sequence, masterSecret: m, salt: s)
             }
         }

@@ -26,6 +26,20 @@ import Testing
         #expect(keyd.service.requestsServed == served)
     }
 
+    @Test(arguments: [(15, 32), (0, 32), (32, 31), (16, 0)])
+    func secretUnderItsMinimumIsInvalidArgument(master: Int, salt: Int) throws {
+        let keyd = try InProcessKeyd()
+        let answer = try keyd.importKEK(
+            master: [UInt8](repeating: 0x11, count: master),
+            salt: [UInt8](repeating: 0x22, count: salt)
+        )
+        #expect(answer.status == .invalidArgument && answer.kind == RequestKind.kekImport.rawValue)
+        #expect(keyd.service.phase == .awaitingKEK)
+        let record = try #require(keyd.auditLines.last)
+        #expect(record.contains("\"event\":\"kek.import\"") && record.contains("\"status\":\"invalidArgument\""))
+        #expect(record.contains("\"masterSecret.length\":\"\(master)\",\"salt.length\":\"\(salt)\""))
+    }
+
     @Test func everyServedKindIsAnsweredWithItsKindAndCounted() throws {
         let keyd = try InProcessKeyd()
         for kind in RequestKind.allCases where kind != .hello && !Self.unserved.contains(kind) {

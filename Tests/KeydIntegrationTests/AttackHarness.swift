@@ -94,6 +94,23 @@ struct AttackChecks {
     ) throws {
         let found = keyd.auditLines.contains(where: audited)
         #expect(found, "\(comment): no audit record", sourceLocation: sourceLocation)
+        try verifyStillServing(comment, sourceLocation: sourceLocation)
+    }
+
+    /// For an attack that is routine or refused without a record (PROTOCOL.md says which): no audit
+    /// record for which `unaudited` holds, then what every row asserts.
+    func verify(
+        notAudited unaudited: (String) -> Bool,
+        _ comment: Comment,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        let found = keyd.auditLines.contains(where: unaudited)
+        #expect(!found, "\(comment): audited", sourceLocation: sourceLocation)
+        try verifyStillServing(comment, sourceLocation: sourceLocation)
+    }
+
+    /// The admin served within 1 s, the watched directory unchanged, memory flat.
+    private func verifyStillServing(_ comment: Comment, sourceLocation: SourceLocation) throws {
         let seconds = try adminStatusSeconds()
         #expect(seconds < 1.0, "\(comment): admin status took \(seconds) s", sourceLocation: sourceLocation)
         #expect(

@@ -78,20 +78,28 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
         #expect(try keyd.admin().status().phase == .awaitingKEK)
     }
 
-    @Test func secretLengthsEnforcedByKeydItself() throws {
+    @Test(arguments: [(15, 32), (32, 31), (65, 32)])
+    func secretLengthsEnforcedByKeydItself(_ masterLength: Int, _ saltLength: Int) throws {
         let keyd = try KeydHarness()
-        // Bypass keydctl's checks: a 15-byte master secret is malformed on the wire.
+        // Bypass keydctl's checks: under the minimum is invalidArgument (connection kept), over the
+        // maximum is malformed (connection closed), as PROTOCOL.md's secret<min,max> says.
         let client = try RawClient(path: keyd.adminSocketPath)
-        let master = [UInt8](repeating: 1, count: 15)
-        let salt = [UInt8](repeating: 2, count: 32)
+        let master = [UInt8](repeating: 1, count: masterLength)
+        let salt = [UInt8](repeating: 2, count: saltLength)
         let frame = master.withUnsafeBytes { m in
             salt.withUnsafeBytes { s in RequestFrame.encodeKEKImport(sequence: 1, masterSecret: m, salt: s) }
         }
-        client.send(RawClient.hello() + frame)
-        let answers = RawClient.answers(in: client.readToEnd())
-        #expect(answers.map(\.status) == [.ok, .malformed])
+        client.send(RawClient.hello() + frame + RequestFrame(sequence: 2, request: .status).encodeFrame())
+        let answers = client.readAnswers(3)
+        let tooLong = masterLength > 64
+        #expect(answers.map(\.status) == (tooLong ? [.ok, .malformed] : [.ok, .invalidArgument, .ok]))
         #expect(try keyd.admin().status().phase == .awaitingKEK)
-        #expect(keyd.auditLines.last?.contains("protocol.violation") == true)
+        let record = try #require(keyd.auditLines.last { !$0.contains("\"status\":\"ok\"") })
+        if tooLong {
+            #expect(record.contains("protocol.violation") && record.contains("malformed"))
+        } else {
+            #expect(record.contains("\"event\":\"kek.import\"") && record.contains("invalidArgument"))
+        }
     }
 
     @Test func garbageBytesCloseOnlyThatConnection() throws {
@@ -153,27 +161,15 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
     }
 
     @Test func thousandConcurrentConnections() throws {
-        var limit = rlimit()
-        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-        limit.rlim_cur = min(limit.rlim_max, 4096)
-        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-        let keyd = try KeydHarness()
+        raiseOpenFileLimit()
+        // trustd's socket: the admin socket has a budget of its own (32 by default).
+        let keyd = try KeydHarness(configuration: ["trustd-uids = \(geteuid())", "max-connections-per-uid = 1024"])
         var clients: [RawClient] = []
-        for _ in 0..<1000 { clients.append(try RawClient(path: keyd.adminSocketPath)) }
+        for _ in 0..<1000 { clients.append(try RawClient(path: keyd.socketPath)) }
         let request = RawClient.hello() + RequestFrame(sequence: 1, request: .status).encodeFrame()
         for client in clients { client.send(request) }
-        var answered = 0
-        for client in clients {
-            // Each client reads its two answers (hello, status).
-            var decoder = FrameDecoder(.answers)
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while decoder.readyCount < 2 {
-                let n = buffer.withUnsafeMutableBytes { recv(client.fd, $0.baseAddress, $0.count, 0) }
-                if n <= 0 { break }
-                try decoder.append(Array(buffer[0..<n]))
-            }
-            if decoder.readyCount == 2 { answered += 1 }
-        }
+        // Each client reads its two answers (hello, status).
+        let answered = clients.filter { $0.readAnswers(2).map(\.status) == [.ok, .ok] }.count
         #expect(answered == 1000)
         let status = try keyd.admin().status()
         #expect(status.connections >= 1000)

@@ -135,6 +135,15 @@ final class KeydHarness {
     }
 }
 
+/// Raises this test process's open-file limit to 4096 (or its hard limit), for tests that hold a
+/// thousand connections or more (keyd raises its own).
+func raiseOpenFileLimit() {
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    limit.rlim_cur = max(limit.rlim_cur, min(limit.rlim_max, 4096))
+    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+}
+
 /// A raw client socket for hostile tests: sends arbitrary bytes, reads whatever comes back.
 final class RawClient {
     let fd: Int32
@@ -174,6 +183,22 @@ final class RawClient {
             if n <= 0 { return all }
             all += buffer[0..<n]
         }
+    }
+
+    /// Reads until `count` answer frames arrived, or EOF or the 5 s receive timeout; returns those that did.
+    func readAnswers(_ count: Int) -> [AnswerFrame] {
+        var decoder = FrameDecoder(.answers, maxQueuedFrames: Int.max)
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        var frames: [AnswerFrame] = []
+        while frames.count < count {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            guard (try? decoder.append(Array(buffer[0..<n]))) != nil else { break }
+            while let body = decoder.nextFrame() {
+                if let frame = try? AnswerFrame.decode(body: body) { frames.append(frame) }
+            }
+        }
+        return frames
     }
 
     /// Decodes every answer frame in `bytes`.

@@ -1,3 +1,4 @@
+import KeydCore
 import KeydProtocol
 import Testing
 
@@ -60,12 +61,98 @@ struct DocumentTests {
         #expect(PeerClass.trustd.rawValue == 1 && PeerClass.admin.rawValue == 2)
     }
 
-    @Test("the limits table matches Limits")
-    func limits() throws {
-        let rows = markdownTable(in: try document(), header: ["Limit", "Value"])
-        let values = Dictionary(uniqueKeysWithValues: rows.map { (unquoted($0[0]), $0[1]) })
-        #expect(values["maxFrameLength"] == "65,536 bytes of body" && Limits.maxFrameLength == 65_536)
-        #expect(values["minRequestBody / minAnswerBody"] == "\(Limits.minRequestBody) / \(Limits.minAnswerBody) bytes")
-        #expect(values["audit record"] == "8,192 bytes" && Limits.maxAuditRecord == 8192)
+    @Test("the retired status code 13 is said to be retired and decodes to no status")
+    func retiredStatus() throws {
+        #expect(StatusCode(rawValue: 13) == nil)
+        #expect(try document().contains("Code 13 (`kekPresent`) is retired"))
     }
+
+    /// The fixed limits, by their name in the table: the numbers their value cell holds, in order.
+    static let fixedLimits: [String: [Int]] = [
+        "maxFrameLength": [Limits.maxFrameLength],
+        "maxAnswerFrameLength": [Limits.maxAnswerFrameLength],
+        "minRequestBody / minAnswerBody": [Limits.minRequestBody, Limits.minAnswerBody],
+        "requests decoded ahead": [ServingLimits.readAhead],
+        "unsent answers": [ServingLimits.unsentAnswers],
+        "trustd work per turn": [ServingLimits.turnMilliseconds],
+        "audit record": [Limits.maxAuditRecord],
+    ]
+
+    /// keyd's defaults for the configurable limits, by configuration key.
+    static let configuredLimits: [String: Int] = {
+        let defaults = KeydConfiguration()
+        return [
+            "frame-timeout-ms": defaults.frameTimeoutMilliseconds,
+            "hello-timeout-ms": defaults.helloTimeoutMilliseconds,
+            "idle-timeout-ms": defaults.idleTimeoutMilliseconds,
+            "max-connections": defaults.maxConnections,
+            "max-connections-per-uid": defaults.maxConnectionsPerUID,
+            "max-admin-connections": defaults.maxAdminConnections,
+            "evidence-per-second": defaults.evidencePerSecond,
+            "evidence-burst": defaults.evidenceBurst,
+            "evidence-per-second-per-connection": defaults.evidencePerSecondPerConnection,
+            "evidence-burst-per-connection": defaults.evidenceBurstPerConnection,
+        ]
+    }()
+
+    @Test("the limits table matches Limits, ServingLimits and keyd's configuration defaults")
+    func limits() throws {
+        let rows = markdownTable(in: try document(), header: ["Limit", "Value", "Configuration key"])
+        var fixedSeen: Set<String> = []
+        var configuredSeen: Set<String> = []
+        for row in rows {
+            try #require(row.count == 3, "row \(row)")
+            let name = unquoted(row[0])
+            let key = unquoted(row[2])
+            if key == "–" {
+                let expected = try #require(Self.fixedLimits[name], "no fixed limit named \(name)")
+                #expect(numbers(in: row[1]) == expected, "\(name): \(row[1])")
+                fixedSeen.insert(name)
+            } else {
+                #expect(KeydConfiguration.keys.contains(key), "\(key) is not a configuration key")
+                let expected = try #require(Self.configuredLimits[key], "no default known for \(key)")
+                #expect(numbers(in: row[1]).first == expected, "\(key): \(row[1]), default \(expected)")
+                configuredSeen.insert(key)
+            }
+        }
+        #expect(fixedSeen == Set(Self.fixedLimits.keys))
+        #expect(configuredSeen == Set(Self.configuredLimits.keys))
+    }
+
+    @Test("README's configuration table gives keyd's default of every configurable limit")
+    func readmeConfiguration() throws {
+        let text = String(decoding: try #require(readFile(sourceRoot() + "/README.md")), as: UTF8.self)
+        let rows = markdownTable(in: text, header: ["Key", "Default", "Meaning"])
+        var documented: [String: String] = [:]
+        for row in rows {
+            // "`a`, `b` | 1, 2": one default per key when the counts agree, else one for all.
+            let keys = row[0].split(separator: ",").map { unquoted(String($0)).trimmingSpaces() }
+            let values = row[1].split(separator: ",").map { String($0).trimmingSpaces() }
+            for (index, key) in keys.enumerated() {
+                documented[key] = values.count == keys.count ? values[index] : row[1]
+            }
+        }
+        for (key, value) in Self.configuredLimits {
+            #expect(documented[key].map { numbers(in: unquoted($0)) } == [value], "README default of \(key)")
+        }
+    }
+}
+
+/// Every decimal number in `cell`, in order; a comma between digits groups thousands ("65,536" is one).
+func numbers(in cell: String) -> [Int] {
+    var result: [Int] = []
+    var digits = ""
+    let characters = Array(cell)
+    for (index, character) in characters.enumerated() {
+        if character.isASCII, character.isNumber {
+            digits.append(character)
+        } else if character == ",", !digits.isEmpty, index + 1 < characters.count, characters[index + 1].isNumber {
+            continue
+        } else if !digits.isEmpty {
+            result.append(Int(digits)!)
+            digits = ""
+        }
+    }
+    if !digits.isEmpty { result.append(Int(digits)!) }
+    return result
 }

@@ -220,11 +220,11 @@ let requestRejections: [RejectCase] =
     + [
         reject("diskUUID empty", keyReleaseBody(uuid: []), fieldLength),
         reject("diskUUID 37 bytes", keyReleaseBody(uuid: Array((sampleDiskUUID + "0").utf8)), fieldLength),
-        reject("master secret 15 bytes", kekBody(master: 15, salt: 32), fieldLength),
+        // Only a secret over its maximum is malformed; one under its minimum decodes (RequestCodecTests).
         reject("master secret 65 bytes", kekBody(master: 65, salt: 32), fieldLength),
-        reject("master secret empty", kekBody(master: 0, salt: 32), fieldLength),
-        reject("salt 31 bytes", kekBody(master: 32, salt: 31), fieldLength),
+        reject("master secret 65000 bytes", kekBody(master: 65_000, salt: 0), fieldLength),
         reject("salt 65 bytes", kekBody(master: 32, salt: 65), fieldLength),
+        reject("salt 65 bytes after a short master secret", kekBody(master: 15, salt: 65), fieldLength),
         reject("audit.read maxRecords 0", auditReadBody(maxRecords: 0), fieldLength),
         reject("audit.read maxRecords 513", auditReadBody(maxRecords: 513), fieldLength),
         reject("audit.read maxRecords 65535", auditReadBody(maxRecords: .max), fieldLength),
@@ -279,7 +279,8 @@ let answerRejections: [RejectCase] =
         reject("connection error answer ok", answerBody(kind: 0xFFFF, sequence: .max, status: 0), badValue),
         reject("connection error answer wrongPhase", answerBody(kind: 0xFFFF, sequence: .max, status: 5), badValue),
     ]
-    + [UInt16(19), 31, 39, 47, 58, 0x8000, 0xFFFF].map { status in
+    // 13 is the retired kekPresent.
+    + [UInt16(13), 19, 31, 39, 47, 58, 0x8000, 0xFFFF].map { status in
         reject("unknown status \(status)", answerBody(kind: 0x8002, status: status), badEnum)
     }
     + [StatusCode.unsupported, .denied, .wrongPhase, .internal, .diskNotInitialized].map { status in
@@ -435,8 +436,8 @@ struct RejectionTests {
 
     @Test("messages name the value and the limit, never secret bytes")
     func messages() {
-        #expect(requestError(kekBody(master: 65, salt: 32))?.detail == "masterSecret: length 65 outside 16...64")
-        #expect(requestError(kekBody(master: 32, salt: 31))?.detail == "salt: length 31 outside 32...64")
+        #expect(requestError(kekBody(master: 65, salt: 32))?.detail == "masterSecret: length 65 outside 0...64")
+        #expect(requestError(kekBody(master: 32, salt: 65))?.detail == "salt: length 65 outside 0...64")
         #expect(requestError(requestBody(kind: 0x0099))?.detail == "unknown request kind 0x99")
         #expect(requestError([1])?.detail == "frame length 1 is below minimum 6")
         #expect(

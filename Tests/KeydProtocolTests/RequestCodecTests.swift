@@ -113,8 +113,11 @@ let requestCases: [RequestCase] = [
     RequestCase(name: "policy.set at its limit", sequence: .max, request: .policySet(signedPolicy: pattern(16_384))),
 ]
 
-/// kek.import secrets at the ends of their bounds.
-let kekImportSizes: [(master: Int, salt: Int)] = [(16, 32), (32, 32), (64, 64), (16, 64), (64, 32)]
+/// kek.import secrets at the ends of their bounds, and under their minimum: only the maximum is a wire
+/// matter (a 15-byte master secret or a 31-byte salt decodes; keyd answers it `invalidArgument`).
+let kekImportSizes: [(master: Int, salt: Int)] = [
+    (16, 32), (32, 32), (64, 64), (16, 64), (64, 32), (15, 32), (32, 31), (0, 32), (16, 0), (0, 0),
+]
 
 /// Encodes a kek.import frame with recognisable secrets.
 func kekImportFrame(

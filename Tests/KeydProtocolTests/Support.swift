@@ -123,6 +123,11 @@ extension Substring {
     }
 }
 
+extension String {
+    /// The text without leading and trailing spaces.
+    func trimmingSpaces() -> String { self[...].trimmingCharacters() }
+}
+
 /// A markdown cell's text without the backquotes around a name.
 func unquoted(_ cell: String) -> String {
     cell.filter { $0 != "`" }

@@ -13,7 +13,7 @@ final class Output {
 }
 
 struct ExitStatusTests {
-    @Test(arguments: [StatusCode.denied, .wrongPhase, .kekPresent, .kekAbsent, .internal, .unsupported])
+    @Test(arguments: [StatusCode.denied, .wrongPhase, .rateLimited, .kekAbsent, .internal, .unsupported])
     func refusalExitsOne(status: StatusCode) {
         #expect(ExitStatus.code(for: KeydClientError.refused(status, request: .kekImport)) == 1)
     }

@@ -3,7 +3,7 @@
 // Input: byte 0 picks the peer class, byte 1 the starting phase, byte 2 is unused (it chose a
 // served set when the session knew one; kept so the corpus stays valid); the rest is a program of one-byte
 // operations (see `Operation`) that send raw bytes or frames, change the phase, spend a
-// once-per-boot request on another connection, or time out. Checks, each a `fatalError`:
+// once-per-boot request on another connection, or let a clock expire. Checks, each a `fatalError`:
 // - a reply closes exactly when its status closes the connection, and `isClosed` agrees;
 // - dispatch happens only after hello, never for hello, for a peer and phase the permission
 //   table allows and a once request not yet used, with sequence = number of frames received;
@@ -11,7 +11,9 @@
 //   alreadyUsed, helloRequired and sequenceError only where their rule holds; never unsupported
 //   (which kinds keyd serves is the daemon's request table, answered after dispatch);
 // - an answer carries the kind and sequence of the request it answers, or is the connection
-//   error answer.
+//   error answer;
+// - an expired clock answers the connection error `timeout` and closes, audited unless the connection
+//   was idle.
 // Once the session closes the input ends: feeding a closed session is a precondition in KeydCore.
 import Glibc
 import KeydCore
@@ -56,7 +58,7 @@ enum Operation: UInt8 {
     case setPhase = 4
     /// Next byte picks a kind another connection used once this boot.
     case useOnOtherConnection = 5
-    /// The frame timer fires.
+    /// Next byte picks a clock (frame, hello, idle) that expires.
     case timeout = 6
     /// A well-formed request with the sequence from the next byte (often out of order).
     case requestOutOfSequence = 7
@@ -143,8 +145,8 @@ func answer(in bytes: [UInt8]) -> AnswerFrame {
 /// One connection under test, with the model of what it may do.
 struct Harness {
     var session: SessionStateMachine
-    /// keyd's bound: 16 KiB reads of frames of at least 10 bytes.
-    var decoder = FrameDecoder(.requests, maxQueuedFrames: 16_384 / 10 + 1)
+    /// keyd's bound on frames one read decodes; one operation sends at most 259 bytes, as much as keyd reads.
+    var decoder = FrameDecoder(.requests, maxQueuedFrames: ServingLimits.maxDecodedAhead)
     let peer: PeerClass
     var phase: Phase
     var usedThisBoot: Set<RequestKind> = []
@@ -343,8 +345,13 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
         case .useOnOtherConnection:
             harness.usedThisBoot.insert(kinds[Int(program.byte() ?? 0) % kinds.count])
         case .timeout:
-            let verdict = harness.session.timedOut()
+            let expiries: [ConnectionExpiry] = [.frameIncomplete, .helloMissing, .idle]
+            let expiry = expiries[Int(program.byte() ?? 0) % expiries.count]
+            let verdict = harness.session.expired(expiry)
             harness.checkConnectionError(verdict, status: .timeout)
+            guard case .reply(_, _, let audit) = verdict, (audit == nil) == (expiry == .idle) else {
+                finding("\(expiry) expired with audit \(String(describing: verdict))")
+            }
         }
     }
     return 0
