@@ -1,8 +1,9 @@
 // audit-bench: keyd's audit log under load (issue 13).
 //   1. keyd's start time with an audit log of --megabytes (default 1024) of valid keyed records beside the
 //      start time with an empty log, in the same run: keyd streams and checks every line's MAC before READY.
-//   2. Audit records written per 10,000 routine trustd requests (evidence.issue on swtpm, disk.inspect),
-//      counted in the log before, right after, and after keyd stops (the summary is written at stop).
+//   2. Audit records written per 10,000 routine trustd requests (disk.inspect of the configured state
+//      disk, status), and per 2,000 refused ones (a path named), counted in the log before, right after,
+//      and after keyd stops (the summary and the repeats are written at stop).
 //
 // The log is made here with KeydCore's own chain code under an audit key that the bench seals into the
 // software TPM at keyd's audit-key handle, so keyd unseals the same key and checks every MAC.
@@ -182,30 +183,42 @@ do {
 
 // MARK: 2. Records per routine requests
 
-print("audit-bench: audit records per \(options.requests) routine trustd requests (evidence.issue on swtpm, status)")
+print(
+    "audit-bench: audit records per \(options.requests) routine trustd requests (disk.inspect of the state disk, status)"
+)
 do {
     let tpm = try SoftwareTPM()
     let directory = scratch("routine")
-    let (pid, _) = try startKeyd(directory: directory, tpm: tpm)
+    let image = directory + "/state.img"
+    _ = FileManager.default.createFile(atPath: image, contents: nil)
+    truncate(image, 32 << 20)
+    let (pid, _) = try startKeyd(directory: directory, tpm: tpm, extra: ["state-disk-device = \(image)"])
     let state = directory + "/state"
     let before = auditRecordCount(state: state)
     let trustd = try KeydConnection(path: directory + "/keyd.sock")
-    let nonce = [UInt8](repeating: 1, count: 32)
-    var granted = 0
-    var refused: [StatusCode: Int] = [:]
+    var statuses: [StatusCode: Int] = [:]
+    let started = monotonicNanoseconds()
     for index in 0..<options.requests {
-        let request: Request =
-            index % 2 == 0
-            ? .evidenceIssue(EvidenceRequest(variant: .native, nonce: nonce, userDataDigest: nonce)) : .status
-        let answer = try trustd.roundTrip(request)
-        if answer.status == .ok { granted += 1 } else { refused[answer.status, default: 0] += 1 }
+        let answer = try trustd.roundTrip(index % 2 == 0 ? .diskInspect(device: "") : .status)
+        statuses[answer.status, default: 0] += 1
     }
+    let seconds = elapsedSeconds(from: started, to: monotonicNanoseconds())
     trustd.close()
-    let during = auditRecordCount(state: state)
+    let routine = auditRecordCount(state: state)
+    // Refusals: trustd naming a path, each on its own connection (denied closes it).
+    for _ in 0..<2000 {
+        let probe = try KeydConnection(path: directory + "/keyd.sock")
+        _ = try? probe.roundTrip(.diskInspect(device: "/etc/shadow"))
+        probe.close()
+    }
+    let refused = auditRecordCount(state: state)
     stop(pid)
     let after = auditRecordCount(state: state)
-    let refusals = refused.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-    print("  answered ok \(granted)\(refusals.isEmpty ? "" : ", refused \(refusals)")")
-    print("  records written while serving: \(during - before); after stop (summary, keyd.stop): \(after - during)")
+    print(
+        "  answers: \(statuses.map { "\($0.key) \($0.value)" }.sorted().joined(separator: ", ")) in \(fixed(seconds, 2)) s"
+    )
+    print("  records written for \(options.requests) routine requests: \(routine - before)")
+    print("  records written for 2000 refused path probes: \(refused - routine)")
+    print("  records written at stop (audit.summary, audit.repeated, keyd.stop): \(after - refused)")
     try? FileManager.default.removeItem(atPath: directory)
 }

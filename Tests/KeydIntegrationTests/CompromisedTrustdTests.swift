@@ -151,4 +151,49 @@ import Glibc
         #expect(client.readAnswers(1).first?.status == .ok)
         try checks.verify(notAudited: { $0.contains("protocol.violation") }, "pipelined status read late")
     }
+
+    @Test func inspectFloodIsCountedNotWrittenRecordByRecord() throws {
+        // 10,000 routine inspections of the configured state disk, then 2,000 refused ones (a path named).
+        let image = try KeydStateDiskTests.makeImage(in: FileManager.default.temporaryDirectory.path)
+        defer { try? FileManager.default.removeItem(atPath: image) }
+        let (keyd, checks) = try Self.keyd(["state-disk-device = \(image)", "max-connections-per-uid = 1024"])
+        let before = keyd.auditLines.count
+        let client = try RawClient(path: keyd.socketPath)
+        var pipeline = RawClient.hello()
+        for sequence in 1...10_000 {
+            pipeline += RequestFrame(sequence: UInt32(sequence), request: .diskInspect(device: "")).encodeFrame()
+        }
+        client.send(pipeline)
+        let answers = client.readAnswers(10_001)
+        #expect(answers.count == 10_001 && answers.allSatisfy { $0.status == .ok })
+        let afterRoutine = keyd.auditLines.count
+        #expect(
+            afterRoutine == before,
+            "routine inspections are counted, not written: \(afterRoutine - before) records"
+        )
+
+        // Probing paths: each is denied and closes its connection; the repeats fold into one record.
+        for _ in 0..<2000 {
+            let probe = try RawClient(path: keyd.socketPath)
+            probe.send(
+                RawClient.hello()
+                    + RequestFrame(sequence: 1, request: .diskInspect(device: "/etc/shadow")).encodeFrame()
+            )
+            _ = probe.readAnswers(2)
+        }
+        let afterProbes = keyd.auditLines.count
+        #expect(afterProbes - afterRoutine == 1, "\(afterProbes - afterRoutine) records for 2,000 probes")
+        try checks.verify(
+            audited: { $0.contains("\"status\":\"denied\"") && $0.contains("/etc/shadow") },
+            "inspect flood"
+        )
+
+        // At stop the counts and the repeats are written: two records for 12,000 requests.
+        keyd.waitForExit(afterSignal: SIGTERM)
+        let lines = keyd.auditLines
+        #expect(lines.contains { $0.contains("\"audit.summary\"") && $0.contains("\"disk.inspect\":\"10000\"") })
+        #expect(lines.contains { $0.contains("\"audit.repeated\"") && $0.contains("\"repeats\":\"1999\"") })
+        #expect(lines.count - before <= 4, "summary, repeats, keyd.stop: \(lines.count - before)")
+    }
+
 }
