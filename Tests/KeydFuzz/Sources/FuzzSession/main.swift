@@ -217,6 +217,9 @@ struct Harness {
             guard !session.isClosed else { finding("dispatch from a closed session") }
             guard helloDone, kind != .hello else { finding("dispatched \(kind) before or as hello") }
             guard peer != .stranger, row.peers.contains(peer) else { finding("dispatched \(kind) for peer \(peer)") }
+            if let device = DiskTarget.namedDevice(in: frame.request), !DiskTarget.mayName(device, peer: peer) {
+                finding("dispatched \(kind) naming \(device) for peer \(peer)")
+            }
             guard row.phases.contains(phase) else { finding("dispatched \(kind) in phase \(phase)") }
             switch row.once {
             case .unlimited: break
@@ -282,7 +285,12 @@ struct Harness {
                     finding("wrongPhase answer to \(kind) in \(phase)")
                 }
             case .denied:
-                guard !row.peers.contains(peer) else { finding("denied \(kind) to permitted peer \(peer)") }
+                // A permitted peer is denied only for naming a device path it may not name (trustd).
+                let namedPath =
+                    DiskTarget.namedDevice(in: decoded.request).map { !DiskTarget.mayName($0, peer: peer) } ?? false
+                guard !row.peers.contains(peer) || namedPath else {
+                    finding("denied \(kind) to permitted peer \(peer)")
+                }
             case .alreadyUsed:
                 let used =
                     row.once == .perConnection
