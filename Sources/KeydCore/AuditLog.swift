@@ -62,6 +62,9 @@ public struct AuditRecord: Sendable {
     public var peer: AuditPeer
     /// Extra key/value text in the given order; long values are cut (see ``AuditChain/maxDetailValueLength``).
     public var detail: [(key: String, value: String)]
+    /// On the last line of a commit group of an anchored chain: the TPM counter's value once the
+    /// group is counted (``AuditAnchor``); nil on every other line.
+    public var anchor: UInt64?
 
     /// Makes a record.
     public init(
@@ -71,8 +74,10 @@ public struct AuditRecord: Sendable {
         decision: AuditDecision,
         status: String,
         peer: AuditPeer,
-        detail: [(key: String, value: String)] = []
+        detail: [(key: String, value: String)] = [],
+        anchor: UInt64? = nil
     ) {
+        self.anchor = anchor
         self.sequence = sequence
         self.time = time
         self.event = event
@@ -114,7 +119,12 @@ public struct AuditRecord: Sendable {
             out.append(UInt8(ascii: ":"))
             AuditJSON.appendString(pair.value, to: &out, maxEscapedLength: AuditChain.maxDetailValueLength)
         }
-        out.append(contentsOf: #"},"prev":""#.utf8)
+        out.append(UInt8(ascii: "}"))
+        if let anchor {
+            out.append(contentsOf: #","anchor":"#.utf8)
+            out.append(contentsOf: String(anchor).utf8)
+        }
+        out.append(contentsOf: #","prev":""#.utf8)
         out.append(contentsOf: lowercaseHex(previousMAC).utf8)
         out.append(UInt8(ascii: "\""))
         let mac = link.mac(out[...])
@@ -212,6 +222,7 @@ public struct AuditChain: Sendable {
         status: String,
         peer: AuditPeer,
         detail: [(key: String, value: String)] = [],
+        anchor: UInt64? = nil,
         time: Int64
     ) -> (line: [UInt8], next: AuditChain) {
         let record = AuditRecord(
@@ -221,7 +232,8 @@ public struct AuditChain: Sendable {
             decision: decision,
             status: status,
             peer: peer,
-            detail: detail
+            detail: detail,
+            anchor: anchor
         )
         var (line, mac) = record.line(previousMAC: headMAC, link: link)
         line.append(UInt8(ascii: "\n"))
@@ -236,6 +248,7 @@ public struct AuditChain: Sendable {
         status: String,
         peer: AuditPeer,
         detail: [(key: String, value: String)] = [],
+        anchor: UInt64? = nil,
         time: Int64
     ) -> [UInt8] {
         let (line, next) = appending(
@@ -244,6 +257,7 @@ public struct AuditChain: Sendable {
             status: status,
             peer: peer,
             detail: detail,
+            anchor: anchor,
             time: time
         )
         self = next

@@ -85,6 +85,10 @@ public struct AuditScanner: Sendable {
     public private(set) var headMAC = AuditChain.genesisMAC
     /// The genesis record, once line 0 was read and parsed as one.
     public private(set) var genesis: AuditGenesis?
+    /// The anchor of the last commit group seen (``AuditAnchor``), nil before one or in an unanchored chain.
+    public private(set) var lastAnchor: UInt64?
+    /// Lines after the last anchor line: a group keyd began to write and never counted.
+    public private(set) var uncommittedRecords: UInt64 = 0
     private var olderMAC = AuditChain.genesisMAC
     private var finding: Finding?
     private var anchorMAC: [UInt8]?
@@ -113,7 +117,8 @@ public struct AuditScanner: Sendable {
     public mutating func consume(_ line: UnsafeRawBufferPointer) {
         let index = records
         let mac: [UInt8]
-        if let parsed = Self.parse(line) {
+        let parsed = Self.parse(line)
+        if let parsed {
             mac = parsed.mac
             if finding == nil { finding = check(line, parsed, at: index) }
         } else {
@@ -127,6 +132,12 @@ public struct AuditScanner: Sendable {
                     explanation: "record \(index) is not an audit line"
                 )
             }
+        }
+        if let anchor = parsed?.anchor {
+            lastAnchor = anchor
+            uncommittedRecords = 0
+        } else {
+            uncommittedRecords += 1
         }
         if let expected = expectedHead, expected.records > 0, index == expected.records - 1 {
             anchorMAC = mac
@@ -244,7 +255,35 @@ public struct AuditScanner: Sendable {
                 )
             }
         }
-        return nil
+        return checkAnchor(parsed.anchor, at: index)
+    }
+
+    /// An anchored chain's genesis carries `counterBase + 1` and every later anchor the one before plus
+    /// one (keyd counts each group once); an unanchored chain carries none.
+    private func checkAnchor(_ anchor: UInt64?, at index: UInt64) -> Finding? {
+        guard let anchor else {
+            guard index == 0, genesis?.counterBase != nil else { return nil }
+            return Finding(
+                problem: .unparsable,
+                record: 0,
+                headMAC: AuditChain.genesisMAC,
+                explanation: "record 0 names a TPM counter but carries no anchor"
+            )
+        }
+        let expected: UInt64?
+        if index == 0 {
+            expected = genesis?.counterBase.map { $0 &+ 1 }
+        } else {
+            expected = genesis?.counterBase == nil ? nil : (lastAnchor ?? 0) &+ 1
+        }
+        guard expected != anchor else { return nil }
+        return Finding(
+            problem: .unverifiable,
+            record: index,
+            headMAC: headMAC,
+            explanation: expected.map { "record \(index) carries anchor \(anchor), expected \($0)" }
+                ?? "record \(index) carries an anchor in a chain without a TPM counter"
+        )
     }
 
     /// The fields of one line keyd checks.
@@ -254,11 +293,14 @@ public struct AuditScanner: Sendable {
         var mac: [UInt8]
         /// Where `,"mac":"` starts: the MAC covers the line before it.
         var macStart: Int
+        /// The commit group's anchor, on a group's last line.
+        var anchor: UInt64?
     }
 
     private static let linePrefix = Array(#"{"seq":"#.utf8)
     private static let previousField = Array(#","prev":""#.utf8)
     private static let macField = Array(#"","mac":""#.utf8)
+    private static let anchorField = Array(#","anchor":"#.utf8)
     private static let lineEnd = Array(#""}"#.utf8)
     /// `,"prev":"<64 hex>","mac":"<64 hex>"}`.
     private static let suffixLength = previousField.count + 64 + macField.count + 64 + lineEnd.count
@@ -296,8 +338,24 @@ public struct AuditScanner: Sendable {
             let previous = hexBytes(line[(suffixStart + previousField.count)..<macStart]),
             let mac = hexBytes(line[(macStart + macField.count)..<(line.endIndex - lineEnd.count)])
         else { return nil }
+        // An anchor is the digits right before the suffix, after `,"anchor":` (the detail object ends in `}`).
+        var anchor: UInt64?
+        var digitsEnd = suffixStart
+        while digitsEnd > cursor, decimalDigit(line[digitsEnd - 1]) != nil { digitsEnd -= 1 }
+        if digitsEnd < suffixStart {
+            let digits = line[digitsEnd..<suffixStart]
+            guard digitsEnd - anchorField.count >= cursor,
+                line[(digitsEnd - anchorField.count)..<digitsEnd].elementsEqual(anchorField),
+                digits.count <= 20, digits.count == 1 || digits.first != UInt8(ascii: "0"),
+                let value = UInt64(String(decoding: digits, as: UTF8.self))
+            else { return nil }
+            anchor = value
+        }
+        // The record's fields end with the detail object.
+        let fieldsEnd = anchor == nil ? suffixStart : digitsEnd - anchorField.count
+        guard fieldsEnd > cursor, line[fieldsEnd - 1] == UInt8(ascii: "}") else { return nil }
         // The MAC covers the line up to and including prev's closing quote.
-        return ParsedLine(sequence: sequence, previous: previous, mac: mac, macStart: macStart + 1)
+        return ParsedLine(sequence: sequence, previous: previous, mac: mac, macStart: macStart + 1, anchor: anchor)
     }
 
     private static let genesisEvent = Array(#""event":"audit.chain","#.utf8)

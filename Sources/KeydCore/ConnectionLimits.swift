@@ -8,8 +8,16 @@ public enum ServingLimits {
     /// Frames one read can complete at most (every frame is at least 10 bytes).
     public static let maxDecodedAhead = readAhead / (Limits.lengthPrefixSize + Limits.minRequestBody) + 1
     /// Answers keyd holds unsent per connection beyond the socket buffer: it performs a peer's next request
-    /// only once the previous answer is handed to the socket.
+    /// only once the previous answer is handed to the socket (or held for the audit commit, below).
     public static let unsentAnswers = 1
+    /// Answers one connection may have waiting for their audit records' commit, at most.
+    public static let heldAnswers = 32
+    /// Bytes of answers one connection may have waiting for the audit commit, about.
+    public static let heldAnswerBytes = 65_536
+    /// Longest a staged audit record waits for others to share its fsync and TPM count.
+    public static let auditCommitWindowMilliseconds = 4
+    /// Records in one audit commit at most.
+    public static let auditGroupRecords = 256
     /// trustd work per turn before keyd serves the admin socket again (the request in progress may overrun it).
     public static let turnMilliseconds = 10
 }

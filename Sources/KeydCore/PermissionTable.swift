@@ -63,6 +63,8 @@ public enum PermissionTable {
         case .keyRelease: Permission(peers: trustdOnly, phases: [.holdingKEK], once: .unlimited)
         case .envelopeAccept: Permission(peers: trustdOnly, phases: [.awaitingKEK], once: .perBoot)
         case .initAccept: Permission(peers: trustdOnly, phases: [.awaitingKEK], once: .perBoot)
+        case .joinEvidenceIssue: Permission(peers: trustdOnly, phases: all, once: .unlimited)
+        case .compatRelease: Permission(peers: trustdOnly, phases: [.holdingKEK], once: .unlimited)
         case .diskInspect: Permission(peers: both, phases: all, once: .unlimited)
         case .diskFormat: Permission(peers: adminOnly, phases: all, once: .unlimited)
         case .diskBind: Permission(peers: adminOnly, phases: [.holdingKEK], once: .unlimited)
@@ -76,6 +78,8 @@ public enum PermissionTable {
         case .tpmStatus: Permission(peers: adminOnly, phases: all, once: .unlimited)
         case .tpmEvidence: Permission(peers: adminOnly, phases: all, once: .unlimited)
         case .policySet: Permission(peers: adminOnly, phases: [.holdingKEK], once: .unlimited)
+        case .policyGet: Permission(peers: adminOnly, phases: all, once: .unlimited)
+        case .operatorKeyPin: Permission(peers: adminOnly, phases: [.awaitingKEK], once: .unlimited)
         }
     }
 

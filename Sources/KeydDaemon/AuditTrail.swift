@@ -32,8 +32,27 @@ final class AuditTrail {
     private var currentSize: Int
     /// The chain's segments, oldest first, with the sequence number of their first record; the last is `current`.
     private var segments: [(name: String, firstSequence: UInt64)]
-    /// The genesis record's TPM counter value, or nil when the chain is not anchored in a TPM.
-    private var counterBase: UInt64?
+    /// The anchor of the last group made durable (the TPM counter's value once it is counted), or nil
+    /// when the chain is not anchored in a TPM.
+    private var committedAnchor: UInt64?
+    /// The last group is durable but the TPM did not count it: it is counted before the next one is written.
+    private var uncountedGroup = false
+    /// Records staged for the next group, in order; written by ``commit()``.
+    private var staged: [StagedRecord] = []
+    /// Records staged since the last commit.
+    var stagedCount: Int { staged.count }
+    /// Bumped by every ``commit()`` that had records: the group staged records belong to.
+    private(set) var openGroup: UInt64 = 0
+
+    /// A record waiting for its group's commit.
+    private struct StagedRecord {
+        var event: AuditEvent
+        var granted: Bool
+        var status: StatusCode
+        var peer: AuditPeer
+        var detail: [(key: String, value: String)]
+        var time: Int64
+    }
     /// What the start-up check found.
     let startCheck: AuditVerification
     /// Notes keyd writes after `keyd.start`: what start-up moved aside, began or found.
@@ -41,7 +60,7 @@ final class AuditTrail {
         [(event: AuditEvent, granted: Bool, status: StatusCode, detail: [(key: String, value: String)])] = []
 
     /// Whether the chain is anchored in the TPM (keyed and counted).
-    var anchored: Bool { counterBase != nil }
+    var anchored: Bool { committedAnchor != nil }
 
     /// Opens the log in `state`: moves aside a `audit.log` that is not a regular file, checks the
     /// chain against the key and the counter, and begins a new chain when there is none it can check.
@@ -115,22 +134,22 @@ final class AuditTrail {
             beginReason = "the previous chain cannot be checked (\(why)); archived"
             current = try state.openLog(Self.currentName, mode: 0o600)
             currentSize = 0
-        } else if case .keyed = link, let base = scanner.genesis?.counterBase {
+        } else if case .keyed = link, scanner.genesis?.counterBase != nil, let lastAnchor = scanner.lastAnchor {
             if let counter {
-                switch AuditAnchor.compare(counterBase: base, records: scanner.records, counter: counter) {
+                switch AuditAnchor.compare(lastAnchor: lastAnchor, counter: counter) {
                 case .consistent: break
-                case .lastRecordUncounted: try tpm?.countAuditRecord()
-                case .recordsMissing(let missing):
+                case .lastGroupUncounted: try tpm?.countAuditRecord()
+                case .groupsMissing(let missing):
                     verification = verification.reporting(
                         .truncated,
-                        at: scanner.records,
-                        "the TPM counted \(missing) more records than the log holds: records were removed at the end"
+                        at: scanner.records - scanner.uncommittedRecords,
+                        "the TPM counted \(missing) more commits than the log holds: records were removed at the end"
                     )
                 case .counterBehind(let extra):
                     verification = verification.reporting(
                         .unverifiable,
                         at: scanner.records,
-                        "the log holds \(extra) more records than the TPM counted: another TPM, or its state was rolled back"
+                        "the log holds \(extra) more commits than the TPM counted: another TPM, or its state was rolled back"
                     )
                 }
             } else {
@@ -156,13 +175,13 @@ final class AuditTrail {
         if let beginReason {
             segments = [(Self.currentName, 0)]
             chain = AuditChain(link: link)
-            counterBase = nil
+            committedAnchor = nil
             startCheck = verification
             startNotes = notes
             try begin(reason: beginReason, keyd: keyd, time: now())
         } else {
             chain = AuditChain(link: link, nextSequence: scanner.records, headMAC: scanner.headMAC)
-            counterBase = scanner.genesis?.counterBase
+            committedAnchor = scanner.genesis?.counterBase == nil ? nil : scanner.lastAnchor
             startCheck = verification
             startNotes = notes
         }
@@ -190,7 +209,7 @@ final class AuditTrail {
                 Log.error("Audit counter unavailable; the chain is not anchored", ["error": "\(error)"])
             }
         }
-        counterBase = base
+        committedAnchor = base
         try append(
             event: .auditChain,
             granted: true,
@@ -201,8 +220,72 @@ final class AuditTrail {
         )
     }
 
-    /// Appends one record, makes it durable, then counts it in the TPM; a record that cannot be
-    /// written throws and leaves the head where the file ends.
+    /// Stages one record for the next group; nothing is written until ``commit()``.
+    func stage(
+        event: AuditEvent,
+        granted: Bool,
+        status: StatusCode,
+        peer: AuditPeer,
+        detail: [(key: String, value: String)],
+        time: Int64
+    ) {
+        staged.append(
+            StagedRecord(event: event, granted: granted, status: status, peer: peer, detail: detail, time: time)
+        )
+    }
+
+    /// Writes the staged records as one group: one write, one fsync, then one count in the TPM (the
+    /// group's last line carries the counter's value once counted). A group that cannot be made
+    /// durable throws, is dropped whole and leaves the head where the file ends; a group the TPM did
+    /// not count is counted before the next one is written, and that failing fails the next commit.
+    func commit() throws {
+        guard !staged.isEmpty else { return }
+        openGroup &+= 1
+        defer { staged.removeAll(keepingCapacity: staged.count <= 64) }
+        if uncountedGroup, let tpm {
+            try tpm.countAuditRecord()
+            uncountedGroup = false
+        }
+        let anchor = committedAnchor.map { $0 + 1 }
+        var next = chain
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(staged.count * 448)
+        for (index, record) in staged.enumerated() {
+            let (line, after) = next.appending(
+                event: record.event,
+                decision: record.granted ? .granted : .refused,
+                status: record.status.description,
+                peer: record.peer,
+                detail: record.detail,
+                anchor: index == staged.count - 1 ? anchor : nil,
+                time: record.time
+            )
+            bytes += line
+            next = after
+        }
+        do {
+            try current.append(bytes)
+            try current.sync()
+        } catch {
+            // Nothing of a failed group may stay: the next group chains to the head keyd holds.
+            try? current.truncate(to: currentSize)
+            throw error
+        }
+        chain = next
+        currentSize += bytes.count
+        committedAnchor = anchor
+        if anchor != nil {
+            do {
+                try tpm?.countAuditRecord()
+            } catch {
+                uncountedGroup = true
+                Log.error("Audit group not counted in the TPM", ["error": "\(error)"])
+            }
+        }
+        if currentSize >= Self.segmentLimit { rotate() }
+    }
+
+    /// Stages one record and commits it with whatever else is staged.
     func append(
         event: AuditEvent,
         granted: Bool,
@@ -211,27 +294,8 @@ final class AuditTrail {
         detail: [(key: String, value: String)],
         time: Int64
     ) throws {
-        let (line, next) = chain.appending(
-            event: event,
-            decision: granted ? .granted : .refused,
-            status: status.description,
-            peer: peer,
-            detail: detail,
-            time: time
-        )
-        try current.append(line)
-        try current.sync()
-        chain = next
-        currentSize += line.count
-        if counterBase != nil {
-            do {
-                try tpm?.countAuditRecord()
-            } catch {
-                // The record is on disk; the next start sees the counter one behind and counts it.
-                Log.error("Audit record not counted in the TPM", ["error": "\(error)"])
-            }
-        }
-        if currentSize >= Self.segmentLimit { rotate() }
+        stage(event: event, granted: granted, status: status, peer: peer, detail: detail, time: time)
+        try commit()
     }
 
     /// Closes the current segment under its first record's number and begins a new one.
@@ -277,7 +341,10 @@ final class AuditTrail {
                 "records after keyd's head \(chain.nextSequence) were not written by keyd"
             )
         }
-        if let base = counterBase {
+        if committedAnchor != nil {
+            guard let lastAnchor = scanner.lastAnchor else {
+                return verification.reporting(.unparsable, at: 0, "the anchored chain carries no anchor")
+            }
             let counter: UInt64
             do {
                 guard let value = try tpm?.auditCounter() else {
@@ -292,19 +359,26 @@ final class AuditTrail {
                     "the TPM counter could not be read: \(error)"
                 )
             }
-            switch AuditAnchor.compare(counterBase: base, records: scanner.records, counter: counter) {
-            case .consistent, .lastRecordUncounted: break
-            case .recordsMissing(let missing):
+            switch AuditAnchor.compare(lastAnchor: lastAnchor, counter: counter) {
+            case .consistent: break
+            case .lastGroupUncounted where uncountedGroup: break
+            case .lastGroupUncounted:
+                verification = verification.reporting(
+                    .unverifiable,
+                    at: scanner.records,
+                    "the log's last commit is one ahead of the TPM counter, which keyd counted"
+                )
+            case .groupsMissing(let missing):
                 verification = verification.reporting(
                     .truncated,
-                    at: scanner.records,
-                    "the TPM counted \(missing) more records than the log holds"
+                    at: scanner.records - scanner.uncommittedRecords,
+                    "the TPM counted \(missing) more commits than the log holds"
                 )
             case .counterBehind(let extra):
                 verification = verification.reporting(
                     .unverifiable,
                     at: scanner.records,
-                    "the log holds \(extra) more records than the TPM counted"
+                    "the log holds \(extra) more commits than the TPM counted"
                 )
             }
         }

@@ -151,6 +151,7 @@ public enum Daemon {
         )
         service.auditStart(socketActivated: activated)
         service.unsealStoredKEK()
+        service.commitAudit()
         Log.notice(
             "keyd ready",
             [

@@ -29,6 +29,11 @@ final class Connection {
     var evidenceBucket: TokenBucket
     /// Answer bytes not yet written.
     var outbox: [UInt8] = []
+    /// Answers waiting for the audit group their records belong to, in order; moved to the outbox
+    /// once the group is durable (PROTOCOL.md, "Audit log": group commit).
+    var held: [HeldAnswer] = []
+    /// Bytes in `held`.
+    var heldBytes = 0
     var endOfInput: EndOfInput?
     /// Close once the outbox is flushed.
     var closeAfterFlush = false
@@ -51,15 +56,33 @@ final class Connection {
         self.evidenceBucket = evidenceBucket
     }
 
-    /// keyd reads a peer only while nothing of it waits: no unsent answer, no decoded request (backpressure).
+    /// keyd reads a peer only while nothing of it waits: no unsent answer, no decoded request, room
+    /// among the answers held for the audit commit (backpressure).
     var wantsRead: Bool {
-        !closed && !closeAfterFlush && endOfInput == nil && outbox.isEmpty && decoder.readyCount == 0
+        !closed && !closeAfterFlush && endOfInput == nil && outbox.isEmpty && decoder.readyCount == 0 && mayHoldMore
     }
 
-    /// A request (or the end of input) waits and the previous answer is written: the peer may have its turn.
+    /// A request (or the end of input) waits and the previous answer is written or held: the peer may
+    /// have its turn.
     var hasWork: Bool {
-        !closed && !closeAfterFlush && outbox.isEmpty && (decoder.readyCount > 0 || endOfInput != nil)
+        !closed && !closeAfterFlush && outbox.isEmpty && mayHoldMore && (decoder.readyCount > 0 || endOfInput != nil)
     }
+
+    /// Whether another answer may wait for the audit commit.
+    var mayHoldMore: Bool { held.count < ServingLimits.heldAnswers && heldBytes < ServingLimits.heldAnswerBytes }
+
+    /// Nothing of this connection's is left to send.
+    var drained: Bool { outbox.isEmpty && held.isEmpty }
+}
+
+/// An answer waiting for an audit group.
+struct HeldAnswer {
+    /// The group it waits for; nil when it waits only for the answers before it (order).
+    let group: UInt64?
+    /// The answer.
+    let bytes: [UInt8]
+    /// What is sent instead when its group cannot be made durable (`auditFailure`), or nil to send it anyway.
+    let onAuditFailure: [UInt8]?
 }
 
 /// A count of routine events (busy refusals, idle closes) logged at most once a second, so that a
@@ -110,6 +133,10 @@ final class EventLoop {
     private var pendingWork = false
     private var earliestDeadline: UInt64?
     private var busyRefusals = ThrottledCount()
+    /// When the staged audit records began to wait (monotonic ns), for the commit window.
+    private var stagedSince: UInt64?
+    /// The audit group whose answers were last released.
+    private var releasedGroup: UInt64 = 0
     private var idleCloses = ThrottledCount()
     /// One read buffer for all connections; wiped after every read (it may hold secrets).
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: EventLoop.scratchSize, alignment: 16)
@@ -121,6 +148,8 @@ final class EventLoop {
     static let turnNanoseconds = UInt64(ServingLimits.turnMilliseconds) * 1_000_000
     /// Connections accepted per socket per turn.
     static let acceptsPerTurn = 64
+    /// Longest a staged audit record waits for others to share its commit.
+    static let commitWindowNanoseconds = UInt64(ServingLimits.auditCommitWindowMilliseconds) * 1_000_000
 
     init(
         listeners: [(listener: UnixListener, role: ListenerRole)],
@@ -150,12 +179,14 @@ final class EventLoop {
         while running {
             let now = MonotonicClock.nowNanoseconds()
             buildPollSet(now: now)
+            let ready: Int
             do {
-                _ = try Poller.wait(&pollSet, timeoutMilliseconds: pollTimeout(now: now))
+                ready = try Poller.wait(&pollSet, timeoutMilliseconds: pollTimeout(now: now))
             } catch {
                 Log.error("Poll failed", ["error": "\(error)"])
                 continue
             }
+            let hadWork = pendingWork
             let turn = MonotonicClock.nowNanoseconds()
             handleSignals()
             acceptConnections()
@@ -163,10 +194,88 @@ final class EventLoop {
             serveTurn(started: turn)
             expireDeadlines(turnStarted: turn)
             service.writeDueAuditRecords()
+            commitAuditIfDue(idle: ready == 0 && !hadWork)
+            releaseHeldAnswers()
             reapClosed()
         }
-        for connection in adminConnections + trustdConnections { close(connection) }
+        service.commitAudit()
+        releaseHeldAnswers()
+        for connection in adminConnections + trustdConnections {
+            _ = flush(connection)
+            close(connection)
+        }
     }
+
+    /// Commits the staged audit records when nothing more is arriving right now (`idle`), when the
+    /// first of them has waited the commit window, or when the group is full: records that arrive
+    /// together share one fsync and one TPM count.
+    private func commitAuditIfDue(idle: Bool) {
+        let staged = service.stagedAuditRecords
+        guard staged > 0 else {
+            stagedSince = nil
+            return
+        }
+        let now = MonotonicClock.nowNanoseconds()
+        let since = stagedSince ?? now
+        stagedSince = since
+        guard idle || staged >= ServingLimits.auditGroupRecords || now - since >= Self.commitWindowNanoseconds else {
+            return
+        }
+        service.commitAudit()
+        stagedSince = nil
+    }
+
+    /// Moves the held answers whose audit group is decided to the outbox (an `auditFailure` answer for
+    /// a group that failed) and writes them.
+    private func releaseHeldAnswers() {
+        let open = service.openAuditGroup
+        guard open != releasedGroup else { return }
+        releasedGroup = open
+        for connection in adminConnections + trustdConnections where !connection.closed && !connection.held.isEmpty {
+            var released = 0
+            for answer in connection.held {
+                if let group = answer.group {
+                    guard group < open else { break }
+                    let failed = service.auditGroupFailed(group)
+                    connection.outbox += failed ? (answer.onAuditFailure ?? answer.bytes) : answer.bytes
+                } else {
+                    connection.outbox += answer.bytes
+                }
+                connection.heldBytes -= answer.bytes.count
+                released += 1
+            }
+            connection.held.removeFirst(released)
+            if !flush(connection) {
+                close(connection)
+            } else if connection.closeAfterFlush && connection.drained {
+                close(connection)
+            }
+        }
+        service.forgetFailedAuditGroups()
+    }
+
+    /// Sends `bytes` (the answer to a request, or a session reply) or holds it for the audit group it
+    /// staged a record in (`group` and staged count read before the answer was made), or behind
+    /// answers already held.
+    private func deliver(
+        _ bytes: [UInt8],
+        to connection: Connection,
+        stagedBefore: (group: UInt64, count: Int),
+        onAuditFailure: [UInt8]?
+    ) {
+        let group = service.openAuditGroup
+        let count = service.stagedAuditRecords
+        let staged = count > 0 && (group != stagedBefore.group || count > stagedBefore.count)
+        guard staged || !connection.held.isEmpty else {
+            connection.outbox += bytes
+            return
+        }
+        connection.held.append(HeldAnswer(group: staged ? group : nil, bytes: bytes, onAuditFailure: onAuditFailure))
+        connection.heldBytes += bytes.count
+    }
+
+    /// The audit group and staged count now, to tell whether an answer staged a record.
+    private var auditMark: (group: UInt64, count: Int) { (service.openAuditGroup, service.stagedAuditRecords) }
 
     private func buildPollSet(now: UInt64) {
         pollSet.removeAll(keepingCapacity: true)
@@ -192,7 +301,8 @@ final class EventLoop {
     }
 
     private func pollTimeout(now: UInt64) -> Int32 {
-        if pendingWork { return 0 }
+        // Staged audit records: look once more for requests that arrive together, then commit.
+        if pendingWork || service.stagedAuditRecords > 0 { return 0 }
         guard let earliestDeadline else { return -1 }
         if earliestDeadline <= now { return 0 }
         return Int32(clamping: (earliestDeadline - now) / 1_000_000 + 1)
@@ -284,7 +394,7 @@ final class EventLoop {
                 continue
             }
             if revents & (Poller.readable | Poller.hangup) != 0, connection.wantsRead { read(connection) }
-            if connection.closeAfterFlush && connection.outbox.isEmpty { close(connection) }
+            if connection.closeAfterFlush && connection.drained { close(connection) }
         }
     }
 
@@ -387,7 +497,7 @@ final class EventLoop {
         // Write the answer now rather than waiting for another poll round.
         if !connection.outbox.isEmpty, !flush(connection) {
             close(connection)
-        } else if connection.closeAfterFlush && connection.outbox.isEmpty {
+        } else if connection.closeAfterFlush && connection.drained {
             close(connection)
         }
     }
@@ -403,11 +513,21 @@ final class EventLoop {
                     at: MonotonicClock.nowNanoseconds()
                 )
             {
-                connection.outbox += refuseRateLimited(frame, identity: connection.identity)
+                let mark = auditMark
+                let refusal = refuseRateLimited(frame, identity: connection.identity)
+                deliver(refusal, to: connection, stagedBefore: mark, onAuditFailure: nil)
             } else {
-                connection.outbox += service.perform(frame, body: body, identity: connection.identity)
+                let mark = auditMark
+                let answer = service.perform(frame, body: body, identity: connection.identity)
+                let failure = AnswerFrame.encodeStatus(
+                    answering: frame.request.kind,
+                    sequence: frame.sequence,
+                    status: .auditFailure
+                )
+                deliver(answer, to: connection, stagedBefore: mark, onAuditFailure: failure)
             }
         case .reply(let bytes, let close, let audit):
+            let mark = auditMark
             if let audit {
                 service.audit(audit, identity: connection.identity)
                 if close {
@@ -421,7 +541,7 @@ final class EventLoop {
                     )
                 }
             }
-            connection.outbox += bytes
+            deliver(bytes, to: connection, stagedBefore: mark, onAuditFailure: nil)
             if close {
                 connection.closeAfterFlush = true
                 connection.decoder.wipeAll()
@@ -494,8 +614,13 @@ final class EventLoop {
                 )
                 idleCloses.logged()
             }
-            _ = flush(connection)
-            close(connection)
+            if connection.held.isEmpty {
+                _ = flush(connection)
+                close(connection)
+            } else {
+                // The answer waits for its audit record's commit; the release closes the connection.
+                connection.closeAfterFlush = true
+            }
         }
     }
 
@@ -504,6 +629,8 @@ final class EventLoop {
         connection.closed = true
         connection.decoder.wipeAll()
         connection.outbox.removeAll()
+        connection.held.removeAll()
+        connection.heldBytes = 0
         try? connection.fd.close()
         budget.release(connection.role, uid: connection.identity.credentials.uid)
         service.connectionCount -= 1

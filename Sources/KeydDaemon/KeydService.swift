@@ -106,41 +106,78 @@ public final class KeydService {
     /// Whether the audit log passed its check at start.
     var auditIntactAtStart: Bool { auditTrail.startCheck.intact }
 
-    /// Proposes one record: the coalescer decides whether it is written now, counted or folded into a
-    /// repeat; a written record is fsync'ed (and counted in the TPM) before this returns. False only
-    /// when a record due now could not be made durable.
-    @discardableResult
+    /// Proposes one record: the coalescer decides whether it is written, counted or folded into a
+    /// repeat. A record to write is staged for the next group commit: the event loop holds the answer
+    /// of the request that staged it until ``commitAudit()`` made it durable.
     func audit(
         _ event: AuditEvent,
         granted: Bool,
         status: StatusCode,
         peer: AuditPeer,
         detail: [(key: String, value: String)] = []
-    ) -> Bool {
+    ) {
         let note = AuditNote(event: event, granted: granted, status: status, peer: peer, detail: detail)
         switch coalescer.disposition(of: note, now: MonotonicClock.nowNanoseconds()) {
-        case .counted, .suppressed: return true
-        case .write: return write(note)
+        case .counted, .suppressed: return
+        case .write: stage(note)
         }
     }
 
-    /// Writes `note` now; false (and a log line) when it could not be made durable.
-    private func write(_ note: AuditNote) -> Bool {
+    /// Writes one record now (unless the coalescer counts it), with everything staged before it, for a
+    /// request whose effect must not happen without its record (a KEK kept, a disk re-keyed): false
+    /// when it could not be made durable.
+    func auditDurably(
+        _ event: AuditEvent,
+        granted: Bool,
+        status: StatusCode,
+        peer: AuditPeer,
+        detail: [(key: String, value: String)] = []
+    ) -> Bool {
+        audit(event, granted: granted, status: status, peer: peer, detail: detail)
+        return commitAudit()
+    }
+
+    /// Stages `note` for the next group.
+    private func stage(_ note: AuditNote) {
+        auditTrail.stage(
+            event: note.event,
+            granted: note.granted,
+            status: note.status,
+            peer: note.peer,
+            detail: note.detail,
+            time: WallClock.nowSeconds()
+        )
+    }
+
+    /// Makes the staged records durable as one group; false (a log line, and the group remembered as
+    /// failed for the answers held on it) when they could not be.
+    @discardableResult
+    func commitAudit() -> Bool {
+        guard auditTrail.stagedCount > 0 else { return true }
+        let group = auditTrail.openGroup
+        let count = auditTrail.stagedCount
         do {
-            try auditTrail.append(
-                event: note.event,
-                granted: note.granted,
-                status: note.status,
-                peer: note.peer,
-                detail: note.detail,
-                time: WallClock.nowSeconds()
-            )
+            try auditTrail.commit()
             return true
         } catch {
-            Log.error("Audit record not written", ["audit.event": note.event.description, "error": "\(error)"])
+            failedAuditGroups.insert(group)
+            Log.error("Audit records not written", ["audit.records": "\(count)", "error": "\(error)"])
             return false
         }
     }
+
+    /// Records staged for the next commit.
+    var stagedAuditRecords: Int { auditTrail.stagedCount }
+    /// The group records staged now belong to; groups below it are committed or failed.
+    var openAuditGroup: UInt64 { auditTrail.openGroup }
+    /// Groups whose commit failed, until the event loop answered the requests held on them.
+    private(set) var failedAuditGroups: Set<UInt64> = []
+
+    /// Whether `group` (below ``openAuditGroup``) failed to commit.
+    func auditGroupFailed(_ group: UInt64) -> Bool { failedAuditGroups.contains(group) }
+
+    /// Forgets failed groups once no held answer waits on them.
+    func forgetFailedAuditGroups() { failedAuditGroups.removeAll(keepingCapacity: true) }
 
     /// trustd's routine requests counted since the last `audit.summary`, by kind.
     var routineCounts: [RequestKind: UInt64] { coalescer.pendingCounts }
@@ -148,9 +185,9 @@ public final class KeydService {
     /// When the coalescer next has a record due (monotonic ns), for the event loop's poll timeout.
     var auditDeadline: UInt64? { coalescer.nextDeadline }
 
-    /// Writes the summaries and repeat records that are due.
+    /// Stages the summaries and repeat records that are due.
     func writeDueAuditRecords() {
-        for note in coalescer.due(now: MonotonicClock.nowNanoseconds(), keyd: keydIdentity) { _ = write(note) }
+        for note in coalescer.due(now: MonotonicClock.nowNanoseconds(), keyd: keydIdentity) { stage(note) }
     }
 
     /// Writes a session decision (violation, denial, wrong phase) to the audit log.
@@ -164,9 +201,9 @@ public final class KeydService {
         )
     }
 
-    /// Records keyd's own start or stop.
+    /// Records keyd's own start or stop, durably.
     func auditLifecycle(_ event: AuditEvent, detail: [(key: String, value: String)]) {
-        audit(event, granted: true, status: .ok, peer: keydIdentity, detail: detail)
+        _ = auditDurably(event, granted: true, status: .ok, peer: keydIdentity, detail: detail)
     }
 
     /// Performs one dispatched request and returns its answer frame.
@@ -181,7 +218,8 @@ public final class KeydService {
         switch frame.request {
         case .hello:
             preconditionFailure("hello is answered by the session machine and never dispatched")
-        case .bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet:
+        case .bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet, .joinEvidenceIssue,
+            .compatRelease, .policyGet, .operatorKeyPin:
             // Sealed release and the signed policy come with their issue; `unsupported` uses nothing up.
             return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: .unsupported)
         case .status:
@@ -337,7 +375,8 @@ public final class KeydService {
             return AnswerFrame.encodeStatus(answering: .kekImport, sequence: sequence, status: .invalidArgument)
         }
         // The record is durable before the KEK is kept: no audit, no key.
-        guard audit(.request(.kekImport), granted: true, status: .ok, peer: identity.auditPeer, detail: lengths) else {
+        guard auditDurably(.request(.kekImport), granted: true, status: .ok, peer: identity.auditPeer, detail: lengths)
+        else {
             return AnswerFrame.encodeStatus(answering: .kekImport, sequence: sequence, status: .auditFailure)
         }
         kek = consume imported
@@ -366,7 +405,7 @@ public final class KeydService {
             "KEK locked",
             ["peer.uid": "\(identity.credentials.uid)", "peer.pid": "\(identity.credentials.pid)"]
         )
-        let recorded = audit(
+        let recorded = auditDurably(
             .request(.kekLock),
             granted: true,
             status: status,
@@ -381,6 +420,8 @@ public final class KeydService {
     }
 
     private func readAudit(first: UInt64, maxRecords: UInt16, sequence: UInt32) -> [UInt8] {
+        // Staged records are part of the log the admin reads; a failed commit fails their own requests.
+        commitAudit()
         let budget = Limits.maxFrameLength + Limits.lengthPrefixSize - AuditReadAnswer.overhead
         guard let (records, total) = auditTrail.read(first: first, maxRecords: Int(maxRecords), budget: budget) else {
             return AnswerFrame.encodeStatus(answering: .auditRead, sequence: sequence, status: .internal)
@@ -390,6 +431,7 @@ public final class KeydService {
     }
 
     private func verifyAudit(sequence: UInt32) -> [UInt8] {
+        commitAudit()
         let verification = auditTrail.verify()
         let answer = AuditVerifyAnswer(
             intact: verification.intact,
@@ -434,7 +476,7 @@ public final class KeydService {
         if let uuid = outcome.uuid { detail.append(("uuid", uuid.text)) }
         detail += extra
         if let reason = outcome.reason { detail.append(("reason", reason)) }
-        let recorded = audit(
+        let recorded = auditDurably(
             .request(kind),
             granted: outcome.status == .ok,
             status: outcome.status,
@@ -458,7 +500,8 @@ public final class KeydService {
 
     /// Writes what the coalescer still holds, and zeroes the KEK and the first-boot passphrases at shutdown.
     func shutdown() {
-        for note in coalescer.flush(now: MonotonicClock.nowNanoseconds(), keyd: keydIdentity) { _ = write(note) }
+        for note in coalescer.flush(now: MonotonicClock.nowNanoseconds(), keyd: keydIdentity) { stage(note) }
+        commitAudit()
         kek = nil
         stateDisk.forgetKeys()
     }
@@ -483,10 +526,11 @@ public final class KeydService {
             }
         }
         detail += [("audit.link", auditTrail.chain.link.name), ("audit.anchored", "\(auditTrail.anchored)")]
-        auditLifecycle(.keydStart, detail: detail)
+        audit(.keydStart, granted: true, status: .ok, peer: keydIdentity, detail: detail)
         for note in auditTrail.startNotes {
             audit(note.event, granted: note.granted, status: note.status, peer: keydIdentity, detail: note.detail)
         }
+        commitAudit()
     }
 }
 

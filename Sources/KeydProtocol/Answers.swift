@@ -158,6 +158,12 @@ public struct StatusAnswer: Hashable, Sendable {
     public var tpmAvailable: Bool
     /// What became of the KEK at rest.
     public var sealedKEK: SealedKEKStatus
+    /// The measurement policy's version (0 when none is set).
+    public var policyVersion: UInt64
+    /// SHA-256 of the signed policy in force (zeros when none).
+    public var policyDigest: [UInt8]
+    /// Whether an operator key is pinned.
+    public var operatorKeyPinned: Bool
 
     /// Creates an answer.
     public init(
@@ -172,10 +178,16 @@ public struct StatusAnswer: Hashable, Sendable {
         auditIntact: Bool,
         keydVersion: String,
         tpmAvailable: Bool = false,
-        sealedKEK: SealedKEKStatus = .none
+        sealedKEK: SealedKEKStatus = .none,
+        policyVersion: UInt64 = 0,
+        policyDigest: [UInt8] = [UInt8](repeating: 0, count: 32),
+        operatorKeyPinned: Bool = false
     ) {
         self.tpmAvailable = tpmAvailable
         self.sealedKEK = sealedKEK
+        self.policyVersion = policyVersion
+        self.policyDigest = policyDigest
+        self.operatorKeyPinned = operatorKeyPinned
         self.protocolVersion = protocolVersion
         self.phase = phase
         self.peerClass = peerClass
@@ -202,6 +214,9 @@ public struct StatusAnswer: Hashable, Sendable {
         w.text(keydVersion, max: 32)
         w.bool(tpmAvailable)
         w.u8(sealedKEK.rawValue)
+        w.u64(policyVersion)
+        w.fixed(policyDigest, count: 32)
+        w.bool(operatorKeyPinned)
     }
 
     /// Reads the payload.
@@ -218,7 +233,10 @@ public struct StatusAnswer: Hashable, Sendable {
             auditIntact: try r.bool("auditIntact"),
             keydVersion: try r.text(max: 32, "keydVersion"),
             tpmAvailable: try r.bool("tpmAvailable"),
-            sealedKEK: try r.enumeration(SealedKEKStatus.self, "sealedKEK")
+            sealedKEK: try r.enumeration(SealedKEKStatus.self, "sealedKEK"),
+            policyVersion: try r.u64("policyVersion"),
+            policyDigest: try r.fixed(32, "policyDigest"),
+            operatorKeyPinned: try r.bool("operatorKeyPinned")
         )
     }
 }

@@ -26,6 +26,16 @@ public enum Limits {
     public static let maxTPMReport = 16_384
     /// Longest sealed envelope.
     public static let maxEnvelope = 4096
+    /// Longest init envelope (the operator's sealed master secret).
+    public static let maxInitEnvelope = 1024
+    /// Longest operator key (`algorithm u8 | key`).
+    public static let maxOperatorKey = 128
+    /// Longest signed measurement policy.
+    public static let maxSignedPolicy = 16_384
+    /// Longest kubelet CSR (DER) in `key.release`, and certificate in its answer.
+    public static let maxKubeletCSR = 8192
+    /// Longest Kubernetes node name.
+    public static let maxNodeName = 253
     /// Longest device path.
     public static let maxDevicePath = 4096
     /// Longest device-mapper name.

@@ -8,6 +8,8 @@ public enum RequestKind: UInt16, Sendable, CaseIterable, CustomStringConvertible
     case keyRelease = 0x0012
     case envelopeAccept = 0x0013
     case initAccept = 0x0014
+    case joinEvidenceIssue = 0x0015
+    case compatRelease = 0x0016
     case diskInspect = 0x0020
     case diskFormat = 0x0021
     case diskBind = 0x0022
@@ -21,6 +23,8 @@ public enum RequestKind: UInt16, Sendable, CaseIterable, CustomStringConvertible
     case tpmStatus = 0x0044
     case tpmEvidence = 0x0045
     case policySet = 0x0046
+    case policyGet = 0x0047
+    case operatorKeyPin = 0x0048
 
     /// The dotted name used in PROTOCOL.md and audit records.
     public var description: String {
@@ -33,6 +37,8 @@ public enum RequestKind: UInt16, Sendable, CaseIterable, CustomStringConvertible
         case .keyRelease: "key.release"
         case .envelopeAccept: "envelope.accept"
         case .initAccept: "init.accept"
+        case .joinEvidenceIssue: "joinEvidence.issue"
+        case .compatRelease: "compat.release"
         case .diskInspect: "disk.inspect"
         case .diskFormat: "disk.format"
         case .diskBind: "disk.bind"
@@ -46,6 +52,8 @@ public enum RequestKind: UInt16, Sendable, CaseIterable, CustomStringConvertible
         case .tpmStatus: "tpm.status"
         case .tpmEvidence: "tpm.evidence"
         case .policySet: "policy.set"
+        case .policyGet: "policy.get"
+        case .operatorKeyPin: "operatorKey.pin"
         }
     }
 }
@@ -108,6 +116,10 @@ public struct KeyReleaseRequest: Hashable, Sendable {
     public var diskUUID: String
     /// Role the node joins as.
     public var role: NodeRole
+    /// The node's name (a DNS-1123 subdomain, at most 253 bytes), as its join evidence binds it.
+    public var nodeName: String
+    /// A kubelet certificate signing request (DER PKCS#10) for keyd to sign after the release; empty for none.
+    public var kubeletCSR: [UInt8]
 
     /// Creates the fields; sizes are checked by the encoder.
     public init(
@@ -116,7 +128,9 @@ public struct KeyReleaseRequest: Hashable, Sendable {
         certificateKeyHash: [UInt8],
         bootPublicKey: [UInt8],
         diskUUID: String,
-        role: NodeRole
+        role: NodeRole,
+        nodeName: String = "node",
+        kubeletCSR: [UInt8] = []
     ) {
         self.challengeID = challengeID
         self.evidence = evidence
@@ -124,6 +138,79 @@ public struct KeyReleaseRequest: Hashable, Sendable {
         self.bootPublicKey = bootPublicKey
         self.diskUUID = diskUUID
         self.role = role
+        self.nodeName = nodeName
+        self.kubeletCSR = kubeletCSR
+    }
+}
+
+/// Fields of `joinEvidence.issue`: what the joining node's keyd binds into its quote, besides its own
+/// boot key and state disk, which keyd adds itself.
+public struct JoinEvidenceRequest: Hashable, Sendable {
+    /// The verifier's challenge nonce, exactly 32 bytes.
+    public var nonce: [UInt8]
+    /// SHA-256 of the aTLS certificate's SubjectPublicKeyInfo, exactly 32 bytes.
+    public var certificateKeyHash: [UInt8]
+    /// Role the node joins as.
+    public var role: NodeRole
+    /// The node's name (a DNS-1123 subdomain, at most 253 bytes).
+    public var nodeName: String
+
+    /// Creates the fields.
+    public init(nonce: [UInt8], certificateKeyHash: [UInt8], role: NodeRole, nodeName: String) {
+        self.nonce = nonce
+        self.certificateKeyHash = certificateKeyHash
+        self.role = role
+        self.nodeName = nodeName
+    }
+}
+
+/// Fields of `compat.release`: Constellation's plain key release (off unless configured).
+public struct CompatReleaseRequest: Hashable, Sendable {
+    /// Challenge keyd issued, exactly 16 bytes.
+    public var challengeID: [UInt8]
+    /// The joining node's Constellation qemu-vtpm document (JSON).
+    public var evidence: [UInt8]
+    /// SHA-256 of the aTLS certificate's SubjectPublicKeyInfo: the document's user data, exactly 32 bytes.
+    public var certificateKeyHash: [UInt8]
+    /// Lowercase LUKS UUID of the joining node's state disk.
+    public var diskUUID: String
+    /// Role the node joins as.
+    public var role: NodeRole
+    /// The node's name.
+    public var nodeName: String
+
+    /// Creates the fields.
+    public init(
+        challengeID: [UInt8],
+        evidence: [UInt8],
+        certificateKeyHash: [UInt8],
+        diskUUID: String,
+        role: NodeRole,
+        nodeName: String
+    ) {
+        self.challengeID = challengeID
+        self.evidence = evidence
+        self.certificateKeyHash = certificateKeyHash
+        self.diskUUID = diskUUID
+        self.role = role
+        self.nodeName = nodeName
+    }
+}
+
+/// Fields of `init.accept`: the operator's sealed master secret, their signing key and the first policy.
+public struct InitAcceptRequest: Hashable, Sendable {
+    /// The init envelope: the master secret, salt and measurement salt sealed to this keyd's boot key.
+    public var envelope: [UInt8]
+    /// The operator's public signing key (`algorithm u8 | key`), pinned by this request.
+    public var operatorKey: [UInt8]
+    /// The first measurement policy, signed by that key.
+    public var signedPolicy: [UInt8]
+
+    /// Creates the fields.
+    public init(envelope: [UInt8], operatorKey: [UInt8], signedPolicy: [UInt8]) {
+        self.envelope = envelope
+        self.operatorKey = operatorKey
+        self.signedPolicy = signedPolicy
     }
 }
 
@@ -150,7 +237,9 @@ public enum Request: Hashable, Sendable {
     case challengeIssue(ChallengePurpose)
     case keyRelease(KeyReleaseRequest)
     case envelopeAccept(EnvelopePurpose, envelope: [UInt8])
-    case initAccept(envelope: [UInt8])
+    case initAccept(InitAcceptRequest)
+    case joinEvidenceIssue(JoinEvidenceRequest)
+    case compatRelease(CompatReleaseRequest)
     case diskInspect(device: String)
     case diskFormat(device: String)
     case diskBind(device: String)
@@ -165,6 +254,8 @@ public enum Request: Hashable, Sendable {
     case tpmStatus
     case tpmEvidence(EvidenceRequest)
     case policySet(signedPolicy: [UInt8])
+    case policyGet
+    case operatorKeyPin(operatorKey: [UInt8])
 
     /// The kind this payload belongs to.
     public var kind: RequestKind {
@@ -177,6 +268,8 @@ public enum Request: Hashable, Sendable {
         case .keyRelease: .keyRelease
         case .envelopeAccept: .envelopeAccept
         case .initAccept: .initAccept
+        case .joinEvidenceIssue: .joinEvidenceIssue
+        case .compatRelease: .compatRelease
         case .diskInspect: .diskInspect
         case .diskFormat: .diskFormat
         case .diskBind: .diskBind
@@ -190,6 +283,8 @@ public enum Request: Hashable, Sendable {
         case .tpmStatus: .tpmStatus
         case .tpmEvidence: .tpmEvidence
         case .policySet: .policySet
+        case .policyGet: .policyGet
+        case .operatorKeyPin: .operatorKeyPin
         }
     }
 }
@@ -269,6 +364,16 @@ public struct RequestFrame: Hashable, Sendable {
         return uuid
     }
 
+    /// A Kubernetes node name: a DNS-1123 subdomain (lowercase letters, digits, `-` and `.`, each label
+    /// starting and ending with a letter or digit), 1…253 bytes.
+    private static func nodeName(_ r: inout WireReader) throws(ProtocolError) -> String {
+        let name = try r.text(max: Limits.maxNodeName, "nodeName", allowEmpty: false)
+        guard NodeName.isValid(name) else {
+            throw .badValue(field: "nodeName", "must be a DNS-1123 subdomain (lowercase, digits, '-', '.')")
+        }
+        return name
+    }
+
     private static func mappingName(_ r: inout WireReader) throws(ProtocolError) -> String {
         let name = try r.text(max: Limits.maxMappingName, "mappingName", allowEmpty: false)
         let allowed = name.utf8.allSatisfy { b in
@@ -301,6 +406,8 @@ public struct RequestFrame: Hashable, Sendable {
             let bootPublicKey = try r.fixed(32, "bootPublicKey")
             let diskUUID = try diskUUID(&r)
             let role = try r.enumeration(NodeRole.self, "role")
+            let nodeName = try nodeName(&r)
+            let csr = try r.bytes(max: Limits.maxKubeletCSR, "kubeletCSR")
             return .keyRelease(
                 KeyReleaseRequest(
                     challengeID: challengeID,
@@ -308,13 +415,47 @@ public struct RequestFrame: Hashable, Sendable {
                     certificateKeyHash: certificateKeyHash,
                     bootPublicKey: bootPublicKey,
                     diskUUID: diskUUID,
-                    role: role
+                    role: role,
+                    nodeName: nodeName,
+                    kubeletCSR: csr
+                )
+            )
+        case .joinEvidenceIssue:
+            let nonce = try r.fixed(32, "nonce")
+            let certificateKeyHash = try r.fixed(32, "certificateKeyHash")
+            let role = try r.enumeration(NodeRole.self, "role")
+            return .joinEvidenceIssue(
+                JoinEvidenceRequest(
+                    nonce: nonce,
+                    certificateKeyHash: certificateKeyHash,
+                    role: role,
+                    nodeName: try nodeName(&r)
+                )
+            )
+        case .compatRelease:
+            let challengeID = try r.fixed(16, "challengeID")
+            let evidence = try r.bytes(max: Limits.maxEvidence, "evidence")
+            let certificateKeyHash = try r.fixed(32, "certificateKeyHash")
+            let diskUUID = try diskUUID(&r)
+            let role = try r.enumeration(NodeRole.self, "role")
+            return .compatRelease(
+                CompatReleaseRequest(
+                    challengeID: challengeID,
+                    evidence: evidence,
+                    certificateKeyHash: certificateKeyHash,
+                    diskUUID: diskUUID,
+                    role: role,
+                    nodeName: try nodeName(&r)
                 )
             )
         case .envelopeAccept:
             let purpose = try r.enumeration(EnvelopePurpose.self, "purpose")
             return .envelopeAccept(purpose, envelope: try r.bytes(max: Limits.maxEnvelope, "envelope"))
-        case .initAccept: return .initAccept(envelope: try r.bytes(max: Limits.maxEnvelope, "envelope"))
+        case .initAccept:
+            let envelope = try r.bytes(max: Limits.maxInitEnvelope, "envelope")
+            let operatorKey = try r.bytes(max: Limits.maxOperatorKey, "operatorKey")
+            let policy = try r.bytes(max: Limits.maxSignedPolicy, "signedPolicy")
+            return .initAccept(InitAcceptRequest(envelope: envelope, operatorKey: operatorKey, signedPolicy: policy))
         case .diskInspect: return .diskInspect(device: try device(&r))
         case .diskFormat: return .diskFormat(device: try device(&r))
         case .diskBind: return .diskBind(device: try device(&r))
@@ -343,7 +484,10 @@ public struct RequestFrame: Hashable, Sendable {
         case .auditVerify: return .auditVerify
         case .tpmStatus: return .tpmStatus
         case .tpmEvidence: return .tpmEvidence(try evidence(&r))
-        case .policySet: return .policySet(signedPolicy: try r.bytes(max: 16_384, "signedPolicy"))
+        case .policySet: return .policySet(signedPolicy: try r.bytes(max: Limits.maxSignedPolicy, "signedPolicy"))
+        case .policyGet: return .policyGet
+        case .operatorKeyPin:
+            return .operatorKeyPin(operatorKey: try r.bytes(max: Limits.maxOperatorKey, "operatorKey"))
         }
     }
 
@@ -356,7 +500,7 @@ public struct RequestFrame: Hashable, Sendable {
             case .hello(let minVersion, let maxVersion):
                 w.u16(minVersion)
                 w.u16(maxVersion)
-            case .status, .bootKeyGet, .kekLock, .auditVerify, .tpmStatus: break
+            case .status, .bootKeyGet, .kekLock, .auditVerify, .tpmStatus, .policyGet: break
             case .evidenceIssue(let e), .tpmEvidence(let e):
                 w.u8(e.variant.rawValue)
                 w.fixed(e.nonce, count: 32)
@@ -369,10 +513,28 @@ public struct RequestFrame: Hashable, Sendable {
                 w.fixed(k.bootPublicKey, count: 32)
                 w.text(k.diskUUID, max: 36)
                 w.u8(k.role.rawValue)
+                w.text(k.nodeName, max: Limits.maxNodeName)
+                w.bytes(k.kubeletCSR, max: Limits.maxKubeletCSR)
+            case .joinEvidenceIssue(let j):
+                w.fixed(j.nonce, count: 32)
+                w.fixed(j.certificateKeyHash, count: 32)
+                w.u8(j.role.rawValue)
+                w.text(j.nodeName, max: Limits.maxNodeName)
+            case .compatRelease(let c):
+                w.fixed(c.challengeID, count: 16)
+                w.bytes(c.evidence, max: Limits.maxEvidence)
+                w.fixed(c.certificateKeyHash, count: 32)
+                w.text(c.diskUUID, max: 36)
+                w.u8(c.role.rawValue)
+                w.text(c.nodeName, max: Limits.maxNodeName)
             case .envelopeAccept(let purpose, let envelope):
                 w.u8(purpose.rawValue)
                 w.bytes(envelope, max: Limits.maxEnvelope)
-            case .initAccept(let envelope): w.bytes(envelope, max: Limits.maxEnvelope)
+            case .initAccept(let i):
+                w.bytes(i.envelope, max: Limits.maxInitEnvelope)
+                w.bytes(i.operatorKey, max: Limits.maxOperatorKey)
+                w.bytes(i.signedPolicy, max: Limits.maxSignedPolicy)
+            case .operatorKeyPin(let key): w.bytes(key, max: Limits.maxOperatorKey)
             case .diskInspect(let d), .diskFormat(let d), .diskBind(let d), .diskReset(let d):
                 w.text(d, max: Limits.maxDevicePath)
             case .diskOpen(let d, let name):
@@ -383,7 +545,7 @@ public struct RequestFrame: Hashable, Sendable {
             case .auditRead(let first, let count):
                 w.u64(first)
                 w.u16(count)
-            case .policySet(let policy): w.bytes(policy, max: 16_384)
+            case .policySet(let policy): w.bytes(policy, max: Limits.maxSignedPolicy)
             }
         }
     }
@@ -443,5 +605,25 @@ public enum Frame {
             throw .frameLength(length, minimum: bounds.lowerBound, maximum: bounds.upperBound)
         }
         return length
+    }
+}
+
+/// Kubernetes node names as keyd accepts them in requests and binds them into join evidence.
+public enum NodeName {
+    /// Whether `name` is a DNS-1123 subdomain of at most 253 bytes, labels of at most 63.
+    public static func isValid(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard (1...Limits.maxNodeName).contains(bytes.count) else { return false }
+        for label in bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false) {
+            guard (1...63).contains(label.count), let first = label.first, let last = label.last,
+                isAlphanumeric(first), isAlphanumeric(last),
+                label.allSatisfy({ isAlphanumeric($0) || $0 == UInt8(ascii: "-") })
+            else { return false }
+        }
+        return true
+    }
+
+    private static func isAlphanumeric(_ byte: UInt8) -> Bool {
+        (0x30...0x39).contains(byte) || (0x61...0x7A).contains(byte)
     }
 }

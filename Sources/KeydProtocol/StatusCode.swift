@@ -26,6 +26,8 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
     case policyRejected = 36
     case tpmUnavailable = 37
     case stateRejected = 38
+    case challengeEvicted = 40
+    case envelopeRejected = 41
     case diskMissing = 48
     case diskNotLUKS2 = 49
     case diskHeaderRejected = 50
@@ -76,6 +78,8 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .policyRejected: "policyRejected"
         case .tpmUnavailable: "tpmUnavailable"
         case .stateRejected: "stateRejected"
+        case .challengeEvicted: "challengeEvicted"
+        case .envelopeRejected: "envelopeRejected"
         case .diskMissing: "diskMissing"
         case .diskNotLUKS2: "diskNotLUKS2"
         case .diskHeaderRejected: "diskHeaderRejected"
@@ -118,6 +122,9 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .tpmUnavailable: "keyd has no TPM (none configured, or it could not be opened at start)"
         case .stateRejected:
             "an entry of keyd's state directory is not what keyd made (a symlink, FIFO or device); nothing was done"
+        case .challengeEvicted: "the challenge was evicted by newer ones before it was used"
+        case .envelopeRejected:
+            "the envelope does not open with this keyd's boot key, or binds another disk, node or role"
         case .diskMissing: "no such device"
         case .diskNotLUKS2: "the device holds no LUKS2 header"
         case .diskHeaderRejected: "the LUKS2 header was refused (a value fits no known profile)"

@@ -27,6 +27,7 @@ import Testing
                     status: "ok",
                     peer: keyd,
                     detail: AuditChain.genesisDetail(link: link, counterBase: 100, reason: "first start"),
+                    anchor: 101,
                     time: 1_795_614_641
                 )
                 continue
@@ -37,6 +38,8 @@ import Testing
                 status: index % 3 == 0 ? "denied" : "ok",
                 peer: index % 2 == 0 ? admin : trustd,
                 detail: [("request", "\(index)"), ("disk.uuid", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")],
+                // Each record its own commit group.
+                anchor: 101 + UInt64(index),
                 time: 1_795_614_641 + Int64(index)
             )
         }
@@ -330,6 +333,7 @@ import Testing
                 peer: Self.admin,
                 detail: line.offset == 0
                     ? AuditChain.genesisDetail(link: Self.keyed, counterBase: 100, reason: "x") : [],
+                anchor: 101 + UInt64(line.offset),
                 time: Int64(line.offset)
             )
         }
@@ -447,15 +451,95 @@ import Testing
     // MARK: TPM anchor
 
     @Test(arguments: [
-        (UInt64(100), UInt64(5), UInt64(105), AuditAnchor.Verdict.consistent),
-        (100, 5, 104, .lastRecordUncounted),
-        (100, 5, 108, .recordsMissing(3)),
-        (100, 5, 101, .counterBehind(4)),
-        (0, 0, 0, .consistent),
-        (UInt64.max - 1, 3, 5, .counterBehind(.max)),
+        (UInt64(105), UInt64(105), AuditAnchor.Verdict.consistent),
+        (105, 104, .lastGroupUncounted),
+        (105, 108, .groupsMissing(3)),
+        (105, 101, .counterBehind(4)),
+        (1, 0, .lastGroupUncounted),
+        (UInt64.max, 0, .counterBehind(.max)),
     ])
-    func anchorVerdicts(base: UInt64, records: UInt64, counter: UInt64, verdict: AuditAnchor.Verdict) {
-        #expect(AuditAnchor.compare(counterBase: base, records: records, counter: counter) == verdict)
+    func anchorVerdicts(lastAnchor: UInt64, counter: UInt64, verdict: AuditAnchor.Verdict) {
+        #expect(AuditAnchor.compare(lastAnchor: lastAnchor, counter: counter) == verdict)
+    }
+
+    /// A chain of genesis (anchor 101) and then groups of the given sizes, each anchored on its last line.
+    static func grouped(_ sizes: [Int], anchors: [UInt64?]? = nil, counterBase: UInt64? = 100) -> [UInt8] {
+        var chain = AuditChain(link: keyed)
+        var log = chain.append(
+            event: .auditChain,
+            decision: .granted,
+            status: "ok",
+            peer: keyd,
+            detail: AuditChain.genesisDetail(link: keyed, counterBase: counterBase, reason: "first start"),
+            anchor: counterBase.map { $0 + 1 },
+            time: 0
+        )
+        for (group, size) in sizes.enumerated() {
+            for index in 0..<size {
+                let anchor = anchors.map { $0[group] } ?? 102 + UInt64(group)
+                log += chain.append(
+                    event: .request(.keyRelease),
+                    decision: .granted,
+                    status: "ok",
+                    peer: trustd,
+                    anchor: index == size - 1 ? anchor : nil,
+                    time: Int64(group)
+                )
+            }
+        }
+        return log
+    }
+
+    @Test func groupsAnchorTheirLastLine() {
+        var scanner = AuditScanner(link: Self.keyed)
+        for line in Self.lines(Self.grouped([3, 1, 16])) { scanner.consume(line[...]) }
+        #expect(scanner.result().intact && scanner.records == 21)
+        #expect(scanner.lastAnchor == 104 && scanner.uncommittedRecords == 0)
+        let text = String(decoding: Self.lines(Self.grouped([2]))[2], as: UTF8.self)
+        #expect(text.contains(#"},"anchor":102,"prev":""#))
+    }
+
+    @Test func linesAfterTheLastAnchorAreUncommitted() {
+        // keyd stopped while writing a group: its lines before the anchor line reached the disk.
+        let lines = Self.lines(Self.grouped([2, 5]))
+        var scanner = AuditScanner(link: Self.keyed)
+        for line in lines.prefix(5) { scanner.consume(line[...]) }
+        #expect(scanner.result().intact && scanner.lastAnchor == 102 && scanner.uncommittedRecords == 2)
+        // Cutting into a counted group removes its anchor line: the counter is then ahead of the last anchor.
+        #expect(AuditAnchor.compare(lastAnchor: scanner.lastAnchor ?? 0, counter: 103) == .groupsMissing(1))
+    }
+
+    @Test(arguments: [
+        ([UInt64?(102), 104], UInt64(4), "record 4 carries anchor 104, expected 103"),
+        ([102, 102], 4, "record 4 carries anchor 102, expected 103"),
+    ])
+    func anchorsStepByOne(anchors: [UInt64?], record: UInt64, explanation: String) {
+        let verification = Self.verify(Self.grouped([2, 2], anchors: anchors))
+        #expect(verification.problem == .unverifiable && verification.firstBadRecord == record)
+        #expect(verification.explanation == explanation)
+    }
+
+    @Test func aCountedGenesisCarriesItsAnchor() {
+        var chain = AuditChain(link: Self.keyed)
+        let log = chain.append(
+            event: .auditChain,
+            decision: .granted,
+            status: "ok",
+            peer: Self.keyd,
+            detail: AuditChain.genesisDetail(link: Self.keyed, counterBase: 7, reason: "x"),
+            time: 0
+        )
+        #expect(Self.verify(log).problem == .unparsable)
+        #expect(Self.verify(Self.grouped([1], anchors: [9], counterBase: nil)).problem == .unverifiable)
+    }
+
+    @Test(arguments: [#","anchor":01"#, #","anchor":"#, #","anchr":5"#, #","anchor":18446744073709551616"#])
+    func malformedAnchorsDoNotParse(anchor: String) {
+        let line = Self.lines(Self.grouped([1]))[1]
+        var text = String(decoding: line, as: UTF8.self)
+        text = text.replacing(#","anchor":102"#, with: anchor)
+        let parsed = Array(text.utf8).withUnsafeBytes { AuditScanner.parse($0) != nil }
+        #expect(!parsed)
     }
 }
 

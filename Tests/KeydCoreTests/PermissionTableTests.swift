@@ -24,6 +24,8 @@ import Testing
         Row(kind: .keyRelease, peers: [.trustd], phases: [.holdingKEK], once: .unlimited),
         Row(kind: .envelopeAccept, peers: [.trustd], phases: [.awaitingKEK], once: .perBoot),
         Row(kind: .initAccept, peers: [.trustd], phases: [.awaitingKEK], once: .perBoot),
+        Row(kind: .joinEvidenceIssue, peers: [.trustd], phases: all, once: .unlimited),
+        Row(kind: .compatRelease, peers: [.trustd], phases: [.holdingKEK], once: .unlimited),
         Row(kind: .diskInspect, peers: [.trustd, .admin], phases: all, once: .unlimited),
         Row(kind: .diskFormat, peers: [.admin], phases: all, once: .unlimited),
         Row(kind: .diskBind, peers: [.admin], phases: [.holdingKEK], once: .unlimited),
@@ -37,6 +39,8 @@ import Testing
         Row(kind: .tpmStatus, peers: [.admin], phases: all, once: .unlimited),
         Row(kind: .tpmEvidence, peers: [.admin], phases: all, once: .unlimited),
         Row(kind: .policySet, peers: [.admin], phases: [.holdingKEK], once: .unlimited),
+        Row(kind: .policyGet, peers: [.admin], phases: all, once: .unlimited),
+        Row(kind: .operatorKeyPin, peers: [.admin], phases: [.awaitingKEK], once: .unlimited),
     ]
 
     @Test func everyKindHasARow() {

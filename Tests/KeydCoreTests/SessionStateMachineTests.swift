@@ -202,7 +202,14 @@ import Testing
         var session = SessionStateMachine(peer: .trustd)
         _ = Self.feed(&session, Self.hello, sequence: 0)
         let (answer, close, _) = try #require(
-            Self.answer(Self.feed(&session, .initAccept(envelope: [1, 2]), sequence: 1, usedThisBoot: [.initAccept]))
+            Self.answer(
+                Self.feed(
+                    &session,
+                    .initAccept(InitAcceptRequest(envelope: [1, 2], operatorKey: [1], signedPolicy: [1])),
+                    sequence: 1,
+                    usedThisBoot: [.initAccept]
+                )
+            )
         )
         #expect(answer.status == .alreadyUsed && close)
     }
@@ -276,7 +283,10 @@ import Testing
             "peer before once",
             .admin,
             usedThisBoot: [.initAccept],
-            [frame(hello, 0), frame(.initAccept(envelope: [1]), 1)],
+            [
+                frame(hello, 0),
+                frame(.initAccept(InitAcceptRequest(envelope: [1], operatorKey: [1], signedPolicy: [1])), 1),
+            ],
             .denied
         ),
         CheckOrder(
@@ -284,7 +294,10 @@ import Testing
             .trustd,
             phase: .holdingKEK,
             usedThisBoot: [.initAccept],
-            [frame(hello, 0), frame(.initAccept(envelope: [1]), 1)],
+            [
+                frame(hello, 0),
+                frame(.initAccept(InitAcceptRequest(envelope: [1], operatorKey: [1], signedPolicy: [1])), 1),
+            ],
             .alreadyUsed
         ),
         CheckOrder("peer before phase", .trustd, phase: .awaitingKEK, [frame(hello, 0), frame(.kekLock, 1)], .denied),

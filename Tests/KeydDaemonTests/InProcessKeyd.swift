@@ -61,7 +61,15 @@ final class InProcessKeyd {
     private func answer(_ frame: [UInt8], as identity: ConnectionIdentity) throws -> AnswerFrame {
         let body = Array(frame.dropFirst(Limits.lengthPrefixSize))
         let decoded = try RequestFrame.decode(body: body)
-        let bytes = body.withUnsafeBytes { service.perform(decoded, body: $0, identity: identity) }
+        var bytes = body.withUnsafeBytes { service.perform(decoded, body: $0, identity: identity) }
+        // As the event loop does: the answer leaves once its audit group is durable, or fails.
+        if !service.commitAudit() {
+            bytes = AnswerFrame.encodeStatus(
+                answering: decoded.request.kind,
+                sequence: decoded.sequence,
+                status: .auditFailure
+            )
+        }
         return try AnswerFrame.decode(body: Array(bytes.dropFirst(Limits.lengthPrefixSize)))
     }
 

@@ -11,10 +11,11 @@ import Testing
 @Suite struct RequestTableTests {
     /// The kinds this keyd does not serve yet (sealed release and the signed policy).
     static let unserved: Set<RequestKind> = [
-        .bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet,
+        .bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet, .joinEvidenceIssue,
+        .compatRelease, .policyGet, .operatorKeyPin,
     ]
 
-    @Test(arguments: [RequestKind.bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet])
+    @Test(arguments: Array(unserved))
     func unservedKindsAnswerUnsupportedAndSpendNothing(kind: RequestKind) throws {
         let keyd = try InProcessKeyd()
         let served = keyd.service.requestsServed

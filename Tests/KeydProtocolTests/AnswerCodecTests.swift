@@ -93,7 +93,10 @@ struct AnswerCodecTests {
     func status(_ answer: StatusAnswer) throws {
         let (frame, value) = try answerRoundTrip(.status, sequence: 5, write: answer.write, read: StatusAnswer.read)
         #expect(value == answer)
-        #expect(frame.payload.count == 2 + 1 + 1 + 8 + 8 + 4 + 8 + 32 + 1 + 2 + answer.keydVersion.utf8.count + 1 + 1)
+        #expect(
+            frame.payload.count == 2 + 1 + 1 + 8 + 8 + 4 + 8 + 32 + 1 + 2 + answer.keydVersion.utf8.count + 1 + 1 + 8
+                + 32 + 1
+        )
     }
 
     @Test("audit.read answer round trip", arguments: auditReadAnswers)

@@ -74,6 +74,8 @@ struct DocumentTests {
         "minRequestBody / minAnswerBody": [Limits.minRequestBody, Limits.minAnswerBody],
         "requests decoded ahead": [ServingLimits.readAhead],
         "unsent answers": [ServingLimits.unsentAnswers],
+        "answers held for the audit commit": [ServingLimits.heldAnswers, ServingLimits.heldAnswerBytes / 1024],
+        "audit commit window": [ServingLimits.auditCommitWindowMilliseconds, ServingLimits.auditGroupRecords],
         "trustd work per turn": [ServingLimits.turnMilliseconds],
         "audit record": [Limits.maxAuditRecord],
     ]

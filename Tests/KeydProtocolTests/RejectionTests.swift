@@ -114,7 +114,7 @@ let requestRejections: [RejectCase] =
             .frameLength
         ),
     ]
-    + [0x0000, 0x0004, 0x000F, 0x0015, 0x0026, 0x0047, 0x7FFF, 0x8001, 0x8002, 0xFFFF].map { (code: UInt16) in
+    + [0x0000, 0x0004, 0x000F, 0x0017, 0x0026, 0x0049, 0x7FFF, 0x8001, 0x8002, 0xFFFF].map { (code: UInt16) in
         reject("unknown kind 0x\(String(code, radix: 16))", requestBody(kind: code), unknown, .unknownRequest)
     }
     + [

@@ -70,7 +70,69 @@ let requestCases: [RequestCase] = [
         sequence: 11,
         request: .envelopeAccept(.rejoin, envelope: pattern(Limits.maxEnvelope))
     ),
-    RequestCase(name: "init.accept", sequence: 12, request: .initAccept(envelope: pattern(120))),
+    RequestCase(
+        name: "init.accept",
+        sequence: 12,
+        request: .initAccept(
+            InitAcceptRequest(envelope: pattern(120), operatorKey: pattern(33), signedPolicy: pattern(9))
+        )
+    ),
+    RequestCase(
+        name: "init.accept at its limits",
+        sequence: 12,
+        request: .initAccept(
+            InitAcceptRequest(
+                envelope: pattern(Limits.maxInitEnvelope),
+                operatorKey: pattern(Limits.maxOperatorKey),
+                signedPolicy: pattern(Limits.maxSignedPolicy)
+            )
+        )
+    ),
+    RequestCase(
+        name: "key.release with node name and kubelet CSR at their limits",
+        sequence: 12,
+        request: .keyRelease(
+            KeyReleaseRequest(
+                challengeID: pattern(16),
+                evidence: pattern(40),
+                certificateKeyHash: pattern(32, start: 50),
+                bootPublicKey: pattern(32, start: 90),
+                diskUUID: sampleDiskUUID,
+                role: .controlPlane,
+                nodeName: String(repeating: "a", count: 63) + "." + String(repeating: "b", count: 63) + "."
+                    + String(repeating: "c", count: 63) + "." + String(repeating: "d", count: 61),
+                kubeletCSR: pattern(Limits.maxKubeletCSR)
+            )
+        )
+    ),
+    RequestCase(
+        name: "joinEvidence.issue",
+        sequence: 12,
+        request: .joinEvidenceIssue(
+            JoinEvidenceRequest(
+                nonce: pattern(32),
+                certificateKeyHash: pattern(32, start: 3),
+                role: .worker,
+                nodeName: "worker-1.example"
+            )
+        )
+    ),
+    RequestCase(
+        name: "compat.release",
+        sequence: 12,
+        request: .compatRelease(
+            CompatReleaseRequest(
+                challengeID: pattern(16),
+                evidence: pattern(Limits.maxEvidence),
+                certificateKeyHash: pattern(32),
+                diskUUID: sampleDiskUUID,
+                role: .controlPlane,
+                nodeName: "cp-0"
+            )
+        )
+    ),
+    RequestCase(name: "policy.get", sequence: 12, request: .policyGet),
+    RequestCase(name: "operatorKey.pin", sequence: 12, request: .operatorKeyPin(operatorKey: pattern(33))),
     RequestCase(name: "disk.inspect", sequence: 13, request: .diskInspect(device: "/dev/vdb")),
     RequestCase(
         name: "disk.inspect path at its limit",

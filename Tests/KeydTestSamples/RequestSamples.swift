@@ -24,7 +24,22 @@ public enum RequestSamples {
                 )
             )
         case .envelopeAccept: return .envelopeAccept(.join, envelope: [1])
-        case .initAccept: return .initAccept(envelope: [1])
+        case .initAccept: return .initAccept(InitAcceptRequest(envelope: [1], operatorKey: [1], signedPolicy: [1]))
+        case .joinEvidenceIssue:
+            return .joinEvidenceIssue(
+                JoinEvidenceRequest(nonce: nonce, certificateKeyHash: nonce, role: .worker, nodeName: "node-1")
+            )
+        case .compatRelease:
+            return .compatRelease(
+                CompatReleaseRequest(
+                    challengeID: [UInt8](repeating: 2, count: 16),
+                    evidence: [1],
+                    certificateKeyHash: nonce,
+                    diskUUID: "00000000-0000-0000-0000-000000000000",
+                    role: .worker,
+                    nodeName: "node-1"
+                )
+            )
         case .diskInspect: return .diskInspect(device: "/nonexistent/disk.img")
         case .diskFormat: return .diskFormat(device: "/nonexistent/disk.img")
         case .diskBind: return .diskBind(device: "/nonexistent/disk.img")
@@ -38,6 +53,8 @@ public enum RequestSamples {
         case .tpmStatus: return .tpmStatus
         case .tpmEvidence: return .tpmEvidence(EvidenceRequest(variant: .native, nonce: nonce, userDataDigest: nonce))
         case .policySet: return .policySet(signedPolicy: [1])
+        case .policyGet: return .policyGet
+        case .operatorKeyPin: return .operatorKeyPin(operatorKey: [1])
         }
     }
 }

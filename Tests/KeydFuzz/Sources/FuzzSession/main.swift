@@ -94,7 +94,36 @@ func sampleFrame(_ kind: RequestKind, sequence: UInt32, variant: UInt8) -> [UInt
         )
     case .envelopeAccept:
         request = .envelopeAccept(variant & 1 == 0 ? .join : .rejoin, envelope: [UInt8](repeating: 5, count: 48))
-    case .initAccept: request = .initAccept(envelope: [UInt8](repeating: 6, count: 48))
+    case .initAccept:
+        request = .initAccept(
+            InitAcceptRequest(
+                envelope: [UInt8](repeating: 6, count: 48),
+                operatorKey: [1] + [UInt8](repeating: 7, count: 32),
+                signedPolicy: [UInt8](repeating: 8, count: Int(variant))
+            )
+        )
+    case .joinEvidenceIssue:
+        request = .joinEvidenceIssue(
+            JoinEvidenceRequest(
+                nonce: evidence.nonce,
+                certificateKeyHash: [UInt8](repeating: 3, count: 32),
+                role: variant & 1 == 0 ? .worker : .controlPlane,
+                nodeName: "node-\(variant)"
+            )
+        )
+    case .compatRelease:
+        request = .compatRelease(
+            CompatReleaseRequest(
+                challengeID: [UInt8](repeating: 1, count: 16),
+                evidence: [UInt8](repeating: 2, count: Int(variant)),
+                certificateKeyHash: [UInt8](repeating: 3, count: 32),
+                diskUUID: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                role: .worker,
+                nodeName: "node"
+            )
+        )
+    case .policyGet: request = .policyGet
+    case .operatorKeyPin: request = .operatorKeyPin(operatorKey: [UInt8](repeating: 1, count: 1 + Int(variant % 66)))
     case .diskInspect: request = .diskInspect(device: "/dev/vdb")
     case .diskFormat: request = .diskFormat(device: "/dev/vdb")
     case .diskBind: request = .diskBind(device: "/dev/vdb")
