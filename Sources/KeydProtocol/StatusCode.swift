@@ -26,6 +26,7 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
     case policyRejected = 36
     case tpmUnavailable = 37
     case stateRejected = 38
+    case revoked = 39
     case diskMissing = 48
     case diskNotLUKS2 = 49
     case diskHeaderRejected = 50
@@ -76,6 +77,7 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .policyRejected: "policyRejected"
         case .tpmUnavailable: "tpmUnavailable"
         case .stateRejected: "stateRejected"
+        case .revoked: "revoked"
         case .diskMissing: "diskMissing"
         case .diskNotLUKS2: "diskNotLUKS2"
         case .diskHeaderRejected: "diskHeaderRejected"
@@ -118,6 +120,7 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .tpmUnavailable: "keyd has no TPM (none configured, or it could not be opened at start)"
         case .stateRejected:
             "an entry of keyd's state directory is not what keyd made (a symlink, FIFO or device); nothing was done"
+        case .revoked: "the policy revokes this disk or attestation key"
         case .diskMissing: "no such device"
         case .diskNotLUKS2: "the device holds no LUKS2 header"
         case .diskHeaderRejected: "the LUKS2 header was refused (a value fits no known profile)"
