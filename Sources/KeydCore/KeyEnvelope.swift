@@ -294,35 +294,38 @@ public struct KeyEnvelope: Hashable, Sendable {
         guard hasKEK <= 1, (hasKEK == 1) == (role == .controlPlane) else {
             throw .invalidEnvelope("hasKEK \(hasKEK) does not fit role \(role)")
         }
-        let diskKey = SecretBytes(copying: UnsafeRawBufferPointer(rebasing: plaintext[0..<32]))
-        let measurementSecret = SecretBytes(copying: UnsafeRawBufferPointer(rebasing: plaintext[32..<64]))
         let measurementSalt = Array(plaintext[64..<96])
-        guard hasKEK == 1 else {
-            guard plaintext.count == fixedPlaintextLength else {
-                throw .invalidEnvelope("\(plaintext.count - fixedPlaintextLength) bytes after a plaintext without KEK")
-            }
-            return ReleasedKeys(
-                diskKey: diskKey,
-                measurementSecret: measurementSecret,
-                measurementSalt: measurementSalt,
-                clusterKEK: nil
-            )
+        guard hasKEK == 1 || plaintext.count == fixedPlaintextLength else {
+            throw .invalidEnvelope("\(plaintext.count - fixedPlaintextLength) bytes after a plaintext without KEK")
         }
+        let kek =
+            try hasKEK == 1
+            ? Self.kek(UnsafeRawBufferPointer(rebasing: plaintext[fixedPlaintextLength...]), measurementSalt) : nil
+        return ReleasedKeys(
+            diskKey: SecretBytes(copying: UnsafeRawBufferPointer(rebasing: plaintext[0..<32])),
+            measurementSecret: SecretBytes(copying: UnsafeRawBufferPointer(rebasing: plaintext[32..<64])),
+            measurementSalt: measurementSalt,
+            clusterKEK: kek
+        )
+    }
+
+    /// The KEK's serialized form after `hasKEK`, read to the end; its measurement salt must be the envelope's.
+    private static func kek(
+        _ bytes: UnsafeRawBufferPointer,
+        _ measurementSalt: [UInt8]
+    ) throws(CoreError)
+        -> KeyEncryptionKey
+    {
         let kek: KeyEncryptionKey
         do throws(CoreError) {
-            kek = try KeyEncryptionKey(serialized: UnsafeRawBufferPointer(rebasing: plaintext[fixedPlaintextLength...]))
+            kek = try KeyEncryptionKey(serialized: bytes)
         } catch {
             throw .invalidEnvelope(error.message)
         }
         guard kek.measurementSalt == measurementSalt else {
             throw .invalidEnvelope("the KEK's measurement salt differs from the envelope's")
         }
-        return ReleasedKeys(
-            diskKey: diskKey,
-            measurementSecret: measurementSecret,
-            measurementSalt: measurementSalt,
-            clusterKEK: kek
-        )
+        return kek
     }
 }
 
