@@ -2,15 +2,16 @@ import Crypto
 import KeydProtocol
 
 /// A Kubernetes node name, validated: a DNS-1123 subdomain of 1…253 bytes (lowercase `a-z`, `0-9`,
-/// `-` and `.`; each dot-separated label starts and ends with a letter or digit), as Kubernetes
-/// validates node names.
+/// `-` and `.`; each dot-separated label of 1…63 bytes starts and ends with a letter or digit).
 ///
 /// - Important: The name is bound into join evidence, envelopes and the kubelet certificate's
 ///   subject (`CN=system:node:<name>`); the only initializer validates, so an unchecked string
 ///   cannot reach any of them.
-public struct NodeName: Hashable, Sendable, CustomStringConvertible {
+public struct KubernetesNodeName: Hashable, Sendable, CustomStringConvertible {
     /// The longest name in bytes.
     public static let maximumLength = 253
+    /// The longest label in bytes.
+    public static let maximumLabelLength = 63
 
     /// The name.
     public let text: String
@@ -34,6 +35,9 @@ public struct NodeName: Hashable, Sendable, CustomStringConvertible {
                 || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
         }
         for label in bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false) {
+            guard label.count <= maximumLabelLength else {
+                return "a label of \(label.count) bytes exceeds \(maximumLabelLength)"
+            }
             guard let first = label.first, let last = label.last, isAlphanumeric(first), isAlphanumeric(last) else {
                 return "a label does not start and end with a lowercase letter or digit"
             }
@@ -62,7 +66,7 @@ public struct JoinClaims: Sendable, Hashable {
     /// The role the node joins as.
     public let role: NodeRole
     /// The Kubernetes node name.
-    public let nodeName: NodeName
+    public let nodeName: KubernetesNodeName
 
     /// Checks the fixed lengths (32 bytes each); throws ``CoreError/Code/invalidJoinClaims`` naming the field.
     public init(
@@ -71,7 +75,7 @@ public struct JoinClaims: Sendable, Hashable {
         bootPublicKey: [UInt8],
         diskUUID: DiskUUID,
         role: NodeRole,
-        nodeName: NodeName
+        nodeName: KubernetesNodeName
     ) throws(CoreError) {
         for (name, value) in [
             ("nonce", nonce), ("certificateKeyHash", certificateKeyHash), ("bootPublicKey", bootPublicKey),

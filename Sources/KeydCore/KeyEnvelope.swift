@@ -38,7 +38,7 @@ public struct EnvelopeBinding: Sendable, Hashable {
     /// The role the keys are for.
     public let role: NodeRole
     /// The node the keys are for.
-    public let nodeName: NodeName
+    public let nodeName: KubernetesNodeName
 
     /// Checks the challenge ID's length (16 bytes); throws ``CoreError/Code/invalidEnvelope``.
     public init(
@@ -46,7 +46,7 @@ public struct EnvelopeBinding: Sendable, Hashable {
         challengeID: [UInt8],
         diskUUID: DiskUUID,
         role: NodeRole,
-        nodeName: NodeName
+        nodeName: KubernetesNodeName
     ) throws(CoreError) {
         guard challengeID.count == Self.challengeIDLength else {
             throw .invalidEnvelope("challengeID is \(challengeID.count) bytes, not \(Self.challengeIDLength)")
@@ -142,7 +142,7 @@ public struct KeyEnvelope: Hashable, Sendable {
     public static let maximumCiphertext = 512
     /// The largest envelope: every field at its bound.
     public static let maximumLength =
-        4 + 2 + 1 + 1 + 16 + 2 + 36 + 2 + NodeName.maximumLength + 32 + 2 + maximumCiphertext
+        4 + 2 + 1 + 1 + 16 + 2 + 36 + 2 + KubernetesNodeName.maximumLength + 32 + 2 + maximumCiphertext
 
     /// What the envelope says it is for (authenticated only by ``open(with:)``).
     public let binding: EnvelopeBinding
@@ -168,7 +168,7 @@ public struct KeyEnvelope: Hashable, Sendable {
         w.u8(binding.role.rawValue)
         w.fixed(binding.challengeID, count: EnvelopeBinding.challengeIDLength)
         w.text(binding.diskUUID.text, max: 36)
-        w.text(binding.nodeName.text, max: NodeName.maximumLength)
+        w.text(binding.nodeName.text, max: KubernetesNodeName.maximumLength)
         return w
     }
 
@@ -187,7 +187,7 @@ public struct KeyEnvelope: Hashable, Sendable {
                 let fields = (
                     try r.enumeration(EnvelopePurpose.self, "purpose"), try r.enumeration(NodeRole.self, "role"),
                     try r.fixed(EnvelopeBinding.challengeIDLength, "challengeID"), try r.text(max: 36, "diskUUID"),
-                    try r.text(max: NodeName.maximumLength, "nodeName"),
+                    try r.text(max: KubernetesNodeName.maximumLength, "nodeName"),
                     try r.fixed(EnvelopeHPKE.encapsulatedKeyLength, "encapsulatedKey"),
                     try r.bytes(max: Self.maximumCiphertext, "ciphertext")
                 )
@@ -203,7 +203,7 @@ public struct KeyEnvelope: Hashable, Sendable {
                 challengeID: fields.2,
                 diskUUID: try DiskUUID(validating: fields.3),
                 role: fields.1,
-                nodeName: try NodeName(validating: fields.4)
+                nodeName: try KubernetesNodeName(validating: fields.4)
             )
         } catch {
             throw .invalidEnvelope(error.message)

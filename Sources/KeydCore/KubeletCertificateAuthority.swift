@@ -12,7 +12,7 @@ import _CryptoExtras
 ///   returns or describes it.
 public struct KubeletCertificateAuthority: Sendable {
     /// The largest CSR accepted, PEM or DER.
-    public static let maximumCSRLength = 16_384
+    public static let maximumCSRLength = 8192
     /// The longest validity of an issued certificate in seconds: 365 days.
     public static let maximumValidity: TimeInterval = 365 * 24 * 3600
     /// How far before `now` an issued certificate is valid, in seconds (clock skew between nodes).
@@ -79,7 +79,7 @@ public struct KubeletCertificateAuthority: Sendable {
     /// five minutes before `now` for a year at most (never past the CA's own expiry), a random serial.
     /// - Important: Call it only for a granted release, with the node name its evidence bound.
     /// - Throws: ``CoreError/Code/kubeletCSRRefused`` naming the reason.
-    public func signKubeletCSR(_ csr: [UInt8], nodeName: NodeName, now: Date) throws(CoreError) -> [UInt8] {
+    public func signKubeletCSR(_ csr: [UInt8], nodeName: KubernetesNodeName, now: Date) throws(CoreError) -> [UInt8] {
         let request = try Self.parse(csr)
         guard request.publicKey.isValidSignature(request.signature, for: request) else {
             throw .kubeletCSRRefused("the CSR's signature does not verify with its key")
@@ -146,7 +146,7 @@ public struct KubeletCertificateAuthority: Sendable {
     }
 
     /// Exactly two single-attribute RDNs, `O=system:nodes` and `CN=system:node:<nodeName>`, in either order.
-    private static func checkSubject(_ subject: DistinguishedName, nodeName: NodeName) throws(CoreError) {
+    private static func checkSubject(_ subject: DistinguishedName, nodeName: KubernetesNodeName) throws(CoreError) {
         let expectedCommonName = nodeCommonNamePrefix + nodeName.text
         var organizations: [String] = []
         var commonNames: [String] = []

@@ -8,7 +8,7 @@ import X509
 /// The measurement policy keyd releases keys under. It changes only through a ``SignedPolicy`` signed
 /// by the pinned ``OperatorKey`` with a higher version.
 ///
-/// JSON form (at most 32,768 bytes, UTF-8):
+/// JSON form (at most 12,000 bytes, UTF-8, so that a signed policy fits `policy.set`):
 /// ```json
 /// {"version": 7,
 ///  "measurements": {"4": {"expected": "<hex of 32 bytes>", "warnOnly": false}, "15": "<hex of 32 bytes>"},
@@ -31,15 +31,15 @@ import X509
 /// - `evidenceVariants` (required, 1…16 distinct known names, e.g. `asterism-tpm`, `qemu-vtpm`): the
 ///   evidence formats a release may take; a native release needs `asterism-tpm`.
 /// - `challengeLifetimeSeconds` (optional, 1…3600, default 60).
-/// - `revoked` (optional): `diskUUIDs` and `akDigests` (each optional, ≤ 4096 distinct entries) never
-///   get keys.
+/// - `revoked` (optional): `diskUUIDs` and `akDigests` (each optional, ≤ 4096 distinct entries; the JSON
+///   size bounds them first, at about 300 UUIDs) never get keys.
 ///
 /// Every object refuses members not listed here; hex strings have exactly the lengths given; a list
 /// with a repeated entry is refused. `JSONDecoder` reads the first occurrence of a member name repeated
 /// in one object: ``canonicalJSON`` (what `keydctl policy show` prints) is the policy as keyd reads it.
 public struct MeasurementPolicy: Sendable, Hashable {
-    /// The largest policy JSON.
-    public static let maximumLength = 32_768
+    /// The largest policy JSON: its base64, a signature and the object around them fit ``SignedPolicy/maximumLength``.
+    public static let maximumLength = 12_000
     /// The most AK digests on the allow-list.
     public static let maximumAKDigests = 64
     /// The most AK CA certificates.

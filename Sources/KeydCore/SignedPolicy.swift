@@ -5,13 +5,14 @@ import KeydProtocol
 /// A measurement policy with the operator's signature: what `policy.set` and `init.accept` carry and
 /// what keyd keeps in its state directory.
 ///
-/// Wire and file form (at most 49,152 bytes): `{"policy":"<base64 of the policy JSON bytes>","signature":
+/// Wire and file form (at most 16,384 bytes): `{"policy":"<base64 of the policy JSON bytes>","signature":
 /// "<base64>"}`, exactly these two members, standard base64 with padding in its one canonical spelling.
 /// The signature (see ``OperatorKey``) is over `"asterism-policy-v1\n"` followed by the policy bytes
 /// exactly as carried.
 public struct SignedPolicy: Hashable, Sendable {
-    /// The largest signed policy: the base64 of a policy at its limit, a signature and the object around them.
-    public static let maximumLength = 49_152
+    /// The largest signed policy (`policy.set`'s limit): it holds the base64 of a policy at its limit, a
+    /// signature and the object around them.
+    public static let maximumLength = 16_384
     /// The longest signature (a DER ECDSA P-256 signature is at most 72 bytes, Ed25519's 64).
     public static let maximumSignatureLength = 128
     /// The text signed in front of the policy bytes.

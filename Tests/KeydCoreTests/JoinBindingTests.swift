@@ -22,7 +22,7 @@ import Testing
             bootPublicKey: bootPublicKey,
             diskUUID: diskUUID,
             role: role,
-            nodeName: try NodeName(validating: nodeName)
+            nodeName: try KubernetesNodeName(validating: nodeName)
         )
     }
 
@@ -81,18 +81,20 @@ import Testing
         #expect(error?.message.contains("\(field) is \(length) bytes") == true)
     }
 
-    /// (name, accepted): Kubernetes' DNS-1123 subdomain rule.
+    /// (name, accepted): a DNS-1123 subdomain of at most 253 bytes, labels of at most 63.
     static let names: [(String, Bool)] = [
         ("a", true), ("worker-1", true), ("cp-0.cluster.local", true), ("0", true), ("a-b.c-d", true),
-        (String(repeating: "a", count: 253), true), (String(repeating: "a", count: 63) + "." + "b", true),
-        ("", false), (String(repeating: "a", count: 254), false), ("Worker-1", false), ("-a", false), ("a-", false),
+        (Array(repeating: String(repeating: "a", count: 63), count: 4).joined(separator: ".") + ".a", true),
+        (String(repeating: "a", count: 63) + "." + "b", true), (String(repeating: "a", count: 64), false),
+        (Array(repeating: String(repeating: "a", count: 63), count: 4).joined(separator: ".") + ".ab", false),
+        ("", false), ("Worker-1", false), ("-a", false), ("a-", false),
         ("a..b", false), (".a", false), ("a.", false), ("a_b", false), ("a b", false), ("a/b", false),
         ("ä", false), ("a\u{0}", false), ("system:node:a", false),
     ]
 
     @Test(arguments: names)
     func nodeNames(name: String, accepted: Bool) {
-        let result = Result { () throws(CoreError) in try NodeName(validating: name) }
+        let result = Result { () throws(CoreError) in try KubernetesNodeName(validating: name) }
         switch result {
         case .success(let node):
             #expect(accepted, "accepted \(name)")

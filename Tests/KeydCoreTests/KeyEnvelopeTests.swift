@@ -31,7 +31,7 @@ import Testing
             challengeID: challengeID,
             diskUUID: uuid,
             role: role,
-            nodeName: try NodeName(validating: nodeName)
+            nodeName: try KubernetesNodeName(validating: nodeName)
         )
     }
 

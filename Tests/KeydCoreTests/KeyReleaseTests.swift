@@ -26,7 +26,7 @@ import Testing
             bootPublicKey: bootPublicKey,
             diskUUID: diskUUID,
             role: role,
-            nodeName: try! NodeName(validating: nodeName)
+            nodeName: try! KubernetesNodeName(validating: nodeName)
         )
     }
 

@@ -28,7 +28,7 @@ import _CryptoExtras
     }
 
     static let now = Date()
-    static let node = try! NodeName(validating: "worker-1")
+    static let node = try! KubernetesNodeName(validating: "worker-1")
 
     /// A CA of `kind`: the authority in keyd and the CA certificate.
     static func authority(_ kind: CAKind) throws -> (KubeletCertificateAuthority, Certificate) {

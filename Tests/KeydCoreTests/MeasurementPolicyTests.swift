@@ -240,12 +240,19 @@ import X509
         #expect(error?.message.contains(reason) == true, "\(String(describing: error))")
     }
 
-    @Test func sizeLimits() {
+    @Test func sizeLimits() throws {
         let large =
             Array(#"{"policy":""#.utf8) + [UInt8](repeating: 0x41, count: SignedPolicy.maximumLength)
             + Array(#""}"#.utf8)
         let error = #expect(throws: CoreError.self) { try SignedPolicy(decoding: large) }
         #expect(error?.message.contains("exceeds limit \(SignedPolicy.maximumLength)") == true)
+        // A policy at its limit with the longest signature fits the signed policy's limit.
+        let largest = SignedPolicy(
+            policy: [UInt8](repeating: 0x20, count: MeasurementPolicy.maximumLength),
+            signature: [UInt8](repeating: 1, count: SignedPolicy.maximumSignatureLength)
+        )
+        #expect(largest.encoded.count <= SignedPolicy.maximumLength)
+        #expect(try SignedPolicy(decoding: largest.encoded) == largest)
         let policy = [UInt8](repeating: 0x20, count: MeasurementPolicy.maximumLength + 1)
         let oversized = SignedPolicy(policy: policy, signature: [1]).encoded
         #expect(oversized.count <= SignedPolicy.maximumLength)
