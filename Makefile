@@ -11,7 +11,7 @@ export SCRATCH
 SWIFT_FLAGS := $(if $(SCRATCH),--scratch-path $(SCRATCH))
 RELEASE_FLAGS := -c release --static-swift-stdlib
 
-FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession FuzzTPMAttest FuzzTPMPublic FuzzTPMSignature FuzzEventLog FuzzSNPReport FuzzEvidenceDocuments FuzzATLSCertificate
+FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession FuzzTPMAttest FuzzTPMPublic FuzzTPMSignature FuzzEventLog FuzzSNPReport FuzzEvidenceDocuments FuzzATLSCertificate FuzzEnvelope FuzzPolicy
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 

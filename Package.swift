@@ -33,10 +33,16 @@ let package = Package(
     targets: [
         // keyd's wire format: frames, requests, limits, status codes. Standard library only.
         .target(name: "KeydProtocol", exclude: ["PROTOCOL.md"]),
-        // keyd's decisions: permission table, session state machine, key custody, audit chain.
+        // keyd's decisions: permission table, session state machine, key custody, audit chain, sealed key
+        // release (join binding, envelopes, signed policy, the release decision, kubelet certificates).
         .target(
             name: "KeydCore",
-            dependencies: ["KeydProtocol", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "KeydProtocol", "Attestation", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
         ),
         // System libraries and the macro/GNU-only shims Swift cannot import directly.
         .systemLibrary(name: "CTSS2", pkgConfig: "tss2-esys tss2-tctildr tss2-mu tss2-rc"),
@@ -198,7 +204,17 @@ let package = Package(
         ),
         // One well-formed request of every kind, for the session and request-table tests.
         .target(name: "KeydTestSamples", dependencies: ["KeydProtocol"], path: "Tests/KeydTestSamples"),
-        .testTarget(name: "KeydCoreTests", dependencies: ["KeydCore", "KeydProtocol", "KeydTestSamples"]),
+        // AsterismTestSupport for the software AK that signs join evidence; X509 for the kubelet CA's CSRs.
+        .testTarget(
+            name: "KeydCoreTests",
+            dependencies: [
+                "KeydCore", "KeydProtocol", "KeydTestSamples", "Attestation", "AsterismTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
         // keyd's service in process: the request table, the re-key order with injected faults.
         .testTarget(
             name: "KeydDaemonTests",

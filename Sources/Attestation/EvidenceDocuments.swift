@@ -335,6 +335,21 @@ public enum TPMEvidenceValidator {
         try validateNative(document, nonce: nonce, userDataDigest: userDataDigest, policy: policy, at: time).report
     }
 
+    /// Validates keyd's native document against qualifying data the caller computed itself (keyd's join
+    /// binding), instead of the generic `SHA-256("asterism-tpm-evidence-v1" || nonce || userDataDigest)`.
+    /// The document's `userDataDigest` field is not compared: the explicit qualifying data is the binding.
+    /// - Important: A document issued with the generic binding (`evidence.issue`) fails here unless its
+    ///   quote carries exactly `expectedQualifyingData`, so a caller's label keeps the two kinds apart.
+    /// - Throws: ``AttestationError`` when the document does not parse.
+    public static func validate(
+        native document: [UInt8],
+        expectedQualifyingData: [UInt8],
+        policy: TPMQuotePolicy,
+        at time: Date
+    ) throws(AttestationError) -> NativeEvidenceValidation {
+        try validateNative(document, binding: .explicit(expectedQualifyingData), policy: policy, at: time)
+    }
+
     /// ``validate(native:nonce:userDataDigest:policy:at:)`` that also returns the document's user data;
     /// a nil `userDataDigest` leaves the comparison to the caller (aTLS compares with the key hash).
     static func validateNative(
@@ -344,6 +359,31 @@ public enum TPMEvidenceValidator {
         policy: TPMQuotePolicy,
         at time: Date
     ) throws(AttestationError) -> (userData: [UInt8], report: AttestationReport) {
+        let validation = try validateNative(
+            document,
+            binding: .nonce(nonce, userDataDigest: userDataDigest),
+            policy: policy,
+            at: time
+        )
+        return (validation.userDataDigest, validation.report)
+    }
+
+    /// What a native document's quote must be bound to.
+    private enum NativeBinding {
+        /// The generic binding of `nonce` (nil: freshness unchecked) and the document's user data digest,
+        /// compared with `userDataDigest` when given.
+        case nonce([UInt8]?, userDataDigest: [UInt8]?)
+        /// Exactly these qualifying data; the document's user data digest is not compared.
+        case explicit([UInt8])
+    }
+
+    /// Parses a native document and runs the quote policies with the qualifying data `binding` gives.
+    private static func validateNative(
+        _ document: [UInt8],
+        binding: NativeBinding,
+        policy: TPMQuotePolicy,
+        at time: Date
+    ) throws(AttestationError) -> NativeEvidenceValidation {
         let fields = try NativeTPMEvidenceDocument.read(document)
         // An AK the policy already prepared is reused when the document carries exactly its bytes; any other is parsed.
         let akPublic: TPMTPublic
@@ -366,10 +406,23 @@ public enum TPMEvidenceValidator {
             verificationKey: key
         )
         let userData = Array(fields.userDataDigest)
-        let qualifying = nonce.map { NativeTPMEvidenceDocument.qualifyingData(nonce: $0, userDataDigest: userData) }
         var results: [PolicyResult] = []
         results.reserveCapacity(11)
-        results.append(userDataResult(expected: userDataDigest, actual: userData))
+        let qualifying: [UInt8]?
+        switch binding {
+        case .nonce(let nonce, let userDataDigest):
+            qualifying = nonce.map { NativeTPMEvidenceDocument.qualifyingData(nonce: $0, userDataDigest: userData) }
+            results.append(userDataResult(expected: userDataDigest, actual: userData))
+        case .explicit(let expected):
+            qualifying = expected
+            results.append(
+                .notChecked(
+                    "binding.user-data",
+                    "the caller gave the qualifying data itself; the document's user data is not the binding",
+                    [.hex("actual", userData)]
+                )
+            )
+        }
         policy.evaluate(
             evidence,
             expectedQualifyingData: qualifying,
@@ -382,7 +435,11 @@ public enum TPMEvidenceValidator {
         {
             policy.akTrust.remember(akPublic, key: verificationKey)
         }
-        return (userData, TPMQuoteValidator.report("native-tpm-document", results))
+        return NativeEvidenceValidation(
+            report: TPMQuoteValidator.report("native-tpm-document", results),
+            akDigest: try? key.get().digest,
+            userDataDigest: userData
+        )
     }
 
     /// Validates Constellation's qemu-vtpm document; `userData` is what the document must be bound
@@ -454,4 +511,14 @@ public enum TPMEvidenceValidator {
             ? .passed("binding.user-data", "the evidence carries the expected user data", values)
             : .failed("binding.user-data", "the evidence's user data is not the expected one", values)
     }
+}
+
+/// What validating a native document gives besides the report.
+public struct NativeEvidenceValidation: Sendable {
+    /// Every policy's result; the evidence passed when `report.isValid`.
+    public let report: AttestationReport
+    /// SHA-256 of the AK's DER SubjectPublicKeyInfo, nil when the AK is not a usable key.
+    public let akDigest: [UInt8]?
+    /// The document's user data digest field.
+    public let userDataDigest: [UInt8]
 }

@@ -11,6 +11,26 @@ public enum KeyDerivation {
     /// `info` for the cluster ID (derived from the measurement secret and salt).
     public static let clusterIDInfo = "key-clusterID"
 
+    /// `info` for a measurement salt derived from the master secret when an import gives none.
+    public static let measurementSaltInfo = "key-measurementSalt"
+
+    /// The length of a disk key, the measurement secret and the cluster ID.
+    public static let dataKeyLength = 32
+
+    /// The cluster ID: `HKDF-SHA-256(measurementSecret, measurementSalt, "key-clusterID", 32)`; not secret
+    /// (PCR 15 is extended with it).
+    public static func clusterID(measurementSecret: borrowing SecretBytes, measurementSalt: [UInt8]) -> [UInt8] {
+        measurementSalt.withUnsafeBytes { saltBytes in
+            hkdfSHA256(
+                inputKeyMaterial: measurementSecret.storage,
+                salt: saltBytes,
+                info: clusterIDInfo.utf8,
+                byteCount: dataKeyLength
+            )
+            .withUnsafeBytes { Array($0) }
+        }
+    }
+
     /// `info` for a state disk's key: "key-" + its validated UUID.
     public static func diskKeyInfo(uuid: DiskUUID) -> String {
         "key-" + uuid.text
@@ -72,5 +92,30 @@ extension KeyEncryptionKey {
     /// Derives `byteCount` bytes with the UTF-8 of `info`, e.g. ``KeyDerivation/diskKeyInfo(uuid:)``.
     public borrowing func deriveKey(info: String, byteCount: Int) -> SecretBytes {
         deriveKey(info: info.utf8, byteCount: byteCount)
+    }
+}
+
+extension KeyEncryptionKey {
+    /// The keys a release hands a node: its disk key (`key-<uuid>`), the measurement secret, the
+    /// measurement salt, and for a control plane (`includeKEK`) this KEK itself.
+    public borrowing func releasedKeys(for uuid: DiskUUID, includeKEK: Bool) -> ReleasedKeys {
+        ReleasedKeys(
+            diskKey: deriveKey(info: KeyDerivation.diskKeyInfo(uuid: uuid), byteCount: KeyDerivation.dataKeyLength),
+            measurementSecret: deriveKey(
+                info: KeyDerivation.measurementSecretInfo,
+                byteCount: KeyDerivation.dataKeyLength
+            ),
+            measurementSalt: measurementSalt,
+            clusterKEK: includeKEK ? copy() : nil
+        )
+    }
+
+    /// The cluster ID every node of this cluster extends PCR 15 with (``KeyDerivation/clusterID(measurementSecret:measurementSalt:)``).
+    public var clusterID: [UInt8] {
+        let measurementSecret = deriveKey(
+            info: KeyDerivation.measurementSecretInfo,
+            byteCount: KeyDerivation.dataKeyLength
+        )
+        return KeyDerivation.clusterID(measurementSecret: measurementSecret, measurementSalt: measurementSalt)
     }
 }

@@ -298,7 +298,7 @@ struct LUKS2Metadata: Decodable {
         let entries: [String]
 
         init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: LUKS2JSON.Name.self)
+            let container = try decoder.container(keyedBy: KeydJSON.Name.self)
             var entries: [String] = []
             for key in container.allKeys.sorted(by: { $0.stringValue < $1.stringValue }) {
                 if key.stringValue == "mandatory" {
@@ -321,7 +321,7 @@ struct LUKS2Metadata: Decodable {
 
     /// Decodes `text`; names the section that is missing or malformed.
     static func decode(_ text: String) throws(CoreError) -> LUKS2Metadata {
-        try LUKS2JSON.decode(LUKS2Metadata.self, from: text, limit: limit, what: "LUKS2 metadata")
+        try KeydJSON.decode(LUKS2Metadata.self, from: text, limit: limit, what: "LUKS2 metadata")
     }
 
     /// The entries of a section whose keys are decimal indices, in index order.
@@ -337,12 +337,20 @@ struct LUKS2Metadata: Decodable {
     }
 }
 
-/// JSON from libcryptsetup, decoded by FoundationEssentials' `JSONDecoder`.
+/// JSON keyd reads (libcryptsetup's metadata and tokens, the measurement policy), decoded by
+/// FoundationEssentials' `JSONDecoder`, with errors that name the member and never quote the document.
 ///
 /// libcryptsetup hands out its metadata and tokens as json-c re-serializes its own parse, so a name
 /// appears at most once in an object whatever the host wrote on disk: json-c keeps the last of
-/// duplicate names, and keyd therefore never reads a value libcryptsetup does not use.
-enum LUKS2JSON {
+/// duplicate names, and keyd therefore never reads a value libcryptsetup does not use. `JSONDecoder`
+/// keeps the first of duplicate names (see ``MeasurementPolicy`` for what that means for a policy).
+enum KeydJSON {
+    /// A member whose value a decoder refused: where (the coding path) and why, without the value.
+    struct MemberError: Error {
+        let path: [any CodingKey]
+        let problem: String
+    }
+
     /// A member name, for reading every name of an object.
     struct Name: CodingKey {
         let stringValue: String
@@ -355,7 +363,18 @@ enum LUKS2JSON {
     /// Decodes `text` (at most `limit` bytes) as `type`; `what` names the document in the error.
     static func decode<T: Decodable>(_ type: T.Type, from text: String, limit: Int, what: String) throws(CoreError) -> T
     {
-        let bytes = Array(text.utf8)
+        try decode(type, from: Array(text.utf8), limit: limit, what: what)
+    }
+
+    /// Decodes `bytes` (at most `limit`) as `type`; `what` names the document in the error.
+    static func decode<T: Decodable>(
+        _ type: T.Type,
+        from bytes: [UInt8],
+        limit: Int,
+        what: String
+    ) throws(CoreError)
+        -> T
+    {
         guard bytes.count <= limit else {
             throw CoreError.invalidJSON("\(what) of \(bytes.count) bytes exceeds limit \(limit)")
         }
@@ -368,6 +387,10 @@ enum LUKS2JSON {
 
     /// A decoding error in one line: the coding path and what was wrong, never the document.
     private static func describe(_ error: any Error) -> String {
+        if let error = error as? MemberError {
+            let path = error.path.map(\.stringValue).joined(separator: ".")
+            return "\(error.problem) at \(quotedForMessage(path))"
+        }
         guard let error = error as? DecodingError else { return "not JSON" }
         switch error {
         case .typeMismatch(_, let context), .valueNotFound(_, let context), .keyNotFound(_, let context),

@@ -1,4 +1,5 @@
 import Crypto
+import FoundationEssentials
 import KeydProtocol
 
 /// The KEK at rest (`<state-dir>/kek.sealed`): the master secret and salt encrypted with AES-256-GCM
@@ -13,8 +14,9 @@ import KeydProtocol
 /// The wrapping key lives in the TPM at the owner persistent `handle` and is unsealed only when the
 /// object there has `objectName`; `kek.lock` evicts it, so a copy of the file saved before the lock
 /// and put back later opens nothing, and a re-import makes another object (another name).
-/// The ciphertext (GCM text ‖ 16-byte tag) covers `masterLength u8 ‖ master ‖ salt`; the bytes
-/// before the nonce are its additional data, so a file cannot pair one object with another's text.
+/// The ciphertext (GCM text ‖ 16-byte tag) covers `masterLength u8 ‖ master ‖ saltLength u8 ‖ salt ‖
+/// measurementSalt fixed[32]`; the bytes before the nonce are its additional data, so a file cannot pair
+/// one object with another's text.
 public struct SealedKEKFile: Hashable, Sendable {
     /// ASCII `AKEK`.
     static let magic: [UInt8] = [0x41, 0x4B, 0x45, 0x4B]
@@ -120,7 +122,7 @@ public struct SealedKEKFile: Hashable, Sendable {
         let nonce = AES.GCM.Nonce()
         let box: AES.GCM.SealedBox
         do {
-            box = try Self.withPlaintext(kek) { plaintext in
+            box = try kek.withSerialized { plaintext in
                 try AES.GCM.seal(plaintext, using: wrappingKey.storage, nonce: nonce, authenticating: additionalData)
             }
         } catch {
@@ -142,25 +144,14 @@ public struct SealedKEKFile: Hashable, Sendable {
         guard var plaintext = try? AES.GCM.open(box, using: wrappingKey.storage, authenticating: header.bytes) else {
             throw .invalidSealedKEK("authentication failed (another TPM key, or the file was edited)")
         }
-        defer { plaintext.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) } }
-        guard let masterLength = plaintext.first.map(Int.init), plaintext.count > 1 + masterLength else {
-            throw .invalidSealedKEK("plaintext layout")
+        defer { plaintext.wipe() }
+        return try plaintext.withBytes { bytes throws(CoreError) in
+            do throws(CoreError) {
+                return try KeyEncryptionKey(serialized: bytes)
+            } catch {
+                throw .invalidSealedKEK(error.message)
+            }
         }
-        let master = SecretBytes(copying: plaintext[1..<(1 + masterLength)])
-        let salt = SecretBytes(copying: plaintext[(1 + masterLength)...])
-        return try KeyEncryptionKey(masterSecret: master, salt: salt)
-    }
-
-    /// Lends `masterLength ‖ master ‖ salt` to `body` in a buffer wiped afterwards.
-    private static func withPlaintext<R>(_ kek: borrowing KeyEncryptionKey, _ body: ([UInt8]) throws -> R) rethrows -> R
-    {
-        var plaintext: [UInt8] = []
-        plaintext.reserveCapacity(1 + kek.masterSecret.count + kek.salt.count)
-        plaintext.append(UInt8(kek.masterSecret.count))
-        kek.masterSecret.withUnsafeBytes { plaintext.append(contentsOf: $0) }
-        kek.salt.withUnsafeBytes { plaintext.append(contentsOf: $0) }
-        defer { plaintext.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) } }
-        return try body(plaintext)
     }
 }
 

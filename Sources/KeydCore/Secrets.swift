@@ -51,7 +51,8 @@ public struct SecretBytes: ~Copyable, Sendable {
 }
 
 /// The key-encryption key: the cluster's master secret and salt, from which every data key is
-/// derived with HKDF-SHA-256 (see ``KeyEncryptionKey/deriveKey(info:byteCount:)``).
+/// derived with HKDF-SHA-256 (see ``KeyEncryptionKey/deriveKey(info:byteCount:)``), and the cluster's
+/// measurement salt.
 ///
 /// - Important: keyd holds it in memory only; dropping it (`kek.lock`) frees and zeroes both secrets.
 ///   Nothing derived from it is exported except through sealed or verified operations.
@@ -60,13 +61,26 @@ public struct KeyEncryptionKey: ~Copyable, Sendable {
     public static let masterSecretLengths = Limits.masterSecretLength
     /// Accepted salt lengths in bytes (PROTOCOL.md `kek.import`).
     public static let saltLengths = Limits.saltLength
+    /// The length of the measurement salt.
+    public static let measurementSaltLength = 32
 
     let masterSecret: SecretBytes
     let salt: SecretBytes
+    /// The salt of the cluster ID (`HKDF(measurementSecret, measurementSalt, "key-clusterID", 32)`) and
+    /// of the measurement secret's uses; not secret (Constellation sends it in the clear at init).
+    public let measurementSalt: [UInt8]
 
-    /// Takes custody of a master secret (16…64 bytes) and salt (32…64 bytes).
+    /// Takes custody of a master secret (16…64 bytes), salt (32…64 bytes) and measurement salt (32 bytes).
+    ///
+    /// A nil `measurementSalt` (an import in Constellation's form, which carries only key and salt) is
+    /// derived: `HKDF-SHA-256(master secret, salt, "key-measurementSalt", 32)`, so every keyd holding the
+    /// same master secret and salt agrees on it.
     /// - Throws: ``CoreError/Code/secretLength`` naming the length and the limit.
-    public init(masterSecret: consuming SecretBytes, salt: consuming SecretBytes) throws(CoreError) {
+    public init(
+        masterSecret: consuming SecretBytes,
+        salt: consuming SecretBytes,
+        measurementSalt: [UInt8]? = nil
+    ) throws(CoreError) {
         // Lengths are checked; the bytes are never inspected or reported.
         guard Self.masterSecretLengths.contains(masterSecret.count) else {
             throw .secretLength("master secret", length: masterSecret.count, limit: Self.masterSecretLengths)
@@ -74,7 +88,101 @@ public struct KeyEncryptionKey: ~Copyable, Sendable {
         guard Self.saltLengths.contains(salt.count) else {
             throw .secretLength("salt", length: salt.count, limit: Self.saltLengths)
         }
+        let lengths = Self.measurementSaltLength...Self.measurementSaltLength
+        if let measurementSalt, measurementSalt.count != Self.measurementSaltLength {
+            throw .secretLength("measurement salt", length: measurementSalt.count, limit: lengths)
+        }
+        self.measurementSalt =
+            measurementSalt
+            ?? Self.derive(
+                masterSecret: masterSecret,
+                salt: salt,
+                info: KeyDerivation.measurementSaltInfo,
+                byteCount: Self.measurementSaltLength
+            )
         self.masterSecret = masterSecret
         self.salt = salt
+    }
+
+    /// A second custodian of the same secrets (for a control-plane release), sharing their wiped storage.
+    borrowing func copy() -> KeyEncryptionKey {
+        KeyEncryptionKey(copying: self)
+    }
+
+    private init(copying other: borrowing KeyEncryptionKey) {
+        masterSecret = SecretBytes(storage: other.masterSecret.storage)
+        salt = SecretBytes(storage: other.salt.storage)
+        measurementSalt = other.measurementSalt
+    }
+
+    /// HKDF over the two secrets before `self` exists; the output here is the public measurement salt.
+    private static func derive(
+        masterSecret: borrowing SecretBytes,
+        salt: borrowing SecretBytes,
+        info: String,
+        byteCount: Int
+    ) -> [UInt8] {
+        salt.withUnsafeBytes { saltBytes in
+            KeyDerivation.hkdfSHA256(
+                inputKeyMaterial: masterSecret.storage,
+                salt: saltBytes,
+                info: info.utf8,
+                byteCount: byteCount
+            )
+            .withUnsafeBytes { Array($0) }
+        }
+    }
+}
+
+extension KeyEncryptionKey {
+    /// The KEK's serialized form, the plaintext the sealed KEK file and both envelopes carry:
+    /// `masterLength u8 ‖ master ‖ saltLength u8 ‖ salt ‖ measurementSalt fixed[32]`.
+    /// Lends it to `body` in a buffer wiped afterwards.
+    borrowing func withSerialized<R, E: Error>(_ body: ([UInt8]) throws(E) -> R) throws(E) -> R {
+        var plaintext: [UInt8] = []
+        plaintext.reserveCapacity(2 + masterSecret.count + salt.count + measurementSalt.count)
+        plaintext.append(UInt8(masterSecret.count))
+        masterSecret.withUnsafeBytes { plaintext.append(contentsOf: $0) }
+        plaintext.append(UInt8(salt.count))
+        salt.withUnsafeBytes { plaintext.append(contentsOf: $0) }
+        plaintext.append(contentsOf: measurementSalt)
+        defer { plaintext.wipe() }
+        return try body(plaintext)
+    }
+
+    /// Reads the serialized form (``withSerialized(_:)``) to its exact end.
+    /// - Throws: ``CoreError/Code/invalidKEKLayout`` for the layout, ``CoreError/Code/secretLength`` for a length.
+    init(serialized bytes: UnsafeRawBufferPointer) throws(CoreError) {
+        guard let first = bytes.first, bytes.count > 1 + Int(first),
+            case let saltLength = Int(bytes[1 + Int(first)]),
+            bytes.count == 2 + Int(first) + saltLength + Self.measurementSaltLength
+        else {
+            throw .invalidKEKLayout(byteCount: bytes.count)
+        }
+        let masterLength = Int(first)
+        let salt = (2 + masterLength)..<(2 + masterLength + saltLength)
+        try self.init(
+            masterSecret: SecretBytes(copying: UnsafeRawBufferPointer(rebasing: bytes[1..<(1 + masterLength)])),
+            salt: SecretBytes(copying: UnsafeRawBufferPointer(rebasing: bytes[salt])),
+            measurementSalt: Array(bytes.suffix(Self.measurementSaltLength))
+        )
+    }
+}
+
+extension CoreError.Code {
+    /// A serialized KEK does not have the layout of its lengths.
+    public static let invalidKEKLayout = CoreError.Code("invalidKEKLayout")
+}
+
+extension CoreError {
+    /// A serialized KEK of `byteCount` bytes does not have the layout its length bytes give.
+    static func invalidKEKLayout(byteCount: Int, file: String = #fileID, line: UInt = #line) -> CoreError {
+        CoreError(
+            code: .invalidKEKLayout,
+            reason:
+                "serialized KEK of \(byteCount) bytes is not masterLength, master, saltLength, salt, measurementSalt(32)",
+            file: file,
+            line: line
+        )
     }
 }

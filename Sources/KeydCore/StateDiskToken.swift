@@ -52,7 +52,7 @@ public struct StateDiskToken: Hashable, Sendable {
     /// Parses token JSON (as libcryptsetup returns it, whitespace allowed), strictly: exactly the
     /// members of one of the two formats, `keyslots` empty.
     public init(parsing text: String) throws(CoreError) {
-        let members = try LUKS2JSON.decode(
+        let members = try KeydJSON.decode(
             TokenMembers.self,
             from: text,
             limit: Self.maximumLength,
@@ -92,7 +92,7 @@ public struct StateDiskToken: Hashable, Sendable {
     /// The `type` member of any token JSON, or nil when the text is not an object with a string `type`
     /// (or is longer than ``maximumLength``).
     static func declaredType(of text: String) -> String? {
-        try? LUKS2JSON.decode(TypeMember.self, from: text, limit: maximumLength, what: "token").type
+        try? KeydJSON.decode(TypeMember.self, from: text, limit: maximumLength, what: "token").type
     }
 
     /// A token's `type` member alone.
@@ -111,13 +111,13 @@ public struct StateDiskToken: Hashable, Sendable {
         var formatVersion: Int?
 
         init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: LUKS2JSON.Name.self)
+            let container = try decoder.container(keyedBy: KeydJSON.Name.self)
             names = Set(container.allKeys.map(\.stringValue))
-            type = try? container.decode(String.self, forKey: LUKS2JSON.Name("type"))
-            keyslots = try? container.decode([String].self, forKey: LUKS2JSON.Name("keyslots"))
-            initialized = try? container.decode(Bool.self, forKey: LUKS2JSON.Name("initialized"))
-            diskIsInitialized = try? container.decode(Bool.self, forKey: LUKS2JSON.Name("diskIsInitialized"))
-            formatVersion = try? container.decode(Int.self, forKey: LUKS2JSON.Name("formatVersion"))
+            type = try? container.decode(String.self, forKey: KeydJSON.Name("type"))
+            keyslots = try? container.decode([String].self, forKey: KeydJSON.Name("keyslots"))
+            initialized = try? container.decode(Bool.self, forKey: KeydJSON.Name("initialized"))
+            diskIsInitialized = try? container.decode(Bool.self, forKey: KeydJSON.Name("diskIsInitialized"))
+            formatVersion = try? container.decode(Int.self, forKey: KeydJSON.Name("formatVersion"))
         }
     }
 }

@@ -26,8 +26,10 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
     case policyRejected = 36
     case tpmUnavailable = 37
     case stateRejected = 38
+    case revoked = 39
     case challengeEvicted = 40
     case envelopeRejected = 41
+    case policyMissing = 42
     case diskMissing = 48
     case diskNotLUKS2 = 49
     case diskHeaderRejected = 50
@@ -78,8 +80,10 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .policyRejected: "policyRejected"
         case .tpmUnavailable: "tpmUnavailable"
         case .stateRejected: "stateRejected"
+        case .revoked: "revoked"
         case .challengeEvicted: "challengeEvicted"
         case .envelopeRejected: "envelopeRejected"
+        case .policyMissing: "policyMissing"
         case .diskMissing: "diskMissing"
         case .diskNotLUKS2: "diskNotLUKS2"
         case .diskHeaderRejected: "diskHeaderRejected"
@@ -122,9 +126,11 @@ public enum StatusCode: UInt16, Sendable, CaseIterable, CustomStringConvertible 
         case .tpmUnavailable: "keyd has no TPM (none configured, or it could not be opened at start)"
         case .stateRejected:
             "an entry of keyd's state directory is not what keyd made (a symlink, FIFO or device); nothing was done"
+        case .revoked: "the policy revokes this disk or attestation key"
         case .challengeEvicted: "the challenge was evicted by newer ones before it was used"
         case .envelopeRejected:
             "the envelope does not open with this keyd's boot key, or binds another disk, node or role"
+        case .policyMissing: "keyd holds no measurement policy yet (init.accept or policy.set first)"
         case .diskMissing: "no such device"
         case .diskNotLUKS2: "the device holds no LUKS2 header"
         case .diskHeaderRejected: "the LUKS2 header was refused (a value fits no known profile)"

@@ -65,7 +65,12 @@ struct TPMEvidenceTests {
     @Test func sealedKEKFileRoundTripsAndRefusesTampering() throws {
         let master = (0..<32).map { UInt8($0) }
         let salt = (32..<64).map { UInt8($0) }
-        let kek = try KeyEncryptionKey(masterSecret: SecretBytes(copying: master), salt: SecretBytes(copying: salt))
+        let measurementSalt = [UInt8](repeating: 0x6D, count: 32)
+        let kek = try KeyEncryptionKey(
+            masterSecret: SecretBytes(copying: master),
+            salt: SecretBytes(copying: salt),
+            measurementSalt: measurementSalt
+        )
         let wrapping = SecretBytes(randomByteCount: 32)
         let file = try SealedKEKFile(
             sealing: kek,
@@ -83,6 +88,7 @@ struct TPMEvidenceTests {
         let expected = kek.deriveKey(info: info, byteCount: 32)
         let same = opened.deriveKey(info: info, byteCount: 32).constantTimeEquals(expected)
         #expect(same)
+        #expect(opened.measurementSalt == measurementSalt)
 
         // Another wrapping key, an edited handle or object name (additional data) or ciphertext: refused.
         #expect(throws: CoreError.self) { _ = try parsed.open(wrappingKey: SecretBytes(randomByteCount: 32)) }

@@ -39,6 +39,10 @@ let package = Package(
             name: "FuzzEvidenceDocuments",
             dependencies: [.product(name: "Attestation", package: "Asterism")]
         ),
+        // Key and init envelopes: strict parsing, re-encoding, opening.
+        .executableTarget(name: "FuzzEnvelope", dependencies: [.product(name: "KeydCore", package: "Asterism")]),
+        // The operator key, the signed policy and the measurement policy.
+        .executableTarget(name: "FuzzPolicy", dependencies: [.product(name: "KeydCore", package: "Asterism")]),
         // A peer's attested certificate through the aTLS verifier, and the SNI nonce parser.
         .executableTarget(
             name: "FuzzATLSCertificate",

@@ -280,7 +280,7 @@ let answerRejections: [RejectCase] =
         reject("connection error answer wrongPhase", answerBody(kind: 0xFFFF, sequence: .max, status: 5), badValue),
     ]
     // 13 is the retired kekPresent.
-    + [UInt16(13), 19, 31, 39, 47, 58, 0x8000, 0xFFFF].map { status in
+    + [UInt16(13), 19, 31, 43, 47, 58, 0x8000, 0xFFFF].map { status in
         reject("unknown status \(status)", answerBody(kind: 0x8002, status: status), badEnum)
     }
     + [StatusCode.unsupported, .denied, .wrongPhase, .internal, .diskNotInitialized].map { status in

@@ -53,27 +53,39 @@ public struct SoftwareTPMEvidenceIssuer: EvidenceIssuer {
     public var variant: AttestationVariant { format == .native ? .asterismTPM : .qemuVTPM }
 
     public func issue(userData: [UInt8], nonce: [UInt8]) throws -> [UInt8] {
-        let qualifying =
-            format == .native
-            ? NativeTPMEvidenceDocument.qualifyingData(nonce: nonce, userDataDigest: userData)
-            : ConstellationVTPMDocument.qualifyingData(userData: userData, nonce: nonce)
-        let attest = quote(qualifying: qualifying)
-        let rs = try ak.signature(for: SHA256.hash(data: attest)).rawRepresentation
-        let signature: [UInt8] = [0x00, 0x18, 0x00, 0x0B] + Self.tpm2b(rs.prefix(32)) + Self.tpm2b(rs.suffix(32))
         switch format {
         case .native:
-            return NativeTPMEvidenceDocument(
-                akPublic: akPublic,
-                attest: attest,
-                signature: signature,
-                pcrs: pcrs,
+            return try issueNative(
+                qualifyingData: NativeTPMEvidenceDocument.qualifyingData(nonce: nonce, userDataDigest: userData),
                 userDataDigest: userData
             )
-            .serialized()
         case .constellation:
+            let qualifying = ConstellationVTPMDocument.qualifyingData(userData: userData, nonce: nonce)
+            let (attest, signature) = try signedQuote(qualifying: qualifying)
             let quote = ConstellationVTPMDocument.Quote(quote: attest, rawSignature: signature, hash: 11, pcrs: pcrs)
             return ConstellationVTPMDocument(akPublic: akPublic, quotes: [quote], userData: userData).jsonBytes()
         }
+    }
+
+    /// A native document whose quote carries exactly `qualifyingData` (as keyd's join evidence does, with
+    /// a binding it computes itself) and `userDataDigest` in its user data field, whatever `format` is.
+    public func issueNative(qualifyingData: [UInt8], userDataDigest: [UInt8]) throws -> [UInt8] {
+        let (attest, signature) = try signedQuote(qualifying: qualifyingData)
+        return NativeTPMEvidenceDocument(
+            akPublic: akPublic,
+            attest: attest,
+            signature: signature,
+            pcrs: pcrs,
+            userDataDigest: userDataDigest
+        )
+        .serialized()
+    }
+
+    /// A quote carrying `qualifying` and the AK's TPMT_SIGNATURE over it.
+    private func signedQuote(qualifying: [UInt8]) throws -> (attest: [UInt8], signature: [UInt8]) {
+        let attest = quote(qualifying: qualifying)
+        let rs = try ak.signature(for: SHA256.hash(data: attest)).rawRepresentation
+        return (attest, [0x00, 0x18, 0x00, 0x0B] + Self.tpm2b(rs.prefix(32)) + Self.tpm2b(rs.suffix(32)))
     }
 
     /// A TPMS_ATTEST of type quote over the configured PCRs carrying `qualifying`.
