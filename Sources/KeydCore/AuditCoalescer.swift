@@ -39,7 +39,11 @@ public struct AuditNote: Sendable {
 /// passes monotonic nanoseconds and writes what ``due(now:)`` hands back.
 public struct AuditCoalescer: Sendable {
     /// trustd's requests that are counted, not recorded one by one, when granted.
-    public static let routine: Set<RequestKind> = [.status, .evidenceIssue, .diskInspect, .bootKeyGet, .challengeIssue]
+    public static let routine: Set<RequestKind> = [
+        .status, .evidenceIssue, .diskInspect, .bootKeyGet, .challengeIssue, .joinEvidenceIssue,
+    ]
+    /// Key decisions: every refusal is written, never folded into an `audit.repeated`.
+    public static let keyDecisions: Set<RequestKind> = [.keyRelease, .compatRelease, .envelopeAccept, .initAccept]
 
     /// What to do with one note.
     public enum Disposition: Sendable, Hashable {
@@ -92,6 +96,7 @@ public struct AuditCoalescer: Sendable {
             return .counted
         }
         guard note.peer.peerClass == .trustd || note.peer.peerClass == .stranger else { return .write }
+        if case .request(let kind) = note.event, Self.keyDecisions.contains(kind) { return .write }
         let key = RefusalKey(event: note.event, status: note.status, peerClass: note.peer.peerClass, uid: note.peer.uid)
         if var seen = refusals[key], now < seen.firstSeen + window {
             seen.count += 1

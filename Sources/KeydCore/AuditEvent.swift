@@ -25,12 +25,14 @@ public enum AuditEvent: Hashable, Sendable, CaseIterable, CustomStringConvertibl
     case auditRepeated
     /// keyd refused an entry of its state directory that the host made (a symlink, a FIFO…) and moved it aside.
     case stateRejected
+    /// keyd refused its stored trust state (operator key, policy) at start: rolled back, removed, forged.
+    case trustCheck
 
     /// Every name, requests first in protocol order.
     public static let allCases: [AuditEvent] =
         RequestKind.allCases.map { .request($0) } + [
             .protocolViolation, .keydStart, .keydStop, .kekSeal, .kekUnseal, .auditChain, .auditCheck, .auditSummary,
-            .auditRepeated, .stateRejected,
+            .auditRepeated, .stateRejected, .trustCheck,
         ]
 
     /// The name written into the record.
@@ -47,6 +49,7 @@ public enum AuditEvent: Hashable, Sendable, CaseIterable, CustomStringConvertibl
         case .auditSummary: "audit.summary"
         case .auditRepeated: "audit.repeated"
         case .stateRejected: "state.rejected"
+        case .trustCheck: "trust.check"
         }
     }
 }

@@ -247,7 +247,7 @@ public struct TPMWorkLimiter: Sendable {
 
     /// Whether `kind` from `peer` is rate-limited: TPM work that trustd asks for.
     public static func limits(_ kind: RequestKind, from peer: PeerClass) -> Bool {
-        peer == .trustd && kind == .evidenceIssue
+        peer == .trustd && (kind == .evidenceIssue || kind == .joinEvidenceIssue)
     }
 
     /// A full bucket for a connection accepted at `now`.

@@ -31,6 +31,12 @@ public enum KeyDerivation {
         }
     }
 
+    /// PCR 15 after a fresh boot's one cluster-ID event (TPM2_PCR_Event of the 32-byte ID):
+    /// `SHA-256(0^32 ‖ SHA-256(clusterID))` (CONSTELLATION-WIRE.md).
+    public static func markedClusterPCR(clusterID: [UInt8]) -> [UInt8] {
+        Array(SHA256.hash(data: [UInt8](repeating: 0, count: 32) + Array(SHA256.hash(data: clusterID))))
+    }
+
     /// `info` for a state disk's key: "key-" + its validated UUID.
     public static func diskKeyInfo(uuid: DiskUUID) -> String {
         "key-" + uuid.text

@@ -80,10 +80,70 @@ public enum KeyRelease {
         guard report.isValid, let akDigest = validation.akDigest else {
             return .refused(status: .evidenceRejected, reason: reason(report.failures), akDigest: validation.akDigest)
         }
-        if policy.revokedDiskUUIDs.contains(claims.diskUUID) {
+        return revocation(diskUUID: claims.diskUUID, akDigest: akDigest, policy: policy)
+            ?? .granted(akDigest: akDigest, report: report)
+    }
+
+    /// The decision of a compatibility release (`compat.release`): Constellation's qemu-vtpm document,
+    /// bound as Constellation binds it (its `UserData` is `certificateKeyHash`, its qualifying data
+    /// `SHA-256(SHA-256(UserData || nonce))`), against the same policy checks and revocation lists.
+    /// - Important: Only for a keyd configured with `constellation-compatibility`; keys released this
+    ///   way pass through trustd in plain.
+    public static func decideCompatibility(
+        evidence: [UInt8],
+        nonce: [UInt8],
+        certificateKeyHash: [UInt8],
+        diskUUID: DiskUUID,
+        policy: MeasurementPolicy,
+        at time: Date
+    ) -> ReleaseVerdict {
+        guard policy.evidenceVariants.contains(.qemuVTPM) else {
+            return .refused(
+                status: .evidenceRejected,
+                reason:
+                    "policy version \(policy.version) does not allow evidence variant \(AttestationVariant.qemuVTPM.name)",
+                akDigest: nil
+            )
+        }
+        guard evidence.count <= Limits.maxEvidence else {
+            return .refused(
+                status: .evidenceRejected,
+                reason: "evidence of \(evidence.count) bytes exceeds limit \(Limits.maxEvidence)",
+                akDigest: nil
+            )
+        }
+        let report: AttestationReport
+        let akDigest: [UInt8]
+        do {
+            let document = try Attestation.ConstellationVTPMDocument(json: evidence)
+            akDigest = try TPMTPublic(anyEncoding: document.akPublic).keyDigest()
+            report = try TPMEvidenceValidator.validate(
+                constellation: evidence,
+                nonce: nonce,
+                userData: certificateKeyHash,
+                policy: policy.quotePolicy(expectedQualifyingData: []),
+                at: time
+            )
+        } catch {
+            return .refused(
+                status: .evidenceRejected,
+                reason: "evidence is not a Constellation qemu-vtpm document: \(error.message)",
+                akDigest: nil
+            )
+        }
+        guard report.isValid else {
+            return .refused(status: .evidenceRejected, reason: reason(report.failures), akDigest: akDigest)
+        }
+        return revocation(diskUUID: diskUUID, akDigest: akDigest, policy: policy)
+            ?? .granted(akDigest: akDigest, report: report)
+    }
+
+    /// The refusal when the policy revokes the disk or the AK, else nil.
+    static func revocation(diskUUID: DiskUUID, akDigest: [UInt8], policy: MeasurementPolicy) -> ReleaseVerdict? {
+        if policy.revokedDiskUUIDs.contains(diskUUID) {
             return .refused(
                 status: .revoked,
-                reason: "disk \(claims.diskUUID) is revoked by policy version \(policy.version)",
+                reason: "disk \(diskUUID) is revoked by policy version \(policy.version)",
                 akDigest: akDigest
             )
         }
@@ -94,7 +154,7 @@ public enum KeyRelease {
                 akDigest: akDigest
             )
         }
-        return .granted(akDigest: akDigest, report: report)
+        return nil
     }
 
     /// The failed checks as one line: `policy: message (name=value, …)`, joined by `; `, cut to
@@ -107,5 +167,28 @@ public enum KeyRelease {
         }
         .joined(separator: "; ")
         return text.count <= maximumReasonLength ? text : text.prefix(maximumReasonLength - 1) + "…"
+    }
+}
+
+extension ReleasedKeys {
+    /// Writes `compat.release`'s answer: the disk key, measurement secret and salt, then the master
+    /// secret and salt for a control plane (empty for a worker), as secret fields.
+    /// - Important: Constellation compatibility only: these bytes leave keyd in plain.
+    public borrowing func writeCompatibilityAnswer(_ w: inout WireWriter) {
+        diskKey.withUnsafeBytes { w.secret($0) }
+        measurementSecret.withUnsafeBytes { w.secret($0) }
+        w.fixed(measurementSalt, count: KeyEncryptionKey.measurementSaltLength)
+        if clusterKEK?.writeSecrets(&w) == nil {
+            w.secret(UnsafeRawBufferPointer(start: nil, count: 0))
+            w.secret(UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+    }
+}
+
+extension KeyEncryptionKey {
+    /// Writes the master secret and the salt as secret fields (``ReleasedKeys/writeCompatibilityAnswer(_:)``).
+    borrowing func writeSecrets(_ w: inout WireWriter) {
+        masterSecret.withUnsafeBytes { w.secret($0) }
+        salt.withUnsafeBytes { w.secret($0) }
     }
 }

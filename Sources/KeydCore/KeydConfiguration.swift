@@ -22,12 +22,17 @@
 /// disk-allow-initialize = false
 /// disk-profile = asterism
 /// state-disk-device = /dev/disk/by-id/virtio-state
+/// state-disk-mapping = state
+/// constellation-compatibility = false
+/// kubernetes-ca-certificate = /etc/kubernetes/pki/ca.crt
+/// kubernetes-ca-key = /etc/kubernetes/pki/ca.key
 /// tpm-tcti = device:/dev/tpmrm0
 /// tpm-ak-algorithm = ecc-p256
 /// tpm-ak-handle = 0x81010a57
 /// tpm-kek-handle = 0x81010a58
 /// tpm-audit-key-handle = 0x81010a59
 /// tpm-audit-counter-index = 0x01a57e00
+/// tpm-trust-counter-index = 0x01a57e01
 /// tpm-pcrs = 0-23
 /// tpm-event-log = /sys/kernel/security/tpm0/binary_bios_measurements
 /// ```
@@ -71,6 +76,14 @@ public struct KeydConfiguration: Equatable, Sendable {
     /// The state disk (an absolute path): the device a disk request with an empty device field acts
     /// on, and the only one trustd's requests reach; nil when none is configured.
     public var stateDiskDevice: String?
+    /// The device-mapper name `envelope.accept` and `init.accept` activate the state disk under.
+    public var stateDiskMapping: String = "state"
+    /// Whether `compat.release` hands Constellation's bootstrapper keys in plain (through trustd).
+    public var constellationCompatibility: Bool = false
+    /// The Kubernetes CA certificate (PEM) keyd signs kubelet certificates with; nil: it signs none.
+    public var kubernetesCACertificate: String?
+    /// The Kubernetes CA's private key (PEM, a root-only file); set together with the certificate.
+    public var kubernetesCAKey: String?
     /// The TCTI that reaches the TPM, always named (`device:…`, `swtpm:…`): never the loader's auto-probe.
     public var tpmTCTI: String = "device:/dev/tpmrm0"
     /// The attestation key's algorithm: `ecc-p256` or `rsa-2048`.
@@ -83,6 +96,8 @@ public struct KeydConfiguration: Equatable, Sendable {
     public var tpmAuditKeyHandle: UInt32 = 0x8101_0A59
     /// The owner NV index of the audit log's record counter (0x01000000…0x01bfffff).
     public var tpmAuditCounterIndex: UInt32 = 0x01A5_7E00
+    /// The owner NV index counting changes of the trust state (operator key, policy) against rollback.
+    public var tpmTrustCounterIndex: UInt32 = 0x01A5_7E01
     /// The SHA-256 PCRs that quotes cover and the sealed KEK's policy binds, ascending.
     public var tpmPCRs: [Int] = Array(0..<24)
     /// The firmware event log added to evidence when the file exists.
@@ -128,12 +143,17 @@ public struct KeydConfiguration: Equatable, Sendable {
         case diskAllowInitialize = "disk-allow-initialize"
         case diskProfile = "disk-profile"
         case stateDiskDevice = "state-disk-device"
+        case stateDiskMapping = "state-disk-mapping"
+        case constellationCompatibility = "constellation-compatibility"
+        case kubernetesCACertificate = "kubernetes-ca-certificate"
+        case kubernetesCAKey = "kubernetes-ca-key"
         case tpmTCTI = "tpm-tcti"
         case tpmAKAlgorithm = "tpm-ak-algorithm"
         case tpmAKHandle = "tpm-ak-handle"
         case tpmKEKHandle = "tpm-kek-handle"
         case tpmAuditKeyHandle = "tpm-audit-key-handle"
         case tpmAuditCounterIndex = "tpm-audit-counter-index"
+        case tpmTrustCounterIndex = "tpm-trust-counter-index"
         case tpmPCRs = "tpm-pcrs"
         case tpmEventLog = "tpm-event-log"
 
@@ -161,12 +181,17 @@ public struct KeydConfiguration: Equatable, Sendable {
             case .diskAllowInitialize: configuration.diskAllowInitialize = try field.boolean()
             case .diskProfile: configuration.diskProfile = try field.profile()
             case .stateDiskDevice: configuration.stateDiskDevice = try field.absolutePath()
+            case .stateDiskMapping: configuration.stateDiskMapping = try field.mappingName()
+            case .constellationCompatibility: configuration.constellationCompatibility = try field.boolean()
+            case .kubernetesCACertificate: configuration.kubernetesCACertificate = try field.absolutePath()
+            case .kubernetesCAKey: configuration.kubernetesCAKey = try field.absolutePath()
             case .tpmTCTI: configuration.tpmTCTI = try field.tcti()
             case .tpmAKAlgorithm: configuration.tpmAKAlgorithm = try field.oneOf(["ecc-p256", "rsa-2048"])
             case .tpmAKHandle: configuration.tpmAKHandle = try field.persistentHandle()
             case .tpmKEKHandle: configuration.tpmKEKHandle = try field.persistentHandle()
             case .tpmAuditKeyHandle: configuration.tpmAuditKeyHandle = try field.persistentHandle()
             case .tpmAuditCounterIndex: configuration.tpmAuditCounterIndex = try field.nvIndex()
+            case .tpmTrustCounterIndex: configuration.tpmTrustCounterIndex = try field.nvIndex()
             case .tpmPCRs: configuration.tpmPCRs = try field.pcrList()
             case .tpmEventLog: configuration.tpmEventLog = try field.absolutePath()
             }
@@ -310,6 +335,23 @@ public struct KeydConfiguration: Equatable, Sendable {
                     key: key,
                     value: value,
                     expected: choices.joined(separator: " or ")
+                )
+            }
+            return value
+        }
+
+        /// A device-mapper name as `disk.open` takes it: 1…64 of `A-Z a-z 0-9 - _ .`, not `.` or `..`.
+        func mappingName() throws(CoreError) -> String {
+            let allowed = value.utf8.allSatisfy { byte in
+                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                    || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
+            }
+            guard (1...64).contains(value.utf8.count), allowed, value != ".", value != ".." else {
+                throw .configurationBadNumber(
+                    lineNumber: lineNumber,
+                    key: key,
+                    value: value,
+                    expected: "a device-mapper name of 1 to 64 letters, digits, '-', '_' or '.'"
                 )
             }
             return value

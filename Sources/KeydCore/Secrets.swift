@@ -105,7 +105,7 @@ public struct KeyEncryptionKey: ~Copyable, Sendable {
     }
 
     /// A second custodian of the same secrets (for a control-plane release), sharing their wiped storage.
-    borrowing func copy() -> KeyEncryptionKey {
+    public borrowing func copy() -> KeyEncryptionKey {
         KeyEncryptionKey(copying: self)
     }
 

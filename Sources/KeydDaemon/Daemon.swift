@@ -132,7 +132,8 @@ public enum Daemon {
             tpm: tpm,
             diskAllowInitialize: configuration.diskAllowInitialize,
             diskProfile: configuration.diskProfile,
-            stateDiskDevice: configuration.stateDiskDevice
+            stateDiskDevice: configuration.stateDiskDevice,
+            settings: try ReleaseSettings.load(configuration)
         )
         let hardening = try harden()
 
@@ -150,6 +151,7 @@ public enum Daemon {
             configuration: configuration
         )
         service.auditStart(socketActivated: activated)
+        service.auditTrustCheck()
         service.unsealStoredKEK()
         service.commitAudit()
         Log.notice(

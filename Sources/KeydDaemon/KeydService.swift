@@ -52,6 +52,12 @@ public final class KeydService {
         gid: UInt32(getegid()),
         pid: getpid()
     )
+    /// The boot key, the challenges and what keyd attested this boot.
+    let release: ReleaseState
+    /// Sealed release's configuration.
+    let settings: ReleaseSettings
+    /// The pinned operator key and the policy in force.
+    let trust: TrustStore
     /// Requests dispatched so far.
     private(set) var requestsServed: UInt64 = 0
     /// Open connections, kept current by the event loop.
@@ -65,16 +71,20 @@ public final class KeydService {
         tpm: TPMService?,
         diskAllowInitialize: Bool = false,
         diskProfile: DiskProfile = .asterism,
-        stateDiskDevice: String? = nil
+        stateDiskDevice: String? = nil,
+        settings: ReleaseSettings = ReleaseSettings()
     ) throws(KeydError) {
         self.state = state
         self.tpm = tpm
+        self.settings = settings
+        release = ReleaseState(challengeCapacity: settings.challengeCapacity)
         let keyd = keydIdentity
         do {
             auditTrail = try AuditTrail(state: state, tpm: tpm, keyd: keyd, now: WallClock.nowSeconds)
         } catch {
             throw .startup("audit log in \(state.path): \(error)")
         }
+        trust = TrustStore(state: state, tpm: tpm, link: auditTrail.chain.link)
         stateDisk = StateDisk(
             state: state,
             allowInitialize: diskAllowInitialize,
@@ -218,10 +228,30 @@ public final class KeydService {
         switch frame.request {
         case .hello:
             preconditionFailure("hello is answered by the session machine and never dispatched")
-        case .bootKeyGet, .challengeIssue, .keyRelease, .envelopeAccept, .initAccept, .policySet, .joinEvidenceIssue,
-            .compatRelease, .policyGet, .operatorKeyPin:
-            // Sealed release and the signed policy come with their issue; `unsupported` uses nothing up.
-            return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: .unsupported)
+        case .bootKeyGet:
+            return serving(kind) { answerBootKey(identity: identity, sequence: sequence) }
+        case .challengeIssue(let purpose):
+            return serving(kind) { issueChallenge(purpose, identity: identity, sequence: sequence) }
+        case .joinEvidenceIssue(let request):
+            return serving(kind) { issueJoinEvidence(request, identity: identity, sequence: sequence) }
+        case .keyRelease(let request):
+            return serving(kind) { releaseKeys(request, identity: identity, sequence: sequence) }
+        case .compatRelease(let request):
+            guard settings.constellationCompatibility else {
+                // Not served by this keyd's configuration: `unsupported` uses nothing up.
+                return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: .unsupported)
+            }
+            return serving(kind) { releaseCompatibilityKeys(request, identity: identity, sequence: sequence) }
+        case .envelopeAccept(let purpose, let envelope):
+            return serving(kind) { acceptEnvelope(purpose, envelope: envelope, identity: identity, sequence: sequence) }
+        case .initAccept(let request):
+            return serving(kind) { acceptInit(request, identity: identity, sequence: sequence) }
+        case .policySet(let signedPolicy):
+            return serving(kind) { setPolicy(signedPolicy, identity: identity, sequence: sequence) }
+        case .policyGet:
+            return serving(kind) { getPolicy(sequence: sequence) }
+        case .operatorKeyPin(let operatorKey):
+            return serving(kind) { pinOperatorKey(operatorKey, identity: identity, sequence: sequence) }
         case .status:
             return serving(kind) {
                 let answer = StatusAnswer(
@@ -236,7 +266,10 @@ public final class KeydService {
                     auditIntact: auditIntactAtStart,
                     keydVersion: Self.version,
                     tpmAvailable: tpm?.available ?? false,
-                    sealedKEK: tpm?.sealedState ?? .none
+                    sealedKEK: tpm?.sealedState ?? .none,
+                    policyVersion: trust.policy?.version ?? 0,
+                    policyDigest: trust.signedPolicy?.digest ?? [UInt8](repeating: 0, count: 32),
+                    operatorKeyPinned: trust.operatorKey != nil
                 )
                 return AnswerFrame.encode(answering: kind, sequence: sequence, status: .ok, answer.write)
             }
@@ -304,10 +337,13 @@ public final class KeydService {
         return answer()
     }
 
+    /// Gives back a once-per-boot request whose use was refused: a refusal does not use it up.
+    func refundOnce(_ kind: RequestKind) { usedThisBoot.remove(kind) }
+
     /// Runs `body` on the device a disk request names, opened and locked (``StateDisk/withDevice``):
     /// the configured state disk when `named` is empty (`diskMissing` when none is configured).
     /// Returns the path acted on, for the audit record, and the outcome.
-    private func onDevice(
+    func onDevice(
         _ named: String,
         exclusive: Bool = true,
         _ body: (DiskDevice) -> DiskOutcome
@@ -549,6 +585,17 @@ extension KeydService {
             let microseconds = Int((tpm.unsealMilliseconds ?? 0) * 1000)
             Log.notice("KEK unsealed from the TPM", ["duration.us": "\(microseconds)"])
             auditLifecycle(.kekUnseal, detail: [("durationMicroseconds", "\(microseconds)")])
+            // The node holds its cluster's KEK again: PCR 15 names the cluster, as after init or join.
+            if let clusterID = kek?.clusterID, let refusal = markCluster(clusterID) {
+                Log.error("PCR 15 not marked with the cluster ID", ["reason": refusal.reason])
+                audit(
+                    .kekUnseal,
+                    granted: false,
+                    status: refusal.status,
+                    peer: keydIdentity,
+                    detail: [("reason", "PCR 15 not marked: \(refusal.reason)")]
+                )
+            }
         } else if let reason {
             Log.error("Sealed KEK did not unseal; starting without a KEK", ["reason": reason])
             audit(.kekUnseal, granted: false, status: .tpmFailure, peer: keydIdentity, detail: [("reason", reason)])
@@ -566,7 +613,7 @@ extension KeydService {
                 granted: true,
                 status: .ok,
                 peer: identity.auditPeer,
-                detail: [("pcrs", tpm.selection.indices.map(String.init).joined(separator: ","))]
+                detail: [("pcrs", tpm.sealingSelection.indices.map(String.init).joined(separator: ","))]
             )
         case .failure(let refusal):
             Log.warning("KEK not sealed; held in memory only", ["reason": refusal.reason])

@@ -85,6 +85,9 @@ public final class StateDisk {
         }
     }
 
+    /// Whether keyd holds the first-boot passphrase of `uuid` (it formatted that disk this boot).
+    func holdsFirstBootKey(_ uuid: DiskUUID) -> Bool { firstBootKeys[uuid] != nil }
+
     /// Drops every first-boot passphrase (at shutdown).
     func forgetKeys() { firstBootKeys.removeAll() }
 

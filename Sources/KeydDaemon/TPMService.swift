@@ -25,8 +25,11 @@ final class TPMService {
 
     /// The configured TCTI.
     let tcti: String
-    /// The PCRs quotes cover and the sealed KEK's policy binds.
+    /// The PCRs quotes cover.
     let selection: PCRSelection
+    /// The PCRs the sealed KEK's and audit key's policies bind: `selection` without PCR 15, which keyd
+    /// itself extends with the cluster ID after it sealed (a restart in the same boot still unseals).
+    let sealingSelection: PCRSelection
     /// The firmware event log read at start (empty when the file does not exist).
     let eventLog: [UInt8]
     /// Where the event log came from, or nil when none was found.
@@ -43,6 +46,8 @@ final class TPMService {
     let auditKeyHandle: UInt32
     /// The owner NV index of the audit record counter.
     let auditCounterIndex: UInt32
+    /// The NV counter numbering changes of the trust state.
+    let trustCounterIndex: UInt32
     /// The KEK at rest.
     private(set) var sealedState: SealedKEKStatus = .none
     /// Time the start-up unseal took, in milliseconds.
@@ -54,10 +59,12 @@ final class TPMService {
     init(configuration: KeydConfiguration, tcti: String, state: StateDirectory) {
         self.tcti = tcti
         selection = PCRSelection(configuration.tpmPCRs) ?? .all
+        sealingSelection = PCRSelection(selection.indices.filter { $0 != Self.clusterIDPCR }) ?? selection
         self.state = state
         kekHandle = configuration.tpmKEKHandle
         auditKeyHandle = configuration.tpmAuditKeyHandle
         auditCounterIndex = configuration.tpmAuditCounterIndex
+        trustCounterIndex = configuration.tpmTrustCounterIndex
         if let log = try? readWholeFileIfPresent(path: configuration.tpmEventLog, limit: Limits.maxEventLog) {
             eventLog = log
             eventLogPath = configuration.tpmEventLog
@@ -97,9 +104,6 @@ final class TPMService {
     /// A quote over the configured PCRs bound to `request`'s nonce and user-data digest, as the
     /// requested document. The qualifying data is computed here; callers never choose quote bytes.
     func evidence(_ request: EvidenceRequest) -> Result<[UInt8], TPMRefusal> {
-        guard let device, let key else {
-            return .failure(TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM"))
-        }
         let qualifyingData: [UInt8]
         switch request.variant {
         case .native:
@@ -113,6 +117,24 @@ final class TPMService {
                 userData: request.userDataDigest
             )
         }
+        return quoteDocument(request.variant, qualifyingData: qualifyingData, userDataDigest: request.userDataDigest)
+    }
+
+    /// Join evidence: a native document whose quote carries `joinBinding` (``JoinBinding/qualifyingData(_:)``,
+    /// computed by keyd over its own boot key and state disk) and whose user-data field is `certificateKeyHash`.
+    func joinEvidence(joinBinding: [UInt8], certificateKeyHash: [UInt8]) -> Result<[UInt8], TPMRefusal> {
+        quoteDocument(.native, qualifyingData: joinBinding, userDataDigest: certificateKeyHash)
+    }
+
+    /// A quote over the configured PCRs carrying `qualifyingData`, as a document of `variant`.
+    private func quoteDocument(
+        _ variant: EvidenceVariant,
+        qualifyingData: [UInt8],
+        userDataDigest: [UInt8]
+    ) -> Result<[UInt8], TPMRefusal> {
+        guard let device, let key else {
+            return .failure(TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM"))
+        }
         do {
             // The values are read after the quote and must hash to the quote's own PCR digest; an extend
             // in between makes them disagree, so quote again (an extend is rare; three tries are plenty).
@@ -125,7 +147,7 @@ final class TPMService {
                 }
                 evidenceIssued &+= 1
                 let document: [UInt8]
-                switch request.variant {
+                switch variant {
                 case .native:
                     document =
                         NativeEvidenceDocument(
@@ -133,7 +155,7 @@ final class TPMService {
                             attest: quote.attest,
                             signature: quote.signature,
                             pcrs: pcrs.map { (UInt8($0.index), $0.value) },
-                            userDataDigest: request.userDataDigest,
+                            userDataDigest: userDataDigest,
                             eventLog: eventLog
                         ).encoded
                 case .constellationQEMUVTPM:
@@ -143,7 +165,7 @@ final class TPMService {
                         signature: quote.signature,
                         pcrs: pcrs,
                         eventLog: eventLog,
-                        userData: request.userDataDigest
+                        userData: userDataDigest
                     )
                 }
                 guard document.count <= Limits.maxEvidenceDocument else {
@@ -177,6 +199,20 @@ final class TPMService {
             return .failure(TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM"))
         }
         do {
+            // Once per boot, even across keyd restarts: PCR 15 is zero before the mark and
+            // SHA-256(0^32 ‖ SHA-256(clusterID)) after it; any other value was not made by this flow.
+            let marked = KeyDerivation.markedClusterPCR(clusterID: clusterID)
+            let selection = PCRSelection([Self.clusterIDPCR]) ?? .all
+            let current = try device.readPCRs(selection)[Self.clusterIDPCR] ?? []
+            if current == marked { return .success(()) }
+            guard current == [UInt8](repeating: 0, count: 32) else {
+                return .failure(
+                    TPMRefusal(
+                        status: .tpmFailure,
+                        reason: "PCR 15 was extended with something other than this cluster ID"
+                    )
+                )
+            }
             try device.pcrEvent(index: Self.clusterIDPCR, data: clusterID)
             return .success(())
         } catch {
@@ -195,12 +231,12 @@ final class TPMService {
         let wrappingKey = SecretBytes(randomByteCount: SealedKEKFile.wrappingKeyByteCount)
         do {
             let name = try wrappingKey.withUnsafeBytes {
-                try device.sealPersistent($0, selection: selection, handle: kekHandle)
+                try device.sealPersistent($0, selection: sealingSelection, handle: kekHandle)
             }
             let file = try SealedKEKFile(
                 sealing: kek,
                 wrappingKey: wrappingKey,
-                pcrs: selection.indices,
+                pcrs: sealingSelection.indices,
                 handle: kekHandle,
                 objectName: name
             )
@@ -300,8 +336,11 @@ final class TPMService {
         var reason = "no audit key in the TPM yet"
         do {
             if let name = try device.persistentName(handle: auditKeyHandle) {
-                let link = try device.unsealPersistent(handle: auditKeyHandle, expectedName: name, selection: selection)
-                { key in
+                let link = try device.unsealPersistent(
+                    handle: auditKeyHandle,
+                    expectedName: name,
+                    selection: sealingSelection
+                ) { key in
                     AuditLink.keyed(keyBytes: key, keyName: name)
                 }
                 return (link, nil)
@@ -319,7 +358,7 @@ final class TPMService {
         do {
             let key = SecretBytes(randomByteCount: 32)
             let name = try key.withUnsafeBytes {
-                try device.sealPersistent($0, selection: selection, handle: auditKeyHandle)
+                try device.sealPersistent($0, selection: sealingSelection, handle: auditKeyHandle)
             }
             return (key.withUnsafeBytes { AuditLink.keyed(keyBytes: $0, keyName: name) }, reason)
         } catch {
@@ -344,6 +383,28 @@ final class TPMService {
     func countAuditRecord() throws {
         guard let device else { throw TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM") }
         try device.incrementCounter(index: auditCounterIndex)
+    }
+
+    // MARK: Trust state counter
+
+    /// The trust counter's value, or nil when it is not defined (or there is no TPM).
+    func trustCounter() throws -> UInt64? {
+        guard let device else { return nil }
+        return try device.readCounter(index: trustCounterIndex)
+    }
+
+    /// The value the trust counter holds once the next change is counted, defining the counter first
+    /// when it does not exist.
+    func nextTrustGeneration() throws -> UInt64 {
+        guard let device else { throw TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM") }
+        let value = try device.readCounter(index: trustCounterIndex) ?? device.defineCounter(index: trustCounterIndex)
+        return value + 1
+    }
+
+    /// Counts one change of the trust state that is on disk.
+    func countTrustChange() throws {
+        guard let device else { throw TPMRefusal(status: .tpmUnavailable, reason: unavailableReason ?? "no TPM") }
+        try device.incrementCounter(index: trustCounterIndex)
     }
 
     // MARK: Status

@@ -147,7 +147,10 @@ import Testing
 
     @Test func onlyTrustdsTPMWorkIsLimited() {
         for kind in RequestKind.allCases {
-            #expect(TPMWorkLimiter.limits(kind, from: .trustd) == (kind == .evidenceIssue), "\(kind)")
+            #expect(
+                TPMWorkLimiter.limits(kind, from: .trustd) == [.evidenceIssue, .joinEvidenceIssue].contains(kind),
+                "\(kind)"
+            )
             #expect(!TPMWorkLimiter.limits(kind, from: .admin), "\(kind)")
         }
     }

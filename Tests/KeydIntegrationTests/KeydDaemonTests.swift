@@ -151,13 +151,21 @@ func masterSecretJSON(keyLength: Int = 32, saltLength: Int = 32) -> Data {
     }
 
     @Test func unsupportedRequestKeepsTheConnection() throws {
-        let keyd = try KeydHarness()
-        // policy.set (signed policy) is the admin request not served yet; it needs a KEK first.
+        let keyd = try KeydHarness(configuration: ["trustd-uids = \(geteuid())"])
         #expect(try keyd.keydctl(["kek", "import", "--file", "-"], stdin: masterSecretJSON()).status == 0)
-        let admin = try keyd.admin()
-        let answer = try admin.roundTrip(.policySet(signedPolicy: [1, 2, 3]))
+        // compat.release is served only with constellation-compatibility on (off by default).
+        let trustd = try KeydConnection(path: keyd.socketPath)
+        let request = CompatReleaseRequest(
+            challengeID: [UInt8](repeating: 2, count: 16),
+            evidence: [1],
+            certificateKeyHash: [UInt8](repeating: 1, count: 32),
+            diskUUID: "00000000-0000-0000-0000-000000000000",
+            role: .worker,
+            nodeName: "node-1"
+        )
+        let answer = try trustd.roundTrip(.compatRelease(request))
         #expect(answer.status == .unsupported)
-        #expect(try admin.status().phase == .holdingKEK)
+        #expect(try trustd.status().phase == .holdingKEK)
     }
 
     @Test func thousandConcurrentConnections() throws {
