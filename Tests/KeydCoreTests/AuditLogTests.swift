@@ -612,6 +612,17 @@ import Testing
         )
     }
 
+    @Test func keyDecisionRefusalsFromTrustdAreNeverFolded() {
+        var coalescer = AuditCoalescer()
+        for kind in AuditCoalescer.keyDecisions {
+            for index in 0..<100 {
+                let refusal = Self.note(kind, granted: false, status: .evidenceRejected)
+                #expect(coalescer.disposition(of: refusal, now: UInt64(index)) == .write, "\(kind)")
+            }
+        }
+        #expect(coalescer.nextDeadline == nil)
+    }
+
     @Test func flushHandsBackEverythingPending() {
         var coalescer = AuditCoalescer()
         _ = coalescer.disposition(of: Self.note(.diskInspect, granted: true), now: 0)
