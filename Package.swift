@@ -174,7 +174,12 @@ let package = Package(
         // children, swtpm, and an in-memory evidence issuer that proves nothing about a machine.
         .target(
             name: "AsterismTestSupport",
-            dependencies: ["Attestation", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "Attestation", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
             path: "Tests/TestSupport"
         ),
         // KeydCore for the limits PROTOCOL.md documents as keyd's defaults.
@@ -218,7 +223,11 @@ let package = Package(
         // keyd's service in process: the request table, the re-key order with injected faults.
         .testTarget(
             name: "KeydDaemonTests",
-            dependencies: ["KeydDaemon", "KeydCore", "KeydPlatform", "KeydProtocol", "KeydTestSamples"]
+            dependencies: [
+                "KeydDaemon", "KeydCore", "KeydPlatform", "KeydProtocol", "KeydTestSamples", "AsterismTestSupport",
+                "Attestation", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+            ]
         ),
         .testTarget(
             name: "KeydPlatformTests",

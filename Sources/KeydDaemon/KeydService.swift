@@ -97,7 +97,8 @@ public final class KeydService {
     convenience init(
         stateDirectory path: String,
         diskAllowInitialize: Bool = false,
-        stateDiskDevice: String? = nil
+        stateDiskDevice: String? = nil,
+        settings: ReleaseSettings = ReleaseSettings()
     ) throws(KeydError) {
         let state: StateDirectory
         do {
@@ -109,7 +110,8 @@ public final class KeydService {
             state: state,
             tpm: nil,
             diskAllowInitialize: diskAllowInitialize,
-            stateDiskDevice: stateDiskDevice
+            stateDiskDevice: stateDiskDevice,
+            settings: settings
         )
     }
 

@@ -1,3 +1,4 @@
+import AsterismTestSupport
 import Crypto
 import Foundation
 import KeydCore
@@ -41,38 +42,17 @@ import _CryptoExtras
         return (authority, certificate)
     }
 
-    /// A DER CSR signed by `key` for `subject`.
-    static func csr(_ subject: DistinguishedName, key: Certificate.PrivateKey) throws -> [UInt8] {
-        let request = try CertificateSigningRequest(
-            version: .v1,
-            subject: subject,
-            privateKey: key,
-            attributes: CertificateSigningRequest.Attributes(),
-            signatureAlgorithm: TestCertificates.signatureAlgorithm(for: key)
-        )
-        var serializer = DER.Serializer()
-        try serializer.serialize(request)
-        return serializer.serializedBytes
-    }
-
-    static func kubeletSubject(_ name: String = "worker-1") throws -> DistinguishedName {
-        try DistinguishedName {
-            OrganizationName("system:nodes")
-            CommonName("system:node:\(name)")
-        }
-    }
-
     @Test(arguments: CAKind.allCases)
     func anIssuedCertificateVerifiesAgainstTheCA(kind: CAKind) async throws {
         let (authority, ca) = try Self.authority(kind)
         let kubeletKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
         let pem = try authority.signKubeletCSR(
-            try Self.csr(try Self.kubeletSubject(), key: kubeletKey),
+            try TestCertificates.csr(try TestCertificates.kubeletSubject(), key: kubeletKey),
             nodeName: Self.node,
             now: Self.now
         )
         let issued = try Certificate(pemEncoded: String(decoding: pem, as: UTF8.self))
-        #expect(issued.subject == (try Self.kubeletSubject()))
+        #expect(issued.subject == (try TestCertificates.kubeletSubject()))
         #expect(issued.issuer == ca.subject)
         #expect(issued.publicKey == kubeletKey.publicKey)
         #expect(abs(issued.notValidBefore.timeIntervalSince(Self.now - 300)) < 1)
@@ -96,7 +76,7 @@ import _CryptoExtras
         let again = try Certificate(
             pemEncoded: String(
                 decoding: try authority.signKubeletCSR(
-                    try Self.csr(try Self.kubeletSubject(), key: kubeletKey),
+                    try TestCertificates.csr(try TestCertificates.kubeletSubject(), key: kubeletKey),
                     nodeName: Self.node,
                     now: Self.now
                 ),
@@ -111,7 +91,7 @@ import _CryptoExtras
         let key = Certificate.PrivateKey(try _RSA.Signing.PrivateKey(keySize: .bits2048))
         let request = try CertificateSigningRequest(
             version: .v1,
-            subject: try Self.kubeletSubject(),
+            subject: try TestCertificates.kubeletSubject(),
             privateKey: key,
             attributes: CertificateSigningRequest.Attributes(),
             signatureAlgorithm: .sha256WithRSAEncryption
@@ -133,7 +113,10 @@ import _CryptoExtras
             certificatePEM: try ca.serializeAsPEM().pemString,
             privateKeyPEM: SecretBytes(copying: Array(key.pemRepresentation.utf8))
         )
-        let csr = try Self.csr(try Self.kubeletSubject(), key: Certificate.PrivateKey(P256.Signing.PrivateKey()))
+        let csr = try TestCertificates.csr(
+            try TestCertificates.kubeletSubject(),
+            key: Certificate.PrivateKey(P256.Signing.PrivateKey())
+        )
         let issued = try Certificate(
             pemEncoded: String(
                 decoding: try authority.signKubeletCSR(csr, nodeName: Self.node, now: Self.now),
@@ -150,10 +133,10 @@ import _CryptoExtras
     /// (a CSR, what the refusal names)
     static func refusals() throws -> [([UInt8], String)] {
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
-        let good = try csr(try kubeletSubject(), key: key)
+        let good = try TestCertificates.csr(try TestCertificates.kubeletSubject(), key: key)
         let forged = try CertificateSigningRequest(
             version: .v1,
-            subject: try kubeletSubject(),
+            subject: try TestCertificates.kubeletSubject(),
             publicKey: Certificate.PrivateKey(P256.Signing.PrivateKey()).publicKey,
             attributes: CertificateSigningRequest.Attributes(),
             signatureAlgorithm: .ecdsaWithSHA256,
@@ -162,9 +145,12 @@ import _CryptoExtras
         var serializer = DER.Serializer()
         try serializer.serialize(forged)
         return [
-            (try csr(try kubeletSubject("worker-2"), key: key), "are not exactly 'system:node:worker-1'"),
             (
-                try csr(
+                try TestCertificates.csr(try TestCertificates.kubeletSubject("worker-2"), key: key),
+                "are not exactly 'system:node:worker-1'"
+            ),
+            (
+                try TestCertificates.csr(
                     try DistinguishedName {
                         OrganizationName("system:nodes")
                         OrganizationName("system:masters")
@@ -174,7 +160,7 @@ import _CryptoExtras
                 ), "organizations"
             ),
             (
-                try csr(
+                try TestCertificates.csr(
                     try DistinguishedName {
                         OrganizationName("system:nodes")
                         CommonName("system:node:worker-1")
@@ -183,14 +169,23 @@ import _CryptoExtras
                     key: key
                 ), "an attribute other than O and CN"
             ),
-            (try csr(try DistinguishedName { CommonName("system:node:worker-1") }, key: key), "organizations []"),
-            (try csr(try DistinguishedName { OrganizationName("system:nodes") }, key: key), "common names []"),
+            (
+                try TestCertificates.csr(try DistinguishedName { CommonName("system:node:worker-1") }, key: key),
+                "organizations []"
+            ),
+            (
+                try TestCertificates.csr(try DistinguishedName { OrganizationName("system:nodes") }, key: key),
+                "common names []"
+            ),
             (serializer.serializedBytes, "signature does not verify"),
             (good + [0], "not a PKCS#10"),
             (Array(good.dropLast()), "not a PKCS#10"),
             ([UInt8](repeating: 0x30, count: KubeletCertificateAuthority.maximumCSRLength + 1), "exceeds limit"),
             (
-                try csr(try kubeletSubject(), key: Certificate.PrivateKey(Curve25519.Signing.PrivateKey())),
+                try TestCertificates.csr(
+                    try TestCertificates.kubeletSubject(),
+                    key: Certificate.PrivateKey(Curve25519.Signing.PrivateKey())
+                ),
                 "neither RSA nor ECDSA"
             ),
         ]

@@ -1,3 +1,4 @@
+import AsterismTestSupport
 import Attestation
 import Crypto
 import Foundation

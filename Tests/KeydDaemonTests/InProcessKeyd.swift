@@ -20,7 +20,11 @@ final class InProcessKeyd {
     private var sequence: UInt32 = 0
 
     /// `stateDiskName` names the configured state disk (`state-disk-device`) in the temporary directory.
-    init(diskAllowInitialize: Bool = true, stateDiskName: String? = nil) throws {
+    init(
+        diskAllowInitialize: Bool = true,
+        stateDiskName: String? = nil,
+        settings: ReleaseSettings = ReleaseSettings()
+    ) throws {
         var template = Array("/tmp/keyd-ip-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw SystemError.errno(errno, call: "mkdtemp") }
         let directory = String(cString: made)
@@ -28,7 +32,8 @@ final class InProcessKeyd {
         service = try KeydService(
             stateDirectory: directory + "/state",
             diskAllowInitialize: diskAllowInitialize,
-            stateDiskDevice: stateDiskName.map { directory + "/" + $0 }
+            stateDiskDevice: stateDiskName.map { directory + "/" + $0 },
+            settings: settings
         )
     }
 
