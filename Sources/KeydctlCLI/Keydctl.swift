@@ -93,7 +93,7 @@ func printLine(_ line: String) { print(line) }
 /// `keydctl status`.
 public struct Status: ParsableCommand {
     public static let configuration = CommandConfiguration(
-        abstract: "Show keyd's phase, KEK state, counters and audit head.",
+        abstract: "Show keyd's phase, KEK state, policy version, counters and audit head.",
         discussion: "The KEK state follows from the phase: absent (awaitingKEK), held (holdingKEK), locked (locked)."
     )
 
