@@ -264,6 +264,8 @@ struct JSONObject {
         members.append(Self.quoted(key) + ":" + (value ? "true" : "false"))
     }
     mutating func null(_ key: String) { members.append(Self.quoted(key) + ":null") }
+    /// A member whose value is JSON text made by an encoder (never text from keyd or a file).
+    mutating func json(_ key: String, _ value: String) { members.append(Self.quoted(key) + ":" + value) }
 
     /// The object on one line.
     var text: String { "{" + members.joined(separator: ",") + "}" }
