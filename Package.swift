@@ -61,7 +61,8 @@ let package = Package(
         .target(
             name: "KeydctlCLI",
             dependencies: [
-                "KeydClient", "KeydProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "KeydClient", "KeydCore", "KeydProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(name: "keydctl", dependencies: ["KeydctlCLI"]),
@@ -235,7 +236,10 @@ let package = Package(
         ),
         .testTarget(
             name: "KeydctlTests",
-            dependencies: ["KeydctlCLI", "KeydClient", "KeydProtocol", "AsterismTestSupport"],
+            dependencies: [
+                "KeydctlCLI", "KeydClient", "KeydCore", "KeydProtocol", "AsterismTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             resources: [.copy("Golden")]
         ),
         // asterism's --help goldens, and the built binary's dispatch and exit statuses.

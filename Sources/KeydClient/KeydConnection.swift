@@ -248,6 +248,29 @@ public final class KeydConnection {
         )
     }
 
+    /// `policy.get`: the signed policy in force and the pinned operator key, each empty when none.
+    public func policy() throws(KeydClientError) -> PolicyGetAnswer {
+        try decode(try roundTrip(.policyGet), .policyGet, PolicyGetAnswer.read)
+    }
+
+    /// `policy.set`: a signed policy in its wire form; keyd checks the signature and the version.
+    public func setPolicy(signedPolicy: [UInt8]) throws(KeydClientError) {
+        guard signedPolicy.count <= Limits.maxSignedPolicy else {
+            throw .invalidArgument(
+                "signed policy of \(signedPolicy.count) bytes exceeds limit \(Limits.maxSignedPolicy)"
+            )
+        }
+        _ = try call(.policySet(signedPolicy: signedPolicy))
+    }
+
+    /// `operatorKey.pin`: an operator key in its wire form, pinned once before a KEK exists.
+    public func pinOperatorKey(_ operatorKey: [UInt8]) throws(KeydClientError) {
+        guard operatorKey.count <= Limits.maxOperatorKey else {
+            throw .invalidArgument("operator key of \(operatorKey.count) bytes exceeds limit \(Limits.maxOperatorKey)")
+        }
+        _ = try call(.operatorKeyPin(operatorKey: operatorKey))
+    }
+
     /// `disk.open`: verifies the derived key and activates `mappingName` where a device mapper exists.
     public func openDisk(device: String, mappingName: String) throws(KeydClientError) -> DiskOpenAnswer {
         try decode(

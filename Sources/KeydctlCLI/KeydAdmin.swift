@@ -1,4 +1,5 @@
 import KeydClient
+import KeydCore
 import KeydProtocol
 
 /// The admin requests keydctl sends; ``KeydConnection`` in production, a stub in tests.
@@ -13,6 +14,12 @@ public protocol KeydAdmin: AnyObject {
     func readAudit(firstRecord: UInt64, maxRecords: UInt16) throws(KeydClientError) -> AuditReadAnswer
     /// `audit.verify`.
     func verifyAudit() throws(KeydClientError) -> AuditVerifyAnswer
+    /// `policy.get`.
+    func policy() throws(KeydClientError) -> PolicyGetAnswer
+    /// `policy.set`.
+    func setPolicy(signedPolicy: [UInt8]) throws(KeydClientError)
+    /// `operatorKey.pin`.
+    func pinOperatorKey(_ operatorKey: [UInt8]) throws(KeydClientError)
 }
 
 extension KeydConnection: KeydAdmin {}
@@ -73,6 +80,59 @@ public enum AdminActions {
         let answer = try keyd.verifyAudit()
         write(json ? Report.verifyJSON(answer) : Report.verify(answer))
         if !answer.intact { throw KeydctlError.auditNotIntact(answer) }
+    }
+
+    /// `policy show`.
+    public static func policyShow(_ keyd: any KeydAdmin, json: Bool, write: (String) -> Void) throws {
+        let state = try PolicyState(try keyd.policy())
+        write(json ? Report.policyJSON(state) : Report.policy(state))
+    }
+
+    /// What a refusal of `policy.set` means, where the status's own sentence says less.
+    static let policySetRefusals: [StatusCode: String] = [
+        .policyRejected:
+            "the signature does not verify under the pinned operator key, or the version is not higher than the one in force; see `keydctl audit show` for the reason",
+        .wrongPhase: "keyd takes a policy only while it holds the KEK (keydctl kek import)",
+    ]
+
+    /// What a refusal of `operatorKey.pin` means, where the status's own sentence says less.
+    static let operatorKeyPinRefusals: [StatusCode: String] = [
+        .policyRejected: "an operator key is pinned already, and a pinned key is never replaced (keydctl policy show)",
+        .wrongPhase: "a key is pinned only while keyd awaits its KEK (phase awaitingKEK), before kek import",
+    ]
+
+    /// `policy set`: sends the checked policy in its wire form; prints its version and digest.
+    public static func setPolicy(
+        _ keyd: any KeydAdmin,
+        _ checked: PolicyFiles.CheckedPolicy,
+        write: (String) -> Void
+    ) throws {
+        try explainingRefusal(of: .policySet, policySetRefusals) { () throws(KeydClientError) in
+            try keyd.setPolicy(signedPolicy: checked.signed.encoded)
+        }
+        write("policy set: version \(checked.policy.version), sha256 \(Report.hex(checked.signed.digest))")
+    }
+
+    /// `policy pin-operator-key`: sends the key in its wire form; prints its algorithm and digest.
+    public static func pinOperatorKey(_ keyd: any KeydAdmin, _ key: OperatorKey, write: (String) -> Void) throws {
+        try explainingRefusal(of: .operatorKeyPin, operatorKeyPinRefusals) { () throws(KeydClientError) in
+            try keyd.pinOperatorKey(key.encoded)
+        }
+        write("operator key pinned: \(key.algorithm), sha256 \(Report.hex(key.digest))")
+    }
+
+    /// Runs `body`; a refusal with a status in `explanations` becomes keydctl's error with that sentence.
+    static func explainingRefusal(
+        of request: RequestKind,
+        _ explanations: [StatusCode: String],
+        _ body: () throws(KeydClientError) -> Void
+    ) throws {
+        do throws(KeydClientError) {
+            try body()
+        } catch {
+            guard let status = error.refusal, let explanation = explanations[status] else { throw error }
+            throw KeydctlError.refused(status, request: request, explanation: explanation)
+        }
     }
 
     /// `kek import`: hands keyd the secret's bytes; they stay inside `secret`'s wiped buffers.

@@ -7,7 +7,7 @@ import KeydProtocol
 public struct Keydctl: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "keydctl",
-        abstract: "Administer the local keyd over its admin socket: status, audit log, KEK, state disk, TPM.",
+        abstract: "Administer the local keyd over its admin socket: status, audit, KEK, disk, TPM, policy.",
         discussion: """
             keydctl speaks keyd's admin protocol on a Unix socket that only root (or the \
             configured admin users) may open. Secrets are never taken from the command line: \
@@ -18,13 +18,13 @@ public struct Keydctl: ParsableCommand {
               1   keyd refused the request (any status but ok), or audit verify
                   found a problem
               2   keyd unreachable, or the connection or protocol failed
-              3   unreadable or invalid secret file, or an output file that
-                  cannot be written
+              3   unreadable or invalid input file (secret, signed policy,
+                  operator key), or an output file that cannot be written
               64  usage error
 
             Errors go to standard error as one line: `keydctl: <message>`.
             """,
-        subcommands: [Status.self, Audit.self, Kek.self, Disk.self, TPM.self]
+        subcommands: [Status.self, Audit.self, Kek.self, Disk.self, TPM.self, Policy.self]
     )
 
     @OptionGroup var socket: SocketOptions
@@ -93,7 +93,7 @@ func printLine(_ line: String) { print(line) }
 /// `keydctl status`.
 public struct Status: ParsableCommand {
     public static let configuration = CommandConfiguration(
-        abstract: "Show keyd's phase, KEK state, counters and audit head.",
+        abstract: "Show keyd's phase, KEK state, policy version, counters and audit head.",
         discussion: "The KEK state follows from the phase: absent (awaitingKEK), held (holdingKEK), locked (locked)."
     )
 

@@ -8,7 +8,8 @@ import Glibc
 import Darwin
 #endif
 
-/// Why keydctl failed on its own side: a bad secret file, or an audit log that is not intact.
+/// Why keydctl failed on its own side: a bad input file (secret, signed policy, operator key), an audit log
+/// that is not intact, an answer keydctl cannot read, or keyd's refusal explained for one request.
 ///
 /// - Important: No message holds a byte of the secret file: only paths, member names, offsets and lengths.
 public struct KeydctlError: Error, Hashable, CustomStringConvertible, Sendable {
@@ -34,6 +35,12 @@ public struct KeydctlError: Error, Hashable, CustomStringConvertible, Sendable {
         case auditNotIntact
         case badDocument
         case cannotWrite
+        case notRegularFile
+        case invalidSignedPolicy
+        case invalidPolicy
+        case invalidOperatorKey
+        case badAnswer
+        case refused(StatusCode)
     }
 
     private let code: Code
@@ -48,8 +55,8 @@ public struct KeydctlError: Error, Hashable, CustomStringConvertible, Sendable {
     /// The exit status this failure ends keydctl with (see ``Keydctl`` for the table).
     public var exitCode: Int32 {
         switch code {
-        case .auditNotIntact: ExitStatus.refused
-        case .badDocument: ExitStatus.unreachable
+        case .auditNotIntact, .refused: ExitStatus.refused
+        case .badDocument, .badAnswer: ExitStatus.unreachable
         default: ExitStatus.badInput
         }
     }
@@ -168,6 +175,64 @@ public struct KeydctlError: Error, Hashable, CustomStringConvertible, Sendable {
         return KeydctlError(.secretLength(name, length), "secret file: \"\(name)\" is \(length) bytes, \(limit)")
     }
 
+    // MARK: input files that are not secret (signed policy, operator key)
+
+    /// The `what` ("signed policy file") at `path` could not be opened.
+    public static func cannotOpen(_ what: String, path: String, errno: Int32) -> KeydctlError {
+        KeydctlError(.cannotOpen, "cannot open \(what) \(path): \(String(cString: strerror(errno))) (errno \(errno))")
+    }
+
+    /// Reading the `what` at `path` failed.
+    public static func cannotRead(_ what: String, path: String, errno: Int32) -> KeydctlError {
+        KeydctlError(.cannotRead, "cannot read \(what) \(path): \(String(cString: strerror(errno))) (errno \(errno))")
+    }
+
+    /// The `what` at `path` is a directory, FIFO, device or socket; nothing was read.
+    public static func notRegularFile(_ what: String, path: String) -> KeydctlError {
+        KeydctlError(.notRegularFile, "\(what) \(path) is not a regular file (directory, FIFO, device or socket)")
+    }
+
+    /// The `what` at `path` is `size` bytes (nil: more than `limit` were read), over `limit`.
+    public static func fileTooLarge(_ what: String, path: String, size: Int?, limit: Int) -> KeydctlError {
+        let length = size.map { "is \($0) bytes" } ?? "holds more than \(limit) bytes"
+        return KeydctlError(.fileTooLarge, "\(what) \(path) \(length), exceeds limit \(limit)")
+    }
+
+    /// The `what` at `path` holds no bytes.
+    public static func fileEmpty(_ what: String, path: String) -> KeydctlError {
+        KeydctlError(.fileEmpty, "\(what) \(path) is empty")
+    }
+
+    /// The signed policy file does not parse; `detail` names the member (KeydCore's message).
+    public static func invalidSignedPolicy(path: String, _ detail: String) -> KeydctlError {
+        KeydctlError(
+            .invalidSignedPolicy,
+            "\(path): \(detail); expected {\"policy\":\"<base64>\",\"signature\":\"<base64>\"}"
+        )
+    }
+
+    /// The policy inside a signed policy file does not parse; `detail` names the member and the limit.
+    public static func invalidPolicy(path: String, _ detail: String) -> KeydctlError {
+        KeydctlError(.invalidPolicy, "\(path): \(detail)")
+    }
+
+    /// The operator key file holds no key keyd takes; `detail` says why.
+    public static func invalidOperatorKey(path: String, _ detail: String) -> KeydctlError {
+        KeydctlError(.invalidOperatorKey, "\(path): \(detail)")
+    }
+
+    // MARK: keyd's answers
+
+    /// keyd answered `request` with a value keydctl cannot read (`detail` names it).
+    public static func badAnswer(_ request: RequestKind, _ detail: String) -> KeydctlError {
+        KeydctlError(.badAnswer, "keyd's \(request) answer does not parse: \(detail)")
+    }
+
+    /// keyd refused `request` with `status`; `explanation` is what the status means for this request.
+    public static func refused(_ status: StatusCode, request: RequestKind, explanation: String) -> KeydctlError {
+        KeydctlError(.refused(status), "keyd refused \(request): \(status) (\(explanation))")
+    }
+
     /// `audit verify` found a problem in the log.
     public static func auditNotIntact(_ answer: AuditVerifyAnswer) -> KeydctlError {
         KeydctlError(
@@ -188,7 +253,7 @@ public enum ExitStatus {
     public static let refused: Int32 = 1
     /// keyd unreachable, or the connection or protocol failed.
     public static let unreachable: Int32 = 2
-    /// Unreadable or invalid secret file.
+    /// Unreadable or invalid input file (secret, signed policy, operator key).
     public static let badInput: Int32 = 3
     /// Command-line usage error (ArgumentParser's validation exit status).
     public static let usage: Int32 = 64

@@ -6,12 +6,6 @@ import Glibc
 import Darwin
 #endif
 
-#if canImport(Glibc)
-private let systemRead = Glibc.read
-#else
-private let systemRead = Darwin.read
-#endif
-
 // Constellation's master-secret file: {"key":"<std base64>","salt":"<std base64>"}.
 //
 // Parsed by hand over the raw bytes, not with JSONSerialization, JSONDecoder or Data: those keep
@@ -40,17 +34,7 @@ public enum MasterSecretFile {
         defer { if fd != STDIN_FILENO { _ = close(fd) } }
         // One byte more than the limit tells an oversized file from one of exactly the limit.
         try contents.fill { (buffer) throws(KeydctlError) -> Int in
-            var used = 0
-            while used < buffer.count {
-                let n = systemRead(fd, buffer.baseAddress! + used, buffer.count - used)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw .cannotRead(path: path, errno: errno)
-                }
-                if n == 0 { break }
-                used += n
-            }
-            return used
+            try readFully(fd, into: buffer) { (error) in .cannotRead(path: path, errno: error) }
         }
         return try contents.withUnsafeBytes { (bytes) throws(KeydctlError) -> MasterSecret in
             try parse(bytes)

@@ -32,6 +32,12 @@ public enum Report {
                 "tpm",
                 answer.tpmAvailable ? "available (keydctl tpm status)" : "UNAVAILABLE (keydctl tpm status says why)"
             ),
+            ("operator key", answer.operatorKeyPinned ? "pinned (keydctl policy show)" : "none pinned"),
+            (
+                "policy version",
+                answer.policyVersion == 0 ? "none (keyd releases no keys)" : String(answer.policyVersion)
+            ),
+            ("policy sha256", answer.policyVersion == 0 ? "none" : hex(answer.policyDigest)),
             ("peer class", answer.peerClass.description),
             ("uptime", "\(duration(answer.uptimeSeconds)) (\(answer.uptimeSeconds) s)"),
             ("requests served", String(answer.requestsServed)),
@@ -62,6 +68,13 @@ public enum Report {
         object.string("kek", kekState(answer.phase))
         object.string("sealedKEK", answer.sealedKEK.description)
         object.bool("tpmAvailable", answer.tpmAvailable)
+        object.bool("operatorKeyPinned", answer.operatorKeyPinned)
+        object.number("policyVersion", answer.policyVersion)
+        if answer.policyVersion == 0 {
+            object.null("policyDigest")
+        } else {
+            object.string("policyDigest", hex(answer.policyDigest))
+        }
         object.string("peerClass", answer.peerClass.description)
         object.number("uptimeSeconds", answer.uptimeSeconds)
         object.number("requestsServed", answer.requestsServed)
@@ -251,6 +264,8 @@ struct JSONObject {
         members.append(Self.quoted(key) + ":" + (value ? "true" : "false"))
     }
     mutating func null(_ key: String) { members.append(Self.quoted(key) + ":null") }
+    /// A member whose value is JSON text made by an encoder (never text from keyd or a file).
+    mutating func json(_ key: String, _ value: String) { members.append(Self.quoted(key) + ":" + value) }
 
     /// The object on one line.
     var text: String { "{" + members.joined(separator: ",") + "}" }

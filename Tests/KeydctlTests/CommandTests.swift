@@ -129,7 +129,7 @@ struct ActionTests {
         let out = Output()
         try AdminActions.status(keyd, json: false, write: out.write)
         let lines = out.text.split(separator: "\n").map(String.init)
-        #expect(lines.count == 13)
+        #expect(lines.count == 16)
         // Every value starts in the same column.
         let columns = Set(
             lines.map { line in
@@ -144,6 +144,27 @@ struct ActionTests {
         #expect(lines.contains { $0.hasPrefix("kek:") && $0.hasSuffix(" held") })
         #expect(lines.contains { $0.hasPrefix("uptime:") && $0.hasSuffix(" 1d 2h 3m 4s (93784 s)") })
         #expect(lines.contains { $0.hasPrefix("audit head:") && $0.hasSuffix(" " + Report.hex(Array(0..<32))) })
+        #expect(lines.contains { $0.hasPrefix("operator key:") && $0.hasSuffix(" none pinned") })
+        #expect(lines.contains { $0.hasPrefix("policy version:") && $0.hasSuffix(" none (keyd releases no keys)") })
+        #expect(lines.contains { $0.hasPrefix("policy sha256:") && $0.hasSuffix(" none") })
+    }
+
+    @Test func statusShowsThePolicyInForce() throws {
+        let keyd = StubKeyd()
+        keyd.statusAnswer.policyVersion = 4
+        keyd.statusAnswer.policyDigest = [UInt8](repeating: 0xC3, count: 32)
+        keyd.statusAnswer.operatorKeyPinned = true
+        let out = Output()
+        try AdminActions.status(keyd, json: false, write: out.write)
+        #expect(out.lines[0].contains("\noperator key:          pinned (keydctl policy show)\n"))
+        #expect(out.lines[0].contains("\npolicy version:        4\n"))
+        #expect(out.lines[0].contains("\npolicy sha256:         " + String(repeating: "c3", count: 32) + "\n"))
+        let json = Output()
+        try AdminActions.status(keyd, json: true, write: json.write)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.text.utf8)) as? [String: Any])
+        #expect(object["operatorKeyPinned"] as? Bool == true)
+        #expect((object["policyVersion"] as? NSNumber)?.intValue == 4)
+        #expect(object["policyDigest"] as? String == String(repeating: "c3", count: 32))
     }
 
     @Test func statusJSONHasStableCamelCaseKeys() throws {
@@ -157,8 +178,12 @@ struct ActionTests {
             Set(object.keys) == [
                 "phase", "kek", "peerClass", "uptimeSeconds", "requestsServed", "connections", "auditRecords",
                 "auditHead", "auditIntactAtStart", "keydVersion", "protocolVersion", "sealedKEK", "tpmAvailable",
+                "operatorKeyPinned", "policyVersion", "policyDigest",
             ]
         )
+        #expect(object["operatorKeyPinned"] as? Bool == false)
+        #expect((object["policyVersion"] as? NSNumber)?.intValue == 0)
+        #expect(object["policyDigest"] is NSNull)
         #expect(object["kek"] as? String == "locked")
         #expect(object["phase"] as? String == "locked")
         #expect(object["keydVersion"] as? String == "0.1\"\n")

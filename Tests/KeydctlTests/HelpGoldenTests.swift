@@ -27,6 +27,10 @@ struct HelpGoldenTests {
         ("tpm", TPM.self),
         ("tpm-status", TPMStatus.self),
         ("tpm-evidence", TPMEvidence.self),
+        ("policy", Policy.self),
+        ("policy-show", PolicyShow.self),
+        ("policy-set", PolicySet.self),
+        ("policy-pin-operator-key", PolicyPinOperatorKey.self),
     ]
 
     /// Golden/ of this target.
@@ -47,7 +51,7 @@ struct HelpGoldenTests {
     @Test func rootHelpDocumentsEveryExitStatus() {
         let help = Keydctl.helpMessage(for: Keydctl.self, columns: 100)
         for status in [
-            "0   success", "1   keyd refused", "2   keyd unreachable", "3   unreadable or invalid secret file",
+            "0   success", "1   keyd refused", "2   keyd unreachable", "3   unreadable or invalid input file",
             "64  usage error",
         ] {
             #expect(help.contains(status), "root help lacks exit status line \(status)")

@@ -34,6 +34,12 @@ final class StubKeyd: KeydAdmin {
     /// Bytes passed to `importKEK`.
     private(set) var imported: (key: [UInt8], salt: [UInt8])?
     private(set) var locks = 0
+    /// What `policy` answers (nothing pinned, no policy by default).
+    var policyAnswer = PolicyGetAnswer(signedPolicy: [], operatorKey: [])
+    /// Bytes passed to `setPolicy`, one entry per call.
+    private(set) var policiesSet: [[UInt8]] = []
+    /// Bytes passed to `pinOperatorKey`, one entry per call.
+    private(set) var keysPinned: [[UInt8]] = []
 
     func status() throws(KeydClientError) -> StatusAnswer {
         if let failure { throw failure }
@@ -61,6 +67,21 @@ final class StubKeyd: KeydAdmin {
     func verifyAudit() throws(KeydClientError) -> AuditVerifyAnswer {
         if let failure { throw failure }
         return verifyAnswer
+    }
+
+    func policy() throws(KeydClientError) -> PolicyGetAnswer {
+        if let failure { throw failure }
+        return policyAnswer
+    }
+
+    func setPolicy(signedPolicy: [UInt8]) throws(KeydClientError) {
+        if let failure { throw failure }
+        policiesSet.append(signedPolicy)
+    }
+
+    func pinOperatorKey(_ operatorKey: [UInt8]) throws(KeydClientError) {
+        if let failure { throw failure }
+        keysPinned.append(operatorKey)
     }
 
     /// A log of `count` records shaped like keyd's.
