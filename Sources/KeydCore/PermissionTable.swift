@@ -79,7 +79,7 @@ public enum PermissionTable {
         case .tpmEvidence: Permission(peers: adminOnly, phases: all, once: .unlimited)
         case .policySet: Permission(peers: adminOnly, phases: [.holdingKEK], once: .unlimited)
         case .policyGet: Permission(peers: adminOnly, phases: all, once: .unlimited)
-        case .operatorKeyPin: Permission(peers: adminOnly, phases: [.awaitingKEK], once: .unlimited)
+        case .operatorKeyPin: Permission(peers: adminOnly, phases: [.awaitingKEK, .locked], once: .unlimited)
         }
     }
 

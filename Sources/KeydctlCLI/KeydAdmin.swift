@@ -98,7 +98,8 @@ public enum AdminActions {
     /// What a refusal of `operatorKey.pin` means, where the status's own sentence says less.
     static let operatorKeyPinRefusals: [StatusCode: String] = [
         .policyRejected: "an operator key is pinned already, and a pinned key is never replaced (keydctl policy show)",
-        .wrongPhase: "a key is pinned only while keyd awaits its KEK (phase awaitingKEK), before kek import",
+        .wrongPhase:
+            "a key is pinned only while keyd holds no KEK (awaitingKEK, or locked after kek lock), before kek import",
     ]
 
     /// `policy set`: sends the checked policy in its wire form; prints its version and digest.

@@ -40,7 +40,7 @@ import Testing
         Row(kind: .tpmEvidence, peers: [.admin], phases: all, once: .unlimited),
         Row(kind: .policySet, peers: [.admin], phases: [.holdingKEK], once: .unlimited),
         Row(kind: .policyGet, peers: [.admin], phases: all, once: .unlimited),
-        Row(kind: .operatorKeyPin, peers: [.admin], phases: [.awaitingKEK], once: .unlimited),
+        Row(kind: .operatorKeyPin, peers: [.admin], phases: [.awaitingKEK, .locked], once: .unlimited),
     ]
 
     @Test func everyKindHasARow() {

@@ -109,6 +109,16 @@ import Glibc
                 #expect(record?.contains(reason) == true, "\(record ?? "none")")
             }
             #expect(try admin.status().policyVersion == 2)
+            // keydctl: show names the policy in force; set sends a newer one from a file.
+            let shown = try restarted.keydctl(["policy", "show", "--json"])
+            #expect(shown.status == 0 && shown.stdout.contains(hex(before.policyDigest)), "\(shown.stdout)")
+            let file = restarted.directory + "/policy-3.json"
+            try Data(try Self.signedPolicy(version: 3, key: key)).write(to: URL(fileURLWithPath: file))
+            let set = try restarted.keydctl(["policy", "set", file])
+            #expect(set.status == 0, "\(set.stderr)")
+            #expect(try admin.status().policyVersion == 3)
+            let stale = try restarted.keydctl(["policy", "set", file])
+            #expect(stale.status == 1 && stale.stderr.contains("policyRejected"), "\(stale.stderr)")
             // A second pin is refused: the pinned key is never replaced.
             let pin = try admin.roundTrip(.operatorKeyPin(operatorKey: OperatorKey(other.publicKey).encoded))
             #expect(pin.status == .wrongPhase || pin.status == .policyRejected)

@@ -321,7 +321,7 @@ struct PolicyActionTests {
         ),
         (
             .operatorKeyPin, .wrongPhase,
-            "keyd refused operatorKey.pin: wrongPhase (a key is pinned only while keyd awaits its KEK"
+            "keyd refused operatorKey.pin: wrongPhase (a key is pinned only while keyd holds no KEK"
         ),
         (.operatorKeyPin, .denied, "keyd refused operatorKey.pin: denied (this peer may not send that request)"),
     ]
