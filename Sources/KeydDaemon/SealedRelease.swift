@@ -64,9 +64,6 @@ final class ReleaseState {
     var attestedJoins: [AttestedJoin] = []
     /// Whether PCR 15 holds the cluster ID this boot.
     var clusterMarked = false
-    /// Releases granted and refused since start (for `tpm.status`-like counters and benchmarks).
-    var granted: UInt64 = 0
-    var refused: UInt64 = 0
 
     init(challengeCapacity: Int) { challenges = ChallengeTable(capacity: challengeCapacity) }
 
@@ -253,7 +250,6 @@ extension KeydService {
         detail: ReleaseDetail,
         identity: ConnectionIdentity
     ) {
-        if status == .ok { release.granted &+= 1 } else { release.refused &+= 1 }
         if status != .ok {
             let node = detail.fields.first { $0.key == "nodeName" }?.value ?? ""
             Log.warning(
@@ -630,6 +626,7 @@ extension KeydService {
         phase = .holdingKEK
         sealImportedKEK(identity: identity)
         var diskDetail: [(key: String, value: String)] = []
+        var diskStatus = StatusCode.ok
         if stateDisk.configuredDevice != nil {
             let outcome: DiskOutcome
             switch stateDiskUUID() {
@@ -642,19 +639,26 @@ extension KeydService {
             case .failure(let error):
                 outcome = error.outcome
             }
+            diskStatus = outcome.status
             diskDetail = [("disk.status", outcome.status.description), ("disk.activated", "\(outcome.activated)")]
             if let reason = outcome.reason { diskDetail.append(("disk.reason", reason)) }
         }
         let marked = markCluster(clusterID)
+        let status = diskStatus != .ok ? diskStatus : marked?.status ?? .ok
         audit(
             .request(.initAccept),
-            granted: marked == nil,
-            status: marked?.status ?? .ok,
+            granted: status == .ok,
+            status: status,
             peer: identity.auditPeer,
             detail: detail.fields + diskDetail + [("clusterMarked", "\(marked == nil)")]
                 + (marked.map { [("reason", "PCR 15 not marked: \($0.reason)")] } ?? [])
         )
-        Log.notice("Cluster initialized", ["policy.version": "\(policy.version)"])
+        Log.notice("Cluster initialized", ["policy.version": "\(policy.version)", "status": status.description])
+        // keyd holds the KEK either way; a disk or TPM status tells the operator what is left to do
+        // (`disk.bind`/`disk.open` by the admin), since init.accept cannot be sent again this boot.
+        guard status == .ok else {
+            return AnswerFrame.encodeStatus(answering: .initAccept, sequence: sequence, status: status)
+        }
         return AnswerFrame.encode(
             answering: .initAccept,
             sequence: sequence,
