@@ -275,6 +275,34 @@ extension KeydService {
         return detail
     }
 
+    /// Audits a release refused with `status` and `reason` (and the AK, when known) and answers it.
+    private func refuseRelease(
+        _ kind: RequestKind,
+        _ status: StatusCode,
+        _ reason: String,
+        ak: [UInt8]?,
+        detail: ReleaseDetail,
+        identity: ConnectionIdentity,
+        sequence: UInt32
+    ) -> [UInt8] {
+        var detail = detail
+        detail.add("akDigest", ak.map(lowercaseHex))
+        detail.add("reason", reason)
+        auditRelease(kind, status: status, detail: detail, identity: identity)
+        return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: status)
+    }
+
+    /// The first two checks of every release: the challenge (consumed here, whatever follows) and a
+    /// policy in force; the refusal as a failure.
+    private func startRelease(challengeID: [UInt8]) -> Result<(Challenge, MeasurementPolicy), ReleaseRefusal> {
+        consumeChallenge(challengeID).flatMap { challenge in
+            guard let policy = trust.policy else {
+                return .failure(ReleaseRefusal(.policyMissing, "keyd holds no measurement policy"))
+            }
+            return .success((challenge, policy))
+        }
+    }
+
     /// `key.release`: the challenge, then the evidence against the policy (``KeyRelease/decide``), then
     /// the keys derived from the KEK and sealed to the boot key bound in the evidence.
     func releaseKeys(_ request: KeyReleaseRequest, identity: ConnectionIdentity, sequence: UInt32) -> [UInt8] {
@@ -285,17 +313,13 @@ extension KeydService {
             nodeName: request.nodeName
         )
         func refuse(_ status: StatusCode, _ reason: String, ak: [UInt8]? = nil) -> [UInt8] {
-            detail.add("akDigest", ak.map(lowercaseHex))
-            detail.add("reason", reason)
-            auditRelease(.keyRelease, status: status, detail: detail, identity: identity)
-            return AnswerFrame.encodeStatus(answering: .keyRelease, sequence: sequence, status: status)
+            refuseRelease(.keyRelease, status, reason, ak: ak, detail: detail, identity: identity, sequence: sequence)
         }
-        let challenge: Challenge
-        switch consumeChallenge(request.challengeID) {
-        case .success(let value): challenge = value
+        let (challenge, policy): (Challenge, MeasurementPolicy)
+        switch startRelease(challengeID: request.challengeID) {
+        case .success(let started): (challenge, policy) = started
         case .failure(let refusal): return refuse(refusal.status, refusal.reason)
         }
-        guard let policy = trust.policy else { return refuse(.policyMissing, "keyd holds no measurement policy") }
         let claims: JoinClaims
         do {
             claims = try JoinClaims(
@@ -384,17 +408,21 @@ extension KeydService {
         )
         detail.add("compatibility", "keys released in plain to trustd")
         func refuse(_ status: StatusCode, _ reason: String, ak: [UInt8]? = nil) -> [UInt8] {
-            detail.add("akDigest", ak.map(lowercaseHex))
-            detail.add("reason", reason)
-            auditRelease(.compatRelease, status: status, detail: detail, identity: identity)
-            return AnswerFrame.encodeStatus(answering: .compatRelease, sequence: sequence, status: status)
+            refuseRelease(
+                .compatRelease,
+                status,
+                reason,
+                ak: ak,
+                detail: detail,
+                identity: identity,
+                sequence: sequence
+            )
         }
-        let challenge: Challenge
-        switch consumeChallenge(request.challengeID) {
-        case .success(let value): challenge = value
+        let (challenge, policy): (Challenge, MeasurementPolicy)
+        switch startRelease(challengeID: request.challengeID) {
+        case .success(let started): (challenge, policy) = started
         case .failure(let refusal): return refuse(refusal.status, refusal.reason)
         }
-        guard let policy = trust.policy else { return refuse(.policyMissing, "keyd holds no measurement policy") }
         let diskUUID: DiskUUID
         do {
             diskUUID = try DiskUUID(validating: request.diskUUID)
@@ -470,6 +498,27 @@ extension KeydService {
         return outcome
     }
 
+    /// Audits a refused `envelope.accept` or `init.accept` with `reason`, gives its once-per-boot use
+    /// back (a refusal does not use it up), and answers `status`.
+    private func refuseOncePerBoot(
+        _ kind: RequestKind,
+        _ status: StatusCode,
+        _ reason: String,
+        detail: ReleaseDetail,
+        identity: ConnectionIdentity,
+        sequence: UInt32
+    ) -> [UInt8] {
+        refundOnce(kind)
+        audit(
+            .request(kind),
+            granted: false,
+            status: status,
+            peer: identity.auditPeer,
+            detail: detail.fields + [("reason", reason)]
+        )
+        return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: status)
+    }
+
     /// `envelope.accept`: opens the envelope with the boot key, checks that it names this keyd's disk
     /// and a role and node keyd attested this boot, then unlocks the state disk, imports a control
     /// plane's KEK (sealed before PCR 15 changes) and marks PCR 15 with the cluster ID.
@@ -482,16 +531,7 @@ extension KeydService {
         var detail = ReleaseDetail()
         detail.add("purpose", purpose == .rejoin ? "rejoin" : "join")
         func refuse(_ status: StatusCode, _ reason: String) -> [UInt8] {
-            detail.add("reason", reason)
-            refundOnce(.envelopeAccept)
-            audit(
-                .request(.envelopeAccept),
-                granted: false,
-                status: status,
-                peer: identity.auditPeer,
-                detail: detail.fields
-            )
-            return AnswerFrame.encodeStatus(answering: .envelopeAccept, sequence: sequence, status: status)
+            refuseOncePerBoot(.envelopeAccept, status, reason, detail: detail, identity: identity, sequence: sequence)
         }
         let opened: OpenedEnvelope
         do {
@@ -571,16 +611,7 @@ extension KeydService {
     func acceptInit(_ request: InitAcceptRequest, identity: ConnectionIdentity, sequence: UInt32) -> [UInt8] {
         var detail = ReleaseDetail()
         func refuse(_ status: StatusCode, _ reason: String) -> [UInt8] {
-            detail.add("reason", reason)
-            refundOnce(.initAccept)
-            audit(
-                .request(.initAccept),
-                granted: false,
-                status: status,
-                peer: identity.auditPeer,
-                detail: detail.fields
-            )
-            return AnswerFrame.encodeStatus(answering: .initAccept, sequence: sequence, status: status)
+            refuseOncePerBoot(.initAccept, status, reason, detail: detail, identity: identity, sequence: sequence)
         }
         let operatorKey: OperatorKey
         let signed: SignedPolicy

@@ -131,6 +131,14 @@ struct TPMReference: ~Copyable {
     }
 }
 
+/// The private and public parts of an object `Esys_Create` made, each freed with its owner.
+struct CreatedObject: ~Copyable {
+    /// The private part (encrypted by the parent).
+    let privatePart: TPMOutput<TPM2B_PRIVATE>
+    /// The public area.
+    let publicPart: TPMOutput<TPM2B_PUBLIC>
+}
+
 /// Memory libtss2 allocated for a command's output; freed with `Esys_Free` when the value ends,
 /// and wiped first when it holds a secret.
 struct TPMOutput<Value>: ~Copyable {
@@ -265,11 +273,15 @@ public final class TPMDevice {
         )
     }
 
-    /// Creates the key under a transient storage primary, loads it and evicts it to `handle`.
-    private func createPersistentAttestationKey(at handle: UInt32, algorithm: TPMKeyAlgorithm) throws -> ESYS_TR {
-        let primary = try createStoragePrimary()
-        var sensitive = TPM2B_SENSITIVE_CREATE()
-        var template = Self.attestationKeyTemplate(algorithm)
+    /// `Esys_Create` of `template` with `sensitive` under `parent`, authorized by `session`; `what` names
+    /// the object in errors.
+    private func create(
+        under parent: ESYS_TR,
+        session: ESYS_TR,
+        _ sensitive: inout TPM2B_SENSITIVE_CREATE,
+        _ template: inout TPM2B_PUBLIC,
+        what: String
+    ) throws -> CreatedObject {
         var outside = TPM2B_DATA()
         var creationPCR = TPML_PCR_SELECTION()
         var privateOut: UnsafeMutablePointer<TPM2B_PRIVATE>?
@@ -277,8 +289,8 @@ public final class TPMDevice {
         try Self.check(
             Esys_Create(
                 context,
-                primary.handle,
-                password,
+                parent,
+                session,
                 none,
                 none,
                 &sensitive,
@@ -292,10 +304,28 @@ public final class TPMDevice {
                 nil
             ),
             "Esys_Create",
-            "attestation key"
+            what
         )
-        let privatePart = try TPMOutput(privateOut, "Esys_Create")
-        let publicPart = try TPMOutput(publicOut, "Esys_Create")
+        return CreatedObject(
+            privatePart: try TPMOutput(privateOut, "Esys_Create"),
+            publicPart: try TPMOutput(publicOut, "Esys_Create")
+        )
+    }
+
+    /// Creates the key under a transient storage primary, loads it and evicts it to `handle`.
+    private func createPersistentAttestationKey(at handle: UInt32, algorithm: TPMKeyAlgorithm) throws -> ESYS_TR {
+        let primary = try createStoragePrimary()
+        var sensitive = TPM2B_SENSITIVE_CREATE()
+        var template = Self.attestationKeyTemplate(algorithm)
+        let created = try create(
+            under: primary.handle,
+            session: password,
+            &sensitive,
+            &template,
+            what: "attestation key"
+        )
+        let privatePart = created.privatePart
+        let publicPart = created.publicPart
         let transient = try load(privatePart.pointer, publicPart.pointer, under: primary, what: "attestation key")
         var persistent = asterism_esys_tr_none()
         try Self.check(
@@ -469,32 +499,15 @@ public final class TPMDevice {
             ),
             "Esys_TRSess_SetAttributes"
         )
-        var outside = TPM2B_DATA()
-        var creationPCR = TPML_PCR_SELECTION()
-        var privateOut: UnsafeMutablePointer<TPM2B_PRIVATE>?
-        var publicOut: UnsafeMutablePointer<TPM2B_PUBLIC>?
-        try Self.check(
-            Esys_Create(
-                context,
-                primary.handle,
-                session.handle,
-                none,
-                none,
-                &sensitive,
-                &template,
-                &outside,
-                &creationPCR,
-                &privateOut,
-                &publicOut,
-                nil,
-                nil,
-                nil
-            ),
-            "Esys_Create",
-            "sealed object"
+        let created = try create(
+            under: primary.handle,
+            session: session.handle,
+            &sensitive,
+            &template,
+            what: "sealed object"
         )
-        let privatePart = try TPMOutput(privateOut, "Esys_Create")
-        let publicPart = try TPMOutput(publicOut, "Esys_Create")
+        let privatePart = created.privatePart
+        let publicPart = created.publicPart
         var publicBuffer = [UInt8](repeating: 0, count: MemoryLayout<TPM2B_PUBLIC>.size)
         var privateBuffer = [UInt8](repeating: 0, count: MemoryLayout<TPM2B_PRIVATE>.size)
         var publicLength = 0
