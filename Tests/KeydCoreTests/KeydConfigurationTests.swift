@@ -73,6 +73,11 @@ import Testing
             trustd-socket-mode = 0666
             admin-socket-mode = 600
             disk-allow-initialize = true
+            state-disk-mapping = asterism-state_1
+            constellation-compatibility = true
+            kubernetes-ca-certificate = /etc/kubernetes/pki/ca.crt
+            kubernetes-ca-key = /etc/kubernetes/pki/ca.key
+            tpm-trust-counter-index = 0x01a57e07
             """
         var expected = KeydConfiguration()
         expected.trustdUIDs = [990, 991]
@@ -92,6 +97,11 @@ import Testing
         expected.trustdSocketMode = 0o666
         expected.adminSocketMode = 0o600
         expected.diskAllowInitialize = true
+        expected.stateDiskMapping = "asterism-state_1"
+        expected.constellationCompatibility = true
+        expected.kubernetesCACertificate = "/etc/kubernetes/pki/ca.crt"
+        expected.kubernetesCAKey = "/etc/kubernetes/pki/ca.key"
+        expected.tpmTrustCounterIndex = 0x01A5_7E07
         #expect(try KeydConfiguration.parse(text) == expected)
     }
 
@@ -375,6 +385,17 @@ import Testing
             text: "state-disk-device = dev/vdb",
             error: .configurationBadNumber(lineNumber: 0, key: "", value: "", expected: ""),
             message: "configuration line 1: 'state-disk-device' value 'dev/vdb' is not an absolute path"
+        ),
+        Refusal(
+            text: "state-disk-mapping = ../state",
+            error: .configurationBadNumber(lineNumber: 0, key: "", value: "", expected: ""),
+            message:
+                "configuration line 1: 'state-disk-mapping' value '../state' is not a device-mapper name of 1 to 64 letters, digits, '-', '_' or '.'"
+        ),
+        Refusal(
+            text: "kubernetes-ca-key = ca.key",
+            error: .configurationBadNumber(lineNumber: 0, key: "", value: "", expected: ""),
+            message: "configuration line 1: 'kubernetes-ca-key' value 'ca.key' is not an absolute path"
         ),
     ]
 

@@ -155,6 +155,18 @@ import X509
         #expect(noCA.auditLines.last?.contains("no Kubernetes CA is configured") == true)
     }
 
+    @Test func kubernetesCAIsConfiguredWholeOrKeydDoesNotStart() throws {
+        var configuration = KeydConfiguration()
+        configuration.kubernetesCACertificate = "/etc/kubernetes/pki/ca.crt"
+        let half = #expect(throws: KeydError.self) { try ReleaseSettings.load(configuration) }
+        #expect(half?.description.contains("set together or not at all") == true)
+        configuration.kubernetesCAKey = "/nonexistent/ca.key"
+        configuration.kubernetesCACertificate = "/nonexistent/ca.crt"
+        let missing = #expect(throws: KeydError.self) { try ReleaseSettings.load(configuration) }
+        #expect(missing?.description.contains("/nonexistent/ca.crt") == true)
+        #expect(try ReleaseSettings.load(KeydConfiguration()).kubeletCA == nil)
+    }
+
     @Test func noPolicyMeansNoReleaseAndARevokedDiskGetsNothing() throws {
         let issuer = SoftwareTPMEvidenceIssuer(format: .native)
         let keyd = try InProcessKeyd()
