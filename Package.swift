@@ -241,7 +241,7 @@ let package = Package(
         .testTarget(
             name: "KeydIntegrationTests",
             dependencies: [
-                "KeydClient", "KeydProtocol", "KeydPlatform", "Attestation", "AsterismTestSupport", "ATLS",
+                "KeydClient", "KeydProtocol", "KeydCore", "KeydPlatform", "Attestation", "AsterismTestSupport", "ATLS",
                 "ATLSTransport",
                 "AsterismCLI",
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
