@@ -557,7 +557,7 @@ extension KeydService {
                 granted: true,
                 status: .ok,
                 peer: identity.auditPeer,
-                detail: detail.fields
+                detail: detail.fields + [("step", "opened; unlocking the state disk")]
             )
         else {
             refundOnce(.envelopeAccept)
@@ -592,7 +592,8 @@ extension KeydService {
             status: .ok,
             peer: identity.auditPeer,
             detail: detail.fields + [
-                ("activated", "\(outcome.activated)"), ("holdsKEK", "\(holdsKEK)"), ("clusterMarked", "true"),
+                ("step", "done"), ("activated", "\(outcome.activated)"), ("holdsKEK", "\(holdsKEK)"),
+                ("clusterMarked", "true"),
             ]
         )
         Log.notice("Envelope accepted", ["node": binding.nodeName.text, "holdsKEK": "\(holdsKEK)"])
