@@ -336,6 +336,17 @@ enum EnvelopeHPKE {
     /// The length of an X25519 encapsulated key.
     static let encapsulatedKeyLength = 32
 
+    /// The key that probes points for low order; it derives nothing secret, so one serves every probe.
+    private static let lowOrderProbe = Curve25519.KeyAgreement.PrivateKey()
+
+    /// RFC 9180 §7.1.4: X25519 with a low-order point gives the all-zero shared secret for every
+    /// (clamped) private key, and swift-crypto does not refuse it; one agreement with a fixed probe
+    /// key finds such a point.
+    static func isLowOrder(_ key: Curve25519.KeyAgreement.PublicKey) -> Bool {
+        guard let shared = try? lowOrderProbe.sharedSecretFromKeyAgreement(with: key) else { return true }
+        return shared.withUnsafeBytes { !$0.contains { $0 != 0 } }
+    }
+
     /// Seals `plaintext` to the X25519 `publicKey`.
     static func seal(
         _ plaintext: [UInt8],
@@ -348,11 +359,7 @@ enum EnvelopeHPKE {
         else {
             throw .invalidEnvelope("boot public key of \(publicKey.count) bytes is not an X25519 key")
         }
-        // RFC 9180 §7.1.4: a low-order point makes the shared secret zero whatever the other key; a
-        // probe with a throwaway key finds it before anything is sealed to it.
-        guard let probe = try? Curve25519.KeyAgreement.PrivateKey().sharedSecretFromKeyAgreement(with: recipient),
-            probe.withUnsafeBytes({ $0.contains { $0 != 0 } })
-        else {
+        guard !isLowOrder(recipient) else {
             throw .invalidEnvelope("the boot public key is a low-order X25519 point")
         }
         do {
@@ -360,7 +367,6 @@ enum EnvelopeHPKE {
             let ciphertext = try sender.seal(plaintext, authenticating: additionalData)
             return (Array(sender.encapsulatedKey), Array(ciphertext))
         } catch {
-            // A low-order point gives an all-zero shared secret, which BoringSSL refuses.
             throw .invalidEnvelope("HPKE refused the boot public key")
         }
     }
@@ -374,6 +380,13 @@ enum EnvelopeHPKE {
         with bootKey: borrowing BootKey,
         _ body: (UnsafeRawBufferPointer) throws(CoreError) -> Result
     ) throws(CoreError) -> Result {
+        // A low-order encapsulated key makes the shared secret zero whatever the boot key: anyone could
+        // seal such an envelope to every keyd. Refused before HPKE runs.
+        guard let ephemeral = try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: encapsulatedKey),
+            !isLowOrder(ephemeral)
+        else {
+            throw .invalidEnvelope("the encapsulated key is a low-order X25519 point")
+        }
         var plaintext: Data
         do {
             var recipient = try HPKE.Recipient(

@@ -1,3 +1,4 @@
+import AsterismTestSupport
 import Attestation
 import Crypto
 import Foundation
@@ -208,6 +209,85 @@ import Testing
         }
         let shortID = #expect(throws: CoreError.self) { try Self.binding(challengeID: [1, 2], role: .worker) }
         #expect(shortID?.message.contains("challengeID is 2 bytes") == true)
+    }
+
+    /// The X25519 points of small order (their u-coordinates as RFC 7748 encodes them, non-canonical
+    /// encodings of the same points included), as libsodium lists them.
+    static let lowOrderPoints: [[UInt8]] = [
+        [UInt8](repeating: 0, count: 32),
+        [1] + [UInt8](repeating: 0, count: 31),
+        hexBytes("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+        hexBytes("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+        hexBytes("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+        hexBytes("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+        hexBytes("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+    ]
+
+    static func hexBytes(_ text: String) -> [UInt8] {
+        stride(from: 0, to: text.count, by: 2).map {
+            let start = text.index(text.startIndex, offsetBy: $0)
+            return UInt8(text[start..<text.index(start, offsetBy: 2)], radix: 16)!
+        }
+    }
+
+    @Test(arguments: lowOrderPoints)
+    func lowOrderPointsAreRefusedAsBootKeyAndAsEncapsulatedKey(point: [UInt8]) throws {
+        let kek = try Self.kek()
+        let sealing = #expect(throws: CoreError.self) {
+            _ = try KeyEnvelope.seal(
+                kek.releasedKeys(for: Self.uuid, includeKEK: false),
+                binding: try Self.binding(role: .worker),
+                to: point
+            )
+        }
+        #expect(sealing?.code == .invalidEnvelope)
+        // An envelope whose encapsulated key is such a point opens with no boot key: refused first.
+        let bootKey = BootKey()
+        let good = try KeyEnvelope.seal(
+            kek.releasedKeys(for: Self.uuid, includeKEK: false),
+            binding: try Self.binding(role: .worker),
+            to: bootKey.publicKey
+        )
+        // `… encapsulatedKey fixed[32] | ciphertext bytes<512>` ends the envelope.
+        let ciphertextLength = try KeyEnvelope(decoding: good).ciphertext.count
+        let encapsulatedAt = good.count - ciphertextLength - 2 - 32
+        var forged = good
+        forged.replaceSubrange(encapsulatedAt..<(encapsulatedAt + 32), with: point)
+        let opening = #expect(throws: CoreError.self) { _ = try KeyEnvelope.open(forged, with: bootKey) }
+        #expect(opening?.message.contains("low-order") == true, "\(String(describing: opening))")
+    }
+
+    /// The attack the low-order check stops: with the all-zero point as encapsulated key the DH output
+    /// is zero for every boot key, so anyone (a compromised trustd) can run RFC 9180's key schedule and
+    /// seal keys of their choosing to every keyd. swift-crypto's HPKE opens such an envelope; keyd does not.
+    @Test func forgedEnvelopeWithTheZeroPointOpensInSwiftCryptoButNotInKeyd() throws {
+        let bootKey = BootKey()
+        let binding = try Self.binding(role: .worker)
+        // The attacker's plaintext: a disk key, measurement secret and salt they know, no KEK.
+        let chosen = [UInt8](repeating: 0x41, count: 96) + [0]
+        let forged = try ZeroDHSender.keyEnvelope(
+            purpose: binding.purpose.rawValue,
+            role: binding.role.rawValue,
+            challengeID: binding.challengeID,
+            diskUUID: binding.diskUUID.text,
+            nodeName: binding.nodeName.text,
+            recipient: bootKey.publicKey,
+            plaintext: chosen
+        )
+        let parsed = try KeyEnvelope(decoding: forged)
+        #expect(parsed.binding == binding && parsed.encapsulatedKey == [UInt8](repeating: 0, count: 32))
+        // The library alone accepts it: it does not refuse the all-zero shared secret.
+        var recipient = try HPKE.Recipient(
+            privateKey: bootKey.privateKey,
+            ciphersuite: EnvelopeHPKE.ciphersuite,
+            info: Data(binding.hpkeInfo),
+            encapsulatedKey: Data(parsed.encapsulatedKey)
+        )
+        let aad = Array(forged[..<(forged.count - parsed.ciphertext.count - 2 - 32)])
+        #expect(Array(try recipient.open(parsed.ciphertext, authenticating: aad)) == chosen)
+        // keyd refuses it before HPKE runs.
+        let refused = #expect(throws: CoreError.self) { _ = try KeyEnvelope.open(forged, with: bootKey) }
+        #expect(refused?.message.contains("encapsulated key is a low-order X25519 point") == true)
     }
 
     /// An envelope header (then a zero encapsulated key and an empty ciphertext) with these raw fields.

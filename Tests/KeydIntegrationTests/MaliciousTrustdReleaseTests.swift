@@ -559,6 +559,34 @@ import Glibc
             expected: .envelopeRejected,
             audited: .record(["\"envelope.accept\"", "\"envelopeRejected\"", "HPKE open failed"])
         ),
+        Row(
+            name: "envelope forged with a low-order encapsulated key",
+            needsJoiner: true,
+            target: .joiner,
+            attack: { scene in
+                // The zero DH output is the same for every boot key: trustd seals keys of its choosing
+                // for exactly the join the node attested. swift-crypto's HPKE would open it.
+                let joined = try scene.joinEvidence(nonce: ClusterSecret.random(32))
+                let forged = try ZeroDHSender.keyEnvelope(
+                    purpose: EnvelopePurpose.join.rawValue,
+                    role: NodeRole.worker.rawValue,
+                    challengeID: ClusterSecret.random(16),
+                    diskUUID: joined.diskUUID,
+                    nodeName: "worker-1",
+                    recipient: joined.bootPublicKey,
+                    plaintext: [UInt8](repeating: 0x41, count: 96) + [0]
+                )
+                let joiner = try scene.node(.joiner)
+                let status = try scene.send(try joiner.trustd(), .envelopeAccept(.join, envelope: forged)).status
+                // The node's disk did not take the attacker's key, and it still joins for real.
+                let join = try Join(joiner, through: scene.server, role: .worker, nodeName: "worker-1")
+                scene.answers += join.answers
+                #expect(join.accepted.diskOpened)
+                return status
+            },
+            expected: .envelopeRejected,
+            audited: .record(["\"envelope.accept\"", "\"envelopeRejected\"", "low-order X25519 point"])
+        ),
     ]
 
     /// 100,000 `challenge.issue` pipelined on four connections: all answered, none audited one by one.
