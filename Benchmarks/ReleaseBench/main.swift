@@ -281,17 +281,20 @@ for (index, figures) in modes.enumerated() {
         "    client: quote made and signed p50 \(fixed(signing.median, 0)) µs, p99 \(fixed(signing.percentile(0.99), 0)) µs;"
             + " bench CPU \(fixed(figures.benchCPUSeconds / Double(max(result.granted, 1)) * 1e6, 0)) µs per release"
     )
+    let cpuPerRelease = figures.keydOnCPU / Double(max(result.granted, 1))
+    let releasesPerCommit = Double(figures.releaseRecords) / Double(max(figures.commits, 1))
     print(
-        "    keyd: on CPU \(fixed(figures.keydOnCPU / Double(max(result.granted, 1)) * 1e6, 0)) µs per release;"
-            + " of the run on CPU \(percent(figures.keydOnCPU / figures.seconds)),"
+        "    keyd: on CPU \(fixed(cpuPerRelease * 1e6, 0)) µs per release (one core's ceiling"
+            + " \(fixed(1 / cpuPerRelease, 0))/s); of the run on CPU \(percent(figures.keydOnCPU / figures.seconds)),"
             + " waiting for a CPU \(percent(figures.keydRunQueue / figures.seconds)),"
             + " off CPU \(percent(1 - (figures.keydOnCPU + figures.keydRunQueue) / figures.seconds))"
             + " (in fsync, at the TPM, or idle in poll)"
     )
     print(
         "    audit: \(figures.releaseRecords) key.release records (\(figures.auditRecords) records in all)"
-            + " in \(figures.commits) commits = \(fixed(Double(figures.releaseRecords) / Double(max(figures.commits, 1)), 1))"
-            + " releases per fsync and TPM count"
+            + " in \(figures.commits) commits = \(fixed(releasesPerCommit, 1)) releases per fsync and TPM count;"
+            + " a group's releases take \(milliseconds(releasesPerCommit * cpuPerRelease * 1e6)) of keyd's CPU,"
+            + " and their answers wait for the group's commit"
     )
     print(
         "    beside the bare validation: \(fixed(figures.perSecond / bareValidation, 2))x its rate"
