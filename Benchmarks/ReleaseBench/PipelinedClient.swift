@@ -48,11 +48,11 @@ final class PipelinedClient: @unchecked Sendable {
         let receiver = Thread { [self] in receive() }
         receiver.start()
         do {
-            for _ in 0..<inFlight where budget.claim() { try send(.challengeIssue(.join), .challenge(sentAt: 0)) }
+            for _ in 0..<inFlight where budget.claim() { try send(.challengeIssue(.join)) { .challenge(sentAt: $0) } }
             var sentinelSent = false
             while true {
                 if answered == pending.count, !sentinelSent {
-                    try send(.status, .sentinel)
+                    try send(.status) { _ in .sentinel }
                     sentinelSent = true
                 }
                 arrived.wait()
@@ -93,17 +93,11 @@ final class PipelinedClient: @unchecked Sendable {
         }
     }
 
-    /// Sends `request` as the next sequence and remembers it as `entry` (its send time set now).
-    private func send(_ request: Request, _ entry: Pending) throws {
+    /// Sends `request` as the next sequence and remembers it as `entry` of its send time.
+    private func send(_ request: Request, as entry: (_ sentAt: UInt64) -> Pending) throws {
         let frame = RequestFrame(sequence: sequence, request: request).encodeFrame()
         sequence &+= 1
-        let now = monotonicNanoseconds()
-        switch entry {
-        case .challenge: pending.append(.challenge(sentAt: now))
-        case .release(_, let challengeID, let quote):
-            pending.append(.release(sentAt: now, challengeID: challengeID, quote: quote))
-        case .sentinel: pending.append(.sentinel)
-        }
+        pending.append(entry(monotonicNanoseconds()))
         try connection.sendRaw(frame)
     }
 
@@ -133,7 +127,7 @@ final class PipelinedClient: @unchecked Sendable {
             let quote =
                 result.quotes.count < sampling.quotesPerClient
                 ? QuoteSample(node: nodeIndex, evidence: request.evidence, claims: claims) : nil
-            try send(.keyRelease(request), .release(sentAt: 0, challengeID: challenge.challengeID, quote: quote))
+            try send(.keyRelease(request)) { .release(sentAt: $0, challengeID: challenge.challengeID, quote: quote) }
         case .release(let sentAt, let challengeID, let quote):
             result.releaseLatencies.append(Double(at - sentAt) / 1e3)
             if answer.status == .ok {
@@ -148,7 +142,7 @@ final class PipelinedClient: @unchecked Sendable {
             } else {
                 result.refused(.keyRelease, answer.status)
             }
-            if budget.claim() { try send(.challengeIssue(.join), .challenge(sentAt: 0)) }
+            if budget.claim() { try send(.challengeIssue(.join)) { .challenge(sentAt: $0) } }
         }
         return true
     }
