@@ -1,5 +1,7 @@
 import AsterismTestSupport
 import Foundation
+import KeydClient
+import KeydProtocol
 
 #if canImport(Glibc)
 import Glibc
@@ -40,6 +42,13 @@ final class ServingKeyd {
         guard notification.waitForReady(seconds: 120, stillRunning: { Spawn.isRunning(pid) }) else {
             throw HarnessError("keyd did not start; see \(directory)/keyd.log")
         }
+    }
+
+    /// `status` on a new admin connection (a connection held through a long mode would be closed idle).
+    func status() throws -> StatusAnswer {
+        let admin = try KeydConnection(path: adminSocket)
+        defer { admin.close() }
+        return try admin.status()
     }
 
     /// SIGTERM, then its exit status.

@@ -81,6 +81,12 @@ func fail(_ message: String) -> Never {
     exit(1)
 }
 
+/// Prints `line` and flushes it at once (the figures of a long run appear as they are measured).
+func report(_ line: String) {
+    print(line)
+    fflush(nil)
+}
+
 func mebibytes(_ kibibytes: Int) -> String { fixed(Double(kibibytes) / 1024, 1) + " MiB" }
 
 func milliseconds(_ microseconds: Double) -> String { fixed(microseconds / 1000, 2) + " ms" }
@@ -90,7 +96,7 @@ let seconds = options.duration.seconds(default: 60)
 var template = Array("/tmp/release-bench-XXXXXX".utf8CString)
 guard let made = mkdtemp(&template) else { fail("mkdtemp: errno \(errno)") }
 let directory = String(cString: made)
-print(
+report(
     "release-bench: key releases through keyd's trustd socket (keyd \(options.keyd.path)); "
         + "\(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs, load \(loadAverage())"
 )
@@ -100,7 +106,7 @@ print(
 let tpm = try SoftwareTPM()
 let fsyncs = try CommitFloor.fsyncLatencies(directory: directory, count: 200)
 let counts = try CommitFloor.counterLatencies(tcti: tpm.tcti, count: 200)
-print(
+report(
     "one audit commit's parts, timed before keyd starts: append+fsync of a 450-byte line in \(directory) p50 \(milliseconds(fsyncs.median))"
         + " (p99 \(milliseconds(fsyncs.percentile(0.99)))); TPM NV counter increment on swtpm p50"
         + " \(milliseconds(counts.median)) (p99 \(milliseconds(counts.percentile(0.99)))); one commit (both) ≈"
@@ -138,12 +144,13 @@ let signedPolicy = SignedPolicy(
 _ = try admin.call(.policySet(signedPolicy: signedPolicy.encoded))
 // The policy exactly as keyd holds it: the signed bytes, verified and parsed.
 let policy = try signedPolicy.verified(by: pinnedKey, above: nil)
-let ready = try admin.status()
+admin.close()
+let ready = try keyd.status()
 guard ready.phase == .holdingKEK, ready.policyVersion == 1, ready.policyDigest == signedPolicy.digest else {
     fail("keyd is not serving releases: phase \(ready.phase), policy version \(ready.policyVersion)")
 }
 let idle = keyd.memory
-print(
+report(
     "keyd: RSS \(mebibytes(startRSS)) at start, \(mebibytes(idle.rss)) idle holding the KEK and the signed policy"
         + " (version 1: PCRs \(enforcedPCRs.map(String.init).joined(separator: ",")) enforced, \(nodes.count) P-256 AKs allowed)"
 )
@@ -154,7 +161,7 @@ print(
 /// keyd's CPU, audit records and commits counted around it.
 @MainActor func mode(_ name: String, _ body: (ReleaseBudget) throws -> (ModeResult, Double)) throws -> ModeFigures {
     let budget = ReleaseBudget(limit: options.releases, seconds: seconds)
-    let recordsBefore = try admin.status().auditRecords
+    let recordsBefore = try keyd.status().auditRecords
     let tallyBefore = keyd.auditTally()
     let keydSchedule = keyd.schedule
     let benchCPU = benchCPUSeconds()
@@ -162,7 +169,7 @@ print(
     let keydScheduleAfter = keyd.schedule
     let benchCPUAfter = benchCPUSeconds()
     if let failure = result.failure { fail("\(name): \(failure)") }
-    let recordsAfter = try admin.status().auditRecords
+    let recordsAfter = try keyd.status().auditRecords
     let tally = keyd.auditTally()
     return ModeFigures(
         name: name,
@@ -179,6 +186,49 @@ print(
     )
 }
 
+/// Prints what mode `index` (1-based) measured, as soon as it ended.
+@MainActor func reportMode(_ index: Int, _ figures: ModeFigures) {
+    let result = figures.result
+    let latencies = figures.latencies
+    let signing = SortedSamples(result.signing)
+    let challenges = SortedSamples(result.challengeLatencies)
+    report("[\(index)] \(figures.name): \(figures.stoppedBy)")
+    report(
+        "    \(result.granted) releases in \(fixed(figures.seconds, 1)) s = \(fixed(figures.perSecond, 0))/s"
+            + (result.refusals.isEmpty
+                ? "" : "; REFUSED: \(result.refusals.map { "\($0.key) \($0.value)" }.sorted().joined(separator: ", "))")
+    )
+    report(
+        "    key.release, sent to answered (keyd's part, queueing included): p50 \(milliseconds(latencies.median)),"
+            + " p99 \(milliseconds(latencies.percentile(0.99))), max \(milliseconds(latencies.maximum));"
+            + " challenge.issue p50 \(milliseconds(challenges.median)), p99 \(milliseconds(challenges.percentile(0.99)))"
+    )
+    report(
+        "    client: quote made and signed p50 \(fixed(signing.median, 0)) µs, p99 \(fixed(signing.percentile(0.99), 0)) µs;"
+            + " bench CPU \(fixed(figures.benchCPUSeconds / Double(max(result.granted, 1)) * 1e6, 0)) µs per release"
+    )
+    let cpuPerRelease = figures.keydOnCPU / Double(max(result.granted, 1))
+    let releasesPerCommit = Double(figures.releaseRecords) / Double(max(figures.commits, 1))
+    report(
+        "    keyd: on CPU \(fixed(cpuPerRelease * 1e6, 0)) µs per release (one core's ceiling"
+            + " \(fixed(1 / cpuPerRelease, 0))/s); of the run on CPU \(percent(figures.keydOnCPU / figures.seconds)),"
+            + " waiting for a CPU \(percent(figures.keydRunQueue / figures.seconds)),"
+            + " off CPU \(percent(1 - (figures.keydOnCPU + figures.keydRunQueue) / figures.seconds))"
+            + " (in fsync, at the TPM, or idle in poll)"
+    )
+    report(
+        "    audit: \(figures.releaseRecords) key.release records (\(figures.auditRecords) records in all)"
+            + " in \(figures.commits) commits = \(fixed(releasesPerCommit, 1)) releases per fsync and TPM count;"
+            + " a group's releases take \(milliseconds(releasesPerCommit * cpuPerRelease * 1e6)) of keyd's CPU,"
+            + " and their answers wait for the group's commit"
+    )
+    report(
+        "    goals: ≥ 2,000 releases/s \(verdict(figures.perSecond >= 2000)); key.release p99 ≤ 5 ms"
+            + " \(verdict(latencies.percentile(0.99) <= 5000))"
+    )
+    report("    keyd RSS after it: \(mebibytes(figures.rssAfter))")
+}
+
 let envelopeEvery = max(1, options.releases / 100)
 let pipelined = try mode("1 client pipelining, \(options.inFlight) requests in flight on one connection") { budget in
     let client = try PipelinedClient(socket: keyd.trustdSocket, node: nodes[0], nodeIndex: 0)
@@ -188,6 +238,7 @@ let pipelined = try mode("1 client pipelining, \(options.inFlight) requests in f
     let result = client.run(inFlight: options.inFlight, budget: budget, sampling: sampling)
     return (result, elapsedSeconds(from: began, to: monotonicNanoseconds()))
 }
+reportMode(1, pipelined)
 let concurrent = try mode("\(nodes.count) concurrent clients, one release at a time each") { budget in
     let sampling = Sampling(
         envelopeEvery: envelopeEvery,
@@ -195,6 +246,7 @@ let concurrent = try mode("\(nodes.count) concurrent clients, one release at a t
     )
     return ConcurrentClients.run(socket: keyd.trustdSocket, nodes: nodes, budget: budget, sampling: sampling)
 }
+reportMode(2, concurrent)
 let modes = [pipelined, concurrent]
 
 // MARK: Proof of real releases: sampled envelopes opened with the clients' boot keys
@@ -249,68 +301,28 @@ let validationAndSeal = try rate(quotes, seconds: 3) { quote in
     )
 }
 let after = keyd.memory
-admin.close()
 let exitStatus = keyd.stop()
 
 // MARK: Figures
 
-print(
+report(
     "in process, one thread, the \(quotes.count) quotes sampled from both modes, the same policy:"
         + " KeyRelease.decide \(fixed(bareValidation, 0))/s (\(fixed(1e6 / bareValidation, 0)) µs);"
         + " decide + HKDF + HPKE seal \(fixed(validationAndSeal, 0))/s (\(fixed(1e6 / validationAndSeal, 0)) µs)"
 )
-var total = 0
 for (index, figures) in modes.enumerated() {
-    let result = figures.result
-    total += result.granted
-    let latencies = figures.latencies
-    let signing = SortedSamples(result.signing)
-    let challenges = SortedSamples(result.challengeLatencies)
-    print("[\(index + 1)] \(figures.name): \(figures.stoppedBy)")
-    print(
-        "    \(result.granted) releases in \(fixed(figures.seconds, 1)) s = \(fixed(figures.perSecond, 0))/s"
-            + (result.refusals.isEmpty
-                ? "" : "; REFUSED: \(result.refusals.map { "\($0.key) \($0.value)" }.sorted().joined(separator: ", "))")
-    )
-    print(
-        "    key.release, sent to answered (keyd's part, queueing included): p50 \(milliseconds(latencies.median)),"
-            + " p99 \(milliseconds(latencies.percentile(0.99))), max \(milliseconds(latencies.maximum));"
-            + " challenge.issue p50 \(milliseconds(challenges.median)), p99 \(milliseconds(challenges.percentile(0.99)))"
-    )
-    print(
-        "    client: quote made and signed p50 \(fixed(signing.median, 0)) µs, p99 \(fixed(signing.percentile(0.99), 0)) µs;"
-            + " bench CPU \(fixed(figures.benchCPUSeconds / Double(max(result.granted, 1)) * 1e6, 0)) µs per release"
-    )
-    let cpuPerRelease = figures.keydOnCPU / Double(max(result.granted, 1))
-    let releasesPerCommit = Double(figures.releaseRecords) / Double(max(figures.commits, 1))
-    print(
-        "    keyd: on CPU \(fixed(cpuPerRelease * 1e6, 0)) µs per release (one core's ceiling"
-            + " \(fixed(1 / cpuPerRelease, 0))/s); of the run on CPU \(percent(figures.keydOnCPU / figures.seconds)),"
-            + " waiting for a CPU \(percent(figures.keydRunQueue / figures.seconds)),"
-            + " off CPU \(percent(1 - (figures.keydOnCPU + figures.keydRunQueue) / figures.seconds))"
-            + " (in fsync, at the TPM, or idle in poll)"
-    )
-    print(
-        "    audit: \(figures.releaseRecords) key.release records (\(figures.auditRecords) records in all)"
-            + " in \(figures.commits) commits = \(fixed(releasesPerCommit, 1)) releases per fsync and TPM count;"
-            + " a group's releases take \(milliseconds(releasesPerCommit * cpuPerRelease * 1e6)) of keyd's CPU,"
-            + " and their answers wait for the group's commit"
-    )
-    print(
-        "    beside the bare validation: \(fixed(figures.perSecond / bareValidation, 2))x its rate"
+    report(
+        "[\(index + 1)] beside the bare validation: \(fixed(figures.perSecond / bareValidation, 2))x its rate"
             + " (\(fixed(bareValidation / figures.perSecond, 1))x the time per release)"
     )
-    print(
-        "    goals: ≥ 2,000 releases/s \(verdict(figures.perSecond >= 2000)); key.release p99 ≤ 5 ms"
-            + " \(verdict(latencies.percentile(0.99) <= 5000))"
-    )
 }
-print(
+report(
     "keyd RSS: \(mebibytes(idle.rss)) idle, \(mebibytes(pipelined.rssAfter)) after \(pipelined.result.granted) releases,"
-        + " \(mebibytes(concurrent.rssAfter)) after \(total), \(mebibytes(after.rss)) after the in-process baseline;"
-        + " peak \(mebibytes(after.peak)); keyd stopped with status \(exitStatus)"
+        + " \(mebibytes(concurrent.rssAfter)) after \(pipelined.result.granted + concurrent.result.granted),"
+        + " \(mebibytes(after.rss)) after the in-process baseline; peak \(mebibytes(after.peak));"
+        + " keyd stopped with status \(exitStatus)"
 )
-print(
+report(
     "envelopes: \(opened) sampled envelopes opened with the client's boot key, binding and disk key"
         + " (HKDF of the imported KEK) checked"
 )
