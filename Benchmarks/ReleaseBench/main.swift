@@ -75,8 +75,16 @@ struct ModeFigures {
     var latencies: SortedSamples { SortedSamples(result.releaseLatencies) }
 }
 
-/// Stops the bench with `message` (keyd's log is left in the scratch directory for a look).
-func fail(_ message: String) -> Never {
+/// What the bench started: stopped by ``fail(_:)`` too, so that no keyd or swtpm outlives the bench.
+var started: (tpm: SoftwareTPM?, keyd: ServingKeyd?) = (nil, nil)
+
+/// Stops keyd and swtpm and the bench with `message` (keyd's log stays in the scratch directory).
+@MainActor func fail(_ message: String) -> Never {
+    _ = started.keyd?.stop()
+    if let tpm = started.tpm {
+        tpm.stop()
+        try? FileManager.default.removeItem(atPath: tpm.stateDirectory)
+    }
     print("release-bench: \(message)")
     exit(1)
 }
@@ -91,75 +99,13 @@ func mebibytes(_ kibibytes: Int) -> String { fixed(Double(kibibytes) / 1024, 1) 
 
 func milliseconds(_ microseconds: Double) -> String { fixed(microseconds / 1000, 2) + " ms" }
 
-let options = Options.parseOrExit()
-let seconds = options.duration.seconds(default: 60)
-var template = Array("/tmp/release-bench-XXXXXX".utf8CString)
-guard let made = mkdtemp(&template) else { fail("mkdtemp: errno \(errno)") }
-let directory = String(cString: made)
-report(
-    "release-bench: key releases through keyd's trustd socket (keyd \(options.keyd.path)); "
-        + "\(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs, load \(loadAverage())"
-)
-
-// MARK: What one group commit does: an fsync, then a TPM counter increment
-
-let tpm = try SoftwareTPM()
-let fsyncs = try CommitFloor.fsyncLatencies(directory: directory, count: 200)
-let counts = try CommitFloor.counterLatencies(tcti: tpm.tcti, count: 200)
-report(
-    "one audit commit's parts, timed before keyd starts: append+fsync of a 450-byte line in \(directory) p50 \(milliseconds(fsyncs.median))"
-        + " (p99 \(milliseconds(fsyncs.percentile(0.99)))); TPM NV counter increment on swtpm p50"
-        + " \(milliseconds(counts.median)) (p99 \(milliseconds(counts.percentile(0.99)))); one commit (both) ≈"
-        + " \(milliseconds(fsyncs.median + counts.median))"
-)
-
-// MARK: The serving keyd: operator key pinned, KEK imported, signed policy set
-
-let keyd = try ServingKeyd(binary: options.keyd.path, directory: directory, tcti: tpm.tcti)
-let startRSS = keyd.memory.rss
-let admin = try KeydConnection(path: keyd.adminSocket)
-let operatorKey = Curve25519.Signing.PrivateKey()
-let pinnedKey = OperatorKey(operatorKey.publicKey)
-_ = try admin.call(.operatorKeyPin(operatorKey: pinnedKey.encoded))
-let masterSecret = (0..<32).map { _ in UInt8.random(in: 0...255) }
-let salt = (0..<32).map { _ in UInt8.random(in: 0...255) }
-try masterSecret.withUnsafeBytes { secret in
-    try salt.withUnsafeBytes { salt in try admin.importKEK(masterSecret: secret, salt: salt) }
-}
-let nodes = try (0..<options.clients).map { try JoiningNode(index: $0) }
-let enforcedPCRs = [4, 8, 9, 11, 12, 13]
-let draft = try MeasurementPolicy(
-    version: 1,
-    measurements: Measurements(
-        Dictionary(
-            uniqueKeysWithValues: enforcedPCRs.map { ($0, Measurements.Expected(value: nodes[0].issuer.pcrs[$0]!)) }
-        )
-    ),
-    allowedAKDigests: Set(nodes.map(\.issuer.akDigest))
-)
-let signedPolicy = SignedPolicy(
-    policy: draft.json,
-    signature: Array(try operatorKey.signature(for: SignedPolicy.signedMessage(draft.json)))
-)
-_ = try admin.call(.policySet(signedPolicy: signedPolicy.encoded))
-// The policy exactly as keyd holds it: the signed bytes, verified and parsed.
-let policy = try signedPolicy.verified(by: pinnedKey, above: nil)
-admin.close()
-let ready = try keyd.status()
-guard ready.phase == .holdingKEK, ready.policyVersion == 1, ready.policyDigest == signedPolicy.digest else {
-    fail("keyd is not serving releases: phase \(ready.phase), policy version \(ready.policyVersion)")
-}
-let idle = keyd.memory
-report(
-    "keyd: RSS \(mebibytes(startRSS)) at start, \(mebibytes(idle.rss)) idle holding the KEK and the signed policy"
-        + " (version 1: PCRs \(enforcedPCRs.map(String.init).joined(separator: ",")) enforced, \(nodes.count) P-256 AKs allowed)"
-)
-
-// MARK: The two modes
-
 /// Runs one mode (`body` starts the budget's clock and returns what it measured and its seconds) with
 /// keyd's CPU, audit records and commits counted around it.
-@MainActor func mode(_ name: String, _ body: (ReleaseBudget) throws -> (ModeResult, Double)) throws -> ModeFigures {
+@MainActor func mode(
+    _ name: String,
+    on keyd: ServingKeyd,
+    _ body: (ReleaseBudget) throws -> (ModeResult, Double)
+) throws -> ModeFigures {
     let budget = ReleaseBudget(limit: options.releases, seconds: seconds)
     let recordsBefore = try keyd.status().auditRecords
     let tallyBefore = keyd.auditTally()
@@ -168,7 +114,7 @@ report(
     let (result, elapsed) = try body(budget)
     let keydScheduleAfter = keyd.schedule
     let benchCPUAfter = benchCPUSeconds()
-    if let failure = result.failure { fail("\(name): \(failure)") }
+    if let failure = result.failure { throw BenchFailure("\(name): \(failure)") }
     let recordsAfter = try keyd.status().auditRecords
     let tally = keyd.auditTally()
     return ModeFigures(
@@ -229,43 +175,6 @@ report(
     report("    keyd RSS after it: \(mebibytes(figures.rssAfter))")
 }
 
-let envelopeEvery = max(1, options.releases / 100)
-let pipelined = try mode("1 client pipelining, \(options.inFlight) requests in flight on one connection") { budget in
-    let client = try PipelinedClient(socket: keyd.trustdSocket, node: nodes[0], nodeIndex: 0)
-    let began = monotonicNanoseconds()
-    budget.start()
-    let sampling = Sampling(envelopeEvery: envelopeEvery, quotesPerClient: options.validationSample)
-    let result = client.run(inFlight: options.inFlight, budget: budget, sampling: sampling)
-    return (result, elapsedSeconds(from: began, to: monotonicNanoseconds()))
-}
-reportMode(1, pipelined)
-let concurrent = try mode("\(nodes.count) concurrent clients, one release at a time each") { budget in
-    let sampling = Sampling(
-        envelopeEvery: envelopeEvery,
-        quotesPerClient: max(1, options.validationSample / nodes.count)
-    )
-    return ConcurrentClients.run(socket: keyd.trustdSocket, nodes: nodes, budget: budget, sampling: sampling)
-}
-reportMode(2, concurrent)
-let modes = [pipelined, concurrent]
-
-// MARK: Proof of real releases: sampled envelopes opened with the clients' boot keys
-
-var opened = 0
-for sample in modes.flatMap(\.result.envelopes) {
-    if let problem = nodes[sample.node].problem(
-        envelope: sample.envelope,
-        challengeID: sample.challengeID,
-        masterSecret: masterSecret,
-        salt: salt
-    ) {
-        fail("an envelope from keyd \(problem)")
-    }
-    opened += 1
-}
-
-// MARK: In process, the same quotes and policy
-
 /// Runs `body` over `quotes` again and again for about `seconds`; per second.
 @MainActor func rate(_ quotes: [QuoteSample], seconds: Double, _ body: (QuoteSample) throws -> Void) rethrows -> Double
 {
@@ -278,53 +187,177 @@ for sample in modes.flatMap(\.result.envelopes) {
     return Double(count) / elapsedSeconds(from: began, to: monotonicNanoseconds())
 }
 
-let quotes = modes.flatMap(\.result.quotes)
-let kek = try KeyEncryptionKey(masterSecret: SecretBytes(copying: masterSecret), salt: SecretBytes(copying: salt))
-let bareValidation = try rate(quotes, seconds: 3) { quote in
-    guard case .granted = KeyRelease.decide(evidence: quote.evidence, claims: quote.claims, policy: policy, at: Date())
-    else { throw BenchFailure("a quote keyd granted is refused in process") }
-}
-let validationAndSeal = try rate(quotes, seconds: 3) { quote in
-    guard case .granted = KeyRelease.decide(evidence: quote.evidence, claims: quote.claims, policy: policy, at: Date())
-    else { throw BenchFailure("a quote keyd granted is refused in process") }
-    let binding = try EnvelopeBinding(
-        purpose: .join,
-        challengeID: [UInt8](repeating: 7, count: 16),
-        diskUUID: quote.claims.diskUUID,
-        role: .worker,
-        nodeName: quote.claims.nodeName
-    )
-    _ = try KeyEnvelope.seal(
-        kek.releasedKeys(for: quote.claims.diskUUID, includeKEK: false),
-        binding: binding,
-        to: quote.claims.bootPublicKey
-    )
-}
-let after = keyd.memory
-let exitStatus = keyd.stop()
-
-// MARK: Figures
-
+let options = Options.parseOrExit()
+let seconds = options.duration.seconds(default: 60)
+var template = Array("/tmp/release-bench-XXXXXX".utf8CString)
+guard let made = mkdtemp(&template) else { fail("mkdtemp: errno \(errno)") }
+let directory = String(cString: made)
 report(
-    "in process, one thread, the \(quotes.count) quotes sampled from both modes, the same policy:"
-        + " KeyRelease.decide \(fixed(bareValidation, 0))/s (\(fixed(1e6 / bareValidation, 0)) µs);"
-        + " decide + HKDF + HPKE seal \(fixed(validationAndSeal, 0))/s (\(fixed(1e6 / validationAndSeal, 0)) µs)"
+    "release-bench: key releases through keyd's trustd socket (keyd \(options.keyd.path)); "
+        + "\(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs, load \(loadAverage())"
 )
-for (index, figures) in modes.enumerated() {
+
+do {
+    // MARK: What one group commit does: an fsync, then a TPM counter increment
+
+    let tpm = try SoftwareTPM()
+    started.tpm = tpm
+    let fsyncs = try CommitFloor.fsyncLatencies(directory: directory, count: 200)
+    let counts = try CommitFloor.counterLatencies(tcti: tpm.tcti, count: 200)
     report(
-        "[\(index + 1)] beside the bare validation: \(fixed(figures.perSecond / bareValidation, 2))x its rate"
-            + " (\(fixed(bareValidation / figures.perSecond, 1))x the time per release)"
+        "one audit commit's parts, timed before keyd starts: append+fsync of a 450-byte line in \(directory) p50 \(milliseconds(fsyncs.median))"
+            + " (p99 \(milliseconds(fsyncs.percentile(0.99)))); TPM NV counter increment on swtpm p50"
+            + " \(milliseconds(counts.median)) (p99 \(milliseconds(counts.percentile(0.99)))); one commit (both) ≈"
+            + " \(milliseconds(fsyncs.median + counts.median))"
     )
+
+    // MARK: The serving keyd: operator key pinned, KEK imported, signed policy set
+
+    let keyd = try ServingKeyd(binary: options.keyd.path, directory: directory, tcti: tpm.tcti)
+    started.keyd = keyd
+    let startRSS = keyd.memory.rss
+    let admin = try KeydConnection(path: keyd.adminSocket)
+    let operatorKey = Curve25519.Signing.PrivateKey()
+    let pinnedKey = OperatorKey(operatorKey.publicKey)
+    _ = try admin.call(.operatorKeyPin(operatorKey: pinnedKey.encoded))
+    let masterSecret = (0..<32).map { _ in UInt8.random(in: 0...255) }
+    let salt = (0..<32).map { _ in UInt8.random(in: 0...255) }
+    try masterSecret.withUnsafeBytes { secret in
+        try salt.withUnsafeBytes { salt in try admin.importKEK(masterSecret: secret, salt: salt) }
+    }
+    let nodes = try (0..<options.clients).map { try JoiningNode(index: $0) }
+    let enforcedPCRs = [4, 8, 9, 11, 12, 13]
+    let draft = try MeasurementPolicy(
+        version: 1,
+        measurements: Measurements(
+            Dictionary(
+                uniqueKeysWithValues: enforcedPCRs.map { ($0, Measurements.Expected(value: nodes[0].issuer.pcrs[$0]!)) }
+            )
+        ),
+        allowedAKDigests: Set(nodes.map(\.issuer.akDigest))
+    )
+    let signedPolicy = SignedPolicy(
+        policy: draft.json,
+        signature: Array(try operatorKey.signature(for: SignedPolicy.signedMessage(draft.json)))
+    )
+    _ = try admin.call(.policySet(signedPolicy: signedPolicy.encoded))
+    // The policy exactly as keyd holds it: the signed bytes, verified and parsed.
+    let policy = try signedPolicy.verified(by: pinnedKey, above: nil)
+    admin.close()
+    let ready = try keyd.status()
+    guard ready.phase == .holdingKEK, ready.policyVersion == 1, ready.policyDigest == signedPolicy.digest else {
+        throw BenchFailure("keyd is not serving releases: phase \(ready.phase), policy version \(ready.policyVersion)")
+    }
+    let idle = keyd.memory
+    report(
+        "keyd: RSS \(mebibytes(startRSS)) at start, \(mebibytes(idle.rss)) idle holding the KEK and the signed policy"
+            + " (version 1: PCRs \(enforcedPCRs.map(String.init).joined(separator: ",")) enforced, \(nodes.count) P-256 AKs allowed)"
+    )
+
+    // MARK: The two modes
+
+    let envelopeEvery = max(1, options.releases / 100)
+    let pipelined = try mode("1 client pipelining, \(options.inFlight) requests in flight on one connection", on: keyd)
+    {
+        budget in
+        let client = try PipelinedClient(socket: keyd.trustdSocket, node: nodes[0], nodeIndex: 0)
+        let began = monotonicNanoseconds()
+        budget.start()
+        let sampling = Sampling(envelopeEvery: envelopeEvery, quotesPerClient: options.validationSample)
+        let result = client.run(inFlight: options.inFlight, budget: budget, sampling: sampling)
+        return (result, elapsedSeconds(from: began, to: monotonicNanoseconds()))
+    }
+    reportMode(1, pipelined)
+    let concurrent = try mode("\(nodes.count) concurrent clients, one release at a time each", on: keyd) { budget in
+        let sampling = Sampling(
+            envelopeEvery: envelopeEvery,
+            quotesPerClient: max(1, options.validationSample / nodes.count)
+        )
+        return ConcurrentClients.run(socket: keyd.trustdSocket, nodes: nodes, budget: budget, sampling: sampling)
+    }
+    reportMode(2, concurrent)
+    let modes = [pipelined, concurrent]
+
+    // MARK: Proof of real releases: sampled envelopes opened with the clients' boot keys
+
+    var opened = 0
+    for sample in modes.flatMap(\.result.envelopes) {
+        if let problem = nodes[sample.node].problem(
+            envelope: sample.envelope,
+            challengeID: sample.challengeID,
+            masterSecret: masterSecret,
+            salt: salt
+        ) {
+            throw BenchFailure("an envelope from keyd \(problem)")
+        }
+        opened += 1
+    }
+
+    // MARK: In process, the same quotes and policy
+
+    let quotes = modes.flatMap(\.result.quotes)
+    let kek = try KeyEncryptionKey(masterSecret: SecretBytes(copying: masterSecret), salt: SecretBytes(copying: salt))
+    let bareValidation = try rate(quotes, seconds: 3) { quote in
+        guard
+            case .granted = KeyRelease.decide(
+                evidence: quote.evidence,
+                claims: quote.claims,
+                policy: policy,
+                at: Date()
+            )
+        else { throw BenchFailure("a quote keyd granted is refused in process") }
+    }
+    let validationAndSeal = try rate(quotes, seconds: 3) { quote in
+        guard
+            case .granted = KeyRelease.decide(
+                evidence: quote.evidence,
+                claims: quote.claims,
+                policy: policy,
+                at: Date()
+            )
+        else { throw BenchFailure("a quote keyd granted is refused in process") }
+        let binding = try EnvelopeBinding(
+            purpose: .join,
+            challengeID: [UInt8](repeating: 7, count: 16),
+            diskUUID: quote.claims.diskUUID,
+            role: .worker,
+            nodeName: quote.claims.nodeName
+        )
+        _ = try KeyEnvelope.seal(
+            kek.releasedKeys(for: quote.claims.diskUUID, includeKEK: false),
+            binding: binding,
+            to: quote.claims.bootPublicKey
+        )
+    }
+    let after = keyd.memory
+    let exitStatus = keyd.stop()
+
+    // MARK: Figures
+
+    report(
+        "in process, one thread, the \(quotes.count) quotes sampled from both modes, the same policy:"
+            + " KeyRelease.decide \(fixed(bareValidation, 0))/s (\(fixed(1e6 / bareValidation, 0)) µs);"
+            + " decide + HKDF + HPKE seal \(fixed(validationAndSeal, 0))/s (\(fixed(1e6 / validationAndSeal, 0)) µs)"
+    )
+    for (index, figures) in modes.enumerated() {
+        report(
+            "[\(index + 1)] beside the bare validation: \(fixed(figures.perSecond / bareValidation, 2))x its rate"
+                + " (\(fixed(bareValidation / figures.perSecond, 1))x the time per release)"
+        )
+    }
+    report(
+        "keyd RSS: \(mebibytes(idle.rss)) idle, \(mebibytes(pipelined.rssAfter)) after \(pipelined.result.granted) releases,"
+            + " \(mebibytes(concurrent.rssAfter)) after \(pipelined.result.granted + concurrent.result.granted),"
+            + " \(mebibytes(after.rss)) after the in-process baseline; peak \(mebibytes(after.peak));"
+            + " keyd stopped with status \(exitStatus)"
+    )
+    report(
+        "envelopes: \(opened) sampled envelopes opened with the client's boot key, binding and disk key"
+            + " (HKDF of the imported KEK) checked"
+    )
+    tpm.stop()
+    try? FileManager.default.removeItem(atPath: tpm.stateDirectory)
+    try? FileManager.default.removeItem(atPath: directory)
+} catch {
+    fail("\(error)")
 }
-report(
-    "keyd RSS: \(mebibytes(idle.rss)) idle, \(mebibytes(pipelined.rssAfter)) after \(pipelined.result.granted) releases,"
-        + " \(mebibytes(concurrent.rssAfter)) after \(pipelined.result.granted + concurrent.result.granted),"
-        + " \(mebibytes(after.rss)) after the in-process baseline; peak \(mebibytes(after.peak));"
-        + " keyd stopped with status \(exitStatus)"
-)
-report(
-    "envelopes: \(opened) sampled envelopes opened with the client's boot key, binding and disk key"
-        + " (HKDF of the imported KEK) checked"
-)
-tpm.stop()
-try? FileManager.default.removeItem(atPath: directory)
