@@ -158,6 +158,16 @@ let package = Package(
             ],
             path: "Benchmarks/AuditBench"
         ),
+        // Key releases/s through keyd's trustd socket (one client pipelining, concurrent clients) beside the
+        // in-process validation of the same quotes; what one audit commit costs; keyd's RSS.
+        .executableTarget(
+            name: "release-bench",
+            dependencies: [
+                "AsterismTestSupport", "Attestation", "BenchSupport", "KeydClient", "KeydCore", "KeydPlatform",
+                "KeydProtocol", .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Benchmarks/ReleaseBench"
+        ),
         // Handshakes/s and server CPU per handshake, plain TLS beside aTLS variants.
         .executableTarget(
             name: "atls-bench",
