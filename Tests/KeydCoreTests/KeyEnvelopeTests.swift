@@ -257,6 +257,28 @@ import Testing
         #expect(opening?.message.contains("low-order") == true, "\(String(describing: opening))")
     }
 
+    /// The table lookup keyd uses when sealing and the X25519 probe it uses when opening agree: on every
+    /// listed point, with the ignored top bit set or not, and on 10,000 random encodings and real keys.
+    @Test func smallOrderTableAgreesWithTheProbe() throws {
+        var encodings =
+            Self.lowOrderPoints
+            + Self.lowOrderPoints.map { point in
+                var high = point
+                high[31] |= 0x80
+                return high
+            }
+        encodings += (0..<5000).map { _ in (0..<32).map { _ in UInt8.random(in: 0...255) } }
+        encodings += (0..<5000).map { _ in Array(Curve25519.KeyAgreement.PrivateKey().publicKey.rawRepresentation) }
+        var lowOrder = 0
+        for encoding in encodings {
+            let key = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: encoding)
+            let probed = EnvelopeHPKE.isLowOrder(key)
+            #expect(EnvelopeHPKE.isSmallOrderEncoding(encoding) == probed, "\(encoding)")
+            if probed { lowOrder += 1 }
+        }
+        #expect(lowOrder == 2 * Self.lowOrderPoints.count)
+    }
+
     /// The attack the low-order check stops: with the all-zero point as encapsulated key the DH output
     /// is zero for every boot key, so anyone (a compromised trustd) can run RFC 9180's key schedule and
     /// seal keys of their choosing to every keyd. swift-crypto's HPKE opens such an envelope; keyd does not.
