@@ -106,6 +106,8 @@ let package = Package(
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ]
         ),
+        // trustd's pure logic (configuration first); KeydCore's pure types, no I/O, no system library.
+        .target(name: "TrustdCore", dependencies: ["KeydCore", "KeydProtocol"]),
         // Generated protobuf and gRPC code (scripts/generate-protos); Constellation's schemas plus Asterism's fields.
         .target(
             name: "AsterismProto",
@@ -272,6 +274,7 @@ let package = Package(
                 .product(name: "NIOTLS", package: "swift-nio"),
             ]
         ),
+        .testTarget(name: "TrustdCoreTests", dependencies: ["TrustdCore", "KeydCore", "KeydProtocol"]),
         .testTarget(
             name: "AttestationTests",
             dependencies: [
