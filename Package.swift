@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "keyd", targets: ["keyd"]),
         .executable(name: "keydctl", targets: ["keydctl"]),
         .executable(name: "asterism", targets: ["asterism"]),
+        .executable(name: "trustd", targets: ["trustd"]),
         .library(name: "KeydClient", targets: ["KeydClient"]),
         // For the nested fuzz package Tests/KeydFuzz, which can depend only on products.
         .library(name: "KeydProtocol", targets: ["KeydProtocol"]),
@@ -29,6 +30,10 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.0"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.0"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
     ],
     targets: [
         // keyd's wire format: frames, requests, limits, status codes. Standard library only.
@@ -108,6 +113,29 @@ let package = Package(
         ),
         // trustd's pure logic (configuration first); KeydCore's pure types, no I/O, no system library.
         .target(name: "TrustdCore", dependencies: ["KeydCore", "KeydProtocol"]),
+        // trustd's services: JoinService, join client, VerificationService over aTLS gRPC; talks to keyd
+        // only through KeydClient.
+        .target(
+            name: "Trustd",
+            dependencies: [
+                "TrustdCore", "KeydClient", "KeydProtocol", "ATLS", "ATLSTransport", "Attestation", "AsterismProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+            ]
+        ),
+        .executableTarget(
+            name: "trustd",
+            dependencies: ["Trustd", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // Generated protobuf and gRPC code (scripts/generate-protos); Constellation's schemas plus Asterism's fields.
         .target(
             name: "AsterismProto",
@@ -264,8 +292,10 @@ let package = Package(
             resources: [.copy("Golden")]
         ),
         .testTarget(
-            name: "KeydIntegrationTests",
+            name: "IntegrationTests",
             dependencies: [
+                "Trustd", "TrustdCore", "AsterismProto", .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 "KeydClient", "KeydProtocol", "KeydCore", "KeydPlatform", "Attestation", "AsterismTestSupport", "ATLS",
                 "ATLSTransport",
                 "AsterismCLI",

@@ -52,11 +52,7 @@ public struct ATLSVerifier: Sendable {
     ) throws(ATLSError) -> ATLSPeerIdentity {
         let peer = try PeerCertificate(der: der)
         let certificate = peer.certificate
-        guard certificate.issuer == certificate.subject, peer.isSelfSigned else { throw .badSelfSignature }
-        guard time >= certificate.notValidBefore else {
-            throw .notYetValid(notBefore: certificate.notValidBefore, now: time)
-        }
-        guard time <= certificate.notValidAfter else { throw .expired(notAfter: certificate.notValidAfter, now: time) }
+        try peer.checkSelfSignedAndValid(at: time)
 
         var serverNonce: ATLSNonce?
         var chosen: (validator: any EvidenceValidator, document: ArraySlice<UInt8>)?

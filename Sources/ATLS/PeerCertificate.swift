@@ -52,6 +52,15 @@ struct PeerCertificate {
     /// Whether the certificate's signature over its TBSCertificate verifies with its own key.
     var isSelfSigned: Bool { certificate.publicKey.isValidSignature(certificate.signature, for: certificate) }
 
+    /// Throws unless the certificate is its own issuer, validly self-signed, and valid at `time`.
+    func checkSelfSignedAndValid(at time: Date) throws(ATLSError) {
+        guard certificate.issuer == certificate.subject, isSelfSigned else { throw .badSelfSignature }
+        guard time >= certificate.notValidBefore else {
+            throw .notYetValid(notBefore: certificate.notValidBefore, now: time)
+        }
+        guard time <= certificate.notValidAfter else { throw .expired(notAfter: certificate.notValidAfter, now: time) }
+    }
+
     /// ECDSA with SHA-256, -384 or -512 and their OIDs (RFC 5758: no parameters).
     private static let signatureAlgorithms: [(algorithm: Certificate.SignatureAlgorithm, oid: ASN1ObjectIdentifier)] = [
         (.ecdsaWithSHA256, [1, 2, 840, 10045, 4, 3, 2]), (.ecdsaWithSHA384, [1, 2, 840, 10045, 4, 3, 3]),

@@ -9,6 +9,7 @@ import Synchronization
 public final class ATLSConnection: Sendable {
     private struct State {
         var peer: ATLSPeerIdentity?
+        var claim: AttestedClaim?
         var failure: ATLSError?
         var serverNonce: ATLSNonce?
     }
@@ -16,12 +17,19 @@ public final class ATLSConnection: Sendable {
     /// The nonce this side sent the peer to attest to (the client's SNI nonce, or the server's nonce
     /// in mutual aTLS); nil on a one-way server.
     public let sentNonce: ATLSNonce?
+    /// The challenge the server nonce came from (a server with deferred client checks); nil otherwise.
+    public let challengeID: [UInt8]?
     private let state = Mutex(State())
 
-    init(sentNonce: ATLSNonce?) { self.sentNonce = sentNonce }
+    init(sentNonce: ATLSNonce?, challengeID: [UInt8]? = nil) {
+        self.sentNonce = sentNonce
+        self.challengeID = challengeID
+    }
 
     /// What the peer proved, once its certificate verified.
     public var peer: ATLSPeerIdentity? { state.withLock { $0.peer } }
+    /// What the client's certificate claims (a server with deferred client checks), once it parsed.
+    public var claim: AttestedClaim? { state.withLock { $0.claim } }
     /// Why the handshake was refused on this side, if it was.
     public var failure: ATLSError? { state.withLock { $0.failure } }
     /// The nonce the server asked this client to attest to (mutual aTLS, Swift server).
@@ -33,6 +41,8 @@ public final class ATLSConnection: Sendable {
             $0.serverNonce = peer.serverNonce
         }
     }
+
+    func recordClaim(_ claim: AttestedClaim) { state.withLock { $0.claim = claim } }
 
     func recordFailure(_ failure: ATLSError) { state.withLock { if $0.failure == nil { $0.failure = failure } } }
 }

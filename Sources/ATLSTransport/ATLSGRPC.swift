@@ -45,9 +45,7 @@ public struct ATLSListenerFactory: HTTP2ServerTransport.ListenerFactory {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in listenerConfigurator.configure(channel: channel) }
             .bind(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try server.addHandler(to: channel)
-                }.flatMap { _ in
+                server.prepare(channel).flatMap { _ in
                     connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: false))
                 }
             }

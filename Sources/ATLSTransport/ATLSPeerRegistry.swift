@@ -16,6 +16,9 @@ public final class ATLSPeerRegistry: Sendable {
         connections.withLock { $0[peer] }?.peer
     }
 
+    /// The connection from `peer` (its challenge and claim on a deferred-check server), or nil.
+    public func connection(forPeer peer: String) -> ATLSConnection? { connections.withLock { $0[peer] } }
+
     /// The number of connections registered.
     public var count: Int { connections.withLock { $0.count } }
 

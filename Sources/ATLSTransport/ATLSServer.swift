@@ -5,6 +5,42 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import Synchronization
+
+/// A server nonce and the challenge it stands for, from a source outside TLS (keyd's `challenge.issue`).
+public struct ATLSChallenge: Sendable {
+    /// The challenge's identifier at its source.
+    public let id: [UInt8]
+    /// The nonce the client attests to.
+    public let nonce: ATLSNonce
+
+    public init(id: [UInt8], nonce: ATLSNonce) {
+        self.id = id
+        self.nonce = nonce
+    }
+}
+
+/// Issues one challenge per connection of a server with deferred client checks. May block (a keyd round
+/// trip); the server calls it on its thread pool.
+public protocol ATLSChallengeSource: Sendable {
+    /// A fresh challenge.
+    func challenge() throws -> ATLSChallenge
+}
+
+/// Mutual aTLS whose client evidence is checked after the handshake, by the request's handler: the
+/// server nonce comes from `challenges`, and the client's certificate is only read as an
+/// ``AttestedClaim`` (parse, self-signature, validity, a document of one of `variants`).
+public struct ATLSDeferredClientCheck: Sendable {
+    /// Where each connection's server nonce comes from.
+    public var challenges: any ATLSChallengeSource
+    /// The document variants a client certificate may carry.
+    public var variants: [AttestationVariant]
+
+    public init(challenges: any ATLSChallengeSource, variants: [AttestationVariant]) {
+        self.challenges = challenges
+        self.variants = variants
+    }
+}
 
 /// The attesting server side of aTLS. For every connection it makes a TLS context of its own (so no
 /// session or ticket of another connection can resume, and a mutual server's nonce travels in that
@@ -19,20 +55,32 @@ public final class ATLSServer: Sendable {
         public var clientVerifier: ATLSVerifier?
         /// TLS versions and ALPN.
         public var tls: ATLSTLSSettings
+        /// Mutual aTLS with the client's evidence left to the request handler; takes precedence over
+        /// `clientVerifier`.
+        public var deferredClientCheck: ATLSDeferredClientCheck?
         /// A connection whose handshake (evidence included) has not completed by then is closed.
         public var handshakeTimeout: TimeAmount
+        /// Connections accepted beyond this many unfinished handshakes are closed at once.
+        public var maxHandshakesInProgress: Int
 
         public init(
             issuer: AttestedCertificateIssuer,
             clientVerifier: ATLSVerifier? = nil,
+            deferredClientCheck: ATLSDeferredClientCheck? = nil,
             tls: ATLSTLSSettings = ATLSTLSSettings(),
-            handshakeTimeout: TimeAmount = .seconds(10)
+            handshakeTimeout: TimeAmount = .seconds(10),
+            maxHandshakesInProgress: Int = 1024
         ) {
             self.issuer = issuer
             self.clientVerifier = clientVerifier
+            self.deferredClientCheck = deferredClientCheck
             self.tls = tls
             self.handshakeTimeout = handshakeTimeout
+            self.maxHandshakesInProgress = maxHandshakesInProgress
         }
+
+        /// Whether clients present certificates (verified or deferred).
+        var isMutual: Bool { clientVerifier != nil || deferredClientCheck != nil }
     }
 
     /// The configuration.
@@ -45,6 +93,11 @@ public final class ATLSServer: Sendable {
     let now: @Sendable () -> Date
     /// The certificate key in NIOSSL's form, parsed once while the issuer keeps its key.
     private let keyCache = NIOSSLKeyCache()
+    /// Handshakes accepted and not yet finished.
+    private let handshakes = HandshakeCounter()
+
+    /// The number of handshakes accepted and not yet finished (or closed).
+    public var handshakesInProgress: Int { handshakes.value.load(ordering: .relaxed) }
 
     public init(
         configuration: Configuration,
@@ -59,16 +112,48 @@ public final class ATLSServer: Sendable {
     }
 
     /// Adds the aTLS server handler in front of `channel`'s pipeline; call it from the channel
-    /// initializer, on the channel's event loop.
+    /// initializer, on the channel's event loop. A server with deferred client checks first gets the
+    /// connection's challenge on the thread pool, so use ``prepare(_:)`` there.
     @discardableResult
     public func addHandler(to channel: any Channel) throws -> ATLSConnection {
-        let (handler, connection) = try makeHandler(eventLoop: channel.eventLoop)
+        precondition(configuration.deferredClientCheck == nil, "a deferred-check server needs prepare(_:)")
+        return try install(on: channel, challenge: nil, slot: nil)
+    }
+
+    /// Adds the aTLS server handler to `channel` once the connection has its challenge (deferred client
+    /// checks) and a handshake slot; the future fails, and the connection is closed, when there is no
+    /// slot or no challenge. Call it from the channel initializer.
+    public func prepare(_ channel: any Channel) -> EventLoopFuture<ATLSConnection> {
+        let loop = channel.eventLoop
+        let slot = HandshakeSlot(handshakes)
+        guard slot.take(limit: configuration.maxHandshakesInProgress) else {
+            return loop.makeFailedFuture(ATLSServerRefusal.tooManyHandshakes)
+        }
+        channel.closeFuture.whenComplete { _ in slot.release() }
+        guard let deferred = configuration.deferredClientCheck else {
+            return loop.makeCompletedFuture { try install(on: channel, challenge: nil, slot: slot) }
+        }
+        let source = deferred.challenges
+        return threadPool.runIfActive(eventLoop: loop) { try source.challenge() }.flatMapThrowing { challenge in
+            try self.install(on: channel, challenge: challenge, slot: slot)
+        }
+    }
+
+    /// Adds the handlers for one connection.
+    private func install(
+        on channel: any Channel,
+        challenge: ATLSChallenge?,
+        slot: HandshakeSlot?
+    ) throws
+        -> ATLSConnection
+    {
+        let (handler, connection) = try makeHandler(eventLoop: channel.eventLoop, challenge: challenge)
         try channel.pipeline.syncOperations.addHandler(handler, position: .first)
         try channel.pipeline.syncOperations.addHandler(
-            HandshakeDeadline(timeout: configuration.handshakeTimeout, connection: connection),
+            HandshakeDeadline(timeout: configuration.handshakeTimeout, connection: connection, slot: slot),
             position: .after(handler)
         )
-        if configuration.clientVerifier != nil {
+        if configuration.isMutual {
             let address = ATLSPeerRegistry.key(for: channel.remoteAddress)
             let peers = self.peers
             peers.insert(address, connection: connection)
@@ -77,11 +162,17 @@ public final class ATLSServer: Sendable {
         return connection
     }
 
-    /// A NIOSSL server handler for one connection, and that connection's state.
-    public func makeHandler(eventLoop: any EventLoop) throws -> (NIOSSLServerHandler, ATLSConnection) {
+    /// A NIOSSL server handler for one connection, and that connection's state; a deferred-check server
+    /// takes the connection's `challenge`.
+    public func makeHandler(
+        eventLoop: any EventLoop,
+        challenge: ATLSChallenge? = nil
+    ) throws -> (NIOSSLServerHandler, ATLSConnection) {
         let mutual = configuration.clientVerifier
-        let serverNonce = mutual == nil ? nil : ATLSNonce.random()
-        let connection = ATLSConnection(sentNonce: serverNonce)
+        let deferred = configuration.deferredClientCheck
+        if deferred != nil, challenge == nil { throw ATLSError.invalidNonce("no challenge for the connection") }
+        let serverNonce = deferred != nil ? challenge?.nonce : mutual == nil ? nil : ATLSNonce.random()
+        let connection = ATLSConnection(sentNonce: serverNonce, challengeID: challenge?.id)
         var tls = configuration.tls.baseConfiguration()
         if let serverNonce {
             tls.certificateVerification = .noHostnameVerification
@@ -120,6 +211,19 @@ public final class ATLSServer: Sendable {
             }.cascade(to: promise)
         }
         let context = try NIOSSLContext(configuration: tls)
+        if let deferred {
+            let handler = NIOSSLServerHandler(context: context) { certificates, promise in
+                ATLSVerification.readClaim(
+                    variants: deferred.variants,
+                    certificates: certificates,
+                    connection: connection,
+                    pool: pool,
+                    now: now,
+                    promise: promise
+                )
+            }
+            return (handler, connection)
+        }
         guard let verifier = mutual, let serverNonce else {
             return (NIOSSLServerHandler(context: context), connection)
         }
@@ -144,11 +248,13 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     private let timeout: TimeAmount
     private let connection: ATLSConnection
+    private let slot: HandshakeSlot?
     private var deadline: Scheduled<Void>?
 
-    init(timeout: TimeAmount, connection: ATLSConnection) {
+    init(timeout: TimeAmount, connection: ATLSConnection, slot: HandshakeSlot? = nil) {
         self.timeout = timeout
         self.connection = connection
+        self.slot = slot
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -166,11 +272,46 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         context.fireUserInboundEventTriggered(event)  // before removal, which unlinks this context
         if case TLSUserEvent.handshakeCompleted = event {
+            slot?.release()
             deadline?.cancel()
             deadline = nil
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }
     }
+}
+
+/// Why a server closed a connection before any handshake.
+enum ATLSServerRefusal: Error {
+    /// `maxHandshakesInProgress` handshakes were already running.
+    case tooManyHandshakes
+}
+
+/// One connection's share of a server's handshake budget, given back once (handshake done or closed).
+final class HandshakeSlot: Sendable {
+    private let counter: HandshakeCounter
+    private let held = Atomic<Bool>(false)
+
+    init(_ counter: HandshakeCounter) { self.counter = counter }
+
+    /// Takes a slot when fewer than `limit` are taken.
+    func take(limit: Int) -> Bool {
+        guard counter.value.wrappingAdd(1, ordering: .relaxed).oldValue < limit else {
+            counter.value.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        held.store(true, ordering: .relaxed)
+        return true
+    }
+
+    /// Gives the slot back; later calls do nothing.
+    func release() {
+        if held.exchange(false, ordering: .relaxed) { counter.value.wrappingSubtract(1, ordering: .relaxed) }
+    }
+}
+
+/// A server's count of unfinished handshakes.
+final class HandshakeCounter: Sendable {
+    let value = Atomic<Int>(0)
 }
 
 /// Verifies a peer's certificate for NIOSSL's custom verification callback and completes its promise:
@@ -205,5 +346,31 @@ enum ATLSVerification {
         }
         guard let pool else { return promise.succeed(verify()) }
         pool.runIfActive(eventLoop: promise.futureResult.eventLoop, verify).cascade(to: promise)
+    }
+
+    /// Reads a client's ``AttestedClaim`` on `pool` for a server with deferred client checks: the
+    /// handshake goes on when the certificate parses, is validly self-signed and carries a document.
+    static func readClaim(
+        variants: [AttestationVariant],
+        certificates: [NIOSSLCertificate],
+        connection: ATLSConnection,
+        pool: NIOThreadPool,
+        now: @escaping @Sendable () -> Date,
+        promise: EventLoopPromise<NIOSSLVerificationResult>
+    ) {
+        guard let leaf = certificates.first, let der = try? leaf.toDERBytes() else {
+            connection.recordFailure(.noPeerCertificate)
+            promise.succeed(.failed)
+            return
+        }
+        pool.runIfActive(eventLoop: promise.futureResult.eventLoop) { () -> NIOSSLVerificationResult in
+            do throws(ATLSError) {
+                connection.recordClaim(try AttestedClaim(certificateDER: der, variants: variants, at: now()))
+                return .certificateVerified
+            } catch {
+                connection.recordFailure(error)
+                return .failed
+            }
+        }.cascade(to: promise)
     }
 }

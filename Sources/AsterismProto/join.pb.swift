@@ -100,6 +100,10 @@ public nonisolated struct Join_IssueJoinTicketRequest: Sendable {
   /// Asterism: how the attestation binds the aTLS certificate key and boot_public_key.
   public var evidenceBinding: Join_EvidenceBinding = .constellation
 
+  /// Asterism: the node's Kubernetes name (a DNS-1123 subdomain), bound into its join evidence; a
+  /// certificate_request, when sent, must be for exactly this name.
+  public var nodeName: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -181,6 +185,12 @@ public nonisolated struct Join_IssueRejoinTicketRequest: Sendable {
   /// Asterism: as IssueJoinTicketRequest.evidence_binding.
   public var evidenceBinding: Join_EvidenceBinding = .constellation
 
+  /// Asterism: the name the node joined with, bound into its evidence as at join.
+  public var nodeName: String = String()
+
+  /// Asterism: the role the node joined with, bound into its evidence as at join.
+  public var isControlPlane: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -216,7 +226,7 @@ nonisolated extension Join_EvidenceBinding: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Join_IssueJoinTicketRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".IssueJoinTicketRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}disk_uuid\0\u{3}certificate_request\0\u{3}is_control_plane\0\u{3}host_public_key\0\u{3}host_certificate_principals\0\u{4}c\u{f}boot_public_key\0\u{3}evidence_binding\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}disk_uuid\0\u{3}certificate_request\0\u{3}is_control_plane\0\u{3}host_public_key\0\u{3}host_certificate_principals\0\u{4}c\u{f}boot_public_key\0\u{3}evidence_binding\0\u{3}node_name\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -231,6 +241,7 @@ nonisolated extension Join_IssueJoinTicketRequest: SwiftProtobuf.Message, SwiftP
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.hostCertificatePrincipals) }()
       case 1000: try { try decoder.decodeSingularBytesField(value: &self.bootPublicKey) }()
       case 1001: try { try decoder.decodeSingularEnumField(value: &self.evidenceBinding) }()
+      case 1002: try { try decoder.decodeSingularStringField(value: &self.nodeName) }()
       default: break
       }
     }
@@ -258,6 +269,9 @@ nonisolated extension Join_IssueJoinTicketRequest: SwiftProtobuf.Message, SwiftP
     if self.evidenceBinding != .constellation {
       try visitor.visitSingularEnumField(value: self.evidenceBinding, fieldNumber: 1001)
     }
+    if !self.nodeName.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeName, fieldNumber: 1002)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -269,6 +283,7 @@ nonisolated extension Join_IssueJoinTicketRequest: SwiftProtobuf.Message, SwiftP
     if lhs.hostCertificatePrincipals != rhs.hostCertificatePrincipals {return false}
     if lhs.bootPublicKey != rhs.bootPublicKey {return false}
     if lhs.evidenceBinding != rhs.evidenceBinding {return false}
+    if lhs.nodeName != rhs.nodeName {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -401,7 +416,7 @@ nonisolated extension Join_IssueJoinTicketResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Join_IssueRejoinTicketRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".IssueRejoinTicketRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}disk_uuid\0\u{4}g\u{f}boot_public_key\0\u{3}evidence_binding\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}disk_uuid\0\u{4}g\u{f}boot_public_key\0\u{3}evidence_binding\0\u{3}node_name\0\u{3}is_control_plane\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -412,6 +427,8 @@ nonisolated extension Join_IssueRejoinTicketRequest: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularStringField(value: &self.diskUuid) }()
       case 1000: try { try decoder.decodeSingularBytesField(value: &self.bootPublicKey) }()
       case 1001: try { try decoder.decodeSingularEnumField(value: &self.evidenceBinding) }()
+      case 1002: try { try decoder.decodeSingularStringField(value: &self.nodeName) }()
+      case 1003: try { try decoder.decodeSingularBoolField(value: &self.isControlPlane) }()
       default: break
       }
     }
@@ -427,6 +444,12 @@ nonisolated extension Join_IssueRejoinTicketRequest: SwiftProtobuf.Message, Swif
     if self.evidenceBinding != .constellation {
       try visitor.visitSingularEnumField(value: self.evidenceBinding, fieldNumber: 1001)
     }
+    if !self.nodeName.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeName, fieldNumber: 1002)
+    }
+    if self.isControlPlane != false {
+      try visitor.visitSingularBoolField(value: self.isControlPlane, fieldNumber: 1003)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -434,6 +457,8 @@ nonisolated extension Join_IssueRejoinTicketRequest: SwiftProtobuf.Message, Swif
     if lhs.diskUuid != rhs.diskUuid {return false}
     if lhs.bootPublicKey != rhs.bootPublicKey {return false}
     if lhs.evidenceBinding != rhs.evidenceBinding {return false}
+    if lhs.nodeName != rhs.nodeName {return false}
+    if lhs.isControlPlane != rhs.isControlPlane {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

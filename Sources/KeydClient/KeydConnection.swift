@@ -166,6 +166,40 @@ public final class KeydConnection {
         }
     }
 
+    /// Sends `request` and decodes the payload of an `ok` answer with `read`; any other status throws.
+    public func request<T>(
+        _ request: Request,
+        _ read: (inout WireReader) throws(ProtocolError) -> T
+    ) throws(KeydClientError) -> T {
+        try decode(try roundTrip(request), request.kind, read)
+    }
+
+    /// `challenge.issue`: a single-use challenge for `purpose`.
+    public func challenge(_ purpose: ChallengePurpose) throws(KeydClientError) -> ChallengeAnswer {
+        try request(.challengeIssue(purpose), ChallengeAnswer.read)
+    }
+
+    /// `joinEvidence.issue`: this node's join evidence for a serving node's challenge.
+    public func joinEvidence(_ evidence: JoinEvidenceRequest) throws(KeydClientError) -> JoinEvidenceAnswer {
+        try request(.joinEvidenceIssue(evidence), JoinEvidenceAnswer.read)
+    }
+
+    /// `key.release`: the joining node's keys, sealed to its boot key, when keyd grants the release.
+    public func releaseKeys(_ release: KeyReleaseRequest) throws(KeydClientError) -> KeyReleaseAnswer {
+        try request(.keyRelease(release), KeyReleaseAnswer.read)
+    }
+
+    /// `envelope.accept`: hands a key envelope to keyd, which opens it and unlocks the state disk.
+    public func acceptEnvelope(
+        _ purpose: EnvelopePurpose,
+        envelope: [UInt8]
+    ) throws(KeydClientError) -> EnvelopeAcceptAnswer {
+        try request(.envelopeAccept(purpose, envelope: envelope), EnvelopeAcceptAnswer.read)
+    }
+
+    /// `bootKey.get`: keyd's X25519 boot public key.
+    public func bootKey() throws(KeydClientError) -> BootKeyAnswer { try request(.bootKeyGet, BootKeyAnswer.read) }
+
     /// `status`: keyd's phase, counters and audit head.
     public func status() throws(KeydClientError) -> StatusAnswer {
         try decode(try roundTrip(.status), .status, StatusAnswer.read)
