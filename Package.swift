@@ -118,7 +118,8 @@ let package = Package(
         .target(
             name: "Trustd",
             dependencies: [
-                "TrustdCore", "KeydClient", "KeydProtocol", "ATLS", "ATLSTransport", "Attestation", "AsterismProto",
+                "TrustdCore", "KeydClient", "KeydProtocol", "KeydCore", "ATLS", "ATLSTransport", "Attestation",
+                "AsterismProto",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

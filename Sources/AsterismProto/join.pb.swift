@@ -160,6 +160,10 @@ public nonisolated struct Join_IssueJoinTicketResponse: Sendable {
 
   public var hostCertificate: Data = Data()
 
+  /// Asterism: kubeadm's certificate key for a control plane's `kubeadm join --control-plane`
+  /// (64 hex digits); empty for workers.
+  public var certificateKey: String = String()
+
   /// Asterism: HPKE ciphertext that the JoinService's keyd made (key.release), sealed to the
   /// request's boot_public_key, holding the state-disk key and the measurement secret; the joining
   /// node's trustd hands it unopened to its keyd (envelope.accept, purpose join). trustd on either
@@ -326,7 +330,7 @@ nonisolated extension Join_control_plane_cert_or_key: SwiftProtobuf.Message, Swi
 
 nonisolated extension Join_IssueJoinTicketResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".IssueJoinTicketResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}state_disk_key\0\u{3}measurement_salt\0\u{3}measurement_secret\0\u{3}kubelet_cert\0\u{3}api_server_endpoint\0\u{1}token\0\u{3}discovery_token_ca_cert_hash\0\u{3}control_plane_files\0\u{3}kubernetes_version\0\u{3}kubernetes_components\0\u{3}authorized_ca_public_key\0\u{3}host_certificate\0\u{4}\\\u{f}sealed_keys\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}state_disk_key\0\u{3}measurement_salt\0\u{3}measurement_secret\0\u{3}kubelet_cert\0\u{3}api_server_endpoint\0\u{1}token\0\u{3}discovery_token_ca_cert_hash\0\u{3}control_plane_files\0\u{3}kubernetes_version\0\u{3}kubernetes_components\0\u{3}authorized_ca_public_key\0\u{3}host_certificate\0\u{4}\\\u{f}sealed_keys\0\u{3}certificate_key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -347,6 +351,7 @@ nonisolated extension Join_IssueJoinTicketResponse: SwiftProtobuf.Message, Swift
       case 11: try { try decoder.decodeSingularBytesField(value: &self.authorizedCaPublicKey) }()
       case 12: try { try decoder.decodeSingularBytesField(value: &self.hostCertificate) }()
       case 1000: try { try decoder.decodeSingularBytesField(value: &self.sealedKeys) }()
+      case 1001: try { try decoder.decodeSingularStringField(value: &self.certificateKey) }()
       default: break
       }
     }
@@ -392,6 +397,9 @@ nonisolated extension Join_IssueJoinTicketResponse: SwiftProtobuf.Message, Swift
     if !self.sealedKeys.isEmpty {
       try visitor.visitSingularBytesField(value: self.sealedKeys, fieldNumber: 1000)
     }
+    if !self.certificateKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.certificateKey, fieldNumber: 1001)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -408,6 +416,7 @@ nonisolated extension Join_IssueJoinTicketResponse: SwiftProtobuf.Message, Swift
     if lhs.kubernetesComponents != rhs.kubernetesComponents {return false}
     if lhs.authorizedCaPublicKey != rhs.authorizedCaPublicKey {return false}
     if lhs.hostCertificate != rhs.hostCertificate {return false}
+    if lhs.certificateKey != rhs.certificateKey {return false}
     if lhs.sealedKeys != rhs.sealedKeys {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

@@ -1,0 +1,224 @@
+import ATLS
+import ATLSTransport
+import AsterismProto
+import Attestation
+import Crypto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import KeydClient
+import KeydCore
+import KeydProtocol
+import Logging
+import NIOPosix
+import Testing
+import Trustd
+import TrustdCore
+
+/// Fixed join material (a control plane's Kubernetes API is a seam this machine cannot run; the
+/// bootstrap-token client has its own tests against a fake API server).
+struct FixedJoinMaterial: JoinMaterialSource {
+    func material(nodeName: String, role: NodeRole) async throws -> JoinMaterial {
+        JoinMaterial(
+            apiServerEndpoint: "10.0.0.1:6443",
+            token: "abcdef.0123456789abcdef",
+            discoveryTokenCACertHash: "sha256:" + String(repeating: "ab", count: 32),
+            certificateKey: role == .controlPlane ? String(repeating: "cd", count: 32) : "",
+            kubernetesVersion: "v1.31.2"
+        )
+    }
+}
+
+/// A serving node (keyd on swtpm holding the cluster's KEK and the operator's policy) with trustd's
+/// JoinService in process over real aTLS gRPC on loopback, and the joining side's pieces.
+final class JoinScene {
+    let secret = ClusterSecret(measurementSalt: nil)
+    let operatorKey = Operator()
+    let server: ReleaseNode
+    let joiner: ReleaseNode
+    let pool: NIOThreadPool
+    let outputDirectory: String
+    let serverAK: [UInt8]
+
+    init() throws {
+        server = try ReleaseNode()
+        joiner = try ReleaseNode()
+        try joiner.formatStateDisk()
+        let facts = try joiner.tpmFacts()
+        serverAK = try server.tpmFacts().akDigest
+        let admin = try server.admin()
+        _ = try admin.call(.operatorKeyPin(operatorKey: operatorKey.key.encoded))
+        try secret.importKEK(admin)
+        let policy = try MeasurementPolicy(
+            version: 1,
+            measurements: facts.measurements(0...7),
+            allowedAKDigests: [facts.akDigest]
+        )
+        _ = try server.admin().call(.policySet(signedPolicy: try operatorKey.sign(policy)))
+        pool = NIOThreadPool(numberOfThreads: 4)
+        pool.start()
+        var template = Array("/tmp/trustd-join-XXXXXX".utf8CString)
+        outputDirectory = String(cString: mkdtemp(&template)!)
+    }
+
+    deinit {
+        try? pool.syncShutdownGracefully()
+        try? FileManager.default.removeItem(atPath: outputDirectory)
+    }
+
+    /// The joining side's check of the JoinService: exactly the serving node's AK.
+    var serviceVerifier: ATLSVerifier {
+        ATLSVerifier(validators: [
+            NativeTPMDocumentValidator(policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [serverAK])))
+        ])
+    }
+
+    /// Runs `body` with the JoinService listening on a loopback port.
+    func withJoinService(_ body: (Int) async throws -> Void) async throws {
+        let socket = server.keyd.socketPath
+        let atls = ATLSServer(
+            configuration: .init(
+                issuer: AttestedCertificateIssuer(
+                    evidence: KeydEvidenceIssuer(socketPath: socket, format: .native),
+                    keyMode: .cached
+                ),
+                deferredClientCheck: ATLSDeferredClientCheck(
+                    challenges: KeydChallengeSource(socketPath: socket),
+                    variants: [.asterismTPM]
+                )
+            ),
+            threadPool: pool
+        )
+        let gateway = KeydGateway(socketPath: socket, maxConnections: 4)
+        let service = JoinService(
+            keyd: gateway,
+            peers: atls.peers,
+            material: FixedJoinMaterial(),
+            logger: Logger(label: "test.joinservice")
+        )
+        let transport = atls.grpcTransport(host: "127.0.0.1", port: 0)
+        try await withGRPCServer(transport: transport, services: [service]) { _ in
+            let port = try #require(await transport.listeningAddress?.ipv4).port
+            try await body(port)
+        }
+        await gateway.shutdown()
+    }
+
+    /// A join client of the joining node for `endpoints`.
+    func client(
+        _ endpoints: [HostPort],
+        verifier: ATLSVerifier? = nil,
+        maxAttempts: Int? = 3,
+        deadline: Duration = .seconds(120)
+    ) -> JoinClient {
+        JoinClient(
+            configuration: .init(
+                endpoints: endpoints,
+                role: .worker,
+                nodeName: "worker-1",
+                serviceVerifier: verifier ?? serviceVerifier,
+                callTimeout: .seconds(30),
+                deadline: deadline,
+                backoff: JoinBackoff(initialMilliseconds: 10, maximumMilliseconds: 50),
+                maxAttempts: maxAttempts,
+                outputDirectory: outputDirectory
+            ),
+            keydSocketPath: joiner.keyd.socketPath,
+            threadPool: pool,
+            logger: Logger(label: "test.joinclient")
+        )
+    }
+
+    /// The output directory's file names.
+    var writtenFiles: [String] { (try? FileManager.default.contentsOfDirectory(atPath: outputDirectory)) ?? [] }
+}
+
+@Suite(.serialized, .needsSwtpm, .needsRoot) struct TrustdJoinTests {
+    @Test("a node joins through trustd's JoinService, then rejoins after its keyd restarts")
+    func joinAndRejoin() async throws {
+        let scene = try JoinScene()
+        try await scene.withJoinService { port in
+            let endpoint = try HostPort.parse("127.0.0.1:\(port)", allowingNames: false).get()
+            let outcome = try await scene.client([endpoint]).join()
+            #expect(outcome.accepted.diskOpened)
+            #expect(outcome.accepted.clusterID == scene.secret.clusterID)
+            let uuid = try scene.joiner.diskUUID()
+            // Checked independently of keyd: the disk opens with HKDF(master, salt, "key-" + uuid), and
+            // tpm2_pcrread shows PCR 15 marked with the cluster ID.
+            #expect(try scene.joiner.diskOpens(with: scene.secret.diskKey(uuid: uuid)))
+            #expect(try scene.joiner.pcrFromTools(15) == scene.secret.markedPCR15)
+            let material = try JoinFiles(directory: scene.outputDirectory).readMaterial()
+            #expect(material.token == "abcdef.0123456789abcdef" && material.nodeName == "worker-1")
+            #expect(material.certificateKey == nil && !material.controlPlane)
+            var info = stat()
+            #expect(stat(scene.outputDirectory + "/" + JoinFiles.joinMaterial, &info) == 0)
+            #expect(info.st_mode & 0o777 == 0o600, "the token's file is private")
+
+            // The joining keyd restarts (a new boot key, no disk key in memory): it rejoins.
+            scene.joiner.stopKeyd()
+            try scene.joiner.start()
+            let rejoined = try await scene.client([endpoint]).rejoin()
+            #expect(rejoined.accepted.diskOpened)
+            #expect(rejoined.accepted.clusterID == scene.secret.clusterID)
+            #expect(try scene.joiner.pcrFromTools(15) == scene.secret.markedPCR15, "PCR 15 is marked once")
+
+            // No key byte in any audit record of either keyd.
+            let secrets = scene.secret.secrets(diskUUIDs: [uuid])
+            for node in [scene.server, scene.joiner] {
+                #expect(leakedSecret(in: Array(try node.auditRecords().joined().utf8), secrets) == nil)
+            }
+        }
+    }
+
+    @Test("an impostor JoinService (an AK the node does not trust) gets nothing; no files are written")
+    func impostorServiceIsRefused() async throws {
+        let scene = try JoinScene()
+        try await scene.withJoinService { port in
+            let endpoint = try HostPort.parse("127.0.0.1:\(port)", allowingNames: false).get()
+            let untrusting = ATLSVerifier(validators: [
+                NativeTPMDocumentValidator(
+                    policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [[UInt8](repeating: 7, count: 32)]))
+                )
+            ])
+            await #expect(throws: JoinClientError.self) {
+                try await scene.client([endpoint], verifier: untrusting, maxAttempts: 2).join()
+            }
+            #expect(scene.writtenFiles.isEmpty)
+            // The node's disk stayed shut: nothing reached its keyd's envelope.accept.
+            let accepts = try scene.joiner.auditRecords().filter { $0.contains("\"event\":\"envelope.accept\"") }
+            #expect(accepts.isEmpty, "\(accepts)")
+        }
+    }
+
+    @Test("a JoinService that is down: bounded attempts, a clear error, no files")
+    func serviceDown() async throws {
+        let scene = try JoinScene()
+        // A port nobody listens on: bind one, note it, close it.
+        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, length) }
+        }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &length) }
+        }
+        close(probe)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let endpoint = try HostPort.parse("127.0.0.1:\(port)", allowingNames: false).get()
+        do throws(JoinClientError) {
+            _ = try await scene.client([endpoint], maxAttempts: 3).join()
+            Issue.record("joined a service that is down")
+        } catch {
+            guard case .gaveUp(let attempts, let last) = error else {
+                Issue.record("unexpected error \(error)")
+                return
+            }
+            #expect(attempts == 3)
+            #expect(last.contains("127.0.0.1:\(port)"), "\(last)")
+        }
+        #expect(scene.writtenFiles.isEmpty)
+    }
+}
