@@ -28,6 +28,16 @@ public final class ATLSPeerRegistry: Sendable {
         connections.withLock { if $0[key] === connection { $0[key] = nil } }
     }
 
+    /// A peer's address without its port (`127.0.0.1`, `::1`), the unit of per-source limits.
+    public static func sourceAddress(of address: SocketAddress?) -> String {
+        switch address {
+        case .v4(let v4)?: v4.host
+        case .v6(let v6)?: v6.host
+        case .unixDomainSocket?: "unix"
+        case nil: "unknown"
+        }
+    }
+
     /// gRPC's spelling of a peer address.
     static func key(for address: SocketAddress?) -> String {
         switch address {

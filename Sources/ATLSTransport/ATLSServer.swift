@@ -62,6 +62,9 @@ public final class ATLSServer: Sendable {
         public var handshakeTimeout: TimeAmount
         /// Connections accepted beyond this many unfinished handshakes are closed at once.
         public var maxHandshakesInProgress: Int
+        /// Connections from one source address beyond this many unfinished handshakes are closed at once,
+        /// so one source cannot take the whole budget.
+        public var maxHandshakesPerSource: Int
 
         public init(
             issuer: AttestedCertificateIssuer,
@@ -69,7 +72,8 @@ public final class ATLSServer: Sendable {
             deferredClientCheck: ATLSDeferredClientCheck? = nil,
             tls: ATLSTLSSettings = ATLSTLSSettings(),
             handshakeTimeout: TimeAmount = .seconds(10),
-            maxHandshakesInProgress: Int = 1024
+            maxHandshakesInProgress: Int = 1024,
+            maxHandshakesPerSource: Int = 64
         ) {
             self.issuer = issuer
             self.clientVerifier = clientVerifier
@@ -77,6 +81,7 @@ public final class ATLSServer: Sendable {
             self.tls = tls
             self.handshakeTimeout = handshakeTimeout
             self.maxHandshakesInProgress = maxHandshakesInProgress
+            self.maxHandshakesPerSource = maxHandshakesPerSource
         }
 
         /// Whether clients present certificates (verified or deferred).
@@ -125,16 +130,18 @@ public final class ATLSServer: Sendable {
     /// slot or no challenge. Call it from the channel initializer.
     public func prepare(_ channel: any Channel) -> EventLoopFuture<ATLSConnection> {
         let loop = channel.eventLoop
-        let slot = HandshakeSlot(handshakes)
-        guard slot.take(limit: configuration.maxHandshakesInProgress) else {
+        let source = ATLSPeerRegistry.sourceAddress(of: channel.remoteAddress)
+        let slot = HandshakeSlot(handshakes, source: source)
+        guard slot.take(limit: configuration.maxHandshakesInProgress, perSource: configuration.maxHandshakesPerSource)
+        else {
             return loop.makeFailedFuture(ATLSServerRefusal.tooManyHandshakes)
         }
         channel.closeFuture.whenComplete { _ in slot.release() }
         guard let deferred = configuration.deferredClientCheck else {
             return loop.makeCompletedFuture { try install(on: channel, challenge: nil, slot: slot) }
         }
-        let source = deferred.challenges
-        return threadPool.runIfActive(eventLoop: loop) { try source.challenge() }.flatMapThrowing { challenge in
+        let challenges = deferred.challenges
+        return threadPool.runIfActive(eventLoop: loop) { try challenges.challenge() }.flatMapThrowing { challenge in
             try self.install(on: channel, challenge: challenge, slot: slot)
         }
     }
@@ -289,29 +296,43 @@ enum ATLSServerRefusal: Error {
 /// One connection's share of a server's handshake budget, given back once (handshake done or closed).
 final class HandshakeSlot: Sendable {
     private let counter: HandshakeCounter
+    private let source: String
     private let held = Atomic<Bool>(false)
 
-    init(_ counter: HandshakeCounter) { self.counter = counter }
+    init(_ counter: HandshakeCounter, source: String) {
+        self.counter = counter
+        self.source = source
+    }
 
-    /// Takes a slot when fewer than `limit` are taken.
-    func take(limit: Int) -> Bool {
-        guard counter.value.wrappingAdd(1, ordering: .relaxed).oldValue < limit else {
-            counter.value.wrappingSubtract(1, ordering: .relaxed)
-            return false
+    /// Takes a slot when fewer than `limit` are taken in all and fewer than `perSource` by this source.
+    func take(limit: Int, perSource: Int) -> Bool {
+        let taken = counter.bySource.withLock { bySource -> Bool in
+            guard counter.value.load(ordering: .relaxed) < limit, bySource[source, default: 0] < perSource else {
+                return false
+            }
+            bySource[source, default: 0] += 1
+            counter.value.wrappingAdd(1, ordering: .relaxed)
+            return true
         }
-        held.store(true, ordering: .relaxed)
-        return true
+        if taken { held.store(true, ordering: .relaxed) }
+        return taken
     }
 
     /// Gives the slot back; later calls do nothing.
     func release() {
-        if held.exchange(false, ordering: .relaxed) { counter.value.wrappingSubtract(1, ordering: .relaxed) }
+        guard held.exchange(false, ordering: .relaxed) else { return }
+        counter.bySource.withLock { bySource in
+            let left = bySource[source, default: 1] - 1
+            bySource[source] = left > 0 ? left : nil
+            counter.value.wrappingSubtract(1, ordering: .relaxed)
+        }
     }
 }
 
-/// A server's count of unfinished handshakes.
+/// A server's count of unfinished handshakes, in all and by source address (only sources with one).
 final class HandshakeCounter: Sendable {
     let value = Atomic<Int>(0)
+    let bySource = Mutex<[String: Int]>([:])
 }
 
 /// Verifies a peer's certificate for NIOSSL's custom verification callback and completes its promise:

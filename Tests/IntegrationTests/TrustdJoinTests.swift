@@ -75,6 +75,11 @@ final class JoinScene {
 
     /// Runs `body` with the JoinService listening on a loopback port.
     func withJoinService(_ body: (Int) async throws -> Void) async throws {
+        try await withJoinService { port, _ in try await body(port) }
+    }
+
+    /// Runs `body` with the JoinService listening on a loopback port, and its aTLS server.
+    func withJoinService(_ body: (Int, ATLSServer) async throws -> Void) async throws {
         let socket = server.keyd.socketPath
         let atls = ATLSServer(
             configuration: .init(
@@ -99,7 +104,7 @@ final class JoinScene {
         let transport = atls.grpcTransport(host: "127.0.0.1", port: 0)
         try await withGRPCServer(transport: transport, services: [service]) { _ in
             let port = try #require(await transport.listeningAddress?.ipv4).port
-            try await body(port)
+            try await body(port, atls)
         }
         await gateway.shutdown()
     }
@@ -220,5 +225,43 @@ final class JoinScene {
             #expect(last.contains("127.0.0.1:\(port)"), "\(last)")
         }
         #expect(scene.writtenFiles.isEmpty)
+    }
+
+    @Test(
+        "1,000 connections that never finish the handshake: refused beyond the per-source cap; a good node still joins"
+    )
+    func neverFinishingHandshakes() async throws {
+        let scene = try JoinScene()
+        raiseOpenFileLimit()
+        try await scene.withJoinService { port, atls in
+            // 1,000 connections from 127.0.0.2 (another source on loopback) that send nothing.
+            var hogs: [Int32] = []
+            defer { for fd in hogs { close(fd) } }
+            for _ in 0..<1_000 {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                var local = sockaddr_in()
+                local.sin_family = sa_family_t(AF_INET)
+                local.sin_addr.s_addr = inet_addr("127.0.0.2")
+                var remote = sockaddr_in()
+                remote.sin_family = sa_family_t(AF_INET)
+                remote.sin_addr.s_addr = inet_addr("127.0.0.1")
+                remote.sin_port = UInt16(port).bigEndian
+                let length = socklen_t(MemoryLayout<sockaddr_in>.size)
+                let bound = withUnsafePointer(to: &local) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+                }
+                let connected = withUnsafePointer(to: &remote) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
+                }
+                try #require(bound == 0 && connected == 0, "connect: errno \(errno)")
+                hogs.append(fd)
+            }
+            let endpoint = try HostPort.parse("127.0.0.1:\(port)", allowingNames: false).get()
+            let outcome = try await scene.client([endpoint]).join()
+            #expect(outcome.accepted.diskOpened)
+            // The hogs (accepted before the good connection) hold the source's share and no more.
+            let held = atls.handshakesInProgress
+            #expect((1...64).contains(held), "\(held) handshakes in progress")
+        }
     }
 }
