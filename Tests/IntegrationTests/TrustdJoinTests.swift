@@ -75,11 +75,11 @@ final class JoinScene {
 
     /// Runs `body` with the JoinService listening on a loopback port.
     func withJoinService(_ body: (Int) async throws -> Void) async throws {
-        try await withJoinService { port, _ in try await body(port) }
+        try await withJoinServiceAndServer { port, _ in try await body(port) }
     }
 
     /// Runs `body` with the JoinService listening on a loopback port, and its aTLS server.
-    func withJoinService(_ body: (Int, ATLSServer) async throws -> Void) async throws {
+    func withJoinServiceAndServer(_ body: (Int, ATLSServer) async throws -> Void) async throws {
         let socket = server.keyd.socketPath
         let atls = ATLSServer(
             configuration: .init(
@@ -233,7 +233,7 @@ final class JoinScene {
     func neverFinishingHandshakes() async throws {
         let scene = try JoinScene()
         raiseOpenFileLimit()
-        try await scene.withJoinService { port, atls in
+        try await scene.withJoinServiceAndServer { port, atls in
             // 1,000 connections from 127.0.0.2 (another source on loopback) that send nothing.
             var hogs: [Int32] = []
             defer { for fd in hogs { close(fd) } }
