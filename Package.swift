@@ -297,6 +297,8 @@ let package = Package(
             dependencies: [
                 "Trustd", "TrustdCore", "AsterismProto", .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
                 "KeydClient", "KeydProtocol", "KeydCore", "KeydPlatform", "Attestation", "AsterismTestSupport", "ATLS",
                 "ATLSTransport",
                 "AsterismCLI",

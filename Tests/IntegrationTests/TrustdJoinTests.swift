@@ -6,6 +6,7 @@ import Crypto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import GRPCProtobuf
 import KeydClient
 import KeydCore
 import KeydProtocol
@@ -262,6 +263,174 @@ final class JoinScene {
             // The hogs (accepted before the good connection) hold the source's share and no more.
             let held = atls.handshakesInProgress
             #expect((1...64).contains(held), "\(held) handshakes in progress")
+        }
+    }
+}
+
+/// Join evidence from a keyd's trustd socket, with an attack's twist: `nonce` replaces the JoinService's
+/// nonce when set, and `replay` returns the first document for every later handshake.
+final class AttackEvidence: EvidenceIssuer, @unchecked Sendable {
+    let socketPath: String
+    let nonce: [UInt8]?
+    let replay: Bool
+    private let lock = NSLock()
+    private var first: JoinEvidenceAnswer?
+    /// What the last handshake bound.
+    private(set) var last: JoinEvidenceAnswer?
+
+    init(socketPath: String, nonce: [UInt8]? = nil, replay: Bool = false) {
+        self.socketPath = socketPath
+        self.nonce = nonce
+        self.replay = replay
+    }
+
+    var variant: AttestationVariant { .asterismTPM }
+
+    func issue(userData: [UInt8], nonce serviceNonce: [UInt8]) throws -> [UInt8] {
+        if replay, let first = lock.withLock({ first }) {
+            lock.withLock { last = first }
+            return first.document
+        }
+        let connection = try KeydConnection(path: socketPath)
+        defer { connection.close() }
+        let answer = try connection.joinEvidence(
+            JoinEvidenceRequest(
+                nonce: nonce ?? serviceNonce,
+                certificateKeyHash: userData,
+                role: .worker,
+                nodeName: "worker-1"
+            )
+        )
+        lock.withLock {
+            if first == nil { first = answer }
+            last = answer
+        }
+        return answer.document
+    }
+
+    /// The last bound answer.
+    func bound() throws -> JoinEvidenceAnswer {
+        guard let last = lock.withLock({ last }) else { throw RPCError(code: .internalError, message: "none bound") }
+        return last
+    }
+}
+
+extension JoinScene {
+    /// One `IssueJoinTicket` on a fresh aTLS connection with `evidence` (its certificate key kept across
+    /// connections when `cachedKey`), the request's disk UUID replaced by `diskUUID` when set.
+    func rawJoin(
+        port: Int,
+        evidence: AttackEvidence,
+        cachedKey: AttestedCertificateIssuer? = nil,
+        diskUUID: String? = nil
+    ) async throws -> Join_IssueJoinTicketResponse {
+        let client = ATLSClient(
+            configuration: .init(
+                verifier: serviceVerifier,
+                issuer: cachedKey ?? AttestedCertificateIssuer(evidence: evidence, keyMode: .freshPerCertificate)
+            ),
+            threadPool: pool
+        )
+        var options = CallOptions.defaults
+        options.timeout = .seconds(30)
+        options.waitForReady = false
+        return try await withGRPCClient(
+            transport: try client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))
+        ) { grpc in
+            try await grpc.bidirectionalStreaming(
+                request: StreamingClientRequest(of: Join_IssueJoinTicketRequest.self) { writer in
+                    let bound = try evidence.bound()
+                    var request = Join_IssueJoinTicketRequest()
+                    request.diskUuid = diskUUID ?? bound.diskUUID
+                    request.bootPublicKey = Data(bound.bootPublicKey)
+                    request.evidenceBinding = .sealedV1
+                    request.nodeName = "worker-1"
+                    try await writer.write(request)
+                },
+                descriptor: Join_API.Method.IssueJoinTicket.descriptor,
+                serializer: ProtobufSerializer<Join_IssueJoinTicketRequest>(),
+                deserializer: ProtobufDeserializer<Join_IssueJoinTicketResponse>(),
+                options: options
+            ) { response in
+                var first: Join_IssueJoinTicketResponse?
+                for try await message in response.messages where first == nil { first = message }
+                return try #require(first)
+            }
+        }
+    }
+}
+
+/// The JoinService under attack: every row is refused with a sanitized status, keyd's audit names the
+/// reason, and a good node joins afterwards on the same service.
+@Suite(.serialized, .needsSwtpm, .needsRoot) struct JoinServiceAttackTests {
+    /// Expects `attempt` to fail with `code` and a reason free of internal text.
+    func expectRefused(
+        _ code: RPCError.Code,
+        _ row: String,
+        _ attempt: () async throws -> Join_IssueJoinTicketResponse
+    ) async {
+        do {
+            _ = try await attempt()
+            Issue.record("\(row): a ticket was issued")
+        } catch let error as RPCError {
+            #expect(error.code == code, "\(row): \(error)")
+            #expect(
+                !error.message.contains("keyd") && error.message.count < 64,
+                "\(row): unsanitized '\(error.message)'"
+            )
+        } catch {
+            Issue.record("\(row): \(error)")
+        }
+    }
+
+    @Test("untrusted AK, replayed evidence, evidence for another nonce, another node's disk UUID: all refused")
+    func attacks() async throws {
+        let scene = try JoinScene()
+        let stranger = try ReleaseNode()
+        try stranger.formatStateDisk()
+        let otherUUID = try stranger.diskUUID()
+        try await scene.withJoinService { port in
+            let joinerSocket = scene.joiner.keyd.socketPath
+            // A node whose AK the policy does not allow.
+            await expectRefused(.permissionDenied, "untrusted AK") {
+                try await scene.rawJoin(port: port, evidence: AttackEvidence(socketPath: stranger.keyd.socketPath))
+            }
+            // Evidence for a nonce of the attacker's choosing, not the service's challenge.
+            await expectRefused(.permissionDenied, "another nonce") {
+                try await scene.rawJoin(
+                    port: port,
+                    evidence: AttackEvidence(socketPath: joinerSocket, nonce: ClusterSecret.random(32))
+                )
+            }
+            // Genuine evidence, but the ticket asks for another node's disk.
+            await expectRefused(.permissionDenied, "another node's disk UUID") {
+                try await scene.rawJoin(
+                    port: port,
+                    evidence: AttackEvidence(socketPath: joinerSocket),
+                    diskUUID: otherUUID
+                )
+            }
+            // A granted join's certificate key and evidence replayed on a new connection.
+            let replaying = AttackEvidence(socketPath: joinerSocket, replay: true)
+            let kept = AttestedCertificateIssuer(evidence: replaying, keyMode: .cached)
+            let granted = try await scene.rawJoin(port: port, evidence: replaying, cachedKey: kept)
+            #expect(!granted.sealedKeys.isEmpty)
+            await expectRefused(.permissionDenied, "replayed evidence") {
+                try await scene.rawJoin(port: port, evidence: replaying, cachedKey: kept)
+            }
+
+            // keyd's audit names each refusal.
+            let refusals = try scene.server.auditRecords().filter {
+                $0.contains("\"key.release\"") && $0.contains("\"evidenceRejected\"")
+            }
+            #expect(refusals.count == 4, "\(refusals)")
+            #expect(refusals.filter { $0.contains("tpm.quote.qualifying-data") }.count == 3, "\(refusals)")
+
+            // The service still serves a good node.
+            let endpoint = try HostPort.parse("127.0.0.1:\(port)", allowingNames: false).get()
+            let outcome = try await scene.client([endpoint]).join()
+            #expect(outcome.accepted.diskOpened)
+            #expect(try scene.joiner.diskOpens(with: scene.secret.diskKey(uuid: try scene.joiner.diskUUID())))
         }
     }
 }
