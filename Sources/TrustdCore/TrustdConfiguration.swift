@@ -30,6 +30,11 @@ import KeydProtocol
 /// output-directory = /var/lib/asterism-trustd/join
 /// constellation-compatibility = false
 /// shutdown-grace-seconds = 30
+/// join-service-policy-file = /etc/trustd/join-service-policy.json
+/// api-server-advertise = 10.0.0.1:6443
+/// kubernetes-ca-file = /etc/kubernetes/pki/ca.crt
+/// kubeadm-certificate-key-file = /etc/trustd/certificate-key
+/// kubernetes-version = v1.31.2
 /// ```
 public struct TrustdConfiguration: Equatable, Sendable {
     /// keyd's socket for trustd, the only way trustd reaches keyd.
@@ -78,6 +83,17 @@ public struct TrustdConfiguration: Equatable, Sendable {
     public var constellationCompatibility: Bool = false
     /// Time in-flight calls get to finish after SIGTERM.
     public var shutdownGraceSeconds: Int = 30
+    /// The measurement policy (keyd's JSON form) the JoinService's own attestation must meet before the
+    /// join client sends anything; required when the node joins.
+    public var joinServicePolicyFile: String?
+    /// The API server endpoint JoinService hands joining nodes; required for JoinService to serve.
+    public var apiServerAdvertise: HostPort?
+    /// The cluster CA certificate (PEM) whose key hash joining nodes pin; required for JoinService to serve.
+    public var kubernetesCAFile: String?
+    /// A file holding kubeadm's certificate key for control planes that join; nil: control planes cannot join.
+    public var kubeadmCertificateKeyFile: String?
+    /// The Kubernetes version JoinService tells joining nodes; empty: none.
+    public var kubernetesVersion: String = ""
 
     /// The defaults.
     public init() {}
@@ -133,6 +149,11 @@ public struct TrustdConfiguration: Equatable, Sendable {
         case outputDirectory = "output-directory"
         case constellationCompatibility = "constellation-compatibility"
         case shutdownGrace = "shutdown-grace-seconds"
+        case joinServicePolicyFile = "join-service-policy-file"
+        case apiServerAdvertise = "api-server-advertise"
+        case kubernetesCAFile = "kubernetes-ca-file"
+        case kubeadmCertificateKeyFile = "kubeadm-certificate-key-file"
+        case kubernetesVersion = "kubernetes-version"
 
         /// Sets what `field`'s value says.
         func apply(_ field: ConfigurationField, to configuration: inout TrustdConfiguration) throws(CoreError) {
@@ -164,6 +185,11 @@ public struct TrustdConfiguration: Equatable, Sendable {
             case .outputDirectory: configuration.outputDirectory = try field.directory()
             case .constellationCompatibility: configuration.constellationCompatibility = try field.boolean()
             case .shutdownGrace: configuration.shutdownGraceSeconds = try field.integer(in: shutdownGraceRange)
+            case .joinServicePolicyFile: configuration.joinServicePolicyFile = try field.absolutePath()
+            case .apiServerAdvertise: configuration.apiServerAdvertise = try field.endpoint()
+            case .kubernetesCAFile: configuration.kubernetesCAFile = try field.absolutePath()
+            case .kubeadmCertificateKeyFile: configuration.kubeadmCertificateKeyFile = try field.absolutePath()
+            case .kubernetesVersion: configuration.kubernetesVersion = try field.kubernetesVersion()
             }
         }
     }
@@ -258,6 +284,20 @@ extension ConfigurationField {
     /// An IP address and port to listen on, IPv6 in brackets.
     fileprivate func listenAddress() throws(CoreError) -> HostPort {
         try hostPort(allowingNames: false, expected: "an IP address and port such as 0.0.0.0:9090 or [::]:9090")
+    }
+
+    /// One `host:port`, the host an IP address or a DNS name.
+    fileprivate func endpoint() throws(CoreError) -> HostPort {
+        try hostPort(allowingNames: true, expected: "host:port such as 10.0.0.1:6443 or api.example.com:6443")
+    }
+
+    /// A Kubernetes version: `v` and up to three dot-separated numbers (`v1.31.2`), at most 32 characters.
+    fileprivate func kubernetesVersion() throws(CoreError) -> String {
+        let parts = value.dropFirst().split(separator: ".", omittingEmptySubsequences: false)
+        guard value.hasPrefix("v"), value.count <= 32, (1...3).contains(parts.count),
+            parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) })
+        else { throw invalid(expected: "a version such as v1.31.2") }
+        return value
     }
 
     /// Comma-separated `host:port` entries, at most ``TrustdConfiguration/maxJoinEndpoints``; empty text is none.

@@ -178,6 +178,17 @@ import Testing
         Setting(text: "constellation-compatibility = false") { $0.constellationCompatibility == false },
         Setting(text: "constellation-compatibility = true") { $0.constellationCompatibility == true },
         Setting(text: "shutdown-grace-seconds = 1") { $0.shutdownGraceSeconds == 1 },
+        Setting(text: "join-service-policy-file = /etc/trustd/p.json") {
+            $0.joinServicePolicyFile == "/etc/trustd/p.json"
+        },
+        Setting(text: "api-server-advertise = api.example.com:6443") {
+            $0.apiServerAdvertise == HostPort(host: "api.example.com", port: 6443, kind: .name)
+        },
+        Setting(text: "kubernetes-ca-file = /etc/kubernetes/pki/ca.crt") {
+            $0.kubernetesCAFile == "/etc/kubernetes/pki/ca.crt"
+        },
+        Setting(text: "kubeadm-certificate-key-file = /k") { $0.kubeadmCertificateKeyFile == "/k" },
+        Setting(text: "kubernetes-version = v1.31.2") { $0.kubernetesVersion == "v1.31.2" },
     ]
 
     @Test(arguments: settings)
@@ -259,6 +270,11 @@ import Testing
             message: "configuration line 3: key 'role' already set on line 1"
         ),
         bad("keyd-socket", "run/keyd/keyd.sock", "an absolute path"),
+        bad("kubernetes-version", "1.31.2", "a version such as v1.31.2"),
+        bad("kubernetes-version", "v1..2", "a version such as v1.31.2"),
+        bad("kubernetes-version", "v1.2.3.4", "a version such as v1.31.2"),
+        bad("api-server-advertise", "10.0.0.1", "host:port such as 10.0.0.1:6443 or api.example.com:6443"),
+        bad("join-service-policy-file", "policy.json", "an absolute path"),
         bad("role", "master", "control-plane or worker"),
         bad("role", "", "control-plane or worker"),
         bad("node-name", "Worker_1", "a node name (a lowercase DNS-1123 subdomain of at most 253 bytes)"),
