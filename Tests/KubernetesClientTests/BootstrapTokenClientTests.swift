@@ -108,7 +108,7 @@ struct BootstrapTokenClientTests {
     func slowAnswer() async throws {
         try await withFakeAPIServer { server, pki in
             let first = BootstrapToken.generate()
-            server.inject([.slow(.seconds(3))])
+            server.inject([.slow(.seconds(2))])
             let token = try await withClient(server, pki, tokens: TokenSequence([first])) {
                 try await $0.createToken()
             }
