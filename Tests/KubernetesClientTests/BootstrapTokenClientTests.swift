@@ -159,6 +159,25 @@ struct BootstrapTokenClientTests {
         }
     }
 
+    @Test("cancelling the caller while it backs off ends the creation with .cancelled, without another request")
+    func cancelled() async throws {
+        try await withFakeAPIServer { server, pki in
+            server.failAlways(503)
+            var retry = fastRetry
+            retry.deadline = .seconds(60)
+            retry.initialBackoff = .seconds(30)
+            retry.maximumBackoff = .seconds(30)
+            try await withClient(server, pki, retry: retry) { client in
+                let creation = Task { try await client.createToken() }
+                await server.waitForRequests(1)
+                creation.cancel()
+                let result = await creation.result
+                #expect(throws: KubernetesClientError.cancelled) { try result.get() }
+                #expect(server.requests == [Self.post])
+            }
+        }
+    }
+
     @Test("401 is final after one request")
     func unauthorized() async throws {
         try await withFakeAPIServer { server, pki in

@@ -28,6 +28,7 @@ final class FakeAPIServer: Sendable {
         var faults: [Fault] = []
         var permanentStatus: Int?
         var requests: [String] = []
+        var waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
     }
 
     /// The token a request must present.
@@ -85,21 +86,47 @@ final class FakeAPIServer: Sendable {
     /// `METHOD path` of every request received, in order.
     var requests: [String] { state.withLock { $0.requests } }
 
-    /// The answer to `request` and how long to hold it back.
-    func handle(_ request: FakeAPIContract.Request) -> (FakeAPIContract.Response, TimeAmount?) {
-        state.withLock { state in
-            state.requests.append("\(request.method) \(request.path)")
-            var delay: TimeAmount?
-            if let status = state.permanentStatus { return (.failure(status, "InternalError", "injected"), nil) }
-            if !state.faults.isEmpty {
-                switch state.faults.removeFirst() {
-                case .status(let status): return (.failure(status, "InternalError", "injected fault"), nil)
-                case .slow(let amount): delay = amount
-                case .echo(let status, let template): return (Self.echo(status, template, request), nil)
-                }
+    /// Returns once `count` requests have been received.
+    func waitForRequests(_ count: Int) async {
+        await withCheckedContinuation { continuation in
+            let reached = state.withLock { state in
+                if state.requests.count >= count { return true }
+                state.waiters.append((count, continuation))
+                return false
             }
-            return (Self.answer(request, bearerToken: bearerToken, secrets: &state.secrets), delay)
+            if reached { continuation.resume() }
         }
+    }
+
+    /// The answer to `request` and how long to hold it back; wakes those waiting for this many requests.
+    func handle(_ request: FakeAPIContract.Request) -> (FakeAPIContract.Response, TimeAmount?) {
+        let (answer, woken) = state.withLock { state in
+            state.requests.append("\(request.method) \(request.path)")
+            let received = state.requests.count
+            let woken = state.waiters.filter { $0.count <= received }.map(\.continuation)
+            state.waiters.removeAll { $0.count <= received }
+            return (Self.faultyAnswer(request, state: &state, bearerToken: bearerToken), woken)
+        }
+        for continuation in woken { continuation.resume() }
+        return answer
+    }
+
+    /// The answer under the injected faults, else the contract's.
+    private static func faultyAnswer(
+        _ request: FakeAPIContract.Request,
+        state: inout State,
+        bearerToken: String
+    ) -> (FakeAPIContract.Response, TimeAmount?) {
+        var delay: TimeAmount?
+        if let status = state.permanentStatus { return (.failure(status, "InternalError", "injected"), nil) }
+        if !state.faults.isEmpty {
+            switch state.faults.removeFirst() {
+            case .status(let status): return (.failure(status, "InternalError", "injected fault"), nil)
+            case .slow(let amount): delay = amount
+            case .echo(let status, let template): return (Self.echo(status, template, request), nil)
+            }
+        }
+        return (Self.answer(request, bearerToken: bearerToken, secrets: &state.secrets), delay)
     }
 
     /// What the contract answers, storing a valid new Secret in `secrets`.
