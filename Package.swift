@@ -116,6 +116,8 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        // trustd's pure logic (configuration first); KeydCore's pure types, no I/O, no system library.
+        .target(name: "TrustdCore", dependencies: ["KeydCore", "KeydProtocol"]),
         // Generated protobuf and gRPC code (scripts/generate-protos); Constellation's schemas plus Asterism's fields.
         .target(
             name: "AsterismProto",
@@ -294,6 +296,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
+        .testTarget(name: "TrustdCoreTests", dependencies: ["TrustdCore", "KeydCore", "KeydProtocol"]),
         .testTarget(
             name: "AttestationTests",
             dependencies: [

@@ -96,7 +96,7 @@ extension CoreError.Code {
     public static let configurationTooLarge = CoreError.Code("configurationTooLarge")
     /// A configuration line is neither blank, a comment nor `key = value`.
     public static let configurationMissingEquals = CoreError.Code("configurationMissingEquals")
-    /// A configuration key is not one keyd knows.
+    /// A configuration key is not one the file's reader knows.
     public static let configurationUnknownKey = CoreError.Code("configurationUnknownKey")
     /// A configuration key appears twice.
     public static let configurationDuplicateKey = CoreError.Code("configurationDuplicateKey")
@@ -104,6 +104,8 @@ extension CoreError.Code {
     public static let configurationBadNumber = CoreError.Code("configurationBadNumber")
     /// A configuration number is outside the key's range.
     public static let configurationOutOfRange = CoreError.Code("configurationOutOfRange")
+    /// Two configuration lines are each valid but cannot hold together.
+    public static let configurationConflict = CoreError.Code("configurationConflict")
 }
 
 extension CoreError {
@@ -132,7 +134,7 @@ extension CoreError {
         )
     }
 
-    /// Line `lineNumber` names a key that keyd does not know.
+    /// Line `lineNumber` names a key that the file's reader does not know.
     static func configurationUnknownKey(
         lineNumber: Int,
         key: String,
@@ -195,6 +197,25 @@ extension CoreError {
             code: .configurationOutOfRange,
             reason:
                 "configuration line \(lineNumber): '\(key)' value \(value.count > 24 ? value.prefix(24) + "…" : value) is outside \(limit)",
+            file: file,
+            line: line
+        )
+    }
+
+    /// Line `lineNumber` sets `key`, which `rule` forbids beside `otherKey` of line `otherLineNumber`.
+    static func configurationConflict(
+        lineNumber: Int,
+        key: String,
+        otherKey: String,
+        otherLineNumber: Int?,
+        rule: String,
+        file: String = #fileID,
+        line: UInt = #line
+    ) -> CoreError {
+        let other = otherLineNumber.map { "'\(otherKey)' on line \($0)" } ?? "the default of '\(otherKey)'"
+        return CoreError(
+            code: .configurationConflict,
+            reason: "configuration line \(lineNumber): '\(key)' conflicts with \(other): \(rule)",
             file: file,
             line: line
         )

@@ -1,8 +1,7 @@
 /// keyd's configuration, read from a small `key = value` file.
 ///
-/// One setting per line; blank lines and lines starting with `#` are ignored; whitespace around
-/// keys and values is trimmed; lists are comma-separated (an empty value is an empty list).
-/// Comments take a whole line: `#` after a value is part of the value.
+/// The file format is ``ConfigurationText``'s; lists are comma-separated (an empty value is an
+/// empty list).
 ///
 /// ```
 /// # /etc/keyd/keyd.conf
@@ -158,7 +157,7 @@ public struct KeydConfiguration: Equatable, Sendable {
         case tpmEventLog = "tpm-event-log"
 
         /// Sets what `field`'s value says.
-        func apply(_ field: Field, to configuration: inout KeydConfiguration) throws(CoreError) {
+        func apply(_ field: ConfigurationField, to configuration: inout KeydConfiguration) throws(CoreError) {
             switch self {
             case .trustdUIDs: configuration.trustdUIDs = try field.idList()
             case .trustdGIDs: configuration.trustdGIDs = try field.idList()
@@ -205,283 +204,113 @@ public struct KeydConfiguration: Equatable, Sendable {
     /// - Throws: ``CoreError`` naming the line, the key and the limit: the text is over 64 KiB,
     ///   a line has no `=`, a key is unknown or repeated, a value is not a number or out of range.
     public static func parse(_ text: String) throws(CoreError) -> KeydConfiguration {
-        let byteCount = text.utf8.count
-        guard byteCount <= maxTextLength else {
-            throw .configurationTooLarge(byteCount: byteCount, limit: maxTextLength)
-        }
         var configuration = KeydConfiguration()
-        var firstSeen: [String: Int] = [:]
-        var lineNumber = 0
-        // "\r\n" is one Character, so split on both spellings of a line end.
-        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
-            lineNumber += 1
-            let line = trimmed(rawLine)
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            guard let equals = line.firstIndex(of: "=") else {
-                throw .configurationMissingEquals(lineNumber: lineNumber)
-            }
-            let key = String(trimmed(line[..<equals]))
-            let value = String(trimmed(line[line.index(after: equals)...]))
-            guard let known = Key(rawValue: key) else {
-                throw .configurationUnknownKey(lineNumber: lineNumber, key: key, known: keys)
-            }
-            if let first = firstSeen[key] {
-                throw .configurationDuplicateKey(lineNumber: lineNumber, key: key, firstLineNumber: first)
-            }
-            firstSeen[key] = lineNumber
-            let field = Field(key: key, value: value, lineNumber: lineNumber)
-            try known.apply(field, to: &configuration)
+        try ConfigurationText.read(text, keys: Key.self, maxLength: maxTextLength) { (key, field) throws(CoreError) in
+            try key.apply(field, to: &configuration)
         }
         return configuration
     }
-
-    /// One `key = value` line being converted.
-    struct Field {
-        var key: String
-        var value: String
-        var lineNumber: Int
-
-        /// A comma-separated list of decimal uids or gids; empty text is an empty list.
-        func idList() throws(CoreError) -> [UInt32] {
-            if value.isEmpty { return [] }
-            var ids: [UInt32] = []
-            for item in value.split(separator: ",", omittingEmptySubsequences: false) {
-                let text = trimmed(item)
-                guard let number = decimal(text) else {
-                    throw .configurationBadNumber(
-                        lineNumber: lineNumber,
-                        key: key,
-                        value: String(text),
-                        expected: "a comma-separated list of decimal ids"
-                    )
-                }
-                guard number <= UInt64(KeydConfiguration.idRange.upperBound) else {
-                    throw .configurationOutOfRange(
-                        lineNumber: lineNumber,
-                        key: key,
-                        value: String(text),
-                        limit: "\(KeydConfiguration.idRange.lowerBound)…\(KeydConfiguration.idRange.upperBound)"
-                    )
-                }
-                ids.append(UInt32(number))
-            }
-            return ids
-        }
-
-        /// A decimal integer inside `range`.
-        func integer(in range: ClosedRange<Int>) throws(CoreError) -> Int {
-            guard let number = decimal(Substring(value)) else {
-                throw .configurationBadNumber(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    expected: "a decimal number"
-                )
-            }
-            guard number <= UInt64(range.upperBound), range.contains(Int(number)) else {
-                throw .configurationOutOfRange(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    limit: "\(range.lowerBound)…\(range.upperBound)"
-                )
-            }
-            return Int(number)
-        }
-
-        /// Exactly `true` or `false`.
-        func boolean() throws(CoreError) -> Bool {
-            switch value {
-            case "true": return true
-            case "false": return false
-            default:
-                throw .configurationBadNumber(lineNumber: lineNumber, key: key, value: value, expected: "true or false")
-            }
-        }
-
-        /// A state-disk profile name.
-        func profile() throws(CoreError) -> DiskProfile {
-            guard let profile = DiskProfile.named(value) else {
-                throw .configurationBadNumber(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    expected: "asterism or constellation"
-                )
-            }
-            return profile
-        }
-
-        /// A TCTI `name:configuration` (name from letters, digits and `-`), at most 512 bytes.
-        func tcti() throws(CoreError) -> String {
-            guard let colon = value.firstIndex(of: ":"), colon != value.startIndex, value.utf8.count <= 512,
-                value[..<colon].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") })
-            else {
-                throw .configurationBadNumber(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    expected: "a named TCTI such as device:/dev/tpmrm0"
-                )
-            }
-            return value
-        }
-
-        /// One of `choices`, exactly.
-        func oneOf(_ choices: [String]) throws(CoreError) -> String {
-            guard choices.contains(value) else {
-                throw .configurationBadNumber(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    expected: choices.joined(separator: " or ")
-                )
-            }
-            return value
-        }
-
-        /// A device-mapper name as `disk.open` takes it: 1…64 of `A-Z a-z 0-9 - _ .`, not `.` or `..`.
-        func mappingName() throws(CoreError) -> String {
-            let allowed = value.utf8.allSatisfy { byte in
-                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
-                    || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
-            }
-            guard (1...64).contains(value.utf8.count), allowed, value != ".", value != ".." else {
-                throw .configurationBadNumber(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    expected: "a device-mapper name of 1 to 64 letters, digits, '-', '_' or '.'"
-                )
-            }
-            return value
-        }
-
-        /// A hexadecimal owner persistent handle `0x81000000`…`0x817fffff`.
-        func persistentHandle() throws(CoreError) -> UInt32 {
-            guard value.hasPrefix("0x"), value.count == 10, let handle = UInt32(value.dropFirst(2), radix: 16) else {
-                throw .configurationBadNumber(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    expected: "a handle such as 0x81010a57"
-                )
-            }
-            guard (0x8100_0000...0x817F_FFFF).contains(handle) else {
-                throw .configurationOutOfRange(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    limit: "0x81000000…0x817fffff"
-                )
-            }
-            return handle
-        }
-
-        /// A hexadecimal owner NV index `0x01000000`…`0x01bfffff`.
-        func nvIndex() throws(CoreError) -> UInt32 {
-            guard value.hasPrefix("0x"), value.count == 10, let index = UInt32(value.dropFirst(2), radix: 16) else {
-                throw .configurationBadNumber(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    expected: "an NV index such as 0x01a57e00"
-                )
-            }
-            guard (0x0100_0000...0x01BF_FFFF).contains(index) else {
-                throw .configurationOutOfRange(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    limit: "0x01000000…0x01bfffff"
-                )
-            }
-            return index
-        }
-
-        /// PCR indices and ranges (`0-7,14,15`), each 0…23; not empty.
-        func pcrList() throws(CoreError) -> [Int] {
-            var indices = Set<Int>()
-            for item in value.split(separator: ",", omittingEmptySubsequences: false) {
-                let text = trimmed(item)
-                let bounds = text.split(separator: "-", omittingEmptySubsequences: false)
-                guard (1...2).contains(bounds.count), let low = decimal(bounds[0]),
-                    let high = decimal(bounds[bounds.count - 1]),
-                    low <= high
-                else {
-                    throw .configurationBadNumber(
-                        lineNumber: lineNumber,
-                        key: key,
-                        value: value,
-                        expected: "PCR indices and ranges such as 0-7,14"
-                    )
-                }
-                guard high <= 23 else {
-                    throw .configurationOutOfRange(lineNumber: lineNumber, key: key, value: String(text), limit: "0…23")
-                }
-                indices.formUnion(Int(low)...Int(high))
-            }
-            return indices.sorted()
-        }
-
-        /// An absolute path without NUL, at most 4096 bytes.
-        func absolutePath() throws(CoreError) -> String {
-            guard value.hasPrefix("/"), value.utf8.count <= 4096, !value.utf8.contains(0) else {
-                throw .configurationBadNumber(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    expected: "an absolute path"
-                )
-            }
-            return value
-        }
-
-        /// Octal permission bits such as `0660` or `660`, at most 0777.
-        func mode() throws(CoreError) -> UInt32 {
-            let digits = value.utf8
-            guard !digits.isEmpty, digits.count <= 12,
-                digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "7")).contains($0) })
-            else {
-                throw .configurationBadNumber(
-                    lineNumber: lineNumber,
-                    key: key,
-                    value: value,
-                    expected: "an octal mode such as 0660"
-                )
-            }
-            var mode: UInt64 = 0
-            for digit in digits { mode = mode * 8 + UInt64(digit - UInt8(ascii: "0")) }
-            guard mode <= UInt64(KeydConfiguration.socketModeRange.upperBound) else {
-                throw .configurationOutOfRange(lineNumber: lineNumber, key: key, value: value, limit: "0000…0777")
-            }
-            return UInt32(mode)
-        }
-    }
 }
 
-/// `text` without leading and trailing spaces, tabs and carriage returns.
-private func trimmed(_ text: Substring) -> Substring {
-    let isBlank: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" }
-    guard let first = text.firstIndex(where: { !isBlank($0) }),
-        let last = text.lastIndex(where: { !isBlank($0) })
-    else { return text[text.endIndex...] }
-    return text[first...last]
-}
+/// The value kinds only keyd's configuration has.
+extension ConfigurationField {
+    /// A comma-separated list of decimal uids or gids; empty text is an empty list.
+    fileprivate func idList() throws(CoreError) -> [UInt32] {
+        var ids: [UInt32] = []
+        for item in items() {
+            guard let number = decimal(Substring(item.value)) else {
+                throw item.invalid(expected: "a comma-separated list of decimal ids")
+            }
+            let range = KeydConfiguration.idRange
+            guard number <= UInt64(range.upperBound) else {
+                throw item.outOfRange(limit: "\(range.lowerBound)…\(range.upperBound)")
+            }
+            ids.append(UInt32(number))
+        }
+        return ids
+    }
 
-/// A run of decimal digits as a number, saturating at `UInt64.max` (so it reads as out of
-/// range rather than malformed); nil for anything else.
-private func decimal(_ text: Substring) -> UInt64? {
-    let digits = text.utf8
-    guard !digits.isEmpty, digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else {
-        return nil
+    /// A state-disk profile name.
+    fileprivate func profile() throws(CoreError) -> DiskProfile {
+        guard let profile = DiskProfile.named(value) else { throw invalid(expected: "asterism or constellation") }
+        return profile
     }
-    var number: UInt64 = 0
-    for digit in digits {
-        let (times10, overflowA) = number.multipliedReportingOverflow(by: 10)
-        let (sum, overflowB) = times10.addingReportingOverflow(UInt64(digit - UInt8(ascii: "0")))
-        if overflowA || overflowB { return .max }
-        number = sum
+
+    /// A TCTI `name:configuration` (name from letters, digits and `-`), at most 512 bytes.
+    fileprivate func tcti() throws(CoreError) -> String {
+        guard let colon = value.firstIndex(of: ":"), colon != value.startIndex, value.utf8.count <= 512,
+            value[..<colon].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") })
+        else {
+            throw invalid(expected: "a named TCTI such as device:/dev/tpmrm0")
+        }
+        return value
     }
-    return number
+
+    /// A device-mapper name as `disk.open` takes it: 1…64 of `A-Z a-z 0-9 - _ .`, not `.` or `..`.
+    fileprivate func mappingName() throws(CoreError) -> String {
+        let allowed = value.utf8.allSatisfy { byte in
+            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
+        }
+        guard (1...64).contains(value.utf8.count), allowed, value != ".", value != ".." else {
+            throw invalid(expected: "a device-mapper name of 1 to 64 letters, digits, '-', '_' or '.'")
+        }
+        return value
+    }
+
+    /// A hexadecimal owner persistent handle `0x81000000`…`0x817fffff`.
+    fileprivate func persistentHandle() throws(CoreError) -> UInt32 {
+        guard value.hasPrefix("0x"), value.count == 10, let handle = UInt32(value.dropFirst(2), radix: 16) else {
+            throw invalid(expected: "a handle such as 0x81010a57")
+        }
+        guard (0x8100_0000...0x817F_FFFF).contains(handle) else { throw outOfRange(limit: "0x81000000…0x817fffff") }
+        return handle
+    }
+
+    /// A hexadecimal owner NV index `0x01000000`…`0x01bfffff`.
+    fileprivate func nvIndex() throws(CoreError) -> UInt32 {
+        guard value.hasPrefix("0x"), value.count == 10, let index = UInt32(value.dropFirst(2), radix: 16) else {
+            throw invalid(expected: "an NV index such as 0x01a57e00")
+        }
+        guard (0x0100_0000...0x01BF_FFFF).contains(index) else { throw outOfRange(limit: "0x01000000…0x01bfffff") }
+        return index
+    }
+
+    /// PCR indices and ranges (`0-7,14,15`), each 0…23; not empty.
+    fileprivate func pcrList() throws(CoreError) -> [Int] {
+        var indices = Set<Int>()
+        for item in value.split(separator: ",", omittingEmptySubsequences: false) {
+            let text = trimmed(item)
+            let bounds = text.split(separator: "-", omittingEmptySubsequences: false)
+            guard (1...2).contains(bounds.count), let low = decimal(bounds[0]),
+                let high = decimal(bounds[bounds.count - 1]),
+                low <= high
+            else {
+                throw invalid(expected: "PCR indices and ranges such as 0-7,14")
+            }
+            guard high <= 23 else {
+                throw ConfigurationField(key: key, value: String(text), lineNumber: lineNumber).outOfRange(
+                    limit: "0…23"
+                )
+            }
+            indices.formUnion(Int(low)...Int(high))
+        }
+        return indices.sorted()
+    }
+
+    /// Octal permission bits such as `0660` or `660`, at most 0777.
+    fileprivate func mode() throws(CoreError) -> UInt32 {
+        let digits = value.utf8
+        guard !digits.isEmpty, digits.count <= 12,
+            digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "7")).contains($0) })
+        else {
+            throw invalid(expected: "an octal mode such as 0660")
+        }
+        var mode: UInt64 = 0
+        for digit in digits { mode = mode * 8 + UInt64(digit - UInt8(ascii: "0")) }
+        guard mode <= UInt64(KeydConfiguration.socketModeRange.upperBound) else {
+            throw outOfRange(limit: "0000…0777")
+        }
+        return UInt32(mode)
+    }
 }

@@ -482,7 +482,7 @@ public final class KeydService {
     }
 
     /// Checks the header of `device`, derives its key from the KEK and lends both to `body`.
-    private func withDiskKey(
+    func withDiskKey(
         device: DiskDevice,
         _ body: (CheckedHeader, borrowing SecretBytes) -> DiskOutcome
     ) -> DiskOutcome {

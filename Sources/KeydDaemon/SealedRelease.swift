@@ -397,9 +397,7 @@ extension KeydService {
         identity: ConnectionIdentity,
         sequence: UInt32
     ) -> [UInt8] {
-        guard settings.constellationCompatibility else {
-            return AnswerFrame.encodeStatus(answering: .compatRelease, sequence: sequence, status: .unsupported)
-        }
+        // `perform` answers `unsupported` before this unless `constellation-compatibility` is on.
         var detail = releaseDetail(
             challengeID: request.challengeID,
             diskUUID: request.diskUUID,
@@ -472,30 +470,35 @@ extension KeydService {
         }
     }
 
-    /// Binds (a disk this boot formatted: re-keyed from its first-boot passphrase) or opens the
-    /// configured state disk with `key`, activating the configured mapping.
-    private func unlockStateDisk(with key: borrowing SecretBytes, expected uuid: DiskUUID?) -> DiskOutcome {
+    /// Unlocks the configured state disk with an envelope's `key` when its header names `uuid`.
+    private func unlockStateDisk(expecting uuid: DiskUUID, key: borrowing SecretBytes) -> DiskOutcome {
         let (_, outcome) = onDevice("") { device in
-            let checked: CheckedHeader
+            switch stateDisk.checkedHeader(device: device) {
+            case .failure(let error):
+                return error.outcome
+            case .success(let checked) where checked.uuid != uuid:
+                return .refused(.envelopeRejected, "the state disk is \(checked.uuid), not \(uuid)", uuid: checked.uuid)
+            case .success(let checked):
+                return bindAndOpen(device, checked: checked, key: key)
+            }
+        }
+        return outcome
+    }
+
+    /// Unlocks the checked state disk with `key`: a disk this boot formatted is first re-keyed from its
+    /// first-boot passphrase (``StateDisk/bind``), then it is opened under the configured mapping.
+    private func bindAndOpen(_ device: DiskDevice, checked: CheckedHeader, key: borrowing SecretBytes) -> DiskOutcome {
+        var checked = checked
+        if stateDisk.holdsFirstBootKey(checked.uuid) {
+            let bound = stateDisk.bind(device: device, checked: checked, newKey: key)
+            guard bound.status == .ok else { return bound }
+            // The re-key rewrote the header; open checks the one it now holds.
             switch stateDisk.checkedHeader(device: device) {
             case .success(let value): checked = value
             case .failure(let error): return error.outcome
             }
-            if let uuid, checked.uuid != uuid {
-                return .refused(.envelopeRejected, "the state disk is \(checked.uuid), not \(uuid)", uuid: checked.uuid)
-            }
-            if stateDisk.holdsFirstBootKey(checked.uuid) {
-                let bound = stateDisk.bind(device: device, checked: checked, newKey: key)
-                guard bound.status == .ok else { return bound }
-            }
-            let reread: CheckedHeader
-            switch stateDisk.checkedHeader(device: device) {
-            case .success(let value): reread = value
-            case .failure(let error): return error.outcome
-            }
-            return stateDisk.open(device: device, mappingName: settings.stateDiskMapping, checked: reread, key: key)
         }
-        return outcome
+        return stateDisk.open(device: device, mappingName: settings.stateDiskMapping, checked: checked, key: key)
     }
 
     /// Audits a refused `envelope.accept` or `init.accept` with `reason`, gives its once-per-boot use
@@ -564,7 +567,7 @@ extension KeydService {
             return AnswerFrame.encodeStatus(answering: .envelopeAccept, sequence: sequence, status: .auditFailure)
         }
         let clusterID = opened.keys.clusterID
-        let outcome = unlockStateDisk(with: opened.keys.diskKey, expected: binding.diskUUID)
+        let outcome = unlockStateDisk(expecting: binding.diskUUID, key: opened.keys.diskKey)
         guard outcome.status == .ok else {
             return refuse(outcome.status, outcome.reason ?? "state disk refused")
         }
@@ -660,16 +663,9 @@ extension KeydService {
         var diskDetail: [(key: String, value: String)] = []
         var diskStatus = StatusCode.ok
         if stateDisk.configuredDevice != nil {
-            let outcome: DiskOutcome
-            switch stateDiskUUID() {
-            case .success(let uuid):
-                let info = KeyDerivation.diskKeyInfo(uuid: uuid)
-                guard let key = kek?.deriveKey(info: info, byteCount: StateDisk.keyByteCount) else {
-                    preconditionFailure("the KEK was just imported")
-                }
-                outcome = unlockStateDisk(with: key, expected: uuid)
-            case .failure(let error):
-                outcome = error.outcome
+            // The disk key derived from the KEK just imported, for the UUID of the header checked here.
+            let (_, outcome) = onDevice("") { device in
+                withDiskKey(device: device) { checked, key in bindAndOpen(device, checked: checked, key: key) }
             }
             diskStatus = outcome.status
             diskDetail = [("disk.status", outcome.status.description), ("disk.activated", "\(outcome.activated)")]

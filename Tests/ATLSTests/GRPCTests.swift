@@ -134,12 +134,15 @@ struct GRPCTests {
                 for _ in 0..<3 {
                     // Each RPC starts after the previous connection closed, so it waits for a new one. An RPC
                     // that still met a closing connection fails `unavailable` (gRPC does not retry it); it is
-                    // retried at once, a bounded number of times: each attempt waits for a ready connection.
+                    // retried after a short backoff, a bounded number of times: each attempt waits for a ready connection.
                     for attempt in 1... {
                         do {
                             _ = try await verify.getAttestation(Verify_GetAttestationRequest(), options: options)
                             break
-                        } catch let error as RPCError where error.code == .unavailable && attempt < 5 {
+                        } catch let error as RPCError where error.code == .unavailable && attempt < 20 {
+                            // Under the full suite's load a reconnect can miss several times; back off a little
+                            // (at most about 4 s in all) before the next attempt.
+                            try await Task.sleep(for: .milliseconds(20 * attempt))
                             continue
                         }
                     }

@@ -9,13 +9,16 @@ import Testing
     static let knownKeys = KeydConfiguration.keys.joined(separator: ", ")
 
     @Test func documentedKeys() throws {
-        // The README's configuration table lists exactly the keys keyd accepts, in the same order.
+        // The README's keyd configuration table lists exactly the keys keyd accepts, in the same order.
         let readme = try String(
             contentsOfFile: String(#filePath.prefix(upTo: #filePath.range(of: "/Tests/")!.lowerBound)) + "/README.md",
             encoding: .utf8
         )
+        // Only keyd's section: trustd's table has keys of the same names.
+        let section = try #require(readme.range(of: "\n## keyd\n"))
         var documented: [String] = []
-        for line in readme.split(separator: "\n") where line.hasPrefix("| `") {
+        for line in readme[section.upperBound...].split(separator: "\n").prefix(while: { !$0.hasPrefix("## ") })
+        where line.hasPrefix("| `") {
             let cell = line.dropFirst(2).prefix { $0 != "|" }
             let names = cell.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             guard names.allSatisfy({ $0.hasPrefix("`") && $0.hasSuffix("`") }) else { continue }

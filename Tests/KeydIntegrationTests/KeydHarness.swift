@@ -144,8 +144,9 @@ func raiseOpenFileLimit() {
     setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
 
-/// A raw client socket for hostile tests: sends arbitrary bytes, reads whatever comes back.
-final class RawClient {
+/// A raw client socket for hostile tests: sends arbitrary bytes, reads whatever comes back. Sendable
+/// unchecked: its only state is the descriptor, and a test reads each client from one thread.
+final class RawClient: @unchecked Sendable {
     let fd: Int32
 
     init(path: String) throws {

@@ -4,6 +4,7 @@ import Foundation
 import KeydClient
 import KeydCore
 import KeydProtocol
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -594,25 +595,38 @@ import Glibc
         name: "flood of 100,000 challenge.issue",
         attack: { scene in
             let clients = try (0..<4).map { _ in try RawClient(path: scene.server.keyd.socketPath) }
-            let pipeline =
-                RawClient.hello()
-                + (1...25_000).flatMap {
-                    RequestFrame(sequence: UInt32($0), request: .challengeIssue(.join)).encodeFrame()
-                }
-            // Sent beside the reads: keyd stops reading a peer whose answers it cannot hand over.
-            let sent = DispatchGroup()
-            for client in clients {
-                let fd = client.fd
-                DispatchQueue.global().async(group: sent) { sendAll(pipeline, to: fd) }
+            // The hello goes first, from this thread: keyd closes a connection that has not said hello
+            // within its hello timeout, and a loaded machine can hold a worker thread back that long.
+            for client in clients { client.send(RawClient.hello()) }
+            let pipeline = (1...25_000).flatMap {
+                RequestFrame(sequence: UInt32($0), request: .challengeIssue(.join)).encodeFrame()
             }
+            // Each connection has its own sending and reading thread (not Dispatch's pool, which is as wide
+            // as the machine's cores): keyd stops reading a peer whose answers it cannot hand over, and
+            // closes a peer that takes no answer bytes for its idle timeout.
+            let received = Mutex<[[AnswerFrame]]>(Array(repeating: [], count: clients.count))
+            let done = DispatchGroup()
+            for (index, client) in clients.enumerated() {
+                let fd = client.fd
+                done.enter()
+                Thread.detachNewThread {
+                    sendAll(pipeline, to: fd)
+                    done.leave()
+                }
+                done.enter()
+                Thread.detachNewThread {
+                    let answers = Array(client.readAnswers(25_001).dropFirst())
+                    received.withLock { $0[index] = answers }
+                    done.leave()
+                }
+            }
+            done.wait()
             var statuses: [StatusCode: Int] = [:]
-            for client in clients {
-                let answers = client.readAnswers(25_001).dropFirst()
+            for answers in received.withLock({ $0 }) {
                 for answer in answers { statuses[answer.status, default: 0] += 1 }
                 // Only a sample is kept for the key-byte search: 100,000 nonces are plenty of noise.
                 scene.answers += answers.prefix(100)
             }
-            sent.wait()
             #expect(statuses == [.ok: 100_000], "\(statuses)")
             return statuses == [.ok: 100_000] ? .ok : .internal
         },
