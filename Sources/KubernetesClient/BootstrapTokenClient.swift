@@ -1,25 +1,36 @@
 import AsyncHTTPClient
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOSSL
 
 /// Creates bootstrap-token Secrets through the Kubernetes REST API: `POST /api/v1/namespaces/kube-system/secrets`
-/// over HTTPS with a bearer token (a service-account token). Client certificates from a kubeconfig are not
-/// supported yet.
+/// over HTTPS with a bearer token (a service-account token) or a client certificate (from a kubeconfig).
 ///
 /// Retries are idempotent: 5xx, 429, timeouts and connection failures are retried with the same token, with
 /// exponential backoff, until the overall deadline. A 409 after such a failure may be this client's own earlier
 /// write, so the client reads the Secret back and keeps the token when its secret matches; otherwise a 409 means
-/// the id is taken and a fresh token is tried. 401, 403 and other 4xx answers are final.
+/// the id is taken and a fresh token is tried. 401, 403, other 4xx answers and failed TLS handshakes are final.
+/// The first attempt is always made, however late it starts.
 public final class BootstrapTokenClient: Sendable {
-    /// Where the bearer token comes from.
-    public enum Credentials: Sendable {
+    /// How the client authenticates to the API server. `description` shows the kind, never the secret.
+    public enum Credentials: Sendable, CustomStringConvertible {
         /// A token given directly (tests, or a token the caller already holds).
         case bearerToken(String)
         /// A token file, read anew for each creation since the kubelet rotates projected service-account
         /// tokens: `/var/run/secrets/kubernetes.io/serviceaccount/token` in a pod.
         case bearerTokenFile(String)
+        /// A TLS client certificate (leaf first, then intermediates) and its key: mutual TLS, no bearer token.
+        case clientCertificate(chain: [NIOSSLCertificate], key: NIOSSLPrivateKey)
+
+        public var description: String {
+            switch self {
+            case .bearerToken: "bearer token <redacted>"
+            case .bearerTokenFile(let path): "bearer token file \(path)"
+            case .clientCertificate(let chain, _): "client certificate (\(chain.count) in chain, key <redacted>)"
+            }
+        }
     }
 
     /// What the client talks to and how.
@@ -81,11 +92,14 @@ public final class BootstrapTokenClient: Sendable {
     private let configuration: Configuration
     private let baseURL: String
     private let http: HTTPClient
+    private let logger: Logger
 
-    /// A client for `configuration`'s API server; call `shutdown()` when done.
+    /// A client for `configuration`'s API server; call `shutdown()` when done. `logger` gets each attempt's
+    /// outcome (token id, attempt, status, sanitized reason; never a secret); by default nothing is logged.
     public init(
         configuration: Configuration,
-        eventLoopGroup: any EventLoopGroup = HTTPClient.defaultEventLoopGroup
+        eventLoopGroup: any EventLoopGroup = HTTPClient.defaultEventLoopGroup,
+        logger: Logger = Logger(label: "asterism.kubernetes", factory: { _ in SwiftLogNoOpLogHandler() })
     )
         throws(KubernetesClientError)
     {
@@ -103,17 +117,29 @@ public final class BootstrapTokenClient: Sendable {
             throw .invalidConfiguration(field: "retry", problem: "timeouts and maximumConflicts must be positive")
         }
         self.configuration = configuration
+        self.logger = logger
         baseURL =
             configuration.apiServer.hasSuffix("/")
             ? String(configuration.apiServer.dropLast()) : configuration.apiServer
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .certificates(configuration.trustRoots)
         tls.minimumTLSVersion = .tlsv12
-        // No redirects: the bearer token goes to the configured API server only.
-        http = HTTPClient(
-            eventLoopGroup: eventLoopGroup,
-            configuration: HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow)
-        )
+        if case .clientCertificate(let chain, let key) = configuration.credentials {
+            guard !chain.isEmpty else {
+                throw .invalidConfiguration(field: "credentials", problem: "client certificate chain is empty")
+            }
+            tls.certificateChain = chain.map { .certificate($0) }
+            tls.privateKey = .privateKey(key)
+            // BoringSSL checks here that the key belongs to the leaf, instead of at the first handshake.
+            do { _ = try NIOSSLContext(configuration: tls) } catch {
+                throw .invalidConfiguration(field: "credentials", problem: "client key does not match the certificate")
+            }
+        }
+        // No redirects: the bearer token goes to the configured API server only. Connection failures come back
+        // to the retry loop at once instead of being retried inside the pool until the per-call timeout.
+        var http = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow)
+        http.connectionPool.retryConnectionEstablishment = false
+        self.http = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: http)
     }
 
     /// Closes the connections.
@@ -138,18 +164,23 @@ public final class BootstrapTokenClient: Sendable {
         var mayExist = false
         var lastFailure = "none"
         while true {
-            let remaining = deadline - clock.now
-            guard remaining > .zero else {
-                throw .deadlineExceeded(deadline: retry.deadline, attempts: attempts, lastFailure: lastFailure)
+            // The first attempt is made however late it starts (a stalled thread must not turn into zero tries).
+            let remaining = max(deadline - clock.now, Self.minimumCallTimeout)
+            guard attempts == 0 || clock.now < deadline else {
+                throw giveUp(deadline: retry.deadline, attempts: attempts, lastFailure: lastFailure, token: token)
             }
             if Task.isCancelled { throw .cancelled }
             attempts += 1
             let bearer = try readBearerToken()
-            let hidden = [token.secret, bearer]
+            let hidden = [token.secret] + (bearer.map { [$0] } ?? [])
             let manifest = BootstrapTokenSecret(
                 token: token,
                 expiration: now().addingTimeInterval(Self.seconds(configuration.tokenLifetime)),
                 extraGroups: configuration.extraGroups
+            )
+            logger.debug(
+                "Creating bootstrap-token Secret",
+                metadata: ["k8s.token.id": "\(token.id)", "k8s.attempt": "\(attempts)"]
             )
             var (outcome, _) = await exchange(
                 .POST,
@@ -160,12 +191,17 @@ public final class BootstrapTokenClient: Sendable {
                 hiding: hidden
             )
             if outcome == .conflict, mayExist {
+                logger.debug(
+                    "Reading back bootstrap-token Secret after 409",
+                    metadata: ["k8s.token.id": "\(token.id)", "k8s.attempt": "\(attempts)"]
+                )
                 outcome = await readBack(
                     token,
                     bearer: bearer,
-                    timeout: min(retry.perCallTimeout, deadline - clock.now)
+                    timeout: min(retry.perCallTimeout, max(deadline - clock.now, Self.minimumCallTimeout))
                 )
             }
+            log(outcome, token: token, attempt: attempts)
             switch outcome {
             case .success:
                 return token
@@ -187,23 +223,63 @@ public final class BootstrapTokenClient: Sendable {
                 mayExist = true
                 let wait = retry.backoff(afterFailures: failures)
                 guard clock.now + wait < deadline else {
-                    throw .deadlineExceeded(deadline: retry.deadline, attempts: attempts, lastFailure: lastFailure)
+                    throw giveUp(deadline: retry.deadline, attempts: attempts, lastFailure: lastFailure, token: token)
                 }
                 do { try await Task.sleep(for: wait) } catch { throw .cancelled }
             }
         }
     }
 
+    /// Shortest timeout given to a call, so a late first attempt still gets a chance to be answered.
+    static let minimumCallTimeout = Duration.milliseconds(100)
+
+    /// `.deadlineExceeded`, logged.
+    private func giveUp(
+        deadline: Duration,
+        attempts: Int,
+        lastFailure: String,
+        token: BootstrapToken
+    ) -> KubernetesClientError {
+        logger.info(
+            "Gave up creating bootstrap-token Secret at the deadline",
+            metadata: [
+                "k8s.token.id": "\(token.id)", "k8s.attempts": "\(attempts)", "k8s.deadline": "\(deadline)",
+                "k8s.reason": "\(lastFailure)",
+            ]
+        )
+        return .deadlineExceeded(deadline: deadline, attempts: attempts, lastFailure: lastFailure)
+    }
+
+    /// Logs what one attempt's exchange meant; the reasons are sanitized, the token appears by id only.
+    private func log(_ outcome: Outcome, token: BootstrapToken, attempt: Int) {
+        var metadata: Logger.Metadata = ["k8s.token.id": "\(token.id)", "k8s.attempt": "\(attempt)"]
+        switch outcome {
+        case .success:
+            logger.info("Created bootstrap-token Secret", metadata: metadata)
+        case .conflict:
+            logger.info("Bootstrap token id already taken, trying a new one", metadata: metadata)
+        case .notFound(let reason):
+            metadata["k8s.reason"] = "\(reason)"
+            logger.info("API server has no kube-system Secrets resource", metadata: metadata)
+        case .retryable(let reason):
+            metadata["k8s.reason"] = "\(reason)"
+            logger.info("Bootstrap-token Secret creation failed, will retry", metadata: metadata)
+        case .final(let error):
+            metadata["k8s.reason"] = "\(error)"
+            logger.info("Bootstrap-token Secret creation refused", metadata: metadata)
+        }
+    }
+
     /// After a 409 for a token an earlier attempt may have written: `.success` when the stored Secret's
     /// token-secret is `token`'s, `.conflict` when it is another's, else what the read gave.
-    private func readBack(_ token: BootstrapToken, bearer: String, timeout: Duration) async -> Outcome {
+    private func readBack(_ token: BootstrapToken, bearer: String?, timeout: Duration) async -> Outcome {
         let (outcome, stored) = await exchange(
             .GET,
             path: "\(Self.secretsPath)/\(token.secretName)",
             body: nil,
             bearer: bearer,
             timeout: timeout,
-            hiding: [token.secret, bearer]
+            hiding: [token.secret] + (bearer.map { [$0] } ?? [])
         )
         // A Secret gone between the 409 and the read: try the create again after the backoff.
         if case .notFound = outcome { return .retryable("the Secret vanished between 409 and read-back") }
@@ -225,13 +301,13 @@ public final class BootstrapTokenClient: Sendable {
         _ method: HTTPMethod,
         path: String,
         body: [UInt8]?,
-        bearer: String,
+        bearer: String?,
         timeout: Duration,
         hiding secrets: [String]
     ) async -> (Outcome, body: [UInt8]) {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
-        request.headers.add(name: "Authorization", value: "Bearer \(bearer)")
+        if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
         request.headers.add(name: "Accept", value: "application/json")
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
@@ -246,6 +322,10 @@ public final class BootstrapTokenClient: Sendable {
             where [.deadlineExceeded, .readTimeout, .connectTimeout, .tlsHandshakeTimeout].contains(error)
         {
             return (.retryable("no answer within \(timeout)"), [])
+        } catch NIOSSLError.handshakeFailed(let failure) {
+            // A certificate refused by either side is a configuration problem; trying again cannot fix it.
+            let reason = KubernetesClientError.sanitize("\(failure)", hiding: secrets)
+            return (.final(.tlsHandshakeFailed(reason: reason)), [])
         } catch {
             if Task.isCancelled { return (.final(.cancelled), []) }
             return (.retryable(KubernetesClientError.sanitize("connection failed: \(error)", hiding: secrets)), [])
@@ -277,9 +357,11 @@ public final class BootstrapTokenClient: Sendable {
         return KubernetesClientError.sanitize(text, hiding: secrets)
     }
 
-    /// The bearer token, from the configuration or its file (trimmed); never empty.
-    private func readBearerToken() throws(KubernetesClientError) -> String {
+    /// The bearer token, from the configuration or its file (trimmed), never empty; nil with a client certificate.
+    private func readBearerToken() throws(KubernetesClientError) -> String? {
         switch configuration.credentials {
+        case .clientCertificate:
+            return nil
         case .bearerToken(let token):
             guard !token.isEmpty else { throw .invalidConfiguration(field: "credentials", problem: "empty token") }
             return token

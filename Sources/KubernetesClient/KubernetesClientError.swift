@@ -13,6 +13,9 @@ public enum KubernetesClientError: Error, Equatable, Sendable, CustomStringConve
     case rejected(status: Int, reason: String)
     /// 409 on every one of `attempts` fresh token ids: something else is creating these names.
     case conflictsExhausted(attempts: Int)
+    /// The TLS handshake failed: the API server's certificate is not trusted, or it refused the client
+    /// certificate. Final.
+    case tlsHandshakeFailed(reason: String)
     /// The overall deadline passed after `attempts` tries; `lastFailure` is the last retryable failure.
     case deadlineExceeded(deadline: Duration, attempts: Int, lastFailure: String)
     /// The calling task was cancelled.
@@ -30,6 +33,8 @@ public enum KubernetesClientError: Error, Equatable, Sendable, CustomStringConve
             "API server rejected the bootstrap-token Secret (HTTP \(status)): \(reason)"
         case .conflictsExhausted(let attempts):
             "every one of \(attempts) bootstrap token ids already existed (HTTP 409)"
+        case .tlsHandshakeFailed(let reason):
+            "TLS handshake with the API server failed: \(reason)"
         case .deadlineExceeded(let deadline, let attempts, let lastFailure):
             "no bootstrap token within the deadline of \(deadline) after \(attempts) attempts; last: \(lastFailure)"
         case .cancelled:

@@ -1,7 +1,9 @@
 import Foundation
+import NIOSSL
+import X509
 
 /// The part of kube-apiserver's contract the fake enforces for bootstrap-token Secrets, as pure functions over a
-/// request: bearer authentication, routes, the Secret's schema and field encodings, conflicts.
+/// request: bearer or client-certificate authentication, routes, the Secret's schema and field encodings, conflicts.
 ///
 /// kube-apiserver itself checks a bootstrap-token Secret's contents only when the token is used (a malformed one
 /// is silently never accepted); the fake checks them at creation and answers 422, so a client that writes a
@@ -17,6 +19,8 @@ enum FakeAPIContract {
         var headers: [String: String]
         /// The body.
         var body: [UInt8]
+        /// The subject of the client certificate the TLS layer verified against the cluster CA, if any.
+        var clientSubject: String? = nil
     }
 
     /// An answer: status and a JSON body.
@@ -66,10 +70,28 @@ enum FakeAPIContract {
         case read(String)
     }
 
-    /// 401 unless `request` carries `Authorization: Bearer <bearerToken>`.
+    /// 401 unless `request` came with a client certificate the cluster CA verified, or carries
+    /// `Authorization: Bearer <bearerToken>` (kube-apiserver's union of its x509 and token authenticators).
     static func authenticate(_ request: Request, bearerToken: String) -> Response? {
-        request.headers["authorization"] == "Bearer \(bearerToken)"
+        if request.clientSubject != nil { return nil }
+        return request.headers["authorization"] == "Bearer \(bearerToken)"
             ? nil : .failure(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// The chain from `presented` (leaf first) to `ca` when it is valid now and the leaf is for client
+    /// authentication, as kube-apiserver's x509 authenticator checks it; nil otherwise.
+    static func verifyClientCertificate(_ presented: [NIOSSLCertificate], ca: Certificate) async -> [Certificate]? {
+        guard let certificates = try? presented.map({ try Certificate(derEncoded: try $0.toDERBytes()) }),
+            let leaf = certificates.first,
+            (try? leaf.extensions.extendedKeyUsage)??.contains(.clientAuth) == true
+        else { return nil }
+        var verifier = Verifier(rootCertificates: CertificateStore([ca])) { RFC5280Policy(validationTime: Date()) }
+        let result = await verifier.validate(
+            leaf: leaf,
+            intermediates: CertificateStore(certificates.dropFirst())
+        )
+        guard case .validCertificate(let chain) = result else { return nil }
+        return Array(chain)
     }
 
     /// The route, or 404 for an unknown path and 405 for a wrong method.

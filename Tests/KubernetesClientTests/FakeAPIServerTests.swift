@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Synchronization
 import Testing
 
 /// The fake kube-apiserver's contract, over real HTTPS on loopback with a plain HTTP client.
@@ -45,7 +46,7 @@ struct FakeAPIServerTests {
             request.headers.add(name: "Content-Type", value: contentType)
             request.body = .bytes(body)
         }
-        let response = try await http.execute(request, timeout: .seconds(10))
+        let response = try await http.execute(request, timeout: .seconds(60))
         let bytes = try await response.body.collect(upTo: 1 << 20)
         let object = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any] ?? [:]
         return Answer(status: Int(response.status.code), reason: object["reason"] as? String, body: object)
@@ -234,22 +235,55 @@ struct FakeAPIServerTests {
         }
     }
 
-    @Test("injected faults: a 5xx answer writes nothing; a slow answer writes first and answers late")
+    @Test("injected faults: a 5xx answer writes nothing; a held answer writes first and answers once released")
     func faults() async throws {
         try await withFakeAPIServerAndClient { server, pki, http in
-            server.inject([.status(503), .slow(.seconds(1))])
+            server.inject([.status(503), .held])
             let unavailable = try await Self.send(http, server, body: Self.json(Self.goodSecret()))
             #expect(unavailable.status == 503)
             #expect(server.secrets.isEmpty)
-            var request = HTTPClientRequest(url: server.url + FakeAPIContract.secretsPath)
-            request.method = .POST
-            request.headers.add(name: "Authorization", value: "Bearer \(fakeBearerToken)")
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(Self.json(Self.goodSecret()))
-            await #expect(throws: HTTPClientError.deadlineExceeded) {
-                _ = try await http.execute(request, timeout: .milliseconds(250))
+            let answered = Mutex(false)
+            let held = Task {
+                let answer = try await Self.send(http, server, body: Self.json(Self.goodSecret()))
+                answered.withLock { $0 = true }
+                return answer.status
+            }
+            await server.waitForRequests(2)
+            #expect(server.secrets["bootstrap-token-abc123"] != nil)
+            #expect(!answered.withLock { $0 })
+            server.releaseHeldAnswers()
+            #expect(try await held.value == 201)
+        }
+    }
+
+    @Test("an injected drop writes the Secret and closes the connection without an answer")
+    func dropAfterWrite() async throws {
+        try await withFakeAPIServerAndClient { server, pki, http in
+            server.inject([.dropAfterWrite])
+            await #expect(throws: (any Error).self) {
+                try await Self.send(http, server, body: Self.json(Self.goodSecret()))
             }
             #expect(server.secrets["bootstrap-token-abc123"] != nil)
+        }
+    }
+
+    @Test("a client certificate the cluster CA signed for client auth authenticates without a bearer token")
+    func clientCertificate() async throws {
+        try await withFakeAPIServerAndClient(identity: .signedByTestCA(commonName: "admin")) { server, pki, http in
+            let answer = try await Self.send(http, server, body: Self.json(Self.goodSecret()), bearer: nil)
+            #expect(answer.status == 201)
+            #expect(server.credentials == ["x509 CN=admin,O=system:masters"])
+        }
+    }
+
+    @Test("a client certificate from another CA passes the handshake but not authentication: 401, nothing stored")
+    func foreignClientCertificate() async throws {
+        try await withFakeAPIServerAndClient(identity: .signedByAnotherCA) { server, pki, http in
+            let answer = try await Self.send(http, server, body: Self.json(Self.goodSecret()), bearer: nil)
+            #expect(answer.status == 401)
+            #expect(answer.reason == "Unauthorized")
+            #expect(server.credentials == ["none"])
+            #expect(server.secrets.isEmpty)
         }
     }
 }
