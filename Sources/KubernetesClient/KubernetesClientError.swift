@@ -5,7 +5,9 @@ import Foundation
 public enum KubernetesClientError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The configuration is unusable (bad URL, empty credentials); `field` names what, `problem` why.
     case invalidConfiguration(field: String, problem: String)
-    /// The bearer-token or CA file at `path` could not be read or is empty.
+    /// The kubeconfig is unusable: `field` (a path such as `users[admin].user.exec`) at `line` of the file, and why.
+    case invalidKubeconfig(field: String, line: Int?, problem: String)
+    /// The bearer-token, kubeconfig, or a file a kubeconfig names, at `path` could not be read or is unusable.
     case credentialsUnreadable(path: String, problem: String)
     /// 401 or 403: the API server refused the credentials or the permission. Final.
     case unauthorized(status: Int, reason: String)
@@ -25,6 +27,8 @@ public enum KubernetesClientError: Error, Equatable, Sendable, CustomStringConve
         switch self {
         case .invalidConfiguration(let field, let problem):
             "Kubernetes client configuration: \(field): \(problem)"
+        case .invalidKubeconfig(let field, let line, let problem):
+            "kubeconfig\(line.map { " line \($0)" } ?? ""): \(field): \(problem)"
         case .credentialsUnreadable(let path, let problem):
             "Kubernetes credentials at \(path): \(problem)"
         case .unauthorized(let status, let reason):
