@@ -132,6 +132,7 @@ let package = Package(
             dependencies: [
                 "TrustdCore", "KeydClient", "KeydProtocol", "KeydCore", "ATLS", "ATLSTransport", "Attestation",
                 "AsterismProto", "KubernetesClient", .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

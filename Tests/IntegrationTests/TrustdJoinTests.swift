@@ -434,3 +434,80 @@ extension JoinScene {
         }
     }
 }
+
+/// Runs `body` on a thread of its own (a blocking wait must not hold one of the few cooperative threads
+/// the in-process services run on).
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+    }
+}
+
+/// The trustd executable: a worker's trustd process joins through a JoinService, says READY=1 once
+/// joined, stops cleanly on SIGTERM, and rejoins after its keyd and itself restart.
+@Suite(.serialized, .needsSwtpm, .needsRoot) struct TrustdProcessTests {
+    @Test("a worker's trustd process joins, stops on SIGTERM, and rejoins after a restart")
+    func workerProcessJoinsAndRejoins() async throws {
+        let scene = try JoinScene()
+        let policyFile = scene.outputDirectory + "/../" + "join-service-policy-\(getpid()).json"
+        let policy = try MeasurementPolicy(
+            version: 1,
+            measurements: Measurements([:]),
+            allowedAKDigests: [scene.serverAK]
+        )
+        try Data(policy.canonicalJSON).write(to: URL(fileURLWithPath: policyFile))
+        defer { unlink(policyFile) }
+        try await scene.withJoinService { port in
+            let configuration = [
+                "keyd-socket = \(scene.joiner.keyd.socketPath)", "role = worker", "node-name = worker-1",
+                "join-endpoints = 127.0.0.1:\(port)", "join-service-policy-file = \(policyFile)",
+                "output-directory = \(scene.outputDirectory)", "backoff-initial-ms = 10", "backoff-max-ms = 100",
+                "join-deadline-seconds = 60",
+            ]
+            let first = try await onThread { try TrustdHarness(configuration: configuration) }
+            let uuid = try scene.joiner.diskUUID()
+            #expect(try scene.joiner.diskOpens(with: scene.secret.diskKey(uuid: uuid)))
+            #expect(try scene.joiner.pcrFromTools(15) == scene.secret.markedPCR15)
+            #expect(try JoinFiles(directory: scene.outputDirectory).readMaterial().nodeName == "worker-1")
+            #expect(first.log.contains("join complete"), "\(first.log)")
+            let log = first.log
+            let firstStatus = try await onThread { first.stop() }
+            #expect(firstStatus == 0, "SIGTERM ends trustd cleanly: \(log)")
+
+            // Reboot of the node's daemons: keyd forgets its disk key; trustd finds its join material and rejoins.
+            scene.joiner.stopKeyd()
+            try scene.joiner.start()
+            let second = try await onThread { try TrustdHarness(configuration: configuration) }
+            #expect(second.log.contains("rejoin complete"), "\(second.log)")
+            #expect(try scene.joiner.pcrFromTools(15) == scene.secret.markedPCR15)
+            let secondStatus = try await onThread { second.stop() }
+            #expect(secondStatus == 0)
+        }
+    }
+
+    @Test("a configuration error stops trustd with status 2 and names the line")
+    func badConfiguration() throws {
+        var template = Array("/tmp/trustd-conf-XXXXXX".utf8CString)
+        let directory = String(cString: try #require(mkdtemp(&template)))
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "role = worker\njoin-endpoints = 10.0.0.1\n".write(
+            toFile: directory + "/c",
+            atomically: true,
+            encoding: .utf8
+        )
+        let result = try runCommand(BuiltProducts.trustd, ["--config", directory + "/c"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("line 2") && result.stderr.contains("join-endpoints"), "\(result.stderr)")
+        // Join endpoints without a policy for the JoinService: refused at start, not trusted blindly.
+        try "join-endpoints = 10.0.0.1:30090\noutput-directory = \(directory)\n".write(
+            toFile: directory + "/d",
+            atomically: true,
+            encoding: .utf8
+        )
+        let unpinned = try runCommand(BuiltProducts.trustd, ["--config", directory + "/d"])
+        #expect(unpinned.status == 2)
+        #expect(unpinned.stderr.contains("join-service-policy-file"), "\(unpinned.stderr)")
+        let checked = try runCommand(BuiltProducts.trustd, ["--config", directory + "/c", "--check-config"])
+        #expect(checked.status == 2)
+    }
+}

@@ -22,4 +22,6 @@ public enum BuiltProducts {
     public static var keydctl: String { directory + "/keydctl" }
     /// The operator CLI.
     public static var asterism: String { directory + "/asterism" }
+    /// The unprivileged network daemon.
+    public static var trustd: String { directory + "/trustd" }
 }

@@ -1,0 +1,349 @@
+import ATLS
+import ATLSTransport
+import Attestation
+import Crypto
+import FoundationEssentials
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import KeydCore
+import KeydProtocol
+import Logging
+import NIOPosix
+import ServiceLifecycle
+import SwiftASN1
+import Synchronization
+import TrustdCore
+import X509
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why trustd cannot start: a file it needs is missing or wrong. The message names the file and the key.
+public struct TrustdStartError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// trustd: the services its configuration asks for, run as one swift-service-lifecycle group. A control
+/// plane serves JoinService (aTLS gRPC, sealed release through keyd); a node with join endpoints joins
+/// (or, with join material from an earlier boot, rejoins) at start. `READY=1` goes to the service
+/// manager once every listener is bound and the join is done; SIGTERM or SIGINT stop accepting, let
+/// in-flight calls finish within `shutdown-grace-seconds`, and end the process.
+public struct TrustdDaemon: Sendable {
+    public let configuration: TrustdConfiguration
+    public let logger: Logger
+
+    public init(configuration: TrustdConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Runs until SIGTERM/SIGINT, or until a service fails (a failed join ends trustd with an error,
+    /// for the service manager to restart it).
+    public func run() async throws {
+        let configuration = self.configuration
+        let pool = NIOThreadPool(numberOfThreads: 4)
+        pool.start()
+        let keyd = KeydGateway(
+            socketPath: configuration.keydSocket,
+            maxConnections: min(configuration.maxReleasesInFlight, 64)
+        )
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var readiness: [@Sendable () async throws -> Void] = []
+        if configuration.constellationCompatibility {
+            logger.warning(
+                "constellation-compatibility is on: keyd answers Constellation's bootstrapper with plain keys"
+            )
+        }
+
+        if configuration.role == .controlPlane {
+            let material = try JoinServiceMaterial(
+                configuration: configuration,
+                logger: logger.with(label: "kubernetes")
+            )
+            let atls = ATLSServer(
+                configuration: .init(
+                    issuer: AttestedCertificateIssuer(
+                        evidence: KeydEvidenceIssuer(socketPath: configuration.keydSocket, format: .native),
+                        keyMode: .cached
+                    ),
+                    deferredClientCheck: ATLSDeferredClientCheck(
+                        challenges: KeydChallengeSource(socketPath: configuration.keydSocket),
+                        variants: [.asterismTPM]
+                    )
+                ),
+                threadPool: pool
+            )
+            let transport = atls.grpcTransport(host: configuration.joinListen.host, port: configuration.joinListen.port)
+            let service = JoinService(
+                keyd: keyd,
+                peers: atls.peers,
+                material: material,
+                logger: logger.with(label: "joinservice")
+            )
+            services.append(
+                .init(
+                    service: GRPCServerService(
+                        server: GRPCServer(transport: transport, services: [service]),
+                        name: "JoinService"
+                    )
+                )
+            )
+            let listen = configuration.joinListen
+            let log = logger
+            readiness.append {
+                guard let address = try await transport.listeningAddress else { return }
+                log.info("JoinService listening", metadata: ["address": "\(address)", "configured": "\(listen)"])
+            }
+        }
+
+        if let join = try JoinRunner(configuration: configuration, pool: pool, logger: logger) {
+            services.append(.init(service: join, successTerminationBehavior: .ignore))
+            readiness.append { try await join.done.wait() }
+        }
+
+        let log = logger
+        services.append(
+            .init(
+                service: ReadinessNotifier(waits: readiness, logger: log),
+                successTerminationBehavior: .ignore
+            )
+        )
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services,
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownGraceSeconds)
+        let group = ServiceGroup(configuration: groupConfiguration)
+        defer { SystemdNotify.send("STOPPING=1") }
+        do {
+            try await group.run()
+        } catch {
+            await keyd.shutdown()
+            try? await pool.shutdownGracefully()
+            throw error
+        }
+        await keyd.shutdown()
+        try? await pool.shutdownGracefully()
+    }
+}
+
+/// Sends `READY=1` once every wait has returned (listeners bound, the join done), then idles until shutdown.
+struct ReadinessNotifier: Service {
+    let waits: [@Sendable () async throws -> Void]
+    let logger: Logger
+
+    func run() async throws {
+        for wait in waits { try await wait() }
+        SystemdNotify.send("READY=1\nSTATUS=serving")
+        logger.info("trustd ready")
+        try? await gracefulShutdown()
+    }
+}
+
+/// The join (or rejoin) at start, as a service that finishes once done.
+struct JoinRunner: Service {
+    let client: JoinClient
+    let rejoin: Bool
+    /// Signalled when the join completed.
+    let done = CompletionSignal()
+
+    /// The runner the configuration asks for, or nil when this node does not join (no endpoints).
+    init?(configuration: TrustdConfiguration, pool: NIOThreadPool, logger: Logger) throws {
+        var endpoints = configuration.joinEndpoints
+        if let file = configuration.joinEndpointsFile {
+            endpoints += try EndpointsFile.read(file)
+        }
+        guard !endpoints.isEmpty else { return nil }
+        guard let policyFile = configuration.joinServicePolicyFile else {
+            throw TrustdStartError(
+                "join endpoints are set but join-service-policy-file is not: the join client would trust any JoinService"
+            )
+        }
+        let policyJSON = try BoundedFile.read(policyFile, limit: MeasurementPolicy.maximumLength)
+        let policy: MeasurementPolicy
+        do throws(CoreError) {
+            policy = try MeasurementPolicy(json: policyJSON)
+        } catch {
+            throw TrustdStartError("join-service-policy-file \(policyFile): \(error.message)")
+        }
+        let verifier = ATLSVerifier(validators: [
+            NativeTPMDocumentValidator(policy: policy.quotePolicy(expectedQualifyingData: []))
+        ])
+        guard let nodeName = configuration.nodeName?.description ?? HostName.current() else {
+            throw TrustdStartError("node-name is not set and the host name is not a node name")
+        }
+        let files = JoinFiles(directory: configuration.outputDirectory)
+        rejoin = (try? files.readMaterial()) != nil
+        client = JoinClient(
+            configuration: .init(
+                endpoints: endpoints,
+                role: configuration.role,
+                nodeName: nodeName,
+                serviceVerifier: verifier,
+                callTimeout: .milliseconds(configuration.callTimeoutMilliseconds),
+                deadline: .seconds(configuration.joinDeadlineSeconds),
+                backoff: JoinBackoff(
+                    initialMilliseconds: configuration.backoffInitialMilliseconds,
+                    maximumMilliseconds: configuration.backoffMaxMilliseconds
+                ),
+                outputDirectory: configuration.outputDirectory
+            ),
+            keydSocketPath: configuration.keydSocket,
+            threadPool: pool,
+            logger: logger.with(label: "join")
+        )
+    }
+
+    func run() async throws {
+        _ = try await cancelWhenGracefulShutdown {
+            rejoin ? try await client.rejoin() : try await client.join()
+        }
+        done.signal()
+    }
+}
+
+/// A one-shot signal for async waiters.
+final class CompletionSignal: Sendable {
+    private let state = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func signal() {
+        let waiters = state.withLock { state in
+            state.done = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func wait() async throws {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { state in
+                if !state.done { state.waiters.append(continuation) }
+                return state.done
+            }
+            if done { continuation.resume() }
+        }
+    }
+}
+
+/// What JoinService hands joining nodes besides keys: the advertised API server, the cluster CA's key
+/// hash, kubeadm's certificate key and version from the configuration's files, and a bootstrap token.
+struct JoinServiceMaterial: JoinMaterialSource {
+    let apiServerEndpoint: String
+    let discoveryTokenCACertHash: String
+    let certificateKey: String
+    let kubernetesVersion: String
+    let tokens: any BootstrapTokenSource
+
+    init(configuration: TrustdConfiguration, logger: Logger) throws {
+        guard let advertise = configuration.apiServerAdvertise else {
+            throw TrustdStartError("a control plane serves JoinService: set api-server-advertise")
+        }
+        guard let caFile = configuration.kubernetesCAFile else {
+            throw TrustdStartError("a control plane serves JoinService: set kubernetes-ca-file")
+        }
+        apiServerEndpoint = advertise.description
+        let pem = try BoundedFile.read(caFile, limit: 65_536)
+        do {
+            let certificate = try Certificate(pemEncoded: String(decoding: pem, as: UTF8.self))
+            var serializer = DER.Serializer()
+            try serializer.serialize(certificate.publicKey)
+            discoveryTokenCACertHash =
+                "sha256:" + SHA256.hash(data: serializer.serializedBytes).map { String(format: "%02x", $0) }.joined()
+        } catch {
+            throw TrustdStartError("kubernetes-ca-file \(caFile) is not a PEM certificate: \(error)")
+        }
+        if let keyFile = configuration.kubeadmCertificateKeyFile {
+            let text = String(decoding: try BoundedFile.read(keyFile, limit: 256), as: UTF8.self)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            guard text.count == 64, text.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else {
+                throw TrustdStartError("kubeadm-certificate-key-file \(keyFile) does not hold 64 lowercase hex digits")
+            }
+            certificateKey = text
+        } else {
+            certificateKey = ""
+        }
+        kubernetesVersion = configuration.kubernetesVersion
+        tokens = try KubernetesBootstrapTokens(configuration: configuration, logger: logger)
+    }
+
+    func material(nodeName: String, role: NodeRole) async throws -> JoinMaterial {
+        if role == .controlPlane, certificateKey.isEmpty {
+            throw TrustdStartError("a control plane asked to join but kubeadm-certificate-key-file is not set")
+        }
+        return JoinMaterial(
+            apiServerEndpoint: apiServerEndpoint,
+            token: try await tokens.token(for: nodeName),
+            discoveryTokenCACertHash: discoveryTokenCACertHash,
+            certificateKey: role == .controlPlane ? certificateKey : "",
+            kubernetesVersion: kubernetesVersion
+        )
+    }
+}
+
+/// Creates a bootstrap token for a joining node.
+protocol BootstrapTokenSource: Sendable {
+    func token(for nodeName: String) async throws -> String
+}
+
+/// Small files trustd reads at start, bounded and without following a final symbolic link.
+enum BoundedFile {
+    static func read(_ path: String, limit: Int) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw TrustdStartError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            guard n >= 0 else { throw TrustdStartError("cannot read \(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { return bytes }
+            bytes += buffer[0..<n]
+            guard bytes.count <= limit else { throw TrustdStartError("\(path) is larger than \(limit) bytes") }
+        }
+    }
+}
+
+/// A join-endpoints file: one `host:port` per line, `#` comments and blank lines ignored, at most
+/// ``TrustdConfiguration/maxJoinEndpoints`` entries, 64 KiB.
+enum EndpointsFile {
+    static func read(_ path: String) throws -> [HostPort] {
+        let text = String(decoding: try BoundedFile.read(path, limit: 65_536), as: UTF8.self)
+        var endpoints: [HostPort] = []
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let entry = line.trimmingCharacters(in: .whitespaces)
+            if entry.isEmpty || entry.hasPrefix("#") { continue }
+            guard case .success(let endpoint) = HostPort.parse(entry, allowingNames: true) else {
+                throw TrustdStartError("\(path) line \(index + 1): not host:port")
+            }
+            endpoints.append(endpoint)
+            guard endpoints.count <= TrustdConfiguration.maxJoinEndpoints else {
+                throw TrustdStartError("\(path) lists more than \(TrustdConfiguration.maxJoinEndpoints) endpoints")
+            }
+        }
+        return endpoints
+    }
+}
+
+/// The machine's host name when it is a valid node name.
+enum HostName {
+    static func current() -> String? {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return nil }
+        let name = String(cString: buffer)
+        return (try? KubernetesNodeName(validating: name)) == nil ? nil : name
+    }
+}
+
+extension Logger {
+    /// This logger under another label, its metadata kept.
+    func with(label: String) -> Logger {
+        var logger = Logger(label: "trustd.\(label)")
+        logger.logLevel = logLevel
+        return logger
+    }
+}
