@@ -120,6 +120,10 @@ public struct Kubeconfig: Sendable, CustomStringConvertible {
             unsupported: ["tls-server-name", "proxy-url"]
         )
         guard let server = try cluster.string("server") else { throw cluster.error("server", problem: "required") }
+        // The bearer token or client certificate goes only over TLS; the client checks the rest of the URL.
+        guard server.lowercased().hasPrefix("https://") else {
+            throw cluster.error("server", problem: "must be an https:// URL")
+        }
         if try cluster.bool("insecure-skip-tls-verify") == true {
             throw cluster.error("insecure-skip-tls-verify", problem: "refused: the API server's certificate is checked")
         }

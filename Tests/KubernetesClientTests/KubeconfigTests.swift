@@ -221,6 +221,14 @@ struct KubeconfigTests {
             removing: "    server: .*"
         ),
         Violation(
+            "a plain-HTTP server",
+            field: "clusters[fake].cluster.server",
+            line: 6,
+            problem: "must be an https:// URL",
+            replacing: "server: https://",
+            with: "server: http://"
+        ),
+        Violation(
             "no CA",
             field: "clusters[fake].cluster.certificate-authority-data",
             line: 6,
