@@ -324,8 +324,7 @@ public final class BootstrapTokenClient: Sendable {
             return (.retryable("no answer within \(timeout)"), [])
         } catch NIOSSLError.handshakeFailed(let failure) {
             // A certificate refused by either side is a configuration problem; trying again cannot fix it.
-            let reason = KubernetesClientError.sanitize("\(failure)", hiding: secrets)
-            return (.final(.tlsHandshakeFailed(reason: reason)), [])
+            return (.final(.tlsHandshakeFailed(reason: Self.handshakeReason("\(failure)", hiding: secrets))), [])
         } catch {
             if Task.isCancelled { return (.final(.cancelled), []) }
             return (.retryable(KubernetesClientError.sanitize("connection failed: \(error)", hiding: secrets)), [])
@@ -342,6 +341,18 @@ public final class BootstrapTokenClient: Sendable {
         case 429, 500..<600: return .retryable("HTTP \(status): \(reason(body, status: status, secrets))")
         default: return .final(.rejected(status: status, reason: reason(body, status: status, secrets)))
         }
+    }
+
+    /// BoringSSL's reason codes in a handshake error (`CERTIFICATE_VERIFY_FAILED, BAD_SIGNATURE`), without its
+    /// error numbers and source paths; the whole text, sanitized, when it names none.
+    static func handshakeReason(_ text: String, hiding secrets: [String]) -> String {
+        var reasons: [String] = []
+        for match in text.matches(of: /error:[0-9A-Fa-f]+:[^:]*:[^:]*:([A-Z0-9_]+)/)
+        where !reasons.contains(String(match.1)) {
+            reasons.append(String(match.1))
+        }
+        return reasons.isEmpty
+            ? KubernetesClientError.sanitize(text, hiding: secrets) : reasons.joined(separator: ", ")
     }
 
     /// `reason: message` of a Kubernetes Status object in `body`, sanitized; `HTTP <status>` when there is none.

@@ -19,10 +19,18 @@ public struct Kubeconfig: Sendable, CustomStringConvertible {
         case file(String)
     }
 
+    /// A client key: parsed at once when inline, so its bytes do not outlive the parse; a path read later.
+    public enum KeySource: Sendable, Equatable {
+        /// The key from `client-key-data`.
+        case inline(NIOSSLPrivateKey)
+        /// An absolute path, read when the credentials are built.
+        case file(String)
+    }
+
     /// How the current context's user authenticates.
     public enum User: Sendable, Equatable {
         /// A client certificate (PEM, leaf first) and its PEM key: mutual TLS.
-        case clientCertificate(certificate: Source, key: Source)
+        case clientCertificate(certificate: Source, key: KeySource)
         /// A bearer token. Secret.
         case token(String)
         /// A bearer token file, read for each creation.
@@ -112,6 +120,10 @@ public struct Kubeconfig: Sendable, CustomStringConvertible {
             unsupported: ["tls-server-name", "proxy-url"]
         )
         guard let server = try cluster.string("server") else { throw cluster.error("server", problem: "required") }
+        // The bearer token or client certificate goes only over TLS; the client checks the rest of the URL.
+        guard server.lowercased().hasPrefix("https://") else {
+            throw cluster.error("server", problem: "must be an https:// URL")
+        }
         if try cluster.bool("insecure-skip-tls-verify") == true {
             throw cluster.error("insecure-skip-tls-verify", problem: "refused: the API server's certificate is checked")
         }
@@ -141,7 +153,7 @@ public struct Kubeconfig: Sendable, CustomStringConvertible {
             file: "client-certificate",
             directory: directory
         )
-        let key = try user.source(data: "client-key-data", file: "client-key", directory: directory)
+        let key = try user.keySource(directory: directory)
         let token = try user.string("token")
         let tokenFile = try user.string("tokenFile")
         switch (certificate, key, token, tokenFile) {
@@ -192,11 +204,20 @@ public struct Kubeconfig: Sendable, CustomStringConvertible {
             else {
                 throw .invalidKubeconfig(field: "client-certificate-data", line: nil, problem: "not a PEM certificate")
             }
-            // NIOSSL's error for a bad key carries no key bytes, but none of it is kept.
-            guard let key = try? NIOSSLPrivateKey(bytes: try Self.read(keySource), format: .pem) else {
-                throw .invalidKubeconfig(field: "client-key-data", line: nil, problem: "not a PEM private key")
+            switch keySource {
+            case .inline(let key):
+                return .clientCertificate(chain: chain, key: key)
+            case .file(let path):
+                // NIOSSL's error for a bad key carries no key bytes, but none of it is kept.
+                guard let key = try? NIOSSLPrivateKey(bytes: try Self.read(.file(path)), format: .pem) else {
+                    throw .invalidKubeconfig(
+                        field: "client-key",
+                        line: nil,
+                        problem: "\(path) is not a PEM private key"
+                    )
+                }
+                return .clientCertificate(chain: chain, key: key)
             }
-            return .clientCertificate(chain: chain, key: key)
         }
     }
 
@@ -290,6 +311,21 @@ struct KubeconfigMapping {
             return .file(Kubeconfig.absolute(path, directory: directory))
         case (_?, _?):
             throw error(data, problem: "given with \(file); give one")
+        }
+    }
+
+    /// The client key: `client-key-data` parsed as a PEM key, or the `client-key` path; nil when neither is given.
+    func keySource(directory: String) throws(KubernetesClientError) -> Kubeconfig.KeySource? {
+        switch try source(data: "client-key-data", file: "client-key", directory: directory) {
+        case nil:
+            return nil
+        case .file(let path):
+            return .file(path)
+        case .inline(let bytes):
+            guard let key = try? NIOSSLPrivateKey(bytes: bytes, format: .pem) else {
+                throw error("client-key-data", problem: "not a PEM private key")
+            }
+            return .inline(key)
         }
     }
 

@@ -95,30 +95,33 @@ struct BootstrapTokenClientTests {
         }
     }
 
-    @Test("503 twice, then success with the same token")
-    func unavailableTwice() async throws {
-        try await withFakeAPIServer { server, pki in
-            let first = BootstrapToken.generate()
-            server.inject([.status(503), .status(503)])
-            let token = try await withClient(server, pki, tokens: TokenSequence([first])) {
-                try await $0.createToken()
-            }
-            #expect(token == first)
-            #expect(server.requests == [Self.post, Self.post, Self.post])
-            #expect(server.secrets.keys.sorted() == [first.secretName])
-        }
+    /// Failures after which the client must retry with the same token, and the requests it must send.
+    struct SameTokenCase: Sendable, CustomStringConvertible {
+        var description: String
+        var faults: [FakeAPIServer.Fault]
+        /// The requests, given the token.
+        var requests: @Sendable (BootstrapToken) -> [String]
     }
 
-    @Test("a connection lost after the write: the retry's 409 is read back as this client's own write")
-    func droppedAnswer() async throws {
+    static let sameTokenCases = [
+        SameTokenCase(description: "503 twice, nothing written", faults: [.status(503), .status(503)]) { _ in
+            [post, post, post]
+        },
+        SameTokenCase(description: "connection lost after the write: the 409 read back", faults: [.dropAfterWrite]) {
+            [post, post, get($0)]
+        },
+    ]
+
+    @Test("after a retryable failure the same token is created, its own 409 read back", arguments: sameTokenCases)
+    func sameTokenAfterFailure(_ testCase: SameTokenCase) async throws {
         try await withFakeAPIServer { server, pki in
             let first = BootstrapToken.generate()
-            server.inject([.dropAfterWrite])
+            server.inject(testCase.faults)
             let token = try await withClient(server, pki, tokens: TokenSequence([first])) {
                 try await $0.createToken()
             }
             #expect(token == first)
-            #expect(server.requests == [Self.post, Self.post, Self.get(first)])
+            #expect(server.requests == testCase.requests(first))
             #expect(server.secrets.keys.sorted() == [first.secretName])
         }
     }
@@ -270,7 +273,8 @@ struct BootstrapTokenClientTests {
                 Issue.record("expected tlsHandshakeFailed, got \(String(describing: error))")
                 return
             }
-            #expect(!reason.isEmpty)
+            // BoringSSL's reason codes only (which one depends on how the chain fails), no source paths.
+            #expect(reason.wholeMatch(of: /[A-Z0-9_]+(, [A-Z0-9_]+)*/) != nil)
             #expect(server.requests.isEmpty)
         }
     }

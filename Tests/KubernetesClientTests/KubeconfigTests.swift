@@ -1,5 +1,6 @@
 import Foundation
 import KubernetesClient
+import NIOSSL
 import Testing
 
 /// Kubeconfig parsing (strict, secrets kept out of errors) and the client configured from one against the fake.
@@ -58,7 +59,7 @@ struct KubeconfigTests {
                 kubeconfig.user
                     == .clientCertificate(
                         certificate: .inline(Array(identity.certificatePEM.utf8)),
-                        key: .inline(Array(identity.keyPEM.utf8))
+                        key: .inline(try NIOSSLPrivateKey(bytes: Array(identity.keyPEM.utf8), format: .pem))
                     )
             )
             #expect(!String(describing: kubeconfig).contains(Self.base64(identity.keyPEM)))
@@ -220,6 +221,14 @@ struct KubeconfigTests {
             removing: "    server: .*"
         ),
         Violation(
+            "a plain-HTTP server",
+            field: "clusters[fake].cluster.server",
+            line: 6,
+            problem: "must be an https:// URL",
+            replacing: "server: https://",
+            with: "server: http://"
+        ),
+        Violation(
             "no CA",
             field: "clusters[fake].cluster.certificate-authority-data",
             line: 6,
@@ -316,16 +325,22 @@ struct KubeconfigTests {
         #expect(!text.contains("not base64 ***"))
     }
 
-    @Test("key bytes that are base64 but not a PEM key fail when the credentials are built, naming the field only")
+    @Test("client-key-data that is base64 but not a PEM key is refused at parse time, naming field and line only")
     func keyNotPEM() throws {
         let pki = try TestPKI()
         let identity = try pki.clientIdentity()
         let garbage = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ1dC1icm9rZW4=\n-----END PRIVATE KEY-----\n"
         let yaml = Self.adminConf(server: "https://10.0.0.1:6443", pki: pki, identity: identity)
             .replacingOccurrences(of: Self.base64(identity.keyPEM), with: Self.base64(garbage))
-        let kubeconfig = try Kubeconfig(yaml: yaml, directory: "/")
-        let error = #expect(throws: KubernetesClientError.self) { try kubeconfig.credentials() }
-        #expect(error == .invalidKubeconfig(field: "client-key-data", line: nil, problem: "not a PEM private key"))
+        let error = #expect(throws: KubernetesClientError.self) { try Kubeconfig(yaml: yaml, directory: "/") }
+        #expect(
+            error
+                == .invalidKubeconfig(
+                    field: "users[admin].user.client-key-data",
+                    line: 19,
+                    problem: "not a PEM private key"
+                )
+        )
         #expect(!String(describing: error).contains("c2VjcmV0"))
     }
 
