@@ -308,7 +308,8 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Trustd", "TrustdCore", "AsterismProto", .product(name: "GRPCCore", package: "grpc-swift-2"),
+                "Trustd", "TrustdCore", "AsterismProto", "FakeKubernetesAPI",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
@@ -321,10 +322,24 @@ let package = Package(
             ]
         ),
         // The fake kube-apiserver's contract, and the bootstrap-token client against it over loopback HTTPS.
+        // A fake kube-apiserver enforcing the bootstrap-token Secret's contract (no real API server can run
+        // here), its test PKI; for the Kubernetes client's tests and trustd's end-to-end tests.
+        .target(
+            name: "FakeKubernetesAPI",
+            dependencies: [
+                "AsterismTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            path: "Tests/FakeKubernetesAPI"
+        ),
         .testTarget(
             name: "KubernetesClientTests",
             dependencies: [
-                "KubernetesClient", "AsterismTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                "KubernetesClient", "AsterismTestSupport", "FakeKubernetesAPI",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),

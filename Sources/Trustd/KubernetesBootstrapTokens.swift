@@ -47,6 +47,8 @@ struct KubernetesBootstrapTokens: BootstrapTokenSource {
         }
     }
 
+    func shutdown() async { try? await client.shutdown() }
+
     func token(for nodeName: String) async throws -> String {
         try await client.createToken().text
     }

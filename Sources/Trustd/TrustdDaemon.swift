@@ -51,6 +51,7 @@ public struct TrustdDaemon: Sendable {
         )
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var readiness: [@Sendable () async throws -> Void] = []
+        var shutdowns: [@Sendable () async -> Void] = [{ await keyd.shutdown() }]
         if configuration.constellationCompatibility {
             logger.warning(
                 "constellation-compatibility is on: keyd answers Constellation's bootstrapper with plain keys"
@@ -62,6 +63,7 @@ public struct TrustdDaemon: Sendable {
                 configuration: configuration,
                 logger: logger.with(label: "kubernetes")
             )
+            shutdowns.append { await material.tokens.shutdown() }
             let atls = ATLSServer(
                 configuration: .init(
                     issuer: AttestedCertificateIssuer(
@@ -118,15 +120,16 @@ public struct TrustdDaemon: Sendable {
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownGraceSeconds)
         let group = ServiceGroup(configuration: groupConfiguration)
         defer { SystemdNotify.send("STOPPING=1") }
+        let result: Result<Void, any Error>
         do {
             try await group.run()
+            result = .success(())
         } catch {
-            await keyd.shutdown()
-            try? await pool.shutdownGracefully()
-            throw error
+            result = .failure(error)
         }
-        await keyd.shutdown()
+        for shutdown in shutdowns { await shutdown() }
         try? await pool.shutdownGracefully()
+        try result.get()
     }
 }
 
@@ -287,6 +290,8 @@ struct JoinServiceMaterial: JoinMaterialSource {
 /// Creates a bootstrap token for a joining node.
 protocol BootstrapTokenSource: Sendable {
     func token(for nodeName: String) async throws -> String
+    /// Closes the source's connections (before the process ends).
+    func shutdown() async
 }
 
 /// Small files trustd reads at start, bounded and without following a final symbolic link.

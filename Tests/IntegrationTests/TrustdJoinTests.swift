@@ -16,6 +16,8 @@ import Testing
 import Trustd
 import TrustdCore
 
+@testable import FakeKubernetesAPI
+
 /// Fixed join material (a control plane's Kubernetes API is a seam this machine cannot run; the
 /// bootstrap-token client has its own tests against a fake API server).
 struct FixedJoinMaterial: JoinMaterialSource {
@@ -509,5 +511,87 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
         #expect(unpinned.stderr.contains("join-service-policy-file"), "\(unpinned.stderr)")
         let checked = try runCommand(BuiltProducts.trustd, ["--config", directory + "/c", "--check-config"])
         #expect(checked.status == 2)
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, closed: another process could take it in between, which
+/// a test then reports as a bind failure, not as a wrong result).
+func freeLoopbackPort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+    }
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Two nodes, every daemon a real process: the control plane's keyd and trustd (JoinService, bootstrap
+/// tokens on a fake kube-apiserver, the one seam this machine cannot run for real) and the worker's keyd
+/// and trustd, which joins through it and rejoins after both its daemons restart.
+@Suite(.serialized, .needsSwtpm, .needsRoot) struct TwoNodeProcessTests {
+    @Test("a worker joins through a control plane's trustd process and rejoins after a restart")
+    func twoNodes() async throws {
+        let scene = try JoinScene()
+        let pki = try TestPKI()
+        let bearer = "fake-sa-token-" + ClusterSecret.random(8).map { String($0, radix: 16) }.joined()
+        let api = try await FakeAPIServer(bearerToken: bearer, pki: pki)
+        let files = scene.outputDirectory + "-cp"
+        try FileManager.default.createDirectory(atPath: files, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: files) }
+        try pki.caPEM.write(toFile: files + "/ca.crt", atomically: true, encoding: .utf8)
+        try bearer.write(toFile: files + "/token", atomically: true, encoding: .utf8)
+        let policy = try MeasurementPolicy(
+            version: 1,
+            measurements: Measurements([:]),
+            allowedAKDigests: [scene.serverAK]
+        )
+        try Data(policy.canonicalJSON).write(to: URL(fileURLWithPath: files + "/join-service-policy.json"))
+
+        let joinPort = freeLoopbackPort()
+        let serving = [
+            "keyd-socket = \(scene.server.keyd.socketPath)", "role = control-plane", "node-name = cp-1",
+            "join-listen = 127.0.0.1:\(joinPort)", "api-server-advertise = 10.0.0.1:6443",
+            "kubernetes-ca-file = \(files)/ca.crt", "kubernetes-token-file = \(files)/token",
+            "kubernetes-api-server = \(api.url)", "kubernetes-version = v1.31.2",
+        ]
+        let controlPlane = try await onThread { try TrustdHarness(configuration: serving) }
+        let worker = [
+            "keyd-socket = \(scene.joiner.keyd.socketPath)", "role = worker", "node-name = worker-1",
+            "join-endpoints = 127.0.0.1:\(joinPort)", "join-service-policy-file = \(files)/join-service-policy.json",
+            "output-directory = \(scene.outputDirectory)", "backoff-initial-ms = 10", "backoff-max-ms = 200",
+            "join-deadline-seconds = 60",
+        ]
+        let first = try await onThread { try TrustdHarness(configuration: worker) }
+        let uuid = try scene.joiner.diskUUID()
+        #expect(try scene.joiner.diskOpens(with: scene.secret.diskKey(uuid: uuid)))
+        #expect(try scene.joiner.pcrFromTools(15) == scene.secret.markedPCR15)
+        // The token the worker got is a Secret on the API server, as kubeadm join will look it up.
+        let material = try JoinFiles(directory: scene.outputDirectory).readMaterial()
+        #expect(material.apiServerEndpoint == "10.0.0.1:6443" && material.kubernetesVersion == "v1.31.2")
+        let id = String(material.token.prefix(6))
+        let stored = try #require(api.secrets["bootstrap-token-\(id)"], "\(api.secrets.keys)")
+        #expect(stored["token-secret"] == String(material.token.dropFirst(7)))
+        #expect(!controlPlane.log.contains(material.token), "the token's secret is never logged")
+        #expect(!first.log.contains(String(material.token.dropFirst(7))))
+        _ = try await onThread { first.stop() }
+
+        scene.joiner.stopKeyd()
+        try scene.joiner.start()
+        let second = try await onThread { try TrustdHarness(configuration: worker) }
+        #expect(second.log.contains("rejoin complete"), "\(second.log)")
+        #expect(try scene.joiner.pcrFromTools(15) == scene.secret.markedPCR15)
+        let workerStatus = try await onThread { second.stop() }
+        let controlPlaneLog = controlPlane.log
+        let controlPlaneStatus = try await onThread { controlPlane.stop() }
+        #expect(workerStatus == 0)
+        #expect(controlPlaneStatus == 0, "\(controlPlaneLog)")
+        try await api.stop()
     }
 }

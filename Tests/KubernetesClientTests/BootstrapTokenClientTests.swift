@@ -3,6 +3,8 @@ import KubernetesClient
 import Logging
 import Testing
 
+@testable import FakeKubernetesAPI
+
 /// The bootstrap-token client against the fake API server over loopback HTTPS.
 ///
 /// The suite runs beside hundreds of other tests on two loaded cores, where a thread can stall for seconds: tests

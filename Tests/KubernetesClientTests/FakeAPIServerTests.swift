@@ -5,6 +5,8 @@ import NIOHTTP1
 import Synchronization
 import Testing
 
+@testable import FakeKubernetesAPI
+
 /// The fake kube-apiserver's contract, over real HTTPS on loopback with a plain HTTP client.
 @Suite("Fake API server contract")
 struct FakeAPIServerTests {

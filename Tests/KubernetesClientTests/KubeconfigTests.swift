@@ -3,6 +3,8 @@ import KubernetesClient
 import NIOSSL
 import Testing
 
+@testable import FakeKubernetesAPI
+
 /// Kubeconfig parsing (strict, secrets kept out of errors) and the client configured from one against the fake.
 @Suite("Kubeconfig")
 struct KubeconfigTests {

@@ -6,6 +6,8 @@ import NIOCore
 import NIOSSL
 import Synchronization
 
+@testable import FakeKubernetesAPI
+
 /// The bearer token the fake API server accepts in these tests.
 let fakeBearerToken = "fake-sa-token.eyJhbGciOiJSUzI1NiJ9-test-only"
 
