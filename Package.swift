@@ -319,9 +319,9 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
-            ]
+            ],
+            exclude: ["constellation_join.py", "constellation_join.proto"]
         ),
-        // The fake kube-apiserver's contract, and the bootstrap-token client against it over loopback HTTPS.
         // A fake kube-apiserver enforcing the bootstrap-token Secret's contract (no real API server can run
         // here), its test PKI; for the Kubernetes client's tests and trustd's end-to-end tests.
         .target(
@@ -335,6 +335,7 @@ let package = Package(
             ],
             path: "Tests/FakeKubernetesAPI"
         ),
+        // The fake kube-apiserver's contract, and the bootstrap-token client against it over loopback HTTPS.
         .testTarget(
             name: "KubernetesClientTests",
             dependencies: [

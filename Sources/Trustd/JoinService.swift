@@ -6,6 +6,7 @@ import GRPCCore
 import KeydClient
 import KeydProtocol
 import Logging
+import X509
 
 /// What a joining node needs besides its keys to run `kubeadm join`.
 public struct JoinMaterial: Sendable, Equatable {
@@ -74,12 +75,15 @@ public struct JoinService: Join_API.SimpleServiceProtocol {
     /// Called with every ticket's outcome (metrics).
     public let observe: @Sendable (JoinTicketOutcome) -> Void
     public let logger: Logger
+    /// Whether Constellation's binding is served: plain keys inside aTLS through keyd's `compat.release`.
+    public let constellationCompatibility: Bool
 
     public init(
         keyd: KeydGateway,
         peers: ATLSPeerRegistry,
         material: any JoinMaterialSource,
         admission: any RequestAdmission = UnlimitedAdmission(),
+        constellationCompatibility: Bool = false,
         logger: Logger,
         observe: @escaping @Sendable (JoinTicketOutcome) -> Void = { _ in }
     ) {
@@ -87,6 +91,7 @@ public struct JoinService: Join_API.SimpleServiceProtocol {
         self.peers = peers
         self.material = material
         self.admission = admission
+        self.constellationCompatibility = constellationCompatibility
         self.logger = logger
         self.observe = observe
     }
@@ -96,6 +101,9 @@ public struct JoinService: Join_API.SimpleServiceProtocol {
         context: ServerContext
     ) async throws -> Join_IssueJoinTicketResponse {
         let role: NodeRole = request.isControlPlane ? .controlPlane : .worker
+        if request.evidenceBinding == .constellation {
+            return try await compatibleJoin(request, context: context, role: role)
+        }
         return try await ticket(.join, context: context, role: role, nodeName: request.nodeName) { release in
             try Self.checkBinding(request.evidenceBinding)
             let answer = try await release(
@@ -126,6 +134,22 @@ public struct JoinService: Join_API.SimpleServiceProtocol {
         context: ServerContext
     ) async throws -> Join_IssueRejoinTicketResponse {
         let role: NodeRole = request.isControlPlane ? .controlPlane : .worker
+        if request.evidenceBinding == .constellation {
+            // Constellation's rejoin names no node; keyd records this name in its audit only (its
+            // Constellation binding covers the certificate key and nonce, not a name).
+            let nodeName = request.nodeName.isEmpty ? "rejoin-" + request.diskUuid.prefix(8) : request.nodeName
+            let keys = try await compatibleRelease(
+                .rejoin,
+                context: context,
+                role: role,
+                nodeName: nodeName,
+                diskUUID: request.diskUuid
+            )
+            var response = Join_IssueRejoinTicketResponse()
+            response.stateDiskKey = Data(keys.diskKey)
+            response.measurementSecret = Data(keys.measurementSecret)
+            return response
+        }
         return try await ticket(.rejoin, context: context, role: role, nodeName: request.nodeName) { release in
             try Self.checkBinding(request.evidenceBinding)
             let answer = try await release(Array(request.bootPublicKey), request.diskUuid, [])
@@ -133,6 +157,115 @@ public struct JoinService: Join_API.SimpleServiceProtocol {
             response.sealedKeys = Data(answer.envelope)
             return response
         }
+    }
+
+    /// Constellation's join: the node name from the kubelet CSR (`CN=system:node:<name>`), keyd's
+    /// `compat.release` on the Constellation document the client attested with, and the keys in plain in
+    /// Constellation's fields. Only workers: a Constellation control plane expects its PKI files
+    /// (`control_plane_files`), which this JoinService does not hold.
+    private func compatibleJoin(
+        _ request: Join_IssueJoinTicketRequest,
+        context: ServerContext,
+        role: NodeRole
+    ) async throws -> Join_IssueJoinTicketResponse {
+        guard role == .worker else {
+            throw JoinRefusal(
+                .failedPrecondition,
+                "control planes join with sealed release",
+                reason: "a Constellation control plane asked to join; its PKI files are not served"
+            ).rpcError
+        }
+        let nodeName =
+            request.nodeName.isEmpty ? Self.nodeName(fromCSR: Array(request.certificateRequest)) : request.nodeName
+        let keys = try await compatibleRelease(
+            .join,
+            context: context,
+            role: role,
+            nodeName: nodeName ?? "",
+            diskUUID: request.diskUuid
+        )
+        let material: JoinMaterial
+        do {
+            material = try await self.material.material(nodeName: nodeName ?? "", role: role)
+        } catch {
+            logger.warning("join material unavailable", metadata: ["reason": "\(error)"])
+            throw RPCError(code: .unavailable, message: "join material unavailable")
+        }
+        var response = Join_IssueJoinTicketResponse()
+        response.stateDiskKey = Data(keys.diskKey)
+        response.measurementSalt = Data(keys.measurementSalt)
+        response.measurementSecret = Data(keys.measurementSecret)
+        response.apiServerEndpoint = material.apiServerEndpoint
+        response.token = material.token
+        response.discoveryTokenCaCertHash = material.discoveryTokenCACertHash
+        response.kubernetesVersion = material.kubernetesVersion
+        return response
+    }
+
+    /// Keys in plain for Constellation's bootstrapper, from keyd's `compat.release`.
+    struct PlainKeys: Sendable {
+        var diskKey: [UInt8]
+        var measurementSecret: [UInt8]
+        var measurementSalt: [UInt8]
+    }
+
+    /// `compat.release` for the caller's challenge and Constellation document, as one admitted, logged,
+    /// observed and sanitized ticket.
+    private func compatibleRelease(
+        _ kind: JoinTicketKind,
+        context: ServerContext,
+        role: NodeRole,
+        nodeName: String,
+        diskUUID: String
+    ) async throws -> PlainKeys {
+        guard constellationCompatibility else {
+            observe(JoinTicketOutcome(kind: kind, reason: "binding", seconds: nil))
+            logger.warning("Constellation binding asked for; compatibility mode is off")
+            throw RPCError(code: .failedPrecondition, message: "this JoinService serves sealed release only")
+        }
+        return try await ticket(kind, context: context, role: role, nodeName: nodeName) { _ in
+            guard let connection = peers.connection(forPeer: context.remotePeer),
+                let challengeID = connection.challengeID, let claim = connection.claim
+            else {
+                throw JoinRefusal(.unauthenticated, "attestation required", reason: "no attested connection")
+            }
+            let request = CompatReleaseRequest(
+                challengeID: challengeID,
+                evidence: claim.document,
+                certificateKeyHash: claim.keyHash,
+                diskUUID: diskUUID,
+                role: role,
+                nodeName: nodeName
+            )
+            do {
+                return try await keyd.call { connection in
+                    let answer = try connection.call(.compatRelease(request))
+                    let keys = try answer.decodePayload(.compatRelease, CompatReleaseAnswer.read)
+                    func bytes(_ field: SecretField) -> [UInt8] {
+                        Array(answer.payload[field.offset..<(field.offset + field.count)])
+                    }
+                    return PlainKeys(
+                        diskKey: bytes(keys.diskKey),
+                        measurementSecret: bytes(keys.measurementSecret),
+                        measurementSalt: keys.measurementSalt
+                    )
+                }
+            } catch let error as KeydClientError {
+                throw JoinRefusal(keyd: error)
+            }
+        }
+    }
+
+    /// The node name a kubelet CSR asks for (`CN=system:node:<name>`), or nil.
+    static func nodeName(fromCSR der: [UInt8]) -> String? {
+        guard let csr = try? CertificateSigningRequest(derEncoded: der) else { return nil }
+        for rdn in csr.subject {
+            for attribute in rdn where attribute.type == .RDNAttributeType.commonName {
+                let text = String(describing: attribute.value)
+                if text.hasPrefix("system:node:") { return String(text.dropFirst("system:node:".count)) }
+            }
+        }
+        return nil
     }
 
     /// A release function for one request: boot key, disk UUID, CSR → keyd's answer.

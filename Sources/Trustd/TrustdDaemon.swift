@@ -72,7 +72,7 @@ public struct TrustdDaemon: Sendable {
                     ),
                     deferredClientCheck: ATLSDeferredClientCheck(
                         challenges: KeydChallengeSource(socketPath: configuration.keydSocket),
-                        variants: [.asterismTPM]
+                        variants: configuration.constellationCompatibility ? [.asterismTPM, .qemuVTPM] : [.asterismTPM]
                     )
                 ),
                 threadPool: pool
@@ -82,6 +82,7 @@ public struct TrustdDaemon: Sendable {
                 keyd: keyd,
                 peers: atls.peers,
                 material: material,
+                constellationCompatibility: configuration.constellationCompatibility,
                 logger: logger.with(label: "joinservice")
             )
             services.append(

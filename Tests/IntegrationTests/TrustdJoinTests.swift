@@ -43,8 +43,12 @@ final class JoinScene {
     let outputDirectory: String
     let serverAK: [UInt8]
 
-    init() throws {
-        server = try ReleaseNode()
+    /// Whether the serving keyd and JoinService answer Constellation's binding (plain keys).
+    let compatibility: Bool
+
+    init(compatibility: Bool = false) throws {
+        self.compatibility = compatibility
+        server = try ReleaseNode(extra: compatibility ? ["constellation-compatibility = true"] : [])
         joiner = try ReleaseNode()
         try joiner.formatStateDisk()
         let facts = try joiner.tpmFacts()
@@ -55,7 +59,8 @@ final class JoinScene {
         let policy = try MeasurementPolicy(
             version: 1,
             measurements: facts.measurements(0...7),
-            allowedAKDigests: [facts.akDigest]
+            allowedAKDigests: [facts.akDigest],
+            evidenceVariants: compatibility ? [.asterismTPM, .qemuVTPM] : [.asterismTPM]
         )
         _ = try server.admin().call(.policySet(signedPolicy: try operatorKey.sign(policy)))
         pool = NIOThreadPool(numberOfThreads: 4)
@@ -92,7 +97,7 @@ final class JoinScene {
                 ),
                 deferredClientCheck: ATLSDeferredClientCheck(
                     challenges: KeydChallengeSource(socketPath: socket),
-                    variants: [.asterismTPM]
+                    variants: compatibility ? [.asterismTPM, .qemuVTPM] : [.asterismTPM]
                 )
             ),
             threadPool: pool
@@ -102,6 +107,7 @@ final class JoinScene {
             keyd: gateway,
             peers: atls.peers,
             material: FixedJoinMaterial(),
+            constellationCompatibility: compatibility,
             logger: Logger(label: "test.joinservice")
         )
         let transport = atls.grpcTransport(host: "127.0.0.1", port: 0)
