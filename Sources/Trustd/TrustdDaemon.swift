@@ -73,7 +73,8 @@ public struct TrustdDaemon: Sendable {
                     deferredClientCheck: ATLSDeferredClientCheck(
                         challenges: KeydChallengeSource(socketPath: configuration.keydSocket),
                         variants: configuration.constellationCompatibility ? [.asterismTPM, .qemuVTPM] : [.asterismTPM]
-                    )
+                    ),
+                    handshakeTimeout: .milliseconds(Int64(configuration.handshakeTimeoutMilliseconds))
                 ),
                 threadPool: pool
             )

@@ -35,6 +35,7 @@ import KeydProtocol
 /// kubernetes-ca-file = /etc/kubernetes/pki/ca.crt
 /// kubeadm-certificate-key-file = /etc/trustd/certificate-key
 /// kubernetes-version = v1.31.2
+/// handshake-timeout-ms = 10000
 /// ```
 public struct TrustdConfiguration: Equatable, Sendable {
     /// keyd's socket for trustd, the only way trustd reaches keyd.
@@ -94,6 +95,9 @@ public struct TrustdConfiguration: Equatable, Sendable {
     public var kubeadmCertificateKeyFile: String?
     /// The Kubernetes version JoinService tells joining nodes; empty: none.
     public var kubernetesVersion: String = ""
+    /// Time an aTLS handshake may take on JoinService (evidence on both sides included) before the
+    /// connection is closed.
+    public var handshakeTimeoutMilliseconds: Int = 10_000
 
     /// The defaults.
     public init() {}
@@ -119,6 +123,8 @@ public struct TrustdConfiguration: Equatable, Sendable {
     public static let sourceRateRange: ClosedRange<Int> = 1...100_000
     /// Accepted ``bootstrapTokenTTLSeconds``.
     public static let bootstrapTokenTTLRange: ClosedRange<Int> = 60...86_400
+    /// Accepted ``handshakeTimeoutMilliseconds``.
+    public static let handshakeTimeoutRange: ClosedRange<Int> = 1000...600_000
     /// Accepted ``shutdownGraceSeconds``.
     public static let shutdownGraceRange: ClosedRange<Int> = 1...3600
 
@@ -154,6 +160,7 @@ public struct TrustdConfiguration: Equatable, Sendable {
         case kubernetesCAFile = "kubernetes-ca-file"
         case kubeadmCertificateKeyFile = "kubeadm-certificate-key-file"
         case kubernetesVersion = "kubernetes-version"
+        case handshakeTimeout = "handshake-timeout-ms"
 
         /// Sets what `field`'s value says.
         func apply(_ field: ConfigurationField, to configuration: inout TrustdConfiguration) throws(CoreError) {
@@ -190,6 +197,8 @@ public struct TrustdConfiguration: Equatable, Sendable {
             case .kubernetesCAFile: configuration.kubernetesCAFile = try field.absolutePath()
             case .kubeadmCertificateKeyFile: configuration.kubeadmCertificateKeyFile = try field.absolutePath()
             case .kubernetesVersion: configuration.kubernetesVersion = try field.kubernetesVersion()
+            case .handshakeTimeout:
+                configuration.handshakeTimeoutMilliseconds = try field.integer(in: handshakeTimeoutRange)
             }
         }
     }

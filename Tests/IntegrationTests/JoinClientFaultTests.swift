@@ -114,7 +114,8 @@ final class FaultyJoinService: Join_API.SimpleServiceProtocol, Sendable {
         let atls = ATLSServer(
             configuration: .init(
                 issuer: AttestedCertificateIssuer(evidence: serviceEvidence, keyMode: .cached),
-                deferredClientCheck: ATLSDeferredClientCheck(challenges: RandomChallenges(), variants: [.asterismTPM])
+                deferredClientCheck: ATLSDeferredClientCheck(challenges: RandomChallenges(), variants: [.asterismTPM]),
+                handshakeTimeout: .seconds(90)
             ),
             threadPool: pool
         )

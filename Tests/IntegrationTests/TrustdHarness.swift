@@ -38,7 +38,7 @@ final class TrustdHarness: @unchecked Sendable {
             environment: environment
         )
         let pid = self.pid
-        guard notification.waitForReady(seconds: 120, stillRunning: { Spawn.isRunning(pid) }) else {
+        guard notification.waitForReady(seconds: 300, stillRunning: { Spawn.isRunning(pid) }) else {
             let log = self.log
             stop()
             throw HarnessError("trustd did not become ready; log:\n\(log)")

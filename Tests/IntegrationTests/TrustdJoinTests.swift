@@ -39,7 +39,10 @@ final class JoinScene {
     let operatorKey = Operator()
     let server: ReleaseNode
     let joiner: ReleaseNode
+    /// The joining side's thread pool (evidence, certificate checks).
     let pool: NIOThreadPool
+    /// The JoinService's own thread pool, as in its own process (challenges, client claims).
+    let servicePool: NIOThreadPool
     let outputDirectory: String
     let serverAK: [UInt8]
 
@@ -65,12 +68,15 @@ final class JoinScene {
         _ = try server.admin().call(.policySet(signedPolicy: try operatorKey.sign(policy)))
         pool = NIOThreadPool(numberOfThreads: 4)
         pool.start()
+        servicePool = NIOThreadPool(numberOfThreads: 4)
+        servicePool.start()
         var template = Array("/tmp/trustd-join-XXXXXX".utf8CString)
         outputDirectory = String(cString: mkdtemp(&template)!)
     }
 
     deinit {
         try? pool.syncShutdownGracefully()
+        try? servicePool.syncShutdownGracefully()
         try? FileManager.default.removeItem(atPath: outputDirectory)
     }
 
@@ -98,9 +104,12 @@ final class JoinScene {
                 deferredClientCheck: ATLSDeferredClientCheck(
                     challenges: KeydChallengeSource(socketPath: socket),
                     variants: compatibility ? [.asterismTPM, .qemuVTPM] : [.asterismTPM]
-                )
+                ),
+                // The full suite runs hundreds of tests on two cores: a handshake (a quote on swtpm on
+                // each side) can take longer than the production default of 10 s there.
+                handshakeTimeout: .seconds(90)
             ),
-            threadPool: pool
+            threadPool: servicePool
         )
         let gateway = KeydGateway(socketPath: socket, maxConnections: 4)
         let service = JoinService(
@@ -131,7 +140,7 @@ final class JoinScene {
                 role: .worker,
                 nodeName: "worker-1",
                 serviceVerifier: verifier ?? serviceVerifier,
-                callTimeout: .seconds(30),
+                callTimeout: .seconds(60),
                 deadline: deadline,
                 backoff: JoinBackoff(initialMilliseconds: 10, maximumMilliseconds: 50),
                 maxAttempts: maxAttempts,
@@ -340,7 +349,7 @@ extension JoinScene {
             threadPool: pool
         )
         var options = CallOptions.defaults
-        options.timeout = .seconds(30)
+        options.timeout = .seconds(60)
         options.waitForReady = false
         return try await withGRPCClient(
             transport: try client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))
@@ -470,7 +479,7 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
                 "keyd-socket = \(scene.joiner.keyd.socketPath)", "role = worker", "node-name = worker-1",
                 "join-endpoints = 127.0.0.1:\(port)", "join-service-policy-file = \(policyFile)",
                 "output-directory = \(scene.outputDirectory)", "backoff-initial-ms = 10", "backoff-max-ms = 100",
-                "join-deadline-seconds = 60",
+                "join-deadline-seconds = 300", "call-timeout-ms = 60000",
             ]
             let first = try await onThread { try TrustdHarness(configuration: configuration) }
             let uuid = try scene.joiner.diskUUID()
@@ -565,14 +574,14 @@ func freeLoopbackPort() -> Int {
             "keyd-socket = \(scene.server.keyd.socketPath)", "role = control-plane", "node-name = cp-1",
             "join-listen = 127.0.0.1:\(joinPort)", "api-server-advertise = 10.0.0.1:6443",
             "kubernetes-ca-file = \(files)/ca.crt", "kubernetes-token-file = \(files)/token",
-            "kubernetes-api-server = \(api.url)", "kubernetes-version = v1.31.2",
+            "kubernetes-api-server = \(api.url)", "kubernetes-version = v1.31.2", "handshake-timeout-ms = 90000",
         ]
         let controlPlane = try await onThread { try TrustdHarness(configuration: serving) }
         let worker = [
             "keyd-socket = \(scene.joiner.keyd.socketPath)", "role = worker", "node-name = worker-1",
             "join-endpoints = 127.0.0.1:\(joinPort)", "join-service-policy-file = \(files)/join-service-policy.json",
             "output-directory = \(scene.outputDirectory)", "backoff-initial-ms = 10", "backoff-max-ms = 200",
-            "join-deadline-seconds = 60",
+            "join-deadline-seconds = 300", "call-timeout-ms = 60000",
         ]
         let first = try await onThread { try TrustdHarness(configuration: worker) }
         let uuid = try scene.joiner.diskUUID()

@@ -189,6 +189,7 @@ import Testing
         },
         Setting(text: "kubeadm-certificate-key-file = /k") { $0.kubeadmCertificateKeyFile == "/k" },
         Setting(text: "kubernetes-version = v1.31.2") { $0.kubernetesVersion == "v1.31.2" },
+        Setting(text: "handshake-timeout-ms = 1000") { $0.handshakeTimeoutMilliseconds == 1000 },
     ]
 
     @Test(arguments: settings)
