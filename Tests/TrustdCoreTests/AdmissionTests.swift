@@ -1,0 +1,236 @@
+import Testing
+
+@testable import TrustdCore
+
+/// Token buckets, the bounded source table and the in-flight/queue decisions, on a clock the tests move.
+@Suite struct AdmissionTests {
+    let start = ContinuousClock.now
+
+    // MARK: TokenBucket
+
+    @Test func burstThenEmpty() {
+        var bucket = TokenBucket(ratePerSecond: 10, burst: 3, now: start)
+        for _ in 0..<3 { #expect(bucket.take(at: start) == .granted) }
+        // Empty: one token comes back after 1/10 s.
+        #expect(bucket.take(at: start) == .empty(nextTokenIn: .milliseconds(100)))
+        #expect(bucket.tokens == 0)
+    }
+
+    @Test func refillsWithTimeUpToBurst() {
+        var bucket = TokenBucket(ratePerSecond: 4, burst: 2, now: start)
+        #expect(bucket.take(at: start) == .granted)
+        #expect(bucket.take(at: start) == .granted)
+        // A quarter second gives back exactly one token.
+        #expect(bucket.take(at: start + .milliseconds(250)) == .granted)
+        guard case .empty(let wait) = bucket.take(at: start + .milliseconds(250)) else {
+            Issue.record("an empty bucket granted a token")
+            return
+        }
+        #expect(wait == .milliseconds(250))
+        // A long pause refills to the burst, never beyond it.
+        let later = start + .seconds(60)
+        #expect(bucket.take(at: later) == .granted)
+        #expect(bucket.tokens == 1)
+        #expect(bucket.take(at: later) == .granted)
+        #expect(bucket.take(at: later) != .granted)
+    }
+
+    @Test func partialTokenWaitsForTheRest() {
+        var bucket = TokenBucket(ratePerSecond: 1, burst: 1, now: start)
+        #expect(bucket.take(at: start) == .granted)
+        // 0.75 s later three quarters of a token are back: the rest takes 0.25 s.
+        #expect(bucket.take(at: start + .milliseconds(750)) == .empty(nextTokenIn: .milliseconds(250)))
+    }
+
+    @Test func earlierInstantRefillsNothing() {
+        var bucket = TokenBucket(ratePerSecond: 1, burst: 1, now: start + .seconds(5))
+        #expect(bucket.take(at: start + .seconds(5)) == .granted)
+        // A caller's instant read before the last update must not add or remove tokens.
+        #expect(bucket.take(at: start) == .empty(nextTokenIn: .seconds(1)))
+        #expect(bucket.tokens == 0)
+    }
+
+    // MARK: SourceBuckets
+
+    @Test func sourcesHaveTheirOwnBuckets() {
+        var table = SourceBuckets(capacity: 8, ratePerSecond: 1, burst: 2)
+        #expect(table.take(source: "10.0.0.1", at: start) == .granted)
+        #expect(table.take(source: "10.0.0.1", at: start) == .granted)
+        #expect(table.take(source: "10.0.0.1", at: start) == .empty(nextTokenIn: .seconds(1)))
+        // Another source is not limited by the first one's spending.
+        #expect(table.take(source: "10.0.0.2", at: start) == .granted)
+        #expect(table.count == 2)
+        // The first source gets a token back after a second.
+        #expect(table.take(source: "10.0.0.1", at: start + .seconds(1)) == .granted)
+    }
+
+    @Test func evictsTheLeastRecentlyUsedAtTheBound() {
+        var table = SourceBuckets(capacity: 3, ratePerSecond: 1, burst: 1)
+        for source in ["a", "b", "c"] { #expect(table.take(source: source, at: start) == .granted) }
+        #expect(table.sourcesByRecency == ["c", "b", "a"])
+        // Using "a" again makes "b" the least recently used.
+        #expect(table.take(source: "a", at: start) != .granted)
+        #expect(table.sourcesByRecency == ["a", "c", "b"])
+        #expect(table.take(source: "d", at: start) == .granted)
+        #expect(table.count == 3)
+        #expect(!table.contains("b"))
+        #expect(table.sourcesByRecency == ["d", "a", "c"])
+        // "a" kept its spent bucket; "b" comes back as a new source with a full one.
+        #expect(table.take(source: "a", at: start) != .granted)
+        #expect(table.take(source: "b", at: start) == .granted)
+        #expect(!table.contains("c"))
+        #expect(table.sourcesByRecency == ["b", "a", "d"])
+    }
+
+    @Test func floodOfNewSourcesStaysBounded() {
+        var table = SourceBuckets(capacity: 100, ratePerSecond: 1, burst: 1)
+        for n in 0..<10_000 { #expect(table.take(source: "198.51.100.\(n)", at: start) == .granted) }
+        #expect(table.count == 100)
+        // The most recent 100 sources are the ones kept, newest first.
+        #expect(table.sourcesByRecency == (9_900..<10_000).reversed().map { "198.51.100.\($0)" })
+    }
+
+    @Test func capacityOneReplacesTheOnlySource() {
+        var table = SourceBuckets(capacity: 1, ratePerSecond: 1, burst: 1)
+        #expect(table.take(source: "a", at: start) == .granted)
+        #expect(table.take(source: "a", at: start) != .granted)
+        #expect(table.take(source: "b", at: start) == .granted)
+        #expect(table.sourcesByRecency == ["b"])
+    }
+
+    // MARK: AdmissionState
+
+    @Test func admitsUpToTheLimitThenQueuesThenRefuses() {
+        var state = AdmissionState(limits: AdmissionLimits(maxInFlight: 2, maxQueued: 2))
+        #expect(state.arrive(1) == .admitted)
+        #expect(state.arrive(2) == .admitted)
+        #expect(state.arrive(3) == .queued)
+        #expect(state.arrive(4) == .queued)
+        #expect(state.inFlight == 2)
+        #expect(state.queued == 2)
+        // Full: refused with the time two queued calls take on two slots at the first guess of 100 ms,
+        // (2 + 1) × 100 ms / 2 = 150 ms.
+        #expect(state.arrive(5) == .refused(retryAfter: .milliseconds(150)))
+        #expect(state.queued == 2)
+    }
+
+    @Test func finishAdmitsWaitersInArrivalOrder() {
+        var state = AdmissionState(limits: AdmissionLimits(maxInFlight: 1, maxQueued: 3))
+        #expect(state.arrive(10) == .admitted)
+        #expect(state.arrive(11) == .queued)
+        #expect(state.arrive(12) == .queued)
+        #expect(state.finish(serviceTime: .milliseconds(100)) == 11)
+        #expect(state.inFlight == 1)
+        #expect(state.finish(serviceTime: .milliseconds(100)) == 12)
+        #expect(state.finish(serviceTime: .milliseconds(100)) == nil)
+        #expect(state.inFlight == 0)
+        #expect(state.queued == 0)
+    }
+
+    @Test func newcomerWaitsBehindTheQueue() {
+        var state = AdmissionState(limits: AdmissionLimits(maxInFlight: 1, maxQueued: 2))
+        #expect(state.arrive(1) == .admitted)
+        #expect(state.arrive(2) == .queued)
+        // 1 finishes and 2 takes its slot; 3 arriving now must not jump ahead of anyone.
+        #expect(state.finish(serviceTime: .zero) == 2)
+        #expect(state.arrive(3) == .queued)
+    }
+
+    @Test func cancelledWaiterIsSkipped() {
+        var state = AdmissionState(limits: AdmissionLimits(maxInFlight: 1, maxQueued: 2))
+        #expect(state.arrive(1) == .admitted)
+        #expect(state.arrive(2) == .queued)
+        #expect(state.arrive(3) == .queued)
+        let cancelled = state.cancel(2)
+        let cancelledAgain = state.cancel(2)
+        #expect(cancelled)
+        #expect(!state.isQueued(2))
+        #expect(!cancelledAgain)
+        // The freed place is usable at once.
+        #expect(state.arrive(4) == .queued)
+        #expect(state.finish(serviceTime: .zero) == 3)
+        #expect(state.finish(serviceTime: .zero) == 4)
+        #expect(state.finish(serviceTime: .zero) == nil)
+    }
+
+    @Test func cancelOfAnAdmittedCallIsRefused() {
+        var state = AdmissionState(limits: AdmissionLimits(maxInFlight: 1, maxQueued: 1))
+        #expect(state.arrive(1) == .admitted)
+        let cancelled = state.cancel(1)
+        #expect(!cancelled)
+        #expect(state.inFlight == 1)
+    }
+
+    @Test func noQueueRefusesWhenSlotsAreBusy() {
+        var state = AdmissionState(limits: AdmissionLimits(maxInFlight: 1, maxQueued: 0))
+        #expect(state.arrive(1) == .admitted)
+        #expect(state.arrive(2) == .refused(retryAfter: .milliseconds(100)))
+        #expect(state.finish(serviceTime: .milliseconds(50)) == nil)
+        #expect(state.arrive(3) == .admitted)
+    }
+
+    @Test func manyCancellationsKeepTheQueueBounded() {
+        var state = AdmissionState(limits: AdmissionLimits(maxInFlight: 1, maxQueued: 4))
+        #expect(state.arrive(0) == .admitted)
+        for id in UInt64(1)...10_000 {
+            #expect(state.arrive(id) == .queued)
+            let cancelled = state.cancel(id)
+            #expect(cancelled)
+        }
+        #expect(state.queued == 0)
+        #expect(state.arrive(20_000) == .queued)
+        #expect(state.finish(serviceTime: .zero) == 20_000)
+    }
+
+    @Test func serviceTimeEstimateFollowsObservedCalls() {
+        var state = AdmissionState(limits: AdmissionLimits(maxInFlight: 1, maxQueued: 0))
+        #expect(state.serviceTimeEstimate == .milliseconds(100))
+        for _ in 0..<100 {
+            #expect(state.arrive(1) == .admitted)
+            _ = state.finish(serviceTime: .seconds(2))
+        }
+        // Converged on 2 s (within a millisecond after 100 samples at weight 0.2).
+        let error = state.serviceTimeEstimate - .seconds(2)
+        #expect(error > .milliseconds(-1) && error < .milliseconds(1))
+        #expect(state.arrive(1) == .admitted)
+        guard case .refused(let hint) = state.arrive(2) else {
+            Issue.record("a full gate without a queue admitted a call")
+            return
+        }
+        #expect(hint > .milliseconds(1_990) && hint <= .seconds(2))
+    }
+
+    @Test(arguments: [
+        // A fast service with a short queue: the lower bound.
+        (Duration.milliseconds(1), 0, Duration.milliseconds(100)),
+        // A slow service with a long queue: the upper bound.
+        (Duration.seconds(5), 100, Duration.seconds(10)),
+        // In between: (3 + 1) × 500 ms / 2 slots = 1 s.
+        (Duration.milliseconds(500), 3, Duration.seconds(1)),
+    ])
+    func retryHintIsClamped(serviceTime: Duration, queued: Int, expected: Duration) {
+        let limits = AdmissionLimits(maxInFlight: 2, maxQueued: queued, initialServiceTime: serviceTime)
+        var state = AdmissionState(limits: limits)
+        #expect(state.arrive(0) == .admitted)
+        #expect(state.arrive(1) == .admitted)
+        for id in 0..<queued { #expect(state.arrive(UInt64(100 + id)) == .queued) }
+        #expect(state.arrive(99) == .refused(retryAfter: expected))
+    }
+
+    @Test func retryAfterMillisecondsRoundsUp() {
+        #expect(AdmissionRefusal(reason: .queueFull, retryAfter: .milliseconds(150)).retryAfterMilliseconds == 150)
+        #expect(AdmissionRefusal(reason: .sourceRate, retryAfter: .microseconds(100_001)).retryAfterMilliseconds == 101)
+        #expect(AdmissionRefusal(reason: .sourceRate, retryAfter: .seconds(10)).retryAfterMilliseconds == 10_000)
+    }
+
+    @Test func releaseLimitsComeFromTheConfiguration() throws {
+        var configuration = TrustdConfiguration()
+        configuration.maxReleasesInFlight = 7
+        configuration.releaseQueueLength = 70
+        let limits = AdmissionLimits(releasesOf: configuration)
+        #expect(limits.maxInFlight == 7)
+        #expect(limits.maxQueued == 70)
+        #expect(limits.clampedRetryAfter(.zero) == .milliseconds(100))
+        #expect(limits.clampedRetryAfter(.seconds(60)) == .seconds(10))
+    }
+}
