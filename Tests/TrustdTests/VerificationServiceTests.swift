@@ -1,0 +1,185 @@
+import AsterismProto
+import Attestation
+import Crypto
+import Foundation
+import GRPCCore
+import KeydClient
+import KeydProtocol
+import Testing
+import Trustd
+import TrustdCore
+
+/// VerificationService over real gRPC (plaintext HTTP/2 on loopback), its documents checked with the
+/// Attestation module's native validator.
+@Suite struct VerificationServiceTests {
+    @Test func constellationBindingValidatesAgainstTheNonce() async throws {
+        let source = FakeAttestationSource()
+        let fixture = VerificationFixture(source: source)
+        try await fixture.withGRPC { verify in
+            let nonce = randomNonce()
+            var request = Verify_GetAttestationRequest()
+            request.nonce = Data(nonce)
+            let response = try await verify.getAttestation(request)
+            #expect(response.bootPublicKey.isEmpty)
+            let document = Array(response.attestation)
+            let validated = try source.validator.validate(document: document, nonce: nonce, at: Date())
+            #expect(validated.userData == VerificationUserData.constellation)
+            #expect(validated.userData == Array(SHA256.hash(data: Array("VerifyService".utf8))))
+            // The same document is no evidence for another nonce.
+            #expect(throws: EvidenceRejection.self) {
+                _ = try source.validator.validate(document: document, nonce: randomNonce(), at: Date())
+            }
+        }
+    }
+
+    @Test func sealedBindingCarriesTheBootKey() async throws {
+        let source = FakeAttestationSource()
+        let fixture = VerificationFixture(source: source)
+        try await fixture.withGRPC { verify in
+            let nonce = randomNonce()
+            var request = Verify_GetAttestationRequest()
+            request.nonce = Data(nonce)
+            request.binding = .sealedV1
+            let response = try await verify.getAttestation(request)
+            #expect(Array(response.bootPublicKey) == source.bootPublicKey)
+            let validated = try source.validator.validate(
+                document: Array(response.attestation),
+                nonce: nonce,
+                at: Date()
+            )
+            #expect(validated.userData == Array(SHA256.hash(data: Array(response.bootPublicKey))))
+        }
+    }
+
+    @Test(arguments: [0, 1, 31, 33, 64, 4096])
+    func wrongNonceSizeIsInvalidArgument(size: Int) async throws {
+        let source = FakeAttestationSource()
+        let fixture = VerificationFixture(source: source)
+        try await fixture.withGRPC { verify in
+            var request = Verify_GetAttestationRequest()
+            request.nonce = Data(repeating: 7, count: size)
+            let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
+            #expect(error?.code == .invalidArgument)
+            #expect(error?.message == "nonce must be 32 bytes")
+        }
+        #expect(source.calls == 0)
+    }
+
+    @Test func unknownBindingIsInvalidArgument() async throws {
+        let source = FakeAttestationSource()
+        let fixture = VerificationFixture(source: source)
+        try await fixture.withGRPC { verify in
+            var request = Verify_GetAttestationRequest()
+            request.nonce = Data(randomNonce())
+            request.binding = .UNRECOGNIZED(7)
+            let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
+            #expect(error?.code == .invalidArgument)
+        }
+        #expect(source.calls == 0)
+    }
+
+    @Test func concurrencyCapRefusesWithRetryHintAndRecovers() async throws {
+        let source = GatedAttestationSource()
+        let fixture = VerificationFixture(source: source, limits: AdmissionLimits(maxInFlight: 1, maxQueued: 0))
+        try await fixture.withGRPC { verify in
+            let nonce = randomNonce()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                // The first call takes the only slot and stays in the TPM until the source opens.
+                group.addTask {
+                    var request = Verify_GetAttestationRequest()
+                    request.nonce = Data(nonce)
+                    let response = try await verify.getAttestation(request)
+                    _ = try source.inner.validator.validate(
+                        document: Array(response.attestation),
+                        nonce: nonce,
+                        at: Date()
+                    )
+                }
+                await source.waitUntilStarted(1)
+                var second = Verify_GetAttestationRequest()
+                second.nonce = Data(randomNonce())
+                let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(second) }
+                #expect(error?.code == .resourceExhausted)
+                #expect(error?.message == "busy; retry later")
+                let hint = try #require(error.flatMap(AdmissionGate.retryAfterMilliseconds(of:)))
+                #expect((100...10_000).contains(hint))
+                source.open()
+                try await group.waitForAll()
+            }
+            // With the slot free again, a good call goes through.
+            var third = Verify_GetAttestationRequest()
+            third.nonce = Data(randomNonce())
+            let response = try await verify.getAttestation(third)
+            #expect(!response.attestation.isEmpty)
+        }
+    }
+
+    @Test func sourceRateLimitRefusesWithRetryHint() async throws {
+        let source = FakeAttestationSource()
+        // Two calls, then one every 1,000 s: the third call is over the rate.
+        let fixture = VerificationFixture(source: source, ratePerSecond: 0.001, burst: 2)
+        try await fixture.withGRPC { verify in
+            for _ in 0..<2 {
+                var request = Verify_GetAttestationRequest()
+                request.nonce = Data(randomNonce())
+                _ = try await verify.getAttestation(request)
+            }
+            var request = Verify_GetAttestationRequest()
+            request.nonce = Data(randomNonce())
+            let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
+            #expect(error?.code == .resourceExhausted)
+            // 1,000 s until the next token, clamped to the 10 s ceiling.
+            #expect(error.flatMap(AdmissionGate.retryAfterMilliseconds(of:)) == 10_000)
+        }
+        #expect(source.calls == 2)
+        let exposition = String(decoding: fixture.metrics.exposition(), as: UTF8.self)
+        #expect(
+            sample(#"trustd_admission_rejections_total{service="verification",reason="source_rate"}"#, in: exposition)
+                == 1
+        )
+    }
+
+    @Test(arguments: [StatusCode.rateLimited, .busy])
+    func keydBusyIsResourceExhausted(status: StatusCode) async throws {
+        struct Refusing: AttestationSource {
+            let status: StatusCode
+            func attestation(
+                nonce: [UInt8],
+                binding: Verify_AttestationBinding
+            ) async throws -> (document: [UInt8], bootPublicKey: [UInt8]) {
+                throw KeydClientError.refused(status, request: .evidenceIssue)
+            }
+        }
+        let fixture = VerificationFixture(source: Refusing(status: status))
+        try await fixture.withGRPC { verify in
+            var request = Verify_GetAttestationRequest()
+            request.nonce = Data(randomNonce())
+            let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
+            #expect(error?.code == .resourceExhausted)
+            #expect(error?.message == "busy; retry later")
+            #expect(error.flatMap(AdmissionGate.retryAfterMilliseconds(of:)) == 1000)
+        }
+    }
+
+    @Test func sourceFailureIsSanitized() async throws {
+        struct Broken: AttestationSource {
+            func attestation(
+                nonce: [UInt8],
+                binding: Verify_AttestationBinding
+            ) async throws -> (document: [UInt8], bootPublicKey: [UInt8]) {
+                throw POSIXError(.EIO)
+            }
+        }
+        let fixture = VerificationFixture(source: Broken())
+        try await fixture.withGRPC { verify in
+            var request = Verify_GetAttestationRequest()
+            request.nonce = Data(randomNonce())
+            let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
+            #expect(error?.code == .unavailable)
+            #expect(error?.message == "attestation unavailable")
+            // Nothing of the internal error reaches the client, in the status or its metadata.
+            let seen = error.map { "\($0) \($0.metadata)" } ?? ""
+            #expect(!seen.contains("Input/output") && !seen.contains("EIO"))
+        }
+    }
+}
