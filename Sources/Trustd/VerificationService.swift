@@ -81,7 +81,12 @@ public struct VerificationService: Verify_API.SimpleServiceProtocol {
     private let logger: Logger
 
     /// A service answering from `source` behind `gate`.
-    public init(source: any AttestationSource, gate: AdmissionGate, metrics: TrustdMetrics, logger: Logger) {
+    public init(
+        source: any AttestationSource,
+        gate: AdmissionGate,
+        metrics: TrustdMetrics,
+        logger: Logger = Logger(label: "trustd.verification")
+    ) {
         self.source = source
         self.gate = gate
         self.metrics = metrics

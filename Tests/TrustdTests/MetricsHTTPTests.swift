@@ -9,15 +9,7 @@ import TrustdCore
 @Suite struct MetricsHTTPTests {
     /// Runs `body` with a metrics listener for `metrics` on a loopback port.
     func withMetricsServer(_ metrics: TrustdMetrics, _ body: (Int) async throws -> Void) async throws {
-        let server = try await MetricsHTTPServer.bind(host: "127.0.0.1", port: 0, metrics: metrics)
-        let port = try #require(server.localAddress?.port)
-        do {
-            try await body(port)
-        } catch {
-            await server.close()
-            throw error
-        }
-        await server.close()
+        try await serving(try await MetricsHTTPServer.bind(host: "127.0.0.1", port: 0, metrics: metrics), body)
     }
 
     @Test func scrapeShowsTheCallsMade() async throws {
@@ -25,12 +17,10 @@ import TrustdCore
         let fixture = VerificationFixture(source: source)
         try await fixture.withGRPC { verify in
             for _ in 0..<3 {
-                var request = Verify_GetAttestationRequest()
-                request.nonce = Data(randomNonce())
+                let request = attestationRequest()
                 _ = try await verify.getAttestation(request)
             }
-            var bad = Verify_GetAttestationRequest()
-            bad.nonce = Data([1, 2, 3])
+            let bad = attestationRequest([1, 2, 3])
             await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(bad) }
         }
         try await fixture.withHTTP { port in

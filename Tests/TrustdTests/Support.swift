@@ -99,6 +99,38 @@ final class GatedAttestationSource: AttestationSource {
 /// A 32-byte random nonce.
 func randomNonce() -> [UInt8] { (0..<32).map { _ in UInt8.random(in: 0...255) } }
 
+/// A GetAttestation request for `nonce` and `binding`.
+func attestationRequest(
+    _ nonce: [UInt8] = randomNonce(),
+    binding: Verify_AttestationBinding = .constellation
+) -> Verify_GetAttestationRequest {
+    var request = Verify_GetAttestationRequest()
+    request.nonce = Data(nonce)
+    request.binding = binding
+    return request
+}
+
+/// A listener a test starts on a loopback port and closes at its end.
+protocol TestListener {
+    var localAddress: NIOCore.SocketAddress? { get }
+    func close() async
+}
+
+extension VerificationHTTPServer: TestListener {}
+extension MetricsHTTPServer: TestListener {}
+
+/// Runs `body` with `listener`'s port, then closes it (also when `body` throws).
+func serving(_ listener: some TestListener, _ body: (Int) async throws -> Void) async throws {
+    let port = try #require(listener.localAddress?.port)
+    do {
+        try await body(port)
+    } catch {
+        await listener.close()
+        throw error
+    }
+    await listener.close()
+}
+
 /// A logger that drops everything (the services log through swift-log; the tests check answers).
 let quietLogger = Logger(label: "trustd-tests", factory: { _ in SwiftLogNoOpLogHandler() })
 
@@ -153,14 +185,7 @@ struct VerificationFixture {
             metrics: metrics,
             limits: limits
         )
-        let port = try #require(server.localAddress?.port)
-        do {
-            try await body(port)
-        } catch {
-            await server.close()
-            throw error
-        }
-        await server.close()
+        try await serving(server, body)
     }
 }
 

@@ -134,6 +134,21 @@ import TrustdCore
         #expect(source.calls == 2)
     }
 
+    @Test func slowEvidenceIsCutOffAtTheAnswerDeadline() async throws {
+        let source = GatedAttestationSource()
+        let fixture = VerificationFixture(source: source)
+        try await fixture.withHTTP(limits: HTTPListenerLimits(answerTimeout: .milliseconds(200))) { port in
+            // The source never answers while the client waits: the server closes without an answer.
+            let received = try await rawBytes(port: port, Self.get("/?nonce=\(base64URL(randomNonce()))"))
+            #expect(received.isEmpty)
+            await source.waitUntilStarted(1)
+            source.open()
+            // The listener kept serving: the next call, with the source open, is answered.
+            let answer = try await rawHTTP(port: port, Self.get("/?nonce=\(base64URL(randomNonce()))"))
+            #expect(answer.status == 200)
+        }
+    }
+
     @Test func silentClientIsDisconnectedAtTheRequestDeadline() async throws {
         let fixture = VerificationFixture(source: FakeAttestationSource())
         try await fixture.withHTTP(limits: HTTPListenerLimits(requestTimeout: .milliseconds(200))) { port in

@@ -17,8 +17,7 @@ import TrustdCore
         let fixture = VerificationFixture(source: source)
         try await fixture.withGRPC { verify in
             let nonce = randomNonce()
-            var request = Verify_GetAttestationRequest()
-            request.nonce = Data(nonce)
+            let request = attestationRequest(nonce)
             let response = try await verify.getAttestation(request)
             #expect(response.bootPublicKey.isEmpty)
             let document = Array(response.attestation)
@@ -37,9 +36,7 @@ import TrustdCore
         let fixture = VerificationFixture(source: source)
         try await fixture.withGRPC { verify in
             let nonce = randomNonce()
-            var request = Verify_GetAttestationRequest()
-            request.nonce = Data(nonce)
-            request.binding = .sealedV1
+            let request = attestationRequest(nonce, binding: .sealedV1)
             let response = try await verify.getAttestation(request)
             #expect(Array(response.bootPublicKey) == source.bootPublicKey)
             let validated = try source.validator.validate(
@@ -56,8 +53,7 @@ import TrustdCore
         let source = FakeAttestationSource()
         let fixture = VerificationFixture(source: source)
         try await fixture.withGRPC { verify in
-            var request = Verify_GetAttestationRequest()
-            request.nonce = Data(repeating: 7, count: size)
+            let request = attestationRequest([UInt8](repeating: 7, count: size))
             let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
             #expect(error?.code == .invalidArgument)
             #expect(error?.message == "nonce must be 32 bytes")
@@ -69,9 +65,7 @@ import TrustdCore
         let source = FakeAttestationSource()
         let fixture = VerificationFixture(source: source)
         try await fixture.withGRPC { verify in
-            var request = Verify_GetAttestationRequest()
-            request.nonce = Data(randomNonce())
-            request.binding = .UNRECOGNIZED(7)
+            let request = attestationRequest(binding: .UNRECOGNIZED(7))
             let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
             #expect(error?.code == .invalidArgument)
         }
@@ -86,8 +80,7 @@ import TrustdCore
             try await withThrowingTaskGroup(of: Void.self) { group in
                 // The first call takes the only slot and stays in the TPM until the source opens.
                 group.addTask {
-                    var request = Verify_GetAttestationRequest()
-                    request.nonce = Data(nonce)
+                    let request = attestationRequest(nonce)
                     let response = try await verify.getAttestation(request)
                     _ = try source.inner.validator.validate(
                         document: Array(response.attestation),
@@ -96,8 +89,7 @@ import TrustdCore
                     )
                 }
                 await source.waitUntilStarted(1)
-                var second = Verify_GetAttestationRequest()
-                second.nonce = Data(randomNonce())
+                let second = attestationRequest()
                 let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(second) }
                 #expect(error?.code == .resourceExhausted)
                 #expect(error?.message == "busy; retry later")
@@ -107,8 +99,7 @@ import TrustdCore
                 try await group.waitForAll()
             }
             // With the slot free again, a good call goes through.
-            var third = Verify_GetAttestationRequest()
-            third.nonce = Data(randomNonce())
+            let third = attestationRequest()
             let response = try await verify.getAttestation(third)
             #expect(!response.attestation.isEmpty)
         }
@@ -120,12 +111,10 @@ import TrustdCore
         let fixture = VerificationFixture(source: source, ratePerSecond: 0.001, burst: 2)
         try await fixture.withGRPC { verify in
             for _ in 0..<2 {
-                var request = Verify_GetAttestationRequest()
-                request.nonce = Data(randomNonce())
+                let request = attestationRequest()
                 _ = try await verify.getAttestation(request)
             }
-            var request = Verify_GetAttestationRequest()
-            request.nonce = Data(randomNonce())
+            let request = attestationRequest()
             let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
             #expect(error?.code == .resourceExhausted)
             // 1,000 s until the next token, clamped to the 10 s ceiling.
@@ -152,8 +141,7 @@ import TrustdCore
         }
         let fixture = VerificationFixture(source: Refusing(status: status))
         try await fixture.withGRPC { verify in
-            var request = Verify_GetAttestationRequest()
-            request.nonce = Data(randomNonce())
+            let request = attestationRequest()
             let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
             #expect(error?.code == .resourceExhausted)
             #expect(error?.message == "busy; retry later")
@@ -172,8 +160,7 @@ import TrustdCore
         }
         let fixture = VerificationFixture(source: Broken())
         try await fixture.withGRPC { verify in
-            var request = Verify_GetAttestationRequest()
-            request.nonce = Data(randomNonce())
+            let request = attestationRequest()
             let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
             #expect(error?.code == .unavailable)
             #expect(error?.message == "attestation unavailable")
