@@ -74,6 +74,8 @@ final class BoundedHTTPServer: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // A client may shut its side once its request is sent; it still gets the answer.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 guard open.enter(limit: limits.maxConnections) else {
                     return channel.close()
@@ -164,6 +166,15 @@ private final class RequestSizeLimitHandler: ChannelInboundHandler {
         }
         context.fireChannelRead(data)
     }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // After a 431 the client's end of input ends the connection.
+        if exceeded, event as? ChannelEvent == .inputClosed {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
 }
 
 /// Reads one request, answers it through `respond`, closes the connection. The request head must
@@ -227,6 +238,13 @@ private final class OneExchangeHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The client shut its side: without a whole request there is nothing to answer.
+        if event as? ChannelEvent == .inputClosed && !done {
             context.close(promise: nil)
         }
     }

@@ -148,7 +148,7 @@ public struct VerificationService: Verify_API.SimpleServiceProtocol {
             throw RPCError(code: .cancelled, message: "cancelled")
         } catch let error as KeydClientError where error.refusal == .rateLimited || error.refusal == .busy {
             metrics.verificationRequests(transport, .busy).increment()
-            log.notice("keyd refused evidence", metadata: ["error": "\(error)"])
+            log.notice("Evidence refused by keyd", metadata: ["error": "\(error)"])
             throw AdmissionGate.refusalError(AdmissionRefusal(reason: .queueFull, retryAfter: Self.keydBusyRetry))
         } catch {
             metrics.verificationRequests(transport, .unavailable).increment()

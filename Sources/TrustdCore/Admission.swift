@@ -93,6 +93,18 @@ public struct SourceBuckets: Sendable {
     private var newest = -1
     private var oldest = -1
 
+    /// The most sources a table made from the configuration tracks.
+    public static let defaultCapacity = 4096
+
+    /// An empty table with the configuration's `source-rate-per-second` and `source-burst`.
+    public init(sourcesOf configuration: TrustdConfiguration, capacity: Int = defaultCapacity) {
+        self.init(
+            capacity: capacity,
+            ratePerSecond: Double(configuration.sourceRatePerSecond),
+            burst: configuration.sourceBurst
+        )
+    }
+
     /// An empty table.
     public init(capacity: Int, ratePerSecond: Double, burst: Int) {
         precondition(capacity >= 1, "source table capacity \(capacity) must be at least 1")
@@ -196,6 +208,10 @@ public struct AdmissionLimits: Equatable, Sendable {
     public init(releasesOf configuration: TrustdConfiguration) {
         self.init(maxInFlight: configuration.maxReleasesInFlight, maxQueued: configuration.releaseQueueLength)
     }
+
+    /// VerificationService's limits in front of the TPM, which quotes one at a time (50–100 ms each):
+    /// two quotes in flight, 64 waiting (a few seconds of work), a 100 ms first guess.
+    public static let verification = AdmissionLimits(maxInFlight: 2, maxQueued: 64)
 
     /// `duration` clamped to ``retryAfterRange``.
     public func clampedRetryAfter(_ duration: Duration) -> Duration {

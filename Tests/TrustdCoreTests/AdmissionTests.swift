@@ -223,7 +223,7 @@ import Testing
         #expect(AdmissionRefusal(reason: .sourceRate, retryAfter: .seconds(10)).retryAfterMilliseconds == 10_000)
     }
 
-    @Test func releaseLimitsComeFromTheConfiguration() throws {
+    @Test func limitsComeFromTheConfiguration() throws {
         var configuration = TrustdConfiguration()
         configuration.maxReleasesInFlight = 7
         configuration.releaseQueueLength = 70
@@ -232,5 +232,10 @@ import Testing
         #expect(limits.maxQueued == 70)
         #expect(limits.clampedRetryAfter(.zero) == .milliseconds(100))
         #expect(limits.clampedRetryAfter(.seconds(60)) == .seconds(10))
+        configuration.sourceRatePerSecond = 3
+        configuration.sourceBurst = 5
+        let sources = SourceBuckets(sourcesOf: configuration)
+        #expect(sources.ratePerSecond == 3 && sources.burst == 5)
+        #expect(sources.capacity == SourceBuckets.defaultCapacity)
     }
 }

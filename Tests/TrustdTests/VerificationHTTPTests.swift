@@ -33,6 +33,18 @@ import TrustdCore
         }
     }
 
+    @Test func clientThatShutsItsSideGetsTheAnswer() async throws {
+        let fixture = VerificationFixture(source: FakeAttestationSource())
+        try await fixture.withHTTP { port in
+            let target = "/?nonce=\(base64URL(randomNonce()))"
+            let answer = try await rawHTTP(port: port, Self.get(target), halfClose: true)
+            #expect(answer.status == 200)
+            // Half a request and the end of input: a truncated request, 400 from NIO's decoder.
+            let partial = try await rawHTTP(port: port, "GET /?nonce=", halfClose: true)
+            #expect(partial.status == 400)
+        }
+    }
+
     @Test func percentEncodedPaddingIsDecoded() async throws {
         let source = FakeAttestationSource()
         let fixture = VerificationFixture(source: source)
