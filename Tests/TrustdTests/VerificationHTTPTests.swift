@@ -1,8 +1,9 @@
 import Attestation
 import Foundation
 import Testing
-import Trustd
 import TrustdCore
+
+@testable import Trustd
 
 /// Constellation's HTTP form of VerificationService, spoken to over a raw TCP socket.
 @Suite struct VerificationHTTPTests {
@@ -159,6 +160,44 @@ import TrustdCore
             let answer = try await rawHTTP(port: port, Self.get("/?nonce=\(base64URL(randomNonce()))"))
             #expect(answer.status == 200)
         }
+    }
+
+    @Test func connectionsBeyondTheCapAreClosed() async throws {
+        let source = GatedAttestationSource()
+        let fixture = VerificationFixture(source: source)
+        try await fixture.withHTTP(limits: HTTPListenerLimits(maxConnections: 2)) { port in
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<2 {
+                    group.addTask {
+                        try await rawHTTP(port: port, Self.get("/?nonce=\(base64URL(randomNonce()))")).status
+                    }
+                }
+                // Both connections are open and waiting for evidence: a third one is closed unanswered.
+                await source.waitUntilStarted(2)
+                // (The client may see the close before its write: then the write fails.)
+                let refused = try? await rawBytes(port: port, Self.get("/?nonce=\(base64URL(randomNonce()))"))
+                #expect(refused?.isEmpty ?? true)
+                source.open()
+                for try await status in group { #expect(status == 200) }
+            }
+        }
+        #expect(source.inner.calls == 2)
+    }
+
+    @Test(arguments: [
+        ("AA==", [UInt8(0)]),
+        ("AAA=", [0, 0]),
+        ("AAAA", [0, 0, 0]),
+        ("-_-_", [0xFB, 0xFF, 0xBF]),
+        ("", []),
+    ])
+    func base64URLDecodes(text: String, bytes: [UInt8]) {
+        #expect(VerificationHTTPServer.decodeBase64URL(text) == bytes)
+    }
+
+    @Test(arguments: ["A===", "AA=A", "AA", "+/+/", "AA==AA==", "AA%3D", String(repeating: "A", count: 68)])
+    func base64URLRefuses(text: String) {
+        #expect(VerificationHTTPServer.decodeBase64URL(text) == nil)
     }
 
     @Test func silentClientIsDisconnectedAtTheRequestDeadline() async throws {
