@@ -54,8 +54,12 @@ final class BoundedHTTPServer: Sendable {
     typealias Respond = @Sendable (HTTPRequestHead, SocketAddress?) async -> HTTPAnswer
 
     private let channel: any Channel
+    private let connections: ConnectionCount
 
-    private init(channel: any Channel) { self.channel = channel }
+    private init(channel: any Channel, connections: ConnectionCount) {
+        self.channel = channel
+        self.connections = connections
+    }
 
     /// The bound address (the port when 0 was asked for).
     var localAddress: SocketAddress? { channel.localAddress }
@@ -94,7 +98,7 @@ final class BoundedHTTPServer: Sendable {
             }
             .bind(host: host, port: port)
             .get()
-        return BoundedHTTPServer(channel: channel)
+        return BoundedHTTPServer(channel: channel, connections: open)
     }
 
     /// Stops accepting; connections in progress finish on their own deadlines.
@@ -102,7 +106,8 @@ final class BoundedHTTPServer: Sendable {
         try? await channel.close()
     }
 
-    /// Serves until graceful shutdown (ServiceLifecycle) or cancellation, then closes the listener.
+    /// Serves until graceful shutdown (ServiceLifecycle) or cancellation: closes the listener, then waits
+    /// for the open connections to finish (each within its request and answer deadlines) unless cancelled.
     func run() async {
         let channel = self.channel
         await withGracefulShutdownHandler {
@@ -114,23 +119,58 @@ final class BoundedHTTPServer: Sendable {
         } onGracefulShutdown: {
             channel.close(promise: nil)
         }
+        await connections.waitUntilIdle()
     }
 }
 
-/// Connections open on one listener.
+/// Connections open on one listener, and the waiters for none to be left.
 private final class ConnectionCount: Sendable {
-    private let count = Atomic<Int>(0)
+    private struct State {
+        var open = 0
+        var idleWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+    }
+    private let state = Mutex(State())
 
     /// Counts a new connection; false (and not counted) at `limit`.
     func enter(limit: Int) -> Bool {
-        if count.wrappingAdd(1, ordering: .relaxed).newValue > limit {
-            count.wrappingSubtract(1, ordering: .relaxed)
-            return false
+        state.withLock { state in
+            guard state.open < limit else { return false }
+            state.open += 1
+            return true
         }
-        return true
     }
 
-    func leave() { count.wrappingSubtract(1, ordering: .relaxed) }
+    /// A connection closed; wakes the waiters when it was the last.
+    func leave() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.open -= 1
+            guard state.open == 0 else { return [] }
+            defer { state.idleWaiters = [:] }
+            return Array(state.idleWaiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns when no connection is open, or at once when the task is cancelled.
+    func waitUntilIdle() async {
+        let id = state.withLock { state in
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let idle = state.withLock { state -> Bool in
+                    guard state.open > 0 && !Task.isCancelled else { return true }
+                    state.idleWaiters[id] = continuation
+                    return false
+                }
+                if idle { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.idleWaiters.removeValue(forKey: id) }?.resume()
+        }
+    }
 }
 
 /// Ahead of the HTTP decoder: stops a connection that sends more than `maxBytes` (one request head per

@@ -9,7 +9,14 @@ import TrustdCore
 @Suite struct MetricsHTTPTests {
     /// Runs `body` with a metrics listener for `metrics` on a loopback port.
     func withMetricsServer(_ metrics: TrustdMetrics, _ body: (Int) async throws -> Void) async throws {
-        try await serving(try await MetricsHTTPServer.bind(host: "127.0.0.1", port: 0, metrics: metrics), body)
+        let server = try await MetricsHTTPServer.bind(
+            host: "127.0.0.1",
+            port: 0,
+            metrics: metrics,
+            limits: patientLimits,
+            group: testEventLoops
+        )
+        try await serving(server, body)
     }
 
     @Test func scrapeShowsTheCallsMade() async throws {
