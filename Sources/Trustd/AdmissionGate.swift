@@ -121,7 +121,7 @@ public final class AdmissionGate: Sendable {
             return
         case .refused(let refusal):
             rejections[refusal.reason]?.increment()
-            throw Self.refusalError(refusal)
+            throw Self.refusalError(retryAfterMilliseconds: refusal.retryAfterMilliseconds)
         case .queued(let id):
             try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -193,10 +193,10 @@ public final class AdmissionGate: Sendable {
         onLoadChange?(admission.inFlight, admission.queued)
     }
 
-    /// The sanitized gRPC status of `refusal`.
-    public static func refusalError(_ refusal: AdmissionRefusal) -> RPCError {
+    /// The sanitized gRPC status of a refusal: `RESOURCE_EXHAUSTED`, ``refusalMessage`` and the hint.
+    public static func refusalError(retryAfterMilliseconds: Int) -> RPCError {
         var metadata = Metadata()
-        metadata.addString(String(refusal.retryAfterMilliseconds), forKey: retryAfterKey)
+        metadata.addString(String(retryAfterMilliseconds), forKey: retryAfterKey)
         return RPCError(code: .resourceExhausted, message: refusalMessage, metadata: metadata)
     }
 

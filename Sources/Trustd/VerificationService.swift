@@ -139,17 +139,18 @@ public struct VerificationService: Verify_API.SimpleServiceProtocol {
             }
             metrics.verificationRequests(transport, .ok).increment()
             return evidence
-        } catch let error as RPCError {
-            // The gate's refusal, already sanitized.
+        } catch let error as RPCError where error.code == .resourceExhausted {
+            // The gate's refusal: rebuilt, so that nothing but the retry hint goes out.
             metrics.verificationRequests(transport, .busy).increment()
-            log.notice("Attestation request refused by admission control", metadata: ["grpc.status": "\(error.code)"])
-            throw error
+            log.notice("Attestation request refused by admission control")
+            let hint = AdmissionGate.retryAfterMilliseconds(of: error) ?? Self.keydBusyRetryMilliseconds
+            throw AdmissionGate.refusalError(retryAfterMilliseconds: hint)
         } catch is CancellationError {
             throw RPCError(code: .cancelled, message: "cancelled")
         } catch let error as KeydClientError where error.refusal == .rateLimited || error.refusal == .busy {
             metrics.verificationRequests(transport, .busy).increment()
             log.notice("Evidence refused by keyd", metadata: ["error": "\(error)"])
-            throw AdmissionGate.refusalError(AdmissionRefusal(reason: .queueFull, retryAfter: Self.keydBusyRetry))
+            throw AdmissionGate.refusalError(retryAfterMilliseconds: Self.keydBusyRetryMilliseconds)
         } catch {
             metrics.verificationRequests(transport, .unavailable).increment()
             log.error("Attestation failed", metadata: ["error": "\(error)"])
@@ -157,6 +158,6 @@ public struct VerificationService: Verify_API.SimpleServiceProtocol {
         }
     }
 
-    /// The retry hint when keyd itself is busy or rate-limits trustd.
-    static let keydBusyRetry: Duration = .seconds(1)
+    /// The retry hint in milliseconds when keyd itself is busy or rate-limits trustd.
+    static let keydBusyRetryMilliseconds = 1000
 }

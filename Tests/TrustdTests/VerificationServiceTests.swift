@@ -149,24 +149,33 @@ import TrustdCore
         }
     }
 
-    @Test func sourceFailureIsSanitized() async throws {
-        struct Broken: AttestationSource {
-            func attestation(
-                nonce: [UInt8],
-                binding: Verify_AttestationBinding
-            ) async throws -> (document: [UInt8], bootPublicKey: [UInt8]) {
-                throw POSIXError(.EIO)
-            }
+    /// A source that fails with `error`.
+    struct Broken: AttestationSource {
+        let error: any Error
+        func attestation(
+            nonce: [UInt8],
+            binding: Verify_AttestationBinding
+        ) async throws -> (document: [UInt8], bootPublicKey: [UInt8]) {
+            throw error
         }
-        let fixture = VerificationFixture(source: Broken())
+    }
+
+    @Test(arguments: [
+        (POSIXError(.EIO) as any Error, "EIO"),
+        (RPCError(code: .internalError, message: "stack trace at 0xdeadbeef"), "0xdeadbeef"),
+        (KeydClientError.refused(.tpmFailure, request: .evidenceIssue), "tpmFailure"),
+        (KeydClientError.unreachable(path: "/run/keyd/secret-path.sock", errno: ENOENT), "secret-path"),
+    ])
+    func sourceFailureIsSanitized(error: any Error, marker: String) async throws {
+        let fixture = VerificationFixture(source: Broken(error: error))
         try await fixture.withGRPC { verify in
             let request = attestationRequest()
-            let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
-            #expect(error?.code == .unavailable)
-            #expect(error?.message == "attestation unavailable")
+            let refusal = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
+            #expect(refusal?.code == .unavailable)
+            #expect(refusal?.message == "attestation unavailable")
             // Nothing of the internal error reaches the client, in the status or its metadata.
-            let seen = error.map { "\($0) \($0.metadata)" } ?? ""
-            #expect(!seen.contains("Input/output") && !seen.contains("EIO"))
+            let seen = refusal.map { "\($0) \($0.metadata)" } ?? ""
+            #expect(!seen.contains(marker))
         }
     }
 }
