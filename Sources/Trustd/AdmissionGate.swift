@@ -46,21 +46,26 @@ public final class AdmissionGate: Sendable {
     }
 
     private let state: Mutex<State>
+    /// Monotonic nanoseconds for the source buckets.
+    private let clock: @Sendable () -> UInt64
     private let rejections: [AdmissionRefusalReason: Counter]
     private let inFlight: Gauge
     private let queued: Gauge
     private let onLoadChange: (@Sendable (_ inFlight: Int, _ queued: Int) -> Void)?
 
-    /// A gate with `limits`, per-source `sources` buckets, and its metrics in `metrics` under `name`;
-    /// `onLoadChange` sees every change of the calls in flight and queued (in order, under the lock).
+    /// A gate with `limits`, per-source `sources` buckets read at `clock` (monotonic nanoseconds), and its
+    /// metrics in `metrics` under `name`; `onLoadChange` sees every change of the calls in flight and
+    /// queued (in order, under the lock).
     public init(
         name: String,
         limits: AdmissionLimits,
         sources: SourceBuckets,
         metrics: TrustdMetrics,
+        clock: @escaping @Sendable () -> UInt64 = AdmissionGate.monotonicNanoseconds,
         onLoadChange: (@Sendable (_ inFlight: Int, _ queued: Int) -> Void)? = nil
     ) {
         self.name = name
+        self.clock = clock
         self.onLoadChange = onLoadChange
         state = Mutex(State(admission: AdmissionState(limits: limits), sources: sources))
         var rejections: [AdmissionRefusalReason: Counter] = [:]
@@ -98,7 +103,7 @@ public final class AdmissionGate: Sendable {
     private func enter(source: String) async throws {
         try Task.checkCancellation()
         let entry = state.withLock { state -> Entry in
-            if case .empty(let wait) = state.sources.take(source: source, at: .now) {
+            if case .empty(let wait) = state.sources.take(source: source, at: clock()) {
                 let hint = state.admission.limits.clampedRetryAfter(wait)
                 return .refused(AdmissionRefusal(reason: .sourceRate, retryAfter: hint))
             }
@@ -184,6 +189,16 @@ public final class AdmissionGate: Sendable {
             }
         }
         next?.resume()
+    }
+
+    /// The origin of ``monotonicNanoseconds()``.
+    private static let epoch = ContinuousClock.now
+
+    /// Nanoseconds on the continuous clock since this process first asked.
+    public static func monotonicNanoseconds() -> UInt64 {
+        let origin = epoch  // read first: the lazy origin must not come after the instant
+        let (seconds, attoseconds) = (ContinuousClock.now - origin).components
+        return UInt64(max(seconds, 0)) * 1_000_000_000 + UInt64(max(attoseconds, 0) / 1_000_000_000)
     }
 
     /// Sets the gauges and tells the observer; called under the lock after every change.

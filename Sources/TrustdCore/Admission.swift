@@ -1,6 +1,9 @@
-/// Admission control's pure decisions: per-source token buckets in a bounded table, and a bounded number
-/// of calls in flight with a bounded FIFO queue behind them. Time is passed in (`ContinuousClock.Instant`),
-/// so tests drive it; the async shell (trustd's `AdmissionGate`) owns the clock and the waiters.
+import KeydCore
+
+/// Admission control's pure decisions: per-source token buckets (KeydCore's ``TokenBucket``, in monotonic
+/// nanoseconds) in a bounded table, and a bounded number of calls in flight with a bounded FIFO queue
+/// behind them. Time is passed in, so tests drive it; the async shell (trustd's `AdmissionGate`) owns the
+/// clock and the waiters.
 
 /// Why a call was refused admission; the raw value is the metrics label.
 public enum AdmissionRefusalReason: String, Sendable, CaseIterable {
@@ -30,54 +33,22 @@ public struct AdmissionRefusal: Equatable, Sendable {
     }
 }
 
-/// A token bucket: `ratePerSecond` tokens a second, at most `burst` kept; a call takes one.
-public struct TokenBucket: Equatable, Sendable {
-    /// What a call to ``take(at:)`` got.
-    public enum Outcome: Equatable, Sendable {
-        /// A token was taken.
-        case granted
-        /// No token is left; the next one is there after `nextTokenIn`.
-        case empty(nextTokenIn: Duration)
-    }
-
-    /// Tokens added per second.
-    public let ratePerSecond: Double
-    /// The most tokens kept (and the size of the first burst).
-    public let burst: Double
-    /// Tokens left as of the last update.
-    public private(set) var tokens: Double
-    private var updated: ContinuousClock.Instant
-
-    /// A full bucket at `now`.
-    public init(ratePerSecond: Double, burst: Int, now: ContinuousClock.Instant) {
-        precondition(ratePerSecond > 0 && ratePerSecond.isFinite, "token rate \(ratePerSecond) must be positive")
-        precondition(burst >= 1, "token burst \(burst) must be at least 1")
-        self.ratePerSecond = ratePerSecond
-        self.burst = Double(burst)
-        tokens = Double(burst)
-        updated = now
-    }
-
-    /// Refills for the time since the last call (an earlier `now` refills nothing), then takes a token.
-    public mutating func take(at now: ContinuousClock.Instant) -> Outcome {
-        if now > updated {
-            tokens = min(burst, tokens + (now - updated).inSeconds * ratePerSecond)
-            updated = now
-        }
-        guard tokens >= 1 else { return .empty(nextTokenIn: .roundedToMicroseconds((1 - tokens) / ratePerSecond)) }
-        tokens -= 1
-        return .granted
-    }
-}
-
 /// One token bucket per source (the peer's address without its port) in a table of at most `capacity`
 /// sources; a new source beyond that evicts the least recently used one, so a flood of new source
 /// addresses costs a bounded table, never more memory. An evicted source comes back with a full bucket.
 public struct SourceBuckets: Sendable {
+    /// What a call to ``take(source:at:)`` got.
+    public enum Outcome: Equatable, Sendable {
+        /// A token was taken.
+        case granted
+        /// The source's bucket is empty; one token's worth of time (`1 / ratePerSecond`) is the hint.
+        case empty(retryAfter: Duration)
+    }
+
     /// The most sources tracked.
     public let capacity: Int
     /// Each source's token rate.
-    public let ratePerSecond: Double
+    public let ratePerSecond: Int
     /// Each source's burst.
     public let burst: Int
 
@@ -100,16 +71,15 @@ public struct SourceBuckets: Sendable {
     public init(sourcesOf configuration: TrustdConfiguration, capacity: Int = defaultCapacity) {
         self.init(
             capacity: capacity,
-            ratePerSecond: Double(configuration.sourceRatePerSecond),
+            ratePerSecond: configuration.sourceRatePerSecond,
             burst: configuration.sourceBurst
         )
     }
 
     /// An empty table.
-    public init(capacity: Int, ratePerSecond: Double, burst: Int) {
+    public init(capacity: Int, ratePerSecond: Int, burst: Int) {
         precondition(capacity >= 1, "source table capacity \(capacity) must be at least 1")
-        precondition(ratePerSecond > 0 && ratePerSecond.isFinite, "token rate \(ratePerSecond) must be positive")
-        precondition(burst >= 1, "token burst \(burst) must be at least 1")
+        precondition(ratePerSecond >= 1 && burst >= 1, "source bucket \(ratePerSecond)/s, burst \(burst)")
         self.capacity = capacity
         self.ratePerSecond = ratePerSecond
         self.burst = burst
@@ -133,9 +103,9 @@ public struct SourceBuckets: Sendable {
         return result
     }
 
-    /// Takes a token from `source`'s bucket at `now`, tracking the source (and evicting the least recently
-    /// used one at the bound) when it is new.
-    public mutating func take(source: String, at now: ContinuousClock.Instant) -> TokenBucket.Outcome {
+    /// Takes a token from `source`'s bucket at `now` (monotonic nanoseconds), tracking the source (and
+    /// evicting the least recently used one at the bound) when it is new.
+    public mutating func take(source: String, at now: UInt64) -> Outcome {
         let slot: Int
         if let existing = index[source] {
             slot = existing
@@ -153,11 +123,15 @@ public struct SourceBuckets: Sendable {
             index[source] = slot
         }
         linkNewest(slot)
-        return slots[slot].bucket.take(at: now)
+        guard slots[slot].bucket.hasToken(at: now) else {
+            return .empty(retryAfter: .nanoseconds(Int64(slots[slot].bucket.cost)))
+        }
+        slots[slot].bucket.spend()
+        return .granted
     }
 
-    private func newBucket(_ now: ContinuousClock.Instant) -> TokenBucket {
-        TokenBucket(ratePerSecond: ratePerSecond, burst: burst, now: now)
+    private func newBucket(_ now: UInt64) -> TokenBucket {
+        TokenBucket(perSecond: ratePerSecond, burst: burst, now: now)
     }
 
     private mutating func unlink(_ slot: Int) {

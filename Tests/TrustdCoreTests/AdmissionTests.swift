@@ -4,64 +4,38 @@ import Testing
 
 /// Token buckets, the bounded source table and the in-flight/queue decisions, on a clock the tests move.
 @Suite struct AdmissionTests {
-    let start = ContinuousClock.now
+    /// A moment on the tests' clock, in monotonic nanoseconds.
+    let start: UInt64 = 5_000_000_000
 
-    // MARK: TokenBucket
-
-    @Test func burstThenEmpty() {
-        var bucket = TokenBucket(ratePerSecond: 10, burst: 3, now: start)
-        for _ in 0..<3 { #expect(bucket.take(at: start) == .granted) }
-        // Empty: one token comes back after 1/10 s.
-        #expect(bucket.take(at: start) == .empty(nextTokenIn: .milliseconds(100)))
-        #expect(bucket.tokens == 0)
-    }
-
-    @Test func refillsWithTimeUpToBurst() {
-        var bucket = TokenBucket(ratePerSecond: 4, burst: 2, now: start)
-        #expect(bucket.take(at: start) == .granted)
-        #expect(bucket.take(at: start) == .granted)
-        // A quarter second gives back exactly one token.
-        #expect(bucket.take(at: start + .milliseconds(250)) == .granted)
-        guard case .empty(let wait) = bucket.take(at: start + .milliseconds(250)) else {
-            Issue.record("an empty bucket granted a token")
-            return
-        }
-        #expect(wait == .milliseconds(250))
-        // A long pause refills to the burst, never beyond it.
-        let later = start + .seconds(60)
-        #expect(bucket.take(at: later) == .granted)
-        #expect(bucket.tokens == 1)
-        #expect(bucket.take(at: later) == .granted)
-        #expect(bucket.take(at: later) != .granted)
-    }
-
-    @Test func partialTokenWaitsForTheRest() {
-        var bucket = TokenBucket(ratePerSecond: 1, burst: 1, now: start)
-        #expect(bucket.take(at: start) == .granted)
-        // 0.75 s later three quarters of a token are back: the rest takes 0.25 s.
-        #expect(bucket.take(at: start + .milliseconds(750)) == .empty(nextTokenIn: .milliseconds(250)))
-    }
-
-    @Test func earlierInstantRefillsNothing() {
-        var bucket = TokenBucket(ratePerSecond: 1, burst: 1, now: start + .seconds(5))
-        #expect(bucket.take(at: start + .seconds(5)) == .granted)
-        // A caller's instant read before the last update must not add or remove tokens.
-        #expect(bucket.take(at: start) == .empty(nextTokenIn: .seconds(1)))
-        #expect(bucket.tokens == 0)
-    }
+    /// `milliseconds` later than ``start``.
+    func at(_ milliseconds: UInt64) -> UInt64 { start + milliseconds * 1_000_000 }
 
     // MARK: SourceBuckets
 
     @Test func sourcesHaveTheirOwnBuckets() {
-        var table = SourceBuckets(capacity: 8, ratePerSecond: 1, burst: 2)
+        var table = SourceBuckets(capacity: 8, ratePerSecond: 4, burst: 2)
         #expect(table.take(source: "10.0.0.1", at: start) == .granted)
         #expect(table.take(source: "10.0.0.1", at: start) == .granted)
-        #expect(table.take(source: "10.0.0.1", at: start) == .empty(nextTokenIn: .seconds(1)))
+        // Empty: the hint is one token's time, 1/4 s.
+        #expect(table.take(source: "10.0.0.1", at: start) == .empty(retryAfter: .milliseconds(250)))
         // Another source is not limited by the first one's spending.
         #expect(table.take(source: "10.0.0.2", at: start) == .granted)
         #expect(table.count == 2)
-        // The first source gets a token back after a second.
-        #expect(table.take(source: "10.0.0.1", at: start + .seconds(1)) == .granted)
+        // The first source gets one token back after a quarter second, not two.
+        #expect(table.take(source: "10.0.0.1", at: at(249)) != .granted)
+        #expect(table.take(source: "10.0.0.1", at: at(250)) == .granted)
+        #expect(table.take(source: "10.0.0.1", at: at(250)) != .granted)
+        // A long pause refills to the burst, never beyond it.
+        #expect(table.take(source: "10.0.0.1", at: at(60_000)) == .granted)
+        #expect(table.take(source: "10.0.0.1", at: at(60_000)) == .granted)
+        #expect(table.take(source: "10.0.0.1", at: at(60_000)) != .granted)
+    }
+
+    @Test func earlierInstantRefillsNothing() {
+        var table = SourceBuckets(capacity: 8, ratePerSecond: 1, burst: 1)
+        #expect(table.take(source: "a", at: at(5_000)) == .granted)
+        // An instant read before the last update (another thread's) must not add tokens.
+        #expect(table.take(source: "a", at: start) == .empty(retryAfter: .seconds(1)))
     }
 
     @Test func evictsTheLeastRecentlyUsedAtTheBound() {

@@ -23,8 +23,9 @@ import TrustdCore
             gate = AdmissionGate(
                 name: "test",
                 limits: AdmissionLimits(maxInFlight: maxInFlight, maxQueued: maxQueued),
-                sources: SourceBuckets(capacity: 16, ratePerSecond: 0.001, burst: burst),
+                sources: SourceBuckets(capacity: 16, ratePerSecond: 1, burst: burst),
                 metrics: metrics,
+                clock: { 0 },
                 onLoadChange: { continuation.yield(Load(inFlight: $0, queued: $1)) }
             )
         }
@@ -161,7 +162,8 @@ import TrustdCore
             try await observed.gate.withAdmission(source: "10.0.0.1") { Issue.record("a refused call ran") }
         }
         #expect(error?.code == .resourceExhausted)
-        #expect(error.flatMap(AdmissionGate.retryAfterMilliseconds(of:)) == 10_000)
+        // One token's time at one token a second.
+        #expect(error.flatMap(AdmissionGate.retryAfterMilliseconds(of:)) == 1000)
         try await observed.gate.withAdmission(source: "10.0.0.2") {}
         let exposition = String(decoding: observed.metrics.exposition(), as: UTF8.self)
         #expect(sample(#"trustd_admission_rejections_total{service="test",reason="source_rate"}"#, in: exposition) == 1)
@@ -173,6 +175,13 @@ import TrustdCore
         await #expect(throws: Failure.self) { try await observed.gate.withAdmission(source: "a") { throw Failure() } }
         #expect(observed.gate.load == (0, 0))
         #expect(try await observed.gate.withAdmission(source: "a") { 42 } == 42)
+    }
+
+    @Test func defaultClockNeverGoesBack() {
+        // The first read sets the origin (it once came after the instant and trapped on a negative value).
+        let first = AdmissionGate.monotonicNanoseconds()
+        let second = AdmissionGate.monotonicNanoseconds()
+        #expect(second >= first)
     }
 
     @Test func retryHintIsReadOnlyFromResourceExhausted() {

@@ -142,7 +142,8 @@ let patientLimits = HTTPListenerLimits(requestTimeout: .seconds(300), answerTime
 /// A logger that drops everything (the services log through swift-log; the tests check answers).
 let quietLogger = Logger(label: "trustd-tests", factory: { _ in SwiftLogNoOpLogHandler() })
 
-/// A VerificationService over `source` with its own gate and metrics.
+/// A VerificationService over `source` with its own gate and metrics. Time stands still for the gate's
+/// source buckets, so a spent bucket stays spent however slowly a loaded machine runs the test.
 struct VerificationFixture {
     let metrics = TrustdMetrics()
     let gate: AdmissionGate
@@ -151,14 +152,15 @@ struct VerificationFixture {
     init(
         source: any AttestationSource,
         limits: AdmissionLimits = AdmissionLimits(maxInFlight: 4, maxQueued: 16),
-        ratePerSecond: Double = 1000,
+        ratePerSecond: Int = 1000,
         burst: Int = 1000
     ) {
         gate = AdmissionGate(
             name: "verification",
             limits: limits,
             sources: SourceBuckets(capacity: 64, ratePerSecond: ratePerSecond, burst: burst),
-            metrics: metrics
+            metrics: metrics,
+            clock: { 0 }
         )
         service = VerificationService(source: source, gate: gate, metrics: metrics, logger: quietLogger)
     }

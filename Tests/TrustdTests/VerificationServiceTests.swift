@@ -107,8 +107,8 @@ import TrustdCore
 
     @Test func sourceRateLimitRefusesWithRetryHint() async throws {
         let source = FakeAttestationSource()
-        // Two calls, then one every 1,000 s: the third call is over the rate.
-        let fixture = VerificationFixture(source: source, ratePerSecond: 0.001, burst: 2)
+        // Two calls, then one a second on a clock that stands still: the third call is over the rate.
+        let fixture = VerificationFixture(source: source, ratePerSecond: 1, burst: 2)
         try await fixture.withGRPC { verify in
             for _ in 0..<2 {
                 let request = attestationRequest()
@@ -117,8 +117,8 @@ import TrustdCore
             let request = attestationRequest()
             let error = await #expect(throws: RPCError.self) { _ = try await verify.getAttestation(request) }
             #expect(error?.code == .resourceExhausted)
-            // 1,000 s until the next token, clamped to the 10 s ceiling.
-            #expect(error.flatMap(AdmissionGate.retryAfterMilliseconds(of:)) == 10_000)
+            // One token's time.
+            #expect(error.flatMap(AdmissionGate.retryAfterMilliseconds(of:)) == 1000)
         }
         #expect(source.calls == 2)
         let exposition = String(decoding: fixture.metrics.exposition(), as: UTF8.self)
