@@ -88,11 +88,7 @@ public final class AdmissionGate: Sendable {
     /// slot is busy. Throws `RESOURCE_EXHAUSTED` with `retry-after-ms` when the source's bucket is empty
     /// or the queue is full, and `CancellationError` when the task is cancelled while queued (its place
     /// is given up at once).
-    public func withAdmission<T>(
-        source: String,
-        isolation: isolated (any Actor)? = #isolation,
-        _ body: () async throws -> T
-    ) async throws -> T {
+    public func withAdmission<T: Sendable>(source: String, _ body: @Sendable () async throws -> T) async throws -> T {
         try await enter(source: source)
         let started = ContinuousClock.now
         defer { leave(serviceTime: ContinuousClock.now - started) }
