@@ -350,6 +350,18 @@ let package = Package(
             ]
         ),
         .testTarget(name: "TrustdCoreTests", dependencies: ["TrustdCore", "KeydCore", "KeydProtocol"]),
+        // trustd's services in process over real sockets: VerificationService (gRPC, HTTP), admission, /metrics.
+        .testTarget(
+            name: "TrustdTests",
+            dependencies: [
+                "Trustd", "TrustdCore", "AsterismProto", "AsterismTestSupport", "Attestation", "KeydClient",
+                "KeydProtocol", .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(
             name: "AttestationTests",
             dependencies: [
