@@ -274,3 +274,6 @@ public enum AdmissionSource {
         return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
+
+/// JoinService stands behind an admission gate.
+extension AdmissionGate: RequestAdmission {}

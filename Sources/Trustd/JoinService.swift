@@ -281,7 +281,7 @@ public struct JoinService: Join_API.SimpleServiceProtocol {
         _ body: @escaping @Sendable (Release) async throws -> Response
     ) async throws -> Response {
         let started = ContinuousClock.now
-        let source = Self.sourceAddress(context.remotePeer)
+        let source = AdmissionSource.key(grpcPeer: context.remotePeer)
         var log = logger
         log[metadataKey: "ticket"] = "\(kind)"
         log[metadataKey: "source"] = "\(source)"
@@ -341,15 +341,6 @@ public struct JoinService: Join_API.SimpleServiceProtocol {
                 reason: "the request asked for evidence binding \(binding)"
             )
         }
-    }
-
-    /// The address part of gRPC's peer spelling (`ipv4:10.0.0.2:4711` → `ipv4:10.0.0.2`), so a source's
-    /// rate limit holds across its ports.
-    static func sourceAddress(_ peer: String) -> String {
-        guard let colon = peer.lastIndex(of: ":"), peer[peer.index(after: colon)...].allSatisfy(\.isNumber) else {
-            return peer
-        }
-        return String(peer[..<colon])
     }
 }
 

@@ -45,9 +45,13 @@ public struct TrustdDaemon: Sendable {
         let configuration = self.configuration
         let pool = NIOThreadPool(numberOfThreads: 4)
         pool.start()
+        // Every file the configuration names is read before anything binds: a wrong one is exit status 2.
+        let join = try JoinRunner(configuration: configuration, pool: pool, logger: logger)
+        let metrics = TrustdMetrics()
         let keyd = KeydGateway(
             socketPath: configuration.keydSocket,
-            maxConnections: min(configuration.maxReleasesInFlight, 64)
+            maxConnections: min(configuration.maxReleasesInFlight, 64),
+            observe: { metrics.keydRoundTripSeconds.record($0) }
         )
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var readiness: [@Sendable () async throws -> Void] = []
@@ -79,12 +83,27 @@ public struct TrustdDaemon: Sendable {
                 threadPool: pool
             )
             let transport = atls.grpcTransport(host: configuration.joinListen.host, port: configuration.joinListen.port)
+            let gate = AdmissionGate(
+                name: "join",
+                limits: AdmissionLimits(releasesOf: configuration),
+                sources: SourceBuckets(sourcesOf: configuration),
+                metrics: metrics
+            )
             let service = JoinService(
                 keyd: keyd,
                 peers: atls.peers,
                 material: material,
+                admission: gate,
                 constellationCompatibility: configuration.constellationCompatibility,
-                logger: logger.with(label: "joinservice")
+                logger: logger.with(label: "joinservice"),
+                observe: { outcome in
+                    if let reason = outcome.reason {
+                        metrics.joinTicket(.refused, reason: reason)
+                    } else {
+                        metrics.joinTicket(.issued, reason: outcome.kind.rawValue)
+                        if let seconds = outcome.seconds { metrics.releaseSeconds.record(seconds) }
+                    }
+                }
             )
             services.append(
                 .init(
@@ -102,7 +121,82 @@ public struct TrustdDaemon: Sendable {
             }
         }
 
-        if let join = try JoinRunner(configuration: configuration, pool: pool, logger: logger) {
+        // VerificationService on every node: gRPC (plaintext, as Constellation's; trust comes from the
+        // quote), Constellation's HTTP form, behind one gate in front of the TPM; and /metrics.
+        let verificationGate = AdmissionGate(
+            name: "verification",
+            limits: .verification,
+            sources: SourceBuckets(sourcesOf: configuration),
+            metrics: metrics
+        )
+        let verification = VerificationService(
+            source: KeydAttestationSource(gateway: keyd),
+            gate: verificationGate,
+            metrics: metrics,
+            logger: logger.with(label: "verification")
+        )
+        var verificationConfig = HTTP2ServerTransport.Posix.Config.defaults
+        verificationConfig.rpc.maxRequestPayloadSize = 1024
+        let verificationTransport = HTTP2ServerTransport.Posix(
+            address: configuration.verificationGRPCListen.kind == .ipv6
+                ? .ipv6(
+                    host: configuration.verificationGRPCListen.host,
+                    port: configuration.verificationGRPCListen.port
+                )
+                : .ipv4(
+                    host: configuration.verificationGRPCListen.host,
+                    port: configuration.verificationGRPCListen.port
+                ),
+            transportSecurity: .plaintext,
+            config: verificationConfig
+        )
+        services.append(
+            .init(
+                service: GRPCServerService(
+                    server: GRPCServer(transport: verificationTransport, services: [verification]),
+                    name: "VerificationService"
+                )
+            )
+        )
+        let httpListen = configuration.verificationHTTPListen
+        let metricsListen = configuration.metricsListen
+        let verificationHTTP: VerificationHTTPServer
+        let metricsHTTP: MetricsHTTPServer
+        do {
+            verificationHTTP = try await VerificationHTTPServer.bind(
+                host: httpListen.host,
+                port: httpListen.port,
+                service: verification,
+                metrics: metrics
+            )
+            metricsHTTP = try await MetricsHTTPServer.bind(
+                host: metricsListen.host,
+                port: metricsListen.port,
+                metrics: metrics
+            )
+        } catch {
+            // Nothing runs yet: close what was opened before giving up.
+            for shutdown in shutdowns { await shutdown() }
+            try? await pool.shutdownGracefully()
+            throw TrustdStartError("cannot listen on \(httpListen) and \(metricsListen): \(error)")
+        }
+        services.append(.init(service: verificationHTTP))
+        services.append(.init(service: metricsHTTP))
+        do {
+            let log = logger
+            readiness.append {
+                let address = try await verificationTransport.listeningAddress
+                log.info(
+                    "VerificationService listening",
+                    metadata: [
+                        "grpc": "\(address)", "http": "\(String(describing: verificationHTTP.localAddress))",
+                        "metrics": "\(String(describing: metricsHTTP.localAddress))",
+                    ]
+                )
+            }
+        }
+
+        if let join {
             services.append(.init(service: join, successTerminationBehavior: .ignore))
             readiness.append { try await join.done.wait() }
         }

@@ -597,6 +597,18 @@ func freeLoopbackPort() -> Int {
         #expect(!first.log.contains(String(material.token.dropFirst(7))))
         _ = try await onThread { first.stop() }
 
+        // The control plane's /metrics counts the ticket; its VerificationService answers the HTTP form.
+        let scraped = try await onThread { try TrustdHarness.get(port: controlPlane.metricsPort, path: "/metrics") }
+        #expect(scraped.status == 200)
+        #expect(scraped.body.contains("trustd_join_tickets_total{outcome=\"issued\""), "\(scraped.body)")
+        #expect(scraped.body.contains("trustd_release_seconds"))
+        let nonce = Data(ClusterSecret.random(32)).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+        let attested = try await onThread {
+            try TrustdHarness.get(port: controlPlane.verificationHTTPPort, path: "/?nonce=\(nonce)")
+        }
+        #expect(attested.status == 200 && attested.body.hasPrefix("{\"data\":\""), "\(attested)")
+
         scene.joiner.stopKeyd()
         try scene.joiner.start()
         let second = try await onThread { try TrustdHarness(configuration: worker) }
