@@ -253,27 +253,8 @@ final class JoinScene {
         raiseOpenFileLimit()
         try await scene.withJoinServiceAndServer { port, atls in
             // 1,000 connections from 127.0.0.2 (another source on loopback) that send nothing.
-            var hogs: [Int32] = []
+            let hogs = try silentConnections(1_000, to: port)
             defer { for fd in hogs { close(fd) } }
-            for _ in 0..<1_000 {
-                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-                var local = sockaddr_in()
-                local.sin_family = sa_family_t(AF_INET)
-                local.sin_addr.s_addr = inet_addr("127.0.0.2")
-                var remote = sockaddr_in()
-                remote.sin_family = sa_family_t(AF_INET)
-                remote.sin_addr.s_addr = inet_addr("127.0.0.1")
-                remote.sin_port = UInt16(port).bigEndian
-                let length = socklen_t(MemoryLayout<sockaddr_in>.size)
-                let bound = withUnsafePointer(to: &local) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-                }
-                let connected = withUnsafePointer(to: &remote) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
-                }
-                try #require(bound == 0 && connected == 0, "connect: errno \(errno)")
-                hogs.append(fd)
-            }
             let endpoint = try HostPort.parse("127.0.0.1:\(port)", allowingNames: false).get()
             let outcome = try await scene.client([endpoint]).join()
             #expect(outcome.accepted.diskOpened)
@@ -452,6 +433,37 @@ extension JoinScene {
     }
 }
 
+/// `count` TCP connections from 127.0.0.2 (another source address on loopback) to 127.0.0.1:`port`
+/// that never send a byte.
+func silentConnections(_ count: Int, to port: Int) throws -> [Int32] {
+    var connections: [Int32] = []
+    for _ in 0..<count {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        local.sin_addr.s_addr = inet_addr("127.0.0.2")
+        var remote = sockaddr_in()
+        remote.sin_family = sa_family_t(AF_INET)
+        remote.sin_addr.s_addr = inet_addr("127.0.0.1")
+        remote.sin_port = UInt16(port).bigEndian
+        let length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        let connected = withUnsafePointer(to: &remote) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
+        }
+        guard bound == 0, connected == 0 else {
+            let saved = errno
+            close(fd)
+            for open in connections { close(open) }
+            throw HarnessError("connect from 127.0.0.2: errno \(saved)")
+        }
+        connections.append(fd)
+    }
+    return connections
+}
+
 /// Runs `body` on a thread of its own (a blocking wait must not hold one of the few cooperative threads
 /// the in-process services run on).
 func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
@@ -609,9 +621,18 @@ func freeLoopbackPort() -> Int {
         }
         #expect(attested.status == 200 && attested.body.hasPrefix("{\"data\":\""), "\(attested)")
 
+        // 1,000 connections that never finish a handshake: the control plane's trustd keeps its memory,
+        // and the worker still rejoins through it while they are held.
+        raiseOpenFileLimit()
+        let memoryBefore = try #require(residentKiB(pid: controlPlane.pid))
+        let hogs = try silentConnections(1_000, to: joinPort)
+        defer { for fd in hogs { close(fd) } }
+
         scene.joiner.stopKeyd()
         try scene.joiner.start()
         let second = try await onThread { try TrustdHarness(configuration: worker) }
+        let memoryAfter = try #require(residentKiB(pid: controlPlane.pid))
+        #expect(memoryAfter <= memoryBefore + 16_384, "trustd grew from \(memoryBefore) KiB to \(memoryAfter) KiB")
         #expect(second.log.contains("rejoin complete"), "\(second.log)")
         #expect(try scene.joiner.pcrFromTools(15) == scene.secret.markedPCR15)
         let workerStatus = try await onThread { second.stop() }
