@@ -33,6 +33,7 @@ struct JoinBench {
 
     /// Runs every mode and prints its figures; false when the bench could not finish.
     func run() async -> Bool {
+        raiseOpenFileLimit()
         var template = Array("/tmp/join-bench-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else {
             report("join-bench: mkdtemp: errno \(errno)")
@@ -43,7 +44,6 @@ struct JoinBench {
             "join-bench: join tickets through trustd's JoinService (in process) and keyd \(settings.keyd); "
                 + "\(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs, load \(loadAverage())"
         )
-
         var tpm: SoftwareTPM?
         var keyd: ServingKeyd?
         var failed = false
@@ -51,184 +51,9 @@ struct JoinBench {
             tpm = try SoftwareTPM()
             let serving = try ServingKeyd(binary: settings.keyd, directory: directory, tcti: tpm!.tcti)
             keyd = serving
-            // The joining nodes' AKs (the policy holds 64 at most; node i signs with AK i mod 64).
-            let aks = (0..<MeasurementPolicy.maximumAKDigests).map { _ in SoftwareTPMEvidenceIssuer(format: .native) }
-            try serving.serve(issuers: aks)
-            let nodeCount = max(settings.storm, settings.clients.max()!, 1)
-            let nodes = try (0..<nodeCount).map { try BenchNode(index: $0, ak: aks[$0 % aks.count]) }
-            let serverAK = SoftwareTPMEvidenceIssuer(format: .native)
-            let threads = ThreadGroups()
-            let serverLoops = registeringThreads("server event loops", in: threads) {
-                MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-            }
-            let clientLoops = registeringThreads("client event loops", in: threads) {
-                MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-            }
-            let serverPool = registeringThreads("server aTLS pool", in: threads) {
-                let pool = NIOThreadPool(numberOfThreads: settings.serverThreads)
-                pool.start()
-                return pool
-            }
-            let clientPool = registeringThreads("client pool", in: threads) {
-                let pool = NIOThreadPool(numberOfThreads: System.coreCount)
-                pool.start()
-                return pool
-            }
-            let gateway = registeringThreads("keyd gateway pool", in: threads) {
-                KeydGateway(socketPath: serving.trustdSocket, maxConnections: settings.gatewayConnections)
-            }
-            let tally = TicketTally()
-            let server = JoinServer(
-                keydSocket: serving.trustdSocket,
-                serverAK: serverAK,
-                threadPool: serverPool,
-                eventLoopGroup: serverLoops,
-                gateway: gateway,
-                handshakesPerSource: 1024,
-                tally: tally
-            )
-            report(
-                "setup: keyd holds the KEK and a signed policy allow-listing \(aks.count) software P-256 AKs"
-                    + " (\(nodes.count) joining nodes share them); JoinService: \(System.coreCount) event loops,"
-                    + " \(settings.serverThreads) aTLS pool threads, \(settings.gatewayConnections) keyd gateway connections,"
-                    + " its own aTLS evidence from a software AK (keyd's evidence.issue allows 4/s: PROTOCOL.md \"Limits\"),"
-                    + " logging off; clients: \(System.coreCount) event loops, \(System.coreCount) pool threads; all clients"
-                    + " connect from 127.0.0.1, so the aTLS per-source handshake cap is raised from 64 to 1024 (the global cap)"
-            )
-            try await server.run { port in
-                let verifier = ATLSVerifier(validators: [
-                    NativeTPMDocumentValidator(
-                        policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [serverAK.akDigest]))
-                    )
-                ])
-                let client = TicketClient(
-                    serviceVerifier: verifier,
-                    port: port,
-                    threadPool: clientPool,
-                    eventLoopGroup: clientLoops,
-                    timeout: .seconds(5)
-                )
-
-                // MARK: Warm-up, then the load modes
-
-                let (warm, _) = await Modes.load(
-                    clients: 4,
-                    nodes: nodes,
-                    client: client,
-                    rejoin: false,
-                    budget: TicketBudget(limit: 40, seconds: 30)
-                )
-                guard warm.failures.isEmpty else { throw BenchFailure("warm-up tickets failed: \(warm.failures)") }
-                report("warm-up: \(warm.latencies.count) tickets, p50 \(ms(SortedSamples(warm.latencies).median))")
-
-                var envelopes = warm.envelopes
-                for (index, count) in settings.clients.enumerated() {
-                    let budget = TicketBudget(limit: settings.tickets, seconds: settings.seconds)
-                    let ((result, elapsed), cpu) = await CPUSplit.measure(threads, keyd: serving) {
-                        await Modes.load(clients: count, nodes: nodes, client: client, rejoin: false, budget: budget)
-                    }
-                    envelopes += result.envelopes
-                    let latencies = SortedSamples(result.latencies)
-                    let rate = Double(result.latencies.count) / elapsed
-                    report(
-                        "[\(index + 1)] \(count) concurrent client\(count == 1 ? "" : "s"), a fresh aTLS connection per ticket:"
-                            + " \(fixed(rate, 0)) tickets/s, p50 \(ms(latencies.median)), p99 \(ms(latencies.percentile(0.99)))"
-                            + " (max \(ms(latencies.maximum))); \(result.latencies.count) tickets in \(fixed(elapsed, 2)) s,"
-                            + " stopped by \(budget.stoppedBy); failed attempts: \(result.failures.isEmpty ? "none" : "\(result.failures)")"
-                    )
-                    report(cpu.lines(tickets: result.latencies.count, seconds: elapsed))
-                    if count == 64 {
-                        report(
-                            "    goal at 64 clients: ≥ 1,000 tickets/s \(verdict(rate >= 1000)), p99 ≤ 50 ms"
-                                + " \(verdict(latencies.percentile(0.99) <= 50))"
-                        )
-                    }
-                }
-
-                // MARK: Rejoin from one client, beside clevis decrypt against tangd
-
-                let rejoinBudget = TicketBudget(limit: settings.rejoins, seconds: settings.seconds)
-                let (rejoined, _) = await Modes.load(
-                    clients: 1,
-                    nodes: nodes,
-                    client: client,
-                    rejoin: true,
-                    budget: rejoinBudget
-                )
-                let rejoins = SortedSamples(rejoined.latencies)
-                report(
-                    "[rejoin] one client, IssueRejoinTicket end to end (fresh aTLS connection, keyd key.release):"
-                        + " p50 \(ms(rejoins.median)), p99 \(ms(rejoins.percentile(0.99))) over \(rejoined.latencies.count)"
-                        + " rejoins (stopped by \(rejoinBudget.stoppedBy)); failed attempts:"
-                        + " \(rejoined.failures.isEmpty ? "none" : "\(rejoined.failures)"); goal p50 ≤ 10 ms"
-                        + " \(verdict(rejoins.median <= 10))"
-                )
-                if settings.clevisRuns > 0 {
-                    do {
-                        let clevis = SortedSamples(
-                            try TangAnchor.decryptLatencies(runs: settings.clevisRuns, directory: directory)
-                        )
-                        report(
-                            "[rejoin] beside it: clevis decrypt of a Tang-bound secret against tangd on 127.0.0.1 (socat per"
-                                + " connection), \(clevis.values.count) runs: p50 \(ms(clevis.median)), p99"
-                                + " \(ms(clevis.percentile(0.99))); the rejoin takes \(fixed(rejoins.median / clevis.median, 3))x"
-                                + " its time (the issue's anchor: 93–103 ms)"
-                        )
-                    } catch {
-                        report("[rejoin] clevis decrypt anchor not measured: \(error)")
-                    }
-                }
-
-                // MARK: Boot storm
-
-                if settings.storm > 0 {
-                    let backoff = JoinBackoff(initialMilliseconds: 250, maximumMilliseconds: 30_000)
-                    let tallyBefore = tally.snapshot
-                    let ((clients, elapsed), cpu) = await CPUSplit.measure(threads, keyd: serving) {
-                        await Modes.storm(
-                            nodes: Array(nodes.prefix(settings.storm)),
-                            client: client,
-                            backoff: backoff,
-                            deadline: .seconds(300)
-                        )
-                    }
-                    let done = SortedSamples(clients.compactMap(\.completed))
-                    let attempts = clients.map(\.attempts).reduce(0, +)
-                    var failures: [String: Int] = [:]
-                    for outcome in clients { failures.merge(outcome.failures, uniquingKeysWith: +) }
-                    let served = tally.snapshot.merging(tallyBefore) { $0 - $1 }.filter { $0.value != 0 }
-                    report(
-                        "[storm] \(settings.storm) joining clients started at once (trustd's default backoff 250 ms doubling to"
-                            + " 30 s with jitter, retry-after-ms honoured, 5 s per attempt): \(done.values.count) of"
-                            + " \(settings.storm) joined in \(fixed(elapsed, 2)) s; per client completion p50"
-                            + " \(ms(done.median)), p99 \(ms(done.percentile(0.99))), max \(ms(done.maximum));"
-                            + " \(attempts) attempts, \(attempts - done.values.count) retries"
-                            + " (\(clients.map(\.hinted).reduce(0, +)) with a retry hint)"
-                    )
-                    report("    failed attempts by reason: \(failures.isEmpty ? "none" : "\(failures)")")
-                    report("    the JoinService's outcomes: \(served)")
-                    report(cpu.lines(tickets: done.values.count, seconds: elapsed))
-                    report("    goal: all \(settings.storm) succeed \(verdict(done.values.count == settings.storm))")
-                }
-
-                // MARK: Proof of real releases
-
-                var opened = 0
-                for sample in envelopes {
-                    if let problem = nodes[sample.node].problem(envelope: sample.envelope) {
-                        throw BenchFailure("an envelope from the JoinService \(problem)")
-                    }
-                    opened += 1
-                }
-                report(
-                    "envelopes: \(opened) sampled envelopes (one per client and mode) opened with the node's boot key"
-                )
-            }
-            await gateway.shutdown()
-            try await clientPool.shutdownGracefully()
-            try await serverPool.shutdownGracefully()
-            try await clientLoops.shutdownGracefully()
-            try await serverLoops.shutdownGracefully()
+            let scene = try BenchScene(settings: settings, keyd: serving, directory: directory)
+            try await scene.run()
+            await scene.shutdown()
         } catch {
             report("join-bench: \(error)")
             failed = true
@@ -244,6 +69,231 @@ struct JoinBench {
         try? FileManager.default.removeItem(atPath: directory)
         return true
     }
+}
+
+/// Everything a run uses besides keyd: the joining nodes and their AKs (allow-listed by keyd's policy),
+/// the JoinService's own AK, the server's and the clients' threads (registered for the CPU split).
+final class BenchScene {
+    let settings: BenchSettings
+    let keyd: ServingKeyd
+    let directory: String
+    let nodes: [BenchNode]
+    let serverAK = SoftwareTPMEvidenceIssuer(format: .native)
+    let threads = ThreadGroups()
+    let tally = TicketTally()
+    let serverLoops: MultiThreadedEventLoopGroup
+    let clientLoops: MultiThreadedEventLoopGroup
+    let serverPool: NIOThreadPool
+    let clientPool: NIOThreadPool
+    let gateway: KeydGateway
+    /// Envelopes kept from every mode, opened at the end.
+    var envelopes: [(node: Int, envelope: [UInt8])] = []
+
+    /// Makes the nodes, sets keyd's policy and starts the threads.
+    init(settings: BenchSettings, keyd: ServingKeyd, directory: String) throws {
+        self.settings = settings
+        self.keyd = keyd
+        self.directory = directory
+        // The joining nodes' AKs (the policy holds 64 at most; node i signs with AK i mod 64).
+        let aks = (0..<MeasurementPolicy.maximumAKDigests).map { _ in SoftwareTPMEvidenceIssuer(format: .native) }
+        try keyd.serve(issuers: aks)
+        let count = max(settings.storm, settings.clients.max() ?? 1, 1)
+        nodes = try (0..<count).map { try BenchNode(index: $0, ak: aks[$0 % aks.count]) }
+        let threads = self.threads
+        serverLoops = registeringThreads("server event loops", in: threads) {
+            MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        }
+        clientLoops = registeringThreads("client event loops", in: threads) {
+            MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        }
+        serverPool = registeringThreads("server aTLS pool", in: threads) {
+            let pool = NIOThreadPool(numberOfThreads: settings.serverThreads)
+            pool.start()
+            return pool
+        }
+        clientPool = registeringThreads("client pool", in: threads) {
+            let pool = NIOThreadPool(numberOfThreads: System.coreCount)
+            pool.start()
+            return pool
+        }
+        gateway = registeringThreads("keyd gateway pool", in: threads) {
+            KeydGateway(socketPath: keyd.trustdSocket, maxConnections: settings.gatewayConnections)
+        }
+        report(
+            "setup: keyd holds the KEK and a signed policy allow-listing \(aks.count) software P-256 AKs"
+                + " (\(nodes.count) joining nodes share them); JoinService: \(System.coreCount) event loops,"
+                + " \(settings.serverThreads) aTLS pool threads, \(settings.gatewayConnections) keyd gateway"
+                + " connections, logging off, its own aTLS evidence from a software AK (keyd's evidence.issue"
+                + " allows 4/s per trustd uid: PROTOCOL.md \"Limits\"); clients: \(System.coreCount) event loops,"
+                + " \(System.coreCount) pool threads, all connecting from 127.0.0.1"
+        )
+    }
+
+    /// The in-process JoinService with `handshakesPerSource`.
+    func server(handshakesPerSource: Int) -> JoinServer {
+        JoinServer(
+            keydSocket: keyd.trustdSocket,
+            serverAK: serverAK,
+            threadPool: serverPool,
+            eventLoopGroup: serverLoops,
+            gateway: gateway,
+            handshakesPerSource: handshakesPerSource,
+            tally: tally
+        )
+    }
+
+    /// A client of the JoinService on `port` that trusts exactly its AK.
+    func client(port: Int) -> TicketClient {
+        let verifier = ATLSVerifier(validators: [
+            NativeTPMDocumentValidator(policy: TPMQuotePolicy(akTrust: AKTrust(allowedKeyDigests: [serverAK.akDigest])))
+        ])
+        return TicketClient(
+            serviceVerifier: verifier,
+            port: port,
+            threadPool: clientPool,
+            eventLoopGroup: clientLoops,
+            timeout: .seconds(5)
+        )
+    }
+
+    /// Every mode: load modes, rejoin and clevis, the storms; then the envelopes opened.
+    func run() async throws {
+        // Every client connects from 127.0.0.1, so the per-source cap (64) would stand for the global one
+        // (1024): raised to the global cap for all modes but the last storm.
+        report("JoinService with the aTLS per-source handshake cap raised from 64 to 1024 (the global cap):")
+        try await server(handshakesPerSource: 1024).run { port in
+            let client = self.client(port: port)
+            let (warm, _) = await Modes.load(
+                clients: 4,
+                nodes: nodes,
+                client: client,
+                rejoin: false,
+                budget: TicketBudget(limit: 40, seconds: 30)
+            )
+            guard warm.failures.isEmpty else { throw BenchFailure("warm-up tickets failed: \(warm.failures)") }
+            report("warm-up: \(warm.latencies.count) tickets, p50 \(ms(SortedSamples(warm.latencies).median))")
+            envelopes += warm.envelopes
+            for (index, count) in settings.clients.enumerated() { await load(index + 1, clients: count, client) }
+            await rejoin(client)
+            if settings.storm > 0 { await storm("[storm]", client) }
+        }
+        if settings.storm > 0 {
+            report("JoinService with its default aTLS handshake caps (64 per source, 1024 in all):")
+            try await server(handshakesPerSource: 64).run { port in
+                await storm("[storm, one source]", self.client(port: port))
+            }
+        }
+        var opened = 0
+        for sample in envelopes {
+            if let problem = nodes[sample.node].problem(envelope: sample.envelope) {
+                throw BenchFailure("an envelope from the JoinService \(problem)")
+            }
+            opened += 1
+        }
+        report("envelopes: \(opened) sampled envelopes (one per client and mode) opened with the node's boot key")
+    }
+
+    /// Load mode `number`: `clients` concurrent clients, one ticket at a time each.
+    func load(_ number: Int, clients: Int, _ client: TicketClient) async {
+        let budget = TicketBudget(limit: settings.tickets, seconds: settings.seconds)
+        let ((result, elapsed), cpu) = await CPUSplit.measure(threads, keyd: keyd) {
+            await Modes.load(clients: clients, nodes: nodes, client: client, rejoin: false, budget: budget)
+        }
+        envelopes += result.envelopes
+        let latencies = SortedSamples(result.latencies)
+        let rate = Double(result.latencies.count) / elapsed
+        report(
+            "[\(number)] \(clients) concurrent client\(clients == 1 ? "" : "s"), a fresh aTLS connection per ticket:"
+                + " \(fixed(rate, 0)) tickets/s, p50 \(ms(latencies.median)), p99 \(ms(latencies.percentile(0.99)))"
+                + " (max \(ms(latencies.maximum))); \(result.latencies.count) tickets in \(fixed(elapsed, 2)) s,"
+                + " stopped by \(budget.stoppedBy); failed attempts: \(describe(result.failures))"
+        )
+        report(cpu.lines(tickets: result.latencies.count, seconds: elapsed))
+        if clients == 64 {
+            report(
+                "    goal at 64 clients: ≥ 1,000 tickets/s \(verdict(rate >= 1000)), p99 ≤ 50 ms"
+                    + " \(verdict(latencies.percentile(0.99) <= 50))"
+            )
+        }
+    }
+
+    /// Rejoins from one client, then `clevis decrypt` against tangd for the anchor.
+    func rejoin(_ client: TicketClient) async {
+        let budget = TicketBudget(limit: settings.rejoins, seconds: settings.seconds)
+        let (rejoined, _) = await Modes.load(clients: 1, nodes: nodes, client: client, rejoin: true, budget: budget)
+        let rejoins = SortedSamples(rejoined.latencies)
+        report(
+            "[rejoin] one client, IssueRejoinTicket end to end (fresh aTLS connection, keyd key.release):"
+                + " p50 \(ms(rejoins.median)), p99 \(ms(rejoins.percentile(0.99))) over \(rejoined.latencies.count)"
+                + " rejoins (stopped by \(budget.stoppedBy)); failed attempts: \(describe(rejoined.failures));"
+                + " goal p50 ≤ 10 ms \(verdict(rejoins.median <= 10))"
+        )
+        guard settings.clevisRuns > 0 else { return }
+        do {
+            let clevis = SortedSamples(try TangAnchor.decryptLatencies(runs: settings.clevisRuns, directory: directory))
+            report(
+                "[rejoin] beside it: clevis decrypt of a Tang-bound secret against tangd on 127.0.0.1 (socat, one"
+                    + " tangd per connection), \(clevis.values.count) runs: p50 \(ms(clevis.median)), p99"
+                    + " \(ms(clevis.percentile(0.99))); the rejoin's p50 is \(percent(rejoins.median / clevis.median))"
+                    + " of clevis's (the issue's anchor: 93–103 ms)"
+            )
+        } catch {
+            report("[rejoin] clevis decrypt anchor not measured: \(error)")
+        }
+    }
+
+    /// The boot storm: `settings.storm` clients started at once, each retrying until it has its ticket.
+    func storm(_ title: String, _ client: TicketClient) async {
+        let tallyBefore = tally.snapshot
+        let ((clients, elapsed), cpu) = await CPUSplit.measure(threads, keyd: keyd) {
+            await Modes.storm(
+                nodes: Array(nodes.prefix(settings.storm)),
+                client: client,
+                backoff: JoinBackoff(initialMilliseconds: 250, maximumMilliseconds: 30_000),
+                deadline: .seconds(300)
+            )
+        }
+        let done = SortedSamples(clients.compactMap(\.completed))
+        let attempts = clients.map(\.attempts).reduce(0, +)
+        var failures: [String: Int] = [:]
+        for outcome in clients { failures.merge(outcome.failures, uniquingKeysWith: +) }
+        let served = tally.snapshot.merging(tallyBefore) { $0 - $1 }.filter { $0.value != 0 }
+        report(
+            "\(title) \(settings.storm) joining clients started at once (trustd's default backoff: 250 ms doubling to"
+                + " 30 s with jitter, retry-after-ms honoured, 5 s per attempt): \(done.values.count) of"
+                + " \(settings.storm) joined in \(fixed(elapsed, 2)) s; per client completion p50 \(ms(done.median)),"
+                + " p99 \(ms(done.percentile(0.99))), max \(ms(done.maximum)); \(attempts) attempts ="
+                + " \(attempts - done.values.count) retries (\(clients.map(\.hinted).reduce(0, +)) after a retry hint),"
+                + " most by one client \(clients.map(\.attempts).max() ?? 0)"
+        )
+        report("    failed attempts by reason: \(describe(failures))")
+        report("    the JoinService's ticket outcomes: \(served)")
+        report(cpu.lines(tickets: done.values.count, seconds: elapsed))
+        report("    goal: all \(settings.storm) succeed \(verdict(done.values.count == settings.storm))")
+    }
+
+    /// Stops the threads.
+    func shutdown() async {
+        await gateway.shutdown()
+        try? await clientPool.shutdownGracefully()
+        try? await serverPool.shutdownGracefully()
+        try? await clientLoops.shutdownGracefully()
+        try? await serverLoops.shutdownGracefully()
+    }
+}
+
+/// Failures by reason, or "none".
+func describe(_ failures: [String: Int]) -> String {
+    failures.isEmpty
+        ? "none" : failures.sorted { $0.value > $1.value }.map { "\($0.value)× \($0.key)" }.joined(separator: "; ")
+}
+
+/// Raises the soft limit of open files to the hard one (the storm holds thousands of sockets).
+func raiseOpenFileLimit() {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
 
 /// Prints `line` and flushes it at once.
