@@ -168,7 +168,7 @@ final class BenchScene {
                 nodes: nodes,
                 client: client,
                 rejoin: false,
-                budget: TicketBudget(limit: 40, seconds: 30)
+                budget: Budget(limit: 40, seconds: 30)
             )
             guard warm.failures.isEmpty else { throw BenchFailure("warm-up tickets failed: \(warm.failures)") }
             report("warm-up: \(warm.latencies.count) tickets, p50 \(ms(SortedSamples(warm.latencies).median))")
@@ -195,7 +195,7 @@ final class BenchScene {
 
     /// Load mode `number`: `clients` concurrent clients, one ticket at a time each.
     func load(_ number: Int, clients: Int, _ client: TicketClient) async {
-        let budget = TicketBudget(limit: settings.tickets, seconds: settings.seconds)
+        let budget = Budget(limit: settings.tickets, seconds: settings.seconds)
         let ((result, elapsed), cpu) = await CPUSplit.measure(threads, keyd: keyd) {
             await Modes.load(clients: clients, nodes: nodes, client: client, rejoin: false, budget: budget)
         }
@@ -206,7 +206,7 @@ final class BenchScene {
             "[\(number)] \(clients) concurrent client\(clients == 1 ? "" : "s"), a fresh aTLS connection per ticket:"
                 + " \(fixed(rate, 0)) tickets/s, p50 \(ms(latencies.median)), p99 \(ms(latencies.percentile(0.99)))"
                 + " (max \(ms(latencies.maximum))); \(result.latencies.count) tickets in \(fixed(elapsed, 2)) s,"
-                + " stopped by \(budget.stoppedBy); failed attempts: \(describe(result.failures))"
+                + " \(budget.stoppedBy(countOption: "--tickets")); failed attempts: \(describe(result.failures))"
         )
         report(cpu.lines(tickets: result.latencies.count, seconds: elapsed))
         if clients == 64 {
@@ -219,13 +219,13 @@ final class BenchScene {
 
     /// Rejoins from one client, then `clevis decrypt` against tangd for the anchor.
     func rejoin(_ client: TicketClient) async {
-        let budget = TicketBudget(limit: settings.rejoins, seconds: settings.seconds)
+        let budget = Budget(limit: settings.rejoins, seconds: settings.seconds)
         let (rejoined, _) = await Modes.load(clients: 1, nodes: nodes, client: client, rejoin: true, budget: budget)
         let rejoins = SortedSamples(rejoined.latencies)
         report(
             "[rejoin] one client, IssueRejoinTicket end to end (fresh aTLS connection, keyd key.release):"
                 + " p50 \(ms(rejoins.median)), p99 \(ms(rejoins.percentile(0.99))) over \(rejoined.latencies.count)"
-                + " rejoins (stopped by \(budget.stoppedBy)); failed attempts: \(describe(rejoined.failures));"
+                + " rejoins (\(budget.stoppedBy(countOption: "--rejoins"))); failed attempts: \(describe(rejoined.failures));"
                 + " goal p50 ≤ 10 ms \(verdict(rejoins.median <= 10))"
         )
         guard settings.clevisRuns > 0 else { return }

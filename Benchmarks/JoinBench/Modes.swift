@@ -1,35 +1,6 @@
 import BenchSupport
 import GRPCCore
-import Synchronization
 import TrustdCore
-
-/// The tickets a mode may still start: at most `limit`, and none once `seconds` passed since ``start()``.
-final class TicketBudget: Sendable {
-    let limit: Int
-    let seconds: Double
-    /// When the time is up (monotonic ns); 0 until ``start()``.
-    private let deadline = Atomic<UInt64>(0)
-    private let claimed = Atomic<Int>(0)
-
-    init(limit: Int, seconds: Double) {
-        self.limit = limit
-        self.seconds = seconds
-    }
-
-    /// Starts the clock.
-    func start() { deadline.store(monotonicNanoseconds() + UInt64(seconds * 1e9), ordering: .releasing) }
-
-    /// Takes one ticket from the budget; false once `limit` were taken or the time is up.
-    func claim() -> Bool {
-        guard monotonicNanoseconds() < deadline.load(ordering: .acquiring) else { return false }
-        return claimed.add(1, ordering: .relaxed).oldValue < limit
-    }
-
-    /// Which limit ended the mode.
-    var stoppedBy: String {
-        claimed.load(ordering: .relaxed) >= limit ? "\(limit) tickets" : "the \(fixed(seconds, 0)) s limit"
-    }
-}
 
 /// What a mode's clients measured.
 struct LoadResult: Sendable {
@@ -61,7 +32,7 @@ enum Modes {
         nodes: [BenchNode],
         client: TicketClient,
         rejoin: Bool,
-        budget: TicketBudget
+        budget: Budget
     ) async -> (LoadResult, Double) {
         let began = monotonicNanoseconds()
         budget.start()
