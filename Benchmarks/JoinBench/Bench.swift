@@ -344,7 +344,7 @@ struct CPUSplit {
         return (value, split)
     }
 
-    /// Two lines: CPU per ticket by thread group, keyd's and swtpm's; the machine's share used and
+    /// Three lines: CPU per ticket by thread group, keyd's and swtpm's; the machine's share used and
     /// how keyd's thread spent the run.
     func lines(tickets: Int, seconds: Double) -> String {
         let per = { (value: Double) in fixed(value * 1000 / Double(max(tickets, 1)), 2) + " ms" }
@@ -360,6 +360,15 @@ struct CPUSplit {
             + " keyd \(per(keyd)); swtpm \(per(swtpm))\n"
             + "    all three used \(percent((process + keyd + swtpm) / seconds / cpus)) of the machine's \(Int(cpus)) CPUs;"
             + " keyd's thread: on CPU \(percent(keyd / seconds)), waiting for a CPU \(percent(keydRunQueue / seconds)),"
-            + " off CPU \(percent(1 - (keyd + keydRunQueue) / seconds)) (fsync, the TPM, or idle)"
+            + " off CPU \(percent(1 - (keyd + keydRunQueue) / seconds)) (fsync, the TPM, or idle)\n"
+            + "    serving side alone (its event loops, aTLS pool and gateway, keyd, swtpm; its share of \"other\""
+            + " left out): \(per(serving)) per ticket, so at most \(fixed(cpus * Double(tickets) / max(serving, 1e-9), 0))"
+            + " tickets/s on \(Int(cpus)) CPUs with the clients elsewhere"
+    }
+
+    /// CPU seconds of the serving side that are known apart: the JoinService's own threads, keyd and swtpm.
+    var serving: Double {
+        ["server event loops", "server aTLS pool", "keyd gateway pool"].map { groups[$0] ?? 0 }.reduce(0, +) + keyd
+            + swtpm
     }
 }
