@@ -49,7 +49,7 @@ demo: deps ## Start swtpm and keyd in a temp dir and drive them with keydctl (TP
 	$(SWIFT) build $(SWIFT_FLAGS) --product keydctl
 	scripts/demo
 
-bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unlock check (root); attestation validations/s; aTLS handshakes/s beside plain TLS; keyd start with a 1 GiB audit log; key releases/s through keyd
+bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unlock check (root); attestation validations/s; aTLS handshakes/s beside plain TLS; keyd start with a 1 GiB audit log; key releases/s through keyd; join tickets/s end to end, rejoin beside clevis, a boot storm
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product statedisk-bench
@@ -58,6 +58,7 @@ bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unloc
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product atls-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product audit-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product release-bench
+	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product join-bench
 	bin=$$($(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --show-bin-path); \
 	"$$bin/keyd-bench" --keyd "$$bin/keyd"; \
 	"$$bin/tpm-bench" --keyd "$$bin/keyd"; \
@@ -65,6 +66,7 @@ bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unloc
 	"$$bin/atls-bench"; \
 	"$$bin/audit-bench" --keyd "$$bin/keyd"; \
 	"$$bin/release-bench" --keyd "$$bin/keyd"; \
+	"$$bin/join-bench" --keyd "$$bin/keyd"; \
 	if [[ $$(id -u) == 0 ]]; then "$$bin/statedisk-bench"; else echo "statedisk-bench skipped: needs root"; fi
 
 fuzz: deps ## Run each libFuzzer target of Tests/KeydFuzz for FUZZ_SECONDS (the campaign; its corpus grows in .build)

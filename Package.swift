@@ -224,6 +224,22 @@ let package = Package(
             ],
             path: "Benchmarks/ATLSBench"
         ),
+        // Join tickets/s and p50/p99 end to end (aTLS + gRPC + keyd's key.release) through an in-process
+        // JoinService and a real keyd; rejoin round trip beside clevis decrypt against tangd; a boot storm.
+        .executableTarget(
+            name: "join-bench",
+            dependencies: [
+                "Trustd", "TrustdCore", "AsterismProto", "ATLS", "ATLSTransport", "Attestation", "AsterismTestSupport",
+                "BenchSupport", "KeydClient", "KeydCore", "KeydProtocol",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Benchmarks/JoinBench"
+        ),
 
         // Test harness shared by the integration, attestation and aTLS tests and atls-bench: posix_spawn
         // children, swtpm, and an in-memory evidence issuer that proves nothing about a machine.

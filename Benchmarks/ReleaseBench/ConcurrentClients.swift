@@ -13,7 +13,7 @@ enum ConcurrentClients {
     static func run(
         socket: String,
         nodes: [JoiningNode],
-        budget: ReleaseBudget,
+        budget: Budget,
         sampling: Sampling
     ) -> (
         result: ModeResult, seconds: Double
@@ -66,7 +66,7 @@ enum ConcurrentClients {
         _ connection: KeydConnection,
         node: JoiningNode,
         index: Int,
-        budget: ReleaseBudget,
+        budget: Budget,
         sampling: Sampling,
         _ result: inout ModeResult
     ) throws {

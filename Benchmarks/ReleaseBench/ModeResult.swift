@@ -1,39 +1,6 @@
 import BenchSupport
 import KeydCore
 import KeydProtocol
-import Synchronization
-
-/// The releases a mode may still start: at most `limit`, and none once `seconds` passed since ``start()``.
-final class ReleaseBudget: Sendable {
-    /// The most releases the mode starts.
-    let limit: Int
-    /// The mode's time limit in seconds.
-    let seconds: Double
-    /// When the time is up (monotonic ns); 0 until ``start()``, so nothing is claimed before it.
-    private let deadline = Atomic<UInt64>(0)
-    private let claimed = Atomic<Int>(0)
-
-    /// A budget of `limit` releases or `seconds` from ``start()``, whichever runs out first.
-    init(limit: Int, seconds: Double) {
-        self.limit = limit
-        self.seconds = seconds
-    }
-
-    /// Starts the clock.
-    func start() { deadline.store(monotonicNanoseconds() + UInt64(seconds * 1e9), ordering: .releasing) }
-
-    /// Takes one release from the budget; false once `limit` were taken or the time is up.
-    func claim() -> Bool {
-        guard monotonicNanoseconds() < deadline.load(ordering: .acquiring) else { return false }
-        return claimed.add(1, ordering: .relaxed).oldValue < limit
-    }
-
-    /// Which limit ended the mode.
-    var stoppedBy: String {
-        claimed.load(ordering: .relaxed) >= limit
-            ? "stopped after --releases \(limit)" : "stopped at the --seconds \(fixed(seconds, 0)) limit"
-    }
-}
 
 /// Which releases a mode keeps for the checks after it: every `envelopeEvery`-th envelope of a client
 /// (opened with its boot key afterwards) and its first `quotesPerClient` quotes (validated in process).

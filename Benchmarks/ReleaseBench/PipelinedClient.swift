@@ -44,7 +44,7 @@ final class PipelinedClient: @unchecked Sendable {
     }
 
     /// Runs releases until `budget` is spent, then drains the pipeline.
-    func run(inFlight: Int, budget: ReleaseBudget, sampling: Sampling) -> ModeResult {
+    func run(inFlight: Int, budget: Budget, sampling: Sampling) -> ModeResult {
         let receiver = Thread { [self] in receive() }
         receiver.start()
         do {
@@ -102,7 +102,7 @@ final class PipelinedClient: @unchecked Sendable {
     }
 
     /// Handles the next answer in order; false once the sentinel's answer arrived.
-    private func handle(_ answer: AnswerFrame, at: UInt64, budget: ReleaseBudget, sampling: Sampling) throws -> Bool {
+    private func handle(_ answer: AnswerFrame, at: UInt64, budget: Budget, sampling: Sampling) throws -> Bool {
         guard answered < pending.count else { throw BenchFailure("an answer keyd owed nothing for: \(answer.kind)") }
         let entry = pending[answered]
         pending[answered] = .sentinel  // drops the quote sample's bytes

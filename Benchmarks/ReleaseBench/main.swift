@@ -104,9 +104,9 @@ func milliseconds(_ microseconds: Double) -> String { fixed(microseconds / 1000,
 @MainActor func mode(
     _ name: String,
     on keyd: ServingKeyd,
-    _ body: (ReleaseBudget) throws -> (ModeResult, Double)
+    _ body: (Budget) throws -> (ModeResult, Double)
 ) throws -> ModeFigures {
-    let budget = ReleaseBudget(limit: options.releases, seconds: seconds)
+    let budget = Budget(limit: options.releases, seconds: seconds)
     let recordsBefore = try keyd.status().auditRecords
     let tallyBefore = keyd.auditTally()
     let keydSchedule = keyd.schedule
@@ -121,7 +121,7 @@ func milliseconds(_ microseconds: Double) -> String { fixed(microseconds / 1000,
         name: name,
         result: result,
         seconds: elapsed,
-        stoppedBy: budget.stoppedBy,
+        stoppedBy: budget.stoppedBy(countOption: "--releases"),
         keydOnCPU: keydScheduleAfter.onCPU - keydSchedule.onCPU,
         keydRunQueue: keydScheduleAfter.runQueue - keydSchedule.runQueue,
         benchCPUSeconds: benchCPUAfter - benchCPU,

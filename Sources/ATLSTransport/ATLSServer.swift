@@ -129,6 +129,15 @@ public final class ATLSServer: Sendable {
     /// checks) and a handshake slot; the future fails, and the connection is closed, when there is no
     /// slot or no challenge. Call it from the channel initializer.
     public func prepare(_ channel: any Channel) -> EventLoopFuture<ATLSConnection> {
+        // A failed child-channel initializer does not close the connection (NIOAsyncChannel leaves that to
+        // the initializer): without this, a refused connection stayed open, with no handshake deadline.
+        let prepared = prepareConnection(channel)
+        prepared.whenFailure { _ in channel.close(promise: nil) }
+        return prepared
+    }
+
+    /// ``prepare(_:)`` without the close on failure.
+    private func prepareConnection(_ channel: any Channel) -> EventLoopFuture<ATLSConnection> {
         let loop = channel.eventLoop
         let source = ATLSPeerRegistry.sourceAddress(of: channel.remoteAddress)
         let slot = HandshakeSlot(handshakes, source: source)

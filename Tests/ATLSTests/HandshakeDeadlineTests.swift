@@ -81,4 +81,28 @@ struct HandshakeDeadlineTests {
         #expect(!channel.isActive)
         #expect(connection.failure == .handshakeTimeout(seconds: 0.3))
     }
+
+    @Test("a connection over the per-source handshake cap is closed at once, not left open without a deadline")
+    func refusedConnectionIsClosed() throws {
+        let server = ATLSServer(
+            configuration: .init(
+                issuer: AttestedCertificateIssuer(
+                    evidence: SoftwareTPMEvidenceIssuer(format: .native),
+                    keyMode: .cached
+                ),
+                maxHandshakesPerSource: 1
+            ),
+            threadPool: Loopback.pool
+        )
+        let address = try SocketAddress(ipAddress: "127.0.0.2", port: 4711)
+        let first = EmbeddedChannel()
+        try first.connect(to: address).wait()
+        _ = try server.prepare(first).wait()
+        let second = EmbeddedChannel()
+        try second.connect(to: address).wait()
+        #expect(throws: ATLSServerRefusal.self) { try server.prepare(second).wait() }
+        #expect(!second.isActive, "the refused connection is closed")
+        #expect(first.isActive)
+        #expect(server.handshakesInProgress == 1)
+    }
 }
