@@ -9,6 +9,7 @@ import Logging
 import NIOPosix
 import Synchronization
 import Trustd
+import TrustdCore
 
 /// Fixed join material (no Kubernetes API server on this machine; the bootstrap token's REST call is
 /// not part of this figure).
@@ -66,6 +67,14 @@ struct JoinServer {
             keyd: self.gateway,
             peers: atls.peers,
             material: FixedJoinMaterial(),
+            // trustd's default release admission (16 in flight, 256 waiting); one source address for
+            // every bench client, so its per-source bucket is opened wide.
+            admission: AdmissionGate(
+                name: "join",
+                limits: AdmissionLimits(releasesOf: TrustdConfiguration()),
+                sources: SourceBuckets(capacity: 16, ratePerSecond: 1_000_000, burst: 1_000_000),
+                metrics: TrustdMetrics()
+            ),
             logger: Logger(label: "join-bench.joinservice", factory: { _ in SwiftLogNoOpLogHandler() }),
             observe: { tally.observe($0) }
         )

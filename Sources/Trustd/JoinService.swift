@@ -6,6 +6,7 @@ import GRPCCore
 import KeydClient
 import KeydProtocol
 import Logging
+import Synchronization
 import X509
 
 /// What a joining node needs besides its keys to run `kubeadm join`.
@@ -423,17 +424,38 @@ struct JoinRefusal: Error {
 }
 
 /// Server nonces from keyd's `challenge.issue` (purpose join), one per JoinService connection: the
-/// joining node's evidence binds the nonce, and keyd's `key.release` consumes the challenge.
-public struct KeydChallengeSource: ATLSChallengeSource {
+/// joining node's evidence binds the nonce, and keyd's `key.release` consumes the challenge. Blocking
+/// (the aTLS server calls it on its thread pool); keeps up to `maxIdle` keyd connections for reuse, so
+/// a handshake costs one round trip, not a connect and hello as well. A connection that failed is dropped.
+public final class KeydChallengeSource: ATLSChallengeSource {
     /// keyd's trustd socket.
     public let socketPath: String
+    /// Most connections kept for reuse.
+    public let maxIdle: Int
+    private let idle = Mutex<[KeydConnectionBox]>([])
 
-    public init(socketPath: String) { self.socketPath = socketPath }
+    public init(socketPath: String, maxIdle: Int = 8) {
+        self.socketPath = socketPath
+        self.maxIdle = maxIdle
+    }
+
+    deinit { for box in idle.withLock({ $0 }) { box.connection.close() } }
 
     public func challenge() throws -> ATLSChallenge {
-        let connection = try KeydConnection(path: socketPath)
-        defer { connection.close() }
-        let answer = try connection.challenge(.join)
+        let box = try idle.withLock { $0.popLast() } ?? KeydConnectionBox(KeydConnection(path: socketPath))
+        let answer: ChallengeAnswer
+        do {
+            answer = try box.connection.challenge(.join)
+        } catch {
+            box.connection.close()
+            throw error
+        }
+        let kept = idle.withLock { list in
+            guard list.count < maxIdle else { return false }
+            list.append(box)
+            return true
+        }
+        if !kept { box.connection.close() }
         return ATLSChallenge(id: answer.challengeID, nonce: try ATLSNonce(bytes: answer.nonce))
     }
 }
