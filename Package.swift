@@ -169,6 +169,8 @@ let package = Package(
             dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Benchmarks/BenchSupport"
         ),
+        // The release keyd the benches that drive keyd start (launch, stop, memory, scheduling).
+        .target(name: "BenchKeyd", dependencies: ["AsterismTestSupport"], path: "Benchmarks/BenchKeyd"),
         // keyd round trips beside a bare Unix-socket echo, RSS and binary size.
         .executableTarget(
             name: "keyd-bench",
@@ -207,6 +209,7 @@ let package = Package(
         .executableTarget(
             name: "release-bench",
             dependencies: [
+                "BenchKeyd",
                 "AsterismTestSupport", "Attestation", "BenchSupport", "KeydClient", "KeydCore", "KeydPlatform",
                 "KeydProtocol", .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -229,6 +232,7 @@ let package = Package(
         .executableTarget(
             name: "join-bench",
             dependencies: [
+                "BenchKeyd",
                 "Trustd", "TrustdCore", "AsterismProto", "ATLS", "ATLSTransport", "Attestation", "AsterismTestSupport",
                 "BenchSupport", "KeydClient", "KeydCore", "KeydProtocol",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

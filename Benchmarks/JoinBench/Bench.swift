@@ -1,6 +1,7 @@
 import ATLS
 import AsterismTestSupport
 import Attestation
+import BenchKeyd
 import BenchSupport
 import Foundation
 import KeydCore

@@ -1,5 +1,6 @@
 import AsterismTestSupport
 import Attestation
+import BenchKeyd
 import Crypto
 import Foundation
 import KeydClient
@@ -10,43 +11,8 @@ import KeydProtocol
 import Glibc
 #endif
 
-/// The serving node's keyd: the release binary on the bench's swtpm (its audit commits count on the
-/// TPM), trustd and admin mapped to the bench's euid, its state, sockets and log in `directory`.
-final class ServingKeyd {
-    let pid: pid_t
-    let directory: String
-    var trustdSocket: String { directory + "/keyd.sock" }
-    var adminSocket: String { directory + "/admin.sock" }
-    private var running = true
-
-    /// Starts `binary` and waits for its READY=1.
-    init(binary: String, directory: String, tcti: String) throws {
-        self.directory = directory
-        let config = directory + "/keyd.conf"
-        let lines = ["admin-uids = \(geteuid())", "trustd-uids = \(geteuid())", "tpm-tcti = \(tcti)"]
-        try (lines.joined(separator: "\n") + "\n").write(toFile: config, atomically: true, encoding: .utf8)
-        let notification = try ReadinessNotification()
-        var environment = ProcessInfo.processInfo.environment
-        environment["NOTIFY_SOCKET"] = notification.address
-        let log = open(directory + "/keyd.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        defer { close(log) }
-        pid = try Spawn.start(
-            binary,
-            [
-                "--state-dir", directory + "/state", "--socket", directory + "/keyd.sock", "--admin-socket",
-                directory + "/admin.sock",
-                "--config", config,
-            ],
-            stdoutFD: log,
-            stderrFD: log,
-            environment: environment
-        )
-        let pid = pid
-        guard notification.waitForReady(seconds: 120, stillRunning: { Spawn.isRunning(pid) }) else {
-            throw BenchFailure("keyd did not start; see \(directory)/keyd.log")
-        }
-    }
-
+/// What join-bench asks of its keyd beside the shared launcher.
+extension ServingKeyd {
     /// Pins a new operator key, imports a random KEK and sets a signed policy (version 1) that enforces
     /// PCRs 4, 8, 9, 11, 12 and 13 at the values `issuers` report and allow-lists exactly their AKs.
     func serve(issuers: [SoftwareTPMEvidenceIssuer]) throws {
@@ -79,25 +45,6 @@ final class ServingKeyd {
         guard ready.phase == .holdingKEK, ready.policyVersion == 1 else {
             throw BenchFailure("keyd is not serving releases: phase \(ready.phase), policy \(ready.policyVersion)")
         }
-    }
-
-    /// Seconds keyd's (single) thread ran on a CPU and waited on a run queue for one so far
-    /// (/proc/<pid>/schedstat); the rest of its time it was off CPU: in fsync, at the TPM, or idle in poll.
-    var schedule: (onCPU: Double, runQueue: Double) {
-        let text = (try? String(contentsOfFile: "/proc/\(pid)/schedstat", encoding: .utf8)) ?? ""
-        let fields = text.split(separator: " ").compactMap {
-            Double($0.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-        guard fields.count >= 2 else { return (.nan, .nan) }
-        return (fields[0] / 1e9, fields[1] / 1e9)
-    }
-
-    /// SIGTERM, then its exit status.
-    func stop() -> Int32 {
-        guard running else { return 0 }
-        running = false
-        kill(pid, SIGTERM)
-        return Spawn.wait(pid)
     }
 }
 

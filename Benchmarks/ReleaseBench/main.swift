@@ -1,3 +1,6 @@
+import ArgumentParser
+import AsterismTestSupport
+import Attestation
 // release-bench: key releases per second through keyd's trustd socket (issue 14). The serving keyd
 // (release build, on its own swtpm) holds a KEK and a policy signed by an Ed25519 operator key that
 // allow-lists the bench's software P-256 AKs. Every release is a fresh challenge.issue, a fresh quote
@@ -10,9 +13,7 @@
 //
 //   release-bench [--keyd PATH] [--releases N] [--seconds S] [--in-flight N] [--clients N]
 //                 [--validation-sample N]
-import ArgumentParser
-import AsterismTestSupport
-import Attestation
+import BenchKeyd
 import BenchSupport
 import Crypto
 import Foundation
