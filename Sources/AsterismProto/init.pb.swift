@@ -70,6 +70,10 @@ public nonisolated struct Init_InitRequest: Sendable {
   /// SHA-256 of these bytes), so the relaying trustd cannot substitute its own.
   public var operatorPublicKey: Data = Data()
 
+  /// Asterism: the first measurement policy, keyd's signed form (SignedPolicy), signed by
+  /// operator_public_key. Bound by sealed_master_secret like the key.
+  public var signedPolicy: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -124,11 +128,12 @@ public nonisolated struct Init_InitSuccessResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Admin kubeconfig (YAML).
+  /// Admin kubeconfig (YAML); empty when the node runs no kubeadm.
   public var kubeconfig: Data = Data()
 
   public var ownerID: Data = Data()
 
+  /// Asterism: the 32-byte cluster ID keyd marked PCR 15 with.
   public var clusterID: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -168,7 +173,7 @@ fileprivate nonisolated let _protobuf_package = "init"
 
 nonisolated extension Init_InitRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InitRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}kms_uri\0\u{3}storage_uri\0\u{3}measurement_salt\0\u{4}\u{2}kubernetes_version\0\u{3}conformance_mode\0\u{3}kubernetes_components\0\u{3}init_secret\0\u{3}cluster_name\0\u{3}apiserver_cert_sans\0\u{3}service_cidr\0\u{4}]\u{f}sealed_master_secret\0\u{3}operator_public_key\0\u{c}\u{4}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}kms_uri\0\u{3}storage_uri\0\u{3}measurement_salt\0\u{4}\u{2}kubernetes_version\0\u{3}conformance_mode\0\u{3}kubernetes_components\0\u{3}init_secret\0\u{3}cluster_name\0\u{3}apiserver_cert_sans\0\u{3}service_cidr\0\u{4}]\u{f}sealed_master_secret\0\u{3}operator_public_key\0\u{3}signed_policy\0\u{c}\u{4}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -188,6 +193,7 @@ nonisolated extension Init_InitRequest: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 11: try { try decoder.decodeSingularStringField(value: &self.serviceCidr) }()
       case 1000: try { try decoder.decodeSingularBytesField(value: &self.sealedMasterSecret) }()
       case 1001: try { try decoder.decodeSingularBytesField(value: &self.operatorPublicKey) }()
+      case 1002: try { try decoder.decodeSingularBytesField(value: &self.signedPolicy) }()
       default: break
       }
     }
@@ -230,6 +236,9 @@ nonisolated extension Init_InitRequest: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.operatorPublicKey.isEmpty {
       try visitor.visitSingularBytesField(value: self.operatorPublicKey, fieldNumber: 1001)
     }
+    if !self.signedPolicy.isEmpty {
+      try visitor.visitSingularBytesField(value: self.signedPolicy, fieldNumber: 1002)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -246,6 +255,7 @@ nonisolated extension Init_InitRequest: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.serviceCidr != rhs.serviceCidr {return false}
     if lhs.sealedMasterSecret != rhs.sealedMasterSecret {return false}
     if lhs.operatorPublicKey != rhs.operatorPublicKey {return false}
+    if lhs.signedPolicy != rhs.signedPolicy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

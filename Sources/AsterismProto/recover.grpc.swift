@@ -1,7 +1,7 @@
 // Constellation's recovery server (`recoverproto.API/Recover`, port 9999): gRPC over aTLS where
 // the rebooted node attests and the operator's CLI validates. Fields below 1000 are
-// Constellation's wire contract (../shared/design/CONSTELLATION-WIRE.md). Field 1000 is Asterism's
-// sealed key release (../shared/design/ARCHITECTURE.md); a Constellation peer ignores it.
+// Constellation's wire contract (../shared/design/CONSTELLATION-WIRE.md). Fields 1000 and up are Asterism's
+// sealed key release (../shared/design/ARCHITECTURE.md); a Constellation peer ignores them.
 
 // DO NOT EDIT.
 // swift-format-ignore-file

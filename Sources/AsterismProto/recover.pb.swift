@@ -10,8 +10,8 @@
 
 // Constellation's recovery server (`recoverproto.API/Recover`, port 9999): gRPC over aTLS where
 // the rebooted node attests and the operator's CLI validates. Fields below 1000 are
-// Constellation's wire contract (../shared/design/CONSTELLATION-WIRE.md). Field 1000 is Asterism's
-// sealed key release (../shared/design/ARCHITECTURE.md); a Constellation peer ignores it.
+// Constellation's wire contract (../shared/design/CONSTELLATION-WIRE.md). Fields 1000 and up are Asterism's
+// sealed key release (../shared/design/ARCHITECTURE.md); a Constellation peer ignores them.
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -46,6 +46,12 @@ public nonisolated struct Recoverproto_RecoverMessage: Sendable {
   /// unopened to keyd.
   public var sealedMasterSecret: Data = Data()
 
+  /// Asterism: the operator's public key and the measurement policy in force (or a newer one), as in
+  /// InitRequest; keyd requires the key it pinned and the envelope binds both.
+  public var operatorPublicKey: Data = Data()
+
+  public var signedPolicy: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -55,6 +61,9 @@ public nonisolated struct Recoverproto_RecoverResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  /// Asterism: the 32-byte cluster ID keyd marked PCR 15 with; Constellation sends nothing.
+  public var clusterID: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -67,7 +76,7 @@ fileprivate nonisolated let _protobuf_package = "recoverproto"
 
 nonisolated extension Recoverproto_RecoverMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecoverMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{3}kms_uri\0\u{3}storage_uri\0\u{4}d\u{f}sealed_master_secret\0\u{c}\u{1}\u{1}\u{c}\u{2}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{3}kms_uri\0\u{3}storage_uri\0\u{4}d\u{f}sealed_master_secret\0\u{3}operator_public_key\0\u{3}signed_policy\0\u{c}\u{1}\u{1}\u{c}\u{2}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -78,6 +87,8 @@ nonisolated extension Recoverproto_RecoverMessage: SwiftProtobuf.Message, SwiftP
       case 3: try { try decoder.decodeSingularStringField(value: &self.kmsUri) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.storageUri) }()
       case 1000: try { try decoder.decodeSingularBytesField(value: &self.sealedMasterSecret) }()
+      case 1001: try { try decoder.decodeSingularBytesField(value: &self.operatorPublicKey) }()
+      case 1002: try { try decoder.decodeSingularBytesField(value: &self.signedPolicy) }()
       default: break
       }
     }
@@ -93,6 +104,12 @@ nonisolated extension Recoverproto_RecoverMessage: SwiftProtobuf.Message, SwiftP
     if !self.sealedMasterSecret.isEmpty {
       try visitor.visitSingularBytesField(value: self.sealedMasterSecret, fieldNumber: 1000)
     }
+    if !self.operatorPublicKey.isEmpty {
+      try visitor.visitSingularBytesField(value: self.operatorPublicKey, fieldNumber: 1001)
+    }
+    if !self.signedPolicy.isEmpty {
+      try visitor.visitSingularBytesField(value: self.signedPolicy, fieldNumber: 1002)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -100,6 +117,8 @@ nonisolated extension Recoverproto_RecoverMessage: SwiftProtobuf.Message, SwiftP
     if lhs.kmsUri != rhs.kmsUri {return false}
     if lhs.storageUri != rhs.storageUri {return false}
     if lhs.sealedMasterSecret != rhs.sealedMasterSecret {return false}
+    if lhs.operatorPublicKey != rhs.operatorPublicKey {return false}
+    if lhs.signedPolicy != rhs.signedPolicy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -107,18 +126,29 @@ nonisolated extension Recoverproto_RecoverMessage: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Recoverproto_RecoverResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecoverResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}h\u{f}cluster_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1000: try { try decoder.decodeSingularBytesField(value: &self.clusterID) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.clusterID.isEmpty {
+      try visitor.visitSingularBytesField(value: self.clusterID, fieldNumber: 1000)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Recoverproto_RecoverResponse, rhs: Recoverproto_RecoverResponse) -> Bool {
+    if lhs.clusterID != rhs.clusterID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

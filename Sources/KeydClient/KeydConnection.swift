@@ -197,6 +197,18 @@ public final class KeydConnection {
         try request(.envelopeAccept(purpose, envelope: envelope), EnvelopeAcceptAnswer.read)
     }
 
+    /// `init.accept`: the operator's init (or recovery) envelope with the key and policy it binds; the cluster ID.
+    public func acceptInit(
+        envelope: [UInt8],
+        operatorKey: [UInt8],
+        signedPolicy: [UInt8]
+    ) throws(KeydClientError) -> InitAcceptAnswer {
+        try request(
+            .initAccept(InitAcceptRequest(envelope: envelope, operatorKey: operatorKey, signedPolicy: signedPolicy)),
+            InitAcceptAnswer.read
+        )
+    }
+
     /// `bootKey.get`: keyd's X25519 boot public key.
     public func bootKey() throws(KeydClientError) -> BootKeyAnswer { try request(.bootKeyGet, BootKeyAnswer.read) }
 

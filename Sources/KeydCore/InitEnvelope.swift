@@ -1,3 +1,4 @@
+import Crypto
 import KeydProtocol
 
 /// The operator's init envelope: the cluster's master secret, salt and measurement salt, sealed with
@@ -7,7 +8,9 @@ import KeydProtocol
 /// magic "AINI" | version u16 = 1 | encapsulatedKey fixed[32] | ciphertext bytes<512>
 /// ```
 /// HPKE info is `"asterism-init-v1"` then the boot public key as a u16 big-endian length and its 32
-/// bytes; the AAD is magic and version. The plaintext is the KEK's serialized form, read to its exact end:
+/// bytes; the AAD is magic and version, then SHA-256 of the operator key and SHA-256 of the signed policy
+/// that `init.accept` carries beside it, so a relay cannot swap either (the operator's key would be
+/// pinned, its policy stored). The plaintext is the KEK's serialized form, read to its exact end:
 /// `masterLength u8 master(16…64) saltLength u8 salt(32…64) measurementSalt fixed[32]`.
 public struct InitEnvelope: Hashable, Sendable {
     /// ASCII `AINI`.
@@ -34,7 +37,13 @@ public struct InitEnvelope: Hashable, Sendable {
         return w.bytes
     }
 
-    /// Magic and version: the AEAD's additional data.
+    /// The AEAD's additional data: magic, version and the digests of the operator key and signed policy
+    /// the envelope travels with.
+    private static func additionalData(operatorKey: [UInt8], signedPolicy: [UInt8]) -> [UInt8] {
+        header.bytes + Array(SHA256.hash(data: operatorKey)) + Array(SHA256.hash(data: signedPolicy))
+    }
+
+    /// Magic and version.
     private static var header: WireWriter {
         var w = WireWriter(capacity: 64 + maximumCiphertext)
         w.fixed(magic, count: 4)
@@ -76,27 +85,44 @@ public struct InitEnvelope: Hashable, Sendable {
         self.ciphertext = ciphertext
     }
 
-    /// Seals `kek` (master secret, salt and measurement salt) to `bootPublicKey`: for the operator's CLI and tests.
-    public static func seal(_ kek: borrowing KeyEncryptionKey, to bootPublicKey: [UInt8]) throws(CoreError) -> [UInt8] {
+    /// Seals `kek` (master secret, salt and measurement salt) to `bootPublicKey`, bound to the encoded
+    /// operator key and signed policy sent with it: for the operator's CLI and tests.
+    public static func seal(
+        _ kek: borrowing KeyEncryptionKey,
+        to bootPublicKey: [UInt8],
+        operatorKey: [UInt8],
+        signedPolicy: [UInt8]
+    ) throws(CoreError) -> [UInt8] {
+        let aad = additionalData(operatorKey: operatorKey, signedPolicy: signedPolicy)
         let sealed = try kek.withSerialized { plaintext throws(CoreError) in
-            try EnvelopeHPKE.seal(plaintext, to: bootPublicKey, info: info(bootPublicKey), additionalData: header.bytes)
+            try EnvelopeHPKE.seal(plaintext, to: bootPublicKey, info: info(bootPublicKey), additionalData: aad)
         }
         return InitEnvelope(encapsulatedKey: sealed.encapsulatedKey, ciphertext: sealed.ciphertext).encoded
     }
 
-    /// Parses `envelope` and opens it with `bootKey`.
-    public static func open(_ envelope: [UInt8], with bootKey: borrowing BootKey) throws(CoreError) -> KeyEncryptionKey
-    {
-        try InitEnvelope(decoding: envelope).open(with: bootKey)
+    /// Parses `envelope` and opens it with `bootKey`; `operatorKey` and `signedPolicy` must be the bytes it was
+    /// sealed with.
+    public static func open(
+        _ envelope: [UInt8],
+        with bootKey: borrowing BootKey,
+        operatorKey: [UInt8],
+        signedPolicy: [UInt8]
+    ) throws(CoreError) -> KeyEncryptionKey {
+        try InitEnvelope(decoding: envelope).open(with: bootKey, operatorKey: operatorKey, signedPolicy: signedPolicy)
     }
 
-    /// Opens the init envelope with `bootKey`: the cluster's KEK with its measurement salt.
-    public func open(with bootKey: borrowing BootKey) throws(CoreError) -> KeyEncryptionKey {
+    /// Opens the init envelope with `bootKey`: the cluster's KEK with its measurement salt. Any other operator
+    /// key or signed policy than the one it was sealed with fails like a changed byte.
+    public func open(
+        with bootKey: borrowing BootKey,
+        operatorKey: [UInt8],
+        signedPolicy: [UInt8]
+    ) throws(CoreError) -> KeyEncryptionKey {
         try EnvelopeHPKE.open(
             ciphertext,
             encapsulatedKey: encapsulatedKey,
             info: Self.info(bootKey.publicKey),
-            additionalData: Self.header.bytes,
+            additionalData: Self.additionalData(operatorKey: operatorKey, signedPolicy: signedPolicy),
             with: bootKey
         ) { plaintext throws(CoreError) in
             do throws(CoreError) {

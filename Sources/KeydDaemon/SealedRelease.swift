@@ -633,9 +633,23 @@ extension KeydService {
         if let pinned = trust.operatorKey, pinned != operatorKey {
             return refuse(.policyRejected, "another operator key is pinned (\(lowercaseHex(pinned.digest)))")
         }
+        // Recovery sends the policy in force or a newer one, never an older one the operator also signed.
+        if let current = trust.policy, let currentSigned = trust.signedPolicy,
+            policy.version < current.version || (policy.version == current.version && signed != currentSigned)
+        {
+            return refuse(
+                .policyRejected,
+                "policy version \(policy.version) is not the one in force (\(current.version)) or newer"
+            )
+        }
         let imported: KeyEncryptionKey
         do {
-            imported = try InitEnvelope.open(request.envelope, with: release.bootKey)
+            imported = try InitEnvelope.open(
+                request.envelope,
+                with: release.bootKey,
+                operatorKey: request.operatorKey,
+                signedPolicy: request.signedPolicy
+            )
         } catch {
             return refuse(.envelopeRejected, error.message)
         }

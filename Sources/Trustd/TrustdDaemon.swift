@@ -45,13 +45,21 @@ public struct TrustdDaemon: Sendable {
         let configuration = self.configuration
         let pool = NIOThreadPool(numberOfThreads: 4)
         pool.start()
-        // Every file the configuration names is read before anything binds: a wrong one is exit status 2.
-        let join = try JoinRunner(configuration: configuration, pool: pool, logger: logger)
         let metrics = TrustdMetrics()
         let keyd = KeydGateway(
             socketPath: configuration.keydSocket,
             maxConnections: min(configuration.maxReleasesInFlight, 64),
             observe: { metrics.keydRoundTripSeconds.record($0) }
+        )
+        // Signalled when an Init or Recover made keyd hold the cluster's KEK: a rejoin in progress stops.
+        let keyHeld = CompletionSignal()
+        // Every file the configuration names is read before anything binds: a wrong one is exit status 2.
+        let join = try JoinRunner(
+            configuration: configuration,
+            pool: pool,
+            keyd: keyd,
+            keyHeld: keyHeld,
+            logger: logger
         )
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         var readiness: [@Sendable () async throws -> Void] = []
@@ -118,6 +126,45 @@ public struct TrustdDaemon: Sendable {
             readiness.append {
                 guard let address = try await transport.listeningAddress else { return }
                 log.info("JoinService listening", metadata: ["address": "\(address)", "configured": "\(listen)"])
+            }
+
+            // The operator's Init and Recover: one-way aTLS (this node attests; the operator's CLI checks it
+            // before it sends the master secret, sealed to keyd). keyd refuses both once it holds a KEK.
+            let bootstrapServer = ATLSServer(
+                configuration: .init(
+                    issuer: AttestedCertificateIssuer(
+                        evidence: KeydEvidenceIssuer(socketPath: configuration.keydSocket, format: .native),
+                        keyMode: .cached
+                    ),
+                    handshakeTimeout: .milliseconds(Int64(configuration.handshakeTimeoutMilliseconds))
+                ),
+                threadPool: pool
+            )
+            let bootstrapTransport = bootstrapServer.grpcTransport(
+                host: configuration.bootstrapListen.host,
+                port: configuration.bootstrapListen.port
+            )
+            let requests = BootstrapRequests(
+                keyd: KeydInitAcceptor(gateway: keyd),
+                initializer: nil,
+                logger: logger.with(label: "bootstrap"),
+                holdsKEK: { keyHeld.signal() }
+            )
+            services.append(
+                .init(
+                    service: GRPCServerService(
+                        server: GRPCServer(transport: bootstrapTransport, services: requests.services),
+                        name: "Init and Recover"
+                    )
+                )
+            )
+            let bootstrapListen = configuration.bootstrapListen
+            readiness.append {
+                guard let address = try await bootstrapTransport.listeningAddress else { return }
+                log.info(
+                    "Init and Recover listening",
+                    metadata: ["address": "\(address)", "configured": "\(bootstrapListen)"]
+                )
             }
         }
 
@@ -242,15 +289,28 @@ struct ReadinessNotifier: Service {
     }
 }
 
-/// The join (or rejoin) at start, as a service that finishes once done.
+/// The join (or rejoin) at start, as a service that finishes once done. A control plane whose keyd holds
+/// the KEK already (unsealed at start) has nothing to join for; one that gets it through Recover while it
+/// retries stops retrying.
 struct JoinRunner: Service {
     let client: JoinClient
     let rejoin: Bool
+    let controlPlane: Bool
+    let keyd: KeydGateway
+    /// Signalled by Init or Recover once keyd holds the KEK.
+    let keyHeld: CompletionSignal
+    let logger: Logger
     /// Signalled when the join completed.
     let done = CompletionSignal()
 
     /// The runner the configuration asks for, or nil when this node does not join (no endpoints).
-    init?(configuration: TrustdConfiguration, pool: NIOThreadPool, logger: Logger) throws {
+    init?(
+        configuration: TrustdConfiguration,
+        pool: NIOThreadPool,
+        keyd: KeydGateway,
+        keyHeld: CompletionSignal,
+        logger: Logger
+    ) throws {
         var endpoints = configuration.joinEndpoints
         if let file = configuration.joinEndpointsFile {
             endpoints += try EndpointsFile.read(file)
@@ -276,6 +336,10 @@ struct JoinRunner: Service {
         }
         let files = JoinFiles(directory: configuration.outputDirectory)
         rejoin = (try? files.readMaterial()) != nil
+        controlPlane = configuration.role == .controlPlane
+        self.keyd = keyd
+        self.keyHeld = keyHeld
+        self.logger = logger.with(label: "join")
         client = JoinClient(
             configuration: .init(
                 endpoints: endpoints,
@@ -297,33 +361,69 @@ struct JoinRunner: Service {
     }
 
     func run() async throws {
-        _ = try await cancelWhenGracefulShutdown {
-            rejoin ? try await client.rejoin() : try await client.join()
+        if controlPlane, let phase = try? await keyd.call({ try $0.status().phase }), phase == .holdingKEK {
+            logger.notice("keyd holds the cluster's KEK already (unsealed at start): no join needed")
+            done.signal()
+            return
         }
+        let client = self.client
+        let rejoin = self.rejoin
+        let keyHeld = self.keyHeld
+        let recovered = try await cancelWhenGracefulShutdown {
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    _ = rejoin ? try await client.rejoin() : try await client.join()
+                    return false
+                }
+                group.addTask {
+                    try await keyHeld.wait()
+                    return true
+                }
+                defer { group.cancelAll() }
+                return try await group.next() ?? false
+            }
+        }
+        if recovered { logger.notice("keyd holds the cluster's KEK through Init or Recover: join attempts stopped") }
         done.signal()
     }
 }
 
-/// A one-shot signal for async waiters.
+/// A one-shot signal for async waiters; a cancelled waiter returns with `CancellationError`.
 final class CompletionSignal: Sendable {
-    private let state = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private struct State {
+        var done = false
+        var nextID = 0
+        var waiters: [Int: CheckedContinuation<Void, any Error>] = [:]
+    }
+    private let state = Mutex(State())
 
     func signal() {
         let waiters = state.withLock { state in
             state.done = true
-            defer { state.waiters = [] }
-            return state.waiters
+            defer { state.waiters = [:] }
+            return state.waiters.values
         }
         for waiter in waiters { waiter.resume() }
     }
 
     func wait() async throws {
-        await withCheckedContinuation { continuation in
-            let done = state.withLock { state in
-                if !state.done { state.waiters.append(continuation) }
-                return state.done
+        let id = state.withLock { state in
+            defer { state.nextID += 1 }
+            return state.nextID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let resume: Result<Void, any Error>? = state.withLock { state in
+                    if state.done { return .success(()) }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    state.waiters[id] = continuation
+                    return nil
+                }
+                if let resume { continuation.resume(with: resume) }
             }
-            if done { continuation.resume() }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.resume(throwing: CancellationError())
         }
     }
 }

@@ -11,6 +11,7 @@ import KeydProtocol
 /// role = worker
 /// node-name = worker-1
 /// join-listen = 0.0.0.0:9090
+/// bootstrap-listen = 0.0.0.0:9000
 /// verification-grpc-listen = 0.0.0.0:30081
 /// verification-http-listen = 0.0.0.0:8080
 /// metrics-listen = 127.0.0.1:9100
@@ -46,6 +47,8 @@ public struct TrustdConfiguration: Equatable, Sendable {
     public var nodeName: KubernetesNodeName?
     /// Where JoinService listens (control planes only): Constellation's JoinService port.
     public var joinListen = HostPort(host: "0.0.0.0", port: 9090, kind: .ipv4)
+    /// Where a control plane serves the operator's Init and Recover (aTLS gRPC): Constellation's Init port.
+    public var bootstrapListen = HostPort(host: "0.0.0.0", port: 9000, kind: .ipv4)
     /// Where VerificationService answers gRPC: Constellation's NodePort for it (its pod port 9090 is JoinService's).
     public var verificationGRPCListen = HostPort(host: "0.0.0.0", port: 30081, kind: .ipv4)
     /// Where VerificationService answers Constellation's HTTP form: Constellation's port.
@@ -135,6 +138,7 @@ public struct TrustdConfiguration: Equatable, Sendable {
         case role = "role"
         case nodeName = "node-name"
         case joinListen = "join-listen"
+        case bootstrapListen = "bootstrap-listen"
         case verificationGRPCListen = "verification-grpc-listen"
         case verificationHTTPListen = "verification-http-listen"
         case metricsListen = "metrics-listen"
@@ -170,6 +174,7 @@ public struct TrustdConfiguration: Equatable, Sendable {
                 configuration.role = try field.oneOf(["control-plane", "worker"]) == "worker" ? .worker : .controlPlane
             case .nodeName: configuration.nodeName = try field.nodeName()
             case .joinListen: configuration.joinListen = try field.listenAddress()
+            case .bootstrapListen: configuration.bootstrapListen = try field.listenAddress()
             case .verificationGRPCListen: configuration.verificationGRPCListen = try field.listenAddress()
             case .verificationHTTPListen: configuration.verificationHTTPListen = try field.listenAddress()
             case .metricsListen: configuration.metricsListen = try field.listenAddress()
@@ -255,7 +260,8 @@ public struct TrustdConfiguration: Equatable, Sendable {
             rule: "the call timeout \(callTimeoutMilliseconds) ms exceeds the join deadline \(joinDeadlineSeconds) s"
         )
         let listeners: [(Key, HostPort)] = [
-            (.joinListen, joinListen), (.verificationGRPCListen, verificationGRPCListen),
+            (.joinListen, joinListen), (.bootstrapListen, bootstrapListen),
+            (.verificationGRPCListen, verificationGRPCListen),
             (.verificationHTTPListen, verificationHTTPListen), (.metricsListen, metricsListen),
         ]
         for (index, (firstKey, first)) in listeners.enumerated() {

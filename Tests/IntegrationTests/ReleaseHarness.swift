@@ -85,14 +85,15 @@ struct ClusterSecret {
         [master, salt, measurementSecret] + uuids.map(diskKey(uuid:))
     }
 
-    /// The init envelope the operator seals to a keyd's boot key (`init.accept`).
-    func initEnvelope(to bootPublicKey: [UInt8]) throws -> [UInt8] {
+    /// The init envelope the operator seals to a keyd's boot key (`init.accept`), bound to the operator key
+    /// and signed policy sent beside it.
+    func initEnvelope(to bootPublicKey: [UInt8], operatorKey: [UInt8], signedPolicy: [UInt8]) throws -> [UInt8] {
         let kek = try KeyEncryptionKey(
             masterSecret: SecretBytes(copying: master),
             salt: SecretBytes(copying: salt),
             measurementSalt: measurementSalt
         )
-        return try InitEnvelope.seal(kek, to: bootPublicKey)
+        return try InitEnvelope.seal(kek, to: bootPublicKey, operatorKey: operatorKey, signedPolicy: signedPolicy)
     }
 
     /// `kek.import` through `admin` (the measurement salt is then derived, see `init(measurementSalt:)`).

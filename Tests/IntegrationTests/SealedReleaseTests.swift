@@ -45,7 +45,11 @@ import Glibc
             aTrustd,
             .initAccept(
                 InitAcceptRequest(
-                    envelope: try secret.initEnvelope(to: bootKey.publicKey),
+                    envelope: try secret.initEnvelope(
+                        to: bootKey.publicKey,
+                        operatorKey: operatorKey.key.encoded,
+                        signedPolicy: signedPolicy
+                    ),
                     operatorKey: operatorKey.key.encoded,
                     signedPolicy: signedPolicy
                 )
@@ -150,5 +154,50 @@ import Glibc
         #expect(leakedSecret(in: join.answerBytes, secret.secrets(diskUUIDs: [uuid])) == nil)
         joiner.stopKeyd()
         #expect(try joiner.pcrFromTools(15) == secret.markedPCR15)
+    }
+
+    @Test func aRelayCannotSwapTheOperatorKeyOrPolicyOfAnInit() throws {
+        // A compromised trustd relays the operator's init envelope with its own key and policy, or with an
+        // older policy the operator signed; keyd refuses each (the envelope binds both), and the genuine
+        // request still works afterwards (a refusal does not use init.accept up).
+        let secret = ClusterSecret()
+        let operatorKey = Operator()
+        let attacker = Operator()
+        let node = try ReleaseNode()
+        try node.formatStateDisk()
+        let facts = try node.tpmFacts()
+        let signed = try operatorKey.sign(try Self.policy(version: 2, allowing: [facts]))
+        let older = try operatorKey.sign(try Self.policy(version: 1, allowing: [facts]))
+        let attackerSigned = try attacker.sign(
+            try MeasurementPolicy(version: 9, measurements: facts.measurements(0...7), insecureTrustAnyAK: true)
+        )
+        let trustd = try node.trustd()
+        let (bootKey, _) = try ask(trustd, .bootKeyGet, BootKeyAnswer.read)
+        let envelope = try secret.initEnvelope(
+            to: bootKey.publicKey,
+            operatorKey: operatorKey.key.encoded,
+            signedPolicy: signed
+        )
+        for (key, policy) in [
+            (attacker.key.encoded, attackerSigned), (operatorKey.key.encoded, older),
+        ] {
+            let answer = try trustd.roundTrip(
+                .initAccept(InitAcceptRequest(envelope: envelope, operatorKey: key, signedPolicy: policy))
+            )
+            #expect(answer.status == .envelopeRejected)
+        }
+        #expect(try node.admin().status().phase == .awaitingKEK)
+        let (initialized, _) = try ask(
+            trustd,
+            .initAccept(
+                InitAcceptRequest(envelope: envelope, operatorKey: operatorKey.key.encoded, signedPolicy: signed)
+            ),
+            InitAcceptAnswer.read
+        )
+        #expect(initialized.clusterID == secret.clusterID)
+        let refusals = try node.auditRecords().filter {
+            $0.contains("\"event\":\"init.accept\",\"decision\":\"refused\"")
+        }
+        #expect(refusals.count == 2, "\(refusals)")
     }
 }

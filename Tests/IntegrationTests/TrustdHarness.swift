@@ -16,6 +16,8 @@ final class TrustdHarness: @unchecked Sendable {
     let verificationGRPCPort = freeLoopbackPort()
     let verificationHTTPPort = freeLoopbackPort()
     let metricsPort = freeLoopbackPort()
+    /// Init and Recover (control planes), unless the configuration names its own `bootstrap-listen`.
+    let bootstrapPort = freeLoopbackPort()
     private var exitStatus: Int32 = -1
     private var stopped = false
 
@@ -24,10 +26,17 @@ final class TrustdHarness: @unchecked Sendable {
         guard let made = mkdtemp(&template) else { throw HarnessError("mkdtemp: errno \(errno)") }
         directory = String(cString: made)
         logPath = directory + "/trustd.log"
-        let listeners = [
-            "verification-grpc-listen = 127.0.0.1:\(verificationGRPCPort)",
-            "verification-http-listen = 127.0.0.1:\(verificationHTTPPort)", "metrics-listen = 127.0.0.1:\(metricsPort)",
-        ]
+        let listeners =
+            [
+                "verification-grpc-listen = 127.0.0.1:\(verificationGRPCPort)",
+                "verification-http-listen = 127.0.0.1:\(verificationHTTPPort)",
+                "metrics-listen = 127.0.0.1:\(metricsPort)",
+            ]
+            + (configuration.contains { $0.hasPrefix("bootstrap-listen") }
+                ? []
+                : [
+                    "bootstrap-listen = 127.0.0.1:\(bootstrapPort)"
+                ])
         try ((listeners + configuration).joined(separator: "\n") + "\n").write(
             toFile: directory + "/trustd.conf",
             atomically: true,

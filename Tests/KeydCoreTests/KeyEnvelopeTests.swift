@@ -351,12 +351,21 @@ import Testing
     @Test func initEnvelopeRoundTripsAndRefusesTampering() throws {
         let kek = try Self.kek(measurementSalt: [UInt8](repeating: 0x5A, count: 32))
         let bootKey = BootKey()
-        let envelope = try InitEnvelope.seal(kek, to: bootKey.publicKey)
+        let (operatorKey, signedPolicy) = (Array("operator key".utf8), Array("signed policy".utf8))
+        let envelope = try InitEnvelope.seal(
+            kek,
+            to: bootKey.publicKey,
+            operatorKey: operatorKey,
+            signedPolicy: signedPolicy
+        )
+        func open(_ envelope: [UInt8], with bootKey: borrowing BootKey) throws -> KeyEncryptionKey {
+            try InitEnvelope.open(envelope, with: bootKey, operatorKey: operatorKey, signedPolicy: signedPolicy)
+        }
         #expect(Array(envelope.prefix(6)) == Array("AINI".utf8) + [0, 1])
         // encapsulatedKey, then the KEK's serialized form (1 + 32 + 1 + 32 + 32) plus the tag.
         #expect(envelope.count == 6 + 32 + 2 + 98 + 16)
         #expect(envelope.firstRange(of: Self.master) == nil)
-        let opened = try InitEnvelope.open(envelope, with: bootKey)
+        let opened = try open(envelope, with: bootKey)
         #expect(opened.measurementSalt == [UInt8](repeating: 0x5A, count: 32))
         let same = opened.deriveKey(info: "key-x", byteCount: 32).constantTimeEquals(
             kek.deriveKey(info: "key-x", byteCount: 32)
@@ -366,10 +375,17 @@ import Testing
         for position in envelope.indices {
             var edited = envelope
             edited[position] ^= 0x80
-            #expect(throws: CoreError.self, "byte \(position)") { _ = try InitEnvelope.open(edited, with: bootKey) }
+            #expect(throws: CoreError.self, "byte \(position)") { _ = try open(edited, with: bootKey) }
         }
-        #expect(throws: CoreError.self) { _ = try InitEnvelope.open(envelope, with: BootKey()) }
-        #expect(throws: CoreError.self) { _ = try InitEnvelope.open(envelope + [0], with: bootKey) }
+        #expect(throws: CoreError.self) { _ = try open(envelope, with: BootKey()) }
+        #expect(throws: CoreError.self) { _ = try open(envelope + [0], with: bootKey) }
+        // Another operator key or signed policy beside the envelope (a relay swapping them) fails to open.
+        #expect(throws: CoreError.self) {
+            _ = try InitEnvelope.open(envelope, with: bootKey, operatorKey: [1], signedPolicy: signedPolicy)
+        }
+        #expect(throws: CoreError.self) {
+            _ = try InitEnvelope.open(envelope, with: bootKey, operatorKey: operatorKey, signedPolicy: [1])
+        }
         // A key envelope is no init envelope, and the other way round.
         #expect(throws: CoreError.self) { try KeyEnvelope(decoding: envelope) }
     }

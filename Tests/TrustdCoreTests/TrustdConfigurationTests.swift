@@ -38,6 +38,7 @@ import Testing
         #expect(configuration.role == .worker)
         #expect(configuration.nodeName == nil)
         #expect(configuration.joinListen == Self.ipv4("0.0.0.0", 9090))
+        #expect(configuration.bootstrapListen == Self.ipv4("0.0.0.0", 9000))
         #expect(configuration.verificationGRPCListen == Self.ipv4("0.0.0.0", 30081))
         #expect(configuration.verificationHTTPListen == Self.ipv4("0.0.0.0", 8080))
         #expect(configuration.metricsListen == Self.ipv4("127.0.0.1", 9100))
@@ -138,6 +139,7 @@ import Testing
         Setting(text: "role = control-plane") { $0.role == .controlPlane },
         Setting(text: "node-name = w-1") { $0.nodeName?.text == "w-1" },
         Setting(text: "join-listen = 127.0.0.1:1") { $0.joinListen == ipv4("127.0.0.1", 1) },
+        Setting(text: "bootstrap-listen = 127.0.0.1:2") { $0.bootstrapListen == ipv4("127.0.0.1", 2) },
         Setting(text: "verification-grpc-listen = [::1]:65535") {
             $0.verificationGRPCListen == HostPort(host: "::1", port: 65535, kind: .ipv6)
         },
