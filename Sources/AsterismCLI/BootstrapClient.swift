@@ -18,7 +18,7 @@ public struct BootstrapCallError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// The operator's side of a control plane's Init and Recover: one-way aTLS (the node attests, `verifier`
+/// The operator's side of a control plane's Init, Recover and policy push: one-way aTLS (the node attests, `verifier`
 /// checks it before any request byte is sent), one call per connection, bounded by `timeout`.
 public struct BootstrapClient: Sendable {
     /// The node's `bootstrap-listen` address.
@@ -67,6 +67,16 @@ public struct BootstrapClient: Sendable {
     ) async throws -> Recoverproto_RecoverResponse {
         try await withClient(threadPool: threadPool) { grpc in
             try await Recoverproto_API.Client(wrapping: grpc).recover(request, options: options)
+        }
+    }
+
+    /// `policy.API/Push`: keyd's policy version and digest once it accepted `signedPolicy`.
+    public func push(signedPolicy: [UInt8], threadPool: NIOThreadPool) async throws -> Policy_PushResponse {
+        var message = Policy_PushRequest()
+        message.signedPolicy = Data(signedPolicy)
+        let request = message
+        return try await withClient(threadPool: threadPool) { grpc in
+            try await Policy_API.Client(wrapping: grpc).push(request, options: options)
         }
     }
 

@@ -35,7 +35,7 @@ public struct AuditNote: Sendable {
 /// (same event, status and peer) within the window is written once, and the repeats as one
 /// `audit.repeated` when the window ends. The admin's refusals are all written.
 ///
-/// Key decisions (KEK, disk re-key and open, key release) are never counted away. Pure: the caller
+/// Key decisions (KEK, disk re-key and open, key release, the policy) are never counted away. Pure: the caller
 /// passes monotonic nanoseconds and writes what ``due(now:)`` hands back.
 public struct AuditCoalescer: Sendable {
     /// trustd's requests that are counted, not recorded one by one, when granted.
@@ -43,7 +43,9 @@ public struct AuditCoalescer: Sendable {
         .status, .evidenceIssue, .diskInspect, .bootKeyGet, .challengeIssue, .joinEvidenceIssue,
     ]
     /// Key decisions: every refusal is written, never folded into an `audit.repeated`.
-    public static let keyDecisions: Set<RequestKind> = [.keyRelease, .compatRelease, .envelopeAccept, .initAccept]
+    public static let keyDecisions: Set<RequestKind> = [
+        .keyRelease, .compatRelease, .envelopeAccept, .initAccept, .policySet,
+    ]
 
     /// What to do with one note.
     public enum Disposition: Sendable, Hashable {

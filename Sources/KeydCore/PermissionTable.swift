@@ -77,7 +77,8 @@ public enum PermissionTable {
         case .auditVerify: Permission(peers: adminOnly, phases: all, once: .unlimited)
         case .tpmStatus: Permission(peers: adminOnly, phases: all, once: .unlimited)
         case .tpmEvidence: Permission(peers: adminOnly, phases: all, once: .unlimited)
-        case .policySet: Permission(peers: adminOnly, phases: [.holdingKEK], once: .unlimited)
+        // trustd relays the operator's pushed policy; keyd checks the pinned key's signature and the version.
+        case .policySet: Permission(peers: both, phases: [.holdingKEK], once: .unlimited)
         case .policyGet: Permission(peers: adminOnly, phases: all, once: .unlimited)
         case .operatorKeyPin: Permission(peers: adminOnly, phases: [.awaitingKEK, .locked], once: .unlimited)
         }

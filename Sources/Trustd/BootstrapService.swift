@@ -11,6 +11,8 @@ import Synchronization
 /// (`init.accept`); answers the cluster ID.
 public protocol InitAcceptor: Sendable {
     func acceptInit(envelope: [UInt8], operatorKey: [UInt8], signedPolicy: [UInt8]) async throws -> [UInt8]
+    /// `policy.set`: the policy version and digest in force once keyd accepted it.
+    func setPolicy(_ signedPolicy: [UInt8]) async throws -> (version: UInt64, digest: [UInt8])
 }
 
 /// ``InitAcceptor`` through trustd's keyd gateway.
@@ -22,6 +24,14 @@ public struct KeydInitAcceptor: InitAcceptor {
     public func acceptInit(envelope: [UInt8], operatorKey: [UInt8], signedPolicy: [UInt8]) async throws -> [UInt8] {
         try await gateway.call {
             try $0.acceptInit(envelope: envelope, operatorKey: operatorKey, signedPolicy: signedPolicy).clusterID
+        }
+    }
+
+    public func setPolicy(_ signedPolicy: [UInt8]) async throws -> (version: UInt64, digest: [UInt8]) {
+        try await gateway.call { keyd in
+            try keyd.setPolicy(signedPolicy: signedPolicy)
+            let status = try keyd.status()
+            return (status.policyVersion, status.policyDigest)
         }
     }
 }
@@ -38,8 +48,10 @@ public protocol ControlPlaneInitializer: Sendable {
 /// sealed to keyd's boot key and bound to the operator key and policy beside it, so this process relays
 /// ciphertext only and cannot substitute either. keyd decides: a node that holds a KEK answers
 /// `wrongPhase` (initialized already), a pinned operator key refuses any other, and a refusal before the
-/// KEK is imported leaves the request usable. One request at a time; refusals reach the peer as a status and
-/// a fixed short reason, the full reason goes to the log and keyd's audit.
+/// KEK is imported leaves the request usable. One init or recovery at a time. The same listener takes the
+/// operator's policy push (`policy.API/Push`), relayed to keyd's `policy.set`, which accepts only a policy the
+/// pinned key signed with a higher version. Refusals reach the peer as a status and a fixed short reason; the
+/// full reason goes to the log and keyd's audit.
 public final class BootstrapRequests: Sendable {
     /// keyd.
     let keyd: any InitAcceptor
@@ -63,8 +75,44 @@ public final class BootstrapRequests: Sendable {
         self.holdsKEK = holdsKEK
     }
 
-    /// The gRPC services: Init and Recover.
-    public var services: [any RegistrableRPCService] { [InitService(requests: self), RecoverService(requests: self)] }
+    /// The gRPC services: Init, Recover and the policy push.
+    public var services: [any RegistrableRPCService] {
+        [InitService(requests: self), RecoverService(requests: self), PolicyPushService(requests: self)]
+    }
+
+    /// `policy.set` with the operator's pushed policy; answers the version and digest keyd holds then.
+    func push(signedPolicy: Data, peer: String) async throws -> (version: UInt64, digest: [UInt8]) {
+        var log = logger
+        log[metadataKey: "request"] = "policy.push"
+        log[metadataKey: "peer"] = "\(peer)"
+        guard !signedPolicy.isEmpty, signedPolicy.count <= SignedPolicy.maximumLength else {
+            log.warning("Refused: signed policy empty or too long", metadata: ["bytes": "\(signedPolicy.count)"])
+            throw RPCError(
+                code: .invalidArgument,
+                message: "signed_policy is empty or longer than \(SignedPolicy.maximumLength) bytes"
+            )
+        }
+        do {
+            let status = try await keyd.setPolicy(Array(signedPolicy))
+            log.notice("keyd accepted the pushed policy", metadata: ["policy.version": "\(status.version)"])
+            return status
+        } catch let error as KeydClientError {
+            log.error("keyd refused the pushed policy", metadata: ["reason": "\(error)"])
+            switch error.refusal {
+            case .policyRejected?:
+                throw RPCError(
+                    code: .permissionDenied,
+                    message: "policy refused: not signed by the pinned key, or not newer"
+                )
+            case .wrongPhase?: throw RPCError(code: .failedPrecondition, message: "this node holds no cluster key")
+            case .some: throw RPCError(code: .internalError, message: "keyd refused the request")
+            case nil: throw RPCError(code: .unavailable, message: "keyd is unavailable")
+            }
+        } catch {
+            log.error("keyd unreachable", metadata: ["reason": "\(error)"])
+            throw RPCError(code: .unavailable, message: "keyd is unavailable")
+        }
+    }
 
     /// Which request a peer made.
     enum Kind: String {
@@ -205,6 +253,19 @@ struct RecoverService: Recoverproto_API.SimpleServiceProtocol {
         )
         var answer = Recoverproto_RecoverResponse()
         answer.clusterID = Data(clusterID)
+        return answer
+    }
+}
+
+/// `policy.API/Push`.
+struct PolicyPushService: Policy_API.SimpleServiceProtocol {
+    let requests: BootstrapRequests
+
+    func push(request: Policy_PushRequest, context: ServerContext) async throws -> Policy_PushResponse {
+        let (version, digest) = try await requests.push(signedPolicy: request.signedPolicy, peer: context.remotePeer)
+        var answer = Policy_PushResponse()
+        answer.version = version
+        answer.digest = Data(digest)
         return answer
     }
 }

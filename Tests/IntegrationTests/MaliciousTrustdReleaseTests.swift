@@ -439,15 +439,26 @@ import Glibc
     /// Admin-only requests from trustd, and policies the admin sends that keyd must refuse.
     static let policyRows: [Row] = [
         Row(
-            name: "policy.set from trustd",
+            name: "policy.set from trustd signed by its own key",
             attack: { scene in
-                let signed = try scene.operatorKey.sign(try scene.policy(version: 2))
+                let signed = try Operator().sign(try scene.policy(version: 2))
                 let status = try scene.send(try scene.server.trustd(), .policySet(signedPolicy: signed)).status
                 #expect(try scene.server.admin().status().policyVersion == 1)
                 return status
             },
-            expected: .denied,
-            audited: .record(["\"policy.set\"", "\"denied\"", "\"class\":\"trustd\""])
+            expected: .policyRejected,
+            audited: .record(["\"policy.set\"", "\"refused\"", "\"class\":\"trustd\""])
+        ),
+        Row(
+            name: "policy.set from trustd replaying the policy in force",
+            attack: { scene in
+                let signed = try scene.operatorKey.sign(try scene.policy(version: 1))
+                let status = try scene.send(try scene.server.trustd(), .policySet(signedPolicy: signed)).status
+                #expect(try scene.server.admin().status().policyVersion == 1)
+                return status
+            },
+            expected: .policyRejected,
+            audited: .record(["\"policy.set\"", "\"refused\"", "\"class\":\"trustd\""])
         ),
         Row(
             name: "kek.import from trustd",

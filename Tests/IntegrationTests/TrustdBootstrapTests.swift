@@ -137,6 +137,35 @@ import Testing
             _ = try await scene.client.recover(recover, threadPool: scene.pool)
         }
         #expect(recovered?.code == .failedPrecondition)
+
+        // Policy push: another key's policy is refused (and audited); the operator's next version is taken.
+        let next = try MeasurementPolicy(
+            version: 2,
+            measurements: scene.facts.measurements(0...7),
+            allowedAKDigests: [scene.facts.akDigest]
+        )
+        let forged = await #expect(throws: BootstrapCallError.self) {
+            _ = try await scene.client.push(signedPolicy: try attacker.sign(next), threadPool: scene.pool)
+        }
+        #expect(forged?.code == .permissionDenied)
+        #expect(try scene.node.admin().status().policyVersion == 1)
+        let pushed = try await scene.client.push(signedPolicy: try scene.operatorKey.sign(next), threadPool: scene.pool)
+        #expect(pushed.version == 2 && Array(pushed.digest) == next.digest)
+        let replayed = await #expect(throws: BootstrapCallError.self) {
+            _ = try await scene.client.push(signedPolicy: scene.signedPolicy, threadPool: scene.pool)
+        }
+        #expect(replayed?.code == .permissionDenied)
+        // A refusal's record is written once keyd's loop commits it, just after the answer.
+        var policyRecords: [String] = []
+        for _ in 0..<50 {
+            policyRecords = try scene.node.auditRecords().filter { $0.contains("\"event\":\"policy.set\"") }
+            if policyRecords.count >= 3 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(
+            policyRecords.count == 3 && policyRecords.allSatisfy { $0.contains("\"class\":\"trustd\"") },
+            "\(policyRecords)"
+        )
         // No secret reached trustd's log; the refusals are there with their reasons.
         let log = scene.trustd.log
         #expect(leakedSecret(in: Array(log.utf8), scene.secret.secrets()) == nil)

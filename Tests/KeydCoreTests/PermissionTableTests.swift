@@ -38,7 +38,7 @@ import Testing
         Row(kind: .auditVerify, peers: [.admin], phases: all, once: .unlimited),
         Row(kind: .tpmStatus, peers: [.admin], phases: all, once: .unlimited),
         Row(kind: .tpmEvidence, peers: [.admin], phases: all, once: .unlimited),
-        Row(kind: .policySet, peers: [.admin], phases: [.holdingKEK], once: .unlimited),
+        Row(kind: .policySet, peers: [.trustd, .admin], phases: [.holdingKEK], once: .unlimited),
         Row(kind: .policyGet, peers: [.admin], phases: all, once: .unlimited),
         Row(kind: .operatorKeyPin, peers: [.admin], phases: [.awaitingKEK, .locked], once: .unlimited),
     ]
