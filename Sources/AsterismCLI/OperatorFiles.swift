@@ -44,7 +44,8 @@ enum OperatorFiles {
     /// The bytes of the regular file at `path`, at most `limit`; `what` names it in errors. With `ownerOnly`,
     /// a file group or others may read or write is refused, as ssh refuses such a private key.
     static func contents(of path: String, what: String, limit: Int, ownerOnly: Bool = false) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (ownerOnly ? O_NOFOLLOW : 0))
+        // O_NONBLOCK: a FIFO without a writer opens at once, so fstat can refuse it.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         guard fd >= 0 else { throw CLIInput.InputError(description: "cannot open \(what) \(path): errno \(errno)") }
         defer { close(fd) }
         var info = stat()

@@ -66,6 +66,12 @@ struct BinaryTests {
                     "--ak-public", "/nonexistent", "--pcrs", "/nonexistent",
                 ], Asterism.ExitStatus.error, ""
             ),
+            (
+                ["policy", "verify", "--signed", "/nonexistent", "--operator-key", "/nonexistent"],
+                Asterism.ExitStatus.error, ""
+            ),
+            (["policy", "from-evidence", "--out", "/nonexistent/policy.json"], Asterism.ExitStatus.error, ""),
+            (["keygen"], Asterism.ExitStatus.error, ""),
             (["atls", "probe", "no-port"], Asterism.ExitStatus.error, ""),
             (["atls", "probe", "127.0.0.1:1", "--tls", "1.1"], Asterism.ExitStatus.error, ""),
             (["--bogus"], Asterism.ExitStatus.error, ""),
