@@ -83,16 +83,17 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ]
         ),
-        // The operator CLI's commands as a library, so tests can run them in process.
+        // The operator CLI's commands as a library, so tests can run them in process; its node attestation
+        // client (VerificationService over gRPC) for the lifecycle commands.
         .target(
             name: "AsterismCLI",
             dependencies: [
-                "Attestation", "ATLS", "ATLSTransport", "AsterismProto", "KeydCore",
+                "Attestation", "ATLS", "ATLSTransport", "AsterismProto", "KeydCore", "TrustdCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOTLS", package: "swift-nio"),
             ]
@@ -320,12 +321,13 @@ let package = Package(
             ],
             resources: [.copy("Golden")]
         ),
-        // asterism's --help goldens, and the built binary's dispatch and exit statuses.
+        // asterism's --help goldens, the built binary's dispatch and exit statuses, the key and policy commands.
         .testTarget(
             name: "AsterismCLITests",
             dependencies: [
-                "AsterismCLI", "AsterismTestSupport",
+                "AsterismCLI", "AsterismTestSupport", "Attestation", "KeydCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             resources: [.copy("Golden")]
         ),

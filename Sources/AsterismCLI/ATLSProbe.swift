@@ -262,9 +262,7 @@ struct ProbeResult {
             nonce: nonce?.base64,
             report: peer?.evidence.report ?? refusedReport
         )
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: (try? encoder.encode(output)) ?? Data("{}".utf8), as: UTF8.self) + "\n"
+        return ReportRendering.json(encoding: output)
     }
 }
 

@@ -1,32 +1,35 @@
 import ArgumentParser
 import Attestation
 import Foundation
+import KeydCore
 import Synchronization
 
-/// The operator CLI: `asterism attestation verify snp|tpm|constellation`, `asterism atls probe`.
+/// The operator CLI: `asterism keygen`, `asterism policy sign|verify|show|from-evidence`,
+/// `asterism attestation verify snp|tpm|constellation`, `asterism atls probe`.
 ///
 /// `main()` is ArgumentParser's dispatch (`parseAsRoot`, then the command's `run()`) with the exit statuses the
 /// README documents; `execute(_:)` runs the same path in process and returns what it printed.
 public struct Asterism: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "asterism",
-        abstract: "Asterism operator tool: verify node evidence offline and probe attested TLS endpoints.",
+        abstract:
+            "Asterism operator tool: the operator key and signed measurement policies, node evidence verified offline, attested TLS endpoints probed.",
         discussion: """
             EXIT STATUS
-              0  valid: the evidence verified, or the server is attested
-              1  refused: a policy failed (the output names it)
+              0  valid: the evidence or signature verified, the server is attested, or the file was written
+              1  refused: a policy or signature check failed, or nodes disagree (the output names it)
               2  usage, parse or connection error
             """,
-        subcommands: [AttestationCommand.self, ATLSCommand.self]
+        subcommands: [Keygen.self, PolicyCommand.self, AttestationCommand.self, ATLSCommand.self]
     )
 
     public init() {}
 
     /// The exit statuses of the README and the root help.
     public enum ExitStatus {
-        /// The evidence verified, or the server is attested.
+        /// The evidence or signature verified, the server is attested, or the command wrote its file.
         public static let valid: Int32 = 0
-        /// A policy failed.
+        /// A policy or signature check failed, or nodes disagree.
         public static let refused: Int32 = 1
         /// A usage, parse or connection error (ArgumentParser's own status for usage errors is 64).
         public static let error: Int32 = 2
@@ -93,6 +96,50 @@ final class CapturedOutput: Sendable {
 
     func outcome(status: Int32) -> Asterism.Outcome {
         text.withLock { Asterism.Outcome(status: status, stdout: $0.stdout, stderr: $0.stderr) }
+    }
+}
+
+extension Asterism.Outcome {
+    /// A successful run that printed `stdout`.
+    static func printed(_ stdout: String) -> Self {
+        Self(status: Asterism.ExitStatus.valid, stdout: stdout, stderr: "")
+    }
+
+    /// A refusal (exit 1): what was checked on standard output, why on standard error.
+    static func refused(_ stdout: String, reason: String) -> Self {
+        Self(status: Asterism.ExitStatus.refused, stdout: stdout, stderr: "asterism: \(reason)\n")
+    }
+
+    /// A usage, parse or connection error (exit 2) with its message on standard error.
+    static func failed(_ error: any Error) -> Self {
+        Self(status: Asterism.ExitStatus.error, stdout: "", stderr: "asterism: \(ReportRendering.describe(error))\n")
+    }
+}
+
+/// Runs async work to its end from a synchronous command: the work runs as a task while the calling thread waits.
+/// - Important: The caller's thread blocks; in-process callers in an async context call from a thread of
+///   their own, so the work always finds a free thread of the cooperative pool.
+enum Blocking {
+    /// The result of `work`.
+    static func run<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        let box = ResultBox<T>()
+        Task.detached {
+            do { box.set(.success(try await work())) } catch { box.set(.failure(error)) }
+            done.signal()
+        }
+        done.wait()
+        return try box.get().get()
+    }
+
+    /// The task's result, set once before the semaphore is signalled.
+    private final class ResultBox<T: Sendable>: Sendable {
+        private let value = Mutex<Result<T, any Error>?>(nil)
+        func set(_ result: Result<T, any Error>) { value.withLock { $0 = result } }
+        func get() -> Result<T, any Error> {
+            guard let result = value.withLock({ $0 }) else { preconditionFailure("signalled without a result") }
+            return result
+        }
     }
 }
 
@@ -390,14 +437,19 @@ enum ReportRendering {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    static func json(_ report: AttestationReport) -> String {
+    static func json(_ report: AttestationReport) -> String { json(encoding: report) }
+
+    /// `value` as pretty JSON with sorted keys and a final newline.
+    static func json(encoding value: some Encodable) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: (try? encoder.encode(report)) ?? Data("{}".utf8), as: UTF8.self) + "\n"
+        return String(decoding: (try? encoder.encode(value)) ?? Data("{}".utf8), as: UTF8.self) + "\n"
     }
 
+    /// An error's message without a type name or source location.
     static func describe(_ error: any Error) -> String {
         if let error = error as? AttestationError { return error.message }
+        if let error = error as? CoreError { return error.message }
         return "\(error)"
     }
 }

@@ -26,6 +26,12 @@ struct BinaryTests {
             (["attestation", "verify", "tpm", "--help"], "attestation-verify-tpm"),
             (["help", "attestation", "verify", "tpm"], "attestation-verify-tpm"),
             (["attestation", "verify", "constellation", "--help"], "attestation-verify-constellation"),
+            (["keygen", "--help"], "keygen"),
+            (["policy"], "policy"),
+            (["policy", "sign", "--help"], "policy-sign"),
+            (["help", "policy", "verify"], "policy-verify"),
+            (["policy", "show", "-h"], "policy-show"),
+            (["policy", "from-evidence", "--help"], "policy-from-evidence"),
             (["atls", "--help"], "atls"),
             (["atls", "probe", "--help"], "atls-probe"),
             (["help", "atls", "probe"], "atls-probe"),
@@ -60,6 +66,12 @@ struct BinaryTests {
                     "--ak-public", "/nonexistent", "--pcrs", "/nonexistent",
                 ], Asterism.ExitStatus.error, ""
             ),
+            (
+                ["policy", "verify", "--signed", "/nonexistent", "--operator-key", "/nonexistent"],
+                Asterism.ExitStatus.error, ""
+            ),
+            (["policy", "from-evidence", "--out", "/nonexistent/policy.json"], Asterism.ExitStatus.error, ""),
+            (["keygen"], Asterism.ExitStatus.error, ""),
             (["atls", "probe", "no-port"], Asterism.ExitStatus.error, ""),
             (["atls", "probe", "127.0.0.1:1", "--tls", "1.1"], Asterism.ExitStatus.error, ""),
             (["--bogus"], Asterism.ExitStatus.error, ""),

@@ -12,6 +12,12 @@ struct HelpGoldenTests {
     /// Every command, named by its path below `asterism` joined with "-" (`asterism` is the root).
     static let commands: [(name: String, command: any ParsableCommand.Type)] = [
         ("asterism", Asterism.self),
+        ("keygen", Keygen.self),
+        ("policy", PolicyCommand.self),
+        ("policy-sign", PolicySign.self),
+        ("policy-verify", PolicyVerify.self),
+        ("policy-show", PolicyShow.self),
+        ("policy-from-evidence", PolicyFromEvidence.self),
         ("attestation", AttestationCommand.self),
         ("attestation-verify", VerifyCommand.self),
         ("attestation-verify-snp", VerifySNP.self),
