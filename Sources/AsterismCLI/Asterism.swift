@@ -20,7 +20,10 @@ public struct Asterism: ParsableCommand {
               1  refused: a policy or signature check failed, or nodes disagree (the output names it)
               2  usage, parse or connection error
             """,
-        subcommands: [Keygen.self, PolicyCommand.self, AttestationCommand.self, ATLSCommand.self]
+        subcommands: [
+            InitCommand.self, ClusterVerifyCommand.self, RecoverCommand.self, Keygen.self, PolicyCommand.self,
+            AttestationCommand.self, ATLSCommand.self,
+        ]
     )
 
     public init() {}

@@ -58,7 +58,7 @@ struct PolicyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policy",
         abstract: "Measurement policies (the JSON keyd enforces) and their operator signatures.",
-        subcommands: [PolicySign.self, PolicyVerify.self, PolicyShow.self, PolicyFromEvidence.self]
+        subcommands: [PolicySign.self, PolicyVerify.self, PolicyShow.self, PolicyFromEvidence.self, PolicyPush.self]
     )
 }
 
