@@ -242,15 +242,27 @@ struct ReadinessNotifier: Service {
     }
 }
 
-/// The join (or rejoin) at start, as a service that finishes once done.
+/// The node's start-up as a service that finishes once done: the Kubernetes components installed (when
+/// configured), then the join or rejoin and the rest of the node's set-up (when join endpoints are set).
 struct JoinRunner: Service {
-    let client: JoinClient
-    let rejoin: Bool
-    /// Signalled when the join completed.
+    let components: ComponentsInstallation?
+    let setUp: NodeSetUpRunner?
+    /// Signalled when the start-up completed.
     let done = CompletionSignal()
 
-    /// The runner the configuration asks for, or nil when this node does not join (no endpoints).
+    /// The runner the configuration asks for, or nil when this node neither installs nor joins.
     init?(configuration: TrustdConfiguration, pool: NIOThreadPool, logger: Logger) throws {
+        components = try ComponentsInstallation(configuration: configuration, logger: logger.with(label: "components"))
+        setUp = try Self.setUp(configuration: configuration, pool: pool, logger: logger)
+        guard components != nil || setUp != nil else { return nil }
+    }
+
+    /// The set-up runner, or nil when this node does not join (no endpoints).
+    private static func setUp(
+        configuration: TrustdConfiguration,
+        pool: NIOThreadPool,
+        logger: Logger
+    ) throws -> NodeSetUpRunner? {
         var endpoints = configuration.joinEndpoints
         if let file = configuration.joinEndpointsFile {
             endpoints += try EndpointsFile.read(file)
@@ -274,9 +286,7 @@ struct JoinRunner: Service {
         guard let nodeName = configuration.nodeName?.description ?? HostName.current() else {
             throw TrustdStartError("node-name is not set and the host name is not a node name")
         }
-        let files = JoinFiles(directory: configuration.outputDirectory)
-        rejoin = (try? files.readMaterial()) != nil
-        client = JoinClient(
+        let client = JoinClient(
             configuration: .init(
                 endpoints: endpoints,
                 role: configuration.role,
@@ -294,13 +304,56 @@ struct JoinRunner: Service {
             threadPool: pool,
             logger: logger.with(label: "join")
         )
+        let kubeadm = configuration.kubeadmPath.map {
+            SubprocessKubeadmRunner(
+                program: $0,
+                timeout: .seconds(configuration.kubeadmTimeoutSeconds),
+                logger: logger.with(label: "kubeadm")
+            )
+        }
+        return NodeSetUpRunner(
+            client: client,
+            kubeadm: kubeadm,
+            keydSocket: configuration.keydSocket,
+            outputDirectory: configuration.outputDirectory,
+            logger: logger.with(label: "setup")
+        )
     }
 
     func run() async throws {
         _ = try await cancelWhenGracefulShutdown {
-            rejoin ? try await client.rejoin() : try await client.join()
+            try await components?.install()
+            try await setUp?.run()
         }
         done.signal()
+    }
+}
+
+/// The components file read and checked at start (a wrong one is exit status 2), installed by ``JoinRunner``.
+struct ComponentsInstallation: Sendable {
+    let installer: ComponentInstaller
+    let components: [KubernetesComponent]
+
+    /// nil when `kubernetes-components-file` is not set.
+    init?(configuration: TrustdConfiguration, logger: Logger) throws {
+        guard let file = configuration.kubernetesComponentsFile else { return nil }
+        let bytes = try BoundedFile.read(file, limit: ComponentLimits.maxListBytes)
+        do throws(ComponentError) {
+            components = try ComponentList.parse(bytes, root: configuration.componentsInstallRoot)
+        } catch {
+            throw TrustdStartError("kubernetes-components-file \(file): \(error)")
+        }
+        installer = ComponentInstaller(
+            root: configuration.componentsInstallRoot,
+            maxBytes: configuration.componentMaxBytes,
+            timeout: .seconds(configuration.componentTimeoutSeconds),
+            logger: logger
+        )
+    }
+
+    func install() async throws {
+        installer.logger.info("Installing components", metadata: ["components.count": "\(components.count)"])
+        try await installer.install(components)
     }
 }
 
