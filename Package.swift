@@ -36,6 +36,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
     ],
     targets: [
         // keyd's wire format: frames, requests, limits, status codes. Standard library only.
@@ -149,6 +151,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
+                // The bootstrapper: component downloads, .tar.gz extraction, kubeadm's config and process.
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .executableTarget(
@@ -376,11 +383,19 @@ let package = Package(
             ]
         ),
         .testTarget(name: "TrustdCoreTests", dependencies: ["TrustdCore", "KeydCore", "KeydProtocol"]),
-        // trustd's services in process over real sockets: VerificationService (gRPC, HTTP), admission, /metrics.
+        // A recording kubeadm that enforces the real one's contract on its config file (no Kubernetes here).
+        .target(
+            name: "FakeKubeadm",
+            dependencies: ["TrustdCore", .product(name: "Yams", package: "Yams")],
+            path: "Tests/FakeKubeadm"
+        ),
+        // trustd's services in process over real sockets: VerificationService (gRPC, HTTP), admission, /metrics;
+        // the bootstrapper's components (file:// and loopback HTTP), kubeadm and node set-up.
         .testTarget(
             name: "TrustdTests",
             dependencies: [
                 "Trustd", "TrustdCore", "AsterismProto", "AsterismTestSupport", "Attestation", "KeydClient",
+                "FakeKubeadm", .product(name: "NIOHTTP1", package: "swift-nio"),
                 "KeydProtocol", .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),

@@ -34,6 +34,20 @@ public enum JoinClientError: Error, Sendable, CustomStringConvertible, Equatable
     }
 }
 
+/// A step of a join the caller may record (``NodeSetUpRunner`` persists them); an observer's error ends
+/// the join.
+public enum JoinProgress: Sendable {
+    /// A JoinService answered with a ticket.
+    case ticketReceived
+    /// keyd accepted the envelope: the disk opened and PCR 15 was marked with the answer's cluster ID.
+    case envelopeAccepted(EnvelopeAcceptAnswer)
+    /// The join's files were written.
+    case filesWritten
+}
+
+/// Receives a join's steps as they complete.
+public typealias JoinProgressObserver = @Sendable (JoinProgress) throws(JoinClientError) -> Void
+
 /// What a completed join did.
 public struct JoinOutcome: Sendable {
     /// The endpoint that answered.
@@ -113,13 +127,22 @@ public struct JoinClient: Sendable {
     }
 
     /// Joins the cluster: `IssueJoinTicket`, `envelope.accept`, the files.
-    public func join() async throws(JoinClientError) -> JoinOutcome { try await run(.join) }
+    public func join(observing observer: JoinProgressObserver? = nil) async throws(JoinClientError) -> JoinOutcome {
+        try await run(.join, observer: observer)
+    }
 
     /// Rejoins after a reboot: `IssueRejoinTicket` and `envelope.accept`; no files change.
-    public func rejoin() async throws(JoinClientError) -> JoinOutcome { try await run(.rejoin) }
+    public func rejoin(observing observer: JoinProgressObserver? = nil) async throws(JoinClientError) -> JoinOutcome {
+        try await run(.rejoin, observer: observer)
+    }
 
     /// The attempt loop.
-    private func run(_ kind: JoinTicketKind) async throws(JoinClientError) -> JoinOutcome {
+    private func run(
+        _ kind: JoinTicketKind,
+        observer: JoinProgressObserver?
+    ) async throws(JoinClientError)
+        -> JoinOutcome
+    {
         let endpoints = configuration.endpoints
         guard !endpoints.isEmpty else { throw .noEndpoints }
         let clock = ContinuousClock()
@@ -138,8 +161,13 @@ public struct JoinClient: Sendable {
                     "\(kind) ticket received; handing the envelope to keyd",
                     metadata: ["endpoint": "\(endpoint)"]
                 )
+                try observer?(.ticketReceived)
                 let accepted = try accept(ticket, kind: kind)
-                if kind == .join { try writeFiles(ticket) }
+                try observer?(.envelopeAccepted(accepted))
+                if kind == .join {
+                    try writeFiles(ticket)
+                    try observer?(.filesWritten)
+                }
                 logger.info(
                     "\(kind) complete",
                     metadata: [

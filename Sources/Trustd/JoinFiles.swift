@@ -26,6 +26,24 @@ public struct JoinFiles: Sendable {
         public var kubernetesVersion: String?
         public var nodeName: String
         public var controlPlane: Bool
+
+        public init(
+            apiServerEndpoint: String,
+            token: String,
+            discoveryTokenCACertHash: String,
+            certificateKey: String?,
+            kubernetesVersion: String?,
+            nodeName: String,
+            controlPlane: Bool
+        ) {
+            self.apiServerEndpoint = apiServerEndpoint
+            self.token = token
+            self.discoveryTokenCACertHash = discoveryTokenCACertHash
+            self.certificateKey = certificateKey
+            self.kubernetesVersion = kubernetesVersion
+            self.nodeName = nodeName
+            self.controlPlane = controlPlane
+        }
     }
 
     /// The directory (must exist, be a directory, not a symbolic link).

@@ -7,6 +7,7 @@ import KeydClient
 import KeydProtocol
 import Logging
 import Synchronization
+import TrustdCore
 import X509
 
 /// What a joining node needs besides its keys to run `kubeadm join`.
@@ -343,13 +344,6 @@ public struct JoinService: Join_API.SimpleServiceProtocol {
             )
         }
     }
-}
-
-/// Join or rejoin.
-public enum JoinTicketKind: String, Sendable, CustomStringConvertible {
-    case join
-    case rejoin
-    public var description: String { rawValue }
 }
 
 /// One ticket's outcome, for metrics: `reason` nil when issued, `seconds` its latency when issued.

@@ -289,21 +289,22 @@ struct ReadinessNotifier: Service {
     }
 }
 
-/// The join (or rejoin) at start, as a service that finishes once done. A control plane whose keyd holds
-/// the KEK already (unsealed at start) has nothing to join for; one that gets it through Recover while it
-/// retries stops retrying.
+/// The node's start-up as a service that finishes once done: the Kubernetes components installed (when
+/// configured), then the join or rejoin and the rest of the node's set-up (when join endpoints are set). A
+/// control plane whose keyd holds the KEK already (unsealed at start) has nothing to join for; one that gets it
+/// through Init or Recover while it retries stops retrying.
 struct JoinRunner: Service {
-    let client: JoinClient
-    let rejoin: Bool
+    let components: ComponentsInstallation?
+    let setUp: NodeSetUpRunner?
     let controlPlane: Bool
     let keyd: KeydGateway
     /// Signalled by Init or Recover once keyd holds the KEK.
     let keyHeld: CompletionSignal
     let logger: Logger
-    /// Signalled when the join completed.
+    /// Signalled when the start-up completed.
     let done = CompletionSignal()
 
-    /// The runner the configuration asks for, or nil when this node does not join (no endpoints).
+    /// The runner the configuration asks for, or nil when this node neither installs nor joins.
     init?(
         configuration: TrustdConfiguration,
         pool: NIOThreadPool,
@@ -311,6 +312,21 @@ struct JoinRunner: Service {
         keyHeld: CompletionSignal,
         logger: Logger
     ) throws {
+        components = try ComponentsInstallation(configuration: configuration, logger: logger.with(label: "components"))
+        setUp = try Self.setUp(configuration: configuration, pool: pool, logger: logger)
+        guard components != nil || setUp != nil else { return nil }
+        controlPlane = configuration.role == .controlPlane
+        self.keyd = keyd
+        self.keyHeld = keyHeld
+        self.logger = logger.with(label: "join")
+    }
+
+    /// The set-up runner, or nil when this node does not join (no endpoints).
+    private static func setUp(
+        configuration: TrustdConfiguration,
+        pool: NIOThreadPool,
+        logger: Logger
+    ) throws -> NodeSetUpRunner? {
         var endpoints = configuration.joinEndpoints
         if let file = configuration.joinEndpointsFile {
             endpoints += try EndpointsFile.read(file)
@@ -334,13 +350,7 @@ struct JoinRunner: Service {
         guard let nodeName = configuration.nodeName?.description ?? HostName.current() else {
             throw TrustdStartError("node-name is not set and the host name is not a node name")
         }
-        let files = JoinFiles(directory: configuration.outputDirectory)
-        rejoin = (try? files.readMaterial()) != nil
-        controlPlane = configuration.role == .controlPlane
-        self.keyd = keyd
-        self.keyHeld = keyHeld
-        self.logger = logger.with(label: "join")
-        client = JoinClient(
+        let client = JoinClient(
             configuration: .init(
                 endpoints: endpoints,
                 role: configuration.role,
@@ -358,33 +368,77 @@ struct JoinRunner: Service {
             threadPool: pool,
             logger: logger.with(label: "join")
         )
+        let kubeadm = configuration.kubeadmPath.map {
+            SubprocessKubeadmRunner(
+                program: $0,
+                timeout: .seconds(configuration.kubeadmTimeoutSeconds),
+                logger: logger.with(label: "kubeadm")
+            )
+        }
+        return NodeSetUpRunner(
+            client: client,
+            kubeadm: kubeadm,
+            keydSocket: configuration.keydSocket,
+            outputDirectory: configuration.outputDirectory,
+            logger: logger.with(label: "setup")
+        )
     }
 
     func run() async throws {
-        if controlPlane, let phase = try? await keyd.call({ try $0.status().phase }), phase == .holdingKEK {
-            logger.notice("keyd holds the cluster's KEK already (unsealed at start): no join needed")
-            done.signal()
-            return
-        }
-        let client = self.client
-        let rejoin = self.rejoin
-        let keyHeld = self.keyHeld
-        let recovered = try await cancelWhenGracefulShutdown {
-            try await withThrowingTaskGroup(of: Bool.self) { group in
-                group.addTask {
-                    _ = rejoin ? try await client.rejoin() : try await client.join()
-                    return false
+        _ = try await cancelWhenGracefulShutdown { try await components?.install() }
+        if let setUp {
+            if controlPlane, let phase = try? await keyd.call({ try $0.status().phase }), phase == .holdingKEK {
+                logger.notice("keyd holds the cluster's KEK already (unsealed at start): no join needed")
+            } else {
+                let keyHeld = self.keyHeld
+                let recovered = try await cancelWhenGracefulShutdown {
+                    try await withThrowingTaskGroup(of: Bool.self) { group in
+                        group.addTask {
+                            try await setUp.run()
+                            return false
+                        }
+                        group.addTask {
+                            try await keyHeld.wait()
+                            return true
+                        }
+                        defer { group.cancelAll() }
+                        return try await group.next() ?? false
+                    }
                 }
-                group.addTask {
-                    try await keyHeld.wait()
-                    return true
+                if recovered == true {
+                    logger.notice("keyd holds the cluster's KEK through Init or Recover: join attempts stopped")
                 }
-                defer { group.cancelAll() }
-                return try await group.next() ?? false
             }
         }
-        if recovered { logger.notice("keyd holds the cluster's KEK through Init or Recover: join attempts stopped") }
         done.signal()
+    }
+}
+
+/// The components file read and checked at start (a wrong one is exit status 2), installed by ``JoinRunner``.
+struct ComponentsInstallation: Sendable {
+    let installer: ComponentInstaller
+    let components: [KubernetesComponent]
+
+    /// nil when `kubernetes-components-file` is not set.
+    init?(configuration: TrustdConfiguration, logger: Logger) throws {
+        guard let file = configuration.kubernetesComponentsFile else { return nil }
+        let bytes = try BoundedFile.read(file, limit: ComponentLimits.maxListBytes)
+        do throws(ComponentError) {
+            components = try ComponentList.parse(bytes, root: configuration.componentsInstallRoot)
+        } catch {
+            throw TrustdStartError("kubernetes-components-file \(file): \(error)")
+        }
+        installer = ComponentInstaller(
+            root: configuration.componentsInstallRoot,
+            maxBytes: configuration.componentMaxBytes,
+            timeout: .seconds(configuration.componentTimeoutSeconds),
+            logger: logger
+        )
+    }
+
+    func install() async throws {
+        installer.logger.info("Installing components", metadata: ["components.count": "\(components.count)"])
+        try await installer.install(components)
     }
 }
 

@@ -37,6 +37,12 @@ import KeydProtocol
 /// kubeadm-certificate-key-file = /etc/trustd/certificate-key
 /// kubernetes-version = v1.31.2
 /// handshake-timeout-ms = 10000
+/// kubernetes-components-file = /etc/trustd/components.json
+/// components-install-root = /run/state/bin
+/// component-max-bytes = 536870912
+/// component-timeout-seconds = 600
+/// kubeadm-path = /run/state/bin/kubeadm
+/// kubeadm-timeout-seconds = 600
 /// ```
 public struct TrustdConfiguration: Equatable, Sendable {
     /// keyd's socket for trustd, the only way trustd reaches keyd.
@@ -101,6 +107,18 @@ public struct TrustdConfiguration: Equatable, Sendable {
     /// Time an aTLS handshake may take on JoinService (evidence on both sides included) before the
     /// connection is closed.
     public var handshakeTimeoutMilliseconds: Int = 10_000
+    /// The Kubernetes components to install at start (``ComponentList``'s JSON); nil: none.
+    public var kubernetesComponentsFile: String?
+    /// The directory every component's install path lies under.
+    public var componentsInstallRoot: String = "/run/state/bin"
+    /// The most bytes one component may download, and its archive extract to.
+    public var componentMaxBytes: Int = 512 << 20
+    /// Time one component's download may take.
+    public var componentTimeoutSeconds: Int = 600
+    /// The kubeadm program run after a join; nil: no kubeadm step (the log says so).
+    public var kubeadmPath: String?
+    /// Time one kubeadm run may take before it is killed.
+    public var kubeadmTimeoutSeconds: Int = 600
 
     /// The defaults.
     public init() {}
@@ -130,6 +148,10 @@ public struct TrustdConfiguration: Equatable, Sendable {
     public static let handshakeTimeoutRange: ClosedRange<Int> = 1000...600_000
     /// Accepted ``shutdownGraceSeconds``.
     public static let shutdownGraceRange: ClosedRange<Int> = 1...3600
+    /// Accepted ``componentMaxBytes``: 1 MiB to 4 GiB.
+    public static let componentMaxBytesRange: ClosedRange<Int> = (1 << 20)...(4 << 30)
+    /// Accepted ``componentTimeoutSeconds`` and ``kubeadmTimeoutSeconds``.
+    public static let bootstrapTimeoutRange: ClosedRange<Int> = 10...7200
 
     /// Every key a file may set, in the order they are documented; each has its parser in
     /// ``apply(_:to:)``, an exhaustive switch.
@@ -165,6 +187,12 @@ public struct TrustdConfiguration: Equatable, Sendable {
         case kubeadmCertificateKeyFile = "kubeadm-certificate-key-file"
         case kubernetesVersion = "kubernetes-version"
         case handshakeTimeout = "handshake-timeout-ms"
+        case kubernetesComponentsFile = "kubernetes-components-file"
+        case componentsInstallRoot = "components-install-root"
+        case componentMaxBytes = "component-max-bytes"
+        case componentTimeout = "component-timeout-seconds"
+        case kubeadmPath = "kubeadm-path"
+        case kubeadmTimeout = "kubeadm-timeout-seconds"
 
         /// Sets what `field`'s value says.
         func apply(_ field: ConfigurationField, to configuration: inout TrustdConfiguration) throws(CoreError) {
@@ -204,6 +232,13 @@ public struct TrustdConfiguration: Equatable, Sendable {
             case .kubernetesVersion: configuration.kubernetesVersion = try field.kubernetesVersion()
             case .handshakeTimeout:
                 configuration.handshakeTimeoutMilliseconds = try field.integer(in: handshakeTimeoutRange)
+            case .kubernetesComponentsFile: configuration.kubernetesComponentsFile = try field.absolutePath()
+            case .componentsInstallRoot: configuration.componentsInstallRoot = try field.directory()
+            case .componentMaxBytes: configuration.componentMaxBytes = try field.integer(in: componentMaxBytesRange)
+            case .componentTimeout:
+                configuration.componentTimeoutSeconds = try field.integer(in: bootstrapTimeoutRange)
+            case .kubeadmPath: configuration.kubeadmPath = try field.absolutePath()
+            case .kubeadmTimeout: configuration.kubeadmTimeoutSeconds = try field.integer(in: bootstrapTimeoutRange)
             }
         }
     }

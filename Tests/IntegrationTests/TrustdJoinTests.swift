@@ -475,7 +475,7 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
 /// The trustd executable: a worker's trustd process joins through a JoinService, says READY=1 once
 /// joined, stops cleanly on SIGTERM, and rejoins after its keyd and itself restart.
 @Suite(.serialized, .needsSwtpm, .needsRoot) struct TrustdProcessTests {
-    @Test("a worker's trustd process joins, stops on SIGTERM, and rejoins after a restart")
+    @Test("a worker's trustd process installs a component, joins, runs kubeadm, stops on SIGTERM, and rejoins")
     func workerProcessJoinsAndRejoins() async throws {
         let scene = try JoinScene()
         let policyFile = scene.outputDirectory + "/../" + "join-service-policy-\(getpid()).json"
@@ -486,29 +486,70 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
         )
         try Data(policy.canonicalJSON).write(to: URL(fileURLWithPath: policyFile))
         defer { unlink(policyFile) }
+        // The bootstrapper's pieces in the real process: a component installed before the join, and a
+        // script standing in for kubeadm that keeps its arguments and what its config file held.
+        let work = scene.outputDirectory + "-boot"
+        try FileManager.default.createDirectory(atPath: work + "/src", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let tool = Array("#!/bin/sh\necho crictl\n".utf8)
+        try Data(tool).write(to: URL(fileURLWithPath: work + "/src/crictl"))
+        let toolHash = "sha256:" + SHA256.hash(data: tool).map { String(format: "%02x", $0) }.joined()
+        try #"[{"url": "file://\#(work)/src/crictl", "hash": "\#(toolHash)", "installPath": "bin/crictl"}]"#
+            .write(toFile: work + "/components.json", atomically: true, encoding: .utf8)
+        try """
+        #!/bin/sh
+        echo "$*" >> \(work)/kubeadm-calls
+        stat -c %a "$3" > \(work)/kubeadm-config-mode
+        cp "$3" \(work)/kubeadm-config.yaml
+        echo "[preflight] Running pre-flight checks"
+        """.write(toFile: work + "/kubeadm", atomically: true, encoding: .utf8)
+        chmod(work + "/kubeadm", 0o755)
         try await scene.withJoinService { port in
             let configuration = [
                 "keyd-socket = \(scene.joiner.keyd.socketPath)", "role = worker", "node-name = worker-1",
                 "join-endpoints = 127.0.0.1:\(port)", "join-service-policy-file = \(policyFile)",
                 "output-directory = \(scene.outputDirectory)", "backoff-initial-ms = 10", "backoff-max-ms = 100",
                 "join-deadline-seconds = 300", "call-timeout-ms = 60000",
+                "kubernetes-components-file = \(work)/components.json", "components-install-root = \(work)/root",
+                "kubeadm-path = \(work)/kubeadm",
             ]
             let first = try await onThread { try TrustdHarness(configuration: configuration) }
             let uuid = try scene.joiner.diskUUID()
             #expect(try scene.joiner.diskOpens(with: scene.secret.diskKey(uuid: uuid)))
             #expect(try scene.joiner.pcrFromTools(15) == scene.secret.markedPCR15)
-            #expect(try JoinFiles(directory: scene.outputDirectory).readMaterial().nodeName == "worker-1")
+            let material = try JoinFiles(directory: scene.outputDirectory).readMaterial()
+            #expect(material.nodeName == "worker-1")
             #expect(first.log.contains("join complete"), "\(first.log)")
+            // The component, then kubeadm join with a 0600 config carrying the ticket's material.
+            #expect(try Data(contentsOf: URL(fileURLWithPath: work + "/root/bin/crictl")) == Data(tool))
+            let configFile = scene.outputDirectory + "/kubeadm-join.yaml"
+            #expect(
+                try String(contentsOfFile: work + "/kubeadm-calls", encoding: .utf8) == "join --config \(configFile)\n"
+            )
+            #expect(try String(contentsOfFile: work + "/kubeadm-config-mode", encoding: .utf8) == "600\n")
+            let yaml = try String(contentsOfFile: work + "/kubeadm-config.yaml", encoding: .utf8)
+            #expect(yaml.contains(material.token) && yaml.contains(material.discoveryTokenCACertHash))
+            #expect(!FileManager.default.fileExists(atPath: configFile), "the token's config file is removed")
+            #expect(FileManager.default.fileExists(atPath: scene.outputDirectory + "/kubeadm-join.done"))
+            let state = try String(contentsOfFile: scene.outputDirectory + "/node-setup.state", encoding: .utf8)
+            #expect(state.contains("completed=kubeadm-done"), "\(state)")
+            #expect(first.log.contains("kubeadm: [preflight] Running pre-flight checks"), "\(first.log)")
+            #expect(!first.log.contains(String(material.token.dropFirst(7))), "the token's secret is never logged")
             let log = first.log
             let firstStatus = try await onThread { first.stop() }
             #expect(firstStatus == 0, "SIGTERM ends trustd cleanly: \(log)")
 
-            // Reboot of the node's daemons: keyd forgets its disk key; trustd finds its join material and rejoins.
+            // Reboot of the node's daemons: keyd forgets its disk key; trustd finds its join material and
+            // rejoins; the component and kubeadm are done already.
             scene.joiner.stopKeyd()
             try scene.joiner.start()
             let second = try await onThread { try TrustdHarness(configuration: configuration) }
             #expect(second.log.contains("rejoin complete"), "\(second.log)")
+            #expect(second.log.contains("Component already installed"), "\(second.log)")
             #expect(try scene.joiner.pcrFromTools(15) == scene.secret.markedPCR15)
+            #expect(
+                try String(contentsOfFile: work + "/kubeadm-calls", encoding: .utf8).split(separator: "\n").count == 1
+            )
             let secondStatus = try await onThread { second.stop() }
             #expect(secondStatus == 0)
         }

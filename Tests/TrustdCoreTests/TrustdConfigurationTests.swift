@@ -58,6 +58,12 @@ import Testing
         #expect(configuration.outputDirectory == "/var/lib/asterism-trustd/join")
         #expect(configuration.constellationCompatibility == false)
         #expect(configuration.shutdownGraceSeconds == 30)
+        #expect(configuration.kubernetesComponentsFile == nil)
+        #expect(configuration.componentsInstallRoot == "/run/state/bin")
+        #expect(configuration.componentMaxBytes == 512 << 20)
+        #expect(configuration.componentTimeoutSeconds == 600)
+        #expect(configuration.kubeadmPath == nil)
+        #expect(configuration.kubeadmTimeoutSeconds == 600)
     }
 
     @Test func fullFile() throws {
@@ -192,6 +198,15 @@ import Testing
         Setting(text: "kubeadm-certificate-key-file = /k") { $0.kubeadmCertificateKeyFile == "/k" },
         Setting(text: "kubernetes-version = v1.31.2") { $0.kubernetesVersion == "v1.31.2" },
         Setting(text: "handshake-timeout-ms = 1000") { $0.handshakeTimeoutMilliseconds == 1000 },
+        Setting(text: "kubernetes-components-file = /etc/trustd/components.json") {
+            $0.kubernetesComponentsFile == "/etc/trustd/components.json"
+        },
+        Setting(text: "components-install-root = /opt/bin") { $0.componentsInstallRoot == "/opt/bin" },
+        Setting(text: "component-max-bytes = 1048576") { $0.componentMaxBytes == 1 << 20 },
+        Setting(text: "component-max-bytes = 4294967296") { $0.componentMaxBytes == 4 << 30 },
+        Setting(text: "component-timeout-seconds = 10") { $0.componentTimeoutSeconds == 10 },
+        Setting(text: "kubeadm-path = /run/state/bin/kubeadm") { $0.kubeadmPath == "/run/state/bin/kubeadm" },
+        Setting(text: "kubeadm-timeout-seconds = 7200") { $0.kubeadmTimeoutSeconds == 7200 },
     ]
 
     @Test(arguments: settings)
@@ -344,6 +359,14 @@ import Testing
         bad("constellation-compatibility", "TRUE", "true or false"),
         outside("shutdown-grace-seconds", "0", "1…3600"),
         outside("shutdown-grace-seconds", "3601", "1…3600"),
+        bad("kubernetes-components-file", "components.json", "an absolute path"),
+        bad("components-install-root", "/run/state/../bin", directory),
+        bad("components-install-root", "/", directory),
+        outside("component-max-bytes", "1048575", "1048576…4294967296"),
+        outside("component-max-bytes", "4294967297", "1048576…4294967296"),
+        outside("component-timeout-seconds", "9", "10…7200"),
+        bad("kubeadm-path", "kubeadm", "an absolute path"),
+        outside("kubeadm-timeout-seconds", "7201", "10…7200"),
         Refusal(
             text: "kubernetes-token-file = /t\n# both\nkubernetes-kubeconfig = /k",
             code: .configurationConflict,
