@@ -4,8 +4,9 @@ import Foundation
 import KeydCore
 import Synchronization
 
-/// The operator CLI: `asterism keygen`, `asterism policy sign|verify|show|from-evidence`,
-/// `asterism attestation verify snp|tpm|constellation`, `asterism atls probe`.
+/// The operator CLI: the cluster's lifecycle (`asterism init|verify|recover`), `asterism keygen`,
+/// `asterism policy sign|verify|show|from-evidence|push`, `asterism attestation verify snp|tpm|constellation`,
+/// `asterism atls probe`.
 ///
 /// `main()` is ArgumentParser's dispatch (`parseAsRoot`, then the command's `run()`) with the exit statuses the
 /// README documents; `execute(_:)` runs the same path in process and returns what it printed.
@@ -13,7 +14,7 @@ public struct Asterism: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "asterism",
         abstract:
-            "Asterism operator tool: the operator key and signed measurement policies, node evidence verified offline, attested TLS endpoints probed.",
+            "Asterism operator tool: initialize, verify and recover a cluster; the operator key and signed measurement policies; node evidence verified offline; attested TLS endpoints probed.",
         discussion: """
             EXIT STATUS
               0  valid: the evidence or signature verified, the server is attested, or the file was written

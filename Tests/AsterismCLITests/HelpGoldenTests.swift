@@ -12,12 +12,16 @@ struct HelpGoldenTests {
     /// Every command, named by its path below `asterism` joined with "-" (`asterism` is the root).
     static let commands: [(name: String, command: any ParsableCommand.Type)] = [
         ("asterism", Asterism.self),
+        ("init", InitCommand.self),
+        ("verify", ClusterVerifyCommand.self),
+        ("recover", RecoverCommand.self),
         ("keygen", Keygen.self),
         ("policy", PolicyCommand.self),
         ("policy-sign", PolicySign.self),
         ("policy-verify", PolicyVerify.self),
         ("policy-show", PolicyShow.self),
         ("policy-from-evidence", PolicyFromEvidence.self),
+        ("policy-push", PolicyPush.self),
         ("attestation", AttestationCommand.self),
         ("attestation-verify", VerifyCommand.self),
         ("attestation-verify-snp", VerifySNP.self),
@@ -51,6 +55,15 @@ struct HelpGoldenTests {
                 }
         }
         #expect(names(Asterism.self, path: []).sorted() == Self.commands.map(\.name).sorted())
+    }
+
+    @Test func shellCompletionCoversTheLifecycleCommands() {
+        for shell in [CompletionShell.bash, .zsh, .fish] {
+            let script = Asterism.completionScript(for: shell)
+            for command in ["init", "verify", "recover", "keygen", "policy"] {
+                #expect(script.contains(command), "\(shell) completion lacks \(command)")
+            }
+        }
     }
 
     @Test func rootHelpDocumentsEveryExitStatus() {
