@@ -15,7 +15,7 @@ FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession FuzzTPMAttest FuzzTPMPublic FuzzTPM
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 
-.PHONY: help deps build check-imports format check-format test demo bench fuzz fuzz-smoke clean
+.PHONY: help deps build check-imports format check-format test demo demo-keyd bench fuzz fuzz-smoke clean
 
 help: ## List the targets
 	@echo "Asterism make targets:"
@@ -44,10 +44,17 @@ check-format: ## Fail when a Swift file is not as `make format` leaves it
 test: deps check-format build check-imports fuzz-smoke ## Check formatting, build, check keyd's imports, run every fuzz target briefly, run every test (CI runs this)
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
 
-demo: deps ## Start swtpm and keyd in a temp dir and drive them with keydctl (TPM quote, KEK, state-disk image)
+demo: deps ## A three-node cluster on this machine (network namespaces, swtpm, keyd, trustd each): init, join, verify, rejoin, recover
 	$(SWIFT) build $(SWIFT_FLAGS) --product keyd
 	$(SWIFT) build $(SWIFT_FLAGS) --product keydctl
+	$(SWIFT) build $(SWIFT_FLAGS) --product trustd
+	$(SWIFT) build $(SWIFT_FLAGS) --product asterism
 	scripts/demo
+
+demo-keyd: deps ## One keyd on swtpm in a temp dir, driven with keydctl (TPM quote, KEK, state-disk image)
+	$(SWIFT) build $(SWIFT_FLAGS) --product keyd
+	$(SWIFT) build $(SWIFT_FLAGS) --product keydctl
+	scripts/demo-keyd
 
 bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unlock check (root); attestation validations/s; aTLS handshakes/s beside plain TLS; keyd start with a 1 GiB audit log; key releases/s through keyd; join tickets/s end to end, rejoin beside clevis, a boot storm
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd

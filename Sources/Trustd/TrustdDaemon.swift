@@ -71,11 +71,22 @@ public struct TrustdDaemon: Sendable {
         }
 
         if configuration.role == .controlPlane {
-            let material = try JoinServiceMaterial(
-                configuration: configuration,
-                logger: logger.with(label: "kubernetes")
-            )
-            shutdowns.append { await material.tokens.shutdown() }
+            let material: any JoinMaterialSource
+            if configuration.apiServerAdvertise == nil, configuration.kubernetesCAFile == nil,
+                configuration.kubernetesCredentials == nil
+            {
+                logger.warning(
+                    "No Kubernetes configured (api-server-advertise, kubernetes-ca-file, credentials): JoinService hands out keys only, no bootstrap token"
+                )
+                material = KeysOnlyMaterial()
+            } else {
+                let kubernetes = try JoinServiceMaterial(
+                    configuration: configuration,
+                    logger: logger.with(label: "kubernetes")
+                )
+                shutdowns.append { await kubernetes.tokens.shutdown() }
+                material = kubernetes
+            }
             let atls = ATLSServer(
                 configuration: .init(
                     issuer: AttestedCertificateIssuer(
@@ -534,6 +545,13 @@ struct JoinServiceMaterial: JoinMaterialSource {
             certificateKey: role == .controlPlane ? certificateKey : "",
             kubernetesVersion: kubernetesVersion
         )
+    }
+}
+
+/// A cluster without Kubernetes (keys and disks only, as `make demo` runs it): empty join material.
+struct KeysOnlyMaterial: JoinMaterialSource {
+    func material(nodeName: String, role: NodeRole) async throws -> JoinMaterial {
+        JoinMaterial(apiServerEndpoint: "", token: "", discoveryTokenCACertHash: "")
     }
 }
 
