@@ -44,7 +44,8 @@ public final class KeydGateway: Sendable {
         }) { box.connection.close() }
     }
 
-    /// Runs `body` with a connection on the pool; a thrown error drops the connection.
+    /// Runs `body` with a connection on the pool; a thrown error drops the connection. A pooled connection
+    /// that fails without an answer (keyd restarted while it sat idle) is replaced by a fresh one once.
     public func call<T: Sendable>(_ body: @escaping @Sendable (KeydConnection) throws -> T) async throws -> T {
         try await slots.acquire()
         defer { slots.release() }
@@ -52,27 +53,32 @@ public final class KeydGateway: Sendable {
         let timeout = timeoutMilliseconds
         let observe = self.observe
         return try await pool.runIfActive { [self] in
-            let box =
-                try idle.withLock { $0.popLast() }
-                ?? KeydConnectionBox(
-                    KeydConnection(path: path, timeoutMilliseconds: timeout)
-                )
-            let started = ContinuousClock.now
-            do {
-                let result = try body(box.connection)
-                observe((ContinuousClock.now - started).seconds)
-                idle.withLock { $0.append(box) }
-                return result
-            } catch let error as KeydClientError
-                where error.refusal != nil && !(error.refusal?.closesConnection ?? true)
-            {
-                // keyd answered with a status and kept the connection: it stays usable.
-                observe((ContinuousClock.now - started).seconds)
-                idle.withLock { $0.append(box) }
-                throw error
-            } catch {
-                box.connection.close()
-                throw error
+            var pooled = idle.withLock { $0.popLast() }
+            while true {
+                let reused = pooled != nil
+                let box = try pooled ?? KeydConnectionBox(KeydConnection(path: path, timeoutMilliseconds: timeout))
+                pooled = nil
+                let started = ContinuousClock.now
+                do {
+                    let result = try body(box.connection)
+                    observe((ContinuousClock.now - started).seconds)
+                    idle.withLock { $0.append(box) }
+                    return result
+                } catch let error as KeydClientError
+                    where error.refusal != nil && !(error.refusal?.closesConnection ?? true)
+                {
+                    // keyd answered with a status and kept the connection: it stays usable.
+                    observe((ContinuousClock.now - started).seconds)
+                    idle.withLock { $0.append(box) }
+                    throw error
+                } catch let error as KeydClientError where reused && error.refusal == nil && !error.isUnreachable {
+                    // The idle connection died with the keyd it was made to; the next try opens a new one.
+                    box.connection.close()
+                    continue
+                } catch {
+                    box.connection.close()
+                    throw error
+                }
             }
         }
     }

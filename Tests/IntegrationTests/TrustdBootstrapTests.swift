@@ -175,6 +175,118 @@ import Testing
     }
 }
 
+extension TrustdBootstrapTests {
+    /// `asterism` run in process on a thread of its own (its network commands block their thread).
+    static func asterism(_ arguments: [String]) async throws -> Asterism.Outcome {
+        try await onThread { Asterism.execute(arguments) }
+    }
+
+    @Test(
+        "asterism init: refused with nothing sent when the evidence fails; recover races a client that is no operator"
+    )
+    func cliInitAndRecoverRace() async throws {
+        let scene = try await Scene()
+        let files = scene.files
+        let node = "127.0.0.1:\(scene.trustd.bootstrapPort)"
+        let verification = "127.0.0.1:\(scene.trustd.verificationGRPCPort)"
+        #expect(try await Self.asterism(["keygen", "--out", files + "/operator.pem"]).status == 0)
+        // A policy whose PCR 0 is not the node's: init refuses, sends nothing and writes no file.
+        var wrong = scene.facts.pcrs
+        wrong[0] = [UInt8](repeating: 0xEE, count: 32)
+        let wrongPCRs = TPMFacts(akDigest: scene.facts.akDigest, pcrs: wrong).measurements(0...7)
+        for (name, policy) in [
+            (
+                "wrong",
+                try MeasurementPolicy(version: 1, measurements: wrongPCRs, allowedAKDigests: [scene.facts.akDigest])
+            ),
+            (
+                "right",
+                try MeasurementPolicy(
+                    version: 1,
+                    measurements: scene.facts.measurements(0...7),
+                    allowedAKDigests: [scene.facts.akDigest]
+                )
+            ),
+        ] {
+            try Data(policy.json).write(to: URL(fileURLWithPath: "\(files)/\(name).json"))
+            let signed = try await Self.asterism([
+                "policy", "sign", "--key", files + "/operator.pem", "--policy", "\(files)/\(name).json",
+                "--out", "\(files)/\(name).signed",
+            ])
+            #expect(signed.status == 0, "\(signed)")
+        }
+        let out = files + "/out"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
+        let initArguments = [
+            "init", "--endpoint", node, "--verification-endpoint", verification, "--key", files + "/operator.pem",
+            "--out-dir", out,
+        ]
+        let refused = try await Self.asterism(initArguments + ["--policy", files + "/wrong.signed"])
+        #expect(refused.status == 1, "\(refused)")
+        #expect(refused.stdout.contains("pcr.0") || refused.stdout.contains("PCR 0"), "\(refused.stdout)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).isEmpty)
+        #expect(try scene.node.admin().status().phase == .awaitingKEK)
+
+        let initialized = try await Self.asterism(initArguments + ["--policy", files + "/right.signed"])
+        #expect(initialized.status == 0, "\(initialized)")
+        let backup = out + "/asterism-master-secret.json"
+        let mode = try FileManager.default.attributesOfItem(atPath: backup)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        let connection =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: out + "/asterism-cluster.json"))
+            ) as? [String: Any]
+        let clusterID = try #require(connection?["clusterID"] as? String)
+        #expect(
+            try scene.node.pcrFromKeyd(15)
+                == KeyDerivation.markedClusterPCR(clusterID: try #require(bytes(fromHex: clusterID)))
+        )
+        // A second init: the node refuses (exit 1), and no file is overwritten.
+        let again = try await Self.asterism(initArguments + ["--policy", files + "/right.signed"])
+        #expect(again.status == 2 && again.stderr.contains("exists"), "\(again)")
+        let verified = try await Self.asterism([
+            "verify", "--endpoint", verification, "--cluster", out + "/asterism-cluster.json",
+        ])
+        #expect(verified.status == 0 && verified.stdout.contains("cluster.pcr15"), "\(verified)")
+
+        // The node loses its KEK (locked, keyd restarted: the sealed copy is evicted) and waits for recovery.
+        try scene.node.admin().lockKEK()
+        scene.node.stopKeyd()
+        try scene.node.start()
+        #expect(try scene.node.admin().status().phase == .awaitingKEK)
+        // Someone who is not the operator races for the recovery slot with its own secret, key and policy:
+        // keyd's pinned key refuses it, and nothing changes.
+        let intruder = Operator()
+        let intruderPolicy = try intruder.sign(
+            try MeasurementPolicy(version: 5, measurements: scene.facts.measurements(0...7), insecureTrustAnyAK: true)
+        )
+        var race = Recoverproto_RecoverMessage()
+        race.sealedMasterSecret = Data(
+            try ClusterSecret().initEnvelope(
+                to: try scene.node.trustd().bootKey().publicKey,
+                operatorKey: intruder.key.encoded,
+                signedPolicy: intruderPolicy
+            )
+        )
+        race.operatorPublicKey = Data(intruder.key.encoded)
+        race.signedPolicy = Data(intruderPolicy)
+        let raced = await #expect(throws: BootstrapCallError.self) {
+            _ = try await scene.client.recover(race, threadPool: scene.pool)
+        }
+        #expect(raced?.code == .permissionDenied)
+        #expect(try scene.node.admin().status().phase == .awaitingKEK)
+        let recovered = try await Self.asterism([
+            "recover", "--endpoint", node, "--verification-endpoint", verification, "--key", files + "/operator.pem",
+            "--policy", files + "/right.signed", "--master-secret", backup,
+        ])
+        #expect(recovered.status == 0, "\(recovered)")
+        let status = try scene.node.admin().status()
+        #expect(status.phase == .holdingKEK && status.policyVersion == 1)
+        _ = try await onThread { scene.trustd.stop() }
+        try await scene.api.stop()
+    }
+}
+
 /// Lines a callback received.
 final class LineCollector: @unchecked Sendable {
     private let lock = NSLock()
