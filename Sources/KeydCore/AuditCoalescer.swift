@@ -43,7 +43,9 @@ public struct AuditCoalescer: Sendable {
         .status, .evidenceIssue, .diskInspect, .bootKeyGet, .challengeIssue, .joinEvidenceIssue,
     ]
     /// Key decisions: every refusal is written, never folded into an `audit.repeated`.
-    public static let keyDecisions: Set<RequestKind> = [.keyRelease, .compatRelease, .envelopeAccept, .initAccept]
+    public static let keyDecisions: Set<RequestKind> = [
+        .keyRelease, .compatRelease, .envelopeAccept, .initAccept, .dataKeyRelease, .dataKeyOpen,
+    ]
 
     /// What to do with one note.
     public enum Disposition: Sendable, Hashable {
