@@ -36,6 +36,9 @@ import KeydProtocol
 /// kubeadm-certificate-key-file = /etc/trustd/certificate-key
 /// kubernetes-version = v1.31.2
 /// handshake-timeout-ms = 10000
+/// kms-listen = 0.0.0.0:9000
+/// kms-socket = /run/trustd/kms.sock
+/// kms-endpoints = 10.0.0.2:9000
 /// ```
 public struct TrustdConfiguration: Equatable, Sendable {
     /// keyd's socket for trustd, the only way trustd reaches keyd.
@@ -98,6 +101,15 @@ public struct TrustdConfiguration: Equatable, Sendable {
     /// Time an aTLS handshake may take on JoinService (evidence on both sides included) before the
     /// connection is closed.
     public var handshakeTimeoutMilliseconds: Int = 10_000
+    /// Where a control plane serves `kms.API/GetDataKey` to attested nodes (mutual aTLS, dataKey
+    /// challenges, the key sealed to the caller's keyd); nil: not served.
+    public var kmsListen: HostPort?
+    /// The local Unix socket (mode 0600, made fresh at start) where this node's KMS plugin gets data keys
+    /// in plaintext gRPC; nil: not served. Needs ``kmsEndpoints`` and ``joinServicePolicyFile``.
+    public var kmsSocket: String?
+    /// The control planes' `kms-listen` endpoints the local KMS socket asks, in order; their attestation
+    /// must pass ``joinServicePolicyFile`` before anything is sent.
+    public var kmsEndpoints: [HostPort] = []
 
     /// The defaults.
     public init() {}
@@ -161,6 +173,9 @@ public struct TrustdConfiguration: Equatable, Sendable {
         case kubeadmCertificateKeyFile = "kubeadm-certificate-key-file"
         case kubernetesVersion = "kubernetes-version"
         case handshakeTimeout = "handshake-timeout-ms"
+        case kmsListen = "kms-listen"
+        case kmsSocket = "kms-socket"
+        case kmsEndpoints = "kms-endpoints"
 
         /// Sets what `field`'s value says.
         func apply(_ field: ConfigurationField, to configuration: inout TrustdConfiguration) throws(CoreError) {
@@ -199,6 +214,9 @@ public struct TrustdConfiguration: Equatable, Sendable {
             case .kubernetesVersion: configuration.kubernetesVersion = try field.kubernetesVersion()
             case .handshakeTimeout:
                 configuration.handshakeTimeoutMilliseconds = try field.integer(in: handshakeTimeoutRange)
+            case .kmsListen: configuration.kmsListen = try field.listenAddress()
+            case .kmsSocket: configuration.kmsSocket = try field.absolutePath()
+            case .kmsEndpoints: configuration.kmsEndpoints = try field.endpointList()
             }
         }
     }
@@ -254,10 +272,11 @@ public struct TrustdConfiguration: Equatable, Sendable {
             if: callTimeoutMilliseconds > joinDeadlineSeconds * 1000,
             rule: "the call timeout \(callTimeoutMilliseconds) ms exceeds the join deadline \(joinDeadlineSeconds) s"
         )
-        let listeners: [(Key, HostPort)] = [
-            (.joinListen, joinListen), (.verificationGRPCListen, verificationGRPCListen),
-            (.verificationHTTPListen, verificationHTTPListen), (.metricsListen, metricsListen),
-        ]
+        let listeners: [(Key, HostPort)] =
+            [
+                (.joinListen, joinListen), (.verificationGRPCListen, verificationGRPCListen),
+                (.verificationHTTPListen, verificationHTTPListen), (.metricsListen, metricsListen),
+            ] + (kmsListen.map { [(.kmsListen, $0)] } ?? [])
         for (index, (firstKey, first)) in listeners.enumerated() {
             for (secondKey, second) in listeners[(index + 1)...] {
                 try refuse(

@@ -57,6 +57,7 @@ import Testing
         #expect(configuration.outputDirectory == "/var/lib/asterism-trustd/join")
         #expect(configuration.constellationCompatibility == false)
         #expect(configuration.shutdownGraceSeconds == 30)
+        #expect(configuration.kmsListen == nil && configuration.kmsSocket == nil && configuration.kmsEndpoints == [])
     }
 
     @Test func fullFile() throws {
@@ -190,6 +191,13 @@ import Testing
         Setting(text: "kubeadm-certificate-key-file = /k") { $0.kubeadmCertificateKeyFile == "/k" },
         Setting(text: "kubernetes-version = v1.31.2") { $0.kubernetesVersion == "v1.31.2" },
         Setting(text: "handshake-timeout-ms = 1000") { $0.handshakeTimeoutMilliseconds == 1000 },
+        Setting(text: "kms-listen = 0.0.0.0:9000") { $0.kmsListen == TrustdConfigurationTests.ipv4("0.0.0.0", 9000) },
+        Setting(text: "kms-socket = /run/trustd/kms.sock") { $0.kmsSocket == "/run/trustd/kms.sock" },
+        Setting(text: "kms-endpoints = 10.0.0.2:9000, 10.0.0.3:9000") {
+            $0.kmsEndpoints == [
+                TrustdConfigurationTests.ipv4("10.0.0.2", 9000), TrustdConfigurationTests.ipv4("10.0.0.3", 9000),
+            ]
+        },
     ]
 
     @Test(arguments: settings)
