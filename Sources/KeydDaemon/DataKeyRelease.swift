@@ -29,7 +29,7 @@ extension KeydService {
         }
         var dataKeyID: DataKeyID?
         var length = 0
-        let checked = verifyRelease(request.attested, purposes: [.dataKey], at: Date(), detail: &detail) {
+        let checked = verifyRelease(request, purposes: [.dataKey], at: Date(), detail: &detail) {
             do throws(CoreError) {
                 dataKeyID = try DataKeyID(validating: request.dataKeyID)
                 length = try DataKeyID.checkedLength(Int(request.length))
@@ -111,8 +111,7 @@ extension KeydService {
                 "the envelope is for data key \(binding.dataKeyID) of \(binding.length) bytes, not \(dataKeyID) of \(length)"
             )
         }
-        let attested = AttestedJoin(diskUUID: binding.diskUUID, role: binding.role, nodeName: binding.nodeName)
-        guard release.attestedJoins.contains(attested) else {
+        guard release.attested(binding.diskUUID, binding.role, binding.nodeName) else {
             return refuse(.envelopeRejected, "this keyd attested no join for this disk, role and node name this boot")
         }
         auditRelease(.dataKeyOpen, status: .ok, detail: detail, identity: identity)

@@ -67,6 +67,12 @@ final class ReleaseState {
 
     init(challengeCapacity: Int) { challenges = ChallengeTable(capacity: challengeCapacity) }
 
+    /// Whether this keyd bound `diskUUID`, `role` and `nodeName` into join evidence this boot (an
+    /// envelope it opens must name such a join).
+    func attested(_ diskUUID: DiskUUID, _ role: NodeRole, _ nodeName: KubernetesNodeName) -> Bool {
+        attestedJoins.contains(AttestedJoin(diskUUID: diskUUID, role: role, nodeName: nodeName))
+    }
+
     /// Remembers `join`, dropping the oldest beyond capacity.
     func remember(_ join: AttestedJoin) {
         attestedJoins.removeAll { $0 == join }
@@ -97,48 +103,6 @@ struct ReleaseRefusal: Error {
         self.status = status
         self.reason = reason
         self.ak = ak
-    }
-}
-
-/// The evidence fields `key.release` and `dataKey.release` share: what the requesting node's join
-/// evidence binds, and the challenge it answers.
-struct AttestedRequest {
-    let challengeID: [UInt8]
-    let evidence: [UInt8]
-    let certificateKeyHash: [UInt8]
-    let bootPublicKey: [UInt8]
-    let diskUUID: String
-    let role: NodeRole
-    let nodeName: String
-}
-
-extension KeyReleaseRequest {
-    /// The fields its evidence check reads.
-    var attested: AttestedRequest {
-        AttestedRequest(
-            challengeID: challengeID,
-            evidence: evidence,
-            certificateKeyHash: certificateKeyHash,
-            bootPublicKey: bootPublicKey,
-            diskUUID: diskUUID,
-            role: role,
-            nodeName: nodeName
-        )
-    }
-}
-
-extension DataKeyReleaseRequest {
-    /// The fields its evidence check reads.
-    var attested: AttestedRequest {
-        AttestedRequest(
-            challengeID: challengeID,
-            evidence: evidence,
-            certificateKeyHash: certificateKeyHash,
-            bootPublicKey: bootPublicKey,
-            diskUUID: diskUUID,
-            role: role,
-            nodeName: nodeName
-        )
     }
 }
 
@@ -371,7 +335,7 @@ extension KeydService {
     /// evidence against the policy with the join binding, the revocation lists. Adds the AK, policy
     /// version and insecure AK trust to `detail`.
     func verifyRelease(
-        _ request: AttestedRequest,
+        _ request: some AttestedReleaseFields,
         purposes: Set<ChallengePurpose>,
         at now: Date,
         detail: inout ReleaseDetail,
@@ -425,7 +389,7 @@ extension KeydService {
         }
         let now = Date()
         let verified: VerifiedRelease
-        switch verifyRelease(request.attested, purposes: [.join, .rejoin], at: now, detail: &detail) {
+        switch verifyRelease(request, purposes: [.join, .rejoin], at: now, detail: &detail) {
         case .success(let value): verified = value
         case .failure(let refusal): return refuse(refusal.status, refusal.reason, ak: refusal.ak)
         }
@@ -632,8 +596,7 @@ extension KeydService {
         guard binding.purpose == purpose else {
             return refuse(.envelopeRejected, "the envelope is for \(binding.purpose), not \(purpose)")
         }
-        let attested = AttestedJoin(diskUUID: binding.diskUUID, role: binding.role, nodeName: binding.nodeName)
-        guard release.attestedJoins.contains(attested) else {
+        guard release.attested(binding.diskUUID, binding.role, binding.nodeName) else {
             return refuse(.envelopeRejected, "this keyd attested no join for this disk, role and node name this boot")
         }
         guard

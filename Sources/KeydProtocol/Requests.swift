@@ -108,8 +108,33 @@ public struct EvidenceRequest: Hashable, Sendable {
     }
 }
 
+/// What `key.release` and `dataKey.release` share: the requesting node's join evidence, the challenge
+/// it answers, and what the evidence binds.
+public protocol AttestedReleaseFields {
+    /// Challenge keyd issued, exactly 16 bytes.
+    var challengeID: [UInt8] { get }
+    /// The requesting node's join evidence document.
+    var evidence: [UInt8] { get }
+    /// SHA-256 of the aTLS certificate's SubjectPublicKeyInfo, exactly 32 bytes.
+    var certificateKeyHash: [UInt8] { get }
+    /// The requesting node's X25519 boot key, exactly 32 bytes.
+    var bootPublicKey: [UInt8] { get }
+    /// Lowercase LUKS UUID of the requesting node's state disk.
+    var diskUUID: String { get }
+    /// The requesting node's role.
+    var role: NodeRole { get }
+    /// The requesting node's name.
+    var nodeName: String { get }
+}
+
+/// The shared fields as decoded, in wire order.
+typealias DecodedReleaseFields = (
+    challengeID: [UInt8], evidence: [UInt8], certificateKeyHash: [UInt8], bootPublicKey: [UInt8],
+    diskUUID: String, role: NodeRole, nodeName: String
+)
+
 /// Fields of `key.release`.
-public struct KeyReleaseRequest: Hashable, Sendable {
+public struct KeyReleaseRequest: Hashable, Sendable, AttestedReleaseFields {
     /// Challenge keyd issued, exactly 16 bytes.
     public var challengeID: [UInt8]
     /// The joining node's evidence document.
@@ -205,7 +230,7 @@ public struct CompatReleaseRequest: Hashable, Sendable {
 
 /// Fields of `dataKey.release`: a data key for an attested node, sealed to the boot key its join
 /// evidence binds. The evidence fields are `key.release`'s; keyd checks `dataKeyID` and `length` itself.
-public struct DataKeyReleaseRequest: Hashable, Sendable {
+public struct DataKeyReleaseRequest: Hashable, Sendable, AttestedReleaseFields {
     /// Challenge keyd issued for purpose `dataKey`, exactly 16 bytes.
     public var challengeID: [UInt8]
     /// The requesting node's join evidence document (`joinEvidence.issue`).
@@ -447,6 +472,15 @@ public struct RequestFrame: Hashable, Sendable {
         return name
     }
 
+    /// The fields `key.release` and `dataKey.release` share, in wire order.
+    private static func releaseFields(_ r: inout WireReader) throws(ProtocolError) -> DecodedReleaseFields {
+        (
+            try r.fixed(16, "challengeID"), try r.bytes(max: Limits.maxEvidence, "evidence"),
+            try r.fixed(32, "certificateKeyHash"), try r.fixed(32, "bootPublicKey"), try diskUUID(&r),
+            try r.enumeration(NodeRole.self, "role"), try nodeName(&r)
+        )
+    }
+
     private static func mappingName(_ r: inout WireReader) throws(ProtocolError) -> String {
         let name = try r.text(max: Limits.maxMappingName, "mappingName", allowEmpty: false)
         let allowed = name.utf8.allSatisfy { b in
@@ -473,24 +507,17 @@ public struct RequestFrame: Hashable, Sendable {
         case .evidenceIssue: return .evidenceIssue(try evidence(&r))
         case .challengeIssue: return .challengeIssue(try r.enumeration(ChallengePurpose.self, "purpose"))
         case .keyRelease:
-            let challengeID = try r.fixed(16, "challengeID")
-            let evidence = try r.bytes(max: Limits.maxEvidence, "evidence")
-            let certificateKeyHash = try r.fixed(32, "certificateKeyHash")
-            let bootPublicKey = try r.fixed(32, "bootPublicKey")
-            let diskUUID = try diskUUID(&r)
-            let role = try r.enumeration(NodeRole.self, "role")
-            let nodeName = try nodeName(&r)
-            let csr = try r.bytes(max: Limits.maxKubeletCSR, "kubeletCSR")
+            let f = try releaseFields(&r)
             return .keyRelease(
                 KeyReleaseRequest(
-                    challengeID: challengeID,
-                    evidence: evidence,
-                    certificateKeyHash: certificateKeyHash,
-                    bootPublicKey: bootPublicKey,
-                    diskUUID: diskUUID,
-                    role: role,
-                    nodeName: nodeName,
-                    kubeletCSR: csr
+                    challengeID: f.challengeID,
+                    evidence: f.evidence,
+                    certificateKeyHash: f.certificateKeyHash,
+                    bootPublicKey: f.bootPublicKey,
+                    diskUUID: f.diskUUID,
+                    role: f.role,
+                    nodeName: f.nodeName,
+                    kubeletCSR: try r.bytes(max: Limits.maxKubeletCSR, "kubeletCSR")
                 )
             )
         case .joinEvidenceIssue:
@@ -522,22 +549,16 @@ public struct RequestFrame: Hashable, Sendable {
                 )
             )
         case .dataKeyRelease:
-            let challengeID = try r.fixed(16, "challengeID")
-            let evidence = try r.bytes(max: Limits.maxEvidence, "evidence")
-            let certificateKeyHash = try r.fixed(32, "certificateKeyHash")
-            let bootPublicKey = try r.fixed(32, "bootPublicKey")
-            let diskUUID = try diskUUID(&r)
-            let role = try r.enumeration(NodeRole.self, "role")
-            let nodeName = try nodeName(&r)
+            let f = try releaseFields(&r)
             return .dataKeyRelease(
                 DataKeyReleaseRequest(
-                    challengeID: challengeID,
-                    evidence: evidence,
-                    certificateKeyHash: certificateKeyHash,
-                    bootPublicKey: bootPublicKey,
-                    diskUUID: diskUUID,
-                    role: role,
-                    nodeName: nodeName,
+                    challengeID: f.challengeID,
+                    evidence: f.evidence,
+                    certificateKeyHash: f.certificateKeyHash,
+                    bootPublicKey: f.bootPublicKey,
+                    diskUUID: f.diskUUID,
+                    role: f.role,
+                    nodeName: f.nodeName,
                     dataKeyID: try r.text(max: Limits.maxDataKeyIDField, "dataKeyID"),
                     length: try r.u8("length")
                 )
@@ -606,13 +627,7 @@ public struct RequestFrame: Hashable, Sendable {
                 w.fixed(e.userDataDigest, count: 32)
             case .challengeIssue(let purpose): w.u8(purpose.rawValue)
             case .keyRelease(let k):
-                w.fixed(k.challengeID, count: 16)
-                w.bytes(k.evidence, max: Limits.maxEvidence)
-                w.fixed(k.certificateKeyHash, count: 32)
-                w.fixed(k.bootPublicKey, count: 32)
-                w.text(k.diskUUID, max: 36)
-                w.u8(k.role.rawValue)
-                w.text(k.nodeName, max: Limits.maxNodeName)
+                w.releaseFields(k)
                 w.bytes(k.kubeletCSR, max: Limits.maxKubeletCSR)
             case .joinEvidenceIssue(let j):
                 w.fixed(j.nonce, count: 32)
@@ -627,13 +642,7 @@ public struct RequestFrame: Hashable, Sendable {
                 w.u8(c.role.rawValue)
                 w.text(c.nodeName, max: Limits.maxNodeName)
             case .dataKeyRelease(let d):
-                w.fixed(d.challengeID, count: 16)
-                w.bytes(d.evidence, max: Limits.maxEvidence)
-                w.fixed(d.certificateKeyHash, count: 32)
-                w.fixed(d.bootPublicKey, count: 32)
-                w.text(d.diskUUID, max: 36)
-                w.u8(d.role.rawValue)
-                w.text(d.nodeName, max: Limits.maxNodeName)
+                w.releaseFields(d)
                 w.text(d.dataKeyID, max: Limits.maxDataKeyIDField)
                 w.u8(d.length)
             case .dataKeyOpen(let d):
@@ -679,6 +688,19 @@ public struct RequestFrame: Hashable, Sendable {
             w.secret(masterSecret)
             w.secret(salt)
         }
+    }
+}
+
+extension WireWriter {
+    /// Writes the fields `key.release` and `dataKey.release` share, in wire order.
+    mutating func releaseFields(_ f: some AttestedReleaseFields) {
+        fixed(f.challengeID, count: 16)
+        bytes(f.evidence, max: Limits.maxEvidence)
+        fixed(f.certificateKeyHash, count: 32)
+        fixed(f.bootPublicKey, count: 32)
+        text(f.diskUUID, max: 36)
+        u8(f.role.rawValue)
+        text(f.nodeName, max: Limits.maxNodeName)
     }
 }
 

@@ -53,11 +53,7 @@ extension MaliciousTrustdReleaseTests {
                 needsJoiner: true,
                 target: .joiner,
                 attack: { scene in
-                    let envelope = try scene.joinerEnvelope(id: dataKeyID, length: 32)
-                    return try scene.send(
-                        try scene.node(.joiner).trustd(),
-                        .dataKeyOpen(DataKeyOpenRequest(dataKeyID: "other", length: 32, envelope: envelope))
-                    ).status
+                    try scene.openOnJoiner(try scene.joinerEnvelope(id: dataKeyID, length: 32), id: "other")
                 },
                 expected: .envelopeRejected,
                 audited: .record(["\"dataKey.open\"", "\"envelopeRejected\"", "not other of 32"])
@@ -74,10 +70,7 @@ extension MaliciousTrustdReleaseTests {
                     let claims = try scene.claims(nonce: challenge.nonce, diskUUID: joined.diskUUID)
                     let released = try scene.dataKeyRelease(trustd, challenge, claims: claims)
                     let envelope = try released.decodePayload(.dataKeyRelease, DataKeyReleaseAnswer.read).envelope
-                    return try scene.send(
-                        try scene.node(.joiner).trustd(),
-                        .dataKeyOpen(DataKeyOpenRequest(dataKeyID: dataKeyID, length: 32, envelope: envelope))
-                    ).status
+                    return try scene.openOnJoiner(envelope)
                 },
                 expected: .envelopeRejected,
                 audited: .record(["\"dataKey.open\"", "\"envelopeRejected\"", "HPKE open failed"])
@@ -97,10 +90,7 @@ extension MaliciousTrustdReleaseTests {
                     )
                     let released = try scene.release(trustd, challenge, evidence: joined.document, claims: claims)
                     let envelope = try released.decodePayload(.keyRelease, KeyReleaseAnswer.read).envelope
-                    return try scene.send(
-                        try scene.node(.joiner).trustd(),
-                        .dataKeyOpen(DataKeyOpenRequest(dataKeyID: dataKeyID, length: 32, envelope: envelope))
-                    ).status
+                    return try scene.openOnJoiner(envelope)
                 },
                 expected: .envelopeRejected,
                 audited: .record(["\"dataKey.open\"", "\"envelopeRejected\"", "purpose"])
@@ -122,10 +112,7 @@ extension MaliciousTrustdReleaseTests {
                     )
                     let released = try scene.dataKeyRelease(trustd, challenge, claims: claims)
                     let envelope = try released.decodePayload(.dataKeyRelease, DataKeyReleaseAnswer.read).envelope
-                    return try scene.send(
-                        try scene.node(.joiner).trustd(),
-                        .dataKeyOpen(DataKeyOpenRequest(dataKeyID: dataKeyID, length: 32, envelope: envelope))
-                    ).status
+                    return try scene.openOnJoiner(envelope)
                 },
                 expected: .envelopeRejected,
                 audited: .record(["\"dataKey.open\"", "\"envelopeRejected\"", "attested no join"])
@@ -192,6 +179,18 @@ extension MaliciousTrustdReleaseTests.Scene {
                 )
             )
         )
+    }
+
+    /// `dataKey.open` of `envelope` on the joining keyd, asking for `id` and `length`; its status.
+    func openOnJoiner(
+        _ envelope: [UInt8],
+        id: String = MaliciousTrustdReleaseTests.dataKeyID,
+        length: UInt8 = 32
+    ) throws -> StatusCode {
+        try send(
+            try node(.joiner).trustd(),
+            .dataKeyOpen(DataKeyOpenRequest(dataKeyID: id, length: length, envelope: envelope))
+        ).status
     }
 
     /// A data-key envelope for the joining keyd: its genuine join evidence for a dataKey challenge of the
