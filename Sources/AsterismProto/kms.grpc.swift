@@ -1,6 +1,10 @@
-// Constellation's KeyService (`kms.API/GetDataKey`, port 9000). The field names and numbers are
-// Constellation's wire contract (../shared/design/CONSTELLATION-WIRE.md); Asterism adds nothing.
-// Constellation serves it in plaintext with no authentication; Asterism never does.
+// Constellation's KeyService (`kms.API/GetDataKey`, port 9000). Fields 1 and 2 of the request and
+// field 1 of the response are Constellation's wire contract (../shared/design/CONSTELLATION-WIRE.md).
+// Constellation serves it in plaintext with no authentication; Asterism never does. Fields 1000 and
+// up are Asterism's: on a control plane's `kms-listen` (mutual aTLS, the caller attests with join
+// evidence to a dataKey challenge) the key comes back sealed to the caller's keyd boot key, never in
+// plain; only a node's local KMS socket (`kms-socket`, plaintext gRPC on a 0600 Unix socket) answers
+// `data_key`, which that node's keyd opened.
 
 // DO NOT EDIT.
 // swift-format-ignore-file
@@ -70,7 +74,7 @@ extension Kms_API {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-" + data_key_id, length).
+        /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-dek/" + data_key_id, length).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Kms_GetDataKeyRequest` messages.
@@ -97,7 +101,7 @@ extension Kms_API {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-" + data_key_id, length).
+        /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-dek/" + data_key_id, length).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Kms_GetDataKeyRequest` message.
@@ -122,7 +126,7 @@ extension Kms_API {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-" + data_key_id, length).
+        /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-dek/" + data_key_id, length).
         ///
         /// - Parameters:
         ///   - request: A `Kms_GetDataKeyRequest` message.
@@ -201,7 +205,7 @@ extension Kms_API {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-" + data_key_id, length).
+        /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-dek/" + data_key_id, length).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Kms_GetDataKeyRequest` message.
@@ -241,7 +245,7 @@ extension Kms_API {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-" + data_key_id, length).
+        /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-dek/" + data_key_id, length).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Kms_GetDataKeyRequest` message.
@@ -280,7 +284,7 @@ extension Kms_API.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-" + data_key_id, length).
+    /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-dek/" + data_key_id, length).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Kms_GetDataKeyRequest` message.
@@ -313,7 +317,7 @@ extension Kms_API.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-" + data_key_id, length).
+    /// > Derives a data key: HKDF-SHA-256(master secret, salt, "key-dek/" + data_key_id, length).
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -8,9 +8,13 @@
 // For information on using the generated types, please see the documentation:
 //   https://github.com/apple/swift-protobuf/
 
-// Constellation's KeyService (`kms.API/GetDataKey`, port 9000). The field names and numbers are
-// Constellation's wire contract (../shared/design/CONSTELLATION-WIRE.md); Asterism adds nothing.
-// Constellation serves it in plaintext with no authentication; Asterism never does.
+// Constellation's KeyService (`kms.API/GetDataKey`, port 9000). Fields 1 and 2 of the request and
+// field 1 of the response are Constellation's wire contract (../shared/design/CONSTELLATION-WIRE.md).
+// Constellation serves it in plaintext with no authentication; Asterism never does. Fields 1000 and
+// up are Asterism's: on a control plane's `kms-listen` (mutual aTLS, the caller attests with join
+// evidence to a dataKey challenge) the key comes back sealed to the caller's keyd boot key, never in
+// plain; only a node's local KMS socket (`kms-socket`, plaintext gRPC on a 0600 Unix socket) answers
+// `data_key`, which that node's keyd opened.
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -34,9 +38,24 @@ public nonisolated struct Kms_GetDataKeyRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// 1…128 bytes of [A-Za-z0-9._-], not starting with '.'.
   public var dataKeyID: String = String()
 
+  /// 16…64.
   public var length: UInt32 = 0
+
+  /// Asterism (kms-listen only): the requesting keyd's X25519 boot public key, 32 raw bytes, as its
+  /// join evidence (the aTLS client certificate's document) binds it.
+  public var bootPublicKey: Data = Data()
+
+  /// Asterism: the requesting node's state-disk UUID (lowercase), as its join evidence binds it.
+  public var diskUuid: String = String()
+
+  /// Asterism: whether the requesting node is a control plane, as its join evidence binds it.
+  public var isControlPlane: Bool = false
+
+  /// Asterism: the requesting node's Kubernetes name, as its join evidence binds it.
+  public var nodeName: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -48,7 +67,12 @@ public nonisolated struct Kms_GetDataKeyResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The data key. Empty on kms-listen (never plain over the network); set only by the local socket.
   public var dataKey: Data = Data()
+
+  /// Asterism (kms-listen only): the data key sealed to the requester's boot key (keyd's data-key
+  /// envelope, purpose dataKey), which only that node's keyd opens (`dataKey.open`).
+  public var sealedDataKey: Data = Data()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -61,7 +85,7 @@ fileprivate nonisolated let _protobuf_package = "kms"
 
 nonisolated extension Kms_GetDataKeyRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetDataKeyRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}data_key_id\0\u{1}length\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}data_key_id\0\u{1}length\0\u{4}f\u{f}boot_public_key\0\u{3}disk_uuid\0\u{3}is_control_plane\0\u{3}node_name\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -71,6 +95,10 @@ nonisolated extension Kms_GetDataKeyRequest: SwiftProtobuf.Message, SwiftProtobu
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.dataKeyID) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.length) }()
+      case 1000: try { try decoder.decodeSingularBytesField(value: &self.bootPublicKey) }()
+      case 1001: try { try decoder.decodeSingularStringField(value: &self.diskUuid) }()
+      case 1002: try { try decoder.decodeSingularBoolField(value: &self.isControlPlane) }()
+      case 1003: try { try decoder.decodeSingularStringField(value: &self.nodeName) }()
       default: break
       }
     }
@@ -83,12 +111,28 @@ nonisolated extension Kms_GetDataKeyRequest: SwiftProtobuf.Message, SwiftProtobu
     if self.length != 0 {
       try visitor.visitSingularUInt32Field(value: self.length, fieldNumber: 2)
     }
+    if !self.bootPublicKey.isEmpty {
+      try visitor.visitSingularBytesField(value: self.bootPublicKey, fieldNumber: 1000)
+    }
+    if !self.diskUuid.isEmpty {
+      try visitor.visitSingularStringField(value: self.diskUuid, fieldNumber: 1001)
+    }
+    if self.isControlPlane != false {
+      try visitor.visitSingularBoolField(value: self.isControlPlane, fieldNumber: 1002)
+    }
+    if !self.nodeName.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeName, fieldNumber: 1003)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Kms_GetDataKeyRequest, rhs: Kms_GetDataKeyRequest) -> Bool {
     if lhs.dataKeyID != rhs.dataKeyID {return false}
     if lhs.length != rhs.length {return false}
+    if lhs.bootPublicKey != rhs.bootPublicKey {return false}
+    if lhs.diskUuid != rhs.diskUuid {return false}
+    if lhs.isControlPlane != rhs.isControlPlane {return false}
+    if lhs.nodeName != rhs.nodeName {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -96,7 +140,7 @@ nonisolated extension Kms_GetDataKeyRequest: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Kms_GetDataKeyResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetDataKeyResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}data_key\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}data_key\0\u{4}g\u{f}sealed_data_key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -105,6 +149,7 @@ nonisolated extension Kms_GetDataKeyResponse: SwiftProtobuf.Message, SwiftProtob
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularBytesField(value: &self.dataKey) }()
+      case 1000: try { try decoder.decodeSingularBytesField(value: &self.sealedDataKey) }()
       default: break
       }
     }
@@ -114,11 +159,15 @@ nonisolated extension Kms_GetDataKeyResponse: SwiftProtobuf.Message, SwiftProtob
     if !self.dataKey.isEmpty {
       try visitor.visitSingularBytesField(value: self.dataKey, fieldNumber: 1)
     }
+    if !self.sealedDataKey.isEmpty {
+      try visitor.visitSingularBytesField(value: self.sealedDataKey, fieldNumber: 1000)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Kms_GetDataKeyResponse, rhs: Kms_GetDataKeyResponse) -> Bool {
     if lhs.dataKey != rhs.dataKey {return false}
+    if lhs.sealedDataKey != rhs.sealedDataKey {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

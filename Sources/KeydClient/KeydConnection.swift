@@ -15,7 +15,7 @@ public final class KeydConnection {
     private var fd: Int32
     private var nextSequence: UInt32 = 0
     private var decoder = FrameDecoder(.answers)
-    /// Reused for every read; answers never carry secrets.
+    /// Reused for every read; wiped after the answers that carry a key (`dataKey.open`).
     private var receiveBuffer = [UInt8](repeating: 0, count: 4096)
 
     /// Connects to `path`, negotiates the version and learns the peer class keyd assigned.
@@ -187,6 +187,29 @@ public final class KeydConnection {
     /// `key.release`: the joining node's keys, sealed to its boot key, when keyd grants the release.
     public func releaseKeys(_ release: KeyReleaseRequest) throws(KeydClientError) -> KeyReleaseAnswer {
         try request(.keyRelease(release), KeyReleaseAnswer.read)
+    }
+
+    /// `dataKey.release`: a data key for an attested node, sealed to the boot key its evidence binds.
+    public func dataKeyRelease(_ release: DataKeyReleaseRequest) throws(KeydClientError) -> DataKeyReleaseAnswer {
+        try request(.dataKeyRelease(release), DataKeyReleaseAnswer.read)
+    }
+
+    /// `dataKey.open`: keyd opens a data-key envelope sealed to its boot key and answers the data key.
+    ///
+    /// - Important: the result is key material for the local KMS plugin; the answer's copy is wiped here.
+    public func dataKeyOpen(_ open: DataKeyOpenRequest) throws(KeydClientError) -> [UInt8] {
+        var answer = try call(.dataKeyOpen(open))
+        defer {
+            answer.payload.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) }
+            receiveBuffer.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) }
+        }
+        let field: DataKeyOpenAnswer
+        do throws(ProtocolError) {
+            field = try answer.decodePayload(.dataKeyOpen, DataKeyOpenAnswer.read)
+        } catch {
+            throw .violation(error.description)
+        }
+        return Array(answer.payload[field.dataKey.offset..<(field.dataKey.offset + field.dataKey.count)])
     }
 
     /// `envelope.accept`: hands a key envelope to keyd, which opens it and unlocks the state disk.

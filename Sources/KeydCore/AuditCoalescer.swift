@@ -44,7 +44,7 @@ public struct AuditCoalescer: Sendable {
     ]
     /// Key decisions: every refusal is written, never folded into an `audit.repeated`.
     public static let keyDecisions: Set<RequestKind> = [
-        .keyRelease, .compatRelease, .envelopeAccept, .initAccept, .policySet,
+        .keyRelease, .compatRelease, .envelopeAccept, .initAccept, .policySet, .dataKeyRelease, .dataKeyOpen,
     ]
 
     /// What to do with one note.

@@ -15,7 +15,7 @@ public enum DiskTarget {
             return device
         case .hello, .status, .bootKeyGet, .evidenceIssue, .challengeIssue, .keyRelease, .envelopeAccept,
             .initAccept, .diskClose, .kekImport, .kekLock, .auditRead, .auditVerify, .tpmStatus, .tpmEvidence,
-            .policySet, .joinEvidenceIssue, .compatRelease, .policyGet, .operatorKeyPin:
+            .policySet, .joinEvidenceIssue, .compatRelease, .dataKeyRelease, .dataKeyOpen, .policyGet, .operatorKeyPin:
             return nil
         }
     }

@@ -65,6 +65,8 @@ public enum PermissionTable {
         case .initAccept: Permission(peers: trustdOnly, phases: [.awaitingKEK], once: .perBoot)
         case .joinEvidenceIssue: Permission(peers: trustdOnly, phases: all, once: .unlimited)
         case .compatRelease: Permission(peers: trustdOnly, phases: [.holdingKEK], once: .unlimited)
+        case .dataKeyRelease: Permission(peers: trustdOnly, phases: [.holdingKEK], once: .unlimited)
+        case .dataKeyOpen: Permission(peers: trustdOnly, phases: all, once: .unlimited)
         case .diskInspect: Permission(peers: both, phases: all, once: .unlimited)
         case .diskFormat: Permission(peers: adminOnly, phases: all, once: .unlimited)
         case .diskBind: Permission(peers: adminOnly, phases: [.holdingKEK], once: .unlimited)

@@ -244,6 +244,10 @@ public final class KeydService {
                 return AnswerFrame.encodeStatus(answering: kind, sequence: sequence, status: .unsupported)
             }
             return serving(kind) { releaseCompatibilityKeys(request, identity: identity, sequence: sequence) }
+        case .dataKeyRelease(let request):
+            return serving(kind) { releaseDataKey(request, identity: identity, sequence: sequence) }
+        case .dataKeyOpen(let request):
+            return serving(kind) { openDataKey(request, identity: identity, sequence: sequence) }
         case .envelopeAccept(let purpose, let envelope):
             return serving(kind) { acceptEnvelope(purpose, envelope: envelope, identity: identity, sequence: sequence) }
         case .initAccept(let request):

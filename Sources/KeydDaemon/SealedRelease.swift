@@ -67,6 +67,12 @@ final class ReleaseState {
 
     init(challengeCapacity: Int) { challenges = ChallengeTable(capacity: challengeCapacity) }
 
+    /// Whether this keyd bound `diskUUID`, `role` and `nodeName` into join evidence this boot (an
+    /// envelope it opens must name such a join).
+    func attested(_ diskUUID: DiskUUID, _ role: NodeRole, _ nodeName: KubernetesNodeName) -> Bool {
+        attestedJoins.contains(AttestedJoin(diskUUID: diskUUID, role: role, nodeName: nodeName))
+    }
+
     /// Remembers `join`, dropping the oldest beyond capacity.
     func remember(_ join: AttestedJoin) {
         attestedJoins.removeAll { $0 == join }
@@ -91,10 +97,20 @@ private func randomBytes(_ count: Int) -> [UInt8] {
 struct ReleaseRefusal: Error {
     let status: StatusCode
     let reason: String
-    init(_ status: StatusCode, _ reason: String) {
+    /// The AK's digest, when the evidence got as far as one.
+    var ak: [UInt8]? = nil
+    init(_ status: StatusCode, _ reason: String, ak: [UInt8]? = nil) {
         self.status = status
         self.reason = reason
+        self.ak = ak
     }
+}
+
+/// A release whose evidence passed: the challenge it consumed, the claims it bound, the policy it passed.
+struct VerifiedRelease {
+    let challenge: Challenge
+    let claims: JoinClaims
+    let policy: MeasurementPolicy
 }
 
 /// An audit record's fields for a release decision: challenge, node, disk, role, AK, and why.
@@ -225,15 +241,23 @@ extension KeydService {
     // MARK: Release
 
     /// Takes challenge `bytes` out of the table for a release: it is used up whatever follows.
-    private func consumeChallenge(_ bytes: [UInt8]) -> Result<Challenge, ReleaseRefusal> {
+    /// Only a challenge of one of `purposes` serves: join and rejoin for `key.release` and
+    /// `compat.release`, dataKey for `dataKey.release`; init challenges serve none of them.
+    private func consumeChallenge(
+        _ bytes: [UInt8],
+        purposes: Set<ChallengePurpose>
+    ) -> Result<Challenge, ReleaseRefusal> {
         guard let id = ChallengeID(bytes) else {
             return .failure(ReleaseRefusal(.invalidArgument, "challenge ID is not 16 bytes"))
         }
         switch release.challenges.consume(id, now: MonotonicClock.nowNanoseconds()) {
         case .success(let challenge):
-            guard challenge.purpose != .initialize else {
+            guard purposes.contains(challenge.purpose) else {
                 return .failure(
-                    ReleaseRefusal(.invalidArgument, "challenge \(id) was issued for init, not for a release")
+                    ReleaseRefusal(
+                        .invalidArgument,
+                        "challenge \(id) was issued for \(challenge.purpose), not for this release"
+                    )
                 )
             }
             return .success(challenge)
@@ -244,7 +268,7 @@ extension KeydService {
 
     /// Audits a release decision (one record: challenge, node, disk, role, AK, verdict, reason) and
     /// answers a refusal with `status`; never a key byte in either.
-    private func auditRelease(
+    func auditRelease(
         _ kind: RequestKind,
         status: StatusCode,
         detail: ReleaseDetail,
@@ -261,7 +285,7 @@ extension KeydService {
     }
 
     /// The request's fields for the audit record, before anything is checked.
-    private func releaseDetail(
+    func releaseDetail(
         challengeID: [UInt8],
         diskUUID: String,
         role: NodeRole,
@@ -276,7 +300,7 @@ extension KeydService {
     }
 
     /// Audits a release refused with `status` and `reason` (and the AK, when known) and answers it.
-    private func refuseRelease(
+    func refuseRelease(
         _ kind: RequestKind,
         _ status: StatusCode,
         _ reason: String,
@@ -294,13 +318,61 @@ extension KeydService {
 
     /// The first two checks of every release: the challenge (consumed here, whatever follows) and a
     /// policy in force; the refusal as a failure.
-    private func startRelease(challengeID: [UInt8]) -> Result<(Challenge, MeasurementPolicy), ReleaseRefusal> {
-        consumeChallenge(challengeID).flatMap { challenge in
+    private func startRelease(
+        challengeID: [UInt8],
+        purposes: Set<ChallengePurpose> = [.join, .rejoin]
+    ) -> Result<(Challenge, MeasurementPolicy), ReleaseRefusal> {
+        consumeChallenge(challengeID, purposes: purposes).flatMap { challenge in
             guard let policy = trust.policy else {
                 return .failure(ReleaseRefusal(.policyMissing, "keyd holds no measurement policy"))
             }
             return .success((challenge, policy))
         }
+    }
+
+    /// The checks `key.release` and `dataKey.release` share, in PROTOCOL.md's order: the challenge (one
+    /// of `purposes`; consumed here), a policy in force, the request's fields and `checkFields`' own, the
+    /// evidence against the policy with the join binding, the revocation lists. Adds the AK, policy
+    /// version and insecure AK trust to `detail`.
+    func verifyRelease(
+        _ request: some AttestedReleaseFields,
+        purposes: Set<ChallengePurpose>,
+        at now: Date,
+        detail: inout ReleaseDetail,
+        checkFields: () -> String? = { nil }
+    ) -> Result<VerifiedRelease, ReleaseRefusal> {
+        let (challenge, policy): (Challenge, MeasurementPolicy)
+        switch startRelease(challengeID: request.challengeID, purposes: purposes) {
+        case .success(let started): (challenge, policy) = started
+        case .failure(let refusal): return .failure(refusal)
+        }
+        let claims: JoinClaims
+        do {
+            claims = try JoinClaims(
+                nonce: challenge.nonce,
+                certificateKeyHash: request.certificateKeyHash,
+                bootPublicKey: request.bootPublicKey,
+                diskUUID: try DiskUUID(validating: request.diskUUID),
+                role: request.role,
+                nodeName: try KubernetesNodeName(validating: request.nodeName)
+            )
+        } catch {
+            return .failure(ReleaseRefusal(.invalidArgument, error.message))
+        }
+        if let problem = checkFields() { return .failure(ReleaseRefusal(.invalidArgument, problem)) }
+        let verdict = KeyRelease.decide(evidence: request.evidence, claims: claims, policy: policy, at: now)
+        switch verdict {
+        case .refused(let status, let reason, let ak):
+            return .failure(ReleaseRefusal(status, reason, ak: ak))
+        case .granted(let ak, _):
+            detail.add("akDigest", lowercaseHex(ak))
+        }
+        detail.add("policyVersion", "\(policy.version)")
+        if verdict.usedInsecureAKTrust {
+            detail.add("insecureTrustAnyAK", "true")
+            Log.warning("Release granted under insecureTrustAnyAK (development only)", ["node": request.nodeName])
+        }
+        return .success(VerifiedRelease(challenge: challenge, claims: claims, policy: policy))
     }
 
     /// `key.release`: the challenge, then the evidence against the policy (``KeyRelease/decide``), then
@@ -315,39 +387,13 @@ extension KeydService {
         func refuse(_ status: StatusCode, _ reason: String, ak: [UInt8]? = nil) -> [UInt8] {
             refuseRelease(.keyRelease, status, reason, ak: ak, detail: detail, identity: identity, sequence: sequence)
         }
-        let (challenge, policy): (Challenge, MeasurementPolicy)
-        switch startRelease(challengeID: request.challengeID) {
-        case .success(let started): (challenge, policy) = started
-        case .failure(let refusal): return refuse(refusal.status, refusal.reason)
-        }
-        let claims: JoinClaims
-        do {
-            claims = try JoinClaims(
-                nonce: challenge.nonce,
-                certificateKeyHash: request.certificateKeyHash,
-                bootPublicKey: request.bootPublicKey,
-                diskUUID: try DiskUUID(validating: request.diskUUID),
-                role: request.role,
-                nodeName: try KubernetesNodeName(validating: request.nodeName)
-            )
-        } catch {
-            return refuse(.invalidArgument, error.message)
-        }
         let now = Date()
-        let verdict = KeyRelease.decide(evidence: request.evidence, claims: claims, policy: policy, at: now)
-        let akDigest: [UInt8]
-        switch verdict {
-        case .refused(let status, let reason, let ak):
-            return refuse(status, reason, ak: ak)
-        case .granted(let ak, _):
-            akDigest = ak
+        let verified: VerifiedRelease
+        switch verifyRelease(request, purposes: [.join, .rejoin], at: now, detail: &detail) {
+        case .success(let value): verified = value
+        case .failure(let refusal): return refuse(refusal.status, refusal.reason, ak: refusal.ak)
         }
-        detail.add("akDigest", lowercaseHex(akDigest))
-        detail.add("policyVersion", "\(policy.version)")
-        if verdict.usedInsecureAKTrust {
-            detail.add("insecureTrustAnyAK", "true")
-            Log.warning("Key release granted under insecureTrustAnyAK (development only)", ["node": request.nodeName])
-        }
+        let (challenge, claims) = (verified.challenge, verified.claims)
         var certificate: [UInt8] = []
         if !request.kubeletCSR.isEmpty {
             guard let authority = settings.kubeletCA else {
@@ -550,8 +596,7 @@ extension KeydService {
         guard binding.purpose == purpose else {
             return refuse(.envelopeRejected, "the envelope is for \(binding.purpose), not \(purpose)")
         }
-        let attested = AttestedJoin(diskUUID: binding.diskUUID, role: binding.role, nodeName: binding.nodeName)
-        guard release.attestedJoins.contains(attested) else {
+        guard release.attested(binding.diskUUID, binding.role, binding.nodeName) else {
             return refuse(.envelopeRejected, "this keyd attested no join for this disk, role and node name this boot")
         }
         guard

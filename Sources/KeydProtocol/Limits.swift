@@ -26,6 +26,15 @@ public enum Limits {
     public static let maxTPMReport = 16_384
     /// Longest sealed envelope.
     public static let maxEnvelope = 4096
+    /// Longest data-key envelope (`dataKey.release`'s answer, `dataKey.open`'s request).
+    public static let maxDataKeyEnvelope = 1024
+    /// The most bytes of a data key ID keyd reads; an ID over ``dataKeyIDLength`` decodes and is refused
+    /// `invalidArgument`, a longer field is `malformed`.
+    public static let maxDataKeyIDField = 255
+    /// Data key ID length bounds (`dataKey.release`, `dataKey.open`).
+    public static let dataKeyIDLength: ClosedRange<Int> = 1...128
+    /// Data key length bounds in bytes.
+    public static let dataKeyLength: ClosedRange<Int> = 16...64
     /// Longest init envelope (the operator's sealed master secret).
     public static let maxInitEnvelope = 1024
     /// Longest operator key (`algorithm u8 | key`).

@@ -198,8 +198,8 @@ public struct PolicyGetAnswer: Hashable, Sendable {
 /// Answer of `compat.release` (Constellation compatibility): the keys in plain, as positions in the
 /// frame body. The client copies them into its key storage and wipes the body.
 ///
-/// - Important: the only answer of protocol v1 that carries key bytes; keyd sends it only when its
-///   configuration enables Constellation compatibility.
+/// - Important: with `dataKey.open`'s (a data key only), the one answer of protocol v1 that carries key
+///   bytes; keyd sends it only when its configuration enables Constellation compatibility.
 public struct CompatReleaseAnswer: Hashable, Sendable {
     /// The 32-byte state-disk key.
     public var diskKey: SecretField
@@ -224,5 +224,41 @@ public struct CompatReleaseAnswer: Hashable, Sendable {
             masterSecret: try r.secret(max: Limits.masterSecretLength.upperBound, "masterSecret"),
             salt: try r.secret(max: Limits.saltLength.upperBound, "salt")
         )
+    }
+}
+
+/// Answer of `dataKey.release`: the data key sealed to the requesting node's boot key.
+public struct DataKeyReleaseAnswer: Hashable, Sendable {
+    /// The data-key envelope.
+    public var envelope: [UInt8]
+
+    /// Creates an answer.
+    public init(envelope: [UInt8]) { self.envelope = envelope }
+
+    /// Writes the payload.
+    public func write(_ w: inout WireWriter) { w.bytes(envelope, max: Limits.maxDataKeyEnvelope) }
+
+    /// Reads the payload.
+    public static func read(_ r: inout WireReader) throws(ProtocolError) -> DataKeyReleaseAnswer {
+        DataKeyReleaseAnswer(envelope: try r.bytes(max: Limits.maxDataKeyEnvelope, "envelope"))
+    }
+}
+
+/// Answer of `dataKey.open`: the data key, as its position in the frame body. The client copies it
+/// out and wipes the body.
+///
+/// - Important: besides Constellation compatibility, the one answer that carries key bytes: a data key
+///   for the node's own Kubernetes KMS plugin, never a KEK, disk key or measurement secret.
+public struct DataKeyOpenAnswer: Hashable, Sendable {
+    /// The data key, 16…64 bytes.
+    public var dataKey: SecretField
+
+    /// Reads the payload (the key's position in `r`'s buffer).
+    public static func read(_ r: inout WireReader) throws(ProtocolError) -> DataKeyOpenAnswer {
+        let key = try r.secret(max: Limits.dataKeyLength.upperBound, "dataKey")
+        guard Limits.dataKeyLength.contains(key.count) else {
+            throw .fieldLength(field: "dataKey", length: key.count, bounds: Limits.dataKeyLength)
+        }
+        return DataKeyOpenAnswer(dataKey: key)
     }
 }

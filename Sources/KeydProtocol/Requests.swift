@@ -10,6 +10,8 @@ public enum RequestKind: UInt16, Sendable, CaseIterable, CustomStringConvertible
     case initAccept = 0x0014
     case joinEvidenceIssue = 0x0015
     case compatRelease = 0x0016
+    case dataKeyRelease = 0x0017
+    case dataKeyOpen = 0x0018
     case diskInspect = 0x0020
     case diskFormat = 0x0021
     case diskBind = 0x0022
@@ -39,6 +41,8 @@ public enum RequestKind: UInt16, Sendable, CaseIterable, CustomStringConvertible
         case .initAccept: "init.accept"
         case .joinEvidenceIssue: "joinEvidence.issue"
         case .compatRelease: "compat.release"
+        case .dataKeyRelease: "dataKey.release"
+        case .dataKeyOpen: "dataKey.open"
         case .diskInspect: "disk.inspect"
         case .diskFormat: "disk.format"
         case .diskBind: "disk.bind"
@@ -71,6 +75,8 @@ public enum ChallengePurpose: UInt8, Sendable, CaseIterable {
     case join = 1
     case rejoin = 2
     case initialize = 3
+    /// A data key for a Kubernetes KMS plugin (`dataKey.release`); never a join or rejoin.
+    case dataKey = 4
 }
 
 /// Why an envelope is handed to keyd.
@@ -102,8 +108,33 @@ public struct EvidenceRequest: Hashable, Sendable {
     }
 }
 
+/// What `key.release` and `dataKey.release` share: the requesting node's join evidence, the challenge
+/// it answers, and what the evidence binds.
+public protocol AttestedReleaseFields {
+    /// Challenge keyd issued, exactly 16 bytes.
+    var challengeID: [UInt8] { get }
+    /// The requesting node's join evidence document.
+    var evidence: [UInt8] { get }
+    /// SHA-256 of the aTLS certificate's SubjectPublicKeyInfo, exactly 32 bytes.
+    var certificateKeyHash: [UInt8] { get }
+    /// The requesting node's X25519 boot key, exactly 32 bytes.
+    var bootPublicKey: [UInt8] { get }
+    /// Lowercase LUKS UUID of the requesting node's state disk.
+    var diskUUID: String { get }
+    /// The requesting node's role.
+    var role: NodeRole { get }
+    /// The requesting node's name.
+    var nodeName: String { get }
+}
+
+/// The shared fields as decoded, in wire order.
+typealias DecodedReleaseFields = (
+    challengeID: [UInt8], evidence: [UInt8], certificateKeyHash: [UInt8], bootPublicKey: [UInt8],
+    diskUUID: String, role: NodeRole, nodeName: String
+)
+
 /// Fields of `key.release`.
-public struct KeyReleaseRequest: Hashable, Sendable {
+public struct KeyReleaseRequest: Hashable, Sendable, AttestedReleaseFields {
     /// Challenge keyd issued, exactly 16 bytes.
     public var challengeID: [UInt8]
     /// The joining node's evidence document.
@@ -197,6 +228,69 @@ public struct CompatReleaseRequest: Hashable, Sendable {
     }
 }
 
+/// Fields of `dataKey.release`: a data key for an attested node, sealed to the boot key its join
+/// evidence binds. The evidence fields are `key.release`'s; keyd checks `dataKeyID` and `length` itself.
+public struct DataKeyReleaseRequest: Hashable, Sendable, AttestedReleaseFields {
+    /// Challenge keyd issued for purpose `dataKey`, exactly 16 bytes.
+    public var challengeID: [UInt8]
+    /// The requesting node's join evidence document (`joinEvidence.issue`).
+    public var evidence: [UInt8]
+    /// SHA-256 of the aTLS certificate's SubjectPublicKeyInfo, exactly 32 bytes.
+    public var certificateKeyHash: [UInt8]
+    /// The requesting node's X25519 boot key, exactly 32 bytes.
+    public var bootPublicKey: [UInt8]
+    /// Lowercase LUKS UUID of the requesting node's state disk, as its evidence binds it.
+    public var diskUUID: String
+    /// The requesting node's role, as its evidence binds it.
+    public var role: NodeRole
+    /// The requesting node's name, as its evidence binds it.
+    public var nodeName: String
+    /// The data key's ID: 1…128 bytes of `[A-Za-z0-9._-]`, not starting with `.` (keyd checks it).
+    public var dataKeyID: String
+    /// The data key's length in bytes, 16…64 (keyd checks it).
+    public var length: UInt8
+
+    /// Creates the fields; sizes are checked by the encoder, the ID and length by keyd.
+    public init(
+        challengeID: [UInt8],
+        evidence: [UInt8],
+        certificateKeyHash: [UInt8],
+        bootPublicKey: [UInt8],
+        diskUUID: String,
+        role: NodeRole,
+        nodeName: String,
+        dataKeyID: String,
+        length: UInt8
+    ) {
+        self.challengeID = challengeID
+        self.evidence = evidence
+        self.certificateKeyHash = certificateKeyHash
+        self.bootPublicKey = bootPublicKey
+        self.diskUUID = diskUUID
+        self.role = role
+        self.nodeName = nodeName
+        self.dataKeyID = dataKeyID
+        self.length = length
+    }
+}
+
+/// Fields of `dataKey.open`: a data-key envelope and the ID and length the caller asked for.
+public struct DataKeyOpenRequest: Hashable, Sendable {
+    /// The data key's ID the envelope must bind.
+    public var dataKeyID: String
+    /// The length the envelope must bind.
+    public var length: UInt8
+    /// The data-key envelope `dataKey.release` answered.
+    public var envelope: [UInt8]
+
+    /// Creates the fields.
+    public init(dataKeyID: String, length: UInt8, envelope: [UInt8]) {
+        self.dataKeyID = dataKeyID
+        self.length = length
+        self.envelope = envelope
+    }
+}
+
 /// Fields of `init.accept`: the operator's sealed master secret, their signing key and the first policy.
 public struct InitAcceptRequest: Hashable, Sendable {
     /// The init envelope: the master secret, salt and measurement salt sealed to this keyd's boot key.
@@ -240,6 +334,8 @@ public enum Request: Hashable, Sendable {
     case initAccept(InitAcceptRequest)
     case joinEvidenceIssue(JoinEvidenceRequest)
     case compatRelease(CompatReleaseRequest)
+    case dataKeyRelease(DataKeyReleaseRequest)
+    case dataKeyOpen(DataKeyOpenRequest)
     case diskInspect(device: String)
     case diskFormat(device: String)
     case diskBind(device: String)
@@ -270,6 +366,8 @@ public enum Request: Hashable, Sendable {
         case .initAccept: .initAccept
         case .joinEvidenceIssue: .joinEvidenceIssue
         case .compatRelease: .compatRelease
+        case .dataKeyRelease: .dataKeyRelease
+        case .dataKeyOpen: .dataKeyOpen
         case .diskInspect: .diskInspect
         case .diskFormat: .diskFormat
         case .diskBind: .diskBind
@@ -374,6 +472,15 @@ public struct RequestFrame: Hashable, Sendable {
         return name
     }
 
+    /// The fields `key.release` and `dataKey.release` share, in wire order.
+    private static func releaseFields(_ r: inout WireReader) throws(ProtocolError) -> DecodedReleaseFields {
+        (
+            try r.fixed(16, "challengeID"), try r.bytes(max: Limits.maxEvidence, "evidence"),
+            try r.fixed(32, "certificateKeyHash"), try r.fixed(32, "bootPublicKey"), try diskUUID(&r),
+            try r.enumeration(NodeRole.self, "role"), try nodeName(&r)
+        )
+    }
+
     private static func mappingName(_ r: inout WireReader) throws(ProtocolError) -> String {
         let name = try r.text(max: Limits.maxMappingName, "mappingName", allowEmpty: false)
         let allowed = name.utf8.allSatisfy { b in
@@ -400,24 +507,17 @@ public struct RequestFrame: Hashable, Sendable {
         case .evidenceIssue: return .evidenceIssue(try evidence(&r))
         case .challengeIssue: return .challengeIssue(try r.enumeration(ChallengePurpose.self, "purpose"))
         case .keyRelease:
-            let challengeID = try r.fixed(16, "challengeID")
-            let evidence = try r.bytes(max: Limits.maxEvidence, "evidence")
-            let certificateKeyHash = try r.fixed(32, "certificateKeyHash")
-            let bootPublicKey = try r.fixed(32, "bootPublicKey")
-            let diskUUID = try diskUUID(&r)
-            let role = try r.enumeration(NodeRole.self, "role")
-            let nodeName = try nodeName(&r)
-            let csr = try r.bytes(max: Limits.maxKubeletCSR, "kubeletCSR")
+            let f = try releaseFields(&r)
             return .keyRelease(
                 KeyReleaseRequest(
-                    challengeID: challengeID,
-                    evidence: evidence,
-                    certificateKeyHash: certificateKeyHash,
-                    bootPublicKey: bootPublicKey,
-                    diskUUID: diskUUID,
-                    role: role,
-                    nodeName: nodeName,
-                    kubeletCSR: csr
+                    challengeID: f.challengeID,
+                    evidence: f.evidence,
+                    certificateKeyHash: f.certificateKeyHash,
+                    bootPublicKey: f.bootPublicKey,
+                    diskUUID: f.diskUUID,
+                    role: f.role,
+                    nodeName: f.nodeName,
+                    kubeletCSR: try r.bytes(max: Limits.maxKubeletCSR, "kubeletCSR")
                 )
             )
         case .joinEvidenceIssue:
@@ -448,6 +548,26 @@ public struct RequestFrame: Hashable, Sendable {
                     nodeName: try nodeName(&r)
                 )
             )
+        case .dataKeyRelease:
+            let f = try releaseFields(&r)
+            return .dataKeyRelease(
+                DataKeyReleaseRequest(
+                    challengeID: f.challengeID,
+                    evidence: f.evidence,
+                    certificateKeyHash: f.certificateKeyHash,
+                    bootPublicKey: f.bootPublicKey,
+                    diskUUID: f.diskUUID,
+                    role: f.role,
+                    nodeName: f.nodeName,
+                    dataKeyID: try r.text(max: Limits.maxDataKeyIDField, "dataKeyID"),
+                    length: try r.u8("length")
+                )
+            )
+        case .dataKeyOpen:
+            let dataKeyID = try r.text(max: Limits.maxDataKeyIDField, "dataKeyID")
+            let length = try r.u8("length")
+            let envelope = try r.bytes(max: Limits.maxDataKeyEnvelope, "envelope")
+            return .dataKeyOpen(DataKeyOpenRequest(dataKeyID: dataKeyID, length: length, envelope: envelope))
         case .envelopeAccept:
             let purpose = try r.enumeration(EnvelopePurpose.self, "purpose")
             return .envelopeAccept(purpose, envelope: try r.bytes(max: Limits.maxEnvelope, "envelope"))
@@ -507,13 +627,7 @@ public struct RequestFrame: Hashable, Sendable {
                 w.fixed(e.userDataDigest, count: 32)
             case .challengeIssue(let purpose): w.u8(purpose.rawValue)
             case .keyRelease(let k):
-                w.fixed(k.challengeID, count: 16)
-                w.bytes(k.evidence, max: Limits.maxEvidence)
-                w.fixed(k.certificateKeyHash, count: 32)
-                w.fixed(k.bootPublicKey, count: 32)
-                w.text(k.diskUUID, max: 36)
-                w.u8(k.role.rawValue)
-                w.text(k.nodeName, max: Limits.maxNodeName)
+                w.releaseFields(k)
                 w.bytes(k.kubeletCSR, max: Limits.maxKubeletCSR)
             case .joinEvidenceIssue(let j):
                 w.fixed(j.nonce, count: 32)
@@ -527,6 +641,14 @@ public struct RequestFrame: Hashable, Sendable {
                 w.text(c.diskUUID, max: 36)
                 w.u8(c.role.rawValue)
                 w.text(c.nodeName, max: Limits.maxNodeName)
+            case .dataKeyRelease(let d):
+                w.releaseFields(d)
+                w.text(d.dataKeyID, max: Limits.maxDataKeyIDField)
+                w.u8(d.length)
+            case .dataKeyOpen(let d):
+                w.text(d.dataKeyID, max: Limits.maxDataKeyIDField)
+                w.u8(d.length)
+                w.bytes(d.envelope, max: Limits.maxDataKeyEnvelope)
             case .envelopeAccept(let purpose, let envelope):
                 w.u8(purpose.rawValue)
                 w.bytes(envelope, max: Limits.maxEnvelope)
@@ -566,6 +688,19 @@ public struct RequestFrame: Hashable, Sendable {
             w.secret(masterSecret)
             w.secret(salt)
         }
+    }
+}
+
+extension WireWriter {
+    /// Writes the fields `key.release` and `dataKey.release` share, in wire order.
+    mutating func releaseFields(_ f: some AttestedReleaseFields) {
+        fixed(f.challengeID, count: 16)
+        bytes(f.evidence, max: Limits.maxEvidence)
+        fixed(f.certificateKeyHash, count: 32)
+        fixed(f.bootPublicKey, count: 32)
+        text(f.diskUUID, max: 36)
+        u8(f.role.rawValue)
+        text(f.nodeName, max: Limits.maxNodeName)
     }
 }
 

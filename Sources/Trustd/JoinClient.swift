@@ -218,38 +218,16 @@ public struct JoinClient: Sendable {
     /// One attempt against `endpoint`: a fresh aTLS connection (a new challenge at the service), the
     /// ticket request written once the handshake has bound this node's join evidence.
     func attemptTicket(_ kind: JoinTicketKind, endpoint: HostPort, remaining: Duration) async throws -> Ticket {
-        let recorder = JoinEvidenceRecorder()
-        let evidence = KeydJoinEvidenceIssuer(
-            socketPath: keydSocketPath,
-            role: configuration.role,
-            nodeName: configuration.nodeName,
-            recorder: recorder
-        )
-        let client = ATLSClient(
-            configuration: .init(
-                verifier: configuration.serviceVerifier,
-                issuer: AttestedCertificateIssuer(evidence: evidence, keyMode: .freshPerCertificate)
-            ),
-            threadPool: threadPool
-        )
-        let target: any ResolvableTarget =
-            switch endpoint.kind {
-            case .ipv4: .ipv4(address: endpoint.host, port: endpoint.port)
-            case .ipv6: .ipv6(address: endpoint.host, port: endpoint.port)
-            case .name: .dns(host: endpoint.host, port: endpoint.port)
-            }
-        var transportConfig = HTTP2ClientTransport.Posix.Config.defaults
-        transportConfig.connection.maxIdleTime = nil
-        let timeout = min(configuration.callTimeout, remaining)
-        transportConfig.backoff = .init(initial: timeout, max: timeout, multiplier: 1, jitter: 0)
-        var options = CallOptions.defaults
-        options.timeout = timeout
-        options.waitForReady = false
         let role = configuration.role
         let nodeName = configuration.nodeName
         let csr = configuration.kubeletCSR
-        return try await withGRPCClient(transport: try client.grpcTransport(target: target, config: transportConfig)) {
-            grpc in
+        return try await AttestedCall(
+            keydSocketPath: keydSocketPath,
+            role: role,
+            nodeName: nodeName,
+            serviceVerifier: configuration.serviceVerifier,
+            threadPool: threadPool
+        ).run(endpoint: endpoint, timeout: min(configuration.callTimeout, remaining)) { grpc, options, recorder in
             switch kind {
             case .join:
                 let response = try await grpc.bidirectionalStreaming(
@@ -333,6 +311,55 @@ public struct JoinClient: Sendable {
             kubeletCertificatePEM: ticket.kubeletCertificate,
             material: material
         )
+    }
+}
+
+/// One call to a service of another node over a fresh mutual aTLS connection: the service's attestation
+/// is verified before anything is sent, and this node attests with join evidence from its keyd
+/// (``KeydJoinEvidenceIssuer``) to the service's challenge. JoinClient and the local KMS use it.
+struct AttestedCall: Sendable {
+    let keydSocketPath: String
+    let role: NodeRole
+    let nodeName: String
+    let serviceVerifier: ATLSVerifier
+    let threadPool: NIOThreadPool
+
+    /// Runs `body` with a gRPC client to `endpoint`, call options bounded by `timeout`, and the recorder
+    /// of what the handshake's join evidence bound.
+    func run<Result: Sendable>(
+        endpoint: HostPort,
+        timeout: Duration,
+        _ body: (GRPCClient<HTTP2ClientTransport.Posix>, CallOptions, JoinEvidenceRecorder) async throws -> Result
+    ) async throws -> Result {
+        let recorder = JoinEvidenceRecorder()
+        let evidence = KeydJoinEvidenceIssuer(
+            socketPath: keydSocketPath,
+            role: role,
+            nodeName: nodeName,
+            recorder: recorder
+        )
+        let client = ATLSClient(
+            configuration: .init(
+                verifier: serviceVerifier,
+                issuer: AttestedCertificateIssuer(evidence: evidence, keyMode: .freshPerCertificate)
+            ),
+            threadPool: threadPool
+        )
+        let target: any ResolvableTarget =
+            switch endpoint.kind {
+            case .ipv4: .ipv4(address: endpoint.host, port: endpoint.port)
+            case .ipv6: .ipv6(address: endpoint.host, port: endpoint.port)
+            case .name: .dns(host: endpoint.host, port: endpoint.port)
+            }
+        var transportConfig = HTTP2ClientTransport.Posix.Config.defaults
+        transportConfig.connection.maxIdleTime = nil
+        transportConfig.backoff = .init(initial: timeout, max: timeout, multiplier: 1, jitter: 0)
+        var options = CallOptions.defaults
+        options.timeout = timeout
+        options.waitForReady = false
+        return try await withGRPCClient(transport: try client.grpcTransport(target: target, config: transportConfig)) {
+            grpc in try await body(grpc, options, recorder)
+        }
     }
 }
 

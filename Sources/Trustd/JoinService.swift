@@ -297,6 +297,16 @@ public struct JoinService: Join_API.SimpleServiceProtocol {
                 }
                 let keyd = self.keyd
                 return try await body { bootPublicKey, diskUUID, csr in
+                    // A field over keyd's wire bound would not encode: refused here, not a crash.
+                    try KeydRequestFields.check(
+                        bootPublicKey: bootPublicKey,
+                        diskUUID: diskUUID,
+                        nodeName: nodeName,
+                        evidence: claim.document
+                    )
+                    guard csr.count <= Limits.maxKubeletCSR else {
+                        throw JoinRefusal(.invalidArgument, "request refused", reason: "CSR of \(csr.count) bytes")
+                    }
                     let release = KeyReleaseRequest(
                         challengeID: challengeID,
                         evidence: claim.document,
@@ -417,8 +427,9 @@ struct JoinRefusal: Error {
     }
 }
 
-/// Server nonces from keyd's `challenge.issue` (purpose join), one per JoinService connection: the
-/// joining node's evidence binds the nonce, and keyd's `key.release` consumes the challenge. Blocking
+/// Server nonces from keyd's `challenge.issue` (purpose join for JoinService, dataKey for the KMS
+/// listener), one per connection: the client's evidence binds the nonce, and keyd's `key.release` (or
+/// `dataKey.release`) consumes the challenge, which serves no other release. Blocking
 /// (the aTLS server calls it on its thread pool); keeps up to `maxIdle` keyd connections for reuse, so
 /// a handshake costs one round trip, not a connect and hello as well. A connection that failed is dropped.
 public final class KeydChallengeSource: ATLSChallengeSource {
@@ -426,10 +437,13 @@ public final class KeydChallengeSource: ATLSChallengeSource {
     public let socketPath: String
     /// Most connections kept for reuse.
     public let maxIdle: Int
+    /// What every challenge is issued for.
+    public let purpose: ChallengePurpose
     private let idle = Mutex<[KeydConnectionBox]>([])
 
-    public init(socketPath: String, maxIdle: Int = 8) {
+    public init(socketPath: String, purpose: ChallengePurpose = .join, maxIdle: Int = 8) {
         self.socketPath = socketPath
+        self.purpose = purpose
         self.maxIdle = maxIdle
     }
 
@@ -439,7 +453,7 @@ public final class KeydChallengeSource: ATLSChallengeSource {
         let box = try idle.withLock { $0.popLast() } ?? KeydConnectionBox(KeydConnection(path: socketPath))
         let answer: ChallengeAnswer
         do {
-            answer = try box.connection.challenge(.join)
+            answer = try box.connection.challenge(purpose)
         } catch {
             box.connection.close()
             throw error

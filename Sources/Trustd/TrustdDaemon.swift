@@ -179,6 +179,79 @@ public struct TrustdDaemon: Sendable {
             }
         }
 
+        if configuration.role == .controlPlane, let kmsListen = configuration.kmsListen {
+            // A listener of its own: every connection's challenge is of purpose dataKey, so a connection
+            // attested here serves data keys only, and a JoinService connection never does.
+            let atls = ATLSServer(
+                configuration: .init(
+                    issuer: AttestedCertificateIssuer(
+                        evidence: KeydEvidenceIssuer(socketPath: configuration.keydSocket, format: .native),
+                        keyMode: .cached
+                    ),
+                    deferredClientCheck: ATLSDeferredClientCheck(
+                        challenges: KeydChallengeSource(socketPath: configuration.keydSocket, purpose: .dataKey),
+                        variants: [.asterismTPM]
+                    ),
+                    handshakeTimeout: .milliseconds(Int64(configuration.handshakeTimeoutMilliseconds))
+                ),
+                threadPool: pool
+            )
+            let transport = atls.grpcTransport(host: kmsListen.host, port: kmsListen.port)
+            let gate = AdmissionGate(
+                name: "kms",
+                limits: AdmissionLimits(releasesOf: configuration),
+                sources: SourceBuckets(sourcesOf: configuration),
+                metrics: metrics
+            )
+            let service = KMSService(keyd: keyd, peers: atls.peers, admission: gate, logger: logger.with(label: "kms"))
+            services.append(
+                .init(
+                    service: GRPCServerService(
+                        server: GRPCServer(transport: transport, services: [service]),
+                        name: "KMS"
+                    )
+                )
+            )
+            let log = logger
+            readiness.append {
+                guard let address = try await transport.listeningAddress else { return }
+                log.info("KMS listening", metadata: ["address": "\(address)", "configured": "\(kmsListen)"])
+            }
+        }
+
+        if let kmsSocket = configuration.kmsSocket {
+            guard !configuration.kmsEndpoints.isEmpty else {
+                throw TrustdStartError("kms-socket is set but kms-endpoints is not")
+            }
+            let service = LocalKMSService(
+                endpoints: configuration.kmsEndpoints,
+                keydSocketPath: configuration.keydSocket,
+                role: configuration.role,
+                nodeName: try JoinRunner.nodeName(configuration),
+                serviceVerifier: try JoinRunner.serviceVerifier(configuration, for: "kms-socket is set"),
+                callTimeout: .milliseconds(configuration.callTimeoutMilliseconds),
+                threadPool: pool,
+                logger: logger.with(label: "kms-local")
+            )
+            let transport = HTTP2ServerTransport.Posix(
+                listeningSocketDescriptor: Int(try LocalKMSSocket.listen(path: kmsSocket)),
+                transportSecurity: .plaintext
+            )
+            services.append(
+                .init(
+                    service: GRPCServerService(
+                        server: GRPCServer(transport: transport, services: [service]),
+                        name: "local KMS"
+                    )
+                )
+            )
+            let log = logger
+            readiness.append {
+                _ = try await transport.listeningAddress
+                log.info("local KMS listening", metadata: ["socket": "\(kmsSocket)"])
+            }
+        }
+
         // VerificationService on every node: gRPC (plaintext, as Constellation's; trust comes from the
         // quote), Constellation's HTTP form, behind one gate in front of the TPM; and /metrics.
         let verificationGate = AdmissionGate(
@@ -343,24 +416,8 @@ struct JoinRunner: Service {
             endpoints += try EndpointsFile.read(file)
         }
         guard !endpoints.isEmpty else { return nil }
-        guard let policyFile = configuration.joinServicePolicyFile else {
-            throw TrustdStartError(
-                "join endpoints are set but join-service-policy-file is not: the join client would trust any JoinService"
-            )
-        }
-        let policyJSON = try BoundedFile.read(policyFile, limit: MeasurementPolicy.maximumLength)
-        let policy: MeasurementPolicy
-        do throws(CoreError) {
-            policy = try MeasurementPolicy(json: policyJSON)
-        } catch {
-            throw TrustdStartError("join-service-policy-file \(policyFile): \(error.message)")
-        }
-        let verifier = ATLSVerifier(validators: [
-            NativeTPMDocumentValidator(policy: policy.quotePolicy(expectedQualifyingData: []))
-        ])
-        guard let nodeName = configuration.nodeName?.description ?? HostName.current() else {
-            throw TrustdStartError("node-name is not set and the host name is not a node name")
-        }
+        let verifier = try Self.serviceVerifier(configuration, for: "join endpoints are set")
+        let nodeName = try Self.nodeName(configuration)
         let client = JoinClient(
             configuration: .init(
                 endpoints: endpoints,
@@ -393,6 +450,34 @@ struct JoinRunner: Service {
             outputDirectory: configuration.outputDirectory,
             logger: logger.with(label: "setup")
         )
+    }
+
+    /// The check of another node's service (JoinService, KMS): its attestation against the policy in
+    /// `join-service-policy-file`, which `user` needs.
+    static func serviceVerifier(_ configuration: TrustdConfiguration, for user: String) throws -> ATLSVerifier {
+        guard let policyFile = configuration.joinServicePolicyFile else {
+            throw TrustdStartError(
+                "\(user) but join-service-policy-file is not: the client would trust any service"
+            )
+        }
+        let policyJSON = try BoundedFile.read(policyFile, limit: MeasurementPolicy.maximumLength)
+        let policy: MeasurementPolicy
+        do throws(CoreError) {
+            policy = try MeasurementPolicy(json: policyJSON)
+        } catch {
+            throw TrustdStartError("join-service-policy-file \(policyFile): \(error.message)")
+        }
+        return ATLSVerifier(validators: [
+            NativeTPMDocumentValidator(policy: policy.quotePolicy(expectedQualifyingData: []))
+        ])
+    }
+
+    /// This node's name: `node-name`, or the host name.
+    static func nodeName(_ configuration: TrustdConfiguration) throws -> String {
+        guard let nodeName = configuration.nodeName?.description ?? HostName.current() else {
+            throw TrustdStartError("node-name is not set and the host name is not a node name")
+        }
+        return nodeName
     }
 
     func run() async throws {

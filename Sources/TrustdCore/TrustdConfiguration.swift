@@ -43,6 +43,9 @@ import KeydProtocol
 /// component-timeout-seconds = 600
 /// kubeadm-path = /run/state/bin/kubeadm
 /// kubeadm-timeout-seconds = 600
+/// kms-listen = 0.0.0.0:9091
+/// kms-socket = /run/trustd/kms.sock
+/// kms-endpoints = 10.0.0.2:9091
 /// ```
 public struct TrustdConfiguration: Equatable, Sendable {
     /// keyd's socket for trustd, the only way trustd reaches keyd.
@@ -119,6 +122,15 @@ public struct TrustdConfiguration: Equatable, Sendable {
     public var kubeadmPath: String?
     /// Time one kubeadm run may take before it is killed.
     public var kubeadmTimeoutSeconds: Int = 600
+    /// Where a control plane serves `kms.API/GetDataKey` to attested nodes (mutual aTLS, dataKey
+    /// challenges, the key sealed to the caller's keyd); nil: not served.
+    public var kmsListen: HostPort?
+    /// The local Unix socket (mode 0600, made fresh at start) where this node's KMS plugin gets data keys
+    /// in plaintext gRPC; nil: not served. Needs ``kmsEndpoints`` and ``joinServicePolicyFile``.
+    public var kmsSocket: String?
+    /// The control planes' `kms-listen` endpoints the local KMS socket asks, in order; their attestation
+    /// must pass ``joinServicePolicyFile`` before anything is sent.
+    public var kmsEndpoints: [HostPort] = []
 
     /// The defaults.
     public init() {}
@@ -193,6 +205,9 @@ public struct TrustdConfiguration: Equatable, Sendable {
         case componentTimeout = "component-timeout-seconds"
         case kubeadmPath = "kubeadm-path"
         case kubeadmTimeout = "kubeadm-timeout-seconds"
+        case kmsListen = "kms-listen"
+        case kmsSocket = "kms-socket"
+        case kmsEndpoints = "kms-endpoints"
 
         /// Sets what `field`'s value says.
         func apply(_ field: ConfigurationField, to configuration: inout TrustdConfiguration) throws(CoreError) {
@@ -239,6 +254,9 @@ public struct TrustdConfiguration: Equatable, Sendable {
                 configuration.componentTimeoutSeconds = try field.integer(in: bootstrapTimeoutRange)
             case .kubeadmPath: configuration.kubeadmPath = try field.absolutePath()
             case .kubeadmTimeout: configuration.kubeadmTimeoutSeconds = try field.integer(in: bootstrapTimeoutRange)
+            case .kmsListen: configuration.kmsListen = try field.listenAddress()
+            case .kmsSocket: configuration.kmsSocket = try field.absolutePath()
+            case .kmsEndpoints: configuration.kmsEndpoints = try field.endpointList()
             }
         }
     }
@@ -294,11 +312,12 @@ public struct TrustdConfiguration: Equatable, Sendable {
             if: callTimeoutMilliseconds > joinDeadlineSeconds * 1000,
             rule: "the call timeout \(callTimeoutMilliseconds) ms exceeds the join deadline \(joinDeadlineSeconds) s"
         )
-        let listeners: [(Key, HostPort)] = [
-            (.joinListen, joinListen), (.bootstrapListen, bootstrapListen),
-            (.verificationGRPCListen, verificationGRPCListen),
-            (.verificationHTTPListen, verificationHTTPListen), (.metricsListen, metricsListen),
-        ]
+        let listeners: [(Key, HostPort)] =
+            [
+                (.joinListen, joinListen), (.bootstrapListen, bootstrapListen),
+                (.verificationGRPCListen, verificationGRPCListen),
+                (.verificationHTTPListen, verificationHTTPListen), (.metricsListen, metricsListen),
+            ] + (kmsListen.map { [(.kmsListen, $0)] } ?? [])
         for (index, (firstKey, first)) in listeners.enumerated() {
             for (secondKey, second) in listeners[(index + 1)...] {
                 try refuse(

@@ -292,7 +292,8 @@ import Glibc
                 expected: .evidenceRejected,
                 audited: .record(["\"key.release\"", "\"evidenceRejected\"", "tpm.quote.qualifying-data"])
             ),
-        ] + evidenceIssueRows + bindingRows + trustRows + frameRows + policyRows + envelopeRows + [floodRow]
+        ] + evidenceIssueRows + bindingRows + trustRows + frameRows + policyRows + envelopeRows + dataKeyRows
+        + [floodRow]
 
     /// The joining keyd's own TPM asked through `evidence.issue` for the challenge's nonce (the generic
     /// label, or Constellation's format), with a request naming exactly what its join evidence binds.

@@ -55,12 +55,12 @@ struct ClusterSecret {
 
     static func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255) } }
 
-    static func hkdf(_ secret: [UInt8], salt: [UInt8], info: String) -> [UInt8] {
+    static func hkdf(_ secret: [UInt8], salt: [UInt8], info: String, length: Int = 32) -> [UInt8] {
         HKDF<SHA256>.deriveKey(
             inputKeyMaterial: SymmetricKey(data: secret),
             salt: salt,
             info: Array(info.utf8),
-            outputByteCount: 32
+            outputByteCount: length
         )
         .withUnsafeBytes { Array($0) }
     }

@@ -26,6 +26,8 @@ import Testing
         Row(kind: .initAccept, peers: [.trustd], phases: [.awaitingKEK], once: .perBoot),
         Row(kind: .joinEvidenceIssue, peers: [.trustd], phases: all, once: .unlimited),
         Row(kind: .compatRelease, peers: [.trustd], phases: [.holdingKEK], once: .unlimited),
+        Row(kind: .dataKeyRelease, peers: [.trustd], phases: [.holdingKEK], once: .unlimited),
+        Row(kind: .dataKeyOpen, peers: [.trustd], phases: all, once: .unlimited),
         Row(kind: .diskInspect, peers: [.trustd, .admin], phases: all, once: .unlimited),
         Row(kind: .diskFormat, peers: [.admin], phases: all, once: .unlimited),
         Row(kind: .diskBind, peers: [.admin], phases: [.holdingKEK], once: .unlimited),

@@ -114,7 +114,7 @@ let requestRejections: [RejectCase] =
             .frameLength
         ),
     ]
-    + [0x0000, 0x0004, 0x000F, 0x0017, 0x0026, 0x0049, 0x7FFF, 0x8001, 0x8002, 0xFFFF].map { (code: UInt16) in
+    + [0x0000, 0x0004, 0x000F, 0x0019, 0x0026, 0x0049, 0x7FFF, 0x8001, 0x8002, 0xFFFF].map { (code: UInt16) in
         reject("unknown kind 0x\(String(code, radix: 16))", requestBody(kind: code), unknown, .unknownRequest)
     }
     + [
@@ -156,7 +156,7 @@ let requestRejections: [RejectCase] =
     ].map {
         reject("\($0.0) variant \($0.1)", evidenceBody($0.0, variant: $0.1), badEnum)
     }
-    + [UInt8(0), 4, 0xFF].map { value in
+    + [UInt8(0), 5, 0xFF].map { value in
         reject("challenge.issue purpose \(value)", requestBody(kind: kind(.challengeIssue)) { $0.u8(value) }, badEnum)
     }
     + [UInt8(0), 3].map { value in
@@ -242,6 +242,20 @@ let requestRejections: [RejectCase] =
         ),
         reject("envelope 4097 bytes", requestBody(kind: kind(.initAccept)) { raw(&$0, pattern(4097)) }, fieldLength),
         reject(
+            "dataKey.open data key ID field 256 bytes",
+            requestBody(kind: kind(.dataKeyOpen)) { raw(&$0, pattern(256, start: 0x41)) },
+            fieldLength
+        ),
+        reject(
+            "dataKey.open envelope 1025 bytes",
+            requestBody(kind: kind(.dataKeyOpen)) { w in
+                raw(&w, Array("k".utf8))
+                w.u8(32)
+                raw(&w, pattern(1025))
+            },
+            fieldLength
+        ),
+        reject(
             "signed policy 16385 bytes",
             requestBody(kind: kind(.policySet)) { raw(&$0, pattern(16_385)) },
             fieldLength
@@ -308,6 +322,7 @@ struct AnswerPayloadReject: Sendable, CustomTestStringConvertible {
         case .status: _ = try frame.decodePayload(kind, StatusAnswer.read)
         case .auditRead: _ = try frame.decodePayload(kind, AuditReadAnswer.read)
         case .auditVerify: _ = try frame.decodePayload(kind, AuditVerifyAnswer.read)
+        case .dataKeyOpen: _ = try frame.decodePayload(kind, DataKeyOpenAnswer.read)
         default: preconditionFailure("no typed answer for \(kind)")
         }
     }
@@ -391,6 +406,18 @@ let answerPayloadRejections: [AnswerPayloadReject] = [
         kind: .auditRead,
         payload: [0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 3, 0x7B, 0x7D, 0x0A],
         error: badText
+    ),
+    AnswerPayloadReject(
+        name: "dataKey.open key of 15 bytes",
+        kind: .dataKeyOpen,
+        payload: [0, 15] + pattern(15),
+        error: fieldLength
+    ),
+    AnswerPayloadReject(
+        name: "dataKey.open key of 65 bytes",
+        kind: .dataKeyOpen,
+        payload: [0, 65] + pattern(65),
+        error: fieldLength
     ),
 ]
 

@@ -131,6 +131,47 @@ let requestCases: [RequestCase] = [
             )
         )
     ),
+    RequestCase(
+        name: "dataKey.release",
+        sequence: 12,
+        request: .dataKeyRelease(
+            DataKeyReleaseRequest(
+                challengeID: pattern(16),
+                evidence: pattern(Limits.maxEvidence),
+                certificateKeyHash: pattern(32),
+                bootPublicKey: pattern(32, start: 9),
+                diskUUID: sampleDiskUUID,
+                role: .worker,
+                nodeName: "worker-1",
+                dataKeyID: String(repeating: "k", count: Limits.maxDataKeyIDField),
+                length: 64
+            )
+        )
+    ),
+    RequestCase(
+        name: "dataKey.release with an ID keyd refuses (decodes; keyd answers invalidArgument)",
+        sequence: 12,
+        request: .dataKeyRelease(
+            DataKeyReleaseRequest(
+                challengeID: pattern(16),
+                evidence: [],
+                certificateKeyHash: pattern(32),
+                bootPublicKey: pattern(32),
+                diskUUID: sampleDiskUUID,
+                role: .controlPlane,
+                nodeName: "cp-0",
+                dataKeyID: "",
+                length: 0
+            )
+        )
+    ),
+    RequestCase(
+        name: "dataKey.open",
+        sequence: 12,
+        request: .dataKeyOpen(
+            DataKeyOpenRequest(dataKeyID: "../x", length: 255, envelope: pattern(Limits.maxDataKeyEnvelope))
+        )
+    ),
     RequestCase(name: "policy.get", sequence: 12, request: .policyGet),
     RequestCase(name: "operatorKey.pin", sequence: 12, request: .operatorKeyPin(operatorKey: pattern(33))),
     RequestCase(name: "disk.inspect", sequence: 13, request: .diskInspect(device: "/dev/vdb")),

@@ -40,6 +40,21 @@ public enum RequestSamples {
                     nodeName: "node-1"
                 )
             )
+        case .dataKeyRelease:
+            return .dataKeyRelease(
+                DataKeyReleaseRequest(
+                    challengeID: [UInt8](repeating: 2, count: 16),
+                    evidence: [1],
+                    certificateKeyHash: nonce,
+                    bootPublicKey: nonce,
+                    diskUUID: "00000000-0000-0000-0000-000000000000",
+                    role: .worker,
+                    nodeName: "node-1",
+                    dataKeyID: "k8s-secrets",
+                    length: 32
+                )
+            )
+        case .dataKeyOpen: return .dataKeyOpen(DataKeyOpenRequest(dataKeyID: "k8s-secrets", length: 32, envelope: [1]))
         case .diskInspect: return .diskInspect(device: "/nonexistent/disk.img")
         case .diskFormat: return .diskFormat(device: "/nonexistent/disk.img")
         case .diskBind: return .diskBind(device: "/nonexistent/disk.img")

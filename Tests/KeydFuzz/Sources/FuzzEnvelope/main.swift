@@ -1,4 +1,4 @@
-// libFuzzer target: key envelopes and init envelopes as keyd parses and opens them.
+// libFuzzer target: key envelopes, data-key envelopes and init envelopes as keyd parses and opens them.
 //
 // Checks, each a `fatalError`: an input that parses re-encodes to exactly itself (so no trailing or
 // non-canonical byte is accepted); no input parses as both kinds; opening with a boot key the input was
@@ -21,5 +21,9 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
         if initEnvelope.encoded != input { fatalError("an init envelope does not re-encode to its input") }
         if (try? initEnvelope.open(with: bootKey)) != nil { fatalError("a fuzzed init envelope opened") }
     }
+    do {
+        let opened = try DataKeyEnvelope.open(input, with: bootKey)
+        fatalError("a fuzzed data-key envelope opened (\(opened.binding.dataKeyID))")
+    } catch {}
     return 0
 }

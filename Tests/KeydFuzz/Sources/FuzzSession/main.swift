@@ -122,6 +122,24 @@ func sampleFrame(_ kind: RequestKind, sequence: UInt32, variant: UInt8) -> [UInt
                 nodeName: "node"
             )
         )
+    case .dataKeyRelease:
+        request = .dataKeyRelease(
+            DataKeyReleaseRequest(
+                challengeID: [UInt8](repeating: 1, count: 16),
+                evidence: [UInt8](repeating: 2, count: Int(variant)),
+                certificateKeyHash: [UInt8](repeating: 3, count: 32),
+                bootPublicKey: [UInt8](repeating: 4, count: 32),
+                diskUUID: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                role: .worker,
+                nodeName: "node",
+                dataKeyID: variant & 1 == 0 ? "k8s-\(variant)" : "../x",
+                length: variant
+            )
+        )
+    case .dataKeyOpen:
+        request = .dataKeyOpen(
+            DataKeyOpenRequest(dataKeyID: "k-\(variant)", length: variant, envelope: [UInt8](repeating: 5, count: 48))
+        )
     case .policyGet: request = .policyGet
     case .operatorKeyPin: request = .operatorKeyPin(operatorKey: [UInt8](repeating: 1, count: 1 + Int(variant % 66)))
     case .diskInspect: request = .diskInspect(device: "/dev/vdb")
