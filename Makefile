@@ -56,7 +56,7 @@ demo-keyd: deps ## One keyd on swtpm in a temp dir, driven with keydctl (TPM quo
 	$(SWIFT) build $(SWIFT_FLAGS) --product keydctl
 	scripts/demo-keyd
 
-bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unlock check (root); attestation validations/s; aTLS handshakes/s beside plain TLS; keyd start with a 1 GiB audit log; key releases/s through keyd; join tickets/s end to end, rejoin beside clevis, a boot storm
+bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unlock check (root); attestation validations/s; aTLS handshakes/s beside plain TLS; keyd start with a 1 GiB audit log; key releases/s through keyd; join tickets/s end to end, rejoin beside clevis, a boot storm; the cluster lifecycle (init, join, rejoin times over 10 runs of scripts/demo, root)
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keyd-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product statedisk-bench
@@ -66,6 +66,10 @@ bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unloc
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product audit-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product release-bench
 	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product join-bench
+	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product lifecycle-bench
+	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product keydctl
+	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product trustd
+	$(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --product asterism
 	bin=$$($(SWIFT) build $(SWIFT_FLAGS) $(RELEASE_FLAGS) --show-bin-path); \
 	"$$bin/keyd-bench" --keyd "$$bin/keyd"; \
 	"$$bin/tpm-bench" --keyd "$$bin/keyd"; \
@@ -74,7 +78,8 @@ bench: deps ## Release keyd (static stdlib) against keyd-bench; state-disk unloc
 	"$$bin/audit-bench" --keyd "$$bin/keyd"; \
 	"$$bin/release-bench" --keyd "$$bin/keyd"; \
 	"$$bin/join-bench" --keyd "$$bin/keyd"; \
-	if [[ $$(id -u) == 0 ]]; then "$$bin/statedisk-bench"; else echo "statedisk-bench skipped: needs root"; fi
+	if [[ $$(id -u) == 0 ]]; then "$$bin/statedisk-bench"; else echo "statedisk-bench skipped: needs root"; fi; \
+	if [[ $$(id -u) == 0 ]]; then "$$bin/lifecycle-bench"; else echo "lifecycle-bench skipped: needs root"; fi
 
 fuzz: deps ## Run each libFuzzer target of Tests/KeydFuzz for FUZZ_SECONDS (the campaign; its corpus grows in .build)
 	SWIFT=$(SWIFT) scripts/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)

@@ -240,6 +240,12 @@ let package = Package(
             path: "Benchmarks/ATLSBench"
         ),
         // Join tickets/s and p50/p99 end to end (aTLS + gRPC + keyd's key.release) through an in-process
+        // The cluster lifecycle (scripts/demo, three nodes in network namespaces): init, join and rejoin times.
+        .executableTarget(
+            name: "lifecycle-bench",
+            dependencies: ["BenchSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Benchmarks/LifecycleBench"
+        ),
         // JoinService and a real keyd; rejoin round trip beside clevis decrypt against tangd; a boot storm.
         .executableTarget(
             name: "join-bench",

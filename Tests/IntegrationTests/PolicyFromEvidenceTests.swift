@@ -66,7 +66,8 @@ import Glibc
         defer { try? FileManager.default.removeItem(atPath: directory) }
 
         let made = try await Self.asterism([
-            "policy", "from-evidence", "--endpoint", first.endpoint, "--endpoint", second.endpoint, "--out",
+            "policy", "from-evidence", "--timeout", "120", "--endpoint", first.endpoint, "--endpoint", second.endpoint,
+            "--out",
             directory + "/policy.json", "--version", "5",
         ])
         #expect(made.status == 0, "\(made.stderr)")
@@ -145,7 +146,10 @@ import Glibc
         let extended = try await onThread { try Node(extendPCR23: [UInt8](repeating: 0xA5, count: 32)) }
         let directory = try Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let both = ["policy", "from-evidence", "--endpoint", plain.endpoint, "--endpoint", extended.endpoint]
+        let both = [
+            "policy", "from-evidence", "--timeout", "120", "--endpoint", plain.endpoint, "--endpoint",
+            extended.endpoint,
+        ]
 
         let refused = try await Self.asterism(both + ["--out", directory + "/policy.json"])
         #expect(refused.status == 1, "\(refused)")
@@ -168,7 +172,8 @@ import Glibc
         let directory = try Self.directory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let refused = try await Self.asterism([
-            "policy", "from-evidence", "--endpoint", node.endpoint, "--out", directory + "/policy.json",
+            "policy", "from-evidence", "--timeout", "120", "--endpoint", node.endpoint, "--out",
+            directory + "/policy.json",
         ])
         #expect(refused.status == 1, "\(refused)")
         #expect(refused.stderr.contains("\(node.endpoint): evidence refused (tpm.event-log:"), "\(refused.stderr)")
