@@ -6,6 +6,7 @@ import KeydCore
 import KeydProtocol
 import Logging
 import Synchronization
+import TrustdCore
 
 /// Hands keyd the operator's init or recovery envelope with the operator key and policy it binds
 /// (`init.accept`); answers the cluster ID.
@@ -278,4 +279,35 @@ extension StatusCode {
 /// Lowercase hex.
 func hexString(_ bytes: some Sequence<UInt8>) -> String {
     bytes.map { String(format: "%02x", $0) }.joined()
+}
+
+/// `kubeadm init` after keyd accepted an init: the configuration rendered 0600 into the output directory,
+/// kubeadm run (its output in the node's log), then the admin kubeconfig kubeadm wrote, read back bounded.
+public struct KubeadmControlPlaneInitializer: ControlPlaneInitializer {
+    public let runner: any KubeadmRunner
+    public let configuration: KubeadmInitConfiguration
+    /// Where the configuration file goes.
+    public let outputDirectory: String
+    /// The admin kubeconfig kubeadm writes (`/etc/kubernetes/admin.conf`).
+    public let adminKubeconfig: String
+
+    public init(
+        runner: any KubeadmRunner,
+        configuration: KubeadmInitConfiguration,
+        outputDirectory: String,
+        adminKubeconfig: String
+    ) {
+        self.runner = runner
+        self.configuration = configuration
+        self.outputDirectory = outputDirectory
+        self.adminKubeconfig = adminKubeconfig
+    }
+
+    public func initialize(clusterID: [UInt8], log: @Sendable (String) async throws -> Void) async throws -> [UInt8] {
+        let file = try KubeadmConfigFile.write(configuration, directory: outputDirectory)
+        try await log("running kubeadm init (its output is in the node's log)")
+        try await runner.initialize(configuration, configFile: file)
+        try await log("kubeadm init completed")
+        return try BoundedFile.read(adminKubeconfig, limit: 1 << 20)
+    }
 }

@@ -64,21 +64,57 @@ public enum KubeadmConfigFile {
         }
     }
 
+    /// The init configuration's file name in the output directory.
+    public static let initName = "kubeadm-init.yaml"
+
+    /// kubeadm's YAML for `configuration`: an `InitConfiguration` (the node's name) and a
+    /// `ClusterConfiguration` (version, control-plane endpoint, the API server's extra SANs).
+    public static func yaml(_ configuration: KubeadmInitConfiguration) throws(KubeadmError) -> String {
+        var cluster: [String: Any] = [
+            "apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "ClusterConfiguration",
+            "controlPlaneEndpoint": configuration.advertiseEndpoint,
+        ]
+        if !configuration.kubernetesVersion.isEmpty { cluster["kubernetesVersion"] = configuration.kubernetesVersion }
+        if !configuration.certificateSANs.isEmpty { cluster["apiServer"] = ["certSANs": configuration.certificateSANs] }
+        let initialization: [String: Any] = [
+            "apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "InitConfiguration",
+            "nodeRegistration": ["name": configuration.nodeName],
+        ]
+        do {
+            return try Yams.dump(object: initialization, sortKeys: true) + "---\n"
+                + Yams.dump(object: cluster, sortKeys: true)
+        } catch {
+            throw KubeadmError(.configuration, "cannot render kubeadm's InitConfiguration: \(error)")
+        }
+    }
+
     /// Writes `configuration` to `<directory>/kubeadm-join.yaml`, mode 0600; its path.
     public static func write(
         _ configuration: KubeadmJoinConfiguration,
         directory: String
     ) throws(KubeadmError) -> String {
-        let bytes = Array(try yaml(configuration).utf8)
+        try write(Array(try yaml(configuration).utf8), named: joinName, directory: directory)
+    }
+
+    /// Writes `configuration` to `<directory>/kubeadm-init.yaml`, mode 0600; its path.
+    public static func write(
+        _ configuration: KubeadmInitConfiguration,
+        directory: String
+    ) throws(KubeadmError) -> String {
+        try write(Array(try yaml(configuration).utf8), named: initName, directory: directory)
+    }
+
+    /// Writes `bytes` to `<directory>/<name>`, mode 0600, atomically; its path.
+    static func write(_ bytes: [UInt8], named name: String, directory: String) throws(KubeadmError) -> String {
         let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard dirFD >= 0 else { throw KubeadmError(.configuration, "cannot open \(directory): \(errnoText())") }
         defer { close(dirFD) }
         do throws(JoinClientError) {
-            try JoinFiles.replace(joinName, in: dirFD, with: bytes, mode: 0o600)
+            try JoinFiles.replace(name, in: dirFD, with: bytes, mode: 0o600)
         } catch {
-            throw KubeadmError(.configuration, "cannot write \(directory)/\(joinName): \(error)")
+            throw KubeadmError(.configuration, "cannot write \(directory)/\(name): \(error)")
         }
-        return directory + "/" + joinName
+        return directory + "/" + name
     }
 }
 

@@ -79,6 +79,14 @@ public struct TrustdDaemon: Sendable {
                     "No Kubernetes configured (api-server-advertise, kubernetes-ca-file, credentials): JoinService hands out keys only, no bootstrap token"
                 )
                 material = KeysOnlyMaterial()
+            } else if configuration.kubeadmPath != nil {
+                // The first control plane's kubeadm init writes the CA and the credentials after start.
+                let deferred = DeferredJoinMaterial(
+                    configuration: configuration,
+                    logger: logger.with(label: "kubernetes")
+                )
+                shutdowns.append { await deferred.shutdown() }
+                material = deferred
             } else {
                 let kubernetes = try JoinServiceMaterial(
                     configuration: configuration,
@@ -157,7 +165,28 @@ public struct TrustdDaemon: Sendable {
             )
             let requests = BootstrapRequests(
                 keyd: KeydInitAcceptor(gateway: keyd),
-                initializer: nil,
+                initializer: try configuration.kubeadmPath.map { program in
+                    guard let advertise = configuration.apiServerAdvertise else {
+                        throw TrustdStartError(
+                            "kubeadm-path is set on a control plane: set api-server-advertise (kubeadm init)"
+                        )
+                    }
+                    return KubeadmControlPlaneInitializer(
+                        runner: SubprocessKubeadmRunner(
+                            program: program,
+                            timeout: .seconds(configuration.kubeadmTimeoutSeconds),
+                            logger: logger.with(label: "kubeadm")
+                        ),
+                        configuration: KubeadmInitConfiguration(
+                            nodeName: try JoinRunner.nodeName(configuration),
+                            kubernetesVersion: configuration.kubernetesVersion,
+                            advertiseEndpoint: advertise.description,
+                            certificateSANs: []
+                        ),
+                        outputDirectory: configuration.outputDirectory,
+                        adminKubeconfig: configuration.kubeadmAdminKubeconfig
+                    )
+                },
                 logger: logger.with(label: "bootstrap"),
                 holdsKEK: { keyHeld.signal() }
             )
@@ -631,6 +660,31 @@ struct JoinServiceMaterial: JoinMaterialSource {
             kubernetesVersion: kubernetesVersion
         )
     }
+}
+
+/// JoinService's material on a control plane whose Kubernetes files (CA, credentials) kubeadm init writes
+/// after trustd started: made at the first ticket that needs it, again after a failure, then kept.
+final class DeferredJoinMaterial: JoinMaterialSource {
+    let configuration: TrustdConfiguration
+    let logger: Logger
+    private let made = Mutex<JoinServiceMaterial?>(nil)
+
+    init(configuration: TrustdConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    func material(nodeName: String, role: NodeRole) async throws -> JoinMaterial {
+        let material = try made.withLock { made in
+            if let made { return made }
+            let material = try JoinServiceMaterial(configuration: configuration, logger: logger)
+            made = material
+            return material
+        }
+        return try await material.material(nodeName: nodeName, role: role)
+    }
+
+    func shutdown() async { await made.withLock { $0 }?.tokens.shutdown() }
 }
 
 /// A cluster without Kubernetes (keys and disks only, as `make demo` runs it): empty join material.

@@ -43,6 +43,7 @@ import KeydProtocol
 /// component-timeout-seconds = 600
 /// kubeadm-path = /run/state/bin/kubeadm
 /// kubeadm-timeout-seconds = 600
+/// kubeadm-admin-kubeconfig = /etc/kubernetes/admin.conf
 /// kms-listen = 0.0.0.0:9091
 /// kms-socket = /run/trustd/kms.sock
 /// kms-endpoints = 10.0.0.2:9091
@@ -122,6 +123,8 @@ public struct TrustdConfiguration: Equatable, Sendable {
     public var kubeadmPath: String?
     /// Time one kubeadm run may take before it is killed.
     public var kubeadmTimeoutSeconds: Int = 600
+    /// The admin kubeconfig `kubeadm init` writes, which Init answers the operator with.
+    public var kubeadmAdminKubeconfig: String = "/etc/kubernetes/admin.conf"
     /// Where a control plane serves `kms.API/GetDataKey` to attested nodes (mutual aTLS, dataKey
     /// challenges, the key sealed to the caller's keyd); nil: not served.
     public var kmsListen: HostPort?
@@ -205,6 +208,7 @@ public struct TrustdConfiguration: Equatable, Sendable {
         case componentTimeout = "component-timeout-seconds"
         case kubeadmPath = "kubeadm-path"
         case kubeadmTimeout = "kubeadm-timeout-seconds"
+        case kubeadmAdminKubeconfig = "kubeadm-admin-kubeconfig"
         case kmsListen = "kms-listen"
         case kmsSocket = "kms-socket"
         case kmsEndpoints = "kms-endpoints"
@@ -254,6 +258,7 @@ public struct TrustdConfiguration: Equatable, Sendable {
                 configuration.componentTimeoutSeconds = try field.integer(in: bootstrapTimeoutRange)
             case .kubeadmPath: configuration.kubeadmPath = try field.absolutePath()
             case .kubeadmTimeout: configuration.kubeadmTimeoutSeconds = try field.integer(in: bootstrapTimeoutRange)
+            case .kubeadmAdminKubeconfig: configuration.kubeadmAdminKubeconfig = try field.absolutePath()
             case .kmsListen: configuration.kmsListen = try field.listenAddress()
             case .kmsSocket: configuration.kmsSocket = try field.absolutePath()
             case .kmsEndpoints: configuration.kmsEndpoints = try field.endpointList()

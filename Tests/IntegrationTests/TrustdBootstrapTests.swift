@@ -26,7 +26,7 @@ import Testing
         let trustd: TrustdHarness
         let pool = NIOThreadPool(numberOfThreads: 2)
 
-        init() async throws {
+        init(extra: (String) -> [String] = { _ in [] }) async throws {
             node = try ReleaseNode()
             try node.formatStateDisk()
             facts = try node.tpmFacts()
@@ -43,12 +43,13 @@ import Testing
             files = String(cString: mkdtemp(&template)!)
             try pki.caPEM.write(toFile: files + "/ca.crt", atomically: true, encoding: .utf8)
             try "sa-token".write(toFile: files + "/token", atomically: true, encoding: .utf8)
-            let configuration = [
-                "keyd-socket = \(node.keyd.socketPath)", "role = control-plane", "node-name = cp-1",
-                "join-listen = 127.0.0.1:\(freeLoopbackPort())", "api-server-advertise = 10.0.0.1:6443",
-                "kubernetes-ca-file = \(files)/ca.crt", "kubernetes-token-file = \(files)/token",
-                "kubernetes-api-server = \(api.url)", "handshake-timeout-ms = 90000",
-            ]
+            let configuration =
+                [
+                    "keyd-socket = \(node.keyd.socketPath)", "role = control-plane", "node-name = cp-1",
+                    "join-listen = 127.0.0.1:\(freeLoopbackPort())", "api-server-advertise = 10.0.0.1:6443",
+                    "kubernetes-ca-file = \(files)/ca.crt", "kubernetes-token-file = \(files)/token",
+                    "kubernetes-api-server = \(api.url)", "handshake-timeout-ms = 90000",
+                ] + extra(files)
             trustd = try await onThread { try TrustdHarness(configuration: configuration) }
             pool.start()
         }
@@ -176,6 +177,44 @@ import Testing
 }
 
 extension TrustdBootstrapTests {
+    @Test("Init runs kubeadm init with a 0600 InitConfiguration and answers the admin kubeconfig it wrote")
+    func initRunsKubeadm() async throws {
+        // A stand-in for kubeadm (no Kubernetes runs here) that checks its contract and writes admin.conf.
+        let scene = try await Scene { files in
+            let script = """
+                #!/bin/sh
+                set -e
+                [ "$1" = init ] && [ "$2" = --config ] || { echo "unexpected arguments: $*" >&2; exit 3; }
+                [ "$(stat -c %a "$3")" = 600 ] || { echo "config not 0600" >&2; exit 4; }
+                grep -q 'kind: InitConfiguration' "$3" && grep -q 'kind: ClusterConfiguration' "$3"
+                grep -q 'controlPlaneEndpoint: 10.0.0.1:6443' "$3" && grep -q 'name: cp-1' "$3"
+                echo "[init] Using Kubernetes version: v1.31.2"
+                printf 'apiVersion: v1\\nkind: Config\\nclusters: []\\n' > \(files)/admin.conf
+                """
+            FileManager.default.createFile(
+                atPath: files + "/kubeadm",
+                contents: Data(script.utf8),
+                attributes: [.posixPermissions: 0o755]
+            )
+            return [
+                "kubeadm-path = \(files)/kubeadm", "kubeadm-admin-kubeconfig = \(files)/admin.conf",
+                "output-directory = \(files)",
+            ]
+        }
+        let lines = LineCollector()
+        let success = try await scene.client.initialize(
+            try scene.initRequest(),
+            threadPool: scene.pool,
+            onLog: { lines.append($0) }
+        )
+        #expect(Array(success.clusterID) == scene.secret.clusterID)
+        #expect(String(decoding: success.kubeconfig, as: UTF8.self).contains("kind: Config"), "\(success)")
+        #expect(lines.text.contains("kubeadm init completed"), "\(lines.text)")
+        #expect(scene.trustd.log.contains("Using Kubernetes version"), "kubeadm's output reaches the node's log")
+        _ = try await onThread { scene.trustd.stop() }
+        try await scene.api.stop()
+    }
+
     /// `asterism` run in process on a thread of its own (its network commands block their thread).
     static func asterism(_ arguments: [String]) async throws -> Asterism.Outcome {
         try await onThread { Asterism.execute(arguments) }

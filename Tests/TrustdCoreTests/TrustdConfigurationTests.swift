@@ -64,6 +64,7 @@ import Testing
         #expect(configuration.componentTimeoutSeconds == 600)
         #expect(configuration.kubeadmPath == nil)
         #expect(configuration.kubeadmTimeoutSeconds == 600)
+        #expect(configuration.kubeadmAdminKubeconfig == "/etc/kubernetes/admin.conf")
         #expect(configuration.kmsListen == nil && configuration.kmsSocket == nil && configuration.kmsEndpoints == [])
     }
 
@@ -208,6 +209,7 @@ import Testing
         Setting(text: "component-timeout-seconds = 10") { $0.componentTimeoutSeconds == 10 },
         Setting(text: "kubeadm-path = /run/state/bin/kubeadm") { $0.kubeadmPath == "/run/state/bin/kubeadm" },
         Setting(text: "kubeadm-timeout-seconds = 7200") { $0.kubeadmTimeoutSeconds == 7200 },
+        Setting(text: "kubeadm-admin-kubeconfig = /tmp/admin.conf") { $0.kubeadmAdminKubeconfig == "/tmp/admin.conf" },
         Setting(text: "kms-listen = 0.0.0.0:9091") { $0.kmsListen == TrustdConfigurationTests.ipv4("0.0.0.0", 9091) },
         Setting(text: "kms-socket = /run/trustd/kms.sock") { $0.kmsSocket == "/run/trustd/kms.sock" },
         Setting(text: "kms-endpoints = 10.0.0.2:9000, 10.0.0.3:9000") {
