@@ -67,21 +67,30 @@ public struct NodeAttestationClient: Sendable {
         binding: Verify_AttestationBinding = .sealedV1,
         timeout: Duration = .seconds(10)
     ) async throws(NodeAttestationError) -> [NodeAttestation] {
+        // Untyped throws inside the child tasks, and an array by index: typed throws in the task closure,
+        // collected through a dictionary, lost answers in a release build (Swift 6.3).
         let results = await withTaskGroup(of: (Int, Result<NodeAttestation, NodeAttestationError>).self) { group in
             for (index, endpoint) in endpoints.enumerated() {
                 group.addTask {
-                    do throws(NodeAttestationError) {
+                    do {
                         return (index, .success(try await fetch(endpoint, binding: binding, timeout: timeout)))
                     } catch {
-                        return (index, .failure(error))
+                        let failure =
+                            (error as? NodeAttestationError) ?? .unreachable(endpoint, "\(error)")
+                        return (index, .failure(failure))
                     }
                 }
             }
-            var results: [Int: Result<NodeAttestation, NodeAttestationError>] = [:]
-            for await (index, result) in group { results[index] = result }
+            var results = [Result<NodeAttestation, NodeAttestationError>?](repeating: nil, count: endpoints.count)
+            while let (index, result) = await group.next() { results[index] = result }
             return results
         }
-        return try endpoints.indices.map { (index) throws(NodeAttestationError) in try results[index]!.get() }
+        var attestations: [NodeAttestation] = []
+        for (index, result) in results.enumerated() {
+            guard let result else { throw .unreachable(endpoints[index], "no answer was collected") }
+            attestations.append(try result.get())
+        }
+        return attestations
     }
 
     /// Validates `attestation` against `policy` as keyd's release does: the policy takes the `asterism-tpm`
