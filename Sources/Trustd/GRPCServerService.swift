@@ -24,3 +24,14 @@ public struct GRPCServerService<Transport: ServerTransport>: Service, CustomStri
         }
     }
 }
+
+extension ServiceGroupConfiguration.ServiceConfiguration {
+    /// A gRPC server of `services` on `transport`, named `name` in the log, as a member of the group.
+    static func grpc<Transport: ServerTransport>(
+        _ transport: Transport,
+        _ services: [any RegistrableRPCService],
+        name: String
+    ) -> Self {
+        .init(service: GRPCServerService(server: GRPCServer(transport: transport, services: services), name: name))
+    }
+}

@@ -193,21 +193,32 @@ public struct LocalKMSService: Kms_API.SimpleServiceProtocol {
             throw RPCError(code: .invalidArgument, message: error.message)
         }
         var last = "no endpoint configured"
-        for endpoint in endpoints {
-            do {
-                let envelope = try await sealedKey(id: id, length: length, from: endpoint)
-                let key = try await open(envelope, id: id, length: length)
-                var response = Kms_GetDataKeyResponse()
-                response.dataKey = Data(key)
-                logger.info("data key served", metadata: ["dataKeyID": "\(id)", "endpoint": "\(endpoint)"])
-                return response
-            } catch let error as RPCError where [.invalidArgument, .permissionDenied].contains(error.code) {
-                // The key service decided: another endpoint of the same cluster decides alike.
-                logger.warning("data key refused", metadata: ["endpoint": "\(endpoint)", "reason": "\(error)"])
-                throw RPCError(code: error.code, message: "the key service refused the data key")
-            } catch {
-                last = "\(endpoint): \(error)"
-                logger.warning("data key attempt failed", metadata: ["reason": "\(last)"])
+        // A few rounds over the endpoints with a growing pause, all within the call timeout: a control plane
+        // that refuses a connection for a moment (a handshake cap, keyd's evidence rate) is asked again.
+        let clock = ContinuousClock()
+        let deadline = clock.now + callTimeout
+        for round in 0..<5 {
+            if round > 0 {
+                let pause = Duration.milliseconds(min(100 << round, 2000))
+                guard clock.now + pause < deadline else { break }
+                try await Task.sleep(for: pause)
+            }
+            for endpoint in endpoints {
+                do {
+                    let envelope = try await sealedKey(id: id, length: length, from: endpoint)
+                    let key = try await open(envelope, id: id, length: length)
+                    var response = Kms_GetDataKeyResponse()
+                    response.dataKey = Data(key)
+                    logger.info("data key served", metadata: ["dataKeyID": "\(id)", "endpoint": "\(endpoint)"])
+                    return response
+                } catch let error as RPCError where [.invalidArgument, .permissionDenied].contains(error.code) {
+                    // The key service decided: another endpoint of the same cluster decides alike.
+                    logger.warning("data key refused", metadata: ["endpoint": "\(endpoint)", "reason": "\(error)"])
+                    throw RPCError(code: error.code, message: "the key service refused the data key")
+                } catch {
+                    last = "\(endpoint): \(error)"
+                    logger.warning("data key attempt failed", metadata: ["reason": "\(last)"])
+                }
             }
         }
         logger.error("no key service answered", metadata: ["last": "\(last)"])

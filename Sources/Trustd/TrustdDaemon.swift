@@ -132,14 +132,7 @@ public struct TrustdDaemon: Sendable {
                     }
                 }
             )
-            services.append(
-                .init(
-                    service: GRPCServerService(
-                        server: GRPCServer(transport: transport, services: [service]),
-                        name: "JoinService"
-                    )
-                )
-            )
+            services.append(.grpc(transport, [service], name: "JoinService"))
             let listen = configuration.joinListen
             let log = logger
             readiness.append {
@@ -190,14 +183,7 @@ public struct TrustdDaemon: Sendable {
                 logger: logger.with(label: "bootstrap"),
                 holdsKEK: { keyHeld.signal() }
             )
-            services.append(
-                .init(
-                    service: GRPCServerService(
-                        server: GRPCServer(transport: bootstrapTransport, services: requests.services),
-                        name: "Init and Recover"
-                    )
-                )
-            )
+            services.append(.grpc(bootstrapTransport, requests.services, name: "Init and Recover"))
             let bootstrapListen = configuration.bootstrapListen
             readiness.append {
                 guard let address = try await bootstrapTransport.listeningAddress else { return }
@@ -233,14 +219,7 @@ public struct TrustdDaemon: Sendable {
                 metrics: metrics
             )
             let service = KMSService(keyd: keyd, peers: atls.peers, admission: gate, logger: logger.with(label: "kms"))
-            services.append(
-                .init(
-                    service: GRPCServerService(
-                        server: GRPCServer(transport: transport, services: [service]),
-                        name: "KMS"
-                    )
-                )
-            )
+            services.append(.grpc(transport, [service], name: "KMS"))
             let log = logger
             readiness.append {
                 guard let address = try await transport.listeningAddress else { return }
@@ -266,14 +245,7 @@ public struct TrustdDaemon: Sendable {
                 listeningSocketDescriptor: Int(try LocalKMSSocket.listen(path: kmsSocket)),
                 transportSecurity: .plaintext
             )
-            services.append(
-                .init(
-                    service: GRPCServerService(
-                        server: GRPCServer(transport: transport, services: [service]),
-                        name: "local KMS"
-                    )
-                )
-            )
+            services.append(.grpc(transport, [service], name: "local KMS"))
             let log = logger
             readiness.append {
                 _ = try await transport.listeningAddress
@@ -310,14 +282,7 @@ public struct TrustdDaemon: Sendable {
             transportSecurity: .plaintext,
             config: verificationConfig
         )
-        services.append(
-            .init(
-                service: GRPCServerService(
-                    server: GRPCServer(transport: verificationTransport, services: [verification]),
-                    name: "VerificationService"
-                )
-            )
-        )
+        services.append(.grpc(verificationTransport, [verification], name: "VerificationService"))
         let httpListen = configuration.verificationHTTPListen
         let metricsListen = configuration.metricsListen
         let verificationHTTP: VerificationHTTPServer

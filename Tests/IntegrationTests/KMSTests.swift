@@ -227,3 +227,54 @@ import TrustdCore
         #expect(records.count == 1 && records[0].contains("\"evidenceRejected\""), "\(records)")
     }
 }
+
+extension KMSTests {
+    @Test("trustd processes: a worker's kms-socket gets data keys from a control plane's kms-listen")
+    func processes() async throws {
+        let scene = try JoinScene()
+        let files = scene.outputDirectory
+        let policy = try MeasurementPolicy(
+            version: 1,
+            measurements: Measurements([:]),
+            allowedAKDigests: [scene.serverAK]
+        )
+        try Data(policy.json).write(to: URL(fileURLWithPath: files + "/join-service-policy.json"))
+        let kmsPort = freeLoopbackPort()
+        let (serverSocket, joinerSocket) = (scene.server.keyd.socketPath, scene.joiner.keyd.socketPath)
+        let controlPlane = try await onThread {
+            try TrustdHarness(configuration: [
+                "keyd-socket = \(serverSocket)", "role = control-plane", "node-name = cp-1",
+                "join-listen = 127.0.0.1:\(freeLoopbackPort())", "kms-listen = 127.0.0.1:\(kmsPort)",
+                "handshake-timeout-ms = 90000",
+            ])
+        }
+        let socket = files + "/kms.sock"
+        let worker = try await onThread {
+            try TrustdHarness(configuration: [
+                "keyd-socket = \(joinerSocket)", "role = worker", "node-name = worker-1",
+                "kms-socket = \(socket)", "kms-endpoints = 127.0.0.1:\(kmsPort)",
+                "join-service-policy-file = \(files)/join-service-policy.json", "call-timeout-ms = 90000",
+            ])
+        }
+        var info = stat()
+        #expect(lstat(socket, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        let expected = ClusterSecret.hkdf(
+            scene.secret.master,
+            salt: scene.secret.salt,
+            info: "key-dek/etcd-secrets",
+            length: 32
+        )
+        let client = try HTTP2ClientTransport.Posix(
+            target: .unixDomainSocket(path: socket),
+            transportSecurity: .plaintext
+        )
+        try await withGRPCClient(transport: client) { grpc in
+            let first = try await Self.dataKey(grpc, id: "etcd-secrets", length: 32)
+            let again = try await Self.dataKey(grpc, id: "etcd-secrets", length: 32)
+            #expect(first == expected && again == expected)
+        }
+        #expect(leakedSecret(in: Array((worker.log + controlPlane.log).utf8), [expected]) == nil)
+        _ = try await onThread { worker.stop() }
+        _ = try await onThread { controlPlane.stop() }
+    }
+}

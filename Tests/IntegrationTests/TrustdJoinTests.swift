@@ -330,7 +330,7 @@ extension JoinScene {
             threadPool: pool
         )
         var options = CallOptions.defaults
-        options.timeout = .seconds(60)
+        options.timeout = .seconds(150)
         options.waitForReady = false
         return try await withGRPCClient(
             transport: try client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))
