@@ -19,7 +19,9 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     if let initEnvelope = try? InitEnvelope(decoding: input) {
         if key != nil { fatalError("an input parsed as a key envelope and an init envelope") }
         if initEnvelope.encoded != input { fatalError("an init envelope does not re-encode to its input") }
-        if (try? initEnvelope.open(with: bootKey)) != nil { fatalError("a fuzzed init envelope opened") }
+        if (try? initEnvelope.open(with: bootKey, operatorKey: [], signedPolicy: [])) != nil {
+            fatalError("a fuzzed init envelope opened")
+        }
     }
     do {
         let opened = try DataKeyEnvelope.open(input, with: bootKey)
