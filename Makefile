@@ -15,12 +15,18 @@ FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession FuzzTPMAttest FuzzTPMPublic FuzzTPM
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 
-.PHONY: help deps build check-imports format check-format test demo demo-keyd bench fuzz fuzz-smoke clean
+# make install: where, and from which build (release, or debug for a layout check); NO_BUILD=1 installs what is built.
+DESTDIR ?=
+PREFIX ?= /usr
+BUILD_CONFIG ?= release
+INSTALL_PRODUCTS := keyd trustd keydctl asterism
+
+.PHONY: help deps build check-imports check-systemd format check-format test demo demo-keyd bench fuzz fuzz-smoke install clean
 
 help: ## List the targets
 	@echo "Asterism make targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "Variables: SCRATCH (swift --scratch-path), FUZZ_TARGETS, FUZZ_SECONDS (default 60), FUZZ_SMOKE_SECONDS (default 10), FUZZ_JOBS (smoke targets at a time, default nproc)"
+	@echo "Variables: SCRATCH (swift --scratch-path), DESTDIR, PREFIX (default /usr), BUILD_CONFIG (release or debug), NO_BUILD, FUZZ_TARGETS, FUZZ_SECONDS (default 60), FUZZ_SMOKE_SECONDS (default 10), FUZZ_JOBS (smoke targets at a time, default nproc)"
 
 deps: ## Install the Debian packages that are missing
 	scripts/install-deps
@@ -32,6 +38,10 @@ check-imports: build ## Prove the import-rule check bites, then check keyd's clo
 	scripts/check-keyd-imports --self-test
 	scripts/check-keyd-imports
 
+check-systemd: build ## Check the units: verify (no ordering cycle), exposure (keyd <= 2.0, trustd <= 1.5), paths against the code and docs, make install's tree
+	scripts/check-systemd --self-test
+	scripts/check-systemd
+
 # Every Swift file of the package, its benchmarks, tests and the fuzz package (.swift-format: swift-nio's style, 120 columns).
 FORMAT_PATHS := Package.swift Sources Tests Benchmarks
 
@@ -41,7 +51,7 @@ format: ## Format every Swift file in place with swift-format (.swift-format)
 check-format: ## Fail when a Swift file is not as `make format` leaves it
 	$(SWIFT) format lint --strict --recursive --parallel $(FORMAT_PATHS)
 
-test: deps check-format build check-imports fuzz-smoke ## Check formatting, build, check keyd's imports, run every fuzz target briefly, run every test (CI runs this)
+test: deps check-format build check-imports check-systemd fuzz-smoke ## Check formatting, build, check keyd's imports and the systemd units, run every fuzz target briefly, run every test (CI runs this)
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
 
 demo: deps ## A three-node cluster on this machine (network namespaces, swtpm, keyd, trustd each): init, join, verify, rejoin, recover
@@ -86,6 +96,11 @@ fuzz: deps ## Run each libFuzzer target of Tests/KeydFuzz for FUZZ_SECONDS (the 
 
 fuzz-smoke: deps ## Run each libFuzzer target for FUZZ_SMOKE_SECONDS over its committed corpus (make test runs it)
 	SWIFT=$(SWIFT) scripts/fuzz --smoke $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
+install: ## Build release keyd, trustd, keydctl, asterism and lay them out with units, sysusers, tmpfiles, presets, policy sources and docs under DESTDIR
+	$(if $(NO_BUILD),,for product in $(INSTALL_PRODUCTS); do \
+	  $(SWIFT) build $(SWIFT_FLAGS) $(if $(filter release,$(BUILD_CONFIG)),$(RELEASE_FLAGS)) --product $$product; done)
+	BIN_DIR=$(or $(SCRATCH),.build)/$(BUILD_CONFIG) DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) scripts/install-tree
 
 clean: ## Remove build output (.build or SCRATCH, and the fuzz package's)
 	rm -rf $(or $(SCRATCH),.build) Tests/KeydFuzz/.build
