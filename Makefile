@@ -15,7 +15,7 @@ FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession FuzzTPMAttest FuzzTPMPublic FuzzTPM
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 
-.PHONY: help deps build check-imports format check-format test demo demo-keyd bench fuzz fuzz-smoke clean
+.PHONY: help deps build check-imports check-selinux format check-format test demo demo-keyd bench fuzz fuzz-smoke clean
 
 help: ## List the targets
 	@echo "Asterism make targets:"
@@ -32,6 +32,10 @@ check-imports: build ## Prove the import-rule check bites, then check keyd's clo
 	scripts/check-keyd-imports --self-test
 	scripts/check-keyd-imports
 
+check-selinux: deps ## Prove the policy checks bite, then build selinux/, link it into Debian's refpolicy (scratch store) and check it
+	scripts/check-selinux --self-test
+	scripts/check-selinux
+
 # Every Swift file of the package, its benchmarks, tests and the fuzz package (.swift-format: swift-nio's style, 120 columns).
 FORMAT_PATHS := Package.swift Sources Tests Benchmarks
 
@@ -41,7 +45,7 @@ format: ## Format every Swift file in place with swift-format (.swift-format)
 check-format: ## Fail when a Swift file is not as `make format` leaves it
 	$(SWIFT) format lint --strict --recursive --parallel $(FORMAT_PATHS)
 
-test: deps check-format build check-imports fuzz-smoke ## Check formatting, build, check keyd's imports, run every fuzz target briefly, run every test (CI runs this)
+test: deps check-format check-selinux build check-imports fuzz-smoke ## Check formatting and the SELinux policy, build, check keyd's imports, run every fuzz target briefly, run every test (CI runs this)
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
 
 demo: deps ## A three-node cluster on this machine (network namespaces, swtpm, keyd, trustd each): init, join, verify, rejoin, recover
