@@ -21,7 +21,7 @@ PREFIX ?= /usr
 BUILD_CONFIG ?= release
 INSTALL_PRODUCTS := keyd trustd keydctl asterism
 
-.PHONY: help deps build check-imports check-systemd format check-format test demo demo-keyd bench fuzz fuzz-smoke install clean
+.PHONY: help deps build check-imports check-systemd check-selinux format check-format test demo demo-keyd bench fuzz fuzz-smoke install clean
 
 help: ## List the targets
 	@echo "Asterism make targets:"
@@ -42,6 +42,10 @@ check-systemd: build ## Check the units: verify (no ordering cycle), exposure (k
 	scripts/check-systemd --self-test
 	scripts/check-systemd
 
+check-selinux: deps ## Prove the policy checks bite, then build selinux/, link it into Debian's refpolicy (scratch store) and check it
+	scripts/check-selinux --self-test
+	scripts/check-selinux
+
 # Every Swift file of the package, its benchmarks, tests and the fuzz package (.swift-format: swift-nio's style, 120 columns).
 FORMAT_PATHS := Package.swift Sources Tests Benchmarks
 
@@ -51,7 +55,7 @@ format: ## Format every Swift file in place with swift-format (.swift-format)
 check-format: ## Fail when a Swift file is not as `make format` leaves it
 	$(SWIFT) format lint --strict --recursive --parallel $(FORMAT_PATHS)
 
-test: deps check-format build check-imports check-systemd fuzz-smoke ## Check formatting, build, check keyd's imports and the systemd units, run every fuzz target briefly, run every test (CI runs this)
+test: deps check-format check-selinux build check-imports check-systemd fuzz-smoke ## Check formatting and the SELinux policy, build, check keyd's imports and the systemd units, run every fuzz target briefly, run every test (CI runs this)
 	$(SWIFT) test $(SWIFT_FLAGS) --skip-build
 
 demo: deps ## A three-node cluster on this machine (network namespaces, swtpm, keyd, trustd each): init, join, verify, rejoin, recover
