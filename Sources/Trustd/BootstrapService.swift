@@ -311,3 +311,23 @@ public struct KubeadmControlPlaneInitializer: ControlPlaneInitializer {
         return try BoundedFile.read(adminKubeconfig, limit: 1 << 20)
     }
 }
+
+/// `kubeadm init` handed to its own root unit (`kubeadm-handoff`): the 0600 configuration written where
+/// `asterism-kubeadm-init.path` watches for it; Init answers without a kubeconfig (kubeadm writes
+/// `/etc/kubernetes/admin.conf` on the node).
+public struct KubeadmInitHandoff: ControlPlaneInitializer {
+    public let configuration: KubeadmInitConfiguration
+    public let outputDirectory: String
+
+    public init(configuration: KubeadmInitConfiguration, outputDirectory: String) {
+        self.configuration = configuration
+        self.outputDirectory = outputDirectory
+    }
+
+    public func initialize(clusterID: [UInt8], log: @Sendable (String) async throws -> Void) async throws -> [UInt8] {
+        let file = try KubeadmConfigFile.write(configuration, directory: outputDirectory)
+        try await log("kubeadm init handed to asterism-kubeadm-init.service (root) with \(file)")
+        try await log("the admin kubeconfig will be /etc/kubernetes/admin.conf on the node")
+        return []
+    }
+}

@@ -19,13 +19,18 @@ struct NodeSetUpRunner: Sendable {
 
     let client: JoinClient
     let kubeadm: (any KubeadmRunner)?
+    /// Whether kubeadm join runs as root from `asterism-kubeadm-join.service` with the configuration written
+    /// here (`kubeadm-handoff`), instead of through ``kubeadm``.
+    var handoff = false
     let keydSocket: String
     let outputDirectory: String
     let logger: Logger
 
     /// Runs the set-up to its end.
     func run() async throws {
-        if kubeadm == nil { logger.notice("kubeadm-path is not set: the node set-up ends without a kubeadm step") }
+        if kubeadm == nil, !handoff {
+            logger.notice("kubeadm-path is not set: the node set-up ends without a kubeadm step")
+        }
         while true {
             let observed = try await observe()
             let persisted = try readState()
@@ -40,6 +45,13 @@ struct NodeSetUpRunner: Sendable {
                 return
             case .requestTicket(let kind):
                 try await requestTicket(kind, from: state)
+            case .runKubeadm where handoff:
+                let file = try KubeadmConfigFile.write(try joinConfiguration(), directory: outputDirectory)
+                logger.notice(
+                    "kubeadm join handed to asterism-kubeadm-join.service (root)",
+                    metadata: ["kubeadm.config": "\(file)", "kubeadm.marker": "\(Self.kubeadmMarkerName)"]
+                )
+                return
             case .runKubeadm:
                 try await runKubeadm(from: state)
             }
@@ -77,14 +89,7 @@ struct NodeSetUpRunner: Sendable {
     /// `kubeadm join` with the written join material; the marker, then the step.
     private func runKubeadm(from state: NodeSetUpState) async throws {
         guard let kubeadm else { preconditionFailure("the set-up ran kubeadm without one configured") }
-        let material = try JoinFiles(directory: outputDirectory).readMaterial()
-        let configuration = KubeadmJoinConfiguration(
-            apiServerEndpoint: material.apiServerEndpoint,
-            token: material.token,
-            caCertHash: material.discoveryTokenCACertHash,
-            nodeName: material.nodeName,
-            certificateKey: material.controlPlane ? material.certificateKey : nil
-        )
+        let configuration = try joinConfiguration()
         let configFile = try KubeadmConfigFile.write(configuration, directory: outputDirectory)
         // The file holds the bootstrap token: gone once kubeadm is done with it.
         defer { unlink(configFile) }
@@ -99,6 +104,18 @@ struct NodeSetUpRunner: Sendable {
             mode: 0o644
         )
         try Self.write(state.recording(.kubeadmDone), directory: outputDirectory)
+    }
+
+    /// kubeadm's join configuration from the join material written.
+    private func joinConfiguration() throws -> KubeadmJoinConfiguration {
+        let material = try JoinFiles(directory: outputDirectory).readMaterial()
+        return KubeadmJoinConfiguration(
+            apiServerEndpoint: material.apiServerEndpoint,
+            token: material.token,
+            caCertHash: material.discoveryTokenCACertHash,
+            nodeName: material.nodeName,
+            certificateKey: material.controlPlane ? material.certificateKey : nil
+        )
     }
 
     /// What the node shows now. keyd may still be starting: its boot key is asked for until it answers,
@@ -128,7 +145,7 @@ struct NodeSetUpRunner: Sendable {
             keydBootKey: bootKey!,
             joinMaterialPresent: (try? JoinFiles(directory: outputDirectory).readMaterial()) != nil,
             kubeadmCompleted: lstat(outputDirectory + "/" + Self.kubeadmMarkerName, &info) == 0,
-            kubeadmConfigured: kubeadm != nil
+            kubeadmConfigured: kubeadm != nil || handoff
         )
     }
 

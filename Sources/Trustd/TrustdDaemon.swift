@@ -79,7 +79,7 @@ public struct TrustdDaemon: Sendable {
                     "No Kubernetes configured (api-server-advertise, kubernetes-ca-file, credentials): JoinService hands out keys only, no bootstrap token"
                 )
                 material = KeysOnlyMaterial()
-            } else if configuration.kubeadmPath != nil {
+            } else if configuration.kubeadmPath != nil || configuration.kubeadmHandoff {
                 // The first control plane's kubeadm init writes the CA and the credentials after start.
                 let deferred = DeferredJoinMaterial(
                     configuration: configuration,
@@ -158,28 +158,7 @@ public struct TrustdDaemon: Sendable {
             )
             let requests = BootstrapRequests(
                 keyd: KeydInitAcceptor(gateway: keyd),
-                initializer: try configuration.kubeadmPath.map { program in
-                    guard let advertise = configuration.apiServerAdvertise else {
-                        throw TrustdStartError(
-                            "kubeadm-path is set on a control plane: set api-server-advertise (kubeadm init)"
-                        )
-                    }
-                    return KubeadmControlPlaneInitializer(
-                        runner: SubprocessKubeadmRunner(
-                            program: program,
-                            timeout: .seconds(configuration.kubeadmTimeoutSeconds),
-                            logger: logger.with(label: "kubeadm")
-                        ),
-                        configuration: KubeadmInitConfiguration(
-                            nodeName: try JoinRunner.nodeName(configuration),
-                            kubernetesVersion: configuration.kubernetesVersion,
-                            advertiseEndpoint: advertise.description,
-                            certificateSANs: []
-                        ),
-                        outputDirectory: configuration.outputDirectory,
-                        adminKubeconfig: configuration.kubeadmAdminKubeconfig
-                    )
-                },
+                initializer: try Self.controlPlaneInitializer(configuration, logger: logger),
                 logger: logger.with(label: "bootstrap"),
                 holdsKEK: { keyHeld.signal() }
             )
@@ -354,6 +333,39 @@ public struct TrustdDaemon: Sendable {
     }
 }
 
+extension TrustdDaemon {
+    /// What Init runs after keyd accepted it: kubeadm init through trustd (`kubeadm-path`), handed to its
+    /// own unit (`kubeadm-handoff`), or nothing.
+    static func controlPlaneInitializer(
+        _ configuration: TrustdConfiguration,
+        logger: Logger
+    ) throws -> (any ControlPlaneInitializer)? {
+        guard configuration.kubeadmPath != nil || configuration.kubeadmHandoff else { return nil }
+        guard let advertise = configuration.apiServerAdvertise else {
+            throw TrustdStartError("kubeadm runs on this control plane: set api-server-advertise (kubeadm init)")
+        }
+        let initConfiguration = KubeadmInitConfiguration(
+            nodeName: try JoinRunner.nodeName(configuration),
+            kubernetesVersion: configuration.kubernetesVersion,
+            advertiseEndpoint: advertise.description,
+            certificateSANs: []
+        )
+        guard let program = configuration.kubeadmPath else {
+            return KubeadmInitHandoff(configuration: initConfiguration, outputDirectory: configuration.outputDirectory)
+        }
+        return KubeadmControlPlaneInitializer(
+            runner: SubprocessKubeadmRunner(
+                program: program,
+                timeout: .seconds(configuration.kubeadmTimeoutSeconds),
+                logger: logger.with(label: "kubeadm")
+            ),
+            configuration: initConfiguration,
+            outputDirectory: configuration.outputDirectory,
+            adminKubeconfig: configuration.kubeadmAdminKubeconfig
+        )
+    }
+}
+
 /// Sends `READY=1` once every wait has returned (listeners bound, the join done), then idles until shutdown.
 struct ReadinessNotifier: Service {
     let waits: [@Sendable () async throws -> Void]
@@ -437,13 +449,15 @@ struct JoinRunner: Service {
                 logger: logger.with(label: "kubeadm")
             )
         }
-        return NodeSetUpRunner(
+        var runner = NodeSetUpRunner(
             client: client,
             kubeadm: kubeadm,
             keydSocket: configuration.keydSocket,
             outputDirectory: configuration.outputDirectory,
             logger: logger.with(label: "setup")
         )
+        runner.handoff = configuration.kubeadmHandoff
+        return runner
     }
 
     /// The check of another node's service (JoinService, KMS): its attestation against the policy in

@@ -42,6 +42,7 @@ import KeydProtocol
 /// component-max-bytes = 536870912
 /// component-timeout-seconds = 600
 /// kubeadm-path = /run/state/bin/kubeadm
+/// kubeadm-handoff = false
 /// kubeadm-timeout-seconds = 600
 /// kubeadm-admin-kubeconfig = /etc/kubernetes/admin.conf
 /// kms-listen = 0.0.0.0:9091
@@ -121,6 +122,10 @@ public struct TrustdConfiguration: Equatable, Sendable {
     public var componentTimeoutSeconds: Int = 600
     /// The kubeadm program run after a join; nil: no kubeadm step (the log says so).
     public var kubeadmPath: String?
+    /// Whether kubeadm runs as root from its own units (`asterism-kubeadm-join.service`,
+    /// `asterism-kubeadm-init.path`) with the 0600 configuration trustd writes, instead of trustd running
+    /// `kubeadm-path` itself (which needs root: the shipped trustd.service has no privilege).
+    public var kubeadmHandoff: Bool = false
     /// Time one kubeadm run may take before it is killed.
     public var kubeadmTimeoutSeconds: Int = 600
     /// The admin kubeconfig `kubeadm init` writes, which Init answers the operator with.
@@ -207,6 +212,7 @@ public struct TrustdConfiguration: Equatable, Sendable {
         case componentMaxBytes = "component-max-bytes"
         case componentTimeout = "component-timeout-seconds"
         case kubeadmPath = "kubeadm-path"
+        case kubeadmHandoff = "kubeadm-handoff"
         case kubeadmTimeout = "kubeadm-timeout-seconds"
         case kubeadmAdminKubeconfig = "kubeadm-admin-kubeconfig"
         case kmsListen = "kms-listen"
@@ -257,6 +263,7 @@ public struct TrustdConfiguration: Equatable, Sendable {
             case .componentTimeout:
                 configuration.componentTimeoutSeconds = try field.integer(in: bootstrapTimeoutRange)
             case .kubeadmPath: configuration.kubeadmPath = try field.absolutePath()
+            case .kubeadmHandoff: configuration.kubeadmHandoff = try field.boolean()
             case .kubeadmTimeout: configuration.kubeadmTimeoutSeconds = try field.integer(in: bootstrapTimeoutRange)
             case .kubeadmAdminKubeconfig: configuration.kubeadmAdminKubeconfig = try field.absolutePath()
             case .kmsListen: configuration.kmsListen = try field.listenAddress()
@@ -298,6 +305,12 @@ public struct TrustdConfiguration: Equatable, Sendable {
             guard let reported else { preconditionFailure("defaults conflict: \(first) and \(second)") }
             throw reported.conflict(with: other.0.rawValue, onLine: other.1?.lineNumber, rule: rule)
         }
+        try refuse(
+            .kubeadmPath,
+            .kubeadmHandoff,
+            if: kubeadmPath != nil && kubeadmHandoff,
+            rule: "kubeadm runs either from trustd (kubeadm-path) or from its own units (kubeadm-handoff)"
+        )
         try refuse(
             .kubernetesTokenFile,
             .kubernetesKubeconfig,

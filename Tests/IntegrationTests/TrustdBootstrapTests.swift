@@ -177,6 +177,25 @@ import Testing
 }
 
 extension TrustdBootstrapTests {
+    @Test("kubeadm-handoff: Init writes the 0600 kubeadm init configuration asterism-kubeadm-init.path starts on")
+    func initHandsKubeadmToItsUnit() async throws {
+        let scene = try await Scene { files in ["kubeadm-handoff = true", "output-directory = \(files)"] }
+        let lines = LineCollector()
+        let success = try await scene.client.initialize(
+            try scene.initRequest(),
+            threadPool: scene.pool,
+            onLog: { lines.append($0) }
+        )
+        #expect(Array(success.clusterID) == scene.secret.clusterID && success.kubeconfig.isEmpty)
+        #expect(lines.text.contains("handed to asterism-kubeadm-init.service"), "\(lines.text)")
+        let file = scene.files + "/kubeadm-init.yaml"
+        #expect(try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int == 0o600)
+        let yaml = try String(contentsOfFile: file, encoding: .utf8)
+        #expect(yaml.contains("kind: InitConfiguration") && yaml.contains("controlPlaneEndpoint: 10.0.0.1:6443"))
+        _ = try await onThread { scene.trustd.stop() }
+        try await scene.api.stop()
+    }
+
     @Test("Init runs kubeadm init with a 0600 InitConfiguration and answers the admin kubeconfig it wrote")
     func initRunsKubeadm() async throws {
         // A stand-in for kubeadm (no Kubernetes runs here) that checks its contract and writes admin.conf.

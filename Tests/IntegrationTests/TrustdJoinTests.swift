@@ -555,6 +555,73 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
         }
     }
 
+    @Test("kubeadm-handoff: trustd writes the 0600 join configuration that asterism-kubeadm-join.service runs as root")
+    func kubeadmHandoffToItsUnit() async throws {
+        let scene = try JoinScene()
+        let policyFile = scene.outputDirectory + "/../" + "join-service-policy-handoff-\(getpid()).json"
+        let policy = try MeasurementPolicy(
+            version: 1,
+            measurements: Measurements([:]),
+            allowedAKDigests: [scene.serverAK]
+        )
+        try Data(policy.canonicalJSON).write(to: URL(fileURLWithPath: policyFile))
+        defer { unlink(policyFile) }
+        let work = scene.outputDirectory + "-handoff"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        try """
+        #!/bin/sh
+        echo "$*" >> \(work)/kubeadm-calls
+        """.write(toFile: work + "/kubeadm", atomically: true, encoding: .utf8)
+        chmod(work + "/kubeadm", 0o755)
+        // The unit's own command lines, with the installed paths pointed at this test's.
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let unit = try String(contentsOfFile: root + "/systemd/asterism-kubeadm-join.service", encoding: .utf8)
+        let commands = unit.split(separator: "\n").filter { $0.hasPrefix("ExecStart") }.map {
+            String($0.split(separator: "=", maxSplits: 1)[1])
+                .replacingOccurrences(of: "/run/state/bin/kubeadm", with: work + "/kubeadm")
+                .replacingOccurrences(of: "/var/lib/asterism-trustd/join", with: scene.outputDirectory)
+        }
+        #expect(commands.count == 3, "\(commands)")
+        try await scene.withJoinService { port in
+            let configuration = [
+                "keyd-socket = \(scene.joiner.keyd.socketPath)", "role = worker", "node-name = worker-1",
+                "join-endpoints = 127.0.0.1:\(port)", "join-service-policy-file = \(policyFile)",
+                "output-directory = \(scene.outputDirectory)", "backoff-initial-ms = 10", "backoff-max-ms = 100",
+                "join-deadline-seconds = 300", "call-timeout-ms = 60000", "kubeadm-handoff = true",
+            ]
+            let first = try await onThread { try TrustdHarness(configuration: configuration) }
+            let configFile = scene.outputDirectory + "/kubeadm-join.yaml"
+            let attributes = try FileManager.default.attributesOfItem(atPath: configFile)
+            #expect(attributes[.posixPermissions] as? Int == 0o600)
+            let material = try JoinFiles(directory: scene.outputDirectory).readMaterial()
+            #expect(try String(contentsOfFile: configFile, encoding: .utf8).contains(material.token))
+            #expect(first.log.contains("handed to asterism-kubeadm-join.service"), "\(first.log)")
+            #expect(!FileManager.default.fileExists(atPath: work + "/kubeadm-calls"), "trustd ran no kubeadm")
+            _ = try await onThread { first.stop() }
+
+            // What the unit does, as root: kubeadm join, the marker, the token's file removed.
+            for command in commands {
+                let words = command.split(separator: " ").map(String.init)
+                let result = try runCommand(words[0], Array(words.dropFirst()))
+                #expect(result.status == 0, "\(command): \(result.stderr)")
+            }
+            #expect(
+                try String(contentsOfFile: work + "/kubeadm-calls", encoding: .utf8) == "join --config \(configFile)\n"
+            )
+            #expect(!FileManager.default.fileExists(atPath: configFile))
+
+            // After a restart the marker ends the set-up: no configuration is written again.
+            scene.joiner.stopKeyd()
+            try scene.joiner.start()
+            let second = try await onThread { try TrustdHarness(configuration: configuration) }
+            #expect(second.log.contains("rejoin complete"), "\(second.log)")
+            #expect(!FileManager.default.fileExists(atPath: configFile))
+            _ = try await onThread { second.stop() }
+        }
+    }
+
     @Test("a configuration error stops trustd with status 2 and names the line")
     func badConfiguration() throws {
         var template = Array("/tmp/trustd-conf-XXXXXX".utf8CString)

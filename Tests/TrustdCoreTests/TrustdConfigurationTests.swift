@@ -63,6 +63,7 @@ import Testing
         #expect(configuration.componentMaxBytes == 512 << 20)
         #expect(configuration.componentTimeoutSeconds == 600)
         #expect(configuration.kubeadmPath == nil)
+        #expect(configuration.kubeadmHandoff == false)
         #expect(configuration.kubeadmTimeoutSeconds == 600)
         #expect(configuration.kubeadmAdminKubeconfig == "/etc/kubernetes/admin.conf")
         #expect(configuration.kmsListen == nil && configuration.kmsSocket == nil && configuration.kmsEndpoints == [])
@@ -209,6 +210,7 @@ import Testing
         Setting(text: "component-timeout-seconds = 10") { $0.componentTimeoutSeconds == 10 },
         Setting(text: "kubeadm-path = /run/state/bin/kubeadm") { $0.kubeadmPath == "/run/state/bin/kubeadm" },
         Setting(text: "kubeadm-timeout-seconds = 7200") { $0.kubeadmTimeoutSeconds == 7200 },
+        Setting(text: "kubeadm-handoff = true") { $0.kubeadmHandoff },
         Setting(text: "kubeadm-admin-kubeconfig = /tmp/admin.conf") { $0.kubeadmAdminKubeconfig == "/tmp/admin.conf" },
         Setting(text: "kms-listen = 0.0.0.0:9091") { $0.kmsListen == TrustdConfigurationTests.ipv4("0.0.0.0", 9091) },
         Setting(text: "kms-socket = /run/trustd/kms.sock") { $0.kmsSocket == "/run/trustd/kms.sock" },
@@ -377,6 +379,12 @@ import Testing
         outside("component-timeout-seconds", "9", "10…7200"),
         bad("kubeadm-path", "kubeadm", "an absolute path"),
         outside("kubeadm-timeout-seconds", "7201", "10…7200"),
+        Refusal(
+            text: "kubeadm-handoff = true\nkubeadm-path = /run/state/bin/kubeadm",
+            code: .configurationConflict,
+            message: "configuration line 2: 'kubeadm-path' conflicts with 'kubeadm-handoff' on line 1: "
+                + "kubeadm runs either from trustd (kubeadm-path) or from its own units (kubeadm-handoff)"
+        ),
         Refusal(
             text: "kubernetes-token-file = /t\n# both\nkubernetes-kubeconfig = /k",
             code: .configurationConflict,
