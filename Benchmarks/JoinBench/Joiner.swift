@@ -10,6 +10,7 @@ import GRPCProtobuf
 import KeydCore
 import KeydProtocol
 import NIOPosix
+import Trustd
 
 /// One joining node as the bench plays it: a software P-256 AK (one of the policy's allow-listed AKs,
 /// shared by nodes whose index is equal modulo their count), its own boot key, state-disk UUID and
@@ -116,46 +117,32 @@ struct TicketClient: Sendable {
         )
         return try await withGRPCClient(transport: transport) { grpc in
             if rejoin {
-                let response = try await grpc.bidirectionalStreaming(
-                    request: StreamingClientRequest(of: Join_IssueRejoinTicketRequest.self) { writer in
-                        var request = Join_IssueRejoinTicketRequest()
-                        request.diskUuid = node.diskUUID.text
-                        request.bootPublicKey = Data(node.bootPublicKey)
-                        request.evidenceBinding = .sealedV1
-                        request.nodeName = node.nodeName.text
-                        try await writer.write(request)
-                    },
-                    descriptor: Join_API.Method.IssueRejoinTicket.descriptor,
-                    serializer: ProtobufSerializer<Join_IssueRejoinTicketRequest>(),
-                    deserializer: ProtobufDeserializer<Join_IssueRejoinTicketResponse>(),
+                let response: Join_IssueRejoinTicketResponse = try await grpc.attestedUnary(
+                    Join_API.Method.IssueRejoinTicket.descriptor,
                     options: options
-                ) { response in try await Self.single(response) }
-                return Array(response.sealedKeys)
-            }
-            let response = try await grpc.bidirectionalStreaming(
-                request: StreamingClientRequest(of: Join_IssueJoinTicketRequest.self) { writer in
-                    var request = Join_IssueJoinTicketRequest()
+                ) {
+                    var request = Join_IssueRejoinTicketRequest()
                     request.diskUuid = node.diskUUID.text
                     request.bootPublicKey = Data(node.bootPublicKey)
                     request.evidenceBinding = .sealedV1
                     request.nodeName = node.nodeName.text
-                    try await writer.write(request)
-                },
-                descriptor: Join_API.Method.IssueJoinTicket.descriptor,
-                serializer: ProtobufSerializer<Join_IssueJoinTicketRequest>(),
-                deserializer: ProtobufDeserializer<Join_IssueJoinTicketResponse>(),
+                    return request
+                }
+                return Array(response.sealedKeys)
+            }
+            let response: Join_IssueJoinTicketResponse = try await grpc.attestedUnary(
+                Join_API.Method.IssueJoinTicket.descriptor,
                 options: options
-            ) { response in try await Self.single(response) }
+            ) {
+                var request = Join_IssueJoinTicketRequest()
+                request.diskUuid = node.diskUUID.text
+                request.bootPublicKey = Data(node.bootPublicKey)
+                request.evidenceBinding = .sealedV1
+                request.nodeName = node.nodeName.text
+                return request
+            }
             guard !response.token.isEmpty else { throw BenchFailure("a join ticket without join material") }
             return Array(response.sealedKeys)
         }
-    }
-
-    /// The one message of a unary answer read through the streaming API.
-    static func single<M: Sendable>(_ response: StreamingClientResponse<M>) async throws -> M {
-        var first: M?
-        for try await message in response.messages where first == nil { first = message }
-        guard let first else { throw BenchFailure("the service sent no ticket") }
-        return first
     }
 }

@@ -230,23 +230,20 @@ public struct JoinClient: Sendable {
         ).run(endpoint: endpoint, timeout: min(configuration.callTimeout, remaining)) { grpc, options, recorder in
             switch kind {
             case .join:
-                let response = try await grpc.bidirectionalStreaming(
-                    request: StreamingClientRequest(of: Join_IssueJoinTicketRequest.self) { writer in
-                        let bound = try recorder.answer()
-                        var request = Join_IssueJoinTicketRequest()
-                        request.diskUuid = bound.diskUUID
-                        request.bootPublicKey = Data(bound.bootPublicKey)
-                        request.evidenceBinding = .sealedV1
-                        request.isControlPlane = role == .controlPlane
-                        request.nodeName = nodeName
-                        request.certificateRequest = Data(csr)
-                        try await writer.write(request)
-                    },
-                    descriptor: Join_API.Method.IssueJoinTicket.descriptor,
-                    serializer: ProtobufSerializer<Join_IssueJoinTicketRequest>(),
-                    deserializer: ProtobufDeserializer<Join_IssueJoinTicketResponse>(),
+                let response: Join_IssueJoinTicketResponse = try await grpc.attestedUnary(
+                    Join_API.Method.IssueJoinTicket.descriptor,
                     options: options
-                ) { response in try await Self.single(response) }
+                ) {
+                    let bound = try recorder.answer()
+                    var request = Join_IssueJoinTicketRequest()
+                    request.diskUuid = bound.diskUUID
+                    request.bootPublicKey = Data(bound.bootPublicKey)
+                    request.evidenceBinding = .sealedV1
+                    request.isControlPlane = role == .controlPlane
+                    request.nodeName = nodeName
+                    request.certificateRequest = Data(csr)
+                    return request
+                }
                 return Ticket(
                     sealedKeys: Array(response.sealedKeys),
                     kubeletCertificate: Array(response.kubeletCert),
@@ -261,33 +258,22 @@ public struct JoinClient: Sendable {
                     )
                 )
             case .rejoin:
-                let response = try await grpc.bidirectionalStreaming(
-                    request: StreamingClientRequest(of: Join_IssueRejoinTicketRequest.self) { writer in
-                        let bound = try recorder.answer()
-                        var request = Join_IssueRejoinTicketRequest()
-                        request.diskUuid = bound.diskUUID
-                        request.bootPublicKey = Data(bound.bootPublicKey)
-                        request.evidenceBinding = .sealedV1
-                        request.isControlPlane = role == .controlPlane
-                        request.nodeName = nodeName
-                        try await writer.write(request)
-                    },
-                    descriptor: Join_API.Method.IssueRejoinTicket.descriptor,
-                    serializer: ProtobufSerializer<Join_IssueRejoinTicketRequest>(),
-                    deserializer: ProtobufDeserializer<Join_IssueRejoinTicketResponse>(),
+                let response: Join_IssueRejoinTicketResponse = try await grpc.attestedUnary(
+                    Join_API.Method.IssueRejoinTicket.descriptor,
                     options: options
-                ) { response in try await Self.single(response) }
+                ) {
+                    let bound = try recorder.answer()
+                    var request = Join_IssueRejoinTicketRequest()
+                    request.diskUuid = bound.diskUUID
+                    request.bootPublicKey = Data(bound.bootPublicKey)
+                    request.evidenceBinding = .sealedV1
+                    request.isControlPlane = role == .controlPlane
+                    request.nodeName = nodeName
+                    return request
+                }
                 return Ticket(sealedKeys: Array(response.sealedKeys))
             }
         }
-    }
-
-    /// The one message of a unary answer read through the streaming API.
-    static func single<M: Sendable>(_ response: StreamingClientResponse<M>) async throws -> M {
-        var first: M?
-        for try await message in response.messages where first == nil { first = message }
-        guard let first else { throw RPCError(code: .internalError, message: "the service sent no ticket") }
-        return first
     }
 
     /// `envelope.accept` with this node's keyd. The envelope's purpose is the JoinService connection's

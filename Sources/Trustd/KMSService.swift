@@ -230,23 +230,21 @@ public struct LocalKMSService: Kms_API.SimpleServiceProtocol {
         let role = call.role
         let nodeName = call.nodeName
         let response = try await call.run(endpoint: endpoint, timeout: callTimeout) { grpc, options, recorder in
-            try await grpc.bidirectionalStreaming(
-                request: StreamingClientRequest(of: Kms_GetDataKeyRequest.self) { writer in
-                    let bound = try recorder.answer()
-                    var request = Kms_GetDataKeyRequest()
-                    request.dataKeyID = id.text
-                    request.length = UInt32(length)
-                    request.bootPublicKey = Data(bound.bootPublicKey)
-                    request.diskUuid = bound.diskUUID
-                    request.isControlPlane = role == .controlPlane
-                    request.nodeName = nodeName
-                    try await writer.write(request)
-                },
-                descriptor: Kms_API.Method.GetDataKey.descriptor,
-                serializer: ProtobufSerializer<Kms_GetDataKeyRequest>(),
-                deserializer: ProtobufDeserializer<Kms_GetDataKeyResponse>(),
+            let answer: Kms_GetDataKeyResponse = try await grpc.attestedUnary(
+                Kms_API.Method.GetDataKey.descriptor,
                 options: options
-            ) { response in try await JoinClient.single(response) }
+            ) {
+                let bound = try recorder.answer()
+                var request = Kms_GetDataKeyRequest()
+                request.dataKeyID = id.text
+                request.length = UInt32(length)
+                request.bootPublicKey = Data(bound.bootPublicKey)
+                request.diskUuid = bound.diskUUID
+                request.isControlPlane = role == .controlPlane
+                request.nodeName = nodeName
+                return request
+            }
+            return answer
         }
         guard response.dataKey.isEmpty, !response.sealedDataKey.isEmpty else {
             throw RPCError(code: .internalError, message: "the key service answered no sealed key (or a plain one)")

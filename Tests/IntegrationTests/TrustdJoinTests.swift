@@ -335,24 +335,14 @@ extension JoinScene {
         return try await withGRPCClient(
             transport: try client.grpcTransport(target: .ipv4(address: "127.0.0.1", port: port))
         ) { grpc in
-            try await grpc.bidirectionalStreaming(
-                request: StreamingClientRequest(of: Join_IssueJoinTicketRequest.self) { writer in
-                    let bound = try evidence.bound()
-                    var request = Join_IssueJoinTicketRequest()
-                    request.diskUuid = diskUUID ?? bound.diskUUID
-                    request.bootPublicKey = Data(bound.bootPublicKey)
-                    request.evidenceBinding = .sealedV1
-                    request.nodeName = "worker-1"
-                    try await writer.write(request)
-                },
-                descriptor: Join_API.Method.IssueJoinTicket.descriptor,
-                serializer: ProtobufSerializer<Join_IssueJoinTicketRequest>(),
-                deserializer: ProtobufDeserializer<Join_IssueJoinTicketResponse>(),
-                options: options
-            ) { response in
-                var first: Join_IssueJoinTicketResponse?
-                for try await message in response.messages where first == nil { first = message }
-                return try #require(first)
+            try await grpc.attestedUnary(Join_API.Method.IssueJoinTicket.descriptor, options: options) {
+                let bound = try evidence.bound()
+                var request = Join_IssueJoinTicketRequest()
+                request.diskUuid = diskUUID ?? bound.diskUUID
+                request.bootPublicKey = Data(bound.bootPublicKey)
+                request.evidenceBinding = .sealedV1
+                request.nodeName = "worker-1"
+                return request
             }
         }
     }
