@@ -223,7 +223,7 @@ struct CANameTests {
         let server = try await Loopback.serve(atls)
         defer { Task { await server.close() } }
         let sni = ATLSNonce.random().base64
-        let result = try runCommand(
+        let result = try await runCommand(
             "/usr/bin/env",
             [
                 "openssl", "s_client", "-connect", "127.0.0.1:\(server.port)", "-servername", sni, version, "-ign_eof",

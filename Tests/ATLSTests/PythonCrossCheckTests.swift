@@ -41,7 +41,7 @@ struct PythonCrossCheckTests {
         )
         let server = try await Loopback.serve(atls)
         defer { Task { await server.close() } }
-        let result = try runCommand(
+        let result = try await runCommand(
             "/usr/bin/env",
             ["python3", Self.script, "--port", String(server.port), "--tls", tls]
         )

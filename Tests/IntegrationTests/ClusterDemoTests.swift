@@ -39,8 +39,8 @@ import Testing
         let network = try #require(lines.first { $0.contains("network: bridge") })
         let made = network.split(separator: " ").map(String.init).filter { $0.hasPrefix("ast") }
         #expect(made.count == 4, "\(network)")
-        let namespaces = try runCommand("/usr/sbin/ip", ["netns", "list"]).stdout
-        let links = try runCommand("/usr/sbin/ip", ["-o", "link"]).stdout
+        let namespaces = try await runCommand("/usr/sbin/ip", ["netns", "list"]).stdout
+        let links = try await runCommand("/usr/sbin/ip", ["-o", "link"]).stdout
         for name in made { #expect(!namespaces.contains(name) && !links.contains(name), "\(name) left behind") }
         let keyLine = try #require(lines.first { $0.contains("operator key") })
         let keyPath = try #require(keyLine.split(separator: "(").last?.split(separator: ",").first)

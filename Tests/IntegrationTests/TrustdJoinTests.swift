@@ -594,7 +594,7 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
             // What the unit does, as root: kubeadm join, the marker, the token's file removed.
             for command in commands {
                 let words = command.split(separator: " ").map(String.init)
-                let result = try runCommand(words[0], Array(words.dropFirst()))
+                let result = try await runCommand(words[0], Array(words.dropFirst()))
                 #expect(result.status == 0, "\(command): \(result.stderr)")
             }
             #expect(

@@ -63,6 +63,23 @@ public enum Spawn {
         return 128 + (status & 0x7F)
     }
 
+    /// Waits for `pid` on a thread of its own (see ``offPool(_:)``).
+    public static func wait(_ pid: pid_t) async -> Int32 {
+        // The thread never throws; the fallback only satisfies the type.
+        (try? await offPool { wait(pid) }) ?? -1
+    }
+
+    /// Runs `body` on a thread of its own and awaits it.
+    ///
+    /// Swift concurrency has one cooperative thread per core (two on CI): a test that blocks one of
+    /// them in `waitpid` or `poll` for a minute stalls every other test's tasks, timers included.
+    public static func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread { continuation.resume(with: Result { try body() }) }
+            thread.start()
+        }
+    }
+
     /// Whether `pid` has not exited yet (without reaping it).
     public static func isRunning(_ pid: pid_t) -> Bool {
         var info = siginfo_t()
@@ -143,6 +160,18 @@ public enum Spawn {
     }
 }
 
+extension Spawn {
+    /// Runs a command to completion like the blocking `run`, on a thread of its own (see ``offPool(_:)``).
+    public static func run(
+        _ path: String,
+        _ arguments: [String],
+        stdin: Data? = nil,
+        environment: [String: String]? = nil
+    ) async throws -> CommandResult {
+        try await offPool { try run(path, arguments, stdin: stdin, environment: environment) }
+    }
+}
+
 /// Output of a finished command.
 public struct CommandResult: Sendable {
     /// Exit status (128 + signal when killed).
@@ -164,6 +193,12 @@ public struct CommandResult: Sendable {
 @discardableResult
 public func runCommand(_ path: String, _ arguments: [String], stdin: Data? = nil) throws -> CommandResult {
     try Spawn.run(path, arguments, stdin: stdin)
+}
+
+/// Runs a command to completion off Swift concurrency's cooperative threads.
+@discardableResult
+public func runCommand(_ path: String, _ arguments: [String], stdin: Data? = nil) async throws -> CommandResult {
+    try await Spawn.run(path, arguments, stdin: stdin)
 }
 
 /// A test set-up failure with its reason.

@@ -172,7 +172,8 @@ struct KubeadmScene {
         let scene = try KubeadmScene()
         defer { scene.remove() }
         // A child of the script holds the pipes: the whole process group must go.
-        let program = try scene.script("echo started\nsleep 600 &\nwait")
+        let pidFile = scene.directory + "/sleep.pid"
+        let program = try scene.script("echo started\nsleep 600 &\necho $! > \(pidFile)\nwait")
         let runner = SubprocessKubeadmRunner(
             program: program,
             timeout: .milliseconds(500),
@@ -184,7 +185,26 @@ struct KubeadmScene {
         }
         #expect(error?.code == .timeout)
         #expect(error?.description.contains("ran past") == true)
-        #expect(ContinuousClock.now - start < .seconds(60))
+        // Waiting for `sleep 600` would take ten minutes; the bound is loose because a loaded CI
+        // run can stall the test's tasks, and the real check is that the grandchild is gone.
+        #expect(ContinuousClock.now - start < .seconds(300))
+        let pidText = try String(contentsOfFile: pidFile, encoding: .utf8)
+        let sleepPID = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
+        // SIGTERM reached the whole group; the child exits a moment after the runner returns.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while Self.isRunning(sleepPID) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(!Self.isRunning(sleepPID), "the script's child was killed with its process group")
+    }
+
+    /// Whether `pid` is a process that has not exited (a zombie nobody reaped yet counts as exited).
+    static func isRunning(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        let state = stat[stat.index(close, offsetBy: 2)...].prefix(1)
+        return state != "Z" && state != "X"
     }
 
     @Test func missingProgramIsALaunchError() async throws {
