@@ -14,6 +14,8 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 FUZZ_TARGETS ?= FuzzFrameDecoder FuzzSession FuzzTPMAttest FuzzTPMPublic FuzzTPMSignature FuzzEventLog FuzzSNPReport FuzzEvidenceDocuments FuzzATLSCertificate FuzzEnvelope FuzzPolicy
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
+# make vm-test: the whole real-boot test is killed after this many seconds.
+VM_TEST_TIMEOUT ?= 900
 
 # make install: where, and from which build (release, or debug for a layout check); NO_BUILD=1 installs what is built.
 DESTDIR ?=
@@ -21,7 +23,7 @@ PREFIX ?= /usr
 BUILD_CONFIG ?= release
 INSTALL_PRODUCTS := keyd trustd keydctl asterism
 
-.PHONY: help deps build check-imports check-systemd check-selinux format check-format test demo demo-keyd bench fuzz fuzz-smoke install clean
+.PHONY: help deps build check-imports check-systemd check-selinux format check-format test demo demo-keyd vm-test bench fuzz fuzz-smoke install clean
 
 help: ## List the targets
 	@echo "Asterism make targets:"
@@ -64,6 +66,14 @@ demo: deps ## A three-node cluster on this machine (network namespaces, swtpm, k
 	$(SWIFT) build $(SWIFT_FLAGS) --product trustd
 	$(SWIFT) build $(SWIFT_FLAGS) --product asterism
 	scripts/demo
+
+vm-test: deps ## A real boot: a Debian guest under qemu (swtpm vTPM, dm-crypt state disk) joins a control plane on this machine, reboots, is refused (root)
+	scripts/install-deps --vm
+	$(SWIFT) build $(SWIFT_FLAGS) --product keyd
+	$(SWIFT) build $(SWIFT_FLAGS) --product keydctl
+	$(SWIFT) build $(SWIFT_FLAGS) --product trustd
+	$(SWIFT) build $(SWIFT_FLAGS) --product asterism
+	timeout --kill-after=30 $(VM_TEST_TIMEOUT) scripts/vm-test
 
 demo-keyd: deps ## One keyd on swtpm in a temp dir, driven with keydctl (TPM quote, KEK, state-disk image)
 	$(SWIFT) build $(SWIFT_FLAGS) --product keyd

@@ -577,6 +577,7 @@ extension KeydService {
         identity: ConnectionIdentity,
         sequence: UInt32
     ) -> [UInt8] {
+        let started = ContinuousClock.now
         var detail = ReleaseDetail()
         detail.add("purpose", purpose == .rejoin ? "rejoin" : "join")
         func refuse(_ status: StatusCode, _ reason: String) -> [UInt8] {
@@ -644,7 +645,15 @@ extension KeydService {
                 ("clusterMarked", "true"),
             ]
         )
-        Log.notice("Envelope accepted", ["node": binding.nodeName.text, "holdsKEK": "\(holdsKEK)"])
+        let took = ContinuousClock.now - started
+        let microseconds = took.components.seconds * 1_000_000 + took.components.attoseconds / 1_000_000_000_000
+        Log.notice(
+            "Envelope accepted",
+            [
+                "node": binding.nodeName.text, "holdsKEK": "\(holdsKEK)", "activated": "\(outcome.activated)",
+                "duration.us": "\(microseconds)",
+            ]
+        )
         let answer = EnvelopeAcceptAnswer(
             diskOpened: true,
             activated: outcome.activated,

@@ -132,7 +132,8 @@ final class JoinScene {
         _ endpoints: [HostPort],
         verifier: ATLSVerifier? = nil,
         maxAttempts: Int? = 3,
-        deadline: Duration = .seconds(120)
+        deadline: Duration = .seconds(120),
+        backoff: JoinBackoff = JoinBackoff(initialMilliseconds: 10, maximumMilliseconds: 50)
     ) -> JoinClient {
         JoinClient(
             configuration: .init(
@@ -142,7 +143,7 @@ final class JoinScene {
                 serviceVerifier: verifier ?? serviceVerifier,
                 callTimeout: .seconds(60),
                 deadline: deadline,
-                backoff: JoinBackoff(initialMilliseconds: 10, maximumMilliseconds: 50),
+                backoff: backoff,
                 maxAttempts: maxAttempts,
                 outputDirectory: outputDirectory
             ),
@@ -256,7 +257,15 @@ final class JoinScene {
             let hogs = try silentConnections(1_000, to: port)
             defer { for fd in hogs { close(fd) } }
             let endpoint = try HostPort.parse("127.0.0.1:\(port)", allowingNames: false).get()
-            let outcome = try await scene.client([endpoint]).join()
+            // While the service is still turning away the hogs beyond their share, a connection of the
+            // good node can be refused too; it retries as a node would (a production backoff starts at
+            // 250 ms), so the attempts span the seconds the service needs on a loaded machine.
+            let client = scene.client(
+                [endpoint],
+                maxAttempts: 8,
+                backoff: JoinBackoff(initialMilliseconds: 500, maximumMilliseconds: 4000)
+            )
+            let outcome = try await client.join()
             #expect(outcome.accepted.diskOpened)
             // The hogs (accepted before the good connection) hold the source's share and no more.
             let held = atls.handshakesInProgress
