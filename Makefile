@@ -28,7 +28,7 @@ INSTALL_PRODUCTS := keyd trustd keydctl asterism
 help: ## List the targets
 	@echo "Asterism make targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "Variables: SCRATCH (swift --scratch-path), DESTDIR, PREFIX (default /usr), BUILD_CONFIG (release or debug), NO_BUILD, FUZZ_TARGETS, FUZZ_SECONDS (default 60), FUZZ_SMOKE_SECONDS (default 10), FUZZ_JOBS (smoke targets at a time, default nproc)"
+	@echo "Variables: SCRATCH (swift --scratch-path), DESTDIR, PREFIX (default /usr), BUILD_CONFIG (release or debug), NO_BUILD, FUZZ_TARGETS, FUZZ_SECONDS (default 60), FUZZ_SMOKE_SECONDS (default 10), FUZZ_JOBS (smoke targets at a time, default nproc), VM_TEST_TIMEOUT (make vm-test, default 900 s); scripts/vm-test reads VM_CACHE, VM_KEEP=1, VM_BOOT_TIMEOUT, VM_FIGURES"
 
 deps: ## Install the Debian packages that are missing
 	scripts/install-deps
