@@ -463,14 +463,6 @@ func silentConnections(_ count: Int, to port: Int) throws -> [Int32] {
     return connections
 }
 
-/// Runs `body` on a thread of its own (a blocking wait must not hold one of the few cooperative threads
-/// the in-process services run on).
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
-    }
-}
-
 /// The trustd executable: a worker's trustd process joins through a JoinService, says READY=1 once
 /// joined, stops cleanly on SIGTERM, and rejoins after its keyd and itself restart.
 @Suite(.serialized, .needsSwtpm, .needsRoot) struct TrustdProcessTests {

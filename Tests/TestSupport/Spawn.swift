@@ -63,23 +63,6 @@ public enum Spawn {
         return 128 + (status & 0x7F)
     }
 
-    /// Waits for `pid` on a thread of its own (see ``offPool(_:)``).
-    public static func wait(_ pid: pid_t) async -> Int32 {
-        // The thread never throws; the fallback only satisfies the type.
-        (try? await offPool { wait(pid) }) ?? -1
-    }
-
-    /// Runs `body` on a thread of its own and awaits it.
-    ///
-    /// Swift concurrency has one cooperative thread per core (two on CI): a test that blocks one of
-    /// them in `waitpid` or `poll` for a minute stalls every other test's tasks, timers included.
-    public static func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread { continuation.resume(with: Result { try body() }) }
-            thread.start()
-        }
-    }
-
     /// Whether `pid` has not exited yet (without reaping it).
     public static func isRunning(_ pid: pid_t) -> Bool {
         var info = siginfo_t()
@@ -161,14 +144,25 @@ public enum Spawn {
 }
 
 extension Spawn {
-    /// Runs a command to completion like the blocking `run`, on a thread of its own (see ``offPool(_:)``).
+    /// Runs a command to completion like the blocking `run`, on a thread of its own (see ``onThread(_:)``).
     public static func run(
         _ path: String,
         _ arguments: [String],
         stdin: Data? = nil,
         environment: [String: String]? = nil
     ) async throws -> CommandResult {
-        try await offPool { try run(path, arguments, stdin: stdin, environment: environment) }
+        try await onThread { try run(path, arguments, stdin: stdin, environment: environment) }
+    }
+}
+
+/// Runs `body` on a thread of its own and awaits it.
+///
+/// Swift concurrency has one cooperative thread per core (two on CI): a test that blocks one of them in
+/// `waitpid`, `poll` or a blocking socket for a minute stalls every other test's tasks, timers included,
+/// and the in-process services they run.
+public func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
     }
 }
 
