@@ -463,19 +463,23 @@ func silentConnections(_ count: Int, to port: Int) throws -> [Int32] {
     return connections
 }
 
+extension JoinScene {
+    /// Writes a policy that admits the JoinService's AK (no PCRs) beside the output directory; returns its path.
+    func writeServicePolicy(named name: String) throws -> String {
+        let path = outputDirectory + "/../" + name
+        let policy = try MeasurementPolicy(version: 1, measurements: Measurements([:]), allowedAKDigests: [serverAK])
+        try Data(policy.canonicalJSON).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+}
+
 /// The trustd executable: a worker's trustd process joins through a JoinService, says READY=1 once
 /// joined, stops cleanly on SIGTERM, and rejoins after its keyd and itself restart.
 @Suite(.serialized, .needsSwtpm, .needsRoot) struct TrustdProcessTests {
     @Test("a worker's trustd process installs a component, joins, runs kubeadm, stops on SIGTERM, and rejoins")
     func workerProcessJoinsAndRejoins() async throws {
         let scene = try JoinScene()
-        let policyFile = scene.outputDirectory + "/../" + "join-service-policy-\(getpid()).json"
-        let policy = try MeasurementPolicy(
-            version: 1,
-            measurements: Measurements([:]),
-            allowedAKDigests: [scene.serverAK]
-        )
-        try Data(policy.canonicalJSON).write(to: URL(fileURLWithPath: policyFile))
+        let policyFile = try scene.writeServicePolicy(named: "join-service-policy-\(getpid()).json")
         defer { unlink(policyFile) }
         // The bootstrapper's pieces in the real process: a component installed before the join, and a
         // script standing in for kubeadm that keeps its arguments and what its config file held.
@@ -549,13 +553,7 @@ func silentConnections(_ count: Int, to port: Int) throws -> [Int32] {
     @Test("kubeadm-handoff: trustd writes the 0600 join configuration that asterism-kubeadm-join.service runs as root")
     func kubeadmHandoffToItsUnit() async throws {
         let scene = try JoinScene()
-        let policyFile = scene.outputDirectory + "/../" + "join-service-policy-handoff-\(getpid()).json"
-        let policy = try MeasurementPolicy(
-            version: 1,
-            measurements: Measurements([:]),
-            allowedAKDigests: [scene.serverAK]
-        )
-        try Data(policy.canonicalJSON).write(to: URL(fileURLWithPath: policyFile))
+        let policyFile = try scene.writeServicePolicy(named: "join-service-policy-handoff-\(getpid()).json")
         defer { unlink(policyFile) }
         let work = scene.outputDirectory + "-handoff"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
