@@ -112,7 +112,8 @@ import TrustdCore
         let policy = try MeasurementPolicy(
             version: 2,
             measurements: joinerFacts.measurements(0...7),
-            allowedAKDigests: [joinerFacts.akDigest, serverFacts.akDigest]
+            allowedAKDigests: [joinerFacts.akDigest, serverFacts.akDigest],
+            challengeLifetimeSeconds: JoinScene.challengeLifetimeSeconds
         )
         _ = try scene.server.admin().call(.policySet(signedPolicy: try scene.operatorKey.sign(policy)))
         func expected(_ id: String, _ length: Int) -> [UInt8] {

@@ -49,6 +49,10 @@ final class JoinScene {
     /// Whether the serving keyd and JoinService answer Constellation's binding (plain keys).
     let compatibility: Bool
 
+    /// The serving keyd's challenge lifetime: longer than the 90 s handshake bound below, so a handshake the
+    /// loaded full suite slows down cannot let the challenge expire before the row's own refusal is reached.
+    static let challengeLifetimeSeconds = 300
+
     init(compatibility: Bool = false) throws {
         self.compatibility = compatibility
         server = try ReleaseNode(extra: compatibility ? ["constellation-compatibility = true"] : [])
@@ -63,7 +67,8 @@ final class JoinScene {
             version: 1,
             measurements: facts.measurements(0...7),
             allowedAKDigests: [facts.akDigest],
-            evidenceVariants: compatibility ? [.asterismTPM, .qemuVTPM] : [.asterismTPM]
+            evidenceVariants: compatibility ? [.asterismTPM, .qemuVTPM] : [.asterismTPM],
+            challengeLifetimeSeconds: Self.challengeLifetimeSeconds
         )
         _ = try server.admin().call(.policySet(signedPolicy: try operatorKey.sign(policy)))
         pool = NIOThreadPool(numberOfThreads: 4)
