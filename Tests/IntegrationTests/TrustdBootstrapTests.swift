@@ -34,7 +34,9 @@ import Testing
                 try MeasurementPolicy(
                     version: 1,
                     measurements: facts.measurements(0...7),
-                    allowedAKDigests: [facts.akDigest]
+                    allowedAKDigests: [facts.akDigest],
+                    // Outlives the 90 s handshake bound below, as in JoinScene.
+                    challengeLifetimeSeconds: JoinScene.challengeLifetimeSeconds
                 )
             )
             let pki = try TestPKI()
