@@ -34,12 +34,23 @@ public final class SoftwareTPM {
     public var tcti: String { "swtpm:host=127.0.0.1,port=\(port)" }
 
     /// Starts swtpm (again) on a free port pair, with the TPM powered on and started up.
+    ///
+    /// The pair is below Linux's ephemeral range (32768-), which the suite's own outgoing loopback
+    /// connections fill, and both ports are first bound here without `SO_REUSEADDR`: swtpm sets no
+    /// such option either, so a port a closed connection left in TIME_WAIT fails it (seen on a loaded
+    /// CI run: twenty random picks in 20000-60000 all "Address already in use").
     public func start() throws {
         precondition(pid == 0, "swtpm already running")
         logFD = open(stateDirectory + "/swtpm.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         defer { close(logFD) }
-        for _ in 0..<20 {
-            let candidate = UInt16.random(in: 20_000...60_000) & ~1
+        var tried: [UInt16] = []
+        for _ in 0..<100 {
+            let candidate = UInt16.random(in: 20_000...32_766) & ~1
+            guard Self.bindable(port: candidate), Self.bindable(port: candidate + 1) else {
+                usleep(5_000)
+                continue
+            }
+            tried.append(candidate)
             let child = try Spawn.start(
                 "/usr/bin/swtpm",
                 [
@@ -62,9 +73,10 @@ public final class SoftwareTPM {
             }
             kill(child, SIGKILL)
             _ = Spawn.wait(child)
+            if tried.count == 20 { break }
         }
         throw HarnessError(
-            "swtpm did not start; log:\n\((try? String(contentsOfFile: stateDirectory + "/swtpm.log", encoding: .utf8)) ?? "")"
+            "swtpm did not start (ports tried: \(tried)); log:\n\((try? String(contentsOfFile: stateDirectory + "/swtpm.log", encoding: .utf8)) ?? "")"
         )
     }
 
@@ -96,8 +108,21 @@ public final class SoftwareTPM {
         return result.stdout
     }
 
+    /// Whether 127.0.0.1:`port` can be bound now (no listener, connection or TIME_WAIT holds it).
+    private static func bindable(port: UInt16) -> Bool {
+        withLoopbackSocket(port: port) { fd, address, length in bind(fd, address, length) == 0 }
+    }
+
     /// Whether a TCP connection to 127.0.0.1:`port` succeeds.
     private static func accepts(port: UInt16) -> Bool {
+        withLoopbackSocket(port: port) { fd, address, length in connect(fd, address, length) == 0 }
+    }
+
+    /// Runs `body` with a new TCP socket (closed after) and the address 127.0.0.1:`port`.
+    private static func withLoopbackSocket(
+        port: UInt16,
+        _ body: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Bool
+    ) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -107,7 +132,7 @@ public final class SoftwareTPM {
         address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
         return withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+                body(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
     }
