@@ -577,7 +577,7 @@ extension KeydService {
         identity: ConnectionIdentity,
         sequence: UInt32
     ) -> [UInt8] {
-        let started = ContinuousClock.now
+        let started = MonotonicClock.nowNanoseconds()
         var detail = ReleaseDetail()
         detail.add("purpose", purpose == .rejoin ? "rejoin" : "join")
         func refuse(_ status: StatusCode, _ reason: String) -> [UInt8] {
@@ -645,8 +645,7 @@ extension KeydService {
                 ("clusterMarked", "true"),
             ]
         )
-        let took = ContinuousClock.now - started
-        let microseconds = took.components.seconds * 1_000_000 + took.components.attoseconds / 1_000_000_000_000
+        let microseconds = (MonotonicClock.nowNanoseconds() - started) / 1000
         Log.notice(
             "Envelope accepted",
             [
